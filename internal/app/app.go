@@ -1,0 +1,137 @@
+// Package app wires Edgeport's components (broker, listeners, HTTP
+// endpoint) from a configuration and runs and stops them as one group.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/telemetry"
+)
+
+// Off disables a listener when given as its address.
+const Off = "off"
+
+// Config is what `edgeport serve` runs.
+type Config struct {
+	MQTTAddr string // TCP listener; "off" disables it
+	WSAddr   string // WebSocket listener; "off" disables it
+	WSPath   string
+	HTTPAddr string // health, readiness and metrics; "off" disables it
+	DataDir  string
+	Broker   broker.Options
+}
+
+// App is a running Edgeport instance.
+type App struct {
+	cfg       Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	broker    *broker.Broker
+	listeners []*listener.Listener
+	names     []string // listener names, parallel to listeners
+	http      *telemetry.HTTPServer
+}
+
+// New validates cfg and builds the components without starting them.
+func New(cfg Config, log *slog.Logger) (*App, error) {
+	if cfg.WSPath == "" {
+		cfg.WSPath = "/mqtt"
+	}
+	b, err := broker.New(cfg.Broker, log.With("component", "broker"))
+	if err != nil {
+		return nil, fmt.Errorf("broker options: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
+	a := &App{cfg: cfg, log: log, reg: reg, broker: b}
+	for _, l := range []listener.Config{
+		{Name: "mqtt", Addr: cfg.MQTTAddr, Protocol: "tcp"},
+		{Name: "ws", Addr: cfg.WSAddr, Protocol: "websocket", Path: cfg.WSPath},
+	} {
+		if isOff(l.Addr) {
+			continue
+		}
+		ln, err := listener.New(l, b, log.With("component", "listener", "listener", l.Name))
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		a.listeners = append(a.listeners, ln)
+		a.names = append(a.names, l.Name)
+	}
+	if !isOff(cfg.HTTPAddr) {
+		a.http = telemetry.NewHTTPServer(cfg.HTTPAddr, reg, log.With("component", "http"))
+	}
+	return a, nil
+}
+
+func isOff(addr string) bool { return addr == "" || strings.EqualFold(addr, Off) }
+
+// Broker returns the broker, for in-process use.
+func (a *App) Broker() *broker.Broker { return a.broker }
+
+// Registry returns the metrics registry.
+func (a *App) Registry() *prometheus.Registry { return a.reg }
+
+// Start starts every component; on failure it stops what it started.
+func (a *App) Start(ctx context.Context) error {
+	if a.cfg.DataDir != "" {
+		if err := os.MkdirAll(a.cfg.DataDir, 0o750); err != nil {
+			return fmt.Errorf("creating data dir: %w", err)
+		}
+	}
+	a.broker.Start(ctx)
+	for i, l := range a.listeners {
+		if err := l.Start(ctx); err != nil {
+			for _, started := range a.listeners[:i] {
+				_ = started.Stop(ctx)
+			}
+			_ = a.broker.Shutdown(ctx)
+			return err
+		}
+		a.log.Info("listening", "listener", a.names[i], "addr", l.Addr().String())
+	}
+	if a.http != nil {
+		if err := a.http.Start(ctx); err != nil {
+			_ = a.Stop(ctx)
+			return err
+		}
+		a.log.Info("listening", "listener", "http", "addr", a.http.Addr().String())
+	}
+	return nil
+}
+
+// Addrs returns the bound addresses by name ("mqtt", "ws", "http").
+func (a *App) Addrs() map[string]net.Addr {
+	m := make(map[string]net.Addr)
+	for i, l := range a.listeners {
+		m[a.names[i]] = l.Addr()
+	}
+	if a.http != nil {
+		m["http"] = a.http.Addr()
+	}
+	return m
+}
+
+// Stop stops accepting, disconnects clients gracefully and stops the rest.
+func (a *App) Stop(ctx context.Context) error {
+	var errs []error
+	for _, l := range a.listeners {
+		errs = append(errs, l.Stop(ctx))
+	}
+	errs = append(errs, a.broker.Shutdown(ctx))
+	if a.http != nil {
+		errs = append(errs, a.http.Stop(ctx))
+	}
+	return errors.Join(errs...)
+}

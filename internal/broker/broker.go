@@ -1,0 +1,358 @@
+// Package broker is Edgeport's MQTT 3.1.1 and 5.0 broker core: sessions, QoS
+// state machines, routing, retained messages, wills, expiry and limits.
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/mqtt/topic"
+)
+
+// Broker routes messages between the clients of any number of listeners.
+// It owns no sockets: listeners hand it accepted connections through ServeConn.
+type Broker struct {
+	opts   Options
+	log    *slog.Logger
+	limits topic.Limits
+
+	subs     *topic.Trie[*session, *subscription]
+	retained *topic.Retained[*Message]
+
+	sessMu   sync.Mutex // guards sessions; taken before any session.mu
+	sessions map[string]*session
+
+	connMu  sync.Mutex // guards conns
+	conns   map[*client]struct{}
+	connsWG sync.WaitGroup
+
+	sharedMu sync.RWMutex // guards sharedRR
+	sharedRR map[sharedRef]*atomic.Uint32
+
+	listenerMu sync.Mutex // guards listeners
+	listeners  map[string]*listenerStats
+
+	enhanced map[string]EnhancedAuth
+
+	stats    stats
+	started  time.Time
+	closing  atomic.Bool
+	stopSys  context.CancelFunc
+	sysDone  chan struct{}
+	stopOnce sync.Once
+}
+
+// New builds a broker with the given options (see Options.Validate).
+func New(opts Options, log *slog.Logger) (*Broker, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	o := opts.withDefaults()
+	b := &Broker{
+		opts:      o,
+		log:       log,
+		limits:    topic.Limits{MaxLength: o.MaxTopicLength, MaxLevels: o.MaxTopicLevels},
+		subs:      topic.NewTrie[*session, *subscription](),
+		retained:  topic.NewRetained[*Message](),
+		sessions:  make(map[string]*session),
+		conns:     make(map[*client]struct{}),
+		sharedRR:  make(map[sharedRef]*atomic.Uint32),
+		listeners: make(map[string]*listenerStats),
+		enhanced:  make(map[string]EnhancedAuth),
+		started:   time.Now(),
+	}
+	return b, nil
+}
+
+// RegisterEnhancedAuth makes an MQTT 5 enhanced authentication method
+// available. It must be called before the broker serves connections.
+func (b *Broker) RegisterEnhancedAuth(a EnhancedAuth) { b.enhanced[a.Method()] = a }
+
+// Start runs the broker's background work ($SYS statistics) until Shutdown.
+func (b *Broker) Start(ctx context.Context) {
+	ctx, b.stopSys = context.WithCancel(ctx)
+	b.sysDone = make(chan struct{})
+	go func() {
+		defer close(b.sysDone)
+		b.runSys(ctx)
+	}()
+}
+
+// ServeConn serves one client connection until it closes. It owns conn.
+func (b *Broker) ServeConn(conn net.Conn, listener string) {
+	if b.closing.Load() {
+		conn.Close()
+		return
+	}
+	c := newClient(b, conn, b.listenerStats(listener))
+	b.connMu.Lock()
+	b.conns[c] = struct{}{}
+	b.connsWG.Add(1)
+	b.connMu.Unlock()
+	defer func() {
+		b.connMu.Lock()
+		delete(b.conns, c)
+		b.connMu.Unlock()
+		b.connsWG.Done()
+	}()
+	c.serve()
+}
+
+// Shutdown disconnects every client (MQTT 5 clients are told 0x8B, server
+// shutting down) after flushing what is queued for them, and waits for their
+// connections to end or ctx to expire.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.stopOnce.Do(func() {
+		b.closing.Store(true)
+		if b.stopSys != nil {
+			b.stopSys()
+			<-b.sysDone
+		}
+	})
+	b.connMu.Lock()
+	for c := range b.conns {
+		c.disconnect(packet.ServerShuttingDown, "")
+	}
+	b.connMu.Unlock()
+	done := make(chan struct{})
+	go func() { b.connsWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		b.connMu.Lock()
+		for c := range b.conns {
+			c.conn.Close()
+		}
+		b.connMu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Publish injects a message as if a client had published it (used by $SYS,
+// wills and in-process components). It returns how many sessions it reached.
+func (b *Broker) Publish(m *Message) int {
+	if m.Retain {
+		b.setRetained(m)
+	}
+	return b.route(m)
+}
+
+func (b *Broker) publishWill(m *Message) {
+	if m.willExpiry > 0 {
+		m.Expiry = time.Now().Add(m.willExpiry).UnixNano()
+	}
+	b.stats.willsPublished.Add(1)
+	b.Publish(m)
+}
+
+func (b *Broker) setRetained(m *Message) {
+	if len(m.Payload) == 0 {
+		if b.retained.Delete(m.Topic) {
+			b.stats.retained.Add(-1)
+		}
+		return
+	}
+	if _, existed := b.retained.Get(m.Topic); !existed {
+		b.stats.retained.Add(1)
+	}
+	b.retained.Set(m.Topic, m)
+}
+
+// attach binds client c to its session, creating, resuming or replacing it
+// per clean start, and taking the session over from an older connection.
+// It returns the session and whether an existing one was resumed.
+func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*session, bool) {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	s := b.sessions[c.id]
+	if s != nil {
+		s.mu.Lock()
+		if old := s.client; old != nil {
+			s.client = nil
+			s.online.Store(false)
+			b.stats.connected.Add(-1)
+			old.disconnect(packet.SessionTakenOver, "another connection took over the session")
+			// The old connection ended abnormally: its will follows the
+			// usual rules, and a resumed session cancels a delayed will.
+			b.scheduleWillLocked(s)
+		}
+		if cleanStart {
+			s.mu.Unlock()
+			b.endSessionLocked(s)
+			s = nil
+		} else {
+			if s.expiryTimer != nil {
+				s.expiryTimer.Stop()
+				s.expiryTimer = nil
+			}
+			if s.willTimer != nil {
+				s.willTimer.Stop()
+				s.willTimer = nil
+			}
+			s.will = nil
+			s.mu.Unlock()
+		}
+	}
+	present := s != nil
+	if s == nil {
+		s = &session{id: c.id}
+		b.sessions[c.id] = s
+		b.stats.sessions.Add(1)
+	}
+	s.mu.Lock()
+	s.client = c
+	s.online.Store(true)
+	s.expiry = expiry
+	s.version = c.version
+	s.mu.Unlock()
+	b.stats.connected.Add(1)
+	return s, present
+}
+
+// detach unbinds c from its session when the connection ends: the will is
+// published or scheduled, shared-subscription deliveries move to another
+// member, and the session ends now or when its expiry interval has passed.
+func (b *Broker) detach(c *client, publishWill bool) {
+	s := c.sess
+	if s == nil {
+		return
+	}
+	b.sessMu.Lock()
+	s.mu.Lock()
+	if s.client != c {
+		// Taken over: the new owner already dealt with the session.
+		s.mu.Unlock()
+		b.sessMu.Unlock()
+		return
+	}
+	s.client = nil
+	s.online.Store(false)
+	b.stats.connected.Add(-1)
+	if !publishWill {
+		s.will = nil
+	}
+	moved := s.takeShared()
+	if s.expiry == 0 {
+		s.mu.Unlock()
+		b.endSessionLocked(s)
+	} else {
+		b.scheduleWillLocked(s)
+		if s.expiry != expiryNever {
+			s.expiryTimer = time.AfterFunc(s.expiry, func() { b.expireSession(s) })
+		}
+		s.mu.Unlock()
+	}
+	b.sessMu.Unlock()
+	for _, d := range moved {
+		b.reroute(s, d)
+	}
+}
+
+// expiryNever is the session expiry that never ends (0xFFFFFFFF seconds).
+const expiryNever = 0xFFFFFFFF * time.Second
+
+func (b *Broker) expireSession(s *session) {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	s.mu.Lock()
+	if s.client != nil || s.ended || b.sessions[s.id] != s {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	b.endSessionLocked(s)
+}
+
+// endSessionLocked removes s from the broker. b.sessMu is held, s.mu is not.
+// A pending will is published now: the session end ends its delay.
+func (b *Broker) endSessionLocked(s *session) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	for _, sub := range s.subs {
+		b.subs.Unsubscribe(sub.inner, sub.group, s)
+		b.stats.subscriptions.Add(-1)
+	}
+	s.subs = nil
+	if s.expiryTimer != nil {
+		s.expiryTimer.Stop()
+	}
+	if s.willTimer != nil {
+		s.willTimer.Stop()
+	}
+	will := s.will
+	s.will = nil
+	dropped := s.queue.len() + len(s.inflight)
+	s.mu.Unlock()
+	if b.sessions[s.id] == s {
+		delete(b.sessions, s.id)
+		b.stats.sessions.Add(-1)
+	}
+	if dropped > 0 {
+		b.stats.dropped[dropSessionEnded].Add(uint64(dropped))
+	}
+	if will != nil {
+		go b.publishWill(will)
+	}
+}
+
+// scheduleWillLocked publishes the session's will now, or after its delay
+// if the session lives long enough. s.mu is held.
+func (b *Broker) scheduleWillLocked(s *session) {
+	will := s.will
+	if will == nil {
+		return
+	}
+	if s.willDelay == 0 || s.expiry == 0 {
+		s.will = nil
+		go b.publishWill(will)
+		return
+	}
+	delay := s.willDelay
+	if s.expiry != expiryNever && s.expiry < delay {
+		delay = s.expiry
+	}
+	s.willTimer = time.AfterFunc(delay, func() {
+		s.mu.Lock()
+		w := s.will
+		if s.client != nil || w == nil {
+			s.mu.Unlock()
+			return
+		}
+		s.will = nil
+		s.mu.Unlock()
+		b.publishWill(w)
+	})
+}
+
+// newClientID assigns an identifier to a client that sent none.
+func newClientID() string {
+	var buf [12]byte
+	_, _ = rand.Read(buf[:])
+	return "edgeport-" + hex.EncodeToString(buf[:])
+}
+
+func (b *Broker) listenerStats(name string) *listenerStats {
+	b.listenerMu.Lock()
+	defer b.listenerMu.Unlock()
+	ls := b.listeners[name]
+	if ls == nil {
+		ls = &listenerStats{name: name}
+		b.listeners[name] = ls
+	}
+	return ls
+}

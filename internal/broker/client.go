@@ -1,0 +1,780 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/mqtt/topic"
+)
+
+// client is one network connection. Its reader goroutine decodes and
+// handles packets; outbound packets are appended, already encoded, to out and
+// written in batches by a writer goroutine that runs only while there is
+// something to write, so an idle connection costs one goroutine.
+type client struct {
+	b    *Broker
+	conn net.Conn
+	ls   *listenerStats
+	log  *slog.Logger
+	r    *packet.Reader
+
+	// Set during CONNECT, read-only afterwards.
+	id          string
+	version     packet.Version
+	sess        *session
+	keepAlive   time.Duration
+	sendQuota   int    // client's Receive Maximum, capped by MaxInflight
+	maxOut      int    // client's Maximum Packet Size, 0 = unlimited
+	aliasMaxOut uint16 // client's Topic Alias Maximum
+	problemInfo bool   // client wants reason strings and user properties
+	authMethod  string
+	reauth      AuthStepper // re-authentication in progress (reader goroutine)
+
+	// Reader goroutine only.
+	aliasesIn map[uint16]string
+	pub       packet.Publish
+	ack       packet.Ack
+	sub       packet.Subscribe
+	unsub     packet.Unsubscribe
+	scratch   []byte
+
+	outMu      sync.Mutex // guards the fields below
+	out        []byte     // encoded packets waiting for the writer
+	spare      []byte     // the writer's other buffer
+	writing    bool       // a writer goroutine is running
+	closing    bool       // no more packets are accepted; close after flush
+	closed     bool
+	acked      bool // CONNACK is queued: DISCONNECT may be sent
+	aliasesOut map[string]uint16
+	writerDone chan struct{} // closed by an exiting writer when closing
+
+	stats clientStats
+}
+
+type clientStats struct {
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+}
+
+func newClient(b *Broker, conn net.Conn, ls *listenerStats) *client {
+	c := &client{b: b, conn: conn, ls: ls, log: b.log}
+	c.r = packet.NewReader(deadlineReader{c}, 4096)
+	ls.open.Add(1)
+	return c
+}
+
+// deadlineReader sets the keep-alive deadline before each socket read, so a
+// burst of packets read in one call costs one deadline update.
+type deadlineReader struct{ c *client }
+
+func (d deadlineReader) Read(p []byte) (int, error) {
+	if d.c.keepAlive > 0 {
+		_ = d.c.conn.SetReadDeadline(time.Now().Add(d.c.keepAlive * 3 / 2))
+	}
+	n, err := d.c.conn.Read(p)
+	d.c.stats.bytesIn.Add(uint64(n))
+	return n, err
+}
+
+// serve runs the connection: CONNECT, then packets until it ends.
+func (c *client) serve() {
+	defer c.finish()
+	_ = c.conn.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
+	h, body, err := c.r.Next(c.b.opts.MaxPacketSize)
+	if err != nil {
+		c.log.Debug("no CONNECT", "remote", c.conn.RemoteAddr().String(), "err", err)
+		return
+	}
+	if h.Type != packet.CONNECT {
+		c.log.Debug("first packet is not CONNECT", "remote", c.conn.RemoteAddr().String(), "type", h.Type)
+		return
+	}
+	var cp packet.Connect
+	if err := cp.Decode(h.Flags, body); err != nil {
+		c.refuseDecode(&cp, err)
+		return
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+	if !c.connect(&cp) {
+		return
+	}
+	c.readLoop()
+}
+
+// refuseDecode answers a CONNECT that failed to decode, when the protocol
+// version is known well enough to answer in it.
+func (c *client) refuseDecode(cp *packet.Connect, err error) {
+	c.log.Debug("bad CONNECT", "remote", c.conn.RemoteAddr().String(), "err", err)
+	code := packet.MalformedPacket
+	var pe *packet.Error
+	if errors.As(err, &pe) {
+		code = pe.Code
+	} else if errors.Is(err, packet.UnsupportedProtocolVersion) {
+		code = packet.UnsupportedProtocolVersion
+	}
+	switch {
+	case code == packet.UnsupportedProtocolVersion:
+		// The client's version is unknown: answer in 3.1.1 form (return
+		// code 1), which every client version can read.
+		c.version = packet.V311
+		c.writePacket(&packet.ConnAck{ReasonCode: packet.ConnRefusedVersion311})
+	case cp.Version == packet.V5:
+		c.version = packet.V5
+		c.writePacket(&packet.ConnAck{ReasonCode: code})
+	}
+	c.closeAfterFlush()
+}
+
+func (c *client) finish() {
+	c.closeAfterFlush()
+	c.outMu.Lock()
+	wait := c.writing
+	done := c.writerDone
+	c.outMu.Unlock()
+	if wait {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	c.conn.Close()
+	c.ls.open.Add(-1)
+	c.ls.msgsIn.Add(c.stats.msgsIn.Load())
+	c.ls.msgsOut.Add(c.stats.msgsOut.Load())
+	c.ls.bytesIn.Add(c.stats.bytesIn.Load())
+	c.ls.bytesOut.Add(c.stats.bytesOut.Load())
+	c.stats = clientStats{}
+}
+
+// readLoop handles packets until the connection ends, then detaches.
+func (c *client) readLoop() {
+	publishWill := true
+	defer func() { c.b.detach(c, publishWill) }()
+	for {
+		h, body, err := c.r.Next(c.b.opts.MaxPacketSize)
+		if err != nil {
+			switch {
+			case errors.Is(err, packet.PacketTooLarge):
+				c.protocolError(packet.PacketTooLarge, "packet exceeds the maximum packet size")
+			case errors.Is(err, packet.MalformedPacket):
+				c.protocolError(packet.MalformedPacket, err.Error())
+			case isTimeout(err):
+				c.protocolError(packet.KeepAliveTimeout, "keep alive timeout")
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+			default:
+				c.log.Debug("read failed", "client", c.id, "err", err)
+			}
+			return
+		}
+		var perr error
+		switch h.Type {
+		case packet.PUBLISH:
+			perr = c.handlePublish(h.Flags, body)
+		case packet.PUBACK, packet.PUBREC, packet.PUBREL, packet.PUBCOMP:
+			perr = c.handleAck(h, body)
+		case packet.SUBSCRIBE:
+			perr = c.handleSubscribe(h.Flags, body)
+		case packet.UNSUBSCRIBE:
+			perr = c.handleUnsubscribe(h.Flags, body)
+		case packet.PINGREQ:
+			if h.Remaining != 0 {
+				perr = packet.Errorf(packet.MalformedPacket, "PINGREQ with a body")
+				break
+			}
+			c.writePacket(&packet.PingResp{})
+		case packet.DISCONNECT:
+			var stop bool
+			stop, publishWill, perr = c.handleDisconnect(h.Flags, body)
+			if perr == nil && stop {
+				c.closeAfterFlush()
+				return
+			}
+		case packet.AUTH:
+			perr = c.handleAuth(h.Flags, body)
+		default:
+			perr = packet.Errorf(packet.ProtocolError, "unexpected %s from a client", h.Type)
+		}
+		if perr != nil {
+			var pe *packet.Error
+			code := packet.ProtocolError
+			msg := perr.Error()
+			if errors.As(perr, &pe) {
+				code, msg = pe.Code, pe.Msg
+			} else if rc, ok := perr.(packet.ReasonCode); ok {
+				code = rc
+			}
+			c.protocolError(code, msg)
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// protocolError ends the connection for a protocol violation: MQTT 5 clients
+// get a DISCONNECT with the reason code first.
+func (c *client) protocolError(code packet.ReasonCode, msg string) {
+	c.log.Debug("closing connection", "client", c.id, "remote", c.conn.RemoteAddr().String(), "reason", code.String(), "detail", msg)
+	c.b.stats.protocolErrors.Add(1)
+	c.disconnect(code, msg)
+}
+
+// disconnect sends a server DISCONNECT (MQTT 5 only) and closes the
+// connection once everything queued before it is written.
+func (c *client) disconnect(code packet.ReasonCode, reason string) {
+	c.outMu.Lock()
+	if c.closing {
+		c.outMu.Unlock()
+		return
+	}
+	// DISCONNECT may only follow CONNACK; before it a connection just closes.
+	if c.version == packet.V5 && c.acked {
+		d := packet.Disconnect{ReasonCode: code}
+		if reason != "" {
+			d.Properties.ReasonString = reason
+			d.Properties.Set(packet.PropReasonString)
+		}
+		c.out = d.Append(c.out, c.version)
+	}
+	c.outMu.Unlock()
+	c.closeAfterFlush()
+}
+
+// closeAfterFlush stops accepting packets and closes the socket after the
+// writer has written what was queued.
+func (c *client) closeAfterFlush() {
+	c.outMu.Lock()
+	if c.closing {
+		c.outMu.Unlock()
+		return
+	}
+	c.closing = true
+	if c.writerDone == nil {
+		c.writerDone = make(chan struct{})
+	}
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+	c.outMu.Unlock()
+}
+
+// writePacket encodes a control packet into the outbound buffer.
+func (c *client) writePacket(p packet.Packet) {
+	c.outMu.Lock()
+	if !c.closing {
+		c.out = p.Append(c.out, c.version)
+		c.kickLocked()
+	}
+	c.outMu.Unlock()
+}
+
+// kickLocked makes sure a writer is running. c.outMu is held.
+func (c *client) kickLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// writeLoop writes batches until there is nothing left, then exits; when
+// the connection is closing it closes the socket after the last batch.
+func (c *client) writeLoop() {
+	for {
+		c.outMu.Lock()
+		if len(c.out) == 0 {
+			c.writing = false
+			closing := c.closing
+			if closing && !c.closed {
+				c.closed = true
+				close(c.writerDone)
+			}
+			if cap(c.spare) > 64<<10 {
+				c.spare = nil
+			}
+			c.outMu.Unlock()
+			if closing {
+				_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				c.conn.Close()
+			}
+			return
+		}
+		buf := c.out
+		c.out, c.spare = c.spare[:0], nil
+		closing := c.closing
+		c.outMu.Unlock()
+		if closing {
+			_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		}
+		n, err := c.conn.Write(buf)
+		c.stats.bytesOut.Add(uint64(n))
+		c.outMu.Lock()
+		c.spare = buf[:0]
+		if err != nil {
+			c.out = c.out[:0]
+			c.closing = true
+			if c.writerDone == nil {
+				c.writerDone = make(chan struct{})
+			}
+		}
+		c.outMu.Unlock()
+		if err != nil {
+			c.conn.Close()
+		}
+	}
+}
+
+// writePublish encodes a delivery into the outbound buffer with packet ID
+// id (0 for QoS 0). It reports false if the packet was dropped because it is
+// larger than the client accepts or, for QoS 0, because the connection's
+// outbound buffer is full (a slow consumer).
+func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool {
+	m := d.msg
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.closing {
+		return d.qos > 0 // stays inflight for redelivery on reconnect
+	}
+	if d.qos == 0 && len(c.out) >= c.b.opts.MaxOutboundBytes {
+		c.b.stats.dropped[dropSlowConsumer].Add(1)
+		return false
+	}
+	simple := c.version != packet.V5 || (len(d.subIDs) == 0 && m.Expiry == 0 && c.aliasMaxOut == 0)
+	if simple {
+		enc := m.cachedEncoding(c.version, d.qos)
+		if c.maxOut > 0 && len(enc) > c.maxOut {
+			c.b.stats.dropped[dropTooLarge].Add(1)
+			return false
+		}
+		start := len(c.out)
+		c.out = append(c.out, enc...)
+		flags := byte(packet.PUBLISH)<<4 | d.qos<<1
+		if dup {
+			flags |= 0x08
+		}
+		if d.retain {
+			flags |= 0x01
+		}
+		c.out[start] = flags
+		if d.qos > 0 {
+			// The packet ID follows the fixed header and the topic.
+			at := packetIDOffset(enc, m)
+			c.out[start+at] = byte(id >> 8)
+			c.out[start+at+1] = byte(id)
+		}
+	} else {
+		pub := packet.Publish{Dup: dup, QoS: d.qos, Retain: d.retain, Topic: m.Topic, PacketID: id, Payload: m.Payload}
+		if m.Props != nil {
+			pub.Properties = *m.Props
+		}
+		if m.Expiry != 0 {
+			pub.Properties.MessageExpiry = m.remainingExpiry(now)
+			pub.Properties.Set(packet.PropMessageExpiry)
+		}
+		pub.Properties.SubscriptionIDs = d.subIDs
+		if c.aliasMaxOut > 0 {
+			c.applyAliasLocked(&pub)
+		}
+		if c.maxOut > 0 && pub.Size(c.version) > c.maxOut {
+			c.b.stats.dropped[dropTooLarge].Add(1)
+			return false
+		}
+		c.out = pub.Append(c.out, c.version)
+	}
+	c.stats.msgsOut.Add(1)
+	c.kickLocked()
+	return true
+}
+
+// packetIDOffset finds the packet ID in a cached encoding: it sits
+// after the fixed header and the topic, before the properties.
+func packetIDOffset(enc []byte, m *Message) int {
+	i := 1
+	for enc[i]&0x80 != 0 {
+		i++
+	}
+	return i + 1 + 2 + len(m.Topic)
+}
+
+// applyAliasLocked replaces the topic with an alias the client allowed:
+// a known topic goes as an empty topic plus alias, a new one gets the next
+// free alias while any is left. c.outMu is held.
+func (c *client) applyAliasLocked(pub *packet.Publish) {
+	if a, ok := c.aliasesOut[pub.Topic]; ok {
+		pub.Properties.TopicAlias = a
+		pub.Properties.Set(packet.PropTopicAlias)
+		pub.Topic = ""
+		return
+	}
+	if len(c.aliasesOut) >= int(c.aliasMaxOut) {
+		return
+	}
+	if c.aliasesOut == nil {
+		c.aliasesOut = make(map[string]uint16)
+	}
+	a := uint16(len(c.aliasesOut) + 1)
+	c.aliasesOut[pub.Topic] = a
+	pub.Properties.TopicAlias = a
+	pub.Properties.Set(packet.PropTopicAlias)
+}
+
+// handlePublish routes an inbound PUBLISH and acknowledges it.
+func (c *client) handlePublish(flags byte, body []byte) error {
+	// The message outlives the read buffer: one copy of the packet body
+	// is shared by every subscriber.
+	owned := make([]byte, len(body))
+	copy(owned, body)
+	p := &c.pub
+	if err := p.Decode(flags, owned, c.version); err != nil {
+		return err
+	}
+	c.stats.msgsIn.Add(1)
+	name := p.Topic
+	if c.version == packet.V5 {
+		if p.Properties.Has(packet.PropTopicAlias) {
+			a := p.Properties.TopicAlias
+			if a == 0 || int(a) > c.aliasMax() {
+				return packet.Errorf(packet.TopicAliasInvalid, "topic alias %d out of range", a)
+			}
+			if name == "" {
+				name = c.aliasesIn[a]
+				if name == "" {
+					return packet.Errorf(packet.ProtocolError, "topic alias %d is not set", a)
+				}
+			} else {
+				if c.aliasesIn == nil {
+					c.aliasesIn = make(map[uint16]string)
+				}
+				c.aliasesIn[a] = strings.Clone(name)
+			}
+		}
+		if p.Properties.Has(packet.PropSubscriptionID) {
+			return packet.Errorf(packet.ProtocolError, "PUBLISH from a client carries a subscription identifier")
+		}
+	}
+	if name == "" {
+		return packet.Errorf(packet.ProtocolError, "empty topic name")
+	}
+	if err := c.b.limits.CheckName(name); err != nil || strings.HasPrefix(name, "$") {
+		// Topics beginning with $ are the broker's ($SYS): clients may not publish there.
+		if p.QoS > 0 {
+			c.ackPublish(p.QoS, p.PacketID, packet.TopicNameInvalid, "topic name not allowed")
+		}
+		c.b.stats.dropped[dropInvalidTopic].Add(1)
+		return nil
+	}
+	s := c.sess
+	if p.QoS == 2 {
+		s.mu.Lock()
+		_, dup := s.awaitingRel[p.PacketID]
+		if !dup && len(s.awaitingRel) >= c.b.opts.ReceiveMaximum {
+			s.mu.Unlock()
+			return packet.Errorf(packet.ReceiveMaximumExceeded, "more than %d QoS 2 publishes unacknowledged", c.b.opts.ReceiveMaximum)
+		}
+		if !dup {
+			if s.awaitingRel == nil {
+				s.awaitingRel = make(map[uint16]struct{})
+			}
+			s.awaitingRel[p.PacketID] = struct{}{}
+		}
+		s.mu.Unlock()
+		if dup {
+			// A resent QoS 2 PUBLISH was already routed: exactly once.
+			c.ackPublish(2, p.PacketID, packet.Success, "")
+			return nil
+		}
+	}
+	m := &Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Origin: c.id}
+	if c.version == packet.V5 {
+		c.messageProps(m, &p.Properties)
+	}
+	c.b.stats.publishesIn.Add(1)
+	c.b.stats.payloadIn.Add(uint64(len(m.Payload)))
+	if m.Retain {
+		c.b.setRetained(m)
+	}
+	n := c.b.route(m)
+	if p.QoS > 0 {
+		code := packet.Success
+		if n == 0 && c.version == packet.V5 {
+			code = packet.NoMatchingSubscribers
+		}
+		c.ackPublish(p.QoS, p.PacketID, code, "")
+	}
+	return nil
+}
+
+// messageProps copies the properties that travel with the message and turns
+// the expiry interval into a deadline.
+func (c *client) messageProps(m *Message, in *packet.Properties) {
+	if in.Has(packet.PropMessageExpiry) {
+		exp := time.Duration(in.MessageExpiry) * time.Second
+		if mx := c.b.opts.MaxMessageExpiry; mx > 0 && exp > mx {
+			exp = mx
+		}
+		m.Expiry = time.Now().Add(exp).UnixNano()
+	}
+	var out packet.Properties
+	keep := false
+	if in.Has(packet.PropPayloadFormat) {
+		out.PayloadFormat = in.PayloadFormat
+		out.Set(packet.PropPayloadFormat)
+		keep = true
+	}
+	if in.Has(packet.PropContentType) {
+		out.ContentType = in.ContentType
+		out.Set(packet.PropContentType)
+		keep = true
+	}
+	if in.Has(packet.PropResponseTopic) {
+		out.ResponseTopic = in.ResponseTopic
+		out.Set(packet.PropResponseTopic)
+		keep = true
+	}
+	if in.Has(packet.PropCorrelationData) {
+		out.CorrelationData = in.CorrelationData
+		out.Set(packet.PropCorrelationData)
+		keep = true
+	}
+	if len(in.User) > 0 {
+		out.User = append([]packet.UserProperty(nil), in.User...)
+		keep = true
+	}
+	if keep {
+		m.Props = &out
+	}
+}
+
+func (c *client) aliasMax() int {
+	if c.b.opts.TopicAliasMaximum < 0 {
+		return 0
+	}
+	return c.b.opts.TopicAliasMaximum
+}
+
+func (c *client) ackPublish(qos byte, id uint16, code packet.ReasonCode, reason string) {
+	t := packet.PUBACK
+	if qos == 2 {
+		t = packet.PUBREC
+	}
+	a := packet.Ack{Type: t, PacketID: id, ReasonCode: code}
+	c.setReason(&a.Properties, reason)
+	c.writePacket(&a)
+}
+
+// setReason adds a reason string when the client asked for problem information.
+func (c *client) setReason(p *packet.Properties, reason string) {
+	if reason != "" && c.problemInfo && c.version == packet.V5 {
+		p.ReasonString = reason
+		p.Set(packet.PropReasonString)
+	}
+}
+
+// handleAck advances the QoS state machines on PUBACK, PUBREC, PUBREL and PUBCOMP.
+func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
+	a := &c.ack
+	if err := a.Decode(h.Type, h.Flags, body, c.version); err != nil {
+		return err
+	}
+	s := c.sess
+	now := time.Now().UnixNano()
+	switch h.Type {
+	case packet.PUBREL:
+		s.mu.Lock()
+		_, ok := s.awaitingRel[a.PacketID]
+		delete(s.awaitingRel, a.PacketID)
+		s.mu.Unlock()
+		code := packet.Success
+		if !ok && c.version == packet.V5 {
+			code = packet.PacketIdentifierNotFound
+		}
+		c.writePacket(&packet.Ack{Type: packet.PUBCOMP, PacketID: a.PacketID, ReasonCode: code})
+		return nil
+	case packet.PUBACK:
+		s.mu.Lock()
+		if f := s.inflight[a.PacketID]; f != nil && f.qos == 1 {
+			s.removeFlight(f)
+			s.drainLocked(c.b, now)
+		}
+		s.mu.Unlock()
+	case packet.PUBREC:
+		s.mu.Lock()
+		f := s.inflight[a.PacketID]
+		switch {
+		case f == nil || f.qos != 2:
+			s.mu.Unlock()
+			code := packet.Success
+			if c.version == packet.V5 {
+				code = packet.PacketIdentifierNotFound
+			}
+			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID, ReasonCode: code})
+			return nil
+		case a.ReasonCode.IsError():
+			s.removeFlight(f)
+			s.drainLocked(c.b, now)
+		default:
+			f.released = true
+			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID})
+		}
+		s.mu.Unlock()
+	case packet.PUBCOMP:
+		s.mu.Lock()
+		if f := s.inflight[a.PacketID]; f != nil && f.qos == 2 && f.released {
+			s.removeFlight(f)
+			s.drainLocked(c.b, now)
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// handleSubscribe adds subscriptions, answers SUBACK and sends retained messages.
+func (c *client) handleSubscribe(flags byte, body []byte) error {
+	sp := &c.sub
+	if err := sp.Decode(flags, body, c.version); err != nil {
+		return err
+	}
+	var subID uint32
+	if len(sp.Properties.SubscriptionIDs) > 0 {
+		subID = sp.Properties.SubscriptionIDs[0]
+	}
+	ack := packet.SubAck{PacketID: sp.PacketID, ReasonCodes: make([]packet.ReasonCode, len(sp.Subscriptions))}
+	type retainedReq struct {
+		sub *subscription
+	}
+	var retained []retainedReq
+	s := c.sess
+	for i := range sp.Subscriptions {
+		in := &sp.Subscriptions[i]
+		group, inner, shared, err := topic.ParseShared(in.Filter)
+		if err == nil {
+			err = topic.ValidFilter(inner)
+		}
+		if err == nil {
+			err = c.b.limits.CheckFilter(inner)
+		}
+		if err != nil {
+			ack.ReasonCodes[i] = c.subFailure(packet.TopicFilterInvalid)
+			continue
+		}
+		if shared && in.NoLocal {
+			return packet.Errorf(packet.ProtocolError, "No Local on shared subscription %q", in.Filter)
+		}
+		sub := &subscription{
+			filter: strings.Clone(in.Filter), qos: in.QoS, noLocal: in.NoLocal,
+			retainAsPublished: in.RetainAsPublished, retainHandling: in.RetainHandling,
+			id: subID, group: strings.Clone(group), inner: strings.Clone(inner),
+		}
+		s.mu.Lock()
+		old, existed := s.subs[sub.filter]
+		if !existed && c.b.opts.MaxSubscriptionsPerClient > 0 && len(s.subs) >= c.b.opts.MaxSubscriptionsPerClient {
+			s.mu.Unlock()
+			ack.ReasonCodes[i] = c.subFailure(packet.QuotaExceeded)
+			continue
+		}
+		if s.subs == nil {
+			s.subs = make(map[string]*subscription)
+		}
+		s.subs[sub.filter] = sub
+		_ = old
+		c.b.subs.Subscribe(sub.inner, sub.group, s, sub)
+		s.mu.Unlock()
+		if !existed {
+			c.b.stats.subscriptions.Add(1)
+		}
+		ack.ReasonCodes[i] = packet.ReasonCode(in.QoS)
+		if !shared && (in.RetainHandling == 0 || in.RetainHandling == 1 && !existed) {
+			retained = append(retained, retainedReq{sub})
+		}
+	}
+	c.writePacket(&ack)
+	now := time.Now().UnixNano()
+	for _, rq := range retained {
+		sub := rq.sub
+		c.b.retained.Match(sub.inner, func(name string, m *Message) bool {
+			if m.expired(now) {
+				return true
+			}
+			d := delivery{msg: m, qos: min(m.QoS, sub.qos), retain: true}
+			if sub.id != 0 {
+				d.subIDs = []uint32{sub.id}
+			}
+			s.deliver(c.b, &d, now)
+			return true
+		})
+	}
+	return nil
+}
+
+// subFailure picks the SUBACK failure code the client's version can express.
+func (c *client) subFailure(code packet.ReasonCode) packet.ReasonCode {
+	if c.version == packet.V5 {
+		return code
+	}
+	return packet.UnspecifiedError // 0x80, the only 3.1.1 failure code
+}
+
+func (c *client) handleUnsubscribe(flags byte, body []byte) error {
+	up := &c.unsub
+	if err := up.Decode(flags, body, c.version); err != nil {
+		return err
+	}
+	ack := packet.UnsubAck{PacketID: up.PacketID, ReasonCodes: make([]packet.ReasonCode, len(up.Filters))}
+	s := c.sess
+	for i, f := range up.Filters {
+		s.mu.Lock()
+		sub, ok := s.subs[f]
+		if ok {
+			delete(s.subs, f)
+			c.b.subs.Unsubscribe(sub.inner, sub.group, s)
+		}
+		s.mu.Unlock()
+		if ok {
+			c.b.stats.subscriptions.Add(-1)
+		} else {
+			ack.ReasonCodes[i] = packet.NoSubscriptionExisted
+		}
+	}
+	c.writePacket(&ack)
+	return nil
+}
+
+// handleDisconnect processes a client DISCONNECT; it reports whether to stop
+// and whether the will is still to be published (reason 0x04).
+func (c *client) handleDisconnect(flags byte, body []byte) (stop, publishWill bool, err error) {
+	var d packet.Disconnect
+	if err := d.Decode(flags, body, c.version); err != nil {
+		return false, true, err
+	}
+	if c.version == packet.V5 && d.Properties.Has(packet.PropSessionExpiry) {
+		s := c.sess
+		s.mu.Lock()
+		if s.expiry == 0 && d.Properties.SessionExpiry != 0 {
+			s.mu.Unlock()
+			return false, true, packet.Errorf(packet.ProtocolError, "session expiry set on DISCONNECT after CONNECT set 0")
+		}
+		s.expiry = c.capExpiry(d.Properties.SessionExpiry)
+		s.mu.Unlock()
+	}
+	return true, d.ReasonCode == packet.DisconnectWithWill, nil
+}
+
+func (c *client) capExpiry(secs uint32) time.Duration {
+	e := time.Duration(secs) * time.Second
+	if secs == 0xFFFFFFFF {
+		e = expiryNever
+	}
+	if e > c.b.opts.MaxSessionExpiry {
+		e = c.b.opts.MaxSessionExpiry
+	}
+	return e
+}

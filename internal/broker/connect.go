@@ -1,0 +1,281 @@
+package broker
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/mqtt/topic"
+)
+
+// EnhancedAuth is an MQTT 5 enhanced authentication method (CONNECT with
+// an Authentication Method, then AUTH packets until it decides).
+type EnhancedAuth interface {
+	// Method is the Authentication Method name clients send.
+	Method() string
+	// Start begins one exchange, for a first authentication or a
+	// re-authentication of clientID.
+	Start(clientID string) AuthStepper
+}
+
+// AuthStepper runs one authentication exchange. Step gets the client's
+// Authentication Data and returns the data to send back, whether the client
+// is now authenticated, or an error — a packet.ReasonCode to tell the client,
+// NotAuthorized when it is anything else.
+type AuthStepper interface {
+	Step(data []byte) (reply []byte, done bool, err error)
+}
+
+// connect processes CONNECT: identifiers, limits, authentication, session
+// attach and CONNACK. It reports whether the connection goes on.
+func (c *client) connect(cp *packet.Connect) bool {
+	c.version = cp.Version
+	if c.version == packet.V31 {
+		c.version = packet.V311 // identical on the wire after CONNECT
+	}
+	v5 := c.version == packet.V5
+	ack := packet.ConnAck{}
+	refuse := func(code packet.ReasonCode, reason string) bool {
+		c.log.Debug("refusing connection", "client", cp.ClientID, "remote", c.conn.RemoteAddr().String(), "reason", code.String(), "detail", reason)
+		c.b.stats.refused.Add(1)
+		ack.ReasonCode = code
+		if v5 {
+			if reason != "" {
+				ack.Properties.ReasonString = reason
+				ack.Properties.Set(packet.PropReasonString)
+			}
+		} else {
+			ack.ReasonCode = packet.ConnAckCode311(code)
+		}
+		c.writePacket(&ack)
+		c.closeAfterFlush()
+		return false
+	}
+	if c.b.closing.Load() {
+		return refuse(packet.ServerUnavailable, "server shutting down")
+	}
+
+	c.id = cp.ClientID
+	if c.id == "" {
+		if !v5 && !cp.CleanStart {
+			return refuse(packet.ClientIdentifierNotValid, "empty client identifier needs clean session")
+		}
+		c.id = newClientID()
+		if v5 {
+			ack.Properties.AssignedClientID = c.id
+			ack.Properties.Set(packet.PropAssignedClientID)
+		}
+	}
+
+	c.sendQuota = c.b.opts.MaxInflight
+	c.problemInfo = true
+	expiry := time.Duration(0)
+	if v5 {
+		p := &cp.Properties
+		if p.Has(packet.PropReceiveMaximum) && int(p.ReceiveMaximum) < c.sendQuota {
+			c.sendQuota = int(p.ReceiveMaximum)
+		}
+		if p.Has(packet.PropMaximumPacketSize) {
+			c.maxOut = int(p.MaximumPacketSize)
+		}
+		c.aliasMaxOut = p.TopicAliasMaximum
+		if p.Has(packet.PropRequestProblemInfo) {
+			c.problemInfo = p.RequestProblemInfo == 1
+		}
+		if p.Has(packet.PropSessionExpiry) {
+			expiry = c.capExpiry(p.SessionExpiry)
+			if expiry != time.Duration(p.SessionExpiry)*time.Second && p.SessionExpiry != 0xFFFFFFFF {
+				ack.Properties.SessionExpiry = uint32(expiry / time.Second)
+				ack.Properties.Set(packet.PropSessionExpiry)
+			}
+		}
+		if p.Has(packet.PropRequestResponseInfo) && p.RequestResponseInfo == 1 {
+			ack.Properties.ResponseInfo = "edgeport/response/" + c.id
+			ack.Properties.Set(packet.PropResponseInfo)
+		}
+	} else if !cp.CleanStart {
+		expiry = c.b.opts.MaxSessionExpiry // 3.1.1 persistent sessions last as long as allowed
+	}
+
+	ka := time.Duration(cp.KeepAlive) * time.Second
+	if mx := c.b.opts.MaxKeepAlive; mx < DefaultMaxKeepAlive && (ka == 0 || ka > mx) {
+		ka = mx
+		if v5 {
+			ack.Properties.ServerKeepAlive = uint16(mx / time.Second)
+			ack.Properties.Set(packet.PropServerKeepAlive)
+		}
+	}
+	c.keepAlive = ka
+
+	var will *Message
+	var willDelay time.Duration
+	if w := cp.Will; w != nil {
+		if err := errors.Join(topic.ValidName(w.Topic), c.b.limits.CheckName(w.Topic)); err != nil || strings.HasPrefix(w.Topic, "$") {
+			return refuse(packet.TopicNameInvalid, "will topic not allowed")
+		}
+		will = &Message{Topic: strings.Clone(w.Topic), Payload: append([]byte(nil), w.Payload...), QoS: w.QoS, Retain: w.Retain, Origin: c.id}
+		if v5 {
+			c.messageProps(will, &w.Properties)
+			// The will's expiry counts from its publication, not from CONNECT.
+			will.Expiry = 0
+			will.willExpiry = time.Duration(w.Properties.MessageExpiry) * time.Second
+			willDelay = time.Duration(w.Properties.WillDelay) * time.Second
+		}
+	}
+
+	if v5 && cp.Properties.Has(packet.PropAuthMethod) {
+		data, code, reason := c.enhancedAuth(cp)
+		if code != packet.Success {
+			return refuse(code, reason)
+		}
+		c.authMethod = cp.Properties.AuthMethod
+		if len(data) > 0 {
+			ack.Properties.AuthData = data
+			ack.Properties.Set(packet.PropAuthData)
+		}
+		ack.Properties.AuthMethod = c.authMethod
+		ack.Properties.Set(packet.PropAuthMethod)
+	}
+
+	if v5 {
+		if c.b.opts.ReceiveMaximum != 65535 {
+			ack.Properties.ReceiveMaximum = uint16(c.b.opts.ReceiveMaximum)
+			ack.Properties.Set(packet.PropReceiveMaximum)
+		}
+		ack.Properties.MaximumPacketSize = uint32(c.b.opts.MaxPacketSize)
+		ack.Properties.Set(packet.PropMaximumPacketSize)
+		if am := c.aliasMax(); am > 0 {
+			ack.Properties.TopicAliasMaximum = uint16(am)
+			ack.Properties.Set(packet.PropTopicAliasMaximum)
+		}
+	}
+
+	s, present := c.b.attach(c, cp.CleanStart, expiry)
+	c.sess = s
+	s.mu.Lock()
+	s.will, s.willDelay = will, willDelay
+	ack.SessionPresent = present
+	c.outMu.Lock()
+	c.out = ack.Append(c.out, c.version)
+	c.acked = true
+	c.kickLocked()
+	c.outMu.Unlock()
+	c.resumeLocked()
+	s.mu.Unlock()
+	c.ls.connects.Add(1)
+	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present)
+	return true
+}
+
+// resumeLocked resends unacknowledged deliveries (PUBLISH with DUP, or PUBREL
+// for released QoS 2) in their original order, then drains the queue.
+// c.sess.mu is held.
+func (c *client) resumeLocked() {
+	s := c.sess
+	now := time.Now().UnixNano()
+	for f := s.oldest; f != nil; f = f.next {
+		if f.released {
+			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: f.id})
+			continue
+		}
+		c.writePublish(&f.delivery, f.id, true, now)
+	}
+	s.drainLocked(c.b, now)
+}
+
+// enhancedAuth runs the AUTH exchange of a CONNECT carrying an
+// Authentication Method. It returns the final data for CONNACK.
+func (c *client) enhancedAuth(cp *packet.Connect) ([]byte, packet.ReasonCode, string) {
+	method := cp.Properties.AuthMethod
+	a := c.b.enhanced[method]
+	if a == nil {
+		return nil, packet.BadAuthenticationMethod, "authentication method " + method + " is not supported"
+	}
+	st := a.Start(cp.ClientID)
+	data := cp.Properties.AuthData
+	for {
+		reply, done, err := st.Step(data)
+		if err != nil {
+			return nil, authCode(err), "authentication failed"
+		}
+		if done {
+			return reply, packet.Success, ""
+		}
+		ap := packet.Auth{ReasonCode: packet.ContinueAuthentication}
+		ap.Properties.AuthMethod = method
+		ap.Properties.Set(packet.PropAuthMethod)
+		if len(reply) > 0 {
+			ap.Properties.AuthData = reply
+			ap.Properties.Set(packet.PropAuthData)
+		}
+		c.writePacket(&ap)
+		_ = c.conn.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
+		h, body, err := c.r.Next(c.b.opts.MaxPacketSize)
+		if err != nil {
+			return nil, packet.UnspecifiedError, "no AUTH answer"
+		}
+		var in packet.Auth
+		if h.Type != packet.AUTH {
+			return nil, packet.ProtocolError, "expected AUTH"
+		}
+		if err := in.Decode(h.Flags, body, c.version); err != nil {
+			return nil, packet.MalformedPacket, err.Error()
+		}
+		if in.ReasonCode != packet.ContinueAuthentication || in.Properties.AuthMethod != method {
+			return nil, packet.ProtocolError, "AUTH must continue the same method"
+		}
+		data = in.Properties.AuthData
+	}
+}
+
+func authCode(err error) packet.ReasonCode {
+	var rc packet.ReasonCode
+	if errors.As(err, &rc) && rc.IsError() {
+		return rc
+	}
+	return packet.NotAuthorized
+}
+
+// handleAuth processes AUTH after CONNACK: re-authentication (0x19) and its
+// continuation (0x18) with the method the connection authenticated with.
+func (c *client) handleAuth(flags byte, body []byte) error {
+	if c.version != packet.V5 {
+		return packet.Errorf(packet.ProtocolError, "AUTH in MQTT 3.1.1")
+	}
+	var in packet.Auth
+	if err := in.Decode(flags, body, c.version); err != nil {
+		return err
+	}
+	if c.authMethod == "" || in.Properties.AuthMethod != c.authMethod {
+		return packet.Errorf(packet.ProtocolError, "AUTH without the connection's authentication method")
+	}
+	switch in.ReasonCode {
+	case packet.ReAuthenticate:
+		c.reauth = c.b.enhanced[c.authMethod].Start(c.id)
+	case packet.ContinueAuthentication:
+		if c.reauth == nil {
+			return packet.Errorf(packet.ProtocolError, "AUTH continue without re-authentication")
+		}
+	default:
+		return packet.Errorf(packet.ProtocolError, "AUTH reason %s from a client", in.ReasonCode)
+	}
+	reply, done, err := c.reauth.Step(in.Properties.AuthData)
+	if err != nil {
+		c.reauth = nil
+		return packet.Errorf(authCode(err), "re-authentication failed")
+	}
+	out := packet.Auth{ReasonCode: packet.ContinueAuthentication}
+	if done {
+		out.ReasonCode = packet.Success
+		c.reauth = nil
+	}
+	out.Properties.AuthMethod = c.authMethod
+	out.Properties.Set(packet.PropAuthMethod)
+	if len(reply) > 0 {
+		out.Properties.AuthData = reply
+		out.Properties.Set(packet.PropAuthData)
+	}
+	c.writePacket(&out)
+	return nil
+}

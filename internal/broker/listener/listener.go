@@ -1,0 +1,269 @@
+// Package listener accepts MQTT network connections over TCP, TLS and WebSocket
+// and hands each one to the broker as a plain net.Conn.
+package listener
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Protocol names accepted in Config.Protocol.
+const (
+	ProtocolTCP       = "tcp"
+	ProtocolWebSocket = "websocket"
+)
+
+// DefaultWebSocketPath is the HTTP path MQTT-over-WebSocket clients connect to
+// unless Config.Path says otherwise.
+const DefaultWebSocketPath = "/mqtt"
+
+const (
+	// TCP keepalive finds peers that vanished without a FIN when the MQTT
+	// keep-alive is 0 (disabled) or very long.
+	keepAliveIdle     = 30 * time.Second
+	keepAliveInterval = 15 * time.Second
+	keepAliveCount    = 4
+
+	// Accept errors such as EMFILE persist until descriptors are freed, so
+	// retrying in a tight loop would only burn CPU and flood the log.
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+
+	// A WebSocket close waits for the peer's close frame; a dead peer must
+	// not hold the broker's Close call for the library's 5+5 s default.
+	defaultWSCloseGrace = time.Second
+
+	wsReadHeaderTimeout = 10 * time.Second
+	wsIdleTimeout       = 30 * time.Second
+	wsMaxHeaderBytes    = 16 << 10
+)
+
+// Handler serves one accepted connection until it ends; it owns conn.
+type Handler interface {
+	ServeConn(conn net.Conn, listener string)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(conn net.Conn, listener string)
+
+// ServeConn calls f(conn, listener).
+func (f HandlerFunc) ServeConn(conn net.Conn, listener string) { f(conn, listener) }
+
+// Config describes one listener.
+type Config struct {
+	Name           string      // listener name used in logs and metrics; defaults to Protocol
+	Addr           string      // host:port; port 0 picks a free port
+	Protocol       string      // ProtocolTCP or ProtocolWebSocket
+	Path           string      // websocket path, default DefaultWebSocketPath
+	TLS            *tls.Config // optional; turns tcp into TLS and websocket into WSS
+	MaxConnections int         // 0 = unlimited; connections over the limit are closed at once and counted
+}
+
+// Stats is a snapshot of a listener's connection counters.
+type Stats struct {
+	Accepted uint64 // connections handed to the Handler since Start
+	Rejected uint64 // connections refused because MaxConnections was reached
+	Open     int64  // Handler.ServeConn calls still running
+}
+
+// Listener accepts connections for one Config and passes them to a Handler.
+type Listener struct {
+	cfg        Config
+	h          Handler
+	log        *slog.Logger
+	closeGrace time.Duration // tests shorten it
+
+	mu      sync.Mutex
+	ln      net.Listener
+	srv     *http.Server // websocket only
+	started bool
+	stopped bool
+	quit    chan struct{} // closed by Stop; interrupts accept backoff
+	done    chan struct{} // closed when the serving goroutine has returned
+
+	accepted atomic.Uint64
+	rejected atomic.Uint64
+	open     atomic.Int64
+}
+
+// New validates cfg and returns a Listener that is not yet bound.
+// A nil log discards log output.
+func New(cfg Config, h Handler, log *slog.Logger) (*Listener, error) {
+	if h == nil {
+		return nil, errors.New("listener: nil handler")
+	}
+	switch cfg.Protocol {
+	case ProtocolTCP:
+	case ProtocolWebSocket:
+		if cfg.Path == "" {
+			cfg.Path = DefaultWebSocketPath
+		}
+		if !strings.HasPrefix(cfg.Path, "/") {
+			return nil, fmt.Errorf("listener %q: websocket path %q must start with /", cfg.Name, cfg.Path)
+		}
+	default:
+		return nil, fmt.Errorf("listener %q: unknown protocol %q (want %q or %q)",
+			cfg.Name, cfg.Protocol, ProtocolTCP, ProtocolWebSocket)
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.Protocol
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("listener %q: address %q: %w", cfg.Name, cfg.Addr, err)
+	}
+	if cfg.MaxConnections < 0 {
+		return nil, fmt.Errorf("listener %q: negative max connections %d", cfg.Name, cfg.MaxConnections)
+	}
+	if cfg.TLS != nil && len(cfg.TLS.Certificates) == 0 &&
+		cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil {
+		return nil, fmt.Errorf("listener %q: TLS config has no certificate source", cfg.Name)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Listener{
+		cfg:        cfg,
+		h:          h,
+		log:        log.With("listener", cfg.Name),
+		closeGrace: defaultWSCloseGrace,
+	}, nil
+}
+
+// Start binds the socket and serves in background goroutines owned by the
+// Listener until Stop. ctx bounds only the bind; Addr is valid once Start
+// returns nil.
+func (l *Listener) Start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.started {
+		return fmt.Errorf("listener %q: already started", l.cfg.Name)
+	}
+
+	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     keepAliveIdle,
+		Interval: keepAliveInterval,
+		Count:    keepAliveCount,
+	}}
+	ln, err := lc.Listen(ctx, "tcp", l.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listener %q: listen on %s: %w", l.cfg.Name, l.cfg.Addr, err)
+	}
+	if l.cfg.TLS != nil {
+		tc := l.cfg.TLS
+		if l.cfg.Protocol == ProtocolWebSocket {
+			// The WebSocket upgrade exists only in HTTP/1.1; an h2 ALPN
+			// offer that we accepted would make the handshake impossible.
+			tc = tc.Clone()
+			tc.NextProtos = []string{"http/1.1"}
+		}
+		ln = tls.NewListener(ln, tc)
+	}
+
+	l.ln = ln
+	l.started = true
+	l.quit = make(chan struct{})
+	l.done = make(chan struct{})
+	if l.cfg.Protocol == ProtocolWebSocket {
+		l.srv = l.newWebSocketServer()
+		go l.serveHTTP(ln, l.srv)
+	} else {
+		go l.acceptLoop(ln)
+	}
+	l.log.Info("listening", "protocol", l.cfg.Protocol, "addr", ln.Addr().String(), "tls", l.cfg.TLS != nil)
+	return nil
+}
+
+// Addr returns the bound address, or nil before Start.
+func (l *Listener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
+
+// Stop closes the socket and waits for the accept goroutine (and, for
+// WebSocket, for in-progress HTTP upgrades) until ctx ends. Connections
+// already handed to the Handler are left running: the broker drains them.
+// Stop before Start, or a second Stop, is a no-op.
+func (l *Listener) Stop(ctx context.Context) error {
+	l.mu.Lock()
+	if !l.started || l.stopped {
+		l.mu.Unlock()
+		return nil
+	}
+	l.stopped = true
+	close(l.quit)
+	ln, srv, done := l.ln, l.srv, l.done
+	l.mu.Unlock()
+
+	var err error
+	if srv != nil {
+		// Shutdown ignores hijacked (upgraded) connections, so it waits
+		// only for requests that have not become MQTT connections yet.
+		if serr := srv.Shutdown(ctx); serr != nil {
+			err = fmt.Errorf("listener %q: shutdown: %w", l.cfg.Name, serr)
+			_ = srv.Close()
+		}
+	} else if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		err = fmt.Errorf("listener %q: close: %w", l.cfg.Name, cerr)
+	}
+
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return errors.Join(err, fmt.Errorf("listener %q: waiting for accept loop: %w", l.cfg.Name, ctx.Err()))
+	}
+	l.log.Info("stopped", "stats", l.Stats())
+	return err
+}
+
+// Stats returns the current counters.
+func (l *Listener) Stats() Stats {
+	return Stats{
+		Accepted: l.accepted.Load(),
+		Rejected: l.rejected.Load(),
+		Open:     l.open.Load(),
+	}
+}
+
+// reserve claims an open-connection slot, or counts a rejection when the
+// limit is reached. A compare-and-swap keeps concurrent WebSocket upgrades
+// from overshooting the limit.
+func (l *Listener) reserve() bool {
+	limit := int64(l.cfg.MaxConnections)
+	if limit == 0 {
+		l.open.Add(1)
+		return true
+	}
+	for {
+		n := l.open.Load()
+		if n >= limit {
+			l.rejected.Add(1)
+			return false
+		}
+		if l.open.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (l *Listener) release() { l.open.Add(-1) }
+
+// handOff runs the Handler for a connection whose slot is already reserved.
+func (l *Listener) handOff(conn net.Conn) {
+	defer l.release()
+	l.accepted.Add(1)
+	l.h.ServeConn(conn, l.cfg.Name)
+}

@@ -1,0 +1,285 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/mqtt/topic"
+)
+
+// target collects, for one session, every subscription a message matched:
+// a session gets one delivery carrying the highest QoS and all subscription
+// identifiers, as MQTT 5 allows and 3.1.1 requires.
+type target struct {
+	s      *session
+	qos    byte
+	retain bool
+	ids    []uint32
+	shared *sharedRef
+}
+
+// router is per-publish scratch space, pooled so routing allocates nothing
+// in the steady state.
+type router struct {
+	b       *Broker
+	m       *Message
+	targets []target
+	index   map[*session]int // used once targets outgrow a linear scan
+	refs    []sharedRef
+}
+
+var routerPool = sync.Pool{New: func() any { return &router{} }}
+
+const linearCollate = 16
+
+func (r *router) add(s *session, sub *subscription) {
+	m := r.m
+	if sub.noLocal && m.Origin == s.id {
+		return
+	}
+	qos := min(m.QoS, sub.qos)
+	retain := sub.retainAsPublished && m.Retain
+	i := -1
+	if r.index != nil {
+		if j, ok := r.index[s]; ok {
+			i = j
+		}
+	} else {
+		for j := range r.targets {
+			if r.targets[j].s == s {
+				i = j
+				break
+			}
+		}
+	}
+	if i < 0 {
+		r.targets = append(r.targets, target{s: s, qos: qos, retain: retain, ids: r.idsFor(len(r.targets))})
+		i = len(r.targets) - 1
+		if r.index != nil {
+			r.index[s] = i
+		} else if len(r.targets) > linearCollate {
+			r.index = make(map[*session]int, 2*len(r.targets))
+			for j := range r.targets {
+				r.index[r.targets[j].s] = j
+			}
+		}
+	} else {
+		t := &r.targets[i]
+		t.qos = max(t.qos, qos)
+		t.retain = t.retain || retain
+	}
+	if sub.id != 0 {
+		r.targets[i].ids = append(r.targets[i].ids, sub.id)
+	}
+}
+
+// idsFor reuses the identifier slice a pooled target slot had before.
+func (r *router) idsFor(slot int) []uint32 {
+	if slot < cap(r.targets) {
+		return r.targets[:slot+1][slot].ids[:0]
+	}
+	return nil
+}
+
+func (r *router) addShared(group, filter string, members []topic.Member[*session, *subscription]) {
+	if len(members) == 0 {
+		return
+	}
+	rr := r.b.sharedCounter(sharedRef{group, filter})
+	start := int(rr.Add(1))
+	pick := members[start%len(members)]
+	for i := range members {
+		mb := members[(start+i)%len(members)]
+		if mb.Key.online.Load() {
+			pick = mb
+			break
+		}
+	}
+	before := len(r.targets)
+	r.add(pick.Key, pick.Value)
+	if len(r.targets) > before {
+		r.refs = append(r.refs, sharedRef{group, filter})
+		r.targets[len(r.targets)-1].shared = &r.refs[len(r.refs)-1]
+	}
+}
+
+func (b *Broker) sharedCounter(ref sharedRef) *atomic.Uint32 {
+	b.sharedMu.RLock()
+	c := b.sharedRR[ref]
+	b.sharedMu.RUnlock()
+	if c != nil {
+		return c
+	}
+	b.sharedMu.Lock()
+	defer b.sharedMu.Unlock()
+	if c = b.sharedRR[ref]; c == nil {
+		c = new(atomic.Uint32)
+		b.sharedRR[ref] = c
+	}
+	return c
+}
+
+// route delivers m to every matching session and reports how many it reached.
+func (b *Broker) route(m *Message) int {
+	r := routerPool.Get().(*router)
+	r.b, r.m = b, m
+	b.subs.Match(m.Topic, r.add, r.addShared)
+	n := len(r.targets)
+	if n > 0 {
+		now := time.Now().UnixNano()
+		for i := range r.targets {
+			t := &r.targets[i]
+			d := delivery{msg: m, qos: t.qos, retain: t.retain, subIDs: t.ids}
+			if t.shared != nil {
+				ref := *t.shared
+				d.shared = &ref
+			}
+			t.s.deliver(b, &d, now)
+		}
+	} else {
+		b.stats.noSubscribers.Add(1)
+	}
+	for i := range r.targets {
+		r.targets[i].s, r.targets[i].shared = nil, nil
+	}
+	r.targets = r.targets[:0]
+	r.refs = r.refs[:0]
+	r.index = nil
+	r.b, r.m = nil, nil
+	routerPool.Put(r)
+	return n
+}
+
+// reroute gives a delivery that a leaving shared-subscription member never
+// acknowledged to another online member of the same group.
+func (b *Broker) reroute(from *session, d delivery) {
+	var to *session
+	var sub *subscription
+	b.subs.Match(d.msg.Topic, func(*session, *subscription) {}, func(group, filter string, members []topic.Member[*session, *subscription]) {
+		if to != nil || group != d.shared.group || filter != d.shared.filter {
+			return
+		}
+		for _, mb := range members {
+			if mb.Key != from && mb.Key.online.Load() {
+				to, sub = mb.Key, mb.Value
+				return
+			}
+		}
+	})
+	if to == nil {
+		b.stats.dropped[dropSessionEnded].Add(1)
+		return
+	}
+	d.qos = min(d.msg.QoS, sub.qos)
+	d.subIDs = nil
+	if sub.id != 0 {
+		d.subIDs = []uint32{sub.id}
+	}
+	to.deliver(b, &d, time.Now().UnixNano())
+}
+
+// deliver hands d to the session: straight to the connection when the
+// inflight window allows, otherwise into the session queue.
+func (s *session) deliver(b *Broker, d *delivery, now int64) {
+	if d.msg.expired(now) {
+		b.stats.dropped[dropExpired].Add(1)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		b.stats.dropped[dropSessionEnded].Add(1)
+		return
+	}
+	c := s.client
+	if d.qos == 0 {
+		if c == nil {
+			b.stats.dropped[dropOfflineQoS0].Add(1)
+			return
+		}
+		c.writePublish(d, 0, false, now)
+		return
+	}
+	if c != nil && s.queue.len() == 0 && len(s.inflight) < c.sendQuota {
+		s.sendFlight(c, d, now)
+		return
+	}
+	s.enqueue(b, d)
+}
+
+// sendFlight opens an inflight entry for d and writes it. s.mu is held.
+func (s *session) sendFlight(c *client, d *delivery, now int64) {
+	f := &flight{delivery: *d}
+	if len(d.subIDs) > 0 {
+		f.subIDs = append([]uint32(nil), d.subIDs...)
+	}
+	s.addFlight(f)
+	if !c.writePublish(&f.delivery, f.id, false, now) {
+		s.removeFlight(f) // too large for the client: dropped as if delivered
+	}
+}
+
+func (s *session) enqueue(b *Broker, d *delivery) {
+	limit := b.opts.MaxQueuedMessages
+	if limit > 0 && s.queue.len() >= limit {
+		if b.opts.QueuePolicy == DropNew {
+			b.stats.dropped[dropQueueFull].Add(1)
+			return
+		}
+		s.queue.pop()
+		b.stats.dropped[dropQueueFull].Add(1)
+	}
+	q := *d
+	if len(d.subIDs) > 0 {
+		q.subIDs = append([]uint32(nil), d.subIDs...)
+	}
+	s.queue.push(q)
+}
+
+// drainLocked moves queued deliveries into the inflight window while it has
+// room. s.mu is held.
+func (s *session) drainLocked(b *Broker, now int64) {
+	c := s.client
+	if c == nil {
+		return
+	}
+	for s.queue.len() > 0 {
+		if len(s.inflight) >= c.sendQuota {
+			return
+		}
+		d, _ := s.queue.pop()
+		if d.msg.expired(now) {
+			b.stats.dropped[dropExpired].Add(1)
+			continue
+		}
+		if d.qos == 0 {
+			c.writePublish(&d, 0, false, now)
+			continue
+		}
+		s.sendFlight(c, &d, now)
+	}
+}
+
+// takeShared removes the deliveries that reached s through a shared
+// subscription and are not yet acknowledged, for another member to take.
+// s.mu is held.
+func (s *session) takeShared() []delivery {
+	var moved []delivery
+	for f := s.oldest; f != nil; {
+		next := f.next
+		if f.shared != nil && !f.released {
+			moved = append(moved, f.delivery)
+			s.removeFlight(f)
+		}
+		f = next
+	}
+	s.queue.filter(func(d *delivery) bool {
+		if d.shared != nil {
+			moved = append(moved, *d)
+			return false
+		}
+		return true
+	})
+	return moved
+}

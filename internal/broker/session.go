@@ -1,0 +1,167 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+)
+
+// subscription is one filter of a session as stored in the trie.
+type subscription struct {
+	filter            string // as subscribed, $share prefix included
+	qos               byte
+	noLocal           bool
+	retainAsPublished bool
+	retainHandling    byte
+	id                uint32 // subscription identifier, 0 = none
+	group             string // shared subscription group, "" = not shared
+	inner             string // filter without the $share prefix
+}
+
+// delivery is a message on its way to one session: the effective QoS, the
+// retain flag to send and the subscription identifiers that matched.
+type delivery struct {
+	msg    *Message
+	qos    byte
+	retain bool
+	subIDs []uint32
+	// shared names the shared subscription that chose this session, so the
+	// message can go to another member if this one leaves unacknowledged.
+	shared *sharedRef
+}
+
+type sharedRef struct{ group, filter string }
+
+// flight is an outbound QoS 1/2 delivery awaiting acknowledgement.
+type flight struct {
+	delivery
+	id         uint16
+	released   bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
+	prev, next *flight
+}
+
+// session is the state that outlives a connection: subscriptions, the
+// inflight window, the queue and half-done inbound QoS 2 exchanges.
+//
+// mu guards every field below it. Lock order: Broker.sessMu, then
+// session.mu, then client.outMu.
+type session struct {
+	id string
+
+	mu     sync.Mutex
+	client *client     // current connection, nil when offline
+	online atomic.Bool // client != nil, readable without mu (shared subscription choice)
+	subs   map[string]*subscription
+	// inflight: by packet ID and in send order (oldest first) for redelivery.
+	inflight       map[uint16]*flight
+	oldest, newest *flight
+	nextID         uint16
+	queue          ring
+	awaitingRel    map[uint16]struct{} // inbound QoS 2 IDs between PUBREC and PUBREL
+	expiry         time.Duration       // session expiry interval
+	expiryTimer    *time.Timer
+	will           *Message
+	willDelay      time.Duration
+	willTimer      *time.Timer
+	ended          bool // removed from the broker; late deliveries are dropped
+	version        packet.Version
+}
+
+// inflightLen is the number of unacknowledged outbound deliveries.
+func (s *session) inflightLen() int { return len(s.inflight) }
+
+// addFlight assigns a free packet identifier and appends f to the window.
+func (s *session) addFlight(f *flight) {
+	if s.inflight == nil {
+		s.inflight = make(map[uint16]*flight)
+	}
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if _, used := s.inflight[s.nextID]; !used {
+			break
+		}
+	}
+	f.id = s.nextID
+	s.inflight[f.id] = f
+	f.prev, f.next = s.newest, nil
+	if s.newest != nil {
+		s.newest.next = f
+	} else {
+		s.oldest = f
+	}
+	s.newest = f
+}
+
+func (s *session) removeFlight(f *flight) {
+	delete(s.inflight, f.id)
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else {
+		s.oldest = f.next
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	} else {
+		s.newest = f.prev
+	}
+	f.prev, f.next = nil, nil
+}
+
+// ring is a growable FIFO of deliveries.
+type ring struct {
+	buf        []delivery
+	head, size int
+}
+
+func (r *ring) len() int { return r.size }
+
+func (r *ring) push(d delivery) {
+	if r.size == len(r.buf) {
+		n := 2 * len(r.buf)
+		if n == 0 {
+			n = 8
+		}
+		nb := make([]delivery, n)
+		for i := 0; i < r.size; i++ {
+			nb[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = d
+	r.size++
+}
+
+func (r *ring) pop() (delivery, bool) {
+	if r.size == 0 {
+		return delivery{}, false
+	}
+	d := r.buf[r.head]
+	r.buf[r.head] = delivery{}
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	if r.size == 0 && len(r.buf) > 64 {
+		r.buf, r.head = nil, 0 // give a drained backlog's memory back
+	}
+	return d, true
+}
+
+// filter keeps the deliveries for which keep returns true, in order.
+func (r *ring) filter(keep func(*delivery) bool) {
+	n := 0
+	for i := 0; i < r.size; i++ {
+		d := r.buf[(r.head+i)%len(r.buf)]
+		if keep(&d) {
+			r.buf[(r.head+n)%len(r.buf)] = d
+			n++
+		}
+	}
+	for i := n; i < r.size; i++ {
+		r.buf[(r.head+i)%len(r.buf)] = delivery{}
+	}
+	r.size = n
+}

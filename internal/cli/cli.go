@@ -1,0 +1,149 @@
+// Package cli implements the edgeport command line: serve, bench, version
+// and the management commands, as cobra commands over internal packages.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeport/edgeport/internal/app"
+	"github.com/edgeport/edgeport/internal/broker"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
+var Version = ""
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			return int(ee)
+		}
+		fmt.Fprintln(stderr, "edgeport:", err)
+		return 1
+	}
+	return 0
+}
+
+// exitError ends the process with a status after the command printed its own report.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "edgeport",
+		Short:         "Edgeport: an edge IoT data platform (MQTT broker and more) in one binary",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout))
+	return root
+}
+
+func newVersion(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(stdout, "edgeport", version())
+			return nil
+		},
+	}
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+func newServe(stderr io.Writer) *cobra.Command {
+	cfg := app.Config{}
+	var logLevel, logFormat string
+	var sysInterval time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run Edgeport (MQTT broker, WebSocket, metrics) with zero configuration",
+		Long: `Run Edgeport. With no flags it listens for MQTT on 127.0.0.1:1883, MQTT over
+WebSocket on 127.0.0.1:8083/mqtt and health/metrics on 127.0.0.1:8080, keeping
+data in ./edgeport-data. An address of "off" disables that listener; port 0
+picks a free port (the chosen addresses are logged).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(stderr, logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Broker.Version = version()
+			cfg.Broker.SysInterval = sysInterval
+			if sysInterval == 0 {
+				cfg.Broker.SysInterval = -1
+			}
+			a, err := app.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := a.Start(ctx); err != nil {
+				return err
+			}
+			log.Info("edgeport started", "version", version(), "data_dir", cfg.DataDir)
+			<-ctx.Done()
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return a.Stop(sctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", "127.0.0.1:1883", `MQTT over TCP listen address ("off" to disable)`)
+	f.StringVar(&cfg.WSAddr, "ws-addr", "127.0.0.1:8083", `MQTT over WebSocket listen address ("off" to disable)`)
+	f.StringVar(&cfg.WSPath, "ws-path", "/mqtt", "MQTT over WebSocket HTTP path")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", `health and metrics listen address ("off" to disable)`)
+	f.StringVar(&cfg.DataDir, "data-dir", "edgeport-data", "directory for persistent data")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.DurationVar(&sysInterval, "sys-interval", 10*time.Second, "$SYS statistics publish interval (0 disables)")
+	f.IntVar(&cfg.Broker.MaxPacketSize, "max-packet-size", broker.DefaultMaxPacketSize, "largest MQTT packet accepted, in bytes")
+	f.IntVar(&cfg.Broker.MaxQueuedMessages, "max-queued-messages", broker.DefaultMaxQueuedMessages, "messages queued per session before the queue policy drops")
+	f.IntVar(&cfg.Broker.MaxInflight, "max-inflight", broker.DefaultMaxInflight, "unacknowledged QoS 1/2 deliveries per session")
+	return cmd
+}

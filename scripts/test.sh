@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the real test peers it needs (Debian's
+# mosquitto and python3-paho-mqtt, MQTT.js from npm), checks formatting and
+# vet, then runs every Go test with the race detector.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+/usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing test peers: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ ! -d test/e2e/node/node_modules/mqtt ]; then
+  echo "installing MQTT.js"
+  (cd test/e2e/node && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+unformatted=$(gofmt -l cmd internal bench test 2>/dev/null || true)
+if [ -n "$unformatted" ]; then
+  echo "not gofmt'd:"; echo "$unformatted"; exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 15m "$@" ./...
