@@ -37,13 +37,10 @@ type client struct {
 	authMethod  string
 	reauth      AuthStepper // re-authentication in progress (reader goroutine)
 
-	// Reader goroutine only.
+	// Reader goroutine only. Packets are decoded into locals rather than
+	// reusable fields here: an idle connection should not carry a kilobyte
+	// of decode scratch.
 	aliasesIn map[uint16]string
-	pub       packet.Publish
-	ack       packet.Ack
-	sub       packet.Subscribe
-	unsub     packet.Unsubscribe
-	scratch   []byte
 
 	outMu      sync.Mutex // guards the fields below
 	out        []byte     // encoded packets waiting for the writer
@@ -433,7 +430,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	// is shared by every subscriber.
 	owned := make([]byte, len(body))
 	copy(owned, body)
-	p := &c.pub
+	p := new(packet.Publish)
 	if err := p.Decode(flags, owned, c.version); err != nil {
 		return err
 	}
@@ -581,7 +578,7 @@ func (c *client) setReason(p *packet.Properties, reason string) {
 
 // handleAck advances the QoS state machines on PUBACK, PUBREC, PUBREL and PUBCOMP.
 func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
-	a := &c.ack
+	a := new(packet.Ack)
 	if err := a.Decode(h.Type, h.Flags, body, c.version); err != nil {
 		return err
 	}
@@ -639,7 +636,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 
 // handleSubscribe adds subscriptions, answers SUBACK and sends retained messages.
 func (c *client) handleSubscribe(flags byte, body []byte) error {
-	sp := &c.sub
+	sp := new(packet.Subscribe)
 	if err := sp.Decode(flags, body, c.version); err != nil {
 		return err
 	}
@@ -724,7 +721,7 @@ func (c *client) subFailure(code packet.ReasonCode) packet.ReasonCode {
 }
 
 func (c *client) handleUnsubscribe(flags byte, body []byte) error {
-	up := &c.unsub
+	up := new(packet.Unsubscribe)
 	if err := up.Decode(flags, body, c.version); err != nil {
 		return err
 	}

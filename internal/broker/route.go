@@ -156,7 +156,7 @@ func (b *Broker) route(m *Message) int {
 func (b *Broker) reroute(from *session, d delivery) {
 	var to *session
 	var sub *subscription
-	b.subs.Match(d.msg.Topic, func(*session, *subscription) {}, func(group, filter string, members []topic.Member[*session, *subscription]) {
+	b.subs.Match(d.msg.Topic, nil, func(group, filter string, members []topic.Member[*session, *subscription]) {
 		if to != nil || group != d.shared.group || filter != d.shared.filter {
 			return
 		}

@@ -69,6 +69,9 @@ type sharedHit[K comparable, V any] struct {
 type matchScratch[K comparable, V any] struct {
 	subs   []Member[K, V]
 	shared []sharedHit[K, V]
+	// Skipping what a nil callback would ignore saves the copy, e.g. for a
+	// broker that only looks for one shared group.
+	noSubs, noShared bool
 }
 
 // maxPooledScratch bounds the buffers kept for reuse so one huge fan-out
@@ -227,16 +230,13 @@ func (t *Trie[K, V]) Match(name string, fn func(key K, v V), fnShared func(group
 	if s == nil {
 		s = new(matchScratch[K, V])
 	}
+	s.noSubs, s.noShared = fn == nil, fnShared == nil
 	t.match(&t.root, name, 0, len(name) > 0 && name[0] == '$', s)
-	if fn != nil {
-		for _, m := range s.subs {
-			fn(m.Key, m.Value)
-		}
+	for _, m := range s.subs {
+		fn(m.Key, m.Value)
 	}
-	if fnShared != nil {
-		for _, h := range s.shared {
-			fnShared(h.group, h.filter, h.members)
-		}
+	for _, h := range s.shared {
+		fnShared(h.group, h.filter, h.members)
 	}
 	if cap(s.subs) > maxPooledScratch || cap(s.shared) > maxPooledScratch {
 		return
@@ -289,7 +289,12 @@ func (t *Trie[K, V]) match(n *node[K, V], name string, i int, dollar bool, s *ma
 
 // collect snapshots n's subscriptions; n.mu must be read-locked.
 func (s *matchScratch[K, V]) collect(n *node[K, V]) {
-	s.subs = append(s.subs, n.subs.list...)
+	if !s.noSubs {
+		s.subs = append(s.subs, n.subs.list...)
+	}
+	if s.noShared {
+		return
+	}
 	for _, g := range n.group {
 		s.shared = append(s.shared, sharedHit[K, V]{g.name, g.filter, g.members})
 	}
