@@ -47,6 +47,7 @@ type Client struct {
 	v         packet.Version
 	r         *packet.Reader
 	onPublish func(*packet.Publish)
+	keepAlive time.Duration
 
 	mu         sync.Mutex
 	space      sync.Cond // broadcast when pending is swapped out or the client fails
@@ -116,6 +117,9 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Client, error) {
 	}
 	go c.readLoop()
 	go c.flushLoop()
+	if c.keepAlive > 0 {
+		go c.pingLoop(c.keepAlive)
+	}
 	return c, nil
 }
 
@@ -176,9 +180,7 @@ func handshake(nc net.Conn, v packet.Version, o ClientOptions) (*Client, error) 
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("clear deadline: %w", err)
 	}
-	if ka > 0 {
-		go c.pingLoop(ka)
-	}
+	c.keepAlive = ka
 	return c, nil
 }
 
@@ -239,14 +241,22 @@ func (c *Client) Publish(ctx context.Context, p *packet.Publish) error {
 		p.PacketID = id
 	}
 	c.mu.Lock()
-	for len(c.pending) >= c.maxPending && c.werr == nil && !c.closing {
-		c.space.Wait()
+	var err error
+	if len(c.pending) >= c.maxPending {
+		c.waitSpace(ctx)
+		err = ctx.Err()
 	}
-	if c.werr != nil || c.closing {
-		err := c.werr
+	if c.werr != nil {
+		err = c.werr
+	} else if c.closing {
+		err = ErrClosed
+	}
+	if err != nil {
 		c.mu.Unlock()
-		if err == nil {
-			err = ErrClosed
+		if p.QoS > 0 {
+			// Never sent, so never acknowledged: give the slot back.
+			c.out.remove(p.PacketID)
+			<-c.window
 		}
 		return err
 	}
@@ -254,6 +264,21 @@ func (c *Client) Publish(ctx context.Context, p *packet.Publish) error {
 	c.mu.Unlock()
 	c.signal()
 	return nil
+}
+
+// waitSpace waits, with c.mu held, until the flusher has taken the pending
+// bytes or the client or ctx ended. It is the slow path of Publish, so the
+// cost of watching ctx is paid only when the socket is behind.
+func (c *Client) waitSpace(ctx context.Context) {
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.space.Broadcast()
+		c.mu.Unlock()
+	})
+	for len(c.pending) >= c.maxPending && c.werr == nil && !c.closing && ctx.Err() == nil {
+		c.space.Wait()
+	}
+	stop()
 }
 
 // Subscribe subscribes and waits for the SUBACK, failing if any filter is

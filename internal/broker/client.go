@@ -82,26 +82,32 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 // serve runs the connection: CONNECT, then packets until it ends.
 func (c *client) serve() {
 	defer c.finish()
+	// The handshake runs in its own frame, popped before the read loop, so
+	// an idle connection's stack holds only the loop.
+	if c.handshake() {
+		c.readLoop()
+	}
+}
+
+// handshake reads and answers CONNECT; it reports whether the connection goes on.
+func (c *client) handshake() bool {
 	_ = c.conn.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
 	h, body, err := c.r.Next(c.b.opts.MaxPacketSize)
 	if err != nil {
 		c.log.Debug("no CONNECT", "remote", c.conn.RemoteAddr().String(), "err", err)
-		return
+		return false
 	}
 	if h.Type != packet.CONNECT {
 		c.log.Debug("first packet is not CONNECT", "remote", c.conn.RemoteAddr().String(), "type", h.Type)
-		return
+		return false
 	}
 	var cp packet.Connect
 	if err := cp.Decode(h.Flags, body); err != nil {
 		c.refuseDecode(&cp, err)
-		return
+		return false
 	}
 	_ = c.conn.SetReadDeadline(time.Time{})
-	if !c.connect(&cp) {
-		return
-	}
-	c.readLoop()
+	return c.connect(&cp)
 }
 
 // refuseDecode answers a CONNECT that failed to decode, when the protocol
@@ -124,7 +130,16 @@ func (c *client) refuseDecode(cp *packet.Connect, err error) {
 	case cp.Version == packet.V5:
 		c.version = packet.V5
 		c.writePacket(&packet.ConnAck{ReasonCode: code})
+	case code == packet.ClientIdentifierNotValid:
+		// MQTT-3.1.3-9: 3.1.1 refuses an empty identifier without clean
+		// session with return code 2; other 3.1.1 errors just close.
+		c.version = packet.V311
+		c.writePacket(&packet.ConnAck{ReasonCode: packet.ConnRefusedIdentifier311})
+	default:
+		c.closeAfterFlush()
+		return
 	}
+	c.b.stats.refused.Add(1)
 	c.closeAfterFlush()
 }
 
@@ -141,12 +156,17 @@ func (c *client) finish() {
 		}
 	}
 	c.conn.Close()
+	// Counters adds the live connections of b.conns to the listener totals:
+	// moving this connection's counts over and leaving b.conns happen under
+	// one lock so that it is counted exactly once.
+	c.b.connMu.Lock()
 	c.ls.open.Add(-1)
 	c.ls.msgsIn.Add(c.stats.msgsIn.Load())
 	c.ls.msgsOut.Add(c.stats.msgsOut.Load())
 	c.ls.bytesIn.Add(c.stats.bytesIn.Load())
 	c.ls.bytesOut.Add(c.stats.bytesOut.Load())
-	c.stats = clientStats{}
+	delete(c.b.conns, c)
+	c.b.connMu.Unlock()
 }
 
 // readLoop handles packets until the connection ends, then detaches.
@@ -180,11 +200,10 @@ func (c *client) readLoop() {
 		case packet.UNSUBSCRIBE:
 			perr = c.handleUnsubscribe(h.Flags, body)
 		case packet.PINGREQ:
-			if h.Remaining != 0 {
-				perr = packet.Errorf(packet.MalformedPacket, "PINGREQ with a body")
-				break
+			// Decode checks the reserved flags as well as the empty body.
+			if perr = (&packet.PingReq{}).Decode(h.Flags, body, c.version); perr == nil {
+				c.writePacket(&packet.PingResp{})
 			}
-			c.writePacket(&packet.PingResp{})
 		case packet.DISCONNECT:
 			var stop bool
 			stop, publishWill, perr = c.handleDisconnect(h.Flags, body)
@@ -378,12 +397,17 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 			pub.Properties.Set(packet.PropMessageExpiry)
 		}
 		pub.Properties.SubscriptionIDs = d.subIDs
+		newAlias := false
 		if c.aliasMaxOut > 0 {
-			c.applyAliasLocked(&pub)
+			newAlias = c.applyAliasLocked(&pub)
 		}
 		if c.maxOut > 0 && pub.Size(c.version) > c.maxOut {
 			c.b.stats.dropped[dropTooLarge].Add(1)
 			return false
+		}
+		if newAlias {
+			// Only a mapping that reaches the client may be used later.
+			c.aliasesOut[pub.Topic] = pub.Properties.TopicAlias
 		}
 		c.out = pub.Append(c.out, c.version)
 	}
@@ -404,24 +428,24 @@ func packetIDOffset(enc []byte, m *Message) int {
 
 // applyAliasLocked replaces the topic with an alias the client allowed:
 // a known topic goes as an empty topic plus alias, a new one gets the next
-// free alias while any is left. c.outMu is held.
-func (c *client) applyAliasLocked(pub *packet.Publish) {
+// free alias while any is left. It reports a new alias, which the caller
+// records in aliasesOut once the packet is sure to be sent. c.outMu is held.
+func (c *client) applyAliasLocked(pub *packet.Publish) bool {
 	if a, ok := c.aliasesOut[pub.Topic]; ok {
 		pub.Properties.TopicAlias = a
 		pub.Properties.Set(packet.PropTopicAlias)
 		pub.Topic = ""
-		return
+		return false
 	}
 	if len(c.aliasesOut) >= int(c.aliasMaxOut) {
-		return
+		return false
 	}
 	if c.aliasesOut == nil {
 		c.aliasesOut = make(map[string]uint16)
 	}
-	a := uint16(len(c.aliasesOut) + 1)
-	c.aliasesOut[pub.Topic] = a
-	pub.Properties.TopicAlias = a
+	pub.Properties.TopicAlias = uint16(len(c.aliasesOut) + 1)
 	pub.Properties.Set(packet.PropTopicAlias)
+	return true
 }
 
 // handlePublish routes an inbound PUBLISH and acknowledges it.

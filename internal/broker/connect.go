@@ -174,12 +174,17 @@ func (c *client) connect(cp *packet.Connect) bool {
 func (c *client) resumeLocked() {
 	s := c.sess
 	now := time.Now().UnixNano()
-	for f := s.oldest; f != nil; f = f.next {
+	for f, next := s.oldest, (*flight)(nil); f != nil; f = next {
+		next = f.next
 		if f.released {
 			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: f.id})
 			continue
 		}
-		c.writePublish(&f.delivery, f.id, true, now)
+		if !c.writePublish(&f.delivery, f.id, true, now) {
+			// Too large for this connection's Maximum Packet Size: discarded
+			// as if delivered (MQTT-3.1.2-25), so it frees its window slot.
+			s.removeFlight(f)
+		}
 	}
 	s.drainLocked(c.b, now)
 }

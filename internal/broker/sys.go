@@ -54,4 +54,3 @@ func (b *Broker) publishSys() {
 		b.Publish(m)
 	}
 }
-

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // DefaultReaderSize is the buffer size NewReader uses when given size <= 0.
@@ -13,16 +14,31 @@ const DefaultReaderSize = 32 << 10
 // so one big packet does not pin its memory for the life of a connection.
 const maxRetainedLarge = 1 << 20
 
+// idleSize is the inline buffer a quiet Reader reads into.
+const idleSize = 128
+
+// bigBuffers lends full-size read buffers to busy Readers, so that memory
+// follows traffic rather than the number of connections.
+var bigBuffers sync.Pool
+
 // Reader splits a byte stream into packets. It reads in chunks of its buffer
 // size, so a burst of small packets costs one read call, and it hands out
 // bodies that point into its buffer instead of copying them.
+//
+// A quiet Reader reads into a small inline buffer; once a read fills it, the
+// Reader borrows a buffer of the full size and gives it back when the stream
+// goes quiet again (everything consumed after a short read). An idle MQTT
+// connection blocked in Read therefore holds a few hundred bytes, not 32 KiB.
 type Reader struct {
-	r     io.Reader
-	buf   []byte // buf[start:end] is read but not yet returned
-	start int
-	end   int
-	large []byte // holds a packet bigger than buf
-	err   error  // read error held back until buffered data is used up
+	r        io.Reader
+	buf      []byte // buf[start:end] is read but not yet returned
+	start    int
+	end      int
+	large    []byte // holds a packet bigger than buf
+	err      error  // read error held back until buffered data is used up
+	size     int    // full buffer size
+	lastRead int    // bytes returned by the latest read
+	idle     [idleSize]byte
 }
 
 // NewReader returns a Reader over r with a buffer of size bytes
@@ -33,7 +49,43 @@ func NewReader(r io.Reader, size int) *Reader {
 	}
 	// The buffer must at least hold a complete fixed header.
 	size = max(size, 1+maxVarintLen)
-	return &Reader{r: r, buf: make([]byte, size)}
+	rd := &Reader{r: r, size: size}
+	rd.buf = rd.idle[:]
+	if size <= idleSize {
+		rd.buf = rd.idle[:size]
+	}
+	return rd
+}
+
+func (r *Reader) borrowed() bool { return len(r.buf) > idleSize }
+
+// grow moves the unread bytes into a full-size buffer.
+func (r *Reader) grow() {
+	var nb []byte
+	if r.size == DefaultReaderSize {
+		if p, ok := bigBuffers.Get().(*[]byte); ok {
+			nb = *p
+		}
+	}
+	if nb == nil {
+		nb = make([]byte, r.size)
+	}
+	r.end = copy(nb, r.buf[r.start:r.end])
+	r.start = 0
+	r.buf = nb
+}
+
+// shrink returns a borrowed buffer once everything in it is consumed and
+// the stream has slowed down.
+func (r *Reader) shrink() {
+	if !r.borrowed() || r.start != r.end || r.lastRead >= idleSize {
+		return
+	}
+	if r.size == DefaultReaderSize {
+		b := r.buf
+		bigBuffers.Put(&b)
+	}
+	r.buf, r.start, r.end = r.idle[:], 0, 0
 }
 
 // Buffered is the number of bytes read from the stream but not yet returned.
@@ -50,6 +102,7 @@ func (r *Reader) Next(maxPacketSize int) (FixedHeader, []byte, error) {
 	if cap(r.large) > maxRetainedLarge {
 		r.large = nil
 	}
+	r.shrink()
 	var h FixedHeader
 	var n int
 	for {
@@ -73,6 +126,9 @@ func (r *Reader) Next(maxPacketSize int) (FixedHeader, []byte, error) {
 		return h, nil, fmt.Errorf("%s of %d bytes exceeds maximum packet size %d: %w",
 			h.Type, total, maxPacketSize, PacketTooLarge)
 	}
+	if total > len(r.buf) && !r.borrowed() && total <= r.size {
+		r.grow()
+	}
 	if total <= len(r.buf) {
 		if r.start+total > len(r.buf) {
 			r.compact()
@@ -86,22 +142,27 @@ func (r *Reader) Next(maxPacketSize int) (FixedHeader, []byte, error) {
 		r.start += total
 		return h, body, nil
 	}
-	// Too big for the buffer: assemble it in the separate large buffer,
-	// reading the rest straight into place.
-	if cap(r.large) < h.Remaining {
-		r.large = make([]byte, h.Remaining)
-	}
-	body := r.large[:h.Remaining]
-	have := copy(body, r.buf[r.start+n:r.end])
+	// Too big for the buffer: assemble it in the separate large buffer. It
+	// grows with the data that actually arrives, so a peer announcing a huge
+	// packet and sending nothing costs no memory.
+	body := append(r.large[:0], r.buf[r.start+n:r.end]...)
 	r.start, r.end = 0, 0
-	if have < len(body) {
+	for len(body) < h.Remaining {
 		if r.err != nil {
 			return h, nil, noEOF(r.err)
 		}
-		if _, err := io.ReadFull(r.r, body[have:]); err != nil {
-			return h, nil, noEOF(err)
+		if len(body) == cap(body) {
+			grown := make([]byte, len(body), min(h.Remaining, max(2*cap(body), 2*len(r.buf))))
+			copy(grown, body)
+			body = grown
+		}
+		m, err := io.ReadFull(r.r, body[len(body):min(cap(body), h.Remaining)])
+		body = body[:len(body)+m]
+		if err != nil {
+			r.err = err
 		}
 	}
+	r.large = body
 	return h, body, nil
 }
 
@@ -114,9 +175,14 @@ func (r *Reader) fill() error {
 	if r.start > 0 && (r.start == r.end || len(r.buf)-r.end < len(r.buf)/2) {
 		r.compact()
 	}
+	if !r.borrowed() && r.size > idleSize && (r.end == len(r.buf) || r.lastRead == len(r.buf)) {
+		// The last read filled the small buffer: more is coming.
+		r.grow()
+	}
 	for range 100 {
 		n, err := r.r.Read(r.buf[r.end:])
 		r.end += n
+		r.lastRead = n
 		if err != nil {
 			if n > 0 {
 				r.err = err

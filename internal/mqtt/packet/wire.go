@@ -2,7 +2,6 @@ package packet
 
 import (
 	"encoding/binary"
-	"strings"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -83,18 +82,42 @@ func DecodeFixedHeader(b []byte) (h FixedHeader, n int, err error) {
 // payload: well-formed UTF-8 (which already excludes surrogates) without
 // U+0000. Control characters and non-characters are only "SHOULD NOT" in the
 // specifications, so they are accepted.
-func ValidUTF8String(s string) bool {
-	return strings.IndexByte(s, 0) < 0 && utf8.ValidString(s)
-}
+func ValidUTF8String(s string) bool { return scanString(s, false) }
 
 // validTopicName reports whether s is valid UTF-8 without U+0000 and without
-// the wildcard characters that topic names must not contain. One pass, since
-// it runs on every PUBLISH.
-func validTopicName(s string) bool {
-	for i := 0; i < len(s); {
+// the wildcard characters that topic names must not contain.
+func validTopicName(s string) bool { return scanString(s, true) }
+
+const (
+	lowBits  = 0x0101010101010101
+	highBits = 0x8080808080808080
+)
+
+// hasZeroByte reports whether any byte of w is zero, for w whose bytes are
+// all below 0x80.
+func hasZeroByte(w uint64) bool { return (w-lowBits)&^w&highBits != 0 }
+
+// scanString validates s as UTF-8 without U+0000, and without '+' and '#'
+// when noWildcards is set. It runs on every topic and string property, so
+// ASCII is checked eight bytes at a time; multi-byte sequences never contain
+// bytes below 0x80, so the byte tests cannot misfire inside them.
+func scanString(s string, noWildcards bool) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		_ = s[i+7] // one bounds check for the eight loads below
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if w&highBits != 0 {
+			break
+		}
+		if hasZeroByte(w) || noWildcards && (hasZeroByte(w^('+'*lowBits)) || hasZeroByte(w^('#'*lowBits))) {
+			return false
+		}
+	}
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c == 0 || c == '+' || c == '#' {
+			if c == 0 || noWildcards && (c == '+' || c == '#') {
 				return false
 			}
 			i++

@@ -1,0 +1,142 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is the outcome of one run. Counts of messages are messages as
+// published; Expected, Received, Lost and Duplicates count deliveries (a
+// message to k subscribers is k deliveries).
+type Result struct {
+	Scenario     string  `json:"scenario"`
+	Addr         string  `json:"addr"`
+	MQTTVersion  string  `json:"mqtt_version"`
+	QoS          int     `json:"qos"`
+	Publishers   int     `json:"publishers"`
+	Subscribers  int     `json:"subscribers"`
+	Connections  int     `json:"connections"`
+	PayloadBytes int     `json:"payload_bytes"`
+	TargetRate   float64 `json:"target_rate"` // msg/s over all publishers; 0 = as fast as possible
+	Window       int     `json:"window"`
+	TopicPrefix  string  `json:"topic_prefix"`
+	// Seconds is the publishing time, or for connstorm and idle the time to
+	// set up every connection.
+	Seconds      float64 `json:"seconds"`
+	Sent         int64   `json:"sent"`
+	Expected     int64   `json:"expected"`
+	Received     int64   `json:"received"`
+	Lost         int64   `json:"lost"`
+	Duplicates   int64   `json:"duplicates"`
+	Rejected     int64   `json:"rejected"` // QoS 1/2 publishes the broker refused
+	Foreign      int64   `json:"foreign"`  // messages received that this run did not send
+	SentRate     float64 `json:"sent_per_sec"`
+	ReceivedRate float64 `json:"received_per_sec"` // deliveries per second while publishing
+	ConnRate     float64 `json:"conn_per_sec"`
+	Dropped      int     `json:"dropped"` // idle connections the broker closed
+	// Latency is publish to delivery for the messaging scenarios, dial to
+	// CONNACK for connstorm and dial to SUBACK for idle.
+	Latency Latency `json:"latency"`
+}
+
+// Latency summarises a histogram in milliseconds.
+type Latency struct {
+	Samples uint64  `json:"samples"`
+	Mean    float64 `json:"mean_ms"`
+	P50     float64 `json:"p50_ms"`
+	P90     float64 `json:"p90_ms"`
+	P99     float64 `json:"p99_ms"`
+	P999    float64 `json:"p99_9_ms"`
+	Max     float64 `json:"max_ms"`
+}
+
+func summarize(h *Histogram) Latency {
+	ms := func(ns int64) float64 { return float64(ns) / float64(time.Millisecond) }
+	return Latency{
+		Samples: h.Count(),
+		Mean:    h.Mean() / float64(time.Millisecond),
+		P50:     ms(h.Quantile(0.50)),
+		P90:     ms(h.Quantile(0.90)),
+		P99:     ms(h.Quantile(0.99)),
+		P999:    ms(h.Quantile(0.999)),
+		Max:     ms(h.Max()),
+	}
+}
+
+// WriteJSON writes the result as one indented JSON object.
+func (r *Result) WriteJSON(w io.Writer) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// WriteTable writes the result as a readable two-column table.
+func (r *Result) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row("scenario", "%s", r.describe())
+	row("broker", "%s (MQTT %s)", r.Addr, r.MQTTVersion)
+	switch r.Scenario {
+	case ConnStorm:
+		row("connections", "%d in %.2f s", r.Connections, r.Seconds)
+		row("rate", "%.0f conn/s", r.ConnRate)
+		row("connect (ms)", "%s", r.Latency.row())
+	case Idle:
+		row("connections", "%d subscribed in %.2f s (%.0f conn/s)", r.Connections, r.Seconds, r.ConnRate)
+		row("dropped", "%d", r.Dropped)
+		row("set-up (ms)", "%s", r.Latency.row())
+	default:
+		rate := "as fast as possible"
+		if r.TargetRate > 0 {
+			rate = fmt.Sprintf("%.0f msg/s target", r.TargetRate)
+		}
+		row("publishing", "%.2f s, %s", r.Seconds, rate)
+		row("sent", "%d msg, %.0f msg/s", r.Sent, r.SentRate)
+		row("received", "%d msg, %.0f msg/s while publishing", r.Received, r.ReceivedRate)
+		lost := fmt.Sprintf("%d of %d expected", r.Lost, r.Expected)
+		if r.Expected > 0 {
+			lost += fmt.Sprintf(" (%.3f%%)", 100*float64(r.Lost)/float64(r.Expected))
+		}
+		if r.QoS == 0 && r.Lost > 0 {
+			lost += ", QoS 0 may drop"
+		}
+		row("lost", "%s", lost)
+		if r.Duplicates > 0 || r.Rejected > 0 || r.Foreign > 0 {
+			row("anomalies", "%d duplicates, %d rejected, %d foreign", r.Duplicates, r.Rejected, r.Foreign)
+		}
+		row("latency (ms)", "%s", r.Latency.row())
+	}
+	return tw.Flush()
+}
+
+func (r *Result) describe() string {
+	var b strings.Builder
+	b.WriteString(r.Scenario)
+	switch r.Scenario {
+	case ConnStorm:
+		fmt.Fprintf(&b, ", %d connections", r.Connections)
+	case Idle:
+		fmt.Fprintf(&b, ", %d connections, QoS %d subscriptions", r.Connections, r.QoS)
+	default:
+		fmt.Fprintf(&b, ", %d publishers -> %d subscribers, QoS %d, %d B payload", r.Publishers, r.Subscribers, r.QoS, r.PayloadBytes)
+		if r.QoS > 0 {
+			fmt.Fprintf(&b, ", window %d", r.Window)
+		}
+	}
+	return b.String()
+}
+
+func (l Latency) row() string {
+	if l.Samples == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (mean %.3f, %d samples)",
+		l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean, l.Samples)
+}

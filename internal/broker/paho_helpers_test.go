@@ -1,0 +1,346 @@
+package broker
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// pahoWait bounds every wait for something that must happen.
+const pahoWait = 5 * time.Second
+
+// pahoQuiet is how long a "nothing else arrives" check keeps listening after
+// its positive control message has arrived.
+const pahoQuiet = 100 * time.Millisecond
+
+// inbox collects what a client receives. Paho calls handlers from a single
+// goroutine that also drives acknowledgements, so adding never blocks.
+type inbox[T any] struct {
+	mu   sync.Mutex
+	msgs []T
+}
+
+func (in *inbox[T]) add(m T) {
+	in.mu.Lock()
+	in.msgs = append(in.msgs, m)
+	in.mu.Unlock()
+}
+
+func (in *inbox[T]) all() []T {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return slices.Clone(in.msgs)
+}
+
+func (in *inbox[T]) len() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.msgs)
+}
+
+// waitFor polls until match has accepted n messages and returns those.
+func (in *inbox[T]) waitFor(t testing.TB, what string, n int, match func(T) bool) []T {
+	t.Helper()
+	var got []T
+	deadline := time.Now().Add(pahoWait)
+	for {
+		got = got[:0]
+		for _, m := range in.all() {
+			if match(m) {
+				got = append(got, m)
+			}
+		}
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d× %s, have %d", n, what, len(got))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// p5 is a paho.golang (MQTT 5) client with what the tests observe of it.
+type p5 struct {
+	*paho.Client
+	conn  net.Conn
+	ack   *paho.Connack
+	in    *inbox[*paho.Publish]
+	discs *inbox[*paho.Disconnect] // DISCONNECTs from the server
+}
+
+// p5Config adjusts a client before it connects.
+type p5Config func(*paho.ClientConfig)
+
+func manualAck(cc *paho.ClientConfig) {
+	cc.EnableManualAcknowledgment = true
+	cc.SendAcksInterval = 5 * time.Millisecond
+}
+
+// dialP5 connects a paho.golang client with cp (CleanStart and KeepAlive as
+// given) and fails the test unless the broker accepts it.
+func dialP5(t testing.TB, addr string, cp *paho.Connect, cfgs ...p5Config) *p5 {
+	t.Helper()
+	c, err := tryDialP5(t, addr, cp, cfgs...)
+	if err != nil {
+		t.Fatalf("connect %q: %v", cp.ClientID, err)
+	}
+	return c
+}
+
+func tryDialP5(t testing.TB, addr string, cp *paho.Connect, cfgs ...p5Config) (*p5, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	c := &p5{conn: conn, in: new(inbox[*paho.Publish]), discs: new(inbox[*paho.Disconnect])}
+	cc := paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { c.in.add(pr.Packet); return true, nil },
+		},
+		OnServerDisconnect: c.discs.add,
+		PacketTimeout:      pahoWait,
+	}
+	for _, f := range cfgs {
+		f(&cc)
+	}
+	c.Client = paho.NewClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), pahoWait)
+	defer cancel()
+	c.ack, err = c.Connect(ctx, cp)
+	if err != nil {
+		conn.Close()
+		return c, err
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c, nil
+}
+
+// v5conn is the CONNECT of a clean client with the given ID.
+func v5conn(id string) *paho.Connect {
+	return &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}
+}
+
+// v5persistent is the CONNECT of a client whose session outlives the
+// connection by expiry seconds.
+func v5persistent(id string, cleanStart bool, expiry uint32) *paho.Connect {
+	return &paho.Connect{ClientID: id, CleanStart: cleanStart, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, RequestProblemInfo: true}}
+}
+
+func (c *p5) sub(t testing.TB, opts ...paho.SubscribeOptions) *paho.Suback {
+	t.Helper()
+	return c.subWith(t, nil, opts...)
+}
+
+func (c *p5) subWith(t testing.TB, props *paho.SubscribeProperties, opts ...paho.SubscribeOptions) *paho.Suback {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), pahoWait)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Properties: props, Subscriptions: opts})
+	if err != nil {
+		t.Fatalf("subscribe %+v: %v", opts, err)
+	}
+	for i, o := range opts {
+		if sa.Reasons[i] != o.QoS {
+			t.Fatalf("subscribe %q: reason 0x%02X, want granted QoS %d", o.Topic, sa.Reasons[i], o.QoS)
+		}
+	}
+	return sa
+}
+
+func (c *p5) pub(t testing.TB, p *paho.Publish) *paho.PublishResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), pahoWait)
+	defer cancel()
+	r, err := c.Publish(ctx, p)
+	if err != nil {
+		t.Fatalf("publish %q: %v", p.Topic, err)
+	}
+	return r
+}
+
+// waitTopic waits for n messages on topic and returns them.
+func (c *p5) waitTopic(t testing.TB, topic string, n int) []*paho.Publish {
+	t.Helper()
+	return c.in.waitFor(t, "message on "+topic, n, func(p *paho.Publish) bool { return p.Topic == topic })
+}
+
+// onTopic returns what arrived on topic so far.
+func (c *p5) onTopic(topic string) []*paho.Publish {
+	var out []*paho.Publish
+	for _, p := range c.in.all() {
+		if p.Topic == topic {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// markerTopic is the topic of positive control messages; tests subscribe
+// their observers to it alongside what they watch.
+const markerTopic = "marker"
+
+var markerSub = paho.SubscribeOptions{Topic: markerTopic, QoS: 0}
+
+// settle publishes a marker from pub, waits until every observer has it and
+// then listens a little longer, so that whatever the broker would have sent
+// before the marker has arrived: afterwards an observer's inbox is final.
+func settle(t testing.TB, pub *p5, observers ...*p5) {
+	t.Helper()
+	want := make([]int, len(observers))
+	for i, o := range observers {
+		want[i] = len(o.onTopic(markerTopic)) + 1
+	}
+	pub.pub(t, &paho.Publish{Topic: markerTopic, Payload: []byte("m")})
+	for i, o := range observers {
+		o.waitTopic(t, markerTopic, want[i])
+	}
+	time.Sleep(pahoQuiet)
+}
+
+// payloads lists the payloads of msgs as strings.
+func payloads(msgs []*paho.Publish) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = string(m.Payload)
+	}
+	return out
+}
+
+// waitConnected polls until the broker counts n connected clients, so a test
+// knows a disconnect has been processed.
+func waitConnected(t testing.TB, b *Broker, n int64) {
+	t.Helper()
+	eventually(t, "connected clients", func() bool { return b.Counters().Connected == n })
+}
+
+// p3 is a paho.mqtt.golang (MQTT 3.1.1) client and what it received.
+type p3 struct {
+	mqtt.Client
+	in *inbox[mqtt.Message]
+
+	mu   sync.Mutex
+	conn net.Conn // the socket under the client, for abnormal closes
+}
+
+// options returns the settings of an MQTT 3.1.1 client whose socket the test can
+// reach and that neither retries nor reconnects on its own.
+func (c *p3) options(addr, id string, clean bool) *mqtt.ClientOptions {
+	return mqtt.NewClientOptions().
+		AddBroker("tcp://" + addr).
+		SetClientID(id).
+		SetCleanSession(clean).
+		SetProtocolVersion(4).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetOrderMatters(true).
+		SetKeepAlive(30 * time.Second).
+		SetConnectTimeout(pahoWait).
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.in.add(m) }).
+		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+			conn, err := net.Dial("tcp", u.Host)
+			c.mu.Lock()
+			c.conn = conn
+			c.mu.Unlock()
+			return conn, err
+		})
+}
+
+// dialP3 connects an MQTT 3.1.1 client; adjust may change the options.
+func dialP3(t testing.TB, addr, id string, clean bool, adjust ...func(*mqtt.ClientOptions)) (*p3, *mqtt.ConnectToken) {
+	t.Helper()
+	c := &p3{in: new(inbox[mqtt.Message])}
+	o := c.options(addr, id, clean)
+	for _, f := range adjust {
+		f(o)
+	}
+	c.Client = mqtt.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(pahoWait) {
+		t.Fatalf("connect %q: timed out", id)
+	}
+	if tok.Error() == nil {
+		t.Cleanup(func() { c.Disconnect(0) })
+	}
+	return c, tok.(*mqtt.ConnectToken)
+}
+
+func mustP3(t testing.TB, addr, id string, clean bool, adjust ...func(*mqtt.ClientOptions)) *p3 {
+	t.Helper()
+	c, tok := dialP3(t, addr, id, clean, adjust...)
+	if err := tok.Error(); err != nil {
+		t.Fatalf("connect %q: %v", id, err)
+	}
+	return c
+}
+
+func p3wait(t testing.TB, what string, tok mqtt.Token) {
+	t.Helper()
+	if !tok.WaitTimeout(pahoWait) {
+		t.Fatalf("%s: timed out", what)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// sub subscribes to filter (messages go to the inbox) and checks the grant.
+func (c *p3) sub(t testing.TB, filter string, qos byte) {
+	t.Helper()
+	tok := c.Subscribe(filter, qos, nil)
+	p3wait(t, "subscribe "+filter, tok)
+	if got := tok.(*mqtt.SubscribeToken).Result()[filter]; got != qos {
+		t.Fatalf("subscribe %q: granted %d, want %d", filter, got, qos)
+	}
+}
+
+func (c *p3) pub(t testing.TB, topic string, qos byte, retain bool, payload string) {
+	t.Helper()
+	p3wait(t, "publish "+topic, c.Publish(topic, qos, retain, payload))
+}
+
+func (c *p3) waitTopic(t testing.TB, topic string, n int) []mqtt.Message {
+	t.Helper()
+	return c.in.waitFor(t, "message on "+topic, n, func(m mqtt.Message) bool { return m.Topic() == topic })
+}
+
+func (c *p3) onTopic(topic string) []mqtt.Message {
+	var out []mqtt.Message
+	for _, m := range c.in.all() {
+		if m.Topic() == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// settle3 is settle for MQTT 3.1.1 observers.
+func settle3(t testing.TB, pub *p3, observers ...*p3) {
+	t.Helper()
+	want := make([]int, len(observers))
+	for i, o := range observers {
+		want[i] = len(o.onTopic(markerTopic)) + 1
+	}
+	pub.pub(t, markerTopic, 0, false, "m")
+	for i, o := range observers {
+		o.waitTopic(t, markerTopic, want[i])
+	}
+	time.Sleep(pahoQuiet)
+}
+
+// closeSocket drops the client's TCP connection without DISCONNECT.
+func (c *p3) closeSocket() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn.Close()
+}
