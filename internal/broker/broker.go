@@ -19,9 +19,8 @@ import (
 // Broker routes messages between the clients of any number of listeners.
 // It owns no sockets: listeners hand it accepted connections through ServeConn.
 type Broker struct {
-	opts   Options
-	log    *slog.Logger
-	limits topic.Limits
+	opts atomic.Pointer[Options] // replaced whole by SetOptions; read per use
+	log  *slog.Logger
 
 	subs     *topic.Trie[*session, *subscription]
 	retained *topic.Retained[*Message]
@@ -59,9 +58,7 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 	}
 	o := opts.withDefaults()
 	b := &Broker{
-		opts:      o,
 		log:       log,
-		limits:    topic.Limits{MaxLength: o.MaxTopicLength, MaxLevels: o.MaxTopicLevels},
 		subs:      topic.NewTrie[*session, *subscription](),
 		retained:  topic.NewRetained[*Message](),
 		sessions:  make(map[string]*session),
@@ -71,7 +68,33 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 		enhanced:  make(map[string]EnhancedAuth),
 		started:   time.Now(),
 	}
+	b.opts.Store(&o)
 	return b, nil
+}
+
+// o returns the options in force.
+func (b *Broker) o() *Options { return b.opts.Load() }
+
+// Options returns the options in force, defaults applied.
+func (b *Broker) Options() Options { return *b.o() }
+
+// SetOptions changes the broker's limits live. New values apply to the next
+// operation they govern; what a connection was told in CONNACK (maximum
+// packet size, receive maximum, topic alias maximum) stays in force for that
+// connection, so nobody is disconnected by a change that does not concern it.
+func (b *Broker) SetOptions(opts Options) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	o := opts.withDefaults()
+	b.opts.Store(&o)
+	return nil
+}
+
+// limits returns the topic limits in force.
+func (b *Broker) limits() topic.Limits {
+	o := b.o()
+	return topic.Limits{MaxLength: o.MaxTopicLength, MaxLevels: o.MaxTopicLevels}
 }
 
 // RegisterEnhancedAuth makes an MQTT 5 enhanced authentication method

@@ -35,7 +35,10 @@ type client struct {
 	aliasMaxOut uint16 // client's Topic Alias Maximum
 	problemInfo bool   // client wants reason strings and user properties
 	authMethod  string
-	reauth      AuthStepper // re-authentication in progress (reader goroutine)
+	// What CONNACK told the client; live option changes do not alter them
+	// for a connection that is already up.
+	maxIn, recvMaxIn, aliasMaxIn int
+	reauth                       AuthStepper // re-authentication in progress (reader goroutine)
 
 	// Reader goroutine only. Packets are decoded into locals rather than
 	// reusable fields here: an idle connection should not carry a kilobyte
@@ -91,8 +94,8 @@ func (c *client) serve() {
 
 // handshake reads and answers CONNECT; it reports whether the connection goes on.
 func (c *client) handshake() bool {
-	_ = c.conn.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
-	h, body, err := c.r.Next(c.b.opts.MaxPacketSize)
+	_ = c.conn.SetReadDeadline(time.Now().Add(c.b.o().ConnectTimeout))
+	h, body, err := c.r.Next(c.b.o().MaxPacketSize)
 	if err != nil {
 		c.log.Debug("no CONNECT", "remote", c.conn.RemoteAddr().String(), "err", err)
 		return false
@@ -174,7 +177,7 @@ func (c *client) readLoop() {
 	publishWill := true
 	defer func() { c.b.detach(c, publishWill) }()
 	for {
-		h, body, err := c.r.Next(c.b.opts.MaxPacketSize)
+		h, body, err := c.r.Next(c.maxIn)
 		if err != nil {
 			switch {
 			case errors.Is(err, packet.PacketTooLarge):
@@ -360,7 +363,7 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 	if c.closing {
 		return d.qos > 0 // stays inflight for redelivery on reconnect
 	}
-	if d.qos == 0 && len(c.out) >= c.b.opts.MaxOutboundBytes {
+	if d.qos == 0 && len(c.out) >= c.b.o().MaxOutboundBytes {
 		c.b.stats.dropped[dropSlowConsumer].Add(1)
 		return false
 	}
@@ -485,7 +488,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	if name == "" {
 		return packet.Errorf(packet.ProtocolError, "empty topic name")
 	}
-	if err := c.b.limits.CheckName(name); err != nil || strings.HasPrefix(name, "$") {
+	if err := c.b.limits().CheckName(name); err != nil || strings.HasPrefix(name, "$") {
 		// Topics beginning with $ are the broker's ($SYS): clients may not publish there.
 		if p.QoS > 0 {
 			c.ackPublish(p.QoS, p.PacketID, packet.TopicNameInvalid, "topic name not allowed")
@@ -497,9 +500,9 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	if p.QoS == 2 {
 		s.mu.Lock()
 		_, dup := s.awaitingRel[p.PacketID]
-		if !dup && len(s.awaitingRel) >= c.b.opts.ReceiveMaximum {
+		if !dup && len(s.awaitingRel) >= c.recvMaxIn {
 			s.mu.Unlock()
-			return packet.Errorf(packet.ReceiveMaximumExceeded, "more than %d QoS 2 publishes unacknowledged", c.b.opts.ReceiveMaximum)
+			return packet.Errorf(packet.ReceiveMaximumExceeded, "more than %d QoS 2 publishes unacknowledged", c.recvMaxIn)
 		}
 		if !dup {
 			if s.awaitingRel == nil {
@@ -539,7 +542,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 func (c *client) messageProps(m *Message, in *packet.Properties) {
 	if in.Has(packet.PropMessageExpiry) {
 		exp := time.Duration(in.MessageExpiry) * time.Second
-		if mx := c.b.opts.MaxMessageExpiry; mx > 0 && exp > mx {
+		if mx := c.b.o().MaxMessageExpiry; mx > 0 && exp > mx {
 			exp = mx
 		}
 		m.Expiry = time.Now().Add(exp).UnixNano()
@@ -575,12 +578,7 @@ func (c *client) messageProps(m *Message, in *packet.Properties) {
 	}
 }
 
-func (c *client) aliasMax() int {
-	if c.b.opts.TopicAliasMaximum < 0 {
-		return 0
-	}
-	return c.b.opts.TopicAliasMaximum
-}
+func (c *client) aliasMax() int { return c.aliasMaxIn }
 
 func (c *client) ackPublish(qos byte, id uint16, code packet.ReasonCode, reason string) {
 	t := packet.PUBACK
@@ -681,7 +679,7 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 			err = topic.ValidFilter(inner)
 		}
 		if err == nil {
-			err = c.b.limits.CheckFilter(inner)
+			err = c.b.limits().CheckFilter(inner)
 		}
 		if err != nil {
 			ack.ReasonCodes[i] = c.subFailure(packet.TopicFilterInvalid)
@@ -697,7 +695,7 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		}
 		s.mu.Lock()
 		old, existed := s.subs[sub.filter]
-		if !existed && c.b.opts.MaxSubscriptionsPerClient > 0 && len(s.subs) >= c.b.opts.MaxSubscriptionsPerClient {
+		if !existed && c.b.o().MaxSubscriptionsPerClient > 0 && len(s.subs) >= c.b.o().MaxSubscriptionsPerClient {
 			s.mu.Unlock()
 			ack.ReasonCodes[i] = c.subFailure(packet.QuotaExceeded)
 			continue
@@ -794,8 +792,8 @@ func (c *client) capExpiry(secs uint32) time.Duration {
 	if secs == 0xFFFFFFFF {
 		e = expiryNever
 	}
-	if e > c.b.opts.MaxSessionExpiry {
-		e = c.b.opts.MaxSessionExpiry
+	if e > c.b.o().MaxSessionExpiry {
+		e = c.b.o().MaxSessionExpiry
 	}
 	return e
 }

@@ -68,7 +68,10 @@ func (c *client) connect(cp *packet.Connect) bool {
 		}
 	}
 
-	c.sendQuota = c.b.opts.MaxInflight
+	o := c.b.o()
+	c.maxIn, c.recvMaxIn = o.MaxPacketSize, o.ReceiveMaximum
+	c.aliasMaxIn = max(o.TopicAliasMaximum, 0) // -1 disables aliases
+	c.sendQuota = o.MaxInflight
 	c.problemInfo = true
 	expiry := time.Duration(0)
 	if v5 {
@@ -95,11 +98,11 @@ func (c *client) connect(cp *packet.Connect) bool {
 			ack.Properties.Set(packet.PropResponseInfo)
 		}
 	} else if !cp.CleanStart {
-		expiry = c.b.opts.MaxSessionExpiry // 3.1.1 persistent sessions last as long as allowed
+		expiry = c.b.o().MaxSessionExpiry // 3.1.1 persistent sessions last as long as allowed
 	}
 
 	ka := time.Duration(cp.KeepAlive) * time.Second
-	if mx := c.b.opts.MaxKeepAlive; mx < DefaultMaxKeepAlive && (ka == 0 || ka > mx) {
+	if mx := c.b.o().MaxKeepAlive; mx < DefaultMaxKeepAlive && (ka == 0 || ka > mx) {
 		ka = mx
 		if v5 {
 			ack.Properties.ServerKeepAlive = uint16(mx / time.Second)
@@ -111,7 +114,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 	var will *Message
 	var willDelay time.Duration
 	if w := cp.Will; w != nil {
-		if err := errors.Join(topic.ValidName(w.Topic), c.b.limits.CheckName(w.Topic)); err != nil || strings.HasPrefix(w.Topic, "$") {
+		if err := errors.Join(topic.ValidName(w.Topic), c.b.limits().CheckName(w.Topic)); err != nil || strings.HasPrefix(w.Topic, "$") {
 			return refuse(packet.TopicNameInvalid, "will topic not allowed")
 		}
 		will = &Message{Topic: strings.Clone(w.Topic), Payload: append([]byte(nil), w.Payload...), QoS: w.QoS, Retain: w.Retain, Origin: c.id}
@@ -139,11 +142,11 @@ func (c *client) connect(cp *packet.Connect) bool {
 	}
 
 	if v5 {
-		if c.b.opts.ReceiveMaximum != 65535 {
-			ack.Properties.ReceiveMaximum = uint16(c.b.opts.ReceiveMaximum)
+		if c.recvMaxIn != 65535 {
+			ack.Properties.ReceiveMaximum = uint16(c.recvMaxIn)
 			ack.Properties.Set(packet.PropReceiveMaximum)
 		}
-		ack.Properties.MaximumPacketSize = uint32(c.b.opts.MaxPacketSize)
+		ack.Properties.MaximumPacketSize = uint32(c.maxIn)
 		ack.Properties.Set(packet.PropMaximumPacketSize)
 		if am := c.aliasMax(); am > 0 {
 			ack.Properties.TopicAliasMaximum = uint16(am)
@@ -215,8 +218,8 @@ func (c *client) enhancedAuth(cp *packet.Connect) ([]byte, packet.ReasonCode, st
 			ap.Properties.Set(packet.PropAuthData)
 		}
 		c.writePacket(&ap)
-		_ = c.conn.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
-		h, body, err := c.r.Next(c.b.opts.MaxPacketSize)
+		_ = c.conn.SetReadDeadline(time.Now().Add(c.b.o().ConnectTimeout))
+		h, body, err := c.r.Next(c.b.o().MaxPacketSize)
 		if err != nil {
 			return nil, packet.UnspecifiedError, "no AUTH answer"
 		}

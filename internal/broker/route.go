@@ -221,9 +221,9 @@ func (s *session) sendFlight(c *client, d *delivery, now int64) {
 }
 
 func (s *session) enqueue(b *Broker, d *delivery) {
-	limit := b.opts.MaxQueuedMessages
+	limit := b.o().MaxQueuedMessages
 	if limit > 0 && s.queue.len() >= limit {
-		if b.opts.QueuePolicy == DropNew {
+		if b.o().QueuePolicy == DropNew {
 			b.stats.dropped[dropQueueFull].Add(1)
 			return
 		}

@@ -11,11 +11,11 @@ func timeSince(t time.Time) float64 { return time.Since(t).Seconds() }
 // runSys publishes broker statistics as retained messages under $SYS every
 // SysInterval, in the layout mosquitto users know.
 func (b *Broker) runSys(ctx context.Context) {
-	if b.opts.SysInterval < 0 {
+	if b.o().SysInterval < 0 {
 		return
 	}
 	b.publishSys()
-	t := time.NewTicker(b.opts.SysInterval)
+	t := time.NewTicker(b.o().SysInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -36,7 +36,7 @@ func (b *Broker) publishSys() {
 		dropped += n
 	}
 	for _, kv := range [...][2]string{
-		{"$SYS/broker/version", "edgeport " + b.opts.Version},
+		{"$SYS/broker/version", "edgeport " + b.o().Version},
 		{"$SYS/broker/uptime", strconv.FormatInt(int64(c.Uptime), 10) + " seconds"},
 		{"$SYS/broker/clients/connected", i(c.Connected)},
 		{"$SYS/broker/clients/total", i(c.Sessions)},

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/app"
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
@@ -111,6 +114,9 @@ picks a free port (the chosen addresses are logged).`,
 			if err != nil {
 				return err
 			}
+			if err := checkServeFlags(&cfg); err != nil {
+				return err
+			}
 			cfg.Broker.Version = version()
 			cfg.Broker.SysInterval = sysInterval
 			if sysInterval == 0 {
@@ -146,4 +152,43 @@ picks a free port (the chosen addresses are logged).`,
 	f.IntVar(&cfg.Broker.MaxQueuedMessages, "max-queued-messages", broker.DefaultMaxQueuedMessages, "messages queued per session before the queue policy drops")
 	f.IntVar(&cfg.Broker.MaxInflight, "max-inflight", broker.DefaultMaxInflight, "unacknowledged QoS 1/2 deliveries per session")
 	return cmd
+}
+
+// checkServeFlags validates serve's flags so that every error names the flag.
+func checkServeFlags(cfg *app.Config) error {
+	var errs []error
+	addr := func(flag, v string) {
+		if strings.EqualFold(v, app.Off) {
+			return
+		}
+		host, port, err := net.SplitHostPort(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %q is not host:port or off", flag, v))
+			return
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("--%s: port %q must be a number from 0 to 65535", flag, port))
+		}
+		if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+			errs = append(errs, fmt.Errorf("--%s: host %q must be an IP address or localhost", flag, host))
+		}
+	}
+	addr("mqtt-addr", cfg.MQTTAddr)
+	addr("ws-addr", cfg.WSAddr)
+	addr("http-addr", cfg.HTTPAddr)
+	if !strings.HasPrefix(cfg.WSPath, "/") {
+		errs = append(errs, fmt.Errorf("--ws-path: %q must start with /", cfg.WSPath))
+	}
+	between := func(flag string, v, lo, hi int) {
+		if v < lo || v > hi {
+			errs = append(errs, fmt.Errorf("--%s: %d must be between %d and %d", flag, v, lo, hi))
+		}
+	}
+	between("max-packet-size", cfg.Broker.MaxPacketSize, 16, packet.MaxRemainingLength+5)
+	between("max-inflight", cfg.Broker.MaxInflight, 1, 65535)
+	between("max-queued-messages", cfg.Broker.MaxQueuedMessages, 1, 1<<30)
+	if cfg.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir: must not be empty"))
+	}
+	return errors.Join(errs...)
 }

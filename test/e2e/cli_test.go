@@ -68,6 +68,11 @@ func TestBadFlags(t *testing.T) {
 		flag string // the flag the message must name
 	}{
 		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--max-inflight", "70000"}, "--max-inflight"},
+		{[]string{"--max-packet-size", "-5"}, "--max-packet-size"},
+		{[]string{"--max-queued-messages", "-7"}, "--max-queued-messages"},
+		{[]string{"--mqtt-addr", "nonsense"}, "--mqtt-addr"},
+		{[]string{"--ws-addr", "127.0.0.1:99999"}, "--ws-addr"},
 		{[]string{"--log-format", "xml"}, "--log-format"},
 		{[]string{"--sys-interval", "banana"}, "--sys-interval"},
 		{[]string{"--max-inflight", "many"}, "--max-inflight"},
