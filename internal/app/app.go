@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/telemetry"
 )
 
@@ -30,6 +32,10 @@ type Config struct {
 	HTTPAddr string // health, readiness and metrics; "off" disables it
 	DataDir  string
 	Broker   broker.Options
+	// Store configures the durable store under DataDir/store; InMemory
+	// runs without one (nothing survives a restart).
+	Store    store.Options
+	InMemory bool
 }
 
 // App is a running Edgeport instance.
@@ -38,6 +44,7 @@ type App struct {
 	log       *slog.Logger
 	reg       *prometheus.Registry
 	broker    *broker.Broker
+	store     *store.Store
 	listeners []*listener.Listener
 	names     []string // listener names, parallel to listeners
 	http      *telemetry.HTTPServer
@@ -90,6 +97,21 @@ func (a *App) Start(ctx context.Context) error {
 			return fmt.Errorf("creating data dir: %w", err)
 		}
 	}
+	if !a.cfg.InMemory {
+		opts := a.cfg.Store
+		if opts.Logger == nil {
+			opts.Logger = a.log.With("component", "store")
+		}
+		st, err := store.Open(filepath.Join(a.cfg.DataDir, "store"), opts)
+		if err != nil {
+			return fmt.Errorf("opening the store: %w", err)
+		}
+		if err := a.broker.AttachStore(st); err != nil {
+			_ = st.Close()
+			return fmt.Errorf("restoring broker state: %w", err)
+		}
+		a.store = st
+	}
 	a.broker.Start(ctx)
 	for i, l := range a.listeners {
 		if err := l.Start(ctx); err != nil {
@@ -130,6 +152,9 @@ func (a *App) Stop(ctx context.Context) error {
 		errs = append(errs, l.Stop(ctx))
 	}
 	errs = append(errs, a.broker.Shutdown(ctx))
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
 	if a.http != nil {
 		errs = append(errs, a.http.Stop(ctx))
 	}

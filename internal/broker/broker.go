@@ -8,12 +8,14 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
+	"github.com/edgeport/edgeport/internal/store"
 )
 
 // Broker routes messages between the clients of any number of listeners.
@@ -39,6 +41,7 @@ type Broker struct {
 	listeners  map[string]*listenerStats
 
 	enhanced map[string]EnhancedAuth
+	st       *store.Store // nil: in memory only
 
 	stats    stats
 	started  time.Time
@@ -165,10 +168,13 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 // Publish injects a message as if a client had published it (used by $SYS,
 // wills and in-process components). It returns how many sessions it reached.
 func (b *Broker) Publish(m *Message) int {
+	tx := b.newTxn()
 	if m.Retain {
-		b.setRetained(m)
+		b.setRetained(m, tx)
 	}
-	return b.route(m)
+	n := b.route(m, tx)
+	b.commit(tx, nil)
+	return n
 }
 
 func (b *Broker) publishWill(m *Message) {
@@ -179,10 +185,17 @@ func (b *Broker) publishWill(m *Message) {
 	b.Publish(m)
 }
 
-func (b *Broker) setRetained(m *Message) {
+// setRetained stores, replaces or (empty payload) clears a retained
+// message, writing the change to tx. $SYS values are not persisted: they are
+// regenerated.
+func (b *Broker) setRetained(m *Message, tx *txnCtx) {
+	persist := tx != nil && !strings.HasPrefix(m.Topic, "$SYS/")
 	if len(m.Payload) == 0 {
 		if b.retained.Delete(m.Topic) {
 			b.stats.retained.Add(-1)
+			if persist {
+				tx.txn.DeleteRetained(m.Topic)
+			}
 		}
 		return
 	}
@@ -190,6 +203,10 @@ func (b *Broker) setRetained(m *Message) {
 		b.stats.retained.Add(1)
 	}
 	b.retained.Set(m.Topic, m)
+	if persist {
+		r := messageRecord(m)
+		tx.txn.PutRetained(&r)
+	}
 }
 
 // attach binds client c to its session, creating, resuming or replacing it
@@ -274,11 +291,14 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		if s.expiry != expiryNever {
 			s.expiryTimer = time.AfterFunc(s.expiry, func() { b.expireSession(s) })
 		}
+		b.commit(b.saveSessionLocked(s, time.Now().UnixNano()), nil)
 		s.mu.Unlock()
 	}
 	b.sessMu.Unlock()
 	for _, d := range moved {
+		old := d.seq
 		b.reroute(s, d)
+		b.deleteEntry(s, old)
 	}
 }
 
@@ -320,6 +340,12 @@ func (b *Broker) endSessionLocked(s *session) {
 	will := s.will
 	s.will = nil
 	dropped := s.queue.len() + len(s.inflight)
+	if s.stored {
+		tx := b.newTxn()
+		tx.txn.DeleteSession(s.id)
+		b.commit(tx, nil)
+		s.stored = false
+	}
 	s.mu.Unlock()
 	if b.sessions[s.id] == s {
 		delete(b.sessions, s.id)

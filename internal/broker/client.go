@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
+	"github.com/edgeport/edgeport/internal/store"
 )
 
 // client is one network connection. Its reader goroutine decodes and
@@ -38,7 +39,8 @@ type client struct {
 	// What CONNACK told the client; live option changes do not alter them
 	// for a connection that is already up.
 	maxIn, recvMaxIn, aliasMaxIn int
-	reauth                       AuthStepper // re-authentication in progress (reader goroutine)
+	reauth                       AuthStepper  // re-authentication in progress (reader goroutine)
+	pendingAcks                  atomic.Int32 // publisher acks waiting for the store
 
 	// Reader goroutine only. Packets are decoded into locals rather than
 	// reusable fields here: an idle connection should not carry a kilobyte
@@ -497,6 +499,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 		return nil
 	}
 	s := c.sess
+	tx := c.b.newTxn()
 	if p.QoS == 2 {
 		s.mu.Lock()
 		_, dup := s.awaitingRel[p.PacketID]
@@ -509,11 +512,14 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 				s.awaitingRel = make(map[uint16]struct{})
 			}
 			s.awaitingRel[p.PacketID] = struct{}{}
+			if tx != nil && s.persistent(c.b) {
+				tx.txn.PutInbound(s.id, p.PacketID)
+			}
 		}
 		s.mu.Unlock()
 		if dup {
 			// A resent QoS 2 PUBLISH was already routed: exactly once.
-			c.ackPublish(2, p.PacketID, packet.Success, "")
+			c.ackAfter(tx, 2, p.PacketID, packet.Success)
 			return nil
 		}
 	}
@@ -524,17 +530,67 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	c.b.stats.publishesIn.Add(1)
 	c.b.stats.payloadIn.Add(uint64(len(m.Payload)))
 	if m.Retain {
-		c.b.setRetained(m)
+		c.b.setRetained(m, tx)
 	}
-	n := c.b.route(m)
-	if p.QoS > 0 {
-		code := packet.Success
-		if n == 0 && c.version == packet.V5 {
-			code = packet.NoMatchingSubscribers
-		}
-		c.ackPublish(p.QoS, p.PacketID, code, "")
+	n := c.b.route(m, tx)
+	if p.QoS == 0 {
+		c.b.commit(tx, nil)
+		return nil
 	}
+	code := packet.Success
+	if n == 0 && c.version == packet.V5 {
+		code = packet.NoMatchingSubscribers
+	}
+	c.ackAfter(tx, p.QoS, p.PacketID, code)
 	return nil
+}
+
+// ackAfter acknowledges a QoS 1/2 PUBLISH once tx is durable. Acks leave in
+// the order the PUBLISHes arrived (MQTT-4.6.0-2): while any ack waits for
+// the store, later ones queue behind it in the committer.
+func (c *client) ackAfter(tx *txnCtx, qos byte, id uint16, code packet.ReasonCode) {
+	if tx == nil || tx.txn.Len() == 0 && len(tx.post) == 0 && c.pendingAcks.Load() == 0 {
+		if tx != nil {
+			tx.txn.Discard()
+		}
+		c.ackPublish(qos, id, code, "")
+		return
+	}
+	c.pendingAcks.Add(1)
+	c.b.commit(tx, func(err error) {
+		// Decrement only after writing, so the reader never sees zero
+		// while an earlier ack is still unwritten.
+		defer c.pendingAcks.Add(-1)
+		if err == nil {
+			c.ackPublish(qos, id, code, "")
+			return
+		}
+		if qos == 2 {
+			s := c.sess
+			go func() { // the exchange ended; the callback must not take s.mu
+				s.mu.Lock()
+				delete(s.awaitingRel, id)
+				s.mu.Unlock()
+			}()
+		}
+		if c.version != packet.V5 {
+			// 3.1.1 has no way to refuse a PUBLISH: closing without the ack
+			// makes the client send it again later.
+			c.disconnect(packet.QuotaExceeded, "")
+			return
+		}
+		rc := packet.UnspecifiedError
+		if errors.Is(err, store.ErrQuotaExceeded) {
+			rc = packet.QuotaExceeded
+		}
+		c.ackPublish(qos, id, rc, "message could not be stored")
+	})
+}
+
+// writeFlight writes an inflight delivery whose store entry just became
+// durable. It runs on the store's committer and takes only c.outMu.
+func (c *client) writeFlight(f *flight, now int64) {
+	c.writePublish(&f.delivery, f.id, false, now)
 }
 
 // messageProps copies the properties that travel with the message and turns
@@ -611,17 +667,32 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		s.mu.Lock()
 		_, ok := s.awaitingRel[a.PacketID]
 		delete(s.awaitingRel, a.PacketID)
+		persist := ok && s.persistent(c.b)
 		s.mu.Unlock()
-		code := packet.Success
+		comp := &packet.Ack{Type: packet.PUBCOMP, PacketID: a.PacketID}
 		if !ok && c.version == packet.V5 {
-			code = packet.PacketIdentifierNotFound
+			comp.ReasonCode = packet.PacketIdentifierNotFound
 		}
-		c.writePacket(&packet.Ack{Type: packet.PUBCOMP, PacketID: a.PacketID, ReasonCode: code})
+		if !persist {
+			c.writePacket(comp)
+			return nil
+		}
+		// The identifier must be forgotten durably before PUBCOMP lets the
+		// client reuse it, or a restart would drop its next message as a
+		// duplicate.
+		tx := c.b.newTxn()
+		tx.txn.DeleteInbound(s.id, a.PacketID)
+		c.pendingAcks.Add(1)
+		c.b.commit(tx, func(error) {
+			c.writePacket(comp)
+			c.pendingAcks.Add(-1)
+		})
 		return nil
 	case packet.PUBACK:
 		s.mu.Lock()
 		if f := s.inflight[a.PacketID]; f != nil && f.qos == 1 {
 			s.removeFlight(f)
+			c.b.deleteEntry(s, f.seq)
 			s.drainLocked(c.b, now)
 		}
 		s.mu.Unlock()
@@ -639,16 +710,31 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 			return nil
 		case a.ReasonCode.IsError():
 			s.removeFlight(f)
+			c.b.deleteEntry(s, f.seq)
 			s.drainLocked(c.b, now)
+		case f.released:
+			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID})
 		default:
 			f.released = true
-			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID})
+			rel := &packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID}
+			if f.seq == 0 {
+				c.writePacket(rel)
+				break
+			}
+			// PUBREL only once the released state is durable: a restart
+			// then resends PUBREL, never the PUBLISH, so it is not
+			// delivered twice.
+			tx := c.b.newTxn()
+			s.putEntry(tx.txn, &f.delivery, f.id, true)
+			tx.post = append(tx.post, func() { c.writePacket(rel) })
+			c.b.commit(tx, nil)
 		}
 		s.mu.Unlock()
 	case packet.PUBCOMP:
 		s.mu.Lock()
 		if f := s.inflight[a.PacketID]; f != nil && f.qos == 2 && f.released {
 			s.removeFlight(f)
+			c.b.deleteEntry(s, f.seq)
 			s.drainLocked(c.b, now)
 		}
 		s.mu.Unlock()
@@ -715,6 +801,14 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 			retained = append(retained, retainedReq{sub})
 		}
 	}
+	if err := c.saveSessionWait(); err != nil {
+		for i := range ack.ReasonCodes {
+			if !ack.ReasonCodes[i].IsError() {
+				ack.ReasonCodes[i] = c.subFailure(packet.ImplementationSpecificError)
+			}
+		}
+		retained = nil
+	}
 	c.writePacket(&ack)
 	now := time.Now().UnixNano()
 	for _, rq := range retained {
@@ -727,7 +821,9 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 			if sub.id != 0 {
 				d.subIDs = []uint32{sub.id}
 			}
-			s.deliver(c.b, &d, now)
+			tx := c.b.newTxn()
+			s.deliver(c.b, &d, now, tx)
+			c.b.commit(tx, nil)
 			return true
 		})
 	}
@@ -763,8 +859,24 @@ func (c *client) handleUnsubscribe(flags byte, body []byte) error {
 			ack.ReasonCodes[i] = packet.NoSubscriptionExisted
 		}
 	}
+	_ = c.saveSessionWait() // an unsubscribe that is not stored only redelivers
 	c.writePacket(&ack)
 	return nil
+}
+
+// saveSessionWait writes the session record (after a subscription change)
+// and waits until it is durable.
+func (c *client) saveSessionWait() error {
+	s := c.sess
+	s.mu.Lock()
+	tx := c.b.saveSessionLocked(s, 0)
+	s.mu.Unlock()
+	if tx == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	c.b.commit(tx, func(err error) { done <- err })
+	return <-done
 }
 
 // handleDisconnect processes a client DISCONNECT; it reports whether to stop

@@ -158,6 +158,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 	c.sess = s
 	s.mu.Lock()
 	s.will, s.willDelay = will, willDelay
+	c.b.commit(c.b.saveSessionLocked(s, 0), nil)
 	ack.SessionPresent = present
 	c.outMu.Lock()
 	c.out = ack.Append(c.out, c.version)

@@ -120,8 +120,9 @@ func (b *Broker) sharedCounter(ref sharedRef) *atomic.Uint32 {
 	return c
 }
 
-// route delivers m to every matching session and reports how many it reached.
-func (b *Broker) route(m *Message) int {
+// route delivers m to every matching session and reports how many it
+// reached. Writes for persistent sessions go into tx (nil without a store).
+func (b *Broker) route(m *Message, tx *txnCtx) int {
 	r := routerPool.Get().(*router)
 	r.b, r.m = b, m
 	b.subs.Match(m.Topic, r.add, r.addShared)
@@ -135,7 +136,7 @@ func (b *Broker) route(m *Message) int {
 				ref := *t.shared
 				d.shared = &ref
 			}
-			t.s.deliver(b, &d, now)
+			t.s.deliver(b, &d, now, tx)
 		}
 	} else {
 		b.stats.noSubscribers.Add(1)
@@ -176,12 +177,16 @@ func (b *Broker) reroute(from *session, d delivery) {
 	if sub.id != 0 {
 		d.subIDs = []uint32{sub.id}
 	}
-	to.deliver(b, &d, time.Now().UnixNano())
+	d.seq = 0
+	tx := b.newTxn()
+	to.deliver(b, &d, time.Now().UnixNano(), tx)
+	b.commit(tx, nil)
 }
 
 // deliver hands d to the session: straight to the connection when the
-// inflight window allows, otherwise into the session queue.
-func (s *session) deliver(b *Broker, d *delivery, now int64) {
+// inflight window allows, otherwise into the session queue. A QoS 1/2
+// delivery to a persistent session is written to tx.
+func (s *session) deliver(b *Broker, d *delivery, now int64, tx *txnCtx) {
 	if d.msg.expired(now) {
 		b.stats.dropped[dropExpired].Add(1)
 		return
@@ -201,38 +206,68 @@ func (s *session) deliver(b *Broker, d *delivery, now int64) {
 		c.writePublish(d, 0, false, now)
 		return
 	}
+	if tx != nil && s.persistent(b) {
+		s.seq++
+		d.seq = s.seq
+	}
 	if c != nil && s.queue.len() == 0 && len(s.inflight) < c.sendQuota {
-		s.sendFlight(c, d, now)
+		s.sendFlight(b, c, d, now, tx)
 		return
 	}
-	s.enqueue(b, d)
+	s.enqueue(b, d, tx)
 }
 
-// sendFlight opens an inflight entry for d and writes it. s.mu is held.
-func (s *session) sendFlight(c *client, d *delivery, now int64) {
+// sendFlight opens an inflight entry for d and writes it. A persisted QoS 2
+// delivery is written only once its packet identifier is durable, so that a
+// redelivery after a crash reuses it. s.mu is held.
+func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *txnCtx) {
 	f := &flight{delivery: *d}
 	if len(d.subIDs) > 0 {
 		f.subIDs = append([]uint32(nil), d.subIDs...)
 	}
 	s.addFlight(f)
+	switch {
+	case f.seq == 0:
+	case f.qos == 1:
+		// From the queue (tx nil) the entry is already durable; resent
+		// after a crash it becomes a new delivery, which QoS 1 allows.
+		if tx != nil {
+			s.putEntry(tx.txn, &f.delivery, 0, false)
+		}
+	default:
+		own := tx == nil
+		if own {
+			tx = b.newTxn()
+		}
+		s.putEntry(tx.txn, &f.delivery, f.id, false)
+		tx.post = append(tx.post, func() { c.writeFlight(f, now) })
+		if own {
+			b.commit(tx, nil)
+		}
+		return
+	}
 	if !c.writePublish(&f.delivery, f.id, false, now) {
 		s.removeFlight(f) // too large for the client: dropped as if delivered
+		b.deleteEntry(s, f.seq)
 	}
 }
 
-func (s *session) enqueue(b *Broker, d *delivery) {
+func (s *session) enqueue(b *Broker, d *delivery, tx *txnCtx) {
 	limit := b.o().MaxQueuedMessages
 	if limit > 0 && s.queue.len() >= limit {
+		b.stats.dropped[dropQueueFull].Add(1)
 		if b.o().QueuePolicy == DropNew {
-			b.stats.dropped[dropQueueFull].Add(1)
 			return
 		}
-		s.queue.pop()
-		b.stats.dropped[dropQueueFull].Add(1)
+		old, _ := s.queue.pop()
+		b.deleteEntry(s, old.seq)
 	}
 	q := *d
 	if len(d.subIDs) > 0 {
 		q.subIDs = append([]uint32(nil), d.subIDs...)
+	}
+	if q.seq != 0 && tx != nil {
+		s.putEntry(tx.txn, &q, 0, false)
 	}
 	s.queue.push(q)
 }
@@ -251,13 +286,14 @@ func (s *session) drainLocked(b *Broker, now int64) {
 		d, _ := s.queue.pop()
 		if d.msg.expired(now) {
 			b.stats.dropped[dropExpired].Add(1)
+			b.deleteEntry(s, d.seq)
 			continue
 		}
 		if d.qos == 0 {
 			c.writePublish(&d, 0, false, now)
 			continue
 		}
-		s.sendFlight(c, &d, now)
+		s.sendFlight(b, c, &d, now, nil)
 	}
 }
 

@@ -30,6 +30,8 @@ type delivery struct {
 	// shared names the shared subscription that chose this session, so the
 	// message can go to another member if this one leaves unacknowledged.
 	shared *sharedRef
+	// seq identifies the delivery's store entry; 0 when not persisted.
+	seq uint64
 }
 
 type sharedRef struct{ group, filter string }
@@ -65,7 +67,9 @@ type session struct {
 	will           *Message
 	willDelay      time.Duration
 	willTimer      *time.Timer
-	ended          bool // removed from the broker; late deliveries are dropped
+	ended          bool   // removed from the broker; late deliveries are dropped
+	seq            uint64 // last store entry sequence number
+	stored         bool   // a session record is in the store
 	version        packet.Version
 }
 

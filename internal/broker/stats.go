@@ -35,6 +35,7 @@ type stats struct {
 	refused        atomic.Uint64
 	protocolErrors atomic.Uint64
 	willsPublished atomic.Uint64
+	storeErrors    atomic.Uint64
 	dropped        [numDropReasons]atomic.Uint64
 }
 

@@ -150,6 +150,9 @@ picks a free port (the chosen addresses are logged).`,
 	f.DurationVar(&sysInterval, "sys-interval", 10*time.Second, "$SYS statistics publish interval (0 disables)")
 	f.IntVar(&cfg.Broker.MaxPacketSize, "max-packet-size", broker.DefaultMaxPacketSize, "largest MQTT packet accepted, in bytes")
 	f.IntVar(&cfg.Broker.MaxQueuedMessages, "max-queued-messages", broker.DefaultMaxQueuedMessages, "messages queued per session before the queue policy drops")
+	f.StringVar((*string)(&cfg.Store.Sync), "sync-policy", "batch", "when a QoS 1/2 message counts as stored: always (fsync each commit), batch (group commit, kill -9 safe), none (UNSAFE: no fsync)")
+	f.Int64Var(&cfg.Store.QuotaBytes, "storage-quota", 0, "disk quota for the store in bytes; QoS 1/2 publishes beyond it are refused with 0x97 (0 = unlimited)")
+	f.BoolVar(&cfg.InMemory, "in-memory", false, "keep all state in memory (nothing survives a restart)")
 	f.IntVar(&cfg.Broker.MaxInflight, "max-inflight", broker.DefaultMaxInflight, "unacknowledged QoS 1/2 deliveries per session")
 	return cmd
 }
@@ -187,6 +190,14 @@ func checkServeFlags(cfg *app.Config) error {
 	between("max-packet-size", cfg.Broker.MaxPacketSize, 16, packet.MaxRemainingLength+5)
 	between("max-inflight", cfg.Broker.MaxInflight, 1, 65535)
 	between("max-queued-messages", cfg.Broker.MaxQueuedMessages, 1, 1<<30)
+	switch cfg.Store.Sync {
+	case "always", "batch", "none":
+	default:
+		errs = append(errs, fmt.Errorf("--sync-policy: %q is not always, batch or none", cfg.Store.Sync))
+	}
+	if cfg.Store.QuotaBytes < 0 {
+		errs = append(errs, errors.New("--storage-quota: must not be negative"))
+	}
 	if cfg.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
 	}

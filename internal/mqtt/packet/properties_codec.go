@@ -448,3 +448,24 @@ func (p *Properties) wireSize() (total, size int) {
 	size = p.size()
 	return VarintSize(uint32(size)) + size, size
 }
+
+// AppendProperties appends p as a property block (length, then properties)
+// in the form a PUBLISH carries it. Storage uses it to keep a message's
+// properties without a format of its own.
+func AppendProperties(dst []byte, p *Properties) []byte {
+	_, size := p.wireSize()
+	return p.appendTo(dst, size)
+}
+
+// DecodeProperties reads a property block written by AppendProperties,
+// validating it as PUBLISH properties. Strings and binary values are copied.
+func DecodeProperties(b []byte, p *Properties) error {
+	n, err := p.decode(b, PUBLISH, false)
+	if err != nil {
+		return err
+	}
+	if n != len(b) {
+		return Errorf(MalformedPacket, "%d bytes after the property block", len(b)-n)
+	}
+	return nil
+}

@@ -224,3 +224,23 @@ func TestPropertiesRoundTrip(t *testing.T) {
 		t.Errorf("no properties: % x", enc)
 	}
 }
+
+func TestPropertiesBlockRoundTrip(t *testing.T) {
+	var in Properties
+	in.ContentType = "application/json"
+	in.Set(PropContentType)
+	in.CorrelationData = []byte{1, 2, 3}
+	in.Set(PropCorrelationData)
+	in.User = []UserProperty{{"a", "1"}, {"a", "2"}}
+	b := AppendProperties(nil, &in)
+	var out Properties
+	if err := DecodeProperties(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.ContentType != in.ContentType || string(out.CorrelationData) != "\x01\x02\x03" || len(out.User) != 2 || out.User[1].Value != "2" {
+		t.Fatalf("round trip: %+v", out)
+	}
+	if err := DecodeProperties(append(b, 0), &out); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+}

@@ -1,0 +1,309 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/store"
+)
+
+// Persistence. With a store attached, everything a persistent session (one
+// with a non-zero expiry interval) must not lose is written to it:
+//
+//   - a QoS 1/2 delivery to a persistent session is an Entry, written in the
+//     same transaction as the publisher's inbound QoS 2 state and retained
+//     change; the publisher's PUBACK/PUBREC is sent only when that
+//     transaction is durable (group commit), so kill -9 loses nothing that
+//     was acknowledged;
+//   - a QoS 2 delivery's packet identifier is durable before the PUBLISH is
+//     written, and its PUBREC state before the PUBREL, so redelivery after a
+//     crash reuses the identifier and the receiver deduplicates: exactly once;
+//   - acknowledgements delete entries asynchronously (a crash before the
+//     delete redelivers QoS 1, which at-least-once allows);
+//   - sessions (subscriptions, expiry, will) are written on connect,
+//     disconnect and subscription change; SUBACK waits for durability.
+//
+// Commit callbacks run on the store's committer goroutine and only ever take
+// client.outMu, never session.mu, so committing while holding session.mu
+// cannot deadlock.
+
+// txnCtx gathers one operation's writes and the actions that must wait for
+// them to be durable.
+type txnCtx struct {
+	txn  *store.Txn
+	post []func()
+}
+
+func (b *Broker) newTxn() *txnCtx {
+	if b.st == nil {
+		return nil
+	}
+	return &txnCtx{txn: b.st.NewTxn()}
+}
+
+// commit hands the writes to the store; then runs the post actions and done
+// once they are durable. With nothing to write, it runs them at once.
+func (b *Broker) commit(tx *txnCtx, done func(error)) {
+	if tx == nil {
+		if done != nil {
+			done(nil)
+		}
+		return
+	}
+	if tx.txn.Len() == 0 && len(tx.post) == 0 && done == nil {
+		tx.txn.Discard()
+		return
+	}
+	post := tx.post
+	b.st.Commit(tx.txn, func(err error) {
+		if err != nil {
+			b.stats.storeErrors.Add(1)
+			if !errors.Is(err, store.ErrQuotaExceeded) {
+				b.log.Error("store commit failed", "err", err)
+			}
+		}
+		for _, f := range post {
+			f()
+		}
+		if done != nil {
+			done(err)
+		}
+	})
+}
+
+// persistent reports whether s is written to the store. s.mu is held.
+func (s *session) persistent(b *Broker) bool { return b.st != nil && s.expiry > 0 && !s.ended }
+
+// AttachStore makes the broker durable: it restores every session, queue,
+// in-flight message and retained message from st, then writes through to it.
+// It must be called before the broker serves connections.
+func (b *Broker) AttachStore(st *store.Store) error {
+	b.st = st
+	now := time.Now()
+	restored, queued := 0, 0
+	var expiredSessions []string
+	err := st.Load(store.LoadFuncs{
+		Session: func(rec *store.Session, entries []store.Entry, inbound []uint16) error {
+			s, err := b.restoreSession(rec, entries, inbound, now)
+			if err != nil {
+				return fmt.Errorf("restoring session %q: %w", rec.ClientID, err)
+			}
+			if s == nil {
+				expiredSessions = append(expiredSessions, rec.ClientID)
+				return nil
+			}
+			restored++
+			queued += len(entries)
+			return nil
+		},
+		Retained: func(rec *store.Message) error {
+			m, err := messageFromRecord(rec)
+			if err != nil {
+				return fmt.Errorf("restoring retained message %q: %w", rec.Topic, err)
+			}
+			if m.expired(now.UnixNano()) {
+				return nil
+			}
+			b.setRetained(m, nil)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if len(expiredSessions) > 0 {
+		tx := b.st.NewTxn()
+		for _, id := range expiredSessions {
+			tx.DeleteSession(id)
+		}
+		if err := b.st.CommitSync(tx); err != nil {
+			return fmt.Errorf("deleting expired sessions: %w", err)
+		}
+	}
+	b.log.Info("restored broker state", "sessions", restored, "messages", queued,
+		"retained", b.stats.retained.Load(), "expired_sessions", len(expiredSessions), "took", time.Since(now).String())
+	return nil
+}
+
+// restoreSession rebuilds one session; it returns nil when the session
+// expired while the broker was down (its will, if any, is published).
+func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbound []uint16, now time.Time) (*session, error) {
+	var will *Message
+	if rec.Will != nil {
+		w, err := messageFromRecord(rec.Will)
+		if err != nil {
+			return nil, err
+		}
+		w.willExpiry = rec.WillExpiry
+		will = w
+	}
+	// A session connected when the broker stopped is taken as disconnected now.
+	offlineSince := now
+	if rec.DisconnectedAt != 0 {
+		offlineSince = time.Unix(0, rec.DisconnectedAt)
+	}
+	down := now.Sub(offlineSince)
+	if rec.Expiry != expiryNever && down >= rec.Expiry {
+		if will != nil {
+			go b.publishWill(will)
+		}
+		return nil, nil
+	}
+	s := &session{id: rec.ClientID, expiry: rec.Expiry, version: packet.Version(rec.Version), will: will, willDelay: rec.WillDelay}
+	for _, r := range rec.Subs {
+		sub := &subscription{filter: r.Filter, qos: r.QoS, noLocal: r.NoLocal, retainAsPublished: r.RetainAsPublished,
+			retainHandling: r.RetainHandling, id: r.ID, inner: r.Filter}
+		if strings.HasPrefix(r.Filter, "$share/") {
+			if rest, ok := strings.CutPrefix(r.Filter, "$share/"); ok {
+				if i := strings.IndexByte(rest, '/'); i > 0 {
+					sub.group, sub.inner = rest[:i], rest[i+1:]
+				}
+			}
+		}
+		if s.subs == nil {
+			s.subs = make(map[string]*subscription)
+		}
+		s.subs[sub.filter] = sub
+		b.subs.Subscribe(sub.inner, sub.group, s, sub)
+		b.stats.subscriptions.Add(1)
+	}
+	for i := range entries {
+		e := &entries[i]
+		m, err := messageFromRecord(&e.Msg)
+		if err != nil {
+			return nil, err
+		}
+		d := delivery{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs, seq: e.Seq}
+		if e.SharedGroup != "" {
+			d.shared = &sharedRef{group: e.SharedGroup, filter: e.SharedFilter}
+		}
+		if e.Seq > s.seq {
+			s.seq = e.Seq
+		}
+		if e.PacketID != 0 {
+			f := &flight{delivery: d, released: e.Released}
+			s.restoreFlight(f, e.PacketID)
+			continue
+		}
+		s.queue.push(d)
+	}
+	for _, id := range inbound {
+		if s.awaitingRel == nil {
+			s.awaitingRel = make(map[uint16]struct{})
+		}
+		s.awaitingRel[id] = struct{}{}
+	}
+	b.sessMu.Lock()
+	b.sessions[s.id] = s
+	b.sessMu.Unlock()
+	b.stats.sessions.Add(1)
+	s.mu.Lock()
+	if s.expiry != expiryNever {
+		s.expiryTimer = time.AfterFunc(s.expiry-down, func() { b.expireSession(s) })
+	}
+	if will != nil {
+		delay := s.willDelay - down
+		if delay <= 0 {
+			s.will = nil
+			go b.publishWill(will)
+		} else {
+			s.willDelay = delay
+			b.scheduleWillLocked(s)
+		}
+	}
+	s.mu.Unlock()
+	return s, nil
+}
+
+// restoreFlight puts f back in the inflight window with its original
+// packet identifier.
+func (s *session) restoreFlight(f *flight, id uint16) {
+	if s.inflight == nil {
+		s.inflight = make(map[uint16]*flight)
+	}
+	f.id = id
+	s.inflight[id] = f
+	f.prev, f.next = s.newest, nil
+	if s.newest != nil {
+		s.newest.next = f
+	} else {
+		s.oldest = f
+	}
+	s.newest = f
+	if id > s.nextID {
+		s.nextID = id
+	}
+}
+
+// record is the session's durable form. s.mu is held.
+func (s *session) record(disconnectedAt int64) *store.Session {
+	rec := &store.Session{ClientID: s.id, Version: byte(s.version), Expiry: s.expiry, DisconnectedAt: disconnectedAt, WillDelay: s.willDelay}
+	for _, sub := range s.subs {
+		rec.Subs = append(rec.Subs, store.Subscription{Filter: sub.filter, QoS: sub.qos, NoLocal: sub.noLocal,
+			RetainAsPublished: sub.retainAsPublished, RetainHandling: sub.retainHandling, ID: sub.id})
+	}
+	if s.will != nil {
+		w := messageRecord(s.will)
+		rec.Will = &w
+		rec.WillExpiry = s.will.willExpiry
+	}
+	return rec
+}
+
+// putEntry writes delivery d of s with packet identifier id (0: queued).
+func (s *session) putEntry(tx *store.Txn, d *delivery, id uint16, released bool) {
+	e := store.Entry{Seq: d.seq, Msg: messageRecord(d.msg), QoS: d.qos, Retain: d.retain, SubIDs: d.subIDs, PacketID: id, Released: released}
+	if d.shared != nil {
+		e.SharedGroup, e.SharedFilter = d.shared.group, d.shared.filter
+	}
+	tx.PutEntry(s.id, &e)
+}
+
+// deleteEntry removes a persisted delivery, asynchronously.
+func (b *Broker) deleteEntry(s *session, seq uint64) {
+	if seq == 0 || b.st == nil {
+		return
+	}
+	tx := b.st.NewTxn()
+	tx.DeleteEntry(s.id, seq)
+	b.st.Commit(tx, nil)
+}
+
+// saveSession writes s (or deletes it when it is no longer persistent) and
+// returns the transaction for the caller to commit. s.mu is held.
+func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
+	if b.st == nil {
+		return nil
+	}
+	tx := b.newTxn()
+	if s.persistent(b) {
+		tx.txn.PutSession(s.record(disconnectedAt))
+	} else if s.stored {
+		tx.txn.DeleteSession(s.id)
+	}
+	s.stored = s.persistent(b)
+	return tx
+}
+
+func messageRecord(m *Message) store.Message {
+	r := store.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Expiry: m.Expiry, Origin: m.Origin}
+	if m.Props != nil {
+		r.Props = packet.AppendProperties(nil, m.Props)
+	}
+	return r
+}
+
+func messageFromRecord(r *store.Message) (*Message, error) {
+	m := &Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, Expiry: r.Expiry, Origin: r.Origin}
+	if len(r.Props) > 0 {
+		var p packet.Properties
+		if err := packet.DecodeProperties(r.Props, &p); err != nil {
+			return nil, fmt.Errorf("message properties: %w", err)
+		}
+		m.Props = &p
+	}
+	return m, nil
+}

@@ -1,0 +1,218 @@
+package store
+
+import (
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// committer is the single goroutine that turns queued Txns into Pebble
+// batches. Everything in it is owned by that goroutine.
+type committer struct {
+	s      *Store
+	wo     *pebble.WriteOptions
+	linger time.Duration
+	maxOps int
+	quota  int64
+
+	group []*Txn
+	ops   int
+	batch *pebble.Batch
+	timer *time.Timer
+
+	// Quota accounting: disk usage measured at usageAt plus the bytes
+	// committed since, so the hot path does not read Pebble's metrics for
+	// every Txn.
+	usage   int64
+	usageAt time.Time
+	written int64
+	pending int64 // Put bytes accepted into the current group
+}
+
+// Under a quota, usage is re-measured after a group once usageRefreshBytes
+// have been committed or usageRefresh has passed since the last
+// measurement (Pebble's metrics cost a few microseconds), and at most every
+// quotaRecheck when a Txn is about to be refused.
+const (
+	usageRefresh      = 100 * time.Millisecond
+	usageRefreshBytes = 64 << 10
+	quotaRecheck      = 5 * time.Millisecond
+)
+
+func (c *committer) init(s *Store) {
+	c.s = s
+	c.maxOps = s.opts.BatchMaxOps
+	c.quota = s.opts.QuotaBytes
+	c.wo = pebble.Sync
+	switch s.opts.Sync {
+	case SyncNone:
+		c.wo = pebble.NoSync
+	case SyncBatch:
+		c.linger = s.opts.BatchInterval
+	}
+	c.batch = s.db.NewBatch()
+	c.timer = time.NewTimer(time.Hour)
+	c.timer.Stop()
+	c.usage = s.lastUsage.Load()
+	c.usageAt = time.Now()
+}
+
+func (c *committer) run() {
+	defer close(c.s.exited)
+	for {
+		t, ok := <-c.s.queue
+		if !ok {
+			return
+		}
+		c.add(t)
+		open := c.gather()
+		c.commit()
+		if !open {
+			return
+		}
+	}
+}
+
+// gather adds every Txn already queued and, under SyncBatch, those that
+// arrive within the linger window, up to maxOps. It reports false once the
+// queue is closed.
+func (c *committer) gather() bool {
+	q := c.s.queue
+	mode := os.Getenv("GATHER_MODE")
+	var deadline time.Time
+	if c.linger > 0 {
+		deadline = time.Now().Add(c.linger)
+	}
+	idle := 0
+	for c.ops < c.maxOps {
+		select {
+		case t, ok := <-q:
+			if !ok {
+				return false
+			}
+			c.add(t)
+			idle = 0
+			continue
+		default:
+		}
+		if c.linger <= 0 || idle >= 2 || time.Now().After(deadline) {
+			return true
+		}
+		idle++
+		switch mode {
+		case "yield":
+			runtime.Gosched()
+		case "gap":
+			c.timer.Reset(50 * time.Microsecond)
+			select {
+			case t, ok := <-q:
+				c.timer.Stop()
+				if !ok {
+					return false
+				}
+				c.add(t)
+				idle = 0
+			case <-c.timer.C:
+			}
+		default: // full linger
+			c.timer.Reset(time.Until(deadline))
+			select {
+			case t, ok := <-q:
+				c.timer.Stop()
+				if !ok {
+					return false
+				}
+				c.add(t)
+				idle = 0
+			case <-c.timer.C:
+				return true
+			}
+		}
+	}
+	return true
+}
+
+// add admits t into the current group, or marks it refused; either way it
+// keeps its place so callbacks run in commit order.
+func (c *committer) add(t *Txn) {
+	c.group = append(c.group, t)
+	switch {
+	case t.err != nil:
+		t.result = t.err
+		c.s.rejected.Add(1)
+	case t.ops == 0:
+	case c.overQuota(t):
+		t.result = ErrQuotaExceeded
+		c.s.rejected.Add(1)
+	default:
+		if err := c.batch.Apply(t.b, nil); err != nil {
+			t.result = c.s.wrapErr("apply txn", err)
+			return
+		}
+		c.ops += t.ops
+		c.pending += t.addBytes
+	}
+}
+
+func (c *committer) overQuota(t *Txn) bool {
+	if c.quota <= 0 || t.addBytes == 0 {
+		return false
+	}
+	if c.usage+c.written+c.pending+t.addBytes <= c.quota {
+		return false
+	}
+	// Compactions may have freed space since the last measurement.
+	if time.Since(c.usageAt) >= quotaRecheck {
+		c.measure()
+	}
+	return c.usage+c.written+c.pending+t.addBytes > c.quota
+}
+
+func (c *committer) measure() {
+	c.usage = int64(c.s.db.Metrics().DiskSpaceUsage())
+	c.usageAt = time.Now()
+	c.written = 0
+	c.s.lastUsage.Store(c.usage)
+}
+
+// commit writes the group's batch, then runs every callback in order.
+func (c *committer) commit() {
+	s := c.s
+	if !c.batch.Empty() {
+		n := c.batch.Len()
+		err := c.batch.Commit(c.wo)
+		s.batches.Add(1)
+		if c.wo.Sync {
+			s.syncs.Add(1)
+		}
+		if err != nil {
+			err = s.wrapErr("commit", err)
+		} else {
+			s.bytes.Add(uint64(n))
+			c.written += int64(n)
+		}
+		for _, t := range c.group {
+			if t.result != nil || t.ops == 0 {
+				continue // refused, or empty and trivially durable
+			}
+			t.result = err
+			if err != nil {
+				s.failed.Add(1)
+			} else {
+				s.commits.Add(1)
+			}
+		}
+		c.batch.Reset()
+	}
+	for i, t := range c.group {
+		c.group[i] = nil
+		s.finish(t)
+	}
+	c.group = c.group[:0]
+	c.ops, c.pending = 0, 0
+	if c.quota > 0 && (c.written >= usageRefreshBytes || time.Since(c.usageAt) >= usageRefresh) {
+		c.measure()
+	}
+}

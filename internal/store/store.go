@@ -1,0 +1,534 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// SyncPolicy says when a commit counts as durable.
+type SyncPolicy string
+
+const (
+	// SyncAlways commits whatever is queued as soon as the committer is free
+	// and fsyncs the WAL before any callback runs.
+	SyncAlways SyncPolicy = "always"
+	// SyncBatch is group commit: after the first queued Txn the committer
+	// lingers up to BatchInterval (or until BatchMaxOps) for more, then makes
+	// the whole group durable with one fsync before the callbacks. Safe
+	// against kill -9 and power loss. The default.
+	SyncBatch SyncPolicy = "batch"
+	// SyncNone never fsyncs. UNSAFE: acknowledged writes can be lost on a
+	// crash; meant for tests and throwaway deployments.
+	SyncNone SyncPolicy = "none"
+)
+
+// Defaults applied by Open to zero Options fields.
+const (
+	DefaultBatchInterval = 2 * time.Millisecond
+	DefaultBatchMaxOps   = 4096
+	DefaultQueueSize     = 4096
+	DefaultMemTableBytes = 4 << 20
+	DefaultCacheBytes    = 8 << 20
+)
+
+// Options configures a Store. The zero value is usable.
+type Options struct {
+	Sync SyncPolicy // default SyncBatch
+	// BatchInterval is how long SyncBatch lingers for more Txns after the
+	// first one of a group; default 2ms, negative = do not linger.
+	BatchInterval time.Duration
+	// BatchMaxOps ends a group early once it holds this many operations.
+	BatchMaxOps int
+	// QueueSize bounds the Txns waiting for the committer; Commit blocks
+	// while the queue is full.
+	QueueSize int
+	// QuotaBytes caps disk usage for Txns that add data; 0 = unlimited.
+	QuotaBytes int64
+	// MemTableBytes and CacheBytes size Pebble's memtable and block cache.
+	MemTableBytes int64
+	CacheBytes    int64
+	Logger        *slog.Logger
+}
+
+var (
+	// ErrCorrupt marks damaged store files or records; the error text names
+	// the file or key.
+	ErrCorrupt = errors.New("store: corrupt data")
+	// ErrQuotaExceeded is passed to a Commit callback when the Txn adds data
+	// and the store is at its quota. Nothing of the Txn is written.
+	ErrQuotaExceeded = errors.New("store: disk quota exceeded")
+	// ErrClosed is returned by operations on a closed Store.
+	ErrClosed = errors.New("store: closed")
+	// ErrInvalid is passed to a Commit callback when a Txn holds a record
+	// the store cannot represent (a NUL in a client ID or bucket, QoS 3).
+	ErrInvalid = errors.New("store: invalid record")
+)
+
+// formatVersion is written under metaFormatKey; bump it when the key
+// layout or a record version changes incompatibly.
+const formatVersion = 1
+
+// Store is the durable state of one broker. Its methods are safe for
+// concurrent use.
+type Store struct {
+	db   *pebble.DB
+	dir  string
+	opts Options
+	log  *slog.Logger
+
+	// mu orders Commit's queue send against Close's close(queue).
+	mu     sync.RWMutex
+	closed bool
+	queue  chan *Txn
+	exited chan struct{}
+
+	txnPool sync.Pool
+
+	commits   atomic.Uint64
+	rejected  atomic.Uint64
+	failed    atomic.Uint64
+	batches   atomic.Uint64
+	syncs     atomic.Uint64
+	bytes     atomic.Uint64
+	lastUsage atomic.Int64
+
+	c committer
+}
+
+// Open opens or creates the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := normalize(&opts); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	}
+	s := &Store{
+		dir:    dir,
+		opts:   opts,
+		log:    opts.Logger,
+		queue:  make(chan *Txn, opts.QueueSize),
+		exited: make(chan struct{}),
+	}
+	s.txnPool.New = func() any { return newTxn(s) }
+	db, err := pebble.Open(dir, s.pebbleOptions())
+	if err != nil {
+		if damagedOnOpen(err) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, dir, err)
+		}
+		return nil, s.wrapErr("open", err)
+	}
+	s.db = db
+	if err := s.checkFormat(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.lastUsage.Store(int64(db.Metrics().DiskSpaceUsage()))
+	s.c.init(s)
+	go s.c.run()
+	return s, nil
+}
+
+func normalize(o *Options) error {
+	switch o.Sync {
+	case "":
+		o.Sync = SyncBatch
+	case SyncAlways, SyncBatch, SyncNone:
+	default:
+		return fmt.Errorf("store: unknown sync policy %q (want always, batch or none)", o.Sync)
+	}
+	if o.BatchInterval == 0 {
+		o.BatchInterval = DefaultBatchInterval
+	}
+	if o.BatchMaxOps <= 0 {
+		o.BatchMaxOps = DefaultBatchMaxOps
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.MemTableBytes <= 0 {
+		o.MemTableBytes = DefaultMemTableBytes
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
+	if o.QuotaBytes < 0 {
+		return fmt.Errorf("store: negative quota %d", o.QuotaBytes)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (s *Store) pebbleOptions() *pebble.Options {
+	po := &pebble.Options{
+		FormatMajorVersion: pebble.FormatNewest,
+		CacheSize:          s.opts.CacheBytes,
+		MemTableSize:       uint64(s.opts.MemTableBytes),
+		// Two memtables: one filling while the other flushes. More would only
+		// hold more RAM on a small box.
+		MemTableStopWritesThreshold: 2,
+		MaxOpenFiles:                256,
+		Logger:                      pebbleLogger{s.opts.Logger},
+		EventListener: &pebble.EventListener{
+			BackgroundError: func(err error) {
+				s.log.Error("store: background error", "err", err)
+			},
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				s.log.Error("store: data corruption", "path", info.Path, "err", info.Details)
+			},
+			WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+				s.log.Warn("store: write stall", "reason", info.Reason)
+			},
+		},
+	}
+	// Queue entries are deleted soon after they are written, so most
+	// sstables are mostly tombstones. A lower threshold for tombstone-dense
+	// compactions makes Pebble drop them (and the space they pin) sooner.
+	po.Experimental.TombstoneDenseCompactionThreshold = 0.05
+	return po
+}
+
+// checkFormat stamps a new store with formatVersion and refuses one written
+// by an incompatible version.
+func (s *Store) checkFormat() error {
+	v, closer, err := s.db.Get([]byte(metaFormatKey))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		if err := s.db.Set([]byte(metaFormatKey), []byte{formatVersion}, pebble.Sync); err != nil {
+			return s.wrapErr("write format version", err)
+		}
+		return nil
+	case err != nil:
+		return s.wrapErr("read format version", err)
+	}
+	defer closer.Close()
+	if len(v) != 1 {
+		return fmt.Errorf("%w: %s: %s: format version record of %d bytes", ErrCorrupt, s.dir, describeKey([]byte(metaFormatKey)), len(v))
+	}
+	if v[0] != formatVersion {
+		return fmt.Errorf("store: %s has format version %d, this build reads %d", s.dir, v[0], formatVersion)
+	}
+	return nil
+}
+
+// wrapErr marks Pebble's corruption errors (checksum mismatches, torn
+// MANIFEST records, missing or truncated sstables) with ErrCorrupt so that
+// callers can tell damage from transient I/O errors.
+func (s *Store) wrapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if isCorruption(err) {
+		return fmt.Errorf("%w: %s: %s: %w", ErrCorrupt, s.dir, op, err)
+	}
+	return fmt.Errorf("store: %s: %s: %w", s.dir, op, err)
+}
+
+func isCorruption(err error) bool {
+	return pebble.IsCorruptionError(err) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// damagedOnOpen also counts the failures of Pebble's open-time consistency
+// check, which Pebble does not mark as corruption: a table the MANIFEST
+// names is missing (the directory itself exists, Open created it) or has
+// another size than the MANIFEST recorded. Pebble offers no error value
+// for the size mismatch, hence the text match.
+func damagedOnOpen(err error) bool {
+	return isCorruption(err) || errors.Is(err, fs.ErrNotExist) ||
+		strings.Contains(err.Error(), "object size mismatch")
+}
+
+// Close waits for every queued Txn to be committed and their callbacks to
+// run, then closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	close(s.queue)
+	s.mu.Unlock()
+	<-s.exited
+	if err := s.db.Close(); err != nil {
+		return s.wrapErr("close", err)
+	}
+	return nil
+}
+
+// LoadFuncs receives the store's contents during Load. A nil field skips
+// that kind of record. Returning an error stops Load with that error.
+type LoadFuncs struct {
+	// Session gets each session with its entries in Seq order and its
+	// inbound QoS 2 packet IDs in ascending order. The slices and all they
+	// reference are the callee's to keep.
+	Session func(s *Session, entries []Entry, inbound []uint16) error
+	// Retained gets each retained message; the callee may keep it.
+	Retained func(m *Message) error
+}
+
+// Load walks every session (in client ID byte order) and then every
+// retained message (in topic byte order). Entries or inbound IDs with no
+// session record (never written by a correct caller) are logged and skipped.
+// A damaged file or record stops Load with an error wrapping ErrCorrupt.
+func (s *Store) Load(fn LoadFuncs) error {
+	if err := s.loadClients(fn.Session); err != nil {
+		return err
+	}
+	return s.loadRetained(fn.Retained)
+}
+
+func (s *Store) loadClients(fn func(*Session, []Entry, []uint16) error) error {
+	if fn == nil {
+		return nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{
+		LowerBound: []byte(clientSpanStart),
+		UpperBound: []byte(clientSpanEnd),
+	})
+	if err != nil {
+		return s.wrapErr("load sessions", err)
+	}
+	in := &interner{m: make(map[string]string)}
+	var (
+		cur     []byte // client ID of the group being collected
+		sess    *Session
+		entries []Entry
+		inbound []uint16
+	)
+	flush := func() error {
+		if cur == nil {
+			return nil
+		}
+		if sess == nil {
+			s.log.Warn("store: skipping records without a session", "client", string(cur),
+				"entries", len(entries), "inbound", len(inbound))
+			return nil
+		}
+		return fn(sess, entries, inbound)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		ck, ok := parseClientKey(k)
+		if !ok {
+			_ = it.Close()
+			return fmt.Errorf("%w: %s: unrecognised %s", ErrCorrupt, s.dir, describeKey(k))
+		}
+		if cur == nil || !bytes.Equal(cur, ck.clientID) {
+			if err := flush(); err != nil {
+				_ = it.Close()
+				return err
+			}
+			cur = append(cur[:0:0], ck.clientID...)
+			sess, entries, inbound = nil, nil, nil
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return s.wrapErr("load "+describeKey(k), err)
+		}
+		switch ck.tag {
+		case tagEntry:
+			entries = append(entries, Entry{})
+			e := &entries[len(entries)-1]
+			if err := decodeEntry(v, e, in); err != nil {
+				_ = it.Close()
+				return s.corruptRecord(k, err)
+			}
+			e.Seq = ck.seq
+		case tagInbound:
+			if len(v) != 0 {
+				_ = it.Close()
+				return s.corruptRecord(k, errBadRecord)
+			}
+			inbound = append(inbound, ck.packetID)
+		case tagSession:
+			sess = new(Session)
+			if err := decodeSession(v, sess, in); err != nil {
+				_ = it.Close()
+				return s.corruptRecord(k, err)
+			}
+			sess.ClientID = string(ck.clientID)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return s.wrapErr("load sessions", err)
+	}
+	return flush()
+}
+
+func (s *Store) loadRetained(fn func(*Message) error) error {
+	if fn == nil {
+		return nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{
+		LowerBound: []byte(retainedSpanStart),
+		UpperBound: []byte(retainedSpanEnd),
+	})
+	if err != nil {
+		return s.wrapErr("load retained", err)
+	}
+	in := &interner{m: make(map[string]string)}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return s.wrapErr("load "+describeKey(k), err)
+		}
+		m := new(Message)
+		if err := decodeMessage(v, m, in); err != nil {
+			_ = it.Close()
+			return s.corruptRecord(k, err)
+		}
+		if m.Topic != string(k[len(retainedSpanStart):]) {
+			_ = it.Close()
+			return s.corruptRecord(k, errors.New("topic differs from key"))
+		}
+		if err := fn(m); err != nil {
+			_ = it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return s.wrapErr("load retained", err)
+	}
+	return nil
+}
+
+func (s *Store) corruptRecord(k []byte, err error) error {
+	return fmt.Errorf("%w: %s: %s: %w", ErrCorrupt, s.dir, describeKey(k), err)
+}
+
+// GetKV returns a copy of the value stored under bucket/key.
+func (s *Store) GetKV(bucket string, key []byte) ([]byte, bool, error) {
+	if !validComponent(bucket) {
+		return nil, false, fmt.Errorf("%w: NUL in bucket %q", ErrInvalid, bucket)
+	}
+	k := appendKVKey(nil, bucket, key)
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, s.wrapErr("get "+describeKey(k), err)
+	}
+	out := bytes.Clone(v)
+	if out == nil {
+		out = []byte{}
+	}
+	return out, true, closer.Close()
+}
+
+// ScanKV calls fn for each key of bucket that starts with prefix, in key
+// order, until fn returns false. k and v are only valid during the call.
+func (s *Store) ScanKV(bucket string, prefix []byte, fn func(k, v []byte) bool) error {
+	if !validComponent(bucket) {
+		return fmt.Errorf("%w: NUL in bucket %q", ErrInvalid, bucket)
+	}
+	bp := appendKVPrefix(nil, bucket)
+	lower := append(bytes.Clone(bp), prefix...)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return s.wrapErr("scan bucket "+bucket, err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return s.wrapErr("scan "+describeKey(it.Key()), err)
+		}
+		if !fn(it.Key()[len(bp):], v) {
+			break
+		}
+	}
+	return s.wrapErr("scan bucket "+bucket, it.Close())
+}
+
+// Usage returns the bytes the store occupies on disk: WAL, sstables,
+// MANIFEST and OPTIONS, including files awaiting deletion.
+func (s *Store) Usage() int64 {
+	u := int64(s.db.Metrics().DiskSpaceUsage())
+	s.lastUsage.Store(u)
+	return u
+}
+
+// Compact flushes the memtable and compacts the whole key space, dropping
+// deleted data. Pebble compacts on its own; this is for tests, tools and
+// operators who want the space back now.
+func (s *Store) Compact(ctx context.Context) error {
+	if err := s.db.Flush(); err != nil {
+		return s.wrapErr("flush", err)
+	}
+	if err := s.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		return s.wrapErr("compact", err)
+	}
+	return nil
+}
+
+// Metrics is a snapshot of the store's counters.
+type Metrics struct {
+	Commits      uint64  // Txns made durable
+	Rejected     uint64  // Txns refused: quota or invalid record
+	Failed       uint64  // Txns whose batch failed to commit
+	Batches      uint64  // Pebble batches committed (commit groups)
+	Syncs        uint64  // WAL fsyncs requested
+	Bytes        uint64  // batch bytes committed
+	AvgBatchTxns float64 // Commits / Batches
+	DiskBytes    int64   // last measured disk usage
+	Queued       int     // Txns waiting for the committer
+}
+
+// Metrics returns the current counters.
+func (s *Store) Metrics() Metrics {
+	m := Metrics{
+		Commits:   s.commits.Load(),
+		Rejected:  s.rejected.Load(),
+		Failed:    s.failed.Load(),
+		Batches:   s.batches.Load(),
+		Syncs:     s.syncs.Load(),
+		Bytes:     s.bytes.Load(),
+		DiskBytes: s.lastUsage.Load(),
+		Queued:    len(s.queue),
+	}
+	if m.Batches > 0 {
+		m.AvgBatchTxns = float64(m.Commits) / float64(m.Batches)
+	}
+	return m
+}
+
+// pebbleLogger sends Pebble's log lines to slog; its chatty informational
+// lines (flushes, compactions) go to Debug.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	if p.l.Enabled(context.Background(), slog.LevelDebug) {
+		p.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+	}
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+// Fatalf is called for invariant violations after which Pebble cannot go
+// on; panicking lets the process's own crash handling take over.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := "pebble: " + fmt.Sprintf(format, args...)
+	p.l.Error(msg)
+	panic(msg)
+}
