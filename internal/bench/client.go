@@ -36,6 +36,9 @@ type ClientOptions struct {
 	// p and its payload are valid only during the call. A QoS 2 message is
 	// reported once even if the server resends it before PUBREL.
 	OnPublish func(p *packet.Publish)
+	// Persistent keeps the session after disconnect (clean start false;
+	// session expiry 1 h in 5.0).
+	Persistent bool
 }
 
 // Client is a minimal MQTT client for load generation: one read goroutine,
@@ -125,7 +128,11 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Client, error) {
 
 func handshake(nc net.Conn, v packet.Version, o ClientOptions) (*Client, error) {
 	ka := o.KeepAlive
-	conn := packet.Connect{Version: v, CleanStart: true, ClientID: o.ClientID, KeepAlive: uint16(ka / time.Second)}
+	conn := packet.Connect{Version: v, CleanStart: !o.Persistent, ClientID: o.ClientID, KeepAlive: uint16(ka / time.Second)}
+	if v == packet.V5 && o.Persistent {
+		conn.Properties.SessionExpiry = 3600
+		conn.Properties.Set(packet.PropSessionExpiry)
+	}
 	if v == packet.V5 {
 		// Let the server have as many deliveries in flight towards us as it likes.
 		conn.Properties.ReceiveMaximum = 65535

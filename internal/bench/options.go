@@ -67,6 +67,10 @@ type Options struct {
 	Concurrency int
 	// DrainTimeout bounds the wait for deliveries after publishing stops; default 10s.
 	DrainTimeout time.Duration
+	// Persistent makes subscribers keep their sessions (clean start false,
+	// session expiry 1 h in 5.0), so a durable broker stores their QoS 1/2
+	// deliveries.
+	Persistent bool
 	// Progress, when set, receives one line per phase of the run.
 	Progress io.Writer
 }

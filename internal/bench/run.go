@@ -405,7 +405,7 @@ func (r *runner) messaging(ctx context.Context) (*Result, error) {
 	}
 	r.progress("%s: connecting %d subscribers", o.Scenario, len(subs))
 	subClients, _, err := r.dialMany(ctx, len(subs), func(i int) ClientOptions {
-		return ClientOptions{ClientID: fmt.Sprintf("%s-s%d", r.id, i), OnPublish: subs[i].onPublish, ReadBuffer: 64 << 10}
+		return ClientOptions{ClientID: fmt.Sprintf("%s-s%d", r.id, i), OnPublish: subs[i].onPublish, ReadBuffer: 64 << 10, Persistent: r.o.Persistent}
 	}, func(ctx context.Context, i int, c *Client) error {
 		return c.Subscribe(ctx, packet.Subscription{Filter: l.filters[i], QoS: o.QoS})
 	})

@@ -121,6 +121,7 @@ func (b *Broker) ServeConn(conn net.Conn, listener string) {
 		return
 	}
 	c := newClient(b, conn, b.listenerStats(listener))
+	c.trusted = listener == InternalListener // see InternalListener
 	b.connMu.Lock()
 	b.conns[c] = struct{}{}
 	b.connsWG.Add(1)
@@ -221,7 +222,7 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 		if old := s.client; old != nil {
 			s.client = nil
 			s.online.Store(false)
-			b.stats.connected.Add(-1)
+			s.count(&b.stats.connected, -1)
 			old.disconnect(packet.SessionTakenOver, "another connection took over the session")
 			// The old connection ended abnormally: its will follows the
 			// usual rules, and a resumed session cancels a delayed will.
@@ -246,9 +247,9 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 	}
 	present := s != nil
 	if s == nil {
-		s = &session{id: c.id}
+		s = &session{id: c.id, internal: c.trusted}
 		b.sessions[c.id] = s
-		b.stats.sessions.Add(1)
+		s.count(&b.stats.sessions, 1)
 	}
 	s.mu.Lock()
 	s.client = c
@@ -256,7 +257,7 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 	s.expiry = expiry
 	s.version = c.version
 	s.mu.Unlock()
-	b.stats.connected.Add(1)
+	s.count(&b.stats.connected, 1)
 	return s, present
 }
 
@@ -278,7 +279,7 @@ func (b *Broker) detach(c *client, publishWill bool) {
 	}
 	s.client = nil
 	s.online.Store(false)
-	b.stats.connected.Add(-1)
+	s.count(&b.stats.connected, -1)
 	if !publishWill {
 		s.will = nil
 	}
@@ -328,7 +329,7 @@ func (b *Broker) endSessionLocked(s *session) {
 	s.ended = true
 	for _, sub := range s.subs {
 		b.subs.Unsubscribe(sub.inner, sub.group, s)
-		b.stats.subscriptions.Add(-1)
+		s.count(&b.stats.subscriptions, -1)
 	}
 	s.subs = nil
 	if s.expiryTimer != nil {
@@ -349,7 +350,7 @@ func (b *Broker) endSessionLocked(s *session) {
 	s.mu.Unlock()
 	if b.sessions[s.id] == s {
 		delete(b.sessions, s.id)
-		b.stats.sessions.Add(-1)
+		s.count(&b.stats.sessions, -1)
 	}
 	if dropped > 0 {
 		b.stats.dropped[dropSessionEnded].Add(uint64(dropped))

@@ -25,6 +25,9 @@ type client struct {
 	ls   *listenerStats
 	log  *slog.Logger
 	r    *packet.Reader
+	// trusted marks an in-process Edgeport client (InternalListener), which
+	// may publish to $ topics.
+	trusted bool
 
 	// Set during CONNECT, read-only afterwards.
 	id          string
@@ -61,7 +64,8 @@ type client struct {
 }
 
 type clientStats struct {
-	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+	msgsIn, msgsOut, bytesIn, bytesOut  atomic.Uint64
+	payloadIn, payloadOut, authzAllowed atomic.Uint64
 }
 
 func newClient(b *Broker, conn net.Conn, ls *listenerStats) *client {
@@ -170,6 +174,9 @@ func (c *client) finish() {
 	c.ls.msgsOut.Add(c.stats.msgsOut.Load())
 	c.ls.bytesIn.Add(c.stats.bytesIn.Load())
 	c.ls.bytesOut.Add(c.stats.bytesOut.Load())
+	c.ls.payloadIn.Add(c.stats.payloadIn.Load())
+	c.ls.payloadOut.Add(c.stats.payloadOut.Load())
+	c.ls.authzAllowed.Add(c.stats.authzAllowed.Load())
 	delete(c.b.conns, c)
 	c.b.connMu.Unlock()
 }
@@ -366,14 +373,14 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 		return d.qos > 0 // stays inflight for redelivery on reconnect
 	}
 	if d.qos == 0 && len(c.out) >= c.b.o().MaxOutboundBytes {
-		c.b.stats.dropped[dropSlowConsumer].Add(1)
+		c.b.stats.drop(dropSlowConsumer, 0)
 		return false
 	}
 	simple := c.version != packet.V5 || (len(d.subIDs) == 0 && m.Expiry == 0 && c.aliasMaxOut == 0)
 	if simple {
 		enc := m.cachedEncoding(c.version, d.qos)
 		if c.maxOut > 0 && len(enc) > c.maxOut {
-			c.b.stats.dropped[dropTooLarge].Add(1)
+			c.b.stats.drop(dropTooLarge, d.qos)
 			return false
 		}
 		start := len(c.out)
@@ -407,7 +414,7 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 			newAlias = c.applyAliasLocked(&pub)
 		}
 		if c.maxOut > 0 && pub.Size(c.version) > c.maxOut {
-			c.b.stats.dropped[dropTooLarge].Add(1)
+			c.b.stats.drop(dropTooLarge, d.qos)
 			return false
 		}
 		if newAlias {
@@ -417,6 +424,7 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 		c.out = pub.Append(c.out, c.version)
 	}
 	c.stats.msgsOut.Add(1)
+	c.stats.payloadOut.Add(uint64(len(m.Payload)))
 	c.kickLocked()
 	return true
 }
@@ -490,14 +498,17 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	if name == "" {
 		return packet.Errorf(packet.ProtocolError, "empty topic name")
 	}
-	if err := c.b.limits().CheckName(name); err != nil || strings.HasPrefix(name, "$") {
-		// Topics beginning with $ are the broker's ($SYS): clients may not publish there.
+	if err := c.b.limits().CheckName(name); err != nil || strings.HasPrefix(name, "$") && !c.trusted {
+		// Topics beginning with $ are the broker's ($SYS, $edgeport): only
+		// Edgeport's own internal clients may publish there.
 		if p.QoS > 0 {
 			c.ackPublish(p.QoS, p.PacketID, packet.TopicNameInvalid, "topic name not allowed")
 		}
-		c.b.stats.dropped[dropInvalidTopic].Add(1)
+		c.b.stats.drop(dropInvalidTopic, p.QoS)
 		return nil
 	}
+	// No authorization policy exists yet: every valid publish is allowed.
+	c.stats.authzAllowed.Add(1)
 	s := c.sess
 	tx := c.b.newTxn()
 	if p.QoS == 2 {
@@ -529,6 +540,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	}
 	c.b.stats.publishesIn.Add(1)
 	c.b.stats.payloadIn.Add(uint64(len(m.Payload)))
+	c.stats.payloadIn.Add(uint64(len(m.Payload)))
 	if m.Retain {
 		c.b.setRetained(m, tx)
 	}
@@ -774,6 +786,8 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		if shared && in.NoLocal {
 			return packet.Errorf(packet.ProtocolError, "No Local on shared subscription %q", in.Filter)
 		}
+		// No authorization policy exists yet: every valid filter is allowed.
+		c.stats.authzAllowed.Add(1)
 		sub := &subscription{
 			filter: strings.Clone(in.Filter), qos: in.QoS, noLocal: in.NoLocal,
 			retainAsPublished: in.RetainAsPublished, retainHandling: in.RetainHandling,
@@ -794,7 +808,7 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		c.b.subs.Subscribe(sub.inner, sub.group, s, sub)
 		s.mu.Unlock()
 		if !existed {
-			c.b.stats.subscriptions.Add(1)
+			s.count(&c.b.stats.subscriptions, 1)
 		}
 		ack.ReasonCodes[i] = packet.ReasonCode(in.QoS)
 		if !shared && (in.RetainHandling == 0 || in.RetainHandling == 1 && !existed) {
@@ -854,7 +868,7 @@ func (c *client) handleUnsubscribe(flags byte, body []byte) error {
 		}
 		s.mu.Unlock()
 		if ok {
-			c.b.stats.subscriptions.Add(-1)
+			s.count(&c.b.stats.subscriptions, -1)
 		} else {
 			ack.ReasonCodes[i] = packet.NoSubscriptionExisted
 		}

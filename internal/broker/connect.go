@@ -130,6 +130,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 	if v5 && cp.Properties.Has(packet.PropAuthMethod) {
 		data, code, reason := c.enhancedAuth(cp)
 		if code != packet.Success {
+			c.ls.countAuth(c.b.authMethodLabel(cp.Properties.AuthMethod), authOutcome(code))
 			return refuse(code, reason)
 		}
 		c.authMethod = cp.Properties.AuthMethod
@@ -168,6 +169,10 @@ func (c *client) connect(cp *packet.Connect) bool {
 	c.resumeLocked()
 	s.mu.Unlock()
 	c.ls.connects.Add(1)
+	// Without an authentication method the connection is accepted
+	// anonymously: no credentials are checked yet (username and password
+	// included).
+	c.ls.countAuth(c.b.authMethodLabel(c.authMethod), authSuccess)
 	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present)
 	return true
 }

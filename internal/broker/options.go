@@ -30,7 +30,9 @@ type Options struct {
 	// MaxQueuedMessages bounds messages waiting per session (offline or over
 	// the inflight window); QueuePolicy decides what overflow drops.
 	MaxQueuedMessages int
-	QueuePolicy       QueuePolicy
+	// MaxQueuedBytes bounds the payload bytes waiting per session (0 = unlimited).
+	MaxQueuedBytes int64
+	QueuePolicy    QueuePolicy
 	// MaxOutboundBytes bounds encoded bytes waiting for the socket per
 	// connection; QoS 0 deliveries beyond it are dropped (slow consumer).
 	MaxOutboundBytes int
@@ -112,6 +114,7 @@ func (o Options) Validate() error {
 	check(o.ReceiveMaximum >= 0 && o.ReceiveMaximum <= 65535, "receiveMaximum", "must be between 1 and 65535")
 	check(o.MaxInflight >= 0 && o.MaxInflight <= 65535, "maxInflight", "must be between 1 and 65535")
 	check(o.MaxQueuedMessages >= -1, "maxQueuedMessages", "must be positive or -1 (unlimited)")
+	check(o.MaxQueuedBytes >= 0, "maxQueuedBytes", "must not be negative")
 	check(o.MaxOutboundBytes >= 0, "maxOutboundBytes", "must not be negative")
 	check(o.TopicAliasMaximum >= -1 && o.TopicAliasMaximum <= 65535, "topicAliasMaximum", "must be between 0 and 65535 (-1 disables aliases)")
 	check(o.QueuePolicy == "" || o.QueuePolicy == DropNew || o.QueuePolicy == DropOldest, "queuePolicy", "must be drop-new or drop-oldest")

@@ -188,19 +188,19 @@ func (b *Broker) reroute(from *session, d delivery) {
 // delivery to a persistent session is written to tx.
 func (s *session) deliver(b *Broker, d *delivery, now int64, tx *txnCtx) {
 	if d.msg.expired(now) {
-		b.stats.dropped[dropExpired].Add(1)
+		b.stats.drop(dropExpired, d.qos)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
-		b.stats.dropped[dropSessionEnded].Add(1)
+		b.stats.drop(dropSessionEnded, d.qos)
 		return
 	}
 	c := s.client
 	if d.qos == 0 {
 		if c == nil {
-			b.stats.dropped[dropOfflineQoS0].Add(1)
+			b.stats.drop(dropOfflineQoS0, 0)
 			return
 		}
 		c.writePublish(d, 0, false, now)
@@ -253,13 +253,16 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 }
 
 func (s *session) enqueue(b *Broker, d *delivery, tx *txnCtx) {
-	limit := b.o().MaxQueuedMessages
-	if limit > 0 && s.queue.len() >= limit {
-		b.stats.dropped[dropQueueFull].Add(1)
-		if b.o().QueuePolicy == DropNew {
+	o := b.o()
+	size := int64(len(d.msg.Payload))
+	for (o.MaxQueuedMessages > 0 && s.queue.len() >= o.MaxQueuedMessages) ||
+		(o.MaxQueuedBytes > 0 && s.queue.bytes+size > o.MaxQueuedBytes) {
+		if o.QueuePolicy == DropNew || s.queue.len() == 0 {
+			b.stats.dropped[dropQueueFull].Add(1)
 			return
 		}
 		old, _ := s.queue.pop()
+		b.stats.dropped[dropQueueFull].Add(1)
 		b.deleteEntry(s, old.seq)
 	}
 	q := *d
@@ -285,7 +288,7 @@ func (s *session) drainLocked(b *Broker, now int64) {
 		}
 		d, _ := s.queue.pop()
 		if d.msg.expired(now) {
-			b.stats.dropped[dropExpired].Add(1)
+			b.stats.drop(dropExpired, d.qos)
 			b.deleteEntry(s, d.seq)
 			continue
 		}

@@ -50,7 +50,8 @@ type flight struct {
 // mu guards every field below it. Lock order: Broker.sessMu, then
 // session.mu, then client.outMu.
 type session struct {
-	id string
+	id       string
+	internal bool // created by an internal client: left out of the session gauges
 
 	mu     sync.Mutex
 	client *client     // current connection, nil when offline
@@ -120,6 +121,7 @@ func (s *session) removeFlight(f *flight) {
 type ring struct {
 	buf        []delivery
 	head, size int
+	bytes      int64 // payload bytes held
 }
 
 func (r *ring) len() int { return r.size }
@@ -138,6 +140,7 @@ func (r *ring) push(d delivery) {
 	}
 	r.buf[(r.head+r.size)%len(r.buf)] = d
 	r.size++
+	r.bytes += int64(len(d.msg.Payload))
 }
 
 func (r *ring) pop() (delivery, bool) {
@@ -146,6 +149,7 @@ func (r *ring) pop() (delivery, bool) {
 	}
 	d := r.buf[r.head]
 	r.buf[r.head] = delivery{}
+	r.bytes -= int64(len(d.msg.Payload))
 	r.head = (r.head + 1) % len(r.buf)
 	r.size--
 	if r.size == 0 && len(r.buf) > 64 {
@@ -162,6 +166,8 @@ func (r *ring) filter(keep func(*delivery) bool) {
 		if keep(&d) {
 			r.buf[(r.head+n)%len(r.buf)] = d
 			n++
+		} else {
+			r.bytes -= int64(len(d.msg.Payload))
 		}
 	}
 	for i := n; i < r.size; i++ {

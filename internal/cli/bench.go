@@ -93,6 +93,7 @@ is 2 when a QoS 1/2 run lost messages.`,
 	f.StringVar(&o.TopicPrefix, "topic-prefix", "edgeport-bench", "first topic level(s); a random level is added per run")
 	f.IntVar(&o.Window, "window", 1000, "messages undelivered per subscriber, and QoS 1/2 publishes unacknowledged per publisher")
 	f.BoolVar(&o.OpenLoop, "open-loop", false, "QoS 0: publish as fast as TCP allows, ignoring --window")
+	f.BoolVar(&o.Persistent, "persistent", false, "subscribers keep their sessions (clean start false), so a durable broker stores their QoS 1/2 deliveries")
 	f.IntVar(&o.Concurrency, "concurrency", 32, "connections being set up at once")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 10*time.Second, "longest wait for outstanding deliveries after publishing stops")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")

@@ -40,10 +40,10 @@ func TestMessageRoundTrip(t *testing.T) {
 func TestEntryRoundTrip(t *testing.T) {
 	msgs := sampleMessages()
 	cases := map[string]Entry{
-		"queued":   {Msg: msgs["minimal"], QoS: 1},
-		"inflight": {Msg: msgs["full"], QoS: 2, Retain: true, PacketID: 65535, SubIDs: []uint32{1, 268435455, math.MaxUint32}},
-		"released": {Msg: msgs["retained"], QoS: 2, PacketID: 7, Released: true},
-		"shared":   {Msg: msgs["minimal"], QoS: 1, SharedGroup: "g1", SharedFilter: "a/+"},
+		"queued":              {Msg: msgs["minimal"], QoS: 1},
+		"inflight":            {Msg: msgs["full"], QoS: 2, Retain: true, PacketID: 65535, SubIDs: []uint32{1, 268435455, math.MaxUint32}},
+		"released":            {Msg: msgs["retained"], QoS: 2, PacketID: 7, Released: true},
+		"shared":              {Msg: msgs["minimal"], QoS: 1, SharedGroup: "g1", SharedFilter: "a/+"},
 		"shared empty filter": {Msg: msgs["empty"], SharedGroup: "g"},
 	}
 	for name, e := range cases {

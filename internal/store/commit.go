@@ -1,7 +1,6 @@
 package store
 
 import (
-	"os"
 	"runtime"
 	"time"
 
@@ -20,7 +19,6 @@ type committer struct {
 	group []*Txn
 	ops   int
 	batch *pebble.Batch
-	timer *time.Timer
 
 	// Quota accounting: disk usage measured at usageAt plus the bytes
 	// committed since, so the hot path does not read Pebble's metrics for
@@ -39,6 +37,10 @@ const (
 	usageRefresh      = 100 * time.Millisecond
 	usageRefreshBytes = 64 << 10
 	quotaRecheck      = 5 * time.Millisecond
+
+	// idleYields is how many consecutive fruitless yields end a SyncBatch
+	// group; more than a few only adds latency.
+	idleYields = 2
 )
 
 func (c *committer) init(s *Store) {
@@ -53,8 +55,6 @@ func (c *committer) init(s *Store) {
 		c.linger = s.opts.BatchInterval
 	}
 	c.batch = s.db.NewBatch()
-	c.timer = time.NewTimer(time.Hour)
-	c.timer.Stop()
 	c.usage = s.lastUsage.Load()
 	c.usageAt = time.Now()
 }
@@ -75,12 +75,20 @@ func (c *committer) run() {
 	}
 }
 
-// gather adds every Txn already queued and, under SyncBatch, those that
-// arrive within the linger window, up to maxOps. It reports false once the
+// gather adds every Txn already queued. Under SyncBatch, when the queue
+// runs dry it yields the processor so that runnable producers can enqueue,
+// and keeps collecting while they do, until idleYields yields in a row
+// bring nothing, linger has passed since the group began, or maxOps.
+//
+// Yielding instead of sleeping on a timer is what makes this work: a Go
+// timer wakes a millisecond or more late, so a timed linger cost every
+// waiting producer that much. Measured on a 2-core VM (fsync ≈ 0.2 ms),
+// 64 producers each waiting for their commit: timed 2 ms linger 21k
+// entries/s, commit-when-drained 93k/s, yield 140-250k/s; a lone producer
+// waits 2.5 ms, 0.19 ms and 0.17-0.24 ms. gather reports false once the
 // queue is closed.
 func (c *committer) gather() bool {
 	q := c.s.queue
-	mode := os.Getenv("GATHER_MODE")
 	var deadline time.Time
 	if c.linger > 0 {
 		deadline = time.Now().Add(c.linger)
@@ -97,39 +105,11 @@ func (c *committer) gather() bool {
 			continue
 		default:
 		}
-		if c.linger <= 0 || idle >= 2 || time.Now().After(deadline) {
+		if c.linger <= 0 || idle >= idleYields || time.Now().After(deadline) {
 			return true
 		}
 		idle++
-		switch mode {
-		case "yield":
-			runtime.Gosched()
-		case "gap":
-			c.timer.Reset(50 * time.Microsecond)
-			select {
-			case t, ok := <-q:
-				c.timer.Stop()
-				if !ok {
-					return false
-				}
-				c.add(t)
-				idle = 0
-			case <-c.timer.C:
-			}
-		default: // full linger
-			c.timer.Reset(time.Until(deadline))
-			select {
-			case t, ok := <-q:
-				c.timer.Stop()
-				if !ok {
-					return false
-				}
-				c.add(t)
-				idle = 0
-			case <-c.timer.C:
-				return true
-			}
-		}
+		runtime.Gosched()
 	}
 	return true
 }

@@ -24,10 +24,11 @@ const (
 	// SyncAlways commits whatever is queued as soon as the committer is free
 	// and fsyncs the WAL before any callback runs.
 	SyncAlways SyncPolicy = "always"
-	// SyncBatch is group commit: after the first queued Txn the committer
-	// lingers up to BatchInterval (or until BatchMaxOps) for more, then makes
-	// the whole group durable with one fsync before the callbacks. Safe
-	// against kill -9 and power loss. The default.
+	// SyncBatch is group commit: the committer keeps collecting Txns while
+	// producers keep queueing them (yielding the processor to let them),
+	// for at most BatchInterval after the group's first Txn or BatchMaxOps
+	// operations, then makes the whole group durable with one fsync before
+	// the callbacks. Safe against kill -9 and power loss. The default.
 	SyncBatch SyncPolicy = "batch"
 	// SyncNone never fsyncs. UNSAFE: acknowledged writes can be lost on a
 	// crash; meant for tests and throwaway deployments.
@@ -46,8 +47,9 @@ const (
 // Options configures a Store. The zero value is usable.
 type Options struct {
 	Sync SyncPolicy // default SyncBatch
-	// BatchInterval is how long SyncBatch lingers for more Txns after the
-	// first one of a group; default 2ms, negative = do not linger.
+	// BatchInterval bounds how long SyncBatch collects a group; default
+	// 2ms, negative = commit as soon as the queue is empty (like SyncAlways).
+	// The committer never sleeps for it: an idle store commits at once.
 	BatchInterval time.Duration
 	// BatchMaxOps ends a group early once it holds this many operations.
 	BatchMaxOps int

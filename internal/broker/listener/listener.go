@@ -183,6 +183,9 @@ func (l *Listener) Start(ctx context.Context) error {
 	return nil
 }
 
+// Config returns the listener's configuration, defaults applied.
+func (l *Listener) Config() Config { return l.cfg }
+
 // Addr returns the bound address, or nil before Start.
 func (l *Listener) Addr() net.Addr {
 	l.mu.Lock()
