@@ -109,7 +109,8 @@ EOF
 
 start_edgeport() {
   rm -rf "$tmp/data"
-  "$bin" serve --mqtt-addr 127.0.0.1:0 --ws-addr off --http-addr off --data-dir "$tmp/data" >"$tmp/edgeport.log" 2>&1 &
+  # shellcheck disable=SC2086
+  "$bin" serve --mqtt-addr 127.0.0.1:0 --ws-addr off --http-addr off --data-dir "$tmp/data" ${EDGEPORT_SERVE_ARGS:-} >"$tmp/edgeport.log" 2>&1 &
   broker_pid=$!
   for _ in $(seq 100); do
     broker_addr=$(grep -o 'msg=listening listener=mqtt addr=[0-9.:]*' "$tmp/edgeport.log" | head -1 | sed 's/.*addr=//' || true)
@@ -340,5 +341,67 @@ cmdline="bench/compare.sh"
     esac
   done
 } >"$out"
+
+# Durability (Edgeport only: mosquitto persists by periodic snapshot, so it
+# has no per-message durable path to compare with). QoS 1 into persistent
+# sessions with the default group commit, against the same broker with
+# --in-memory; then the recovery of a large queue.
+log "durability: QoS 1 p2p 10 pairs into persistent sessions, durable vs in memory"
+for round in $(seq "$rounds"); do
+  run_one edgeport durable "$round" --scenario p2p --clients 10 --qos 1 --persistent
+  log "  durable: $(summary "$tmp/res/durable/edgeport.$round.json")"
+  EDGEPORT_SERVE_ARGS=--in-memory run_one edgeport memory "$round" --scenario p2p --clients 10 --qos 1 --persistent
+  log "  in memory: $(summary "$tmp/res/memory/edgeport.$round.json")"
+done
+half=$(jq -n --argjson e "${e:-0}" '($e / 2) | floor')
+log "latency: QoS 0 1->1 at $half msg/s, half of Edgeport's own 1->1 maximum"
+for round in $(seq "$rounds"); do
+  run_one edgeport halfmax "$round" --scenario p2p --clients 1 --qos 0 --rate "$half"
+  log "  edgeport: $(summary "$tmp/res/halfmax/edgeport.$round.json")"
+done
+recovery_n=${RECOVERY_MESSAGES:-1000000}
+[ "$quick" = 1 ] && recovery_n=${RECOVERY_MESSAGES:-50000}
+log "durability: recovery of $recovery_n queued messages"
+go build -o "$tmp/recovery" ./bench/recovery
+timeout 600 "$tmp/recovery" -n "$recovery_n" >"$tmp/recovery.txt" 2>&1 || log "recovery run failed: $(tail -3 "$tmp/recovery.txt")"
+{
+  echo
+  echo "## Durability: QoS 1 into persistent sessions (Edgeport only)"
+  echo
+  echo "\`edgeport bench --addr HOST:PORT --scenario p2p --clients 10 --qos 1 --persistent --duration $duration\` against \`edgeport serve\` (durable, \`--sync-policy batch\`: every PUBACK waits for a group-committed fsync) and \`edgeport serve --in-memory\`."
+  echo
+  echo "| figure | in memory | durable | ratio |"
+  echo "|---|---:|---:|---:|"
+  for f in "delivered msg/s|.received_per_sec|0" "latency p50 (ms)|.latency.p50_ms|2" "latency p99 (ms)|.latency.p99_ms|2" "lost (of expected)|.lost|0"; do
+    IFS='|' read -r label field digits <<<"$f"
+    m=$(median memory edgeport "$field")
+    d=$(median durable edgeport "$field")
+    ratio=n/a
+    if [ -n "$m" ] && [ -n "$d" ] && awk -v m="$m" 'BEGIN { exit !(m > 0) }'; then
+      ratio=$(awk -v m="$m" -v d="$d" 'BEGIN { printf "%.2f×", d / m }')
+    fi
+    printf '| %s | %s | %s | %s |\n' "$label" "$(printf "%.${digits}f" "${m:-0}")" "$(printf "%.${digits}f" "${d:-0}")" "$ratio"
+  done
+  echo
+  echo "## Latency at half of Edgeport's own maximum (Edgeport only)"
+  echo
+  echo "\`edgeport bench --addr HOST:PORT --scenario p2p --clients 1 --qos 0 --rate $half --duration $duration\` ($half msg/s is half of Edgeport's median 1->1 rate above)."
+  echo
+  echo "| figure | Edgeport |"
+  echo "|---|---:|"
+  for f in "delivered msg/s|.received_per_sec|0" "latency p50 (ms)|.latency.p50_ms|3" "latency p99 (ms)|.latency.p99_ms|3" "latency p99.9 (ms)|.latency.p99_9_ms|3" "latency max (ms)|.latency.max_ms|3"; do
+    IFS='|' read -r label field digits <<<"$f"
+    v=$(median halfmax edgeport "$field")
+    printf '| %s | %s |\n' "$label" "$(printf "%.${digits}f" "${v:-0}")"
+  done
+  echo
+  echo "## Durability: a large queue, on disk and back (Edgeport only)"
+  echo
+  echo "\`go run ./bench/recovery -n $recovery_n\`: fills one persistent offline session with QoS 1 messages (64 random bytes each) through a TCP client, then restarts the broker on the same store."
+  echo
+  echo '```'
+  cat "$tmp/recovery.txt"
+  echo '```'
+} >>"$out"
 log "wrote $out"
 if [ "$quick" = 1 ]; then cat "$out"; fi

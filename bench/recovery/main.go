@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -62,9 +63,12 @@ func run(n, payload int, policy store.SyncPolicy, dir string) error {
 	if err != nil {
 		return err
 	}
+	// Random payloads: the store compresses, and zeros would flatter it.
+	rng := rand.NewChaCha8([32]byte{1})
 	body := make([]byte, payload)
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
+		_, _ = rng.Read(body)
 		if err := pub.Publish(ctx, &packet.Publish{QoS: 1, Topic: "recovery/t", Payload: body}); err != nil {
 			return err
 		}

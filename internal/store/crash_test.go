@@ -47,7 +47,9 @@ func TestHelperWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(dir, Options{Sync: SyncBatch})
+	// Small groups, so that the kill lands at many different points of the
+	// commit cycle rather than between two huge groups.
+	s, err := Open(dir, Options{Sync: SyncBatch, BatchMaxOps: 128, QueueSize: 256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,11 +57,19 @@ type Options struct {
 	// while the queue is full.
 	QueueSize int
 	// QuotaBytes caps disk usage for Txns that add data; 0 = unlimited.
+	// It is a soft cap: a Txn is refused when the last measured usage plus
+	// the bytes committed since would pass it, and a memtable flush or a
+	// compaction may briefly hold data twice. Usage includes Pebble's WAL
+	// files (the live ones plus up to three kept for reuse), about three to
+	// four MemTableBytes even for an empty store, so set the quota well above
+	// that.
 	QuotaBytes int64
 	// MemTableBytes and CacheBytes size Pebble's memtable and block cache.
 	MemTableBytes int64
 	CacheBytes    int64
-	Logger        *slog.Logger
+	// Logger receives store and Pebble messages (Pebble's routine ones at
+	// Debug); nil discards them.
+	Logger *slog.Logger
 }
 
 var (
@@ -71,7 +79,8 @@ var (
 	// ErrQuotaExceeded is passed to a Commit callback when the Txn adds data
 	// and the store is at its quota. Nothing of the Txn is written.
 	ErrQuotaExceeded = errors.New("store: disk quota exceeded")
-	// ErrClosed is returned by operations on a closed Store.
+	// ErrClosed is returned by operations on a closed Store. Close must not
+	// run concurrently with Load, GetKV, ScanKV or Compact.
 	ErrClosed = errors.New("store: closed")
 	// ErrInvalid is passed to a Commit callback when a Txn holds a record
 	// the store cannot represent (a NUL in a client ID or bucket, QoS 3).
@@ -93,6 +102,8 @@ type Store struct {
 	// mu orders Commit's queue send against Close's close(queue).
 	mu     sync.RWMutex
 	closed bool
+	// shut is closed for the read paths, which take no lock.
+	shut   atomic.Bool
 	queue  chan *Txn
 	exited chan struct{}
 
@@ -263,6 +274,7 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.closed = true
+	s.shut.Store(true)
 	close(s.queue)
 	s.mu.Unlock()
 	<-s.exited
@@ -288,6 +300,9 @@ type LoadFuncs struct {
 // session record (never written by a correct caller) are logged and skipped.
 // A damaged file or record stops Load with an error wrapping ErrCorrupt.
 func (s *Store) Load(fn LoadFuncs) error {
+	if s.shut.Load() {
+		return ErrClosed
+	}
 	if err := s.loadClients(fn.Session); err != nil {
 		return err
 	}
@@ -418,6 +433,9 @@ func (s *Store) corruptRecord(k []byte, err error) error {
 
 // GetKV returns a copy of the value stored under bucket/key.
 func (s *Store) GetKV(bucket string, key []byte) ([]byte, bool, error) {
+	if s.shut.Load() {
+		return nil, false, ErrClosed
+	}
 	if !validComponent(bucket) {
 		return nil, false, fmt.Errorf("%w: NUL in bucket %q", ErrInvalid, bucket)
 	}
@@ -439,6 +457,9 @@ func (s *Store) GetKV(bucket string, key []byte) ([]byte, bool, error) {
 // ScanKV calls fn for each key of bucket that starts with prefix, in key
 // order, until fn returns false. k and v are only valid during the call.
 func (s *Store) ScanKV(bucket string, prefix []byte, fn func(k, v []byte) bool) error {
+	if s.shut.Load() {
+		return ErrClosed
+	}
 	if !validComponent(bucket) {
 		return fmt.Errorf("%w: NUL in bucket %q", ErrInvalid, bucket)
 	}
@@ -464,6 +485,9 @@ func (s *Store) ScanKV(bucket string, prefix []byte, fn func(k, v []byte) bool) 
 // Usage returns the bytes the store occupies on disk: WAL, sstables,
 // MANIFEST and OPTIONS, including files awaiting deletion.
 func (s *Store) Usage() int64 {
+	if s.shut.Load() {
+		return s.lastUsage.Load()
+	}
 	u := int64(s.db.Metrics().DiskSpaceUsage())
 	s.lastUsage.Store(u)
 	return u
@@ -473,6 +497,9 @@ func (s *Store) Usage() int64 {
 // deleted data. Pebble compacts on its own; this is for tests, tools and
 // operators who want the space back now.
 func (s *Store) Compact(ctx context.Context) error {
+	if s.shut.Load() {
+		return ErrClosed
+	}
 	if err := s.db.Flush(); err != nil {
 		return s.wrapErr("flush", err)
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -262,8 +263,30 @@ func TestClosed(t *testing.T) {
 	if err := s.CommitSync(txn); !errors.Is(err, ErrClosed) {
 		t.Fatalf("commit after close: %v", err)
 	}
+	txn = s.NewTxn()
+	txn.PutKV("b", []byte("later"), nil)
+	got := make(chan error, 1)
+	s.Commit(txn, func(err error) { got <- err })
+	if err := <-got; !errors.Is(err, ErrClosed) {
+		t.Fatalf("async commit after close: %v", err)
+	}
 	if err := s.Close(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("second close: %v", err)
+	}
+	if err := s.Load(LoadFuncs{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("load after close: %v", err)
+	}
+	if _, _, err := s.GetKV("b", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("GetKV after close: %v", err)
+	}
+	if err := s.ScanKV("b", nil, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ScanKV after close: %v", err)
+	}
+	if err := s.Compact(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Compact after close: %v", err)
+	}
+	if s.Usage() <= 0 {
+		t.Fatal("Usage after close")
 	}
 }
 
