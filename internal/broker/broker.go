@@ -46,6 +46,7 @@ type Broker struct {
 	stats    stats
 	started  time.Time
 	closing  atomic.Bool
+	stopped  atomic.Bool // Shutdown finished: nothing is written to the store any more
 	stopSys  context.CancelFunc
 	sysDone  chan struct{}
 	stopOnce sync.Once
@@ -153,17 +154,33 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	b.connMu.Unlock()
 	done := make(chan struct{})
 	go func() { b.connsWG.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		b.connMu.Lock()
 		for c := range b.conns {
 			c.conn.Close()
 		}
 		b.connMu.Unlock()
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	// Offline sessions keep their state in the store; their timers must not
+	// fire into a store that is about to close.
+	b.sessMu.Lock()
+	for _, s := range b.sessions {
+		s.mu.Lock()
+		if s.expiryTimer != nil {
+			s.expiryTimer.Stop()
+		}
+		if s.willTimer != nil {
+			s.willTimer.Stop()
+		}
+		s.mu.Unlock()
+	}
+	b.sessMu.Unlock()
+	b.stopped.Store(true)
+	return err
 }
 
 // Publish injects a message as if a client had published it (used by $SYS,
@@ -341,11 +358,12 @@ func (b *Broker) endSessionLocked(s *session) {
 	will := s.will
 	s.will = nil
 	dropped := s.queue.len() + len(s.inflight)
-	if s.stored {
-		tx := b.newTxn()
+	if tx := b.newTxn(); s.stored && tx != nil {
 		tx.txn.DeleteSession(s.id)
 		b.commit(tx, nil)
 		s.stored = false
+	} else if tx != nil {
+		tx.txn.Discard()
 	}
 	s.mu.Unlock()
 	if b.sessions[s.id] == s {

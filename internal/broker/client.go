@@ -685,14 +685,17 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		if !ok && c.version == packet.V5 {
 			comp.ReasonCode = packet.PacketIdentifierNotFound
 		}
-		if !persist {
+		tx := c.b.newTxn()
+		if !persist || tx == nil {
+			if tx != nil {
+				tx.txn.Discard()
+			}
 			c.writePacket(comp)
 			return nil
 		}
 		// The identifier must be forgotten durably before PUBCOMP lets the
 		// client reuse it, or a restart would drop its next message as a
 		// duplicate.
-		tx := c.b.newTxn()
 		tx.txn.DeleteInbound(s.id, a.PacketID)
 		c.pendingAcks.Add(1)
 		c.b.commit(tx, func(error) {
@@ -729,14 +732,17 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		default:
 			f.released = true
 			rel := &packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID}
-			if f.seq == 0 {
+			tx := c.b.newTxn()
+			if f.seq == 0 || tx == nil {
+				if tx != nil {
+					tx.txn.Discard()
+				}
 				c.writePacket(rel)
 				break
 			}
 			// PUBREL only once the released state is durable: a restart
 			// then resends PUBREL, never the PUBLISH, so it is not
 			// delivered twice.
-			tx := c.b.newTxn()
 			s.putEntry(tx.txn, &f.delivery, f.id, true)
 			tx.post = append(tx.post, func() { c.writePacket(rel) })
 			c.b.commit(tx, nil)

@@ -38,7 +38,7 @@ type txnCtx struct {
 }
 
 func (b *Broker) newTxn() *txnCtx {
-	if b.st == nil {
+	if b.st == nil || b.stopped.Load() {
 		return nil
 	}
 	return &txnCtx{txn: b.st.NewTxn()}
@@ -264,7 +264,7 @@ func (s *session) putEntry(tx *store.Txn, d *delivery, id uint16, released bool)
 
 // deleteEntry removes a persisted delivery, asynchronously.
 func (b *Broker) deleteEntry(s *session, seq uint64) {
-	if seq == 0 || b.st == nil {
+	if seq == 0 || b.st == nil || b.stopped.Load() {
 		return
 	}
 	tx := b.st.NewTxn()
@@ -279,6 +279,9 @@ func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
 		return nil
 	}
 	tx := b.newTxn()
+	if tx == nil {
+		return nil
+	}
 	if s.persistent(b) {
 		tx.txn.PutSession(s.record(disconnectedAt))
 	} else if s.stored {

@@ -239,6 +239,9 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 		if own {
 			tx = b.newTxn()
 		}
+		if tx == nil {
+			break // the broker has stopped: nothing more is stored
+		}
 		s.putEntry(tx.txn, &f.delivery, f.id, false)
 		tx.post = append(tx.post, func() { c.writeFlight(f, now) })
 		if own {
