@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,6 +37,14 @@ type Config struct {
 	// runs without one (nothing survives a restart).
 	Store    store.Options
 	InMemory bool
+	// SelfTestInterval is the self-test probe's period; 0 disables it.
+	SelfTestInterval time.Duration
+	// ConfigDir is a directory of resource files (*.yaml), applied at start
+	// and watched; "" for none.
+	ConfigDir string
+	// APIRequireToken makes the REST API require its bearer token even
+	// when the HTTP address is loopback (it always does otherwise).
+	APIRequireToken bool
 }
 
 // App is a running Edgeport instance.
@@ -48,6 +57,8 @@ type App struct {
 	listeners []*listener.Listener
 	names     []string // listener names, parallel to listeners
 	http      *telemetry.HTTPServer
+	probe     *telemetry.Probe // nil when disabled
+	res       *resources       // declarative resources and their controller
 }
 
 // New validates cfg and builds the components without starting them.
@@ -62,6 +73,9 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
 	a := &App{cfg: cfg, log: log, reg: reg, broker: b}
+	if a.res, err = newResources(a); err != nil {
+		return nil, err
+	}
 	for _, l := range []listener.Config{
 		{Name: "mqtt", Addr: cfg.MQTTAddr, Protocol: "tcp"},
 		{Name: "ws", Addr: cfg.WSAddr, Protocol: "websocket", Path: cfg.WSPath},
@@ -76,8 +90,19 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		a.listeners = append(a.listeners, ln)
 		a.names = append(a.names, l.Name)
 	}
+	if cfg.SelfTestInterval > 0 {
+		serve := func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }
+		if a.probe, err = telemetry.NewProbe(serve, reg, log.With("component", "selftest"), telemetry.ProbeOptions{Interval: cfg.SelfTestInterval}); err != nil {
+			return nil, err
+		}
+	}
 	if !isOff(cfg.HTTPAddr) {
 		a.http = telemetry.NewHTTPServer(cfg.HTTPAddr, reg, log.With("component", "http"))
+		listeners := func() []telemetry.ListenerInfo {
+			return append(telemetry.DescribeListeners(a.listeners), a.res.listenerInfos()...)
+		}
+		a.http.AddReadyCheck("broker", telemetry.BrokerReadyCheck(b, listeners))
+		a.http.Handle("GET /statusz", telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners})
 	}
 	return a, nil
 }
@@ -97,6 +122,13 @@ func (a *App) Start(ctx context.Context) error {
 			return fmt.Errorf("creating data dir: %w", err)
 		}
 	}
+	if err := a.res.load(); err != nil {
+		return err
+	}
+	if policy, ok := a.res.syncPolicy(); ok {
+		// The Broker resource, when there is one, decides over the flag.
+		a.cfg.Store.Sync = store.SyncPolicy(policy)
+	}
 	if !a.cfg.InMemory {
 		opts := a.cfg.Store
 		if opts.Logger == nil {
@@ -112,6 +144,7 @@ func (a *App) Start(ctx context.Context) error {
 		}
 		a.store = st
 	}
+	a.res.applyBroker()
 	a.broker.Start(ctx)
 	for i, l := range a.listeners {
 		if err := l.Start(ctx); err != nil {
@@ -123,7 +156,15 @@ func (a *App) Start(ctx context.Context) error {
 		}
 		a.log.Info("listening", "listener", a.names[i], "addr", l.Addr().String())
 	}
+	a.res.start(ctx)
+	if a.probe != nil {
+		a.probe.Start(ctx)
+	}
 	if a.http != nil {
+		if err := a.mountAPI(); err != nil {
+			_ = a.Stop(ctx)
+			return err
+		}
 		if err := a.http.Start(ctx); err != nil {
 			_ = a.Stop(ctx)
 			return err
@@ -133,7 +174,8 @@ func (a *App) Start(ctx context.Context) error {
 	return nil
 }
 
-// Addrs returns the bound addresses by name ("mqtt", "ws", "http").
+// Addrs returns the bound addresses by name ("mqtt", "ws", "http", and
+// "<BrokerListener>:<port>" for each port of a BrokerListener resource).
 func (a *App) Addrs() map[string]net.Addr {
 	m := make(map[string]net.Addr)
 	for i, l := range a.listeners {
@@ -142,12 +184,17 @@ func (a *App) Addrs() map[string]net.Addr {
 	if a.http != nil {
 		m["http"] = a.http.Addr()
 	}
+	a.res.addrs(m)
 	return m
 }
 
 // Stop stops accepting, disconnects clients gracefully and stops the rest.
 func (a *App) Stop(ctx context.Context) error {
 	var errs []error
+	if a.probe != nil {
+		a.probe.Stop()
+	}
+	errs = append(errs, a.res.stop(ctx))
 	for _, l := range a.listeners {
 		errs = append(errs, l.Stop(ctx))
 	}

@@ -314,9 +314,8 @@ func (b *Broker) detach(c *client, publishWill bool) {
 	}
 	b.sessMu.Unlock()
 	for _, d := range moved {
-		old := d.seq
 		b.reroute(s, d)
-		b.deleteEntry(s, old)
+		b.dropEntry(s, &d)
 	}
 }
 
@@ -359,6 +358,12 @@ func (b *Broker) endSessionLocked(s *session) {
 	s.will = nil
 	dropped := s.queue.len() + len(s.inflight)
 	if tx := b.newTxn(); s.stored && tx != nil {
+		// The range deletion does not cover puts still pending in some
+		// publisher's txnCtx: those are deleted there.
+		for f := s.oldest; f != nil; f = f.next {
+			b.dropPending(s, &f.delivery)
+		}
+		s.queue.filter(func(d *delivery) bool { b.dropPending(s, d); return true })
 		tx.txn.DeleteSession(s.id)
 		b.commit(tx, nil)
 		s.stored = false

@@ -561,10 +561,8 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 // the order the PUBLISHes arrived (MQTT-4.6.0-2): while any ack waits for
 // the store, later ones queue behind it in the committer.
 func (c *client) ackAfter(tx *txnCtx, qos byte, id uint16, code packet.ReasonCode) {
-	if tx == nil || tx.txn.Len() == 0 && len(tx.post) == 0 && c.pendingAcks.Load() == 0 {
-		if tx != nil {
-			tx.txn.Discard()
-		}
+	if tx == nil || tx.empty() && c.pendingAcks.Load() == 0 {
+		c.b.commit(tx, nil) // discards it
 		c.ackPublish(qos, id, code, "")
 		return
 	}
@@ -707,7 +705,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		s.mu.Lock()
 		if f := s.inflight[a.PacketID]; f != nil && f.qos == 1 {
 			s.removeFlight(f)
-			c.b.deleteEntry(s, f.seq)
+			c.b.dropEntry(s, &f.delivery)
 			s.drainLocked(c.b, now)
 		}
 		s.mu.Unlock()
@@ -725,7 +723,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 			return nil
 		case a.ReasonCode.IsError():
 			s.removeFlight(f)
-			c.b.deleteEntry(s, f.seq)
+			c.b.dropEntry(s, &f.delivery)
 			s.drainLocked(c.b, now)
 		case f.released:
 			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID})
@@ -752,7 +750,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		s.mu.Lock()
 		if f := s.inflight[a.PacketID]; f != nil && f.qos == 2 && f.released {
 			s.removeFlight(f)
-			c.b.deleteEntry(s, f.seq)
+			c.b.dropEntry(s, &f.delivery)
 			s.drainLocked(c.b, now)
 		}
 		s.mu.Unlock()

@@ -193,6 +193,7 @@ func (c *client) resumeLocked() {
 			// Too large for this connection's Maximum Packet Size: discarded
 			// as if delivered (MQTT-3.1.2-25), so it frees its window slot.
 			s.removeFlight(f)
+			c.b.dropEntry(s, &f.delivery)
 		}
 	}
 	s.drainLocked(c.b, now)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -32,9 +33,39 @@ import (
 
 // txnCtx gathers one operation's writes and the actions that must wait for
 // them to be durable.
+//
+// A routing txnCtx is shared: the deliveries it puts are visible to other
+// goroutines (a subscriber's PUBACK, a queue drain) before the publisher
+// hands it to the store. Their writes for such a delivery must not reach the
+// store ahead of its put, or the put would land after its own deletion and
+// stay on disk for ever; so until the txnCtx is submitted they go into it
+// (see pending), and mu guards txn and post against that.
 type txnCtx struct {
-	txn  *store.Txn
-	post []func()
+	mu        sync.Mutex
+	txn       *store.Txn
+	post      []func()
+	submitted bool // handed to the store (or discarded): txn is no longer ours
+}
+
+// empty reports whether tx holds nothing to write or run.
+func (tx *txnCtx) empty() bool {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.txn.Len() == 0 && len(tx.post) == 0
+}
+
+// pending locks tx and reports whether it still takes writes; when it does,
+// the caller adds them and unlocks tx.mu.
+func (tx *txnCtx) pending() bool {
+	if tx == nil {
+		return false
+	}
+	tx.mu.Lock()
+	if tx.submitted {
+		tx.mu.Unlock()
+		return false
+	}
+	return true
 }
 
 func (b *Broker) newTxn() *txnCtx {
@@ -53,11 +84,16 @@ func (b *Broker) commit(tx *txnCtx, done func(error)) {
 		}
 		return
 	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	tx.submitted = true
 	if tx.txn.Len() == 0 && len(tx.post) == 0 && done == nil {
 		tx.txn.Discard()
 		return
 	}
 	post := tx.post
+	// Submitting under tx.mu puts every write another goroutine adds for
+	// one of tx's deliveries either into tx or after it.
 	b.st.Commit(tx.txn, func(err error) {
 		if err != nil {
 			b.stats.storeErrors.Add(1)
@@ -85,9 +121,10 @@ func (b *Broker) AttachStore(st *store.Store) error {
 	now := time.Now()
 	restored, queued := 0, 0
 	var expiredSessions []string
+	var fx restoreEffects
 	err := st.Load(store.LoadFuncs{
 		Session: func(rec *store.Session, entries []store.Entry, inbound []uint16) error {
-			s, err := b.restoreSession(rec, entries, inbound, now)
+			s, err := b.restoreSession(rec, entries, inbound, now, &fx)
 			if err != nil {
 				return fmt.Errorf("restoring session %q: %w", rec.ClientID, err)
 			}
@@ -114,23 +151,40 @@ func (b *Broker) AttachStore(st *store.Store) error {
 	if err != nil {
 		return err
 	}
-	if len(expiredSessions) > 0 {
+	if len(expiredSessions) > 0 || len(fx.rewrite) > 0 {
 		tx := b.st.NewTxn()
 		for _, id := range expiredSessions {
 			tx.DeleteSession(id)
 		}
-		if err := b.st.CommitSync(tx); err != nil {
-			return fmt.Errorf("deleting expired sessions: %w", err)
+		for _, rec := range fx.rewrite {
+			tx.PutSession(rec)
 		}
+		if err := b.st.CommitSync(tx); err != nil {
+			return fmt.Errorf("updating restored sessions: %w", err)
+		}
+	}
+	for _, w := range fx.wills {
+		b.publishWill(w)
 	}
 	b.log.Info("restored broker state", "sessions", restored, "messages", queued,
 		"retained", b.stats.retained.Load(), "expired_sessions", len(expiredSessions), "took", time.Since(now).String())
 	return nil
 }
 
+// restoreEffects is what restoring sessions leaves for AttachStore to do
+// once everything is restored: wills due now are published then, so that
+// they reach every restored subscriber and replace retained messages stored
+// before them; session records are rewritten when their will is gone or the
+// broker stopped while they were connected (the restart time stands for
+// their disconnection, so that later restarts count from it).
+type restoreEffects struct {
+	wills   []*Message
+	rewrite []*store.Session
+}
+
 // restoreSession rebuilds one session; it returns nil when the session
 // expired while the broker was down (its will, if any, is published).
-func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbound []uint16, now time.Time) (*session, error) {
+func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbound []uint16, now time.Time, fx *restoreEffects) (*session, error) {
 	var will *Message
 	if rec.Will != nil {
 		w, err := messageFromRecord(rec.Will)
@@ -144,15 +198,18 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	offlineSince := now
 	if rec.DisconnectedAt != 0 {
 		offlineSince = time.Unix(0, rec.DisconnectedAt)
+	} else {
+		rec.DisconnectedAt = now.UnixNano()
+		fx.rewrite = append(fx.rewrite, rec)
 	}
 	down := now.Sub(offlineSince)
 	if rec.Expiry != expiryNever && down >= rec.Expiry {
 		if will != nil {
-			go b.publishWill(will)
+			fx.wills = append(fx.wills, will)
 		}
 		return nil, nil
 	}
-	s := &session{id: rec.ClientID, expiry: rec.Expiry, version: packet.Version(rec.Version), will: will, willDelay: rec.WillDelay}
+	s := &session{id: rec.ClientID, expiry: rec.Expiry, version: packet.Version(rec.Version), will: will, willDelay: rec.WillDelay, stored: true}
 	for _, r := range rec.Subs {
 		sub := &subscription{filter: r.Filter, qos: r.QoS, noLocal: r.NoLocal, retainAsPublished: r.RetainAsPublished,
 			retainHandling: r.RetainHandling, id: r.ID, inner: r.Filter}
@@ -208,7 +265,13 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		delay := s.willDelay - down
 		if delay <= 0 {
 			s.will = nil
-			go b.publishWill(will)
+			fx.wills = append(fx.wills, will)
+			// Published, the will leaves the stored record too, or the
+			// next start would publish it again.
+			if n := len(fx.rewrite); n == 0 || fx.rewrite[n-1] != rec {
+				fx.rewrite = append(fx.rewrite, rec)
+			}
+			rec.Will = nil
 		} else {
 			s.willDelay = delay
 			b.scheduleWillLocked(s)
@@ -270,6 +333,27 @@ func (b *Broker) deleteEntry(s *session, seq uint64) {
 	tx := b.st.NewTxn()
 	tx.DeleteEntry(s.id, seq)
 	b.st.Commit(tx, nil)
+}
+
+// dropEntry removes d's store entry: inside the txnCtx that puts it while
+// that is not yet submitted, otherwise asynchronously.
+func (b *Broker) dropEntry(s *session, d *delivery) {
+	if d.seq == 0 || b.dropPending(s, d) {
+		return
+	}
+	d.tx = nil
+	b.deleteEntry(s, d.seq)
+}
+
+// dropPending deletes d's entry inside the txnCtx that puts it, if that is
+// still pending, and reports whether it did.
+func (b *Broker) dropPending(s *session, d *delivery) bool {
+	if d.seq == 0 || !d.tx.pending() {
+		return false
+	}
+	d.tx.txn.DeleteEntry(s.id, d.seq)
+	d.tx.mu.Unlock()
+	return true
 }
 
 // saveSession writes s (or deletes it when it is no longer persistent) and

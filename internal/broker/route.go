@@ -206,9 +206,10 @@ func (s *session) deliver(b *Broker, d *delivery, now int64, tx *txnCtx) {
 		c.writePublish(d, 0, false, now)
 		return
 	}
+	d.tx = nil
 	if tx != nil && s.persistent(b) {
 		s.seq++
-		d.seq = s.seq
+		d.seq, d.tx = s.seq, tx
 	}
 	if c != nil && s.queue.len() == 0 && len(s.inflight) < c.sendQuota {
 		s.sendFlight(b, c, d, now, tx)
@@ -229,21 +230,36 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 	switch {
 	case f.seq == 0:
 	case f.qos == 1:
-		// From the queue (tx nil) the entry is already durable; resent
-		// after a crash it becomes a new delivery, which QoS 1 allows.
+		// Stored with its packet identifier, which costs nothing here, so
+		// that a restart resends it with DUP under that identifier. From
+		// the queue (tx nil) the entry stays as it was queued: resent after
+		// a crash it becomes a new delivery, which QoS 1 allows.
 		if tx != nil {
-			s.putEntry(tx.txn, &f.delivery, 0, false)
+			tx.mu.Lock()
+			s.putEntry(tx.txn, &f.delivery, f.id, false)
+			tx.mu.Unlock()
 		}
 	default:
-		own := tx == nil
-		if own {
-			tx = b.newTxn()
+		// From the queue, the txnCtx that queued the entry may still be
+		// pending: the identifier then goes into it, after the put.
+		own := false
+		switch {
+		case tx != nil:
+			tx.mu.Lock()
+		case f.tx.pending():
+			tx = f.tx
+		default:
+			if tx = b.newTxn(); tx != nil {
+				own = true
+				tx.mu.Lock()
+			}
 		}
 		if tx == nil {
 			break // the broker has stopped: nothing more is stored
 		}
 		s.putEntry(tx.txn, &f.delivery, f.id, false)
 		tx.post = append(tx.post, func() { c.writeFlight(f, now) })
+		tx.mu.Unlock()
 		if own {
 			b.commit(tx, nil)
 		}
@@ -251,7 +267,7 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 	}
 	if !c.writePublish(&f.delivery, f.id, false, now) {
 		s.removeFlight(f) // too large for the client: dropped as if delivered
-		b.deleteEntry(s, f.seq)
+		b.dropEntry(s, &f.delivery)
 	}
 }
 
@@ -266,14 +282,16 @@ func (s *session) enqueue(b *Broker, d *delivery, tx *txnCtx) {
 		}
 		old, _ := s.queue.pop()
 		b.stats.dropped[dropQueueFull].Add(1)
-		b.deleteEntry(s, old.seq)
+		b.dropEntry(s, &old)
 	}
 	q := *d
 	if len(d.subIDs) > 0 {
 		q.subIDs = append([]uint32(nil), d.subIDs...)
 	}
 	if q.seq != 0 && tx != nil {
+		tx.mu.Lock()
 		s.putEntry(tx.txn, &q, 0, false)
+		tx.mu.Unlock()
 	}
 	s.queue.push(q)
 }
@@ -292,7 +310,7 @@ func (s *session) drainLocked(b *Broker, now int64) {
 		d, _ := s.queue.pop()
 		if d.msg.expired(now) {
 			b.stats.drop(dropExpired, d.qos)
-			b.deleteEntry(s, d.seq)
+			b.dropEntry(s, &d)
 			continue
 		}
 		if d.qos == 0 {

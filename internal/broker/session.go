@@ -32,6 +32,9 @@ type delivery struct {
 	shared *sharedRef
 	// seq identifies the delivery's store entry; 0 when not persisted.
 	seq uint64
+	// tx is the txnCtx that puts the entry, until it is known to be
+	// submitted: writes for the entry go into it while it is pending.
+	tx *txnCtx
 }
 
 type sharedRef struct{ group, filter string }

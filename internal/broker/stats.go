@@ -170,7 +170,7 @@ var (
 	descPubOut      = desc("edgeport_broker_publishes_sent_total", "PUBLISH packets sent to clients, one per delivery; acknowledgements are not counted.", "listener")
 	descBytesIn     = desc("edgeport_broker_bytes_received_total", "Bytes read from client connections.", "listener")
 	descBytesOut    = desc("edgeport_broker_bytes_sent_total", "Bytes written to client connections.", "listener")
-	descPayloadIn   = desc("edgeport_broker_payload_bytes_received_total", "Payload bytes of PUBLISH packets received, without packet overhead or properties.", "listener")
+	descPayloadIn   = desc("edgeport_broker_payload_bytes_received_total", "Payload bytes of PUBLISH packets accepted from clients, without packet overhead or properties.", "listener")
 	descPayloadOut  = desc("edgeport_broker_payload_bytes_sent_total", "Payload bytes of PUBLISH packets sent, without packet overhead or properties.", "listener")
 	descAuthnOK     = desc("edgeport_broker_authentication_successes_total", "Successful client authentications.", "listener", "method")
 	descAuthnDeny   = desc("edgeport_broker_authentication_deny_total", "Client authentications refused (credentials checked and rejected).", "listener", "method")

@@ -9,21 +9,25 @@ import (
 func timeSince(t time.Time) float64 { return time.Since(t).Seconds() }
 
 // runSys publishes broker statistics as retained messages under $SYS every
-// SysInterval, in the layout mosquitto users know.
+// SysInterval, in the layout mosquitto users know. The interval is read
+// again after each period, so SetOptions changes it (or turns $SYS on and
+// off) live; while off it is looked at every second.
 func (b *Broker) runSys(ctx context.Context) {
-	if b.o().SysInterval < 0 {
-		return
-	}
-	b.publishSys()
-	t := time.NewTicker(b.o().SysInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			b.publishSys()
 		}
+		iv := b.o().SysInterval
+		if iv < 0 {
+			t.Reset(time.Second)
+			continue
+		}
+		b.publishSys()
+		t.Reset(iv)
 	}
 }
 

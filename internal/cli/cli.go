@@ -66,7 +66,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout))
+	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout))
+	addResourceCommands(root, stdout, stderr)
 	return root
 }
 
@@ -145,9 +146,12 @@ picks a free port (the chosen addresses are logged).`,
 	f.StringVar(&cfg.WSPath, "ws-path", "/mqtt", "MQTT over WebSocket HTTP path")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", `health and metrics listen address ("off" to disable)`)
 	f.StringVar(&cfg.DataDir, "data-dir", "edgeport-data", "directory for persistent data")
+	f.StringVar(&cfg.ConfigDir, "config", "", "directory of resource files (*.yaml, *.yml) applied at start and whenever they change")
+	f.BoolVar(&cfg.APIRequireToken, "api-require-token", false, "require the REST API's bearer token even on a loopback HTTP address (always required on other addresses)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.DurationVar(&sysInterval, "sys-interval", 10*time.Second, "$SYS statistics publish interval (0 disables)")
+	f.DurationVar(&cfg.SelfTestInterval, "selftest-interval", 5*time.Second, "self-test probe interval: publish and receive through the broker, measuring latency (0 disables)")
 	f.IntVar(&cfg.Broker.MaxPacketSize, "max-packet-size", broker.DefaultMaxPacketSize, "largest MQTT packet accepted, in bytes")
 	f.IntVar(&cfg.Broker.MaxQueuedMessages, "max-queued-messages", broker.DefaultMaxQueuedMessages, "messages queued per session before the queue policy drops")
 	f.StringVar((*string)(&cfg.Store.Sync), "sync-policy", "batch", "when a QoS 1/2 message counts as stored: always (fsync each commit), batch (group commit, kill -9 safe), none (UNSAFE: no fsync)")
@@ -198,6 +202,9 @@ func checkServeFlags(cfg *app.Config) error {
 	}
 	if cfg.Store.QuotaBytes < 0 {
 		errs = append(errs, errors.New("--storage-quota: must not be negative"))
+	}
+	if cfg.SelfTestInterval < 0 {
+		errs = append(errs, errors.New("--selftest-interval: must not be negative"))
 	}
 	if cfg.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))

@@ -1,5 +1,5 @@
-// Package telemetry exposes the broker's operational endpoints: liveness,
-// readiness and Prometheus metrics over HTTP.
+// Package telemetry is Edgeport's operational side: liveness, readiness,
+// status and Prometheus metrics over HTTP, and the self-test probe.
 package telemetry
 
 import (

@@ -112,9 +112,10 @@ func NewProbe(serve func(net.Conn), reg prometheus.Registerer, log *slog.Logger,
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeport_selftest_latency_seconds",
 			Help: "Self-test publish-to-delivery latency through the broker (QoS 1).",
-			// 100 µs to 2.5 s: an idle edge broker answers in well under a
-			// millisecond, a saturated one in tens of milliseconds.
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+			// 25 µs to 5 s (the longest default timeout): an idle broker
+			// delivers in tens of microseconds, a saturated one in tens of
+			// milliseconds.
+			Buckets: []float64{.000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 		last: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgeport_selftest_last_latency_seconds",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/broker/listener"
 )
 
 // ListenerInfo describes one MQTT listener in /statusz.
@@ -171,4 +172,22 @@ func BrokerReadyCheck(b *broker.Broker, listeners func() []ListenerInfo) func() 
 		}
 		return nil
 	}
+}
+
+// DescribeListeners lists ls for Status and BrokerReadyCheck. Listeners not
+// yet started have an empty Address.
+func DescribeListeners(ls []*listener.Listener) []ListenerInfo {
+	out := make([]ListenerInfo, 0, len(ls))
+	for _, l := range ls {
+		c := l.Config()
+		li := ListenerInfo{Name: c.Name, Protocol: c.Protocol, TLS: c.TLS != nil}
+		if c.Protocol == listener.ProtocolWebSocket {
+			li.Path = c.Path
+		}
+		if addr := l.Addr(); addr != nil {
+			li.Address = addr.String()
+		}
+		out = append(out, li)
+	}
+	return out
 }

@@ -1,0 +1,54 @@
+package app
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+
+	"github.com/edgeport/edgeport/internal/api"
+	"github.com/edgeport/edgeport/internal/config"
+)
+
+// mountAPI serves the REST API on the HTTP server. Its token lives in the
+// data directory (generated on first start); the API requires it unless
+// the HTTP address is loopback.
+func (a *App) mountAPI() error {
+	var token string
+	if a.cfg.DataDir != "" {
+		t, err := api.EnsureToken(a.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		token = t
+	} else {
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("generating API token: %w", err)
+		}
+		token = hex.EncodeToString(b[:])
+	}
+	require := a.cfg.APIRequireToken || !IsLoopback(a.cfg.HTTPAddr)
+	a.http.Handle(api.Prefix+"/", a.res.api(token, require))
+	a.log.Info("REST API mounted", "path", api.Prefix, "token_required", require)
+	return nil
+}
+
+// IsLoopback reports whether a listen address (host:port) binds only
+// loopback: 127.0.0.0/8, ::1 or localhost. An empty host binds every
+// interface.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Resources returns the registry of declarative resources: what the REST
+// API and the config directory change, for in-process use.
+func (a *App) Resources() *config.Store { return a.res.store }

@@ -1,0 +1,315 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/config"
+)
+
+const (
+	// disconnectWait bounds how long removing a port waits for its clients
+	// to be told and gone before their sockets are closed outright.
+	disconnectWait = 2 * time.Second
+	portStopWait   = 5 * time.Second
+)
+
+// portConfig is everything that makes a port what it is; a port whose
+// portConfig did not change keeps running, with its clients.
+type portConfig struct {
+	addr      string // host:port to bind
+	protocol  string // listener.ProtocolTCP or listener.ProtocolWebSocket
+	path      string
+	maxConns  int
+	authn     string
+	authz     string
+	tls       string // "" or a fingerprint of the certificate in use
+	tlsConfig *tls.Config
+}
+
+func (c portConfig) same(o portConfig) bool {
+	c.tlsConfig, o.tlsConfig = nil, nil
+	return c == o
+}
+
+// portRun is one running (or failed) port of a BrokerListener.
+type portRun struct {
+	name   string // listener name: <resource>:<port>
+	port   int    // as in the spec (0: any)
+	cfg    portConfig
+	ln     *listener.Listener // nil when it failed
+	err    error
+	reason string // why it failed: BindFailed, TLSError, ...
+	b      *broker.Broker
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{} // handed to the broker and not yet ended
+}
+
+// ServeConn hands a connection to the broker, keeping track of it so that
+// removing the port ends exactly its connections, even one accepted while
+// the port was being removed.
+func (p *portRun) ServeConn(conn net.Conn, name string) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		conn.Close()
+		return
+	}
+	p.conns[conn] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, conn)
+		p.mu.Unlock()
+	}()
+	p.b.ServeConn(conn, name)
+}
+
+func (p *portRun) open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// close stops accepting; connections stay (the broker's shutdown drains them).
+func (p *portRun) close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	if p.ln == nil {
+		return nil
+	}
+	return p.ln.Stop(ctx)
+}
+
+// remove stops the port and ends its connections: MQTT 5 clients are told
+// why. It returns how many clients it disconnected.
+func (p *portRun) remove(why string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), portStopWait)
+	defer cancel()
+	_ = p.close(ctx)
+	n := p.open()
+	deadline := time.Now().Add(disconnectWait)
+	// A connection accepted just before the close may reach the broker
+	// after a first DisconnectListener: repeat until none is left.
+	for p.open() > 0 && time.Now().Before(deadline) {
+		p.b.DisconnectListener(p.name, why)
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.mu.Lock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	return n
+}
+
+// reconcileListener makes the running ports of a BrokerListener match its
+// spec: unchanged ports keep running with their clients; changed ports are
+// restarted and removed ports closed, with their clients disconnected.
+func (r *resources) reconcileListener(k config.Key) {
+	obj, exists := r.store.Get(k)
+	r.portsMu.Lock()
+	running := r.ports[k.Name]
+	r.portsMu.Unlock()
+
+	var spec *config.BrokerListenerSpec
+	want := map[int]portConfig{}
+	wantErr := map[int]error{}
+	wantReason := map[int]string{}
+	if exists {
+		spec = obj.Spec.(*config.BrokerListenerSpec)
+		for _, p := range spec.Ports {
+			cfg, reason, err := r.portConfig(p)
+			want[*p.Port] = cfg
+			if err != nil {
+				wantErr[*p.Port], wantReason[*p.Port] = err, reason
+			}
+		}
+	}
+
+	next := map[int]*portRun{}
+	for port, run := range running {
+		cfg, keep := want[port]
+		if keep && run.ln != nil && wantErr[port] == nil && run.cfg.same(cfg) {
+			next[port] = run
+			continue
+		}
+		if run.ln == nil {
+			continue // failed before: nothing to stop
+		}
+		why := fmt.Sprintf("listener %s removed", run.name)
+		if keep {
+			why = fmt.Sprintf("listener %s changed", run.name)
+		}
+		n := run.remove(why)
+		r.log.Info("listener port closed", "listener", run.name, "reason", why, "clients", n)
+		if exists {
+			r.store.Event(k, config.EventNormal, "PortClosed", fmt.Sprintf("%s; %d clients disconnected", why, n))
+		}
+	}
+	if !exists {
+		r.portsMu.Lock()
+		delete(r.ports, k.Name)
+		r.portsMu.Unlock()
+		return
+	}
+	for _, p := range spec.Ports {
+		port := *p.Port
+		if next[port] != nil {
+			continue
+		}
+		run := &portRun{name: config.PortName(k.Name, port), port: port, cfg: want[port], b: r.a.broker,
+			conns: map[net.Conn]struct{}{}, err: wantErr[port], reason: wantReason[port]}
+		if run.err == nil {
+			run.start(r)
+		}
+		next[port] = run
+	}
+	r.portsMu.Lock()
+	r.ports[k.Name] = next
+	r.portsMu.Unlock()
+	r.listenerStatus(obj, spec, next)
+}
+
+func (p *portRun) start(r *resources) {
+	ln, err := listener.New(listener.Config{
+		Name: p.name, Addr: p.cfg.addr, Protocol: p.cfg.protocol, Path: p.cfg.path,
+		TLS: p.cfg.tlsConfig, MaxConnections: p.cfg.maxConns,
+	}, p, r.log.With("component", "listener"))
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), portStopWait)
+		err = ln.Start(ctx)
+		cancel()
+	}
+	if err != nil {
+		p.err, p.reason = unwrapListen(err), "BindFailed"
+		r.log.Warn("listener port failed", "listener", p.name, "err", err)
+		return
+	}
+	p.ln = ln
+}
+
+// unwrapListen keeps the operating system's words: "listen tcp
+// 127.0.0.1:1883: bind: address already in use".
+func unwrapListen(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe
+	}
+	return err
+}
+
+// portConfig resolves a spec port into what a listener needs, loading the
+// TLS certificate. A failure names its reason for the status.
+func (r *resources) portConfig(p config.ListenerPort) (portConfig, string, error) {
+	cfg := portConfig{
+		addr:     net.JoinHostPort(p.Address, strconv.Itoa(*p.Port)),
+		protocol: listener.ProtocolTCP,
+		maxConns: p.MaxConnections,
+		authn:    p.AuthenticationRef,
+		authz:    p.AuthorizationRef,
+	}
+	if p.Protocol == config.ProtocolWebSockets {
+		cfg.protocol, cfg.path = listener.ProtocolWebSocket, p.Path
+	}
+	if p.TLS == nil {
+		return cfg, "", nil
+	}
+	switch p.TLS.Mode {
+	case config.TLSManual:
+		tc, fp, err := r.loadSecretCert(p.TLS.Manual.SecretRef)
+		if err != nil {
+			return cfg, "TLSError", err
+		}
+		cfg.tls, cfg.tlsConfig = fp, tc
+		return cfg, "", nil
+	default:
+		return cfg, "TLSNotSupported", errors.New("tls mode Automatic (generated certificates) is not available yet; use mode Manual with a secret")
+	}
+}
+
+// loadSecretCert reads a TLS secret: on a single machine, the files
+// tls.crt and tls.key in <data-dir>/secrets/<name>/.
+func (r *resources) loadSecretCert(name string) (*tls.Config, string, error) {
+	if r.a.cfg.DataDir == "" {
+		return nil, "", errors.New("secrets need a data directory")
+	}
+	dir := filepath.Join(r.a.cfg.DataDir, "secrets", name)
+	crt, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	if err != nil {
+		return nil, "", fmt.Errorf("secret %q: %w", name, err)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "tls.key"))
+	if err != nil {
+		return nil, "", fmt.Errorf("secret %q: %w", name, err)
+	}
+	cert, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return nil, "", fmt.Errorf("secret %q: %w", name, err)
+	}
+	h := sha256.New()
+	h.Write(crt)
+	h.Write(key)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// listenerStatus reports each port and the resource's readiness.
+func (r *resources) listenerStatus(obj *config.Object, spec *config.BrokerListenerSpec, runs map[int]*portRun) {
+	var st config.Status
+	var up, failures []string
+	reason := ""
+	refs := false
+	for _, p := range spec.Ports {
+		run := runs[*p.Port]
+		ps := config.PortStatus{Port: *p.Port, Protocol: p.Protocol, Ready: run.ln != nil}
+		if run.ln != nil {
+			ps.Address = run.ln.Addr().String()
+			up = append(up, ps.Address)
+		} else {
+			ps.Message = run.err.Error()
+			failures = append(failures, fmt.Sprintf("port %d: %v", *p.Port, run.err))
+			if reason == "" {
+				reason = run.reason
+			}
+		}
+		st.Ports = append(st.Ports, ps)
+		refs = refs || p.AuthenticationRef != "" || p.AuthorizationRef != ""
+	}
+	if len(failures) > 0 {
+		r.setStatus(obj, st, false, reason, strings.Join(failures, "; "))
+		return
+	}
+	msg := "listening on " + strings.Join(up, ", ")
+	if refs {
+		msg += "; authentication and authorization are not enforced yet"
+		for _, p := range spec.Ports {
+			for _, ref := range []struct{ kind, name string }{
+				{"BrokerAuthentication", p.AuthenticationRef}, {"BrokerAuthorization", p.AuthorizationRef},
+			} {
+				if ref.name == "" {
+					continue
+				}
+				if _, ok := r.store.Get(config.Key{Kind: ref.kind, Name: ref.name}); !ok {
+					msg += fmt.Sprintf("; port %d: %s %q not found", *p.Port, ref.kind, ref.name)
+				}
+			}
+		}
+	}
+	r.setStatus(obj, st, true, "Listening", msg)
+}

@@ -1,0 +1,353 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/api"
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/telemetry"
+)
+
+// retryInterval is how often ports that failed to bind are tried again,
+// so a port freed by another program is taken without a new apply.
+const retryInterval = 5 * time.Second
+
+// resources applies the declarative resources to the running components:
+// a controller in the Kubernetes sense. Every change to the store marks
+// its key dirty; one goroutine reconciles dirty keys against the current
+// state of the store (level-triggered, so bursts coalesce) and reports
+// the outcome in each resource's status.
+type resources struct {
+	a     *App
+	log   *slog.Logger
+	store *config.Store
+	dir   *config.Dir // nil without --config
+
+	mu    sync.Mutex
+	dirty map[config.Key]struct{}
+	wake  chan struct{}
+
+	// portsMu guards ports, which only the reconciling goroutine changes
+	// (or Start and Stop, when it is not running); Addrs reads it.
+	portsMu sync.Mutex
+	ports   map[string]map[int]*portRun // BrokerListener name -> port -> run
+
+	retry         time.Duration
+	brokerApplied bool // a Broker resource's options are in force
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+}
+
+func newResources(a *App) (*resources, error) {
+	log := a.log.With("component", "resources")
+	dir := ""
+	if a.cfg.DataDir != "" {
+		dir = filepath.Join(a.cfg.DataDir, "resources")
+	}
+	r := &resources{
+		a:     a,
+		log:   log,
+		store: config.NewStore(config.Builtin(), dir, log),
+		dirty: make(map[config.Key]struct{}),
+		wake:  make(chan struct{}, 1),
+		ports: make(map[string]map[int]*portRun),
+		retry: retryInterval,
+	}
+	if a.cfg.ConfigDir != "" {
+		d, err := config.NewDir(a.cfg.ConfigDir, r.store, log)
+		if err != nil {
+			return nil, err
+		}
+		r.dir = d
+	}
+	r.store.Watch(r.enqueue)
+	return r, nil
+}
+
+func (r *resources) enqueue(k config.Key) {
+	r.mu.Lock()
+	r.dirty[k] = struct{}{}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// load reads the stored and config-directory resources. Problems with
+// single files are logged, not fatal: the rest of the configuration and
+// the built-in listeners still come up.
+func (r *resources) load() error {
+	if err := r.store.Load(); err != nil {
+		return fmt.Errorf("loading resources: %w", err)
+	}
+	if r.dir != nil {
+		r.dir.Sync()
+	}
+	return nil
+}
+
+// syncPolicy returns the Broker resource's persistence.syncPolicy, if a
+// Broker resource exists: the store reads it when it opens.
+func (r *resources) syncPolicy() (string, bool) {
+	obj, ok := r.store.Get(config.Key{Kind: "Broker", Name: "default"})
+	if !ok {
+		return "", false
+	}
+	return obj.Spec.(*config.BrokerSpec).Persistence.SyncPolicy, true
+}
+
+// applyBroker puts the Broker resource's limits in force before the broker
+// serves anyone.
+func (r *resources) applyBroker() {
+	r.reconcile(config.Key{Kind: "Broker", Name: "default"})
+}
+
+// start reconciles everything once, synchronously, so that the listeners
+// of the configuration are bound when Start returns; then follows changes
+// in the background.
+func (r *resources) start(ctx context.Context) {
+	r.drain()
+	for k := range r.store.Keys() {
+		r.reconcile(k)
+	}
+	ctx, r.cancel = context.WithCancel(ctx)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.run(ctx)
+	}()
+	if r.dir != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := r.dir.Watch(ctx); err != nil {
+				r.log.Error("config directory changes will not be applied", "err", err)
+			}
+		}()
+	}
+}
+
+// stop ends reconciling and closes the resource listeners; their clients
+// are disconnected by the broker's shutdown that follows.
+func (r *resources) stop(ctx context.Context) error {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.wg.Wait()
+	r.portsMu.Lock()
+	defer r.portsMu.Unlock()
+	var errs []error
+	for _, ports := range r.ports {
+		for _, p := range ports {
+			if err := p.close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	r.ports = map[string]map[int]*portRun{}
+	return errors.Join(errs...)
+}
+
+func (r *resources) run(ctx context.Context) {
+	retry := time.NewTicker(r.retry)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		case <-retry.C:
+			r.retryFailed()
+		}
+		for _, k := range r.drain() {
+			if ctx.Err() != nil {
+				return
+			}
+			r.reconcile(k)
+		}
+	}
+}
+
+// drain takes the dirty keys, in a stable order.
+func (r *resources) drain() []config.Key {
+	r.mu.Lock()
+	keys := make([]config.Key, 0, len(r.dirty))
+	for k := range r.dirty {
+		keys = append(keys, k)
+	}
+	clear(r.dirty)
+	r.mu.Unlock()
+	slices.SortFunc(keys, func(a, b config.Key) int { return strings.Compare(a.String(), b.String()) })
+	return keys
+}
+
+func (r *resources) retryFailed() {
+	r.portsMu.Lock()
+	var failed []string
+	for name, ports := range r.ports {
+		for _, p := range ports {
+			if p.ln == nil {
+				failed = append(failed, name)
+				break
+			}
+		}
+	}
+	r.portsMu.Unlock()
+	for _, name := range failed {
+		r.enqueue(config.Key{Kind: "BrokerListener", Name: name})
+	}
+}
+
+func (r *resources) reconcile(k config.Key) {
+	switch k.Kind {
+	case "Broker":
+		r.reconcileBroker(k)
+	case "BrokerListener":
+		r.reconcileListener(k)
+	case "BrokerAuthentication", "BrokerAuthorization":
+		if obj, ok := r.store.Get(k); ok {
+			r.setReady(obj, true, "Validated", "validated; not enforced yet (authentication and authorization are enforced by a later release)")
+		}
+		// Listeners mention references they cannot resolve.
+		for _, l := range r.store.List("BrokerListener", config.Selector{}) {
+			r.enqueue(l.Key())
+		}
+	}
+}
+
+func (r *resources) setReady(obj *config.Object, ok bool, reason, msg string) {
+	r.setStatus(obj, config.Status{}, ok, reason, msg)
+}
+
+func (r *resources) setStatus(obj *config.Object, st config.Status, ok bool, reason, msg string) {
+	status := config.ConditionFalse
+	if ok {
+		status = config.ConditionTrue
+	}
+	st.Conditions = []config.Condition{{Type: config.ConditionReady, Status: status, Reason: reason, Message: msg}}
+	r.store.SetStatus(obj.Key(), obj.Metadata.UID, obj.Metadata.Generation, st)
+}
+
+// reconcileBroker puts the Broker resource's limits in force, or the serve
+// flags' limits when it is deleted.
+func (r *resources) reconcileBroker(k config.Key) {
+	b := r.a.broker
+	obj, ok := r.store.Get(k)
+	if !ok {
+		if r.brokerApplied {
+			if err := b.SetOptions(r.a.cfg.Broker); err != nil {
+				r.log.Error("restoring the serve flags' broker limits", "err", err)
+			}
+			r.brokerApplied = false
+			r.log.Info("Broker resource deleted: the serve flags' limits apply")
+		}
+		return
+	}
+	spec := obj.Spec.(*config.BrokerSpec)
+	if err := b.SetOptions(brokerOptions(spec, r.a.cfg.Broker)); err != nil {
+		r.setReady(obj, false, "InvalidOptions", err.Error())
+		return
+	}
+	r.brokerApplied = true
+	msg := "limits in force"
+	if running := string(r.a.cfg.Store.Sync); !r.a.cfg.InMemory && running != "" && running != spec.Persistence.SyncPolicy {
+		msg += fmt.Sprintf("; persistence.syncPolicy %s takes effect at the next start (running: %s)", spec.Persistence.SyncPolicy, running)
+	}
+	if r.a.cfg.InMemory {
+		msg += "; persistence is off (serve --in-memory)"
+	}
+	r.setReady(obj, true, "Applied", msg)
+	r.log.Info("broker limits applied", "generation", obj.Metadata.Generation)
+}
+
+// brokerOptions maps a Broker spec onto the broker's options. The
+// resource replaces the serve flags' limits whole; only the version is
+// kept.
+func brokerOptions(s *config.BrokerSpec, base broker.Options) broker.Options {
+	c := s.Advanced.Clients
+	sec := func(v int64) time.Duration { return time.Duration(v) * time.Second }
+	o := broker.Options{
+		MaxPacketSize:             *c.MaxPacketSizeBytes,
+		ReceiveMaximum:            *c.MaxReceiveMaximum,
+		MaxInflight:               *c.MaxInflight,
+		MaxQueuedMessages:         int(*c.SubscriberQueueLimit.Length),
+		MaxQueuedBytes:            c.SubscriberQueueLimit.MaxBytes,
+		QueuePolicy:               broker.DropNew,
+		MaxOutboundBytes:          *c.MaxOutboundBytes,
+		TopicAliasMaximum:         *c.TopicAliasMaximum,
+		MaxSessionExpiry:          sec(*c.MaxSessionExpirySeconds),
+		MaxMessageExpiry:          sec(c.MaxMessageExpirySeconds),
+		MaxKeepAlive:              sec(int64(*c.MaxKeepAliveSeconds)),
+		ConnectTimeout:            sec(int64(*c.ConnectTimeoutSeconds)),
+		SysInterval:               sec(int64(*s.Diagnostics.SysIntervalSeconds)),
+		MaxTopicLength:            s.Advanced.Topics.MaxLength,
+		MaxTopicLevels:            s.Advanced.Topics.MaxLevels,
+		MaxSubscriptionsPerClient: c.MaxSubscriptionsPerClient,
+		Version:                   base.Version,
+	}
+	if c.SubscriberQueueLimit.Strategy == config.QueueStrategyDropOldest {
+		o.QueuePolicy = broker.DropOldest
+	}
+	if o.TopicAliasMaximum == 0 {
+		o.TopicAliasMaximum = -1 // the broker's way of saying none
+	}
+	if o.SysInterval == 0 {
+		o.SysInterval = -1
+	}
+	return o
+}
+
+// api builds the REST API over the store.
+func (r *resources) api(token string, requireToken bool) *api.Server {
+	return api.New(r.store, api.Options{Token: token, RequireToken: requireToken, Dir: r.dir}, r.log.With("component", "api"))
+}
+
+// addrs adds the bound resource ports, by listener name, to m.
+func (r *resources) addrs(m map[string]net.Addr) {
+	r.portsMu.Lock()
+	defer r.portsMu.Unlock()
+	for _, ports := range r.ports {
+		for _, p := range ports {
+			if p.ln != nil {
+				m[p.name] = p.ln.Addr()
+			}
+		}
+	}
+}
+
+// listenerInfos describes the resource ports for /statusz and /readyz; a
+// port that failed to bind has no address.
+func (r *resources) listenerInfos() []telemetry.ListenerInfo {
+	r.portsMu.Lock()
+	defer r.portsMu.Unlock()
+	var out []telemetry.ListenerInfo
+	for _, ports := range r.ports {
+		for _, p := range ports {
+			li := telemetry.ListenerInfo{
+				Name: p.name, Protocol: p.cfg.protocol, TLS: p.cfg.tls != "",
+				Authentication: p.cfg.authn, Authorization: p.cfg.authz,
+			}
+			if p.cfg.protocol == listener.ProtocolWebSocket {
+				li.Path = p.cfg.path
+			}
+			if p.ln != nil {
+				li.Address = p.ln.Addr().String()
+			}
+			out = append(out, li)
+		}
+	}
+	slices.SortFunc(out, func(a, b telemetry.ListenerInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeport/edgeport/internal/config"
+)
+
+func newGet(stdout, stderr io.Writer) *cobra.Command {
+	var cf clientFlags
+	var output, selector string
+	cmd := &cobra.Command{
+		Use:   "get KIND|all [NAME...]",
+		Short: "List resources, or show one, as a table, YAML or JSON",
+		Long: `List resources of a kind (or every kind with "all"), or show named ones.
+KIND is a kind, plural or short name in any case: broker, brokerlisteners,
+listener, bl, authn, authz... The table shows NAME, READY, REASON and AGE and
+the kind's own columns; -o yaml prints documents that edgeport apply accepts.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch output {
+			case "table", "yaml", "json":
+			default:
+				return fmt.Errorf("-o: %q is not table, yaml or json", output)
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			var defs []*config.KindDef
+			if strings.EqualFold(args[0], "all") {
+				if len(args) > 1 {
+					return fmt.Errorf("get all takes no names")
+				}
+				defs = c.kinds.All()
+			} else {
+				def, err := lookupKind(c.kinds, args[0])
+				if err != nil {
+					return err
+				}
+				defs = []*config.KindDef{def}
+			}
+			type group struct {
+				def   *config.KindDef
+				items []*config.Object
+				raw   []json.RawMessage
+			}
+			var groups []group
+			for _, def := range defs {
+				g := group{def: def}
+				if len(args) > 1 {
+					for _, name := range args[1:] {
+						o, raw, err := c.get(ctx, def, name)
+						if err != nil {
+							return err
+						}
+						g.items, g.raw = append(g.items, o), append(g.raw, raw)
+					}
+				} else {
+					items, err := c.list(ctx, def, selector)
+					if err != nil {
+						return err
+					}
+					g.items = items
+					for _, o := range items {
+						raw, err := json.Marshal(o)
+						if err != nil {
+							return err
+						}
+						g.raw = append(g.raw, raw)
+					}
+				}
+				groups = append(groups, g)
+			}
+			var all []json.RawMessage
+			for _, g := range groups {
+				all = append(all, g.raw...)
+			}
+			single := len(args) == 2
+			switch output {
+			case "json":
+				if single {
+					return writeIndented(stdout, all[0])
+				}
+				if all == nil {
+					all = []json.RawMessage{}
+				}
+				data, err := json.Marshal(map[string]any{"apiVersion": config.APIVersion, "kind": "List", "items": all})
+				if err != nil {
+					return err
+				}
+				return writeIndented(stdout, data)
+			case "yaml":
+				for i, raw := range all {
+					y, err := config.JSONToYAML(raw)
+					if err != nil {
+						return err
+					}
+					if i > 0 {
+						fmt.Fprintln(stdout, "---")
+					}
+					if _, err := stdout.Write(y); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			printed := 0
+			for _, g := range groups {
+				if len(g.items) == 0 {
+					continue
+				}
+				if printed > 0 {
+					fmt.Fprintln(stdout)
+				}
+				printTable(stdout, g.def, g.items, len(groups) > 1, time.Now())
+				printed++
+			}
+			if printed == 0 {
+				fmt.Fprintln(stderr, "No resources found.")
+			}
+			return nil
+		},
+	}
+	cf.add(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. env=prod,tier!=db")
+	return cmd
+}
+
+func writeIndented(w io.Writer, data []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, data, "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// printTable prints NAME, READY, REASON, AGE and the kind's columns.
+func printTable(w io.Writer, def *config.KindDef, items []*config.Object, qualify bool, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	hdr := []string{"NAME", "READY", "REASON", "AGE"}
+	for _, c := range def.Columns {
+		hdr = append(hdr, c.Header)
+	}
+	fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+	for _, o := range items {
+		name := o.Metadata.Name
+		if qualify {
+			name = ref(def, name)
+		}
+		r := o.Ready()
+		row := []string{name, r.Status, r.Reason, age(o.Metadata.CreationTimestamp, now)}
+		for _, c := range def.Columns {
+			row = append(row, c.Value(o))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	_ = tw.Flush()
+}
+
+// age prints a duration the way kubectl does: 45s, 3m12s, 5h, 12d.
+func age(t *time.Time, now time.Time) string {
+	if t == nil {
+		return "<unknown>"
+	}
+	d := now.Sub(*t)
+	switch {
+	case d < 0:
+		return "0s"
+	case d < 2*time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < 10*time.Minute:
+		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 3*time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}

@@ -1,0 +1,215 @@
+package config
+
+import "strconv"
+
+// BrokerSpec is the Broker kind: the broker's limits, persistence and
+// diagnostics. Field names follow Azure IoT Operations' Broker resource
+// (spec.advanced.clients) where the concept is the same; the rest is
+// Edgeport's. There is one Broker, named "default"; without it the limits
+// given to `edgeport serve` apply.
+type BrokerSpec struct {
+	Advanced    BrokerAdvanced    `json:"advanced"`
+	Persistence BrokerPersistence `json:"persistence"`
+	Diagnostics BrokerDiagnostics `json:"diagnostics"`
+}
+
+// BrokerAdvanced groups the client and topic limits.
+type BrokerAdvanced struct {
+	Clients ClientLimits `json:"clients"`
+	Topics  TopicLimits  `json:"topics"`
+}
+
+// ClientLimits bound what one client may do. A change applies to the next
+// operation it governs; what a connection was told in CONNACK stays in
+// force for that connection.
+type ClientLimits struct {
+	// MaxSessionExpirySeconds caps the session expiry a client asks for
+	// (4294967295: sessions may live forever).
+	MaxSessionExpirySeconds *int64 `json:"maxSessionExpirySeconds"`
+	// MaxMessageExpirySeconds caps message expiry intervals; 0: no cap.
+	MaxMessageExpirySeconds int64 `json:"maxMessageExpirySeconds"`
+	// MaxPacketSizeBytes is the largest packet accepted from a client.
+	MaxPacketSizeBytes *int `json:"maxPacketSizeBytes"`
+	// MaxReceiveMaximum is the Receive Maximum the broker advertises: how
+	// many QoS 1/2 publishes a client may have unacknowledged towards it.
+	MaxReceiveMaximum *int `json:"maxReceiveMaximum"`
+	// MaxKeepAliveSeconds caps the keep alive a client asks for.
+	MaxKeepAliveSeconds *int `json:"maxKeepAliveSeconds"`
+	// SubscriberQueueLimit bounds messages waiting per session.
+	SubscriberQueueLimit QueueLimit `json:"subscriberQueueLimit"`
+	// MaxInflight caps unacknowledged QoS 1/2 deliveries per session
+	// (Edgeport).
+	MaxInflight *int `json:"maxInflight"`
+	// MaxOutboundBytes bounds encoded bytes waiting for one client's
+	// socket; QoS 0 beyond it is dropped (Edgeport).
+	MaxOutboundBytes *int `json:"maxOutboundBytes"`
+	// TopicAliasMaximum is how many topic aliases a client may use towards
+	// the broker; 0 disables them (Edgeport).
+	TopicAliasMaximum *int `json:"topicAliasMaximum"`
+	// MaxSubscriptionsPerClient bounds subscriptions per session; 0:
+	// unlimited (Edgeport).
+	MaxSubscriptionsPerClient int `json:"maxSubscriptionsPerClient"`
+	// ConnectTimeoutSeconds is how long a new connection may take to send
+	// CONNECT (Edgeport).
+	ConnectTimeoutSeconds *int `json:"connectTimeoutSeconds"`
+}
+
+// Subscriber queue strategies, as in Azure IoT Operations.
+const (
+	QueueStrategyNone       = "None"       // a full queue refuses the arriving message
+	QueueStrategyDropOldest = "DropOldest" // a full queue evicts its oldest message
+)
+
+// QueueLimit bounds a session's queue.
+type QueueLimit struct {
+	Length   *int64 `json:"length"`
+	Strategy string `json:"strategy"`
+	// MaxBytes bounds the payload bytes queued per session; 0: unlimited
+	// (Edgeport).
+	MaxBytes int64 `json:"maxBytes"`
+}
+
+// TopicLimits bound topic names and filters; 0: unlimited.
+type TopicLimits struct {
+	MaxLength int `json:"maxLength"`
+	MaxLevels int `json:"maxLevels"`
+}
+
+// Sync policies of the store (persistence.syncPolicy).
+const (
+	SyncAlways = "always" // fsync every commit
+	SyncBatch  = "batch"  // group commit: fsync batched every few milliseconds
+	SyncNone   = "none"   // leave flushing to the operating system
+)
+
+// BrokerPersistence configures durable storage.
+type BrokerPersistence struct {
+	SyncPolicy string `json:"syncPolicy"`
+}
+
+// BrokerDiagnostics configures the broker's self-reporting.
+type BrokerDiagnostics struct {
+	// SysIntervalSeconds is how often $SYS topics are refreshed; 0
+	// disables them.
+	SysIntervalSeconds *int `json:"sysIntervalSeconds"`
+}
+
+// Broker defaults; they equal the broker package's.
+const (
+	DefaultMaxSessionExpirySeconds = 4294967295
+	DefaultMaxPacketSizeBytes      = 1 << 20
+	DefaultMaxReceiveMaximum       = 1024
+	DefaultMaxKeepAliveSeconds     = 65535
+	DefaultQueueLength             = 10000
+	DefaultMaxInflight             = 1024
+	DefaultMaxOutboundBytes        = 8 << 20
+	DefaultTopicAliasMaximum       = 1024
+	DefaultConnectTimeoutSeconds   = 10
+	DefaultSysIntervalSeconds      = 10
+	maxPacketSizeLimit             = 268435460 // 4-byte remaining length plus fixed header
+)
+
+func brokerKind() KindDef {
+	d := Define("Broker", "brokers", []string{"bk"}, defaultBroker, validateBroker)
+	d.Singleton = "default"
+	d.Columns = []Column{
+		{"MAX-PACKET", func(o *Object) string {
+			return itoa(o.Spec.(*BrokerSpec).Advanced.Clients.MaxPacketSizeBytes)
+		}},
+		{"RECEIVE-MAX", func(o *Object) string {
+			return itoa(o.Spec.(*BrokerSpec).Advanced.Clients.MaxReceiveMaximum)
+		}},
+		{"QUEUE", func(o *Object) string {
+			q := o.Spec.(*BrokerSpec).Advanced.Clients.SubscriberQueueLimit
+			return itoa(q.Length) + "/" + q.Strategy
+		}},
+	}
+	return d
+}
+
+func defaultBroker(s *BrokerSpec) {
+	c := &s.Advanced.Clients
+	setDefault(&c.MaxSessionExpirySeconds, DefaultMaxSessionExpirySeconds)
+	setDefault(&c.MaxPacketSizeBytes, DefaultMaxPacketSizeBytes)
+	setDefault(&c.MaxReceiveMaximum, DefaultMaxReceiveMaximum)
+	setDefault(&c.MaxKeepAliveSeconds, DefaultMaxKeepAliveSeconds)
+	setDefault(&c.SubscriberQueueLimit.Length, DefaultQueueLength)
+	if c.SubscriberQueueLimit.Strategy == "" {
+		c.SubscriberQueueLimit.Strategy = QueueStrategyNone
+	}
+	setDefault(&c.MaxInflight, DefaultMaxInflight)
+	setDefault(&c.MaxOutboundBytes, DefaultMaxOutboundBytes)
+	setDefault(&c.TopicAliasMaximum, DefaultTopicAliasMaximum)
+	setDefault(&c.ConnectTimeoutSeconds, DefaultConnectTimeoutSeconds)
+	if s.Persistence.SyncPolicy == "" {
+		s.Persistence.SyncPolicy = SyncBatch
+	}
+	setDefault(&s.Diagnostics.SysIntervalSeconds, DefaultSysIntervalSeconds)
+}
+
+func validateBroker(s *BrokerSpec, errs *Errors) {
+	const p = "spec.advanced.clients"
+	c := &s.Advanced.Clients
+	between(errs, field(p, "maxSessionExpirySeconds"), *c.MaxSessionExpirySeconds, 1, 4294967295)
+	between(errs, field(p, "maxMessageExpirySeconds"), c.MaxMessageExpirySeconds, 0, 4294967295)
+	between(errs, field(p, "maxPacketSizeBytes"), *c.MaxPacketSizeBytes, 16, maxPacketSizeLimit)
+	between(errs, field(p, "maxReceiveMaximum"), *c.MaxReceiveMaximum, 1, 65535)
+	between(errs, field(p, "maxKeepAliveSeconds"), *c.MaxKeepAliveSeconds, 1, 65535)
+	between(errs, field(p, "subscriberQueueLimit.length"), *c.SubscriberQueueLimit.Length, 1, 1<<30)
+	between(errs, field(p, "subscriberQueueLimit.maxBytes"), c.SubscriberQueueLimit.MaxBytes, 0, 1<<40)
+	oneOf(errs, field(p, "subscriberQueueLimit.strategy"), c.SubscriberQueueLimit.Strategy, QueueStrategyNone, QueueStrategyDropOldest)
+	between(errs, field(p, "maxInflight"), *c.MaxInflight, 1, 65535)
+	between(errs, field(p, "maxOutboundBytes"), *c.MaxOutboundBytes, 1024, 1<<30)
+	between(errs, field(p, "topicAliasMaximum"), *c.TopicAliasMaximum, 0, 65535)
+	between(errs, field(p, "maxSubscriptionsPerClient"), c.MaxSubscriptionsPerClient, 0, 1<<30)
+	between(errs, field(p, "connectTimeoutSeconds"), *c.ConnectTimeoutSeconds, 1, 3600)
+	between(errs, "spec.advanced.topics.maxLength", s.Advanced.Topics.MaxLength, 0, 65535)
+	between(errs, "spec.advanced.topics.maxLevels", s.Advanced.Topics.MaxLevels, 0, 65535)
+	oneOf(errs, "spec.persistence.syncPolicy", s.Persistence.SyncPolicy, SyncAlways, SyncBatch, SyncNone)
+	between(errs, "spec.diagnostics.sysIntervalSeconds", *s.Diagnostics.SysIntervalSeconds, 0, 86400)
+}
+
+func itoa[T int | int64](v *T) string {
+	if v == nil {
+		return ""
+	}
+	return strconv.FormatInt(int64(*v), 10)
+}
+
+// setDefault fills an unset field. Fields with a non-zero default are
+// pointers so that an explicit 0 is validated rather than replaced.
+func setDefault[T any](v **T, d T) {
+	if *v == nil {
+		*v = &d
+	}
+}
+
+func between[T int | int64](errs *Errors, path string, v, lo, hi T) {
+	if v < lo || v > hi {
+		errs.Add(path, "must be between %d and %d", lo, hi)
+	}
+}
+
+func oneOf(errs *Errors, path, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	errs.Add(path, "must be one of %s (got %q)", joinOr(allowed), v)
+}
+
+func joinOr(s []string) string {
+	out := ""
+	for i, v := range s {
+		switch {
+		case i == 0:
+		case i == len(s)-1:
+			out += " or "
+		default:
+			out += ", "
+		}
+		out += v
+	}
+	return out
+}

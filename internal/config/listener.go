@@ -1,0 +1,263 @@
+package config
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// BrokerListenerSpec is the BrokerListener kind: MQTT ports the broker
+// accepts clients on, each with its protocol, address, TLS and references
+// to authentication and authorization. It follows Azure IoT Operations'
+// BrokerListener where that makes sense on one machine; address, path and
+// maxConnections are Edgeport's.
+type BrokerListenerSpec struct {
+	// BrokerRef names the Broker; there is one, "default" (accepted for
+	// compatibility with Azure IoT Operations manifests).
+	BrokerRef string `json:"brokerRef,omitempty"`
+	// ServiceName is informational on a single machine (in Kubernetes it
+	// names the Service).
+	ServiceName string         `json:"serviceName,omitempty"`
+	Ports       []ListenerPort `json:"ports"`
+}
+
+// Listener protocols.
+const (
+	ProtocolMqtt       = "Mqtt"
+	ProtocolWebSockets = "WebSockets"
+)
+
+// ListenerPort is one port of a BrokerListener.
+type ListenerPort struct {
+	// Port is the TCP port; 0 picks a free one (see status.ports).
+	Port *int `json:"port"`
+	// Protocol is Mqtt (MQTT over TCP or TLS) or WebSockets.
+	Protocol string `json:"protocol"`
+	// Address is the local address to bind; 0.0.0.0 or :: for every
+	// interface.
+	Address string `json:"address"`
+	// Path is the HTTP path of a WebSockets port.
+	Path              string       `json:"path,omitempty"`
+	AuthenticationRef string       `json:"authenticationRef,omitempty"`
+	AuthorizationRef  string       `json:"authorizationRef,omitempty"`
+	TLS               *ListenerTLS `json:"tls,omitempty"`
+	// MaxConnections bounds open connections on the port; 0: unlimited.
+	MaxConnections int `json:"maxConnections,omitempty"`
+}
+
+// TLS modes.
+const (
+	TLSAutomatic = "Automatic" // certificate generated and renewed by Edgeport
+	TLSManual    = "Manual"    // certificate from a secret
+)
+
+// ListenerTLS turns a port into TLS (or WebSockets into WSS).
+type ListenerTLS struct {
+	Mode                       string           `json:"mode"`
+	CertManagerCertificateSpec *CertificateSpec `json:"certManagerCertificateSpec,omitempty"`
+	Manual                     *ManualTLS       `json:"manual,omitempty"`
+}
+
+// ManualTLS takes the certificate from a secret. On a single machine a
+// secret is the directory <data-dir>/secrets/<name> holding tls.crt and
+// tls.key (the file names of a Kubernetes TLS secret).
+type ManualTLS struct {
+	SecretRef string `json:"secretRef"`
+}
+
+// CertificateSpec describes a generated certificate (mode Automatic).
+type CertificateSpec struct {
+	Duration    string          `json:"duration,omitempty"`
+	RenewBefore string          `json:"renewBefore,omitempty"`
+	SecretName  string          `json:"secretName,omitempty"`
+	San         *SubjectAltName `json:"san,omitempty"`
+	PrivateKey  *PrivateKeySpec `json:"privateKey,omitempty"`
+}
+
+// SubjectAltName lists the names a generated certificate is valid for.
+type SubjectAltName struct {
+	DNS []string `json:"dns,omitempty"`
+	IP  []string `json:"ip,omitempty"`
+}
+
+// PrivateKeySpec chooses a generated key.
+type PrivateKeySpec struct {
+	Algorithm      string `json:"algorithm,omitempty"`
+	RotationPolicy string `json:"rotationPolicy,omitempty"`
+}
+
+// DefaultListenerAddress keeps a port private to the machine unless the
+// user says otherwise.
+const DefaultListenerAddress = "127.0.0.1"
+
+// DefaultWebSocketPath is the path of a WebSockets port.
+const DefaultWebSocketPath = "/mqtt"
+
+func brokerListenerKind() KindDef {
+	d := Define("BrokerListener", "brokerlisteners", []string{"listener", "listeners", "bl"}, defaultListener, validateListener)
+	d.SpecRequired = true
+	d.Columns = []Column{
+		{"PORTS", func(o *Object) string {
+			var out []string
+			for _, p := range o.Spec.(*BrokerListenerSpec).Ports {
+				s := itoa(p.Port) + "/" + p.Protocol
+				if p.TLS != nil {
+					s += "+TLS"
+				}
+				out = append(out, s)
+			}
+			return strings.Join(out, ",")
+		}},
+		{"ADDRESSES", func(o *Object) string {
+			if o.Status == nil {
+				return ""
+			}
+			var out []string
+			for _, p := range o.Status.Ports {
+				if p.Address != "" {
+					out = append(out, p.Address)
+				}
+			}
+			return strings.Join(out, ",")
+		}},
+	}
+	return d
+}
+
+func defaultListener(s *BrokerListenerSpec) {
+	for i := range s.Ports {
+		p := &s.Ports[i]
+		if p.Protocol == "" {
+			p.Protocol = ProtocolMqtt
+		}
+		if p.Address == "" {
+			p.Address = DefaultListenerAddress
+		}
+		if p.Protocol == ProtocolWebSockets && p.Path == "" {
+			p.Path = DefaultWebSocketPath
+		}
+	}
+}
+
+func validateListener(s *BrokerListenerSpec, errs *Errors) {
+	if s.BrokerRef != "" && s.BrokerRef != "default" {
+		errs.Add("spec.brokerRef", `must be "default" (the only Broker)`)
+	}
+	if len(s.Ports) == 0 {
+		errs.Add("spec.ports", "at least one port is required")
+	}
+	seen := map[int]int{}
+	for i := range s.Ports {
+		p := &s.Ports[i]
+		path := index("spec.ports", i)
+		switch {
+		case p.Port == nil:
+			errs.Add(field(path, "port"), "required")
+		case *p.Port < 0 || *p.Port > 65535:
+			errs.Add(field(path, "port"), "must be between 0 and 65535 (0 picks a free port)")
+		default:
+			if j, dup := seen[*p.Port]; dup {
+				errs.Add(field(path, "port"), "duplicate of spec.ports[%d].port (one entry per port number)", j)
+			} else {
+				seen[*p.Port] = i
+			}
+		}
+		oneOf(errs, field(path, "protocol"), p.Protocol, ProtocolMqtt, ProtocolWebSockets)
+		if p.Address != "localhost" && net.ParseIP(p.Address) == nil {
+			errs.Add(field(path, "address"), "must be an IP address or localhost (got %q)", p.Address)
+		}
+		if p.Protocol == ProtocolMqtt && p.Path != "" {
+			errs.Add(field(path, "path"), "only allowed with protocol WebSockets")
+		}
+		if p.Protocol == ProtocolWebSockets && !strings.HasPrefix(p.Path, "/") {
+			errs.Add(field(path, "path"), "must start with /")
+		}
+		if p.AuthenticationRef != "" {
+			validateName(p.AuthenticationRef, field(path, "authenticationRef"), errs)
+		}
+		if p.AuthorizationRef != "" {
+			validateName(p.AuthorizationRef, field(path, "authorizationRef"), errs)
+			if p.AuthenticationRef == "" {
+				errs.Add(field(path, "authorizationRef"), "requires authenticationRef: authorization applies to authenticated clients")
+			}
+		}
+		if p.MaxConnections < 0 {
+			errs.Add(field(path, "maxConnections"), "must not be negative (0: unlimited)")
+		}
+		if p.TLS != nil {
+			validateTLS(p.TLS, field(path, "tls"), errs)
+		}
+	}
+}
+
+func validateTLS(t *ListenerTLS, path string, errs *Errors) {
+	switch t.Mode {
+	case TLSManual:
+		if t.Manual == nil || t.Manual.SecretRef == "" {
+			errs.Add(field(path, "manual.secretRef"), "required with mode Manual")
+		} else {
+			validateName(t.Manual.SecretRef, field(path, "manual.secretRef"), errs)
+		}
+		if t.CertManagerCertificateSpec != nil {
+			errs.Add(field(path, "certManagerCertificateSpec"), "only allowed with mode Automatic")
+		}
+	case TLSAutomatic:
+		if t.Manual != nil {
+			errs.Add(field(path, "manual"), "only allowed with mode Manual")
+		}
+		if c := t.CertManagerCertificateSpec; c != nil {
+			validateCertSpec(c, field(path, "certManagerCertificateSpec"), errs)
+		}
+	case "":
+		errs.Add(field(path, "mode"), "required (Automatic or Manual)")
+	default:
+		errs.Add(field(path, "mode"), "must be one of Automatic or Manual (got %q)", t.Mode)
+	}
+}
+
+func validateCertSpec(c *CertificateSpec, path string, errs *Errors) {
+	dur := func(name, v string) time.Duration {
+		if v == "" {
+			return 0
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs.Add(field(path, name), "must be a positive duration such as 720h (got %q)", v)
+			return 0
+		}
+		return d
+	}
+	d, r := dur("duration", c.Duration), dur("renewBefore", c.RenewBefore)
+	if d > 0 && r > 0 && r >= d {
+		errs.Add(field(path, "renewBefore"), "must be shorter than duration")
+	}
+	if c.SecretName != "" {
+		validateName(c.SecretName, field(path, "secretName"), errs)
+	}
+	if c.San != nil {
+		for i, ip := range c.San.IP {
+			if net.ParseIP(ip) == nil {
+				errs.Add(index(field(path, "san.ip"), i), "must be an IP address (got %q)", ip)
+			}
+		}
+		for i, n := range c.San.DNS {
+			if n == "" || len(n) > 253 || strings.ContainsAny(n, " /:") {
+				errs.Add(index(field(path, "san.dns"), i), "must be a DNS name (got %q)", n)
+			}
+		}
+	}
+	if k := c.PrivateKey; k != nil {
+		if k.Algorithm != "" {
+			oneOf(errs, field(path, "privateKey.algorithm"), k.Algorithm,
+				"Ec256", "Ec384", "Ec521", "Ed25519", "Rsa2048", "Rsa4096", "Rsa8192")
+		}
+		if k.RotationPolicy != "" {
+			oneOf(errs, field(path, "privateKey.rotationPolicy"), k.RotationPolicy, "Always", "Never")
+		}
+	}
+}
+
+// PortName is the listener name of a BrokerListener port, as it appears in
+// metrics and logs: "<resource>:<port>".
+func PortName(resource string, port int) string { return resource + ":" + strconv.Itoa(port) }

@@ -1,0 +1,682 @@
+package statestore
+
+import (
+	"bytes"
+	"container/heap"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/store"
+)
+
+// The executor owns every piece of state and runs on one goroutine, so
+// requests need no locks and are linearised in arrival order. It takes
+// requests in batches: executes a batch against memory, writes its changes
+// to the store as one Txn and waits until that Txn is durable before any
+// answer of the batch leaves. While it waits more requests queue up, so the
+// batches grow with the load and a single fsync covers many requests. No
+// answer reveals a change that is not durable, and a batch whose Txn fails
+// is rolled back and retried one request at a time, so that only the
+// requests that cannot be stored fail.
+type executor struct {
+	s    *Server
+	opts *Options
+
+	keys  map[string]*entry
+	count int64 // len(keys)
+	bytes int64 // sum of len(key)+len(value)
+	exp   expiryHeap
+	clock clock
+
+	watchers map[string]*watcher              // by client ID
+	watched  map[string]map[*watcher]struct{} // by key
+
+	cache cmdCache
+
+	// Per batch.
+	batch []*request
+	undo  []undoRecord
+	delta delta
+	now   time.Time
+
+	// Scratch, reused across requests.
+	args   [][]byte
+	out    []byte // RESP payload being built
+	props  []packet.UserProperty
+	rec    []byte // encoded record
+	ckey   []byte // cache key
+	hexBuf []byte
+	nodes  map[string]string
+}
+
+// maxBatch bounds the requests executed under one Txn, which bounds the
+// latency a request can add to the others in its batch.
+const maxBatch = 256
+
+type watcher struct {
+	clientID string
+	prefix   string // notification topic up to the key: .../{HEX(clientID)}/command/notify/
+	keys     map[string]struct{}
+}
+
+// delta collects the metrics of a batch, applied once it is durable.
+type delta struct {
+	insertions, modifications, deletions, expired int
+	retrievals, keyNotify, notifications          int
+	requests                                      [numCommands]int
+	errors                                        [numErrKinds]int
+}
+
+type undoKind byte
+
+const (
+	undoKey   undoKind = iota // keys[key] was prev (nil: absent)
+	undoWatch                 // the watch of (client, key) was present or not
+	undoCache                 // a cache entry was added under key
+)
+
+type undoRecord struct {
+	kind    undoKind
+	key     string
+	prev    *entry
+	client  string
+	present bool
+}
+
+func newExecutor(s *Server) (*executor, error) {
+	e := &executor{
+		s:        s,
+		opts:     &s.opts,
+		keys:     make(map[string]*entry),
+		watchers: make(map[string]*watcher),
+		watched:  make(map[string]map[*watcher]struct{}),
+		nodes:    make(map[string]string),
+	}
+	e.clock.last.Node = s.opts.NodeID
+	e.cache.init(s.opts.CacheEntries)
+	if err := e.restore(); err != nil {
+		return nil, err
+	}
+	e.s.metrics.keys.Set(float64(e.count))
+	e.s.metrics.bytes.Set(float64(e.bytes))
+	return e, nil
+}
+
+// restore loads the keys from the store and deletes those that expired
+// while the broker was down.
+func (e *executor) restore() error {
+	st := e.s.st
+	if st == nil {
+		return nil
+	}
+	nowMs := time.Now().UnixMilli()
+	var expired [][]byte
+	var derr error
+	err := st.ScanKV(Bucket, nil, func(k, v []byte) bool {
+		en, err := decodeRecord(v, e.intern)
+		if err != nil {
+			derr = fmt.Errorf("%w: state store key %q: %w", store.ErrCorrupt, k, err)
+			return false
+		}
+		e.clock.observe(en.version)
+		if en.expiry != 0 && en.expiry <= nowMs {
+			expired = append(expired, bytes.Clone(k))
+			return true
+		}
+		key := string(k)
+		e.keys[key] = en
+		e.count++
+		e.bytes += int64(len(key) + len(en.value))
+		if en.expiry != 0 {
+			heap.Push(&e.exp, expiryItem{at: en.expiry, key: key, e: en})
+		}
+		return true
+	})
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return fmt.Errorf("statestore: restoring keys: %w", err)
+	}
+	if len(expired) > 0 {
+		tx := st.NewTxn()
+		for _, k := range expired {
+			tx.DeleteKV(Bucket, k)
+		}
+		if err := st.CommitSync(tx); err != nil {
+			return fmt.Errorf("statestore: deleting keys that expired while stopped: %w", err)
+		}
+		e.s.metrics.expired.Add(float64(len(expired)))
+	}
+	return nil
+}
+
+func (e *executor) intern(b []byte) string {
+	if string(b) == e.opts.NodeID {
+		return e.opts.NodeID
+	}
+	if s, ok := e.nodes[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(e.nodes) < 1024 {
+		e.nodes[s] = s
+	}
+	return s
+}
+
+func (e *executor) run() {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		e.armTimer(timer)
+		select {
+		case r := <-e.s.reqs:
+			e.batch = append(e.batch, r)
+		case f := <-e.s.control:
+			f()
+			continue
+		case <-timer.C:
+		case <-e.s.stopping:
+			return
+		}
+	drain:
+		for len(e.batch) < maxBatch {
+			select {
+			case r := <-e.s.reqs:
+				e.batch = append(e.batch, r)
+			default:
+				break drain
+			}
+		}
+		e.process()
+	}
+}
+
+// armTimer wakes the executor when the next key expires, so that expiry
+// notifications go out on time even when no request comes.
+func (e *executor) armTimer(t *time.Timer) {
+	if len(e.exp) == 0 {
+		t.Stop()
+		return
+	}
+	t.Reset(max(time.Until(time.UnixMilli(e.exp[0].at)), time.Millisecond))
+}
+
+// process executes the queued batch (and due expiries) and hands the
+// answers to the connection once they are durable.
+func (e *executor) process() {
+	e.now = time.Now()
+	l := e.s.cur.get()
+	c := e.s.getChunk()
+	tx := e.newTxn()
+	e.begin()
+	e.sweep(tx, c, l)
+	for _, r := range e.batch {
+		if r.link == l {
+			e.handle(r, tx, c, l)
+		}
+	}
+	if err := e.commit(tx); err != nil {
+		e.rollback()
+		c.reset()
+		e.isolate(c, l, err)
+	} else {
+		e.finish()
+	}
+	e.cache.sweep(e.now)
+	if l != nil && len(c.buf) > 0 {
+		l.enqueue(c)
+	} else {
+		e.s.putChunk(c)
+	}
+	for i, r := range e.batch {
+		e.s.putRequest(r)
+		e.batch[i] = nil
+	}
+	e.batch = e.batch[:0]
+}
+
+// isolate re-executes a failed batch one request per Txn, so that a
+// request the store refuses (its disk quota) does not fail the others.
+func (e *executor) isolate(c *chunk, l *link, cause error) {
+	e.s.log.Warn("statestore: a batch could not be stored; retrying its requests one by one", "err", cause)
+	tx := e.newTxn()
+	e.begin()
+	e.sweep(tx, c, l)
+	if err := e.commit(tx); err != nil {
+		e.rollback()
+	} else {
+		e.finish()
+	}
+	for _, r := range e.batch {
+		if r.link != l {
+			continue
+		}
+		mark, pubs := len(c.buf), len(c.pubs)
+		tx := e.newTxn()
+		e.begin()
+		e.handle(r, tx, c, l)
+		err := e.commit(tx)
+		if err == nil {
+			e.finish()
+			continue
+		}
+		e.rollback()
+		c.buf, c.pubs = c.buf[:mark], c.pubs[:pubs]
+		e.delta = delta{}
+		if errors.Is(err, store.ErrQuotaExceeded) {
+			e.delta.errors[errKindQuota]++
+			e.respondPayload(r, c, l, appendError(e.out[:0], errQuotaExceeded), nil, false)
+		} else {
+			e.s.log.Error("statestore: storing a change failed", "err", err)
+			e.delta.errors[errKindStorage]++
+			e.respondStatus(r, c, l, 500, "the state store could not store the change", false)
+		}
+		e.finish()
+	}
+}
+
+func (e *executor) newTxn() *store.Txn {
+	if e.s.st == nil {
+		return nil
+	}
+	return e.s.st.NewTxn()
+}
+
+func (e *executor) commit(tx *store.Txn) error {
+	if tx == nil {
+		return nil
+	}
+	if tx.Len() == 0 && tx.Err() == nil {
+		// Nothing to write; everything read was made durable by an
+		// earlier batch, which this one waited for.
+		tx.Discard()
+		return nil
+	}
+	return e.s.st.CommitSync(tx)
+}
+
+func (e *executor) begin() {
+	e.undo = e.undo[:0]
+	e.delta = delta{}
+}
+
+// finish publishes the batch's metrics once it is durable.
+func (e *executor) finish() {
+	m, d := e.s.metrics, &e.delta
+	add := func(c interface{ Add(float64) }, n int) {
+		if n > 0 {
+			c.Add(float64(n))
+		}
+	}
+	add(m.insertions, d.insertions)
+	add(m.modifications, d.modifications)
+	add(m.deleted, d.deletions)
+	add(m.expired, d.expired)
+	add(m.retrievals, d.retrievals)
+	add(m.keyNotify, d.keyNotify)
+	add(m.notifications, d.notifications)
+	for i, n := range d.requests {
+		add(m.requestsBy[i], n)
+	}
+	for i, n := range d.errors {
+		add(m.errorsBy[i], n)
+	}
+	m.keys.Set(float64(e.count))
+	m.bytes.Set(float64(e.bytes))
+	e.undo = e.undo[:0]
+}
+
+// rollback undoes the batch's changes to memory, newest first.
+func (e *executor) rollback() {
+	for i := len(e.undo) - 1; i >= 0; i-- {
+		u := &e.undo[i]
+		switch u.kind {
+		case undoKey:
+			if cur := e.keys[u.key]; cur != nil {
+				e.count--
+				e.bytes -= int64(len(u.key) + len(cur.value))
+				delete(e.keys, u.key)
+			}
+			if u.prev != nil {
+				e.keys[u.key] = u.prev
+				e.count++
+				e.bytes += int64(len(u.key) + len(u.prev.value))
+				if u.prev.expiry != 0 {
+					// The sweep may have popped it.
+					heap.Push(&e.exp, expiryItem{at: u.prev.expiry, key: u.key, e: u.prev})
+				}
+			}
+		case undoWatch:
+			if u.present {
+				e.addWatch(u.client, u.key)
+			} else {
+				e.removeWatch(u.client, u.key)
+			}
+		case undoCache:
+			e.cache.remove(u.key)
+		}
+	}
+	e.undo = e.undo[:0]
+}
+
+// setKey installs en under key (prev is the current entry or nil) in memory
+// and in tx.
+func (e *executor) setKey(tx *store.Txn, key string, en, prev *entry) {
+	e.undo = append(e.undo, undoRecord{kind: undoKey, key: key, prev: prev})
+	if prev != nil {
+		e.bytes -= int64(len(key) + len(prev.value))
+	} else {
+		e.count++
+	}
+	e.bytes += int64(len(key) + len(en.value))
+	e.keys[key] = en
+	if en.expiry != 0 {
+		heap.Push(&e.exp, expiryItem{at: en.expiry, key: key, e: en})
+	}
+	if tx != nil {
+		e.rec = appendRecord(e.rec[:0], en)
+		tx.PutKV(Bucket, []byte(key), e.rec)
+	}
+}
+
+func (e *executor) deleteKey(tx *store.Txn, key string, prev *entry) {
+	e.undo = append(e.undo, undoRecord{kind: undoKey, key: key, prev: prev})
+	e.count--
+	e.bytes -= int64(len(key) + len(prev.value))
+	delete(e.keys, key)
+	if tx != nil {
+		tx.DeleteKV(Bucket, []byte(key))
+	}
+}
+
+// sweep deletes the keys whose expiry has passed and notifies their watchers.
+func (e *executor) sweep(tx *store.Txn, c *chunk, l *link) {
+	nowMs := e.now.UnixMilli()
+	for len(e.exp) > 0 && e.exp[0].at <= nowMs {
+		it := heap.Pop(&e.exp).(expiryItem)
+		if cur := e.keys[it.key]; cur == nil || cur != it.e {
+			continue // overwritten or deleted since
+		}
+		e.deleteKey(tx, it.key, it.e)
+		e.delta.expired++
+		e.notify(c, l, it.key, nil, e.clock.tick(e.now, nil))
+	}
+}
+
+// handle answers one request into c.
+func (e *executor) handle(r *request, tx *store.Txn, c *chunk, l *link) {
+	defer e.puback(r, c)
+	if !r.hasRespTopic || !validResponseTopic(r.respTopic) {
+		// Nowhere to answer, or an answer there would be a forged request
+		// or notification, or a publish to a topic reserved for Edgeport
+		// (the state store may publish to $ topics). Azure IoT Operations
+		// disconnects such a client; the state store cannot, so it
+		// acknowledges and drops the request.
+		e.delta.errors[errKindProtocol]++
+		e.s.log.Debug("statestore: request without a usable response topic dropped",
+			"response_topic", r.respTopic, "invoker", r.invoker)
+		return
+	}
+	if len(r.corr) > 0 {
+		if hit := e.cache.get(e.cacheKey(r), e.now); hit != nil {
+			e.encodeResponse(r, c, l, hit.payload, hit.props)
+			return
+		}
+	}
+	if r.hasProtVer && !supportedVersion(r.protVer) {
+		e.delta.errors[errKindProtocol]++
+		e.respondStatus(r, c, l, 505, "unsupported protocol version", true,
+			packet.UserProperty{Key: propSupportedMajor, Value: supportedMajorVersions},
+			packet.UserProperty{Key: propRequestVersion, Value: r.protVer})
+		return
+	}
+	if len(r.corr) == 0 {
+		e.delta.errors[errKindProtocol]++
+		e.respondStatus(r, c, l, 400, "correlation data missing", false,
+			packet.UserProperty{Key: propInvalidName, Value: "Correlation Data"})
+		return
+	}
+	if r.qos != 1 {
+		e.delta.errors[errKindProtocol]++
+		e.respondStatus(r, c, l, 400, "state store requests must be published with QoS 1", true)
+		return
+	}
+	e.execute(r, tx, c, l)
+}
+
+// supportedVersion accepts protocol 1.x; an empty version means 1.0.
+func supportedVersion(v string) bool {
+	if v == "" {
+		return true
+	}
+	major, minor, ok := strings.Cut(v, ".")
+	if !ok || !digitsOnly(minor) || minor == "" {
+		return false
+	}
+	n, err := strconv.Atoi(major)
+	return err == nil && digitsOnly(major) && n == 1
+}
+
+// validResponseTopic refuses topics the state store must not publish to.
+func validResponseTopic(t string) bool {
+	return t != "" && t != InvokeTopic && !strings.HasPrefix(t, notifyTopicPrefix) &&
+		t[0] != '$' && !strings.ContainsAny(t, "+#") && packet.ValidUTF8String(t)
+}
+
+func (e *executor) puback(r *request, c *chunk) {
+	if r.qos == 1 {
+		c.buf = append(c.buf, byte(packet.PUBACK)<<4, 2, byte(r.packetID>>8), byte(r.packetID))
+	}
+}
+
+func (e *executor) cacheKey(r *request) []byte {
+	e.ckey = e.ckey[:0]
+	if r.invoker != "" {
+		e.ckey = append(e.ckey, 'i')
+		e.ckey = append(e.ckey, r.invoker...)
+	} else {
+		e.ckey = append(e.ckey, 't')
+		e.ckey = append(e.ckey, r.respTopic...)
+	}
+	e.ckey = append(e.ckey, 0)
+	return append(e.ckey, r.corr...)
+}
+
+// respondStatus answers with an RPC-level error: no payload, __stat and
+// __stMsg and any extra properties.
+func (e *executor) respondStatus(r *request, c *chunk, l *link, status int, msg string, cache bool, extra ...packet.UserProperty) {
+	props := append(e.props[:0],
+		packet.UserProperty{Key: propStatus, Value: strconv.Itoa(status)},
+		packet.UserProperty{Key: propProtocolVersion, Value: protocolVersion},
+		packet.UserProperty{Key: propStatusMessage, Value: msg})
+	props = append(props, extra...)
+	e.props = props
+	e.finishResponse(r, c, l, nil, props, cache)
+}
+
+// respondPayload answers with status 200 and a RESP payload, with the
+// version in __ts when there is one.
+func (e *executor) respondPayload(r *request, c *chunk, l *link, payload []byte, version *HLC, cache bool) {
+	props := append(e.props[:0],
+		packet.UserProperty{Key: propStatus, Value: "200"},
+		packet.UserProperty{Key: propProtocolVersion, Value: protocolVersion})
+	if version != nil {
+		props = append(props, packet.UserProperty{Key: propTimestamp, Value: version.String()})
+	}
+	e.props = props
+	e.finishResponse(r, c, l, payload, props, cache)
+}
+
+func (e *executor) finishResponse(r *request, c *chunk, l *link, payload []byte, props []packet.UserProperty, cache bool) {
+	if cache && len(r.corr) > 0 {
+		key := e.cacheKey(r)
+		ttl := e.opts.CacheTTL
+		if r.hasExpiry && r.expiry > 0 {
+			ttl = time.Duration(r.expiry) * time.Second
+		}
+		if k, ok := e.cache.put(key, bytes.Clone(payload), slices.Clone(props), e.now.Add(ttl)); ok {
+			e.undo = append(e.undo, undoRecord{kind: undoCache, key: k})
+		}
+	}
+	e.encodeResponse(r, c, l, payload, props)
+}
+
+// encodeResponse appends the response PUBLISH: QoS 1 to the request's
+// response topic with its correlation data and (as the SDKs' executors do)
+// its message expiry.
+func (e *executor) encodeResponse(r *request, c *chunk, l *link, payload []byte, props []packet.UserProperty) {
+	p := packet.Publish{QoS: 1, PacketID: 1, Topic: r.respTopic, Payload: payload}
+	p.Properties.CorrelationData = r.corr
+	if len(r.corr) > 0 {
+		p.Properties.Set(packet.PropCorrelationData)
+	}
+	if r.hasExpiry {
+		p.Properties.MessageExpiry = r.expiry
+		p.Properties.Set(packet.PropMessageExpiry)
+	}
+	p.Properties.User = props
+	if l.maxPacket > 0 && p.Size(packet.V5) > l.maxPacket {
+		// The broker would refuse it and drop the connection.
+		p.Payload = nil
+		p.Properties.User = []packet.UserProperty{
+			{Key: propStatus, Value: "500"},
+			{Key: propProtocolVersion, Value: protocolVersion},
+			{Key: propStatusMessage, Value: "the response exceeds the broker's maximum packet size"},
+		}
+	}
+	appendPublish(c, &p)
+}
+
+func appendPublish(c *chunk, p *packet.Publish) {
+	start := len(c.buf)
+	c.buf = p.Append(c.buf, packet.V5)
+	_, n, _ := packet.DecodeFixedHeader(c.buf[start:])
+	c.pubs = append(c.pubs, pubMark{start: start, id: start + n + 2 + len(p.Topic)})
+}
+
+// notify publishes a change of key to its watchers: the new value, or a
+// deletion when value is nil.
+func (e *executor) notify(c *chunk, l *link, key string, value []byte, version HLC) {
+	ws := e.watched[key]
+	if len(ws) == 0 || l == nil {
+		return
+	}
+	if value != nil {
+		e.out = appendNotifySet(e.out[:0], value)
+	} else {
+		e.out = append(e.out[:0], notifyDelete...)
+	}
+	e.hexBuf = appendUpperHex(e.hexBuf[:0], []byte(key))
+	props := []packet.UserProperty{
+		{Key: propTimestamp, Value: version.String()},
+		{Key: propProtocolVersion, Value: protocolVersion},
+		{Key: propSourceID, Value: e.s.clientID},
+	}
+	for w := range ws {
+		p := packet.Publish{QoS: 1, PacketID: 1, Topic: w.prefix + string(e.hexBuf), Payload: e.out}
+		p.Properties.User = props
+		if l.maxPacket > 0 && p.Size(packet.V5) > l.maxPacket {
+			e.s.log.Warn("statestore: notification exceeds the broker's maximum packet size; not sent",
+				"client", w.clientID, "bytes", p.Size(packet.V5))
+			continue
+		}
+		appendPublish(c, &p)
+		e.delta.notifications++
+	}
+}
+
+const hexDigits = "0123456789ABCDEF"
+
+// appendUpperHex is RFC 4648 base16, the encoding of client IDs and keys in
+// notification topics.
+func appendUpperHex(dst, b []byte) []byte {
+	for _, x := range b {
+		dst = append(dst, hexDigits[x>>4], hexDigits[x&0x0F])
+	}
+	return dst
+}
+
+func (e *executor) addWatch(clientID, key string) {
+	w := e.watchers[clientID]
+	if w == nil {
+		w = &watcher{
+			clientID: clientID,
+			prefix:   notifyTopicPrefix + string(appendUpperHex(nil, []byte(clientID))) + "/command/notify/",
+			keys:     make(map[string]struct{}),
+		}
+		e.watchers[clientID] = w
+	}
+	w.keys[key] = struct{}{}
+	ws := e.watched[key]
+	if ws == nil {
+		ws = make(map[*watcher]struct{})
+		e.watched[key] = ws
+	}
+	ws[w] = struct{}{}
+}
+
+func (e *executor) removeWatch(clientID, key string) {
+	w := e.watchers[clientID]
+	if w == nil {
+		return
+	}
+	delete(w.keys, key)
+	if len(w.keys) == 0 {
+		delete(e.watchers, clientID)
+	}
+	if ws := e.watched[key]; ws != nil {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(e.watched, key)
+		}
+	}
+}
+
+func (e *executor) watching(clientID, key string) bool {
+	w := e.watchers[clientID]
+	if w == nil {
+		return false
+	}
+	_, ok := w.keys[key]
+	return ok
+}
+
+func (e *executor) forgetClient(clientID string) {
+	w := e.watchers[clientID]
+	if w == nil {
+		return
+	}
+	for key := range w.keys {
+		e.removeWatch(clientID, key)
+	}
+}
+
+// expiryHeap orders keys by expiry. Items go stale when their key is
+// overwritten or deleted; the sweep skips those.
+type expiryItem struct {
+	at  int64
+	key string
+	e   *entry
+}
+
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = expiryItem{}
+	*h = old[:len(old)-1]
+	return it
+}

@@ -1,0 +1,390 @@
+package statestore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/store"
+)
+
+// Authorizer decides whether a client may read (GET, KEYNOTIFY, key
+// listing) or write (SET, DEL, VDEL) a key. It is called on the executor
+// goroutine for every request, so it must be quick.
+//
+// The state store knows the requester by the invoker client ID the SDKs put
+// in the __invId or __srcId user property; username and attrs are empty
+// until the broker can vouch for the publisher (see docs/statestore.md).
+type Authorizer interface {
+	Authorize(clientID, username string, attrs map[string]string, key []byte, write bool) bool
+}
+
+// Options configure a Server. The zero value serves an unlimited store.
+type Options struct {
+	// MaxKeys caps the number of keys; 0 = unlimited. A SET that would
+	// create a key beyond it gets "the quota has been exceeded".
+	MaxKeys int64
+	// MaxBytes caps the bytes of all keys and values together; 0 = unlimited.
+	MaxBytes int64
+	// Authorizer controls access per key; nil allows everything.
+	Authorizer Authorizer
+	// Registerer receives the state store's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// Logger receives the state store's messages; nil discards them.
+	Logger *slog.Logger
+	// NodeID is the node part of the versions the state store issues;
+	// default "edgeport".
+	NodeID string
+	// MaxClockSkew is how far in the future a request's __ts or __ft may be;
+	// default one minute, as the protocol documents.
+	MaxClockSkew time.Duration
+	// CacheTTL is how long a response stays in the command cache when the
+	// request carries no Message Expiry Interval; default 10s (the SDKs'
+	// default request timeout). Requests with one are cached for that long.
+	CacheTTL time.Duration
+	// CacheEntries bounds the command cache; default 10000.
+	CacheEntries int
+}
+
+// Defaults applied to zero Options fields.
+const (
+	DefaultNodeID       = "edgeport"
+	DefaultMaxClockSkew = time.Minute
+	DefaultCacheTTL     = 10 * time.Second
+	DefaultCacheEntries = 10000
+)
+
+// Validate reports options that are out of range, naming the field.
+func (o Options) Validate() error {
+	var errs []error
+	if o.MaxKeys < 0 {
+		errs = append(errs, errors.New("stateStoreMaxKeys: must not be negative"))
+	}
+	if o.MaxBytes < 0 {
+		errs = append(errs, errors.New("stateStoreMaxBytes: must not be negative"))
+	}
+	if o.MaxClockSkew < 0 || o.CacheTTL < 0 || o.CacheEntries < 0 {
+		errs = append(errs, errors.New("statestore: negative clock skew, cache TTL or cache size"))
+	}
+	for i := 0; i < len(o.NodeID); i++ {
+		if o.NodeID[i] == ':' {
+			errs = append(errs, fmt.Errorf("statestore: node ID %q contains ':'", o.NodeID))
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Server is the state store: an MQTT client of the broker that executes
+// requests against an in-memory copy of the keys, persisted in a store.Store.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+
+	// Set by Start.
+	st       *store.Store // nil: in memory only
+	serve    func(net.Conn)
+	clientID string
+
+	reqs     chan *request
+	control  chan func()
+	stopping chan struct{}
+	exDone   chan struct{} // closed when the executor has finished its last batch
+	stopOnce sync.Once
+	started  bool
+	wg       sync.WaitGroup // run loop and executor
+	serveWG  sync.WaitGroup // the broker's ServeConn calls of our pipes
+
+	reqPool   sync.Pool
+	chunkPool sync.Pool
+
+	cur linkRef // the live connection, read by the executor
+
+	ex *executor
+}
+
+// New validates opts and registers the metrics; the Server does nothing
+// until Start.
+func New(opts Options) (*Server, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.NodeID == "" {
+		opts.NodeID = DefaultNodeID
+	}
+	if opts.MaxClockSkew == 0 {
+		opts.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if opts.CacheTTL == 0 {
+		opts.CacheTTL = DefaultCacheTTL
+	}
+	if opts.CacheEntries == 0 {
+		opts.CacheEntries = DefaultCacheEntries
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:     opts,
+		log:      log,
+		metrics:  m,
+		reqs:     make(chan *request, receiveMaximum),
+		control:  make(chan func()),
+		stopping: make(chan struct{}),
+		exDone:   make(chan struct{}),
+	}
+	s.reqPool.New = func() any { return new(request) }
+	s.chunkPool.New = func() any { return new(chunk) }
+	return s, nil
+}
+
+// Start restores the keys from st (nil: keep them in memory only), connects
+// to the broker through serve (which must serve the connection as the
+// broker's InternalListener, e.g. b.ServeConn(c, broker.InternalListener))
+// and starts answering requests. It returns once the state store is
+// subscribed, or with the reason it could not be.
+func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn)) error {
+	if s.started {
+		return errors.New("statestore: already started")
+	}
+	s.started = true
+	s.st, s.serve = st, serve
+	// A random client identifier: a client that guessed it could take the
+	// state store's session over.
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	s.clientID = "edgeport-statestore-" + hex.EncodeToString(id[:])
+	ex, err := newExecutor(s)
+	if err != nil {
+		return err
+	}
+	s.ex = ex
+	l, err := s.dial()
+	if err != nil {
+		return err
+	}
+	s.cur.set(l)
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		defer close(s.exDone)
+		s.ex.run()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.connLoop(l)
+	}()
+	s.log.Info("state store started", "keys", ex.count, "bytes", ex.bytes, "topic", InvokeTopic)
+	return nil
+}
+
+// connLoop runs one link at a time and reconnects when the broker drops it
+// (it should not: the client identifier is private and keep alive is
+// honoured), until Stop.
+func (s *Server) connLoop(l *link) {
+	backoff := 50 * time.Millisecond
+	for {
+		var rw sync.WaitGroup
+		rw.Add(2)
+		go func() { defer rw.Done(); l.readLoop() }()
+		go func() { defer rw.Done(); l.writeLoop() }()
+		select {
+		case <-l.done:
+		case <-s.exDone:
+			// The executor has queued its last answers; the writer sends
+			// them, then DISCONNECT.
+			l.finish()
+		}
+		rw.Wait()
+		select {
+		case <-s.stopping:
+			return
+		default:
+		}
+		for {
+			next, err := s.dial()
+			if err == nil {
+				l = next
+				s.cur.set(l)
+				backoff = 50 * time.Millisecond
+				break
+			}
+			s.log.Warn("statestore: reconnecting to the broker", "err", err, "retry_in", backoff.String())
+			select {
+			case <-s.stopping:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// Stop stops taking requests, answers those in progress, disconnects and
+// waits for everything to end or ctx to expire. The store is left open: its
+// owner closes it after Stop.
+func (s *Server) Stop(ctx context.Context) error {
+	if !s.started {
+		return nil
+	}
+	s.stopOnce.Do(func() { close(s.stopping) })
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		s.serveWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		if l := s.cur.get(); l != nil {
+			l.down()
+		}
+		<-done
+		return fmt.Errorf("statestore: stopping: %w", ctx.Err())
+	}
+}
+
+// ClientDisconnected forgets the KEYNOTIFY registrations of a client, as
+// the protocol requires when it disconnects. The broker does not report
+// disconnections to in-process components yet; this is the hook for it.
+func (s *Server) ClientDisconnected(clientID string) {
+	s.do(func() { s.ex.forgetClient(clientID) })
+}
+
+// Stats is a snapshot of what the state store holds.
+type Stats struct {
+	Keys  int64
+	Bytes int64
+}
+
+// Stats returns the number of keys and their bytes.
+func (s *Server) Stats() Stats {
+	var st Stats
+	s.do(func() { st = Stats{Keys: s.ex.count, Bytes: s.ex.bytes} })
+	return st
+}
+
+// do runs f on the executor goroutine and waits for it; it does nothing
+// once the Server is stopping.
+func (s *Server) do(f func()) {
+	if !s.started {
+		return
+	}
+	done := make(chan struct{})
+	select {
+	case s.control <- func() { f(); close(done) }:
+		<-done
+	case <-s.stopping:
+	}
+}
+
+// ClientID is the state store's MQTT client identifier.
+func (s *Server) ClientID() string { return s.clientID }
+
+type linkRef struct {
+	mu sync.Mutex
+	l  *link
+}
+
+func (r *linkRef) set(l *link) { r.mu.Lock(); r.l = l; r.mu.Unlock() }
+
+func (r *linkRef) get() *link { r.mu.Lock(); defer r.mu.Unlock(); return r.l }
+
+func (s *Server) getChunk() *chunk { return s.chunkPool.Get().(*chunk) }
+
+// maxPooledChunk keeps one huge response from pinning its buffer.
+const maxPooledChunk = 256 << 10
+
+func (s *Server) putChunk(c *chunk) {
+	if cap(c.buf) > maxPooledChunk {
+		return
+	}
+	c.reset()
+	s.chunkPool.Put(c)
+}
+
+// request is one received PUBLISH on the invoke topic, copied out of the
+// reader's buffer.
+type request struct {
+	link     *link
+	qos      byte
+	packetID uint16
+
+	respTopic    string
+	corr         []byte
+	hasExpiry    bool
+	expiry       uint32
+	ts, ft       string
+	hasTS        bool
+	hasFT        bool
+	invoker      string // __invId, else __srcId
+	protVer      string
+	hasProtVer   bool
+	payload      []byte
+	hasRespTopic bool
+}
+
+// maxPooledRequest keeps one huge request from pinning its buffer.
+const maxPooledRequest = 64 << 10
+
+func (s *Server) newRequest(l *link, p *packet.Publish) *request {
+	r := s.reqPool.Get().(*request)
+	r.link, r.qos, r.packetID = l, p.QoS, p.PacketID
+	pr := &p.Properties
+	r.hasRespTopic = pr.Has(packet.PropResponseTopic)
+	r.respTopic = ""
+	if r.hasRespTopic {
+		r.respTopic = strings.Clone(pr.ResponseTopic)
+	}
+	r.corr = append(r.corr[:0], pr.CorrelationData...)
+	r.hasExpiry = pr.Has(packet.PropMessageExpiry)
+	r.expiry = pr.MessageExpiry
+	r.ts, r.ft, r.invoker, r.protVer = "", "", "", ""
+	r.hasTS, r.hasFT, r.hasProtVer = false, false, false
+	src := ""
+	for _, u := range pr.User {
+		switch u.Key {
+		case propTimestamp:
+			r.ts, r.hasTS = strings.Clone(u.Value), true
+		case propFencingToken:
+			r.ft, r.hasFT = strings.Clone(u.Value), true
+		case propInvokerClientID:
+			r.invoker = strings.Clone(u.Value)
+		case propSourceID:
+			src = u.Value
+		case propProtocolVersion:
+			r.protVer, r.hasProtVer = strings.Clone(u.Value), true
+		}
+	}
+	if r.invoker == "" && src != "" {
+		r.invoker = strings.Clone(src)
+	}
+	r.payload = append(r.payload[:0], p.Payload...)
+	return r
+}
+
+func (s *Server) putRequest(r *request) {
+	if cap(r.payload) > maxPooledRequest {
+		r.payload = nil
+	}
+	r.link = nil
+	s.reqPool.Put(r)
+}

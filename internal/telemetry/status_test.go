@@ -1,0 +1,136 @@
+package telemetry
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/broker/listener"
+)
+
+func TestStatusz(t *testing.T) {
+	b := startTestBroker(t, broker.Options{Version: "v9.9.9"})
+	ln, err := listener.New(listener.Config{Name: "ws", Addr: "127.0.0.1:0", Protocol: listener.ProtocolWebSocket}, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unstarted, err := listener.New(listener.Config{Name: "mqtt", Addr: "127.0.0.1:0", Protocol: listener.ProtocolTCP}, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Stop(context.Background()) })
+	p := startProbe(t, internalServe(b), nil, ProbeOptions{Interval: 20 * time.Millisecond})
+	waitStatus(t, p, "a round", func(s ProbeStatus) bool { return s.Runs > 0 })
+
+	dir := t.TempDir()
+	listeners := []*listener.Listener{ln, unstarted}
+	describe := func() []ListenerInfo { return DescribeListeners(listeners) }
+	s := startServer(t, nil, func(s *HTTPServer) {
+		s.Handle("GET /statusz", StatusSource{Broker: b, Probe: p, DataDir: dir, Listeners: describe})
+		s.AddReadyCheck("broker", BrokerReadyCheck(b, describe))
+	})
+	code, body := get(t, s, "/statusz")
+	if code != http.StatusOK {
+		t.Fatalf("GET /statusz = %d %s", code, body)
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("decoding %s: %v", body, err)
+	}
+	if st.Version != "v9.9.9" || !st.Broker.Accepting || st.UptimeSeconds <= 0 {
+		t.Errorf("status %+v", st)
+	}
+	wantWS := ListenerInfo{Name: "ws", Protocol: "websocket", Address: ln.Addr().String(), Path: "/mqtt"}
+	if len(st.Listeners) != 2 || st.Listeners[0] != wantWS || st.Listeners[1].Address != "" {
+		t.Errorf("listeners %+v, want %+v and an unbound mqtt", st.Listeners, wantWS)
+	}
+	if st.Storage == nil || st.Storage.Path != dir || !st.Storage.Writable || st.Storage.TotalBytes == 0 ||
+		st.Storage.FreeBytes > st.Storage.TotalBytes {
+		t.Errorf("storage %+v", st.Storage)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the write check left %v behind", entries)
+	}
+	if st.SelfTest == nil || st.SelfTest.Runs == 0 {
+		t.Errorf("selftest %+v", st.SelfTest)
+	}
+	// An unbound listener makes the instance unready.
+	if code, body := get(t, s, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "listeners not bound: mqtt") {
+		t.Errorf("GET /readyz with an unbound listener = %d %q", code, body)
+	}
+	listeners = listeners[:1]
+	if code, body := get(t, s, "/readyz"); code != http.StatusOK {
+		t.Errorf("GET /readyz = %d %q", code, body)
+	}
+}
+
+func TestStatuszWithoutProbeOrDataDir(t *testing.T) {
+	b := startTestBroker(t, broker.Options{})
+	s := startServer(t, nil, func(s *HTTPServer) { s.Handle("GET /statusz", StatusSource{Broker: b}) })
+	_, body := get(t, s, "/statusz")
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(body), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, absent := range []string{"selftest", "storage"} {
+		if _, ok := raw[absent]; ok {
+			t.Errorf("%s present: %s", absent, body)
+		}
+	}
+	if ls, ok := raw["listeners"].([]any); !ok || len(ls) != 0 {
+		t.Errorf("listeners = %v, want []", raw["listeners"])
+	}
+}
+
+func TestCheckStorage(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		path     string
+		writable bool
+		errPart  string
+	}{
+		{"directory", dir, true, ""},
+		{"missing", filepath.Join(dir, "missing"), false, "creating a file"},
+		// Root ignores permission bits, so a file where the directory
+		// should be stands for an unwritable directory.
+		{"not a directory", file, false, "creating a file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := CheckStorage(tc.path)
+			if s.Writable != tc.writable || !strings.Contains(s.Error, tc.errPart) || (tc.errPart == "" && s.Error != "") {
+				t.Fatalf("CheckStorage(%s) = %+v", tc.path, s)
+			}
+		})
+	}
+}
+
+func TestBrokerReadyCheckAfterShutdown(t *testing.T) {
+	b, err := broker.New(broker.Options{SysInterval: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := BrokerReadyCheck(b, nil)
+	if err := check(); err != nil {
+		t.Fatalf("before shutdown: %v", err)
+	}
+	if err := b.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := check(); err == nil || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("after shutdown: %v", err)
+	}
+}

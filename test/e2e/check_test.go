@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// checkReport is the part of `edgeport check -o json` the tests read.
+type checkReport struct {
+	Status  string `json:"status"`
+	Summary struct {
+		OK, Warn, Fail int
+	} `json:"summary"`
+	Checks []struct {
+		Name    string `json:"name"`
+		Status  string `json:"status"`
+		Message string `json:"message"`
+		Items   []struct {
+			Name    string `json:"name"`
+			Status  string `json:"status"`
+			Message string `json:"message"`
+		} `json:"items"`
+	} `json:"checks"`
+}
+
+func (r checkReport) check(t *testing.T, name string) (status, message string) {
+	t.Helper()
+	for _, c := range r.Checks {
+		if c.Name == name {
+			return c.Status, c.Message
+		}
+	}
+	t.Fatalf("report has no %s check: %+v", name, r)
+	return "", ""
+}
+
+// runCheck runs `edgeport check -o json` against e and decodes the report.
+func runCheck(t *testing.T, e *edgeport, extra ...string) (checkReport, int, string) {
+	t.Helper()
+	args := append([]string{"check", "--server", "http://" + e.addr(t, "http"), "-o", "json"}, extra...)
+	out, code := runEdgeport(t, args...)
+	var rep checkReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("edgeport check -o json: exit %d, output not JSON (%v):\n%s", code, err, out)
+	}
+	return rep, code, out
+}
+
+// checkUntil runs the check until the named check has the wanted status,
+// for conditions the server reaches shortly after start (a self-test round).
+func checkUntil(t *testing.T, e *edgeport, name, want string) (checkReport, int, string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rep, code, out := runCheck(t, e)
+		if st, _ := rep.check(t, name); st == want || time.Now().After(deadline) {
+			return rep, code, out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestCheckHealthyInstance(t *testing.T) {
+	t.Parallel()
+	e := startEdgeport(t, "--selftest-interval", "100ms")
+	rep, code, out := checkUntil(t, e, "selftest", "ok")
+	if code != 0 || rep.Status == "fail" {
+		t.Fatalf("exit %d, status %s:\n%s", code, rep.Status, out)
+	}
+	var names []string
+	for _, c := range rep.Checks {
+		names = append(names, c.Name)
+	}
+	want := []string{"server", "listeners", "storage", "selftest", "resources", "authentication", "authorization"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("checks %v, want %v", names, want)
+	}
+	for name, wantStatus := range map[string]string{
+		"server": "ok", "listeners": "ok", "storage": "ok", "selftest": "ok",
+		// Loopback listeners without authentication or authorization are
+		// tolerated with a warning.
+		"authentication": "warn", "authorization": "warn",
+	} {
+		if st, msg := rep.check(t, name); st != wantStatus {
+			t.Errorf("%s: %s (%s), want %s", name, st, msg, wantStatus)
+		}
+	}
+	for _, c := range rep.Checks {
+		if c.Name == "listeners" && len(c.Items) != 2 {
+			t.Errorf("listeners checked: %+v, want mqtt and ws", c.Items)
+		}
+	}
+
+	// The table at each detail level.
+	for level, wantLines := range map[string][]string{
+		"0": {"passed", "warning(s), 0 failed"},
+		"1": {"[ok]   listeners", "2 of 2 MQTT listeners accept connections", "[warn] authentication"},
+		"2": {"[ok]   mqtt", "[ok]   ws", "CONNACK success", "latencyMs:"},
+	} {
+		out, code := runEdgeport(t, "check", "--server", "http://"+e.addr(t, "http"), "--detail-level", level)
+		if code != 0 {
+			t.Fatalf("--detail-level %s: exit %d\n%s", level, code, out)
+		}
+		for _, w := range wantLines {
+			if !strings.Contains(out, w) {
+				t.Errorf("--detail-level %s lacks %q:\n%s", level, w, out)
+			}
+		}
+	}
+}
+
+// TestCheckBrokerRefusingConnections runs a broker whose packet size limit
+// is below the size of any CONNECT: it is up, but no client (the self-test
+// probe included) can connect, and check must say so and fail.
+func TestCheckBrokerRefusingConnections(t *testing.T) {
+	t.Parallel()
+	e := startEdgeport(t, "--max-packet-size", "20", "--selftest-interval", "100ms")
+	rep, code, out := checkUntil(t, e, "selftest", "fail")
+	if code != 1 || rep.Status != "fail" {
+		t.Fatalf("exit %d, status %s, want 1 and fail:\n%s", code, rep.Status, out)
+	}
+	if st, msg := rep.check(t, "listeners"); st != "fail" || !strings.Contains(msg, "0 of 2") {
+		t.Errorf("listeners: %s %q, want fail with 0 of 2", st, msg)
+	}
+	if st, msg := rep.check(t, "selftest"); st != "fail" {
+		t.Errorf("selftest: %s %q, want fail", st, msg)
+	}
+	if st, _ := rep.check(t, "server"); st != "ok" {
+		t.Errorf("server: %s, want ok (the HTTP side is fine)", st)
+	}
+}
+
+// TestCheckStorageGone removes the data directory under a running instance.
+func TestCheckStorageGone(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e := startEdgeport(t, "--data-dir", dir, "--in-memory")
+	rep, code, out := runCheck(t, e)
+	if st, _ := rep.check(t, "storage"); st != "ok" || code != 0 {
+		t.Fatalf("storage before removal is not ok:\n%s", out)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	rep, code, out = runCheck(t, e)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	if st, msg := rep.check(t, "storage"); st != "fail" || !strings.Contains(msg, "not writable") {
+		t.Errorf("storage: %s %q, want fail, not writable", st, msg)
+	}
+}
+
+func TestCheckServerUnreachable(t *testing.T) {
+	t.Parallel()
+	out, code := runEdgeport(t, "check", "--server", "http://"+freePort(t), "--timeout", "2s")
+	if code != 1 || !strings.Contains(out, "[fail] server") || !strings.Contains(out, "connection refused") {
+		t.Fatalf("exit %d, want 1 and a failed server check:\n%s", code, out)
+	}
+}
+
+func TestObservabilityFlagErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"serve", "--selftest-interval", "-1s", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "off"}, "--selftest-interval"},
+		{[]string{"check", "--detail-level", "3"}, "--detail-level"},
+		{[]string{"check", "-o", "yaml"}, "-o"},
+		{[]string{"check", "--server", "127.0.0.1:8080"}, "--server"},
+	} {
+		out, code := runEdgeport(t, tc.args...)
+		if code == 0 || !strings.Contains(out, tc.flag) {
+			t.Errorf("edgeport %v: exit %d, want non-zero naming %s:\n%s", tc.args, code, tc.flag, out)
+		}
+	}
+}
