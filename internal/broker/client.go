@@ -509,6 +509,16 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	}
 	// No authorization policy exists yet: every valid publish is allowed.
 	c.stats.authzAllowed.Add(1)
+	if p.QoS > 0 && c.b.st != nil && c.b.st.Full() {
+		// Refused before routing, so a refused message reaches nobody and
+		// the client's retry is not a duplicate.
+		c.b.stats.dropped[dropQuota].Add(1)
+		if c.version != packet.V5 {
+			return packet.Errorf(packet.QuotaExceeded, "store full: 3.1.1 cannot refuse a PUBLISH, closing")
+		}
+		c.ackAfter(c.b.newTxn(), p.QoS, p.PacketID, packet.QuotaExceeded)
+		return nil
+	}
 	s := c.sess
 	tx := c.b.newTxn()
 	if p.QoS == 2 {

@@ -16,11 +16,12 @@ const (
 	dropExpired
 	dropSessionEnded
 	dropInvalidTopic
+	dropQuota
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
-	"offline_qos0", "queue_full", "slow_consumer", "packet_too_large", "expired", "session_ended", "invalid_topic",
+	"offline_qos0", "queue_full", "slow_consumer", "packet_too_large", "expired", "session_ended", "invalid_topic", "quota_exceeded",
 }
 
 // stats are broker-wide counters, updated with atomics on the hot path and

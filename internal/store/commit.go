@@ -147,7 +147,11 @@ func (c *committer) overQuota(t *Txn) bool {
 	if time.Since(c.usageAt) >= quotaRecheck {
 		c.measure()
 	}
-	return c.usage+c.written+c.pending+t.addBytes > c.quota
+	over := c.usage+c.written+c.pending+t.addBytes > c.quota
+	if over {
+		c.s.full.Store(true)
+	}
+	return over
 }
 
 func (c *committer) measure() {
@@ -155,6 +159,7 @@ func (c *committer) measure() {
 	c.usageAt = time.Now()
 	c.written = 0
 	c.s.lastUsage.Store(c.usage)
+	c.s.full.Store(c.quota > 0 && c.usage >= c.quota)
 }
 
 // commit writes the group's batch, then runs every callback in order.

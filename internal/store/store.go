@@ -116,6 +116,7 @@ type Store struct {
 	syncs     atomic.Uint64
 	bytes     atomic.Uint64
 	lastUsage atomic.Int64
+	full      atomic.Bool // the quota refused a write; cleared when a measurement shows room
 
 	c committer
 }
@@ -492,6 +493,11 @@ func (s *Store) Usage() int64 {
 	s.lastUsage.Store(u)
 	return u
 }
+
+// Full reports whether the store is at its quota: the last write that
+// added data was refused and no later measurement found room. Callers use it
+// to refuse work up front rather than have a commit fail after the fact.
+func (s *Store) Full() bool { return s.full.Load() }
 
 // Compact flushes the memtable and compacts the whole key space, dropping
 // deleted data. Pebble compacts on its own; this is for tests, tools and
