@@ -83,7 +83,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		if isOff(l.Addr) {
 			continue
 		}
-		ln, err := listener.New(l, b, log.With("component", "listener", "listener", l.Name))
+		ln, err := listener.New(l, b, log.With("component", "listener"))
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", l.Name, err)
 		}
@@ -201,6 +201,7 @@ func (a *App) Stop(ctx context.Context) error {
 	errs = append(errs, a.broker.Shutdown(ctx))
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+		a.store = nil // a second Stop is a no-op, like the components'
 	}
 	if a.http != nil {
 		errs = append(errs, a.http.Stop(ctx))

@@ -51,8 +51,8 @@ type resources struct {
 
 func newResources(a *App) (*resources, error) {
 	log := a.log.With("component", "resources")
-	dir := ""
-	if a.cfg.DataDir != "" {
+	dir := "" // --in-memory keeps API resources in memory too
+	if a.cfg.DataDir != "" && !a.cfg.InMemory {
 		dir = filepath.Join(a.cfg.DataDir, "resources")
 	}
 	r := &resources{

@@ -26,10 +26,12 @@ func startApp(t *testing.T, cfg Config) *App {
 	if cfg.MQTTAddr == "" {
 		cfg.MQTTAddr = "127.0.0.1:0"
 	}
+	// A data directory given by the test is used for real: resources and
+	// the store persist in it. Otherwise everything stays in memory.
 	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
+		cfg.DataDir, cfg.InMemory = t.TempDir(), true
 	}
-	cfg.WSAddr, cfg.InMemory = Off, true
+	cfg.WSAddr = Off
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = Off
 	}

@@ -209,5 +209,12 @@ func checkServeFlags(cfg *app.Config) error {
 	if cfg.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
 	}
+	if cfg.ConfigDir != "" {
+		if fi, err := os.Stat(cfg.ConfigDir); err != nil {
+			errs = append(errs, fmt.Errorf("--config: %w", err))
+		} else if !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("--config: %s is not a directory", cfg.ConfigDir))
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -320,3 +320,12 @@ func TestAPIToken(t *testing.T) {
 		t.Fatalf("token without file: exit %d %s", code, errOut)
 	}
 }
+
+func TestConfigDirMissing(t *testing.T) {
+	t.Parallel()
+	out, code := runEdgeport(t, "serve", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "off",
+		"--data-dir", t.TempDir(), "--config", filepath.Join(t.TempDir(), "missing"))
+	if code == 0 || !strings.Contains(out, "--config:") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
