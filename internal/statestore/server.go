@@ -180,6 +180,7 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 		return err
 	}
 	s.cur.set(l)
+	s.log.Info("state store started", "keys", ex.count, "bytes", ex.bytes, "topic", InvokeTopic)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -190,7 +191,6 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 		defer s.wg.Done()
 		s.connLoop(l)
 	}()
-	s.log.Info("state store started", "keys", ex.count, "bytes", ex.bytes, "topic", InvokeTopic)
 	return nil
 }
 
