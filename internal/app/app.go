@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/telemetry"
 )
@@ -39,6 +40,8 @@ type Config struct {
 	InMemory bool
 	// SelfTestInterval is the self-test probe's period; 0 disables it.
 	SelfTestInterval time.Duration
+	// StateStore configures the state store (quotas, authorization).
+	StateStore statestore.Options
 	// ConfigDir is a directory of resource files (*.yaml), applied at start
 	// and watched; "" for none.
 	ConfigDir string
@@ -57,8 +60,9 @@ type App struct {
 	listeners []*listener.Listener
 	names     []string // listener names, parallel to listeners
 	http      *telemetry.HTTPServer
-	probe     *telemetry.Probe // nil when disabled
-	res       *resources       // declarative resources and their controller
+	probe     *telemetry.Probe   // nil when disabled
+	state     *statestore.Server // answers on statestore.InvokeTopic
+	res       *resources         // declarative resources and their controller
 }
 
 // New validates cfg and builds the components without starting them.
@@ -95,6 +99,11 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		if a.probe, err = telemetry.NewProbe(serve, reg, log.With("component", "selftest"), telemetry.ProbeOptions{Interval: cfg.SelfTestInterval}); err != nil {
 			return nil, err
 		}
+	}
+	ssOpts := cfg.StateStore
+	ssOpts.Registerer, ssOpts.Logger = reg, log.With("component", "statestore")
+	if a.state, err = statestore.New(ssOpts); err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
 	}
 	if !isOff(cfg.HTTPAddr) {
 		a.http = telemetry.NewHTTPServer(cfg.HTTPAddr, reg, log.With("component", "http"))
@@ -146,11 +155,16 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.res.applyBroker()
 	a.broker.Start(ctx)
+	if err := a.state.Start(ctx, a.store, func(c net.Conn) { a.broker.ServeConn(c, broker.InternalListener) }); err != nil {
+		_ = a.broker.Shutdown(ctx)
+		return err
+	}
 	for i, l := range a.listeners {
 		if err := l.Start(ctx); err != nil {
 			for _, started := range a.listeners[:i] {
 				_ = started.Stop(ctx)
 			}
+			_ = a.state.Stop(ctx)
 			_ = a.broker.Shutdown(ctx)
 			return err
 		}
@@ -194,6 +208,7 @@ func (a *App) Stop(ctx context.Context) error {
 	if a.probe != nil {
 		a.probe.Stop()
 	}
+	errs = append(errs, a.state.Stop(ctx))
 	errs = append(errs, a.res.stop(ctx))
 	for _, l := range a.listeners {
 		errs = append(errs, l.Stop(ctx))

@@ -610,6 +610,9 @@ func (c *client) ackAfter(tx *txnCtx, qos byte, id uint16, code packet.ReasonCod
 // writeFlight writes an inflight delivery whose store entry just became
 // durable. It runs on the store's committer and takes only c.outMu.
 func (c *client) writeFlight(f *flight, now int64) {
+	if f.refused() {
+		return // the publisher got 0x97; resume drops the flight
+	}
 	c.writePublish(&f.delivery, f.id, false, now)
 }
 

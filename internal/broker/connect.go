@@ -189,6 +189,12 @@ func (c *client) resumeLocked() {
 			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: f.id})
 			continue
 		}
+		if f.refused() {
+			// Never sent: its publisher was refused with 0x97.
+			s.removeFlight(f)
+			c.b.stats.dropped[dropQuota].Add(1)
+			continue
+		}
 		if !c.writePublish(&f.delivery, f.id, true, now) {
 			// Too large for this connection's Maximum Packet Size: discarded
 			// as if delivered (MQTT-3.1.2-25), so it frees its window slot.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -45,7 +46,14 @@ type txnCtx struct {
 	txn       *store.Txn
 	post      []func()
 	submitted bool // handed to the store (or discarded): txn is no longer ours
+	// failed is set when the store refused the writes (quota, I/O): the
+	// publisher was told so, and deliveries made under tx that have not
+	// reached a subscriber yet are dropped rather than sent.
+	failed atomic.Bool
 }
+
+// refused reports whether d was routed under writes the store refused.
+func (d *delivery) refused() bool { return d.tx != nil && d.tx.failed.Load() }
 
 // empty reports whether tx holds nothing to write or run.
 func (tx *txnCtx) empty() bool {
@@ -96,6 +104,7 @@ func (b *Broker) commit(tx *txnCtx, done func(error)) {
 	// one of tx's deliveries either into tx or after it.
 	b.st.Commit(tx.txn, func(err error) {
 		if err != nil {
+			tx.failed.Store(true)
 			b.stats.storeErrors.Add(1)
 			if !errors.Is(err, store.ErrQuotaExceeded) {
 				b.log.Error("store commit failed", "err", err)

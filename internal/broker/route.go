@@ -308,6 +308,10 @@ func (s *session) drainLocked(b *Broker, now int64) {
 			return
 		}
 		d, _ := s.queue.pop()
+		if d.refused() {
+			b.stats.dropped[dropQuota].Add(1)
+			continue
+		}
 		if d.msg.expired(now) {
 			b.stats.drop(dropExpired, d.qos)
 			b.dropEntry(s, &d)

@@ -49,14 +49,19 @@ type executor struct {
 	out    []byte // RESP payload being built
 	props  []packet.UserProperty
 	rec    []byte // encoded record
+	kbuf   []byte // key for the Txn
 	ckey   []byte // cache key
 	hexBuf []byte
 	nodes  map[string]string
 }
 
 // maxBatch bounds the requests executed under one Txn, which bounds the
-// latency a request can add to the others in its batch.
-const maxBatch = 256
+// latency a request can add to the others in its batch; maxChunk bounds
+// the answers a batch accumulates before they can be sent.
+const (
+	maxBatch = 256
+	maxChunk = 4 << 20
+)
 
 type watcher struct {
 	clientID string
@@ -175,16 +180,18 @@ func (e *executor) run() {
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		e.armTimer(timer)
-		select {
-		case r := <-e.s.reqs:
-			e.batch = append(e.batch, r)
-		case f := <-e.s.control:
-			f()
-			continue
-		case <-timer.C:
-		case <-e.s.stopping:
-			return
+		if len(e.batch) == 0 {
+			e.armTimer(timer)
+			select {
+			case r := <-e.s.reqs:
+				e.batch = append(e.batch, r)
+			case f := <-e.s.control:
+				f()
+				continue
+			case <-timer.C:
+			case <-e.s.stopping:
+				return
+			}
 		}
 	drain:
 		for len(e.batch) < maxBatch {
@@ -196,6 +203,11 @@ func (e *executor) run() {
 			}
 		}
 		e.process()
+		select {
+		case <-e.s.stopping:
+			return
+		default:
+		}
 	}
 }
 
@@ -210,7 +222,9 @@ func (e *executor) armTimer(t *time.Timer) {
 }
 
 // process executes the queued batch (and due expiries) and hands the
-// answers to the connection once they are durable.
+// answers to the connection once they are durable. Once the answers pass
+// maxChunk it stops and leaves the rest of the batch for the next round,
+// which bounds the memory a batch of large values holds.
 func (e *executor) process() {
 	e.now = time.Now()
 	l := e.s.cur.get()
@@ -218,15 +232,21 @@ func (e *executor) process() {
 	tx := e.newTxn()
 	e.begin()
 	e.sweep(tx, c, l)
+	n := 0
 	for _, r := range e.batch {
+		if n > 0 && len(c.buf) >= maxChunk {
+			break
+		}
 		if r.link == l {
 			e.handle(r, tx, c, l)
 		}
+		n++
 	}
+	batch := e.batch[:n]
 	if err := e.commit(tx); err != nil {
 		e.rollback()
 		c.reset()
-		e.isolate(c, l, err)
+		e.isolate(batch, c, l, err)
 	} else {
 		e.finish()
 	}
@@ -236,17 +256,18 @@ func (e *executor) process() {
 	} else {
 		e.s.putChunk(c)
 	}
-	for i, r := range e.batch {
+	for _, r := range batch {
 		e.s.putRequest(r)
-		e.batch[i] = nil
 	}
-	e.batch = e.batch[:0]
+	rest := copy(e.batch, e.batch[n:])
+	clear(e.batch[rest:])
+	e.batch = e.batch[:rest]
 }
 
 // isolate re-executes a failed batch one request per Txn, so that a
 // request the store refuses (its disk quota) does not fail the others.
-func (e *executor) isolate(c *chunk, l *link, cause error) {
-	e.s.log.Warn("statestore: a batch could not be stored; retrying its requests one by one", "err", cause)
+func (e *executor) isolate(batch []*request, c *chunk, l *link, cause error) {
+	e.s.log.Warn("a batch could not be stored; retrying its requests one by one", "err", cause)
 	tx := e.newTxn()
 	e.begin()
 	e.sweep(tx, c, l)
@@ -255,7 +276,7 @@ func (e *executor) isolate(c *chunk, l *link, cause error) {
 	} else {
 		e.finish()
 	}
-	for _, r := range e.batch {
+	for _, r := range batch {
 		if r.link != l {
 			continue
 		}
@@ -275,7 +296,7 @@ func (e *executor) isolate(c *chunk, l *link, cause error) {
 			e.delta.errors[errKindQuota]++
 			e.respondPayload(r, c, l, appendError(e.out[:0], errQuotaExceeded), nil, false)
 		} else {
-			e.s.log.Error("statestore: storing a change failed", "err", err)
+			e.s.log.Error("storing a change failed", "err", err)
 			e.delta.errors[errKindStorage]++
 			e.respondStatus(r, c, l, 500, "the state store could not store the change", false)
 		}
@@ -383,7 +404,8 @@ func (e *executor) setKey(tx *store.Txn, key string, en, prev *entry) {
 	}
 	if tx != nil {
 		e.rec = appendRecord(e.rec[:0], en)
-		tx.PutKV(Bucket, []byte(key), e.rec)
+		e.kbuf = append(e.kbuf[:0], key...)
+		tx.PutKV(Bucket, e.kbuf, e.rec)
 	}
 }
 
@@ -393,7 +415,8 @@ func (e *executor) deleteKey(tx *store.Txn, key string, prev *entry) {
 	e.bytes -= int64(len(key) + len(prev.value))
 	delete(e.keys, key)
 	if tx != nil {
-		tx.DeleteKV(Bucket, []byte(key))
+		e.kbuf = append(e.kbuf[:0], key...)
+		tx.DeleteKV(Bucket, e.kbuf)
 	}
 }
 
@@ -421,7 +444,7 @@ func (e *executor) handle(r *request, tx *store.Txn, c *chunk, l *link) {
 		// disconnects such a client; the state store cannot, so it
 		// acknowledges and drops the request.
 		e.delta.errors[errKindProtocol]++
-		e.s.log.Debug("statestore: request without a usable response topic dropped",
+		e.s.log.Debug("request without a usable response topic dropped",
 			"response_topic", r.respTopic, "invoker", r.invoker)
 		return
 	}
@@ -584,7 +607,7 @@ func (e *executor) notify(c *chunk, l *link, key string, value []byte, version H
 		p := packet.Publish{QoS: 1, PacketID: 1, Topic: w.prefix + string(e.hexBuf), Payload: e.out}
 		p.Properties.User = props
 		if l.maxPacket > 0 && p.Size(packet.V5) > l.maxPacket {
-			e.s.log.Warn("statestore: notification exceeds the broker's maximum packet size; not sent",
+			e.s.log.Warn("notification exceeds the broker's maximum packet size; not sent",
 				"client", w.clientID, "bytes", p.Size(packet.V5))
 			continue
 		}

@@ -61,8 +61,8 @@ func (c *chunk) reset() {
 const (
 	// receiveMaximum bounds the requests the broker sends before we
 	// acknowledge them, which bounds the request queue.
-	receiveMaximum  = 1024
-	handshakeTimout = 5 * time.Second
+	receiveMaximum   = 1024
+	handshakeTimeout = 5 * time.Second
 )
 
 // dial connects a new link through serve and subscribes to the invoke topic.
@@ -90,7 +90,7 @@ func (s *Server) dial() (*link, error) {
 }
 
 func (l *link) handshake() error {
-	_ = l.conn.SetDeadline(time.Now().Add(handshakeTimout))
+	_ = l.conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	conn := packet.Connect{Version: packet.V5, CleanStart: true, ClientID: l.s.clientID}
 	conn.Properties.ReceiveMaximum = receiveMaximum
 	conn.Properties.Set(packet.PropReceiveMaximum)
@@ -166,15 +166,18 @@ func (l *link) readLoop() {
 	for {
 		h, body, err := l.r.Next(0)
 		if err != nil {
-			if l.alive() && !errors.Is(err, net.ErrClosed) {
-				l.s.log.Warn("statestore: connection to the broker lost", "err", err)
+			l.qmu.Lock()
+			closing := l.closing
+			l.qmu.Unlock()
+			if l.alive() && !closing && !errors.Is(err, net.ErrClosed) {
+				l.s.log.Warn("connection to the broker lost", "err", err)
 			}
 			return
 		}
 		switch h.Type {
 		case packet.PUBLISH:
 			if err := p.Decode(h.Flags, body, packet.V5); err != nil {
-				l.s.log.Error("statestore: undecodable PUBLISH from the broker", "err", err)
+				l.s.log.Error("undecodable PUBLISH from the broker", "err", err)
 				return
 			}
 			req := l.s.newRequest(l, &p)
@@ -188,23 +191,23 @@ func (l *link) readLoop() {
 		case packet.PUBACK:
 			var a packet.Ack
 			if err := a.Decode(h.Type, h.Flags, body, packet.V5); err != nil {
-				l.s.log.Error("statestore: undecodable PUBACK from the broker", "err", err)
+				l.s.log.Error("undecodable PUBACK from the broker", "err", err)
 				return
 			}
 			if a.ReasonCode.IsError() {
-				l.s.log.Warn("statestore: the broker refused a response or notification", "reason", a.ReasonCode.String())
+				l.s.log.Warn("the broker refused a response or notification", "reason", a.ReasonCode.String())
 			}
 			l.release(a.PacketID)
 		case packet.DISCONNECT:
 			var d packet.Disconnect
 			_ = d.Decode(h.Flags, body, packet.V5)
 			if d.ReasonCode != packet.ServerShuttingDown {
-				l.s.log.Warn("statestore: the broker disconnected the state store", "reason", d.ReasonCode.String())
+				l.s.log.Warn("the broker disconnected the state store", "reason", d.ReasonCode.String())
 			}
 			return
 		case packet.PINGRESP, packet.SUBACK, packet.UNSUBACK:
 		default:
-			l.s.log.Error("statestore: unexpected packet from the broker", "type", h.Type.String())
+			l.s.log.Error("unexpected packet from the broker", "type", h.Type.String())
 			return
 		}
 	}

@@ -154,16 +154,16 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Start restores the keys from st (nil: keep them in memory only), connects
-// to the broker through serve (which must serve the connection as the
-// broker's InternalListener, e.g. b.ServeConn(c, broker.InternalListener))
-// and starts answering requests. It returns once the state store is
-// subscribed, or with the reason it could not be.
+// Start restores the keys from st (nil: keep them in memory only) and
+// connects to the broker through serve, which must serve the connection as
+// the broker's InternalListener (b.ServeConn(c, broker.InternalListener)).
+// It returns an error only when the keys cannot be restored: when the
+// broker refuses the connection the state store logs it and keeps trying,
+// so that a broker misconfiguration does not stop the rest of Edgeport.
 func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn)) error {
 	if s.started {
 		return errors.New("statestore: already started")
 	}
-	s.started = true
 	s.st, s.serve = st, serve
 	// A random client identifier: a client that guessed it could take the
 	// state store's session over.
@@ -175,12 +175,14 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 		return err
 	}
 	s.ex = ex
+	s.started = true
 	l, err := s.dial()
 	if err != nil {
-		return err
+		s.log.Warn("the broker refused the state store's connection; retrying", "err", err)
+	} else {
+		s.cur.set(l)
 	}
-	s.cur.set(l)
-	s.log.Info("state store started", "keys", ex.count, "bytes", ex.bytes, "topic", InvokeTopic)
+	s.log.Info("state store started", "keys", ex.count, "bytes", ex.bytes, "topic", InvokeTopic, "connected", err == nil)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -194,12 +196,36 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 	return nil
 }
 
-// connLoop runs one link at a time and reconnects when the broker drops it
-// (it should not: the client identifier is private and keep alive is
-// honoured), until Stop.
+// connLoop runs one link at a time and reconnects when there is none or
+// the broker drops it (it should not: the client identifier is private and
+// keep alive is honoured), until Stop.
 func (s *Server) connLoop(l *link) {
+	const maxBackoff = 5 * time.Second
 	backoff := 50 * time.Millisecond
 	for {
+		for l == nil {
+			select {
+			case <-s.stopping:
+				return
+			case <-time.After(backoff):
+			}
+			next, err := s.dial()
+			if err == nil {
+				l = next
+				s.cur.set(l)
+				backoff = 50 * time.Millisecond
+				s.log.Info("connected to the broker")
+				break
+			}
+			// Warn while backing off; once at the cap, an unchanged
+			// failure every few seconds is only worth a debug line.
+			if backoff < maxBackoff {
+				s.log.Warn("reconnecting to the broker", "err", err, "retry_in", backoff.String())
+			} else {
+				s.log.Debug("reconnecting to the broker", "err", err, "retry_in", backoff.String())
+			}
+			backoff = min(2*backoff, maxBackoff)
+		}
 		var rw sync.WaitGroup
 		rw.Add(2)
 		go func() { defer rw.Done(); l.readLoop() }()
@@ -217,22 +243,7 @@ func (s *Server) connLoop(l *link) {
 			return
 		default:
 		}
-		for {
-			next, err := s.dial()
-			if err == nil {
-				l = next
-				s.cur.set(l)
-				backoff = 50 * time.Millisecond
-				break
-			}
-			s.log.Warn("statestore: reconnecting to the broker", "err", err, "retry_in", backoff.String())
-			select {
-			case <-s.stopping:
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-		}
+		l = nil
 	}
 }
 
@@ -329,17 +340,16 @@ type request struct {
 	packetID uint16
 
 	respTopic    string
+	hasRespTopic bool
 	corr         []byte
-	hasExpiry    bool
 	expiry       uint32
-	ts, ft       string
-	hasTS        bool
-	hasFT        bool
+	hasExpiry    bool
+	ts, ft       string // __ts, __ft
+	hasTS, hasFT bool
 	invoker      string // __invId, else __srcId
 	protVer      string
 	hasProtVer   bool
 	payload      []byte
-	hasRespTopic bool
 }
 
 // maxPooledRequest keeps one huge request from pinning its buffer.

@@ -155,7 +155,7 @@ func (c *committer) overQuota(t *Txn) bool {
 }
 
 func (c *committer) measure() {
-	c.usage = int64(c.s.db.Metrics().DiskSpaceUsage())
+	c.usage = quotaUsage(c.s.db.Metrics())
 	c.usageAt = time.Now()
 	c.written = 0
 	c.s.lastUsage.Store(c.usage)
@@ -200,4 +200,10 @@ func (c *committer) commit() {
 	if c.quota > 0 && (c.written >= usageRefreshBytes || time.Since(c.usageAt) >= usageRefresh) {
 		c.measure()
 	}
+}
+
+// quotaUsage is the disk use the quota counts: everything but write-ahead
+// log files kept only for recycling, which Pebble reuses instead of growing.
+func quotaUsage(m *pebble.Metrics) int64 {
+	return int64(m.DiskSpaceUsage() - m.WAL.ObsoletePhysicalSize)
 }

@@ -117,6 +117,8 @@ type Store struct {
 	bytes     atomic.Uint64
 	lastUsage atomic.Int64
 	full      atomic.Bool // the quota refused a write; cleared when a measurement shows room
+	// fullChecked and lastFlush (UnixNano) pace Full's re-measurements and flushes.
+	fullChecked, lastFlush atomic.Int64
 
 	c committer
 }
@@ -497,7 +499,30 @@ func (s *Store) Usage() int64 {
 // Full reports whether the store is at its quota: the last write that
 // added data was refused and no later measurement found room. Callers use it
 // to refuse work up front rather than have a commit fail after the fact.
-func (s *Store) Full() bool { return s.full.Load() }
+//
+// While full it re-measures at most every few milliseconds and asks Pebble
+// to flush its memtable: the log of a queue that has since drained holds
+// puts and their deletes, which only become reclaimable space once flushed
+// into tables that compaction can drop.
+func (s *Store) Full() bool {
+	if !s.full.Load() {
+		return false
+	}
+	now := time.Now().UnixNano()
+	last := s.fullChecked.Load()
+	if now-last < int64(quotaRecheck) || !s.fullChecked.CompareAndSwap(last, now) || s.shut.Load() {
+		return true
+	}
+	if quotaUsage(s.db.Metrics()) < s.opts.QuotaBytes {
+		s.full.Store(false)
+		return false
+	}
+	if now-s.lastFlush.Load() > int64(time.Second) {
+		s.lastFlush.Store(now)
+		_, _ = s.db.AsyncFlush()
+	}
+	return true
+}
 
 // Compact flushes the memtable and compacts the whole key space, dropping
 // deleted data. Pebble compacts on its own; this is for tests, tools and

@@ -354,8 +354,8 @@ type crashSub struct {
 	conn    *crashConn
 	subAck  chan *packet.SubAck // waits for a SUBACK
 	got     map[string][]uint8  // publisher → counts by seq
-	holding map[uint16]string  // QoS 2 identifiers awaiting PUBREL → payload
-	errs    []string           // violations seen on the wire
+	holding map[uint16]string   // QoS 2 identifiers awaiting PUBREL → payload
+	errs    []string            // violations seen on the wire
 }
 
 func newCrashSub(name string) *crashSub {

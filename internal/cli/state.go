@@ -1,0 +1,480 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/statestore"
+)
+
+type stateOptions struct {
+	addr     string
+	username string
+	password string
+	timeout  time.Duration
+	hex      bool
+}
+
+func newState(stdout, stderr io.Writer) *cobra.Command {
+	o := &stateOptions{}
+	cmd := &cobra.Command{
+		Use:   "state",
+		Short: "Read and write the state store (get, set, del, list) over MQTT",
+		Long: `Read and write Edgeport's state store, the Azure IoT Operations-compatible
+key-value store, by speaking its protocol over MQTT 5 to --addr.
+
+With --hex, keys and values on the command line are hex-encoded and so is
+the output. Without it, a value that is not UTF-8 text is printed in hex
+(with a note on stderr).`,
+	}
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.addr, "addr", "127.0.0.1:1883", "MQTT address (host:port) of the broker")
+	f.StringVar(&o.username, "username", "", "MQTT username")
+	f.StringVar(&o.password, "password", "", "MQTT password")
+	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for the broker and each answer")
+	f.BoolVar(&o.hex, "hex", false, "keys and values are hex-encoded, on the command line and in the output")
+
+	var px time.Duration
+	var nx, nex bool
+	set := &cobra.Command{
+		Use:   "set KEY VALUE",
+		Short: "Set a key; --nx only if absent, --nex only if absent or equal, --px to expire",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if nx && nex {
+				return errors.New("--nx and --nex exclude each other")
+			}
+			if px < 0 || px > 0 && px < time.Millisecond {
+				return fmt.Errorf("--px: %v is not a positive number of milliseconds", px)
+			}
+			key, value, err := o.decode(args[0], args[1])
+			if err != nil {
+				return err
+			}
+			req := [][]byte{[]byte("SET"), key, value}
+			if nx {
+				req = append(req, []byte("NX"))
+			}
+			if nex {
+				req = append(req, []byte("NEX"))
+			}
+			if px > 0 {
+				req = append(req, []byte("PX"), strconv.AppendInt(nil, px.Milliseconds(), 10))
+			}
+			return o.run(cmd.Context(), func(c *stateConn) error {
+				res, err := c.call(req...)
+				if err != nil {
+					return err
+				}
+				switch string(res) {
+				case "+OK\r\n":
+					fmt.Fprintln(stdout, "OK")
+					return nil
+				case ":-1\r\n":
+					return fmt.Errorf("not set: the key exists (with another value)")
+				}
+				return unexpected(res)
+			})
+		},
+	}
+	set.Flags().DurationVar(&px, "px", 0, "expire the key after this long (e.g. 30s, 1500ms)")
+	set.Flags().BoolVar(&nx, "nx", false, "set only if the key does not exist")
+	set.Flags().BoolVar(&nex, "nex", false, "set only if the key does not exist or holds VALUE (renews a lease)")
+
+	get := &cobra.Command{
+		Use:   "get KEY",
+		Short: "Print a key's value",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, _, err := o.decode(args[0], "")
+			if err != nil {
+				return err
+			}
+			return o.run(cmd.Context(), func(c *stateConn) error {
+				res, err := c.call([]byte("GET"), key)
+				if err != nil {
+					return err
+				}
+				if string(res) == "$-1\r\n" {
+					return fmt.Errorf("%s: not found", args[0])
+				}
+				v, ok := parseBulk(res)
+				if !ok {
+					return unexpected(res)
+				}
+				switch {
+				case o.hex:
+					fmt.Fprintln(stdout, hex.EncodeToString(v))
+				case !utf8.Valid(v):
+					fmt.Fprintln(stderr, "edgeport: the value is not UTF-8 text; printed in hex")
+					fmt.Fprintln(stdout, hex.EncodeToString(v))
+				default:
+					fmt.Fprintln(stdout, string(v))
+				}
+				return nil
+			})
+		},
+	}
+
+	del := &cobra.Command{
+		Use:   "del KEY",
+		Short: "Delete a key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, _, err := o.decode(args[0], "")
+			if err != nil {
+				return err
+			}
+			return o.run(cmd.Context(), func(c *stateConn) error {
+				res, err := c.call([]byte("DEL"), key)
+				if err != nil {
+					return err
+				}
+				switch string(res) {
+				case ":1\r\n":
+					fmt.Fprintln(stdout, "deleted")
+				case ":0\r\n":
+					fmt.Fprintln(stdout, "not found")
+				default:
+					return unexpected(res)
+				}
+				return nil
+			})
+		},
+	}
+
+	list := &cobra.Command{
+		Use:   "list [PREFIX]",
+		Short: "List the keys (that begin with PREFIX), one per line",
+		Long: `List the keys, in byte order, through Edgeport's EDGEPORT.KEYS extension of
+the protocol (Azure IoT Operations documents no way to enumerate keys).
+Keys that are not printable UTF-8 are shown as hex:<HEX>.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var prefix []byte
+			if len(args) == 1 {
+				var err error
+				if prefix, _, err = o.decode(args[0], ""); err != nil {
+					return err
+				}
+			}
+			return o.run(cmd.Context(), func(c *stateConn) error {
+				cursor := []byte{}
+				for {
+					res, err := c.call([]byte(statestore.KeysCommand), prefix, cursor, []byte("1000"))
+					if err != nil {
+						return err
+					}
+					items, next, ok := parseKeys(res)
+					if !ok {
+						return unexpected(res)
+					}
+					for _, k := range items {
+						fmt.Fprintln(stdout, o.showKey(k))
+					}
+					if next == nil {
+						return nil
+					}
+					cursor = next
+				}
+			})
+		},
+	}
+	cmd.AddCommand(get, set, del, list)
+	return cmd
+}
+
+// decode turns command-line key and value into bytes.
+func (o *stateOptions) decode(key, value string) ([]byte, []byte, error) {
+	if !o.hex {
+		return []byte(key), []byte(value), nil
+	}
+	k, err := hex.DecodeString(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--hex: key %q: %w", key, err)
+	}
+	v, err := hex.DecodeString(value)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--hex: value: %w", err)
+	}
+	return k, v, nil
+}
+
+func (o *stateOptions) showKey(k []byte) string {
+	if o.hex {
+		return hex.EncodeToString(k)
+	}
+	if !utf8.Valid(k) || bytes.ContainsFunc(k, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return "hex:" + hex.EncodeToString(k)
+	}
+	return string(k)
+}
+
+func (o *stateOptions) run(ctx context.Context, f func(*stateConn) error) error {
+	c, err := dialState(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	return f(c)
+}
+
+func unexpected(res []byte) error {
+	return fmt.Errorf("unexpected answer from the state store: %q", res)
+}
+
+// parseBulk reads a RESP bulk string that is the whole payload.
+func parseBulk(b []byte) ([]byte, bool) {
+	v, rest, ok := readBulk(b)
+	return v, ok && v != nil && len(rest) == 0
+}
+
+// readBulk reads one RESP bulk string; a null one gives nil.
+func readBulk(b []byte) (v, rest []byte, ok bool) {
+	i := bytes.Index(b, []byte("\r\n"))
+	if len(b) < 4 || b[0] != '$' || i < 0 {
+		return nil, nil, false
+	}
+	if string(b[1:i]) == "-1" {
+		return nil, b[i+2:], true
+	}
+	n, err := strconv.Atoi(string(b[1:i]))
+	if err != nil || n < 0 || len(b) < i+2+n+2 || string(b[i+2+n:i+4+n]) != "\r\n" {
+		return nil, nil, false
+	}
+	return b[i+2 : i+2+n : i+2+n], b[i+4+n:], true
+}
+
+// parseKeys reads an EDGEPORT.KEYS answer: the next cursor (nil when the
+// listing is complete) and the keys.
+func parseKeys(b []byte) (keys [][]byte, next []byte, ok bool) {
+	i := bytes.Index(b, []byte("\r\n"))
+	if len(b) < 4 || b[0] != '*' || i < 0 {
+		return nil, nil, false
+	}
+	n, err := strconv.Atoi(string(b[1:i]))
+	if err != nil || n < 1 {
+		return nil, nil, false
+	}
+	rest := b[i+2:]
+	if next, rest, ok = readBulk(rest); !ok {
+		return nil, nil, false
+	}
+	for range n - 1 {
+		var k []byte
+		if k, rest, ok = readBulk(rest); !ok || k == nil {
+			return nil, nil, false
+		}
+		keys = append(keys, k)
+	}
+	return keys, next, len(rest) == 0
+}
+
+// stateConn is a minimal synchronous MQTT 5 state store client on
+// Edgeport's codec: one request at a time, answers matched by correlation
+// data.
+type stateConn struct {
+	conn      net.Conn
+	r         *packet.Reader
+	id        string
+	respTopic string
+	timeout   time.Duration
+	nextID    uint16
+	stopClose func() bool
+}
+
+func dialState(ctx context.Context, o *stateOptions) (*stateConn, error) {
+	d := net.Dialer{Timeout: o.timeout}
+	conn, err := d.DialContext(ctx, "tcp", o.addr)
+	if err != nil {
+		return nil, fmt.Errorf("--addr: %w", err)
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	c := &stateConn{conn: conn, r: packet.NewReader(conn, 0), id: "edgeport-cli-" + hex.EncodeToString(rnd[:]), timeout: o.timeout}
+	c.respTopic = "clients/" + c.id + "/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response"
+	c.stopClose = context.AfterFunc(ctx, func() { conn.Close() })
+	if err := c.handshake(o); err != nil {
+		c.stopClose()
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *stateConn) handshake(o *stateOptions) error {
+	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
+	cp := packet.Connect{Version: packet.V5, CleanStart: true, ClientID: c.id}
+	if o.username != "" {
+		cp.HasUsername, cp.Username = true, o.username
+	}
+	if o.password != "" {
+		cp.HasPassword, cp.Password = true, []byte(o.password)
+	}
+	if err := c.write(&cp); err != nil {
+		return fmt.Errorf("connecting to %s: %w", o.addr, err)
+	}
+	h, body, err := c.r.Next(0)
+	if err != nil || h.Type != packet.CONNACK {
+		return fmt.Errorf("connecting to %s: no CONNACK (%v)", o.addr, err)
+	}
+	var ack packet.ConnAck
+	if err := ack.Decode(h.Flags, body, packet.V5); err != nil {
+		return fmt.Errorf("connecting to %s: %w", o.addr, err)
+	}
+	if ack.ReasonCode != packet.Success {
+		return fmt.Errorf("connecting to %s: refused: %v", o.addr, ack.ReasonCode)
+	}
+	sub := packet.Subscribe{PacketID: c.packetID(), Subscriptions: []packet.Subscription{{Filter: c.respTopic, QoS: 1}}}
+	if err := c.write(&sub); err != nil {
+		return fmt.Errorf("subscribing: %w", err)
+	}
+	for {
+		h, body, err := c.r.Next(0)
+		if err != nil {
+			return fmt.Errorf("subscribing: %w", err)
+		}
+		if h.Type != packet.SUBACK {
+			continue
+		}
+		var sa packet.SubAck
+		if err := sa.Decode(h.Flags, body, packet.V5); err != nil {
+			return fmt.Errorf("subscribing: %w", err)
+		}
+		if len(sa.ReasonCodes) != 1 || sa.ReasonCodes[0].IsError() {
+			return fmt.Errorf("subscribing to the response topic: refused: %v", sa.ReasonCodes)
+		}
+		return nil
+	}
+}
+
+func (c *stateConn) write(p packet.Packet) error {
+	_, err := c.conn.Write(p.Append(nil, packet.V5))
+	return err
+}
+
+func (c *stateConn) packetID() uint16 {
+	c.nextID++
+	if c.nextID == 0 {
+		c.nextID = 1
+	}
+	return c.nextID
+}
+
+// call sends one request and returns the answer's payload. "-ERR" answers
+// and RPC errors come back as errors.
+func (c *stateConn) call(args ...[]byte) ([]byte, error) {
+	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
+	var payload []byte
+	payload = fmt.Appendf(payload, "*%d\r\n", len(args))
+	for _, a := range args {
+		payload = fmt.Appendf(payload, "$%d\r\n", len(a))
+		payload = append(payload, a...)
+		payload = append(payload, '\r', '\n')
+	}
+	corr := make([]byte, 16)
+	_, _ = rand.Read(corr)
+	id := c.packetID()
+	p := packet.Publish{QoS: 1, PacketID: id, Topic: statestore.InvokeTopic, Payload: payload}
+	p.Properties.ResponseTopic = c.respTopic
+	p.Properties.CorrelationData = corr
+	p.Properties.MessageExpiry = uint32(max(c.timeout/time.Second, 1))
+	p.Properties.Set(packet.PropResponseTopic)
+	p.Properties.Set(packet.PropCorrelationData)
+	p.Properties.Set(packet.PropMessageExpiry)
+	p.Properties.User = []packet.UserProperty{
+		{Key: "__ts", Value: statestore.HLC{Wall: time.Now().UnixMilli(), Node: c.id}.String()},
+		{Key: "__invId", Value: c.id},
+		{Key: "__srcId", Value: c.id},
+		{Key: "__protVer", Value: "1.0"},
+	}
+	if err := c.write(&p); err != nil {
+		return nil, fmt.Errorf("sending the request: %w", err)
+	}
+	for {
+		h, body, err := c.r.Next(0)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, fmt.Errorf("no answer from the state store within %v", c.timeout)
+			}
+			return nil, fmt.Errorf("reading the answer: %w", err)
+		}
+		switch h.Type {
+		case packet.PUBACK:
+			var a packet.Ack
+			if err := a.Decode(h.Type, h.Flags, body, packet.V5); err != nil {
+				return nil, err
+			}
+			if a.PacketID != id {
+				continue
+			}
+			if a.ReasonCode == packet.NoMatchingSubscribers {
+				return nil, errors.New("no state store is listening at --addr")
+			}
+			if a.ReasonCode.IsError() {
+				return nil, fmt.Errorf("the broker refused the request: %v", a.ReasonCode)
+			}
+		case packet.PUBLISH:
+			var r packet.Publish
+			if err := r.Decode(h.Flags, body, packet.V5); err != nil {
+				return nil, err
+			}
+			if r.QoS == 1 {
+				if err := c.write(&packet.Ack{Type: packet.PUBACK, PacketID: r.PacketID}); err != nil {
+					return nil, err
+				}
+			}
+			if r.Topic != c.respTopic || !bytes.Equal(r.Properties.CorrelationData, corr) {
+				continue
+			}
+			return answer(&r)
+		case packet.DISCONNECT:
+			var d packet.Disconnect
+			_ = d.Decode(h.Flags, body, packet.V5)
+			return nil, fmt.Errorf("the broker disconnected: %v", d.ReasonCode)
+		}
+	}
+}
+
+// answer checks the RPC status and the RESP error form.
+func answer(r *packet.Publish) ([]byte, error) {
+	var status, msg string
+	for _, u := range r.Properties.User {
+		switch u.Key {
+		case "__stat":
+			status = u.Value
+		case "__stMsg":
+			msg = u.Value
+		}
+	}
+	if status != "200" {
+		return nil, fmt.Errorf("the state store refused the request: status %s: %s", status, msg)
+	}
+	payload := bytes.Clone(r.Payload)
+	if e, ok := bytes.CutPrefix(payload, []byte("-ERR ")); ok {
+		return nil, fmt.Errorf("state store: %s", strings.TrimSuffix(string(e), "\r\n"))
+	}
+	return payload, nil
+}
+
+func (c *stateConn) close() {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = c.write(&packet.Disconnect{})
+	c.stopClose()
+	c.conn.Close()
+}
