@@ -1,4 +1,4 @@
-// (test file) Quota behaviour of the durable broker: a store at its quota recovers
+// Quota behaviour of the durable broker: a store at its quota recovers
 // once consumers have drained it (without a restart), and a message refused
 // with 0x97 reaches nobody, so the publisher's retry is not a duplicate.
 
