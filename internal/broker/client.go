@@ -185,62 +185,89 @@ func (c *client) finish() {
 func (c *client) readLoop() {
 	publishWill := true
 	defer func() { c.b.detach(c, publishWill) }()
+	// The loop's frame stays small (decoding and handling happen in callees
+	// whose frames are popped again), so an idle connection's goroutine
+	// blocks in Read on a stack the runtime can shrink to its minimum.
 	for {
 		h, body, err := c.r.Next(c.maxIn)
 		if err != nil {
-			switch {
-			case errors.Is(err, packet.PacketTooLarge):
-				c.protocolError(packet.PacketTooLarge, "packet exceeds the maximum packet size")
-			case errors.Is(err, packet.MalformedPacket):
-				c.protocolError(packet.MalformedPacket, err.Error())
-			case isTimeout(err):
-				c.protocolError(packet.KeepAliveTimeout, "keep alive timeout")
-			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			default:
-				c.log.Debug("read failed", "client", c.id, "err", err)
-			}
+			c.readFailed(err)
 			return
 		}
-		var perr error
-		switch h.Type {
-		case packet.PUBLISH:
-			perr = c.handlePublish(h.Flags, body)
-		case packet.PUBACK, packet.PUBREC, packet.PUBREL, packet.PUBCOMP:
-			perr = c.handleAck(h, body)
-		case packet.SUBSCRIBE:
-			perr = c.handleSubscribe(h.Flags, body)
-		case packet.UNSUBSCRIBE:
-			perr = c.handleUnsubscribe(h.Flags, body)
-		case packet.PINGREQ:
-			// Decode checks the reserved flags as well as the empty body.
-			if perr = (&packet.PingReq{}).Decode(h.Flags, body, c.version); perr == nil {
-				c.writePacket(&packet.PingResp{})
-			}
-		case packet.DISCONNECT:
-			var stop bool
-			stop, publishWill, perr = c.handleDisconnect(h.Flags, body)
-			if perr == nil && stop {
-				c.closeAfterFlush()
-				return
-			}
-		case packet.AUTH:
-			perr = c.handleAuth(h.Flags, body)
-		default:
-			perr = packet.Errorf(packet.ProtocolError, "unexpected %s from a client", h.Type)
+		stop, will, err := c.dispatch(h, body)
+		if err != nil {
+			c.failPacket(err)
+			return
 		}
-		if perr != nil {
-			var pe *packet.Error
-			code := packet.ProtocolError
-			msg := perr.Error()
-			if errors.As(perr, &pe) {
-				code, msg = pe.Code, pe.Msg
-			} else if rc, ok := perr.(packet.ReasonCode); ok {
-				code = rc
-			}
-			c.protocolError(code, msg)
+		if stop {
+			publishWill = will
+			c.closeAfterFlush()
 			return
 		}
 	}
+}
+
+// readFailed ends the connection after a read error, telling MQTT 5
+// clients why when the reason is theirs.
+//
+//go:noinline
+func (c *client) readFailed(err error) {
+	switch {
+	case errors.Is(err, packet.PacketTooLarge):
+		c.protocolError(packet.PacketTooLarge, "packet exceeds the maximum packet size")
+	case errors.Is(err, packet.MalformedPacket):
+		c.protocolError(packet.MalformedPacket, err.Error())
+	case isTimeout(err):
+		c.protocolError(packet.KeepAliveTimeout, "keep alive timeout")
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	default:
+		c.log.Debug("read failed", "client", c.id, "err", err)
+	}
+}
+
+// dispatch handles one packet. stop reports a client DISCONNECT, with
+// publishWill saying whether the will still goes out (reason 0x04).
+//
+//go:noinline
+func (c *client) dispatch(h packet.FixedHeader, body []byte) (stop, publishWill bool, err error) {
+	switch h.Type {
+	case packet.PUBLISH:
+		err = c.handlePublish(h.Flags, body)
+	case packet.PUBACK, packet.PUBREC, packet.PUBREL, packet.PUBCOMP:
+		err = c.handleAck(h, body)
+	case packet.SUBSCRIBE:
+		err = c.handleSubscribe(h.Flags, body)
+	case packet.UNSUBSCRIBE:
+		err = c.handleUnsubscribe(h.Flags, body)
+	case packet.PINGREQ:
+		// Decode checks the reserved flags as well as the empty body.
+		if err = (&packet.PingReq{}).Decode(h.Flags, body, c.version); err == nil {
+			c.writePacket(&packet.PingResp{})
+		}
+	case packet.DISCONNECT:
+		stop, publishWill, err = c.handleDisconnect(h.Flags, body)
+	case packet.AUTH:
+		err = c.handleAuth(h.Flags, body)
+	default:
+		err = packet.Errorf(packet.ProtocolError, "unexpected %s from a client", h.Type)
+	}
+	return stop, publishWill, err
+}
+
+// failPacket ends the connection for a packet that broke the protocol,
+// with the reason code the error carries.
+//
+//go:noinline
+func (c *client) failPacket(perr error) {
+	var pe *packet.Error
+	code := packet.ProtocolError
+	msg := perr.Error()
+	if errors.As(perr, &pe) {
+		code, msg = pe.Code, pe.Msg
+	} else if rc, ok := perr.(packet.ReasonCode); ok {
+		code = rc
+	}
+	c.protocolError(code, msg)
 }
 
 func isTimeout(err error) bool {

@@ -123,8 +123,7 @@ func (r *Reader) Next(maxPacketSize int) (FixedHeader, []byte, error) {
 	}
 	total := n + h.Remaining
 	if maxPacketSize > 0 && total > maxPacketSize {
-		return h, nil, fmt.Errorf("%s of %d bytes exceeds maximum packet size %d: %w",
-			h.Type, total, maxPacketSize, PacketTooLarge)
+		return h, nil, tooLarge(h, total, maxPacketSize)
 	}
 	if total > len(r.buf) && !r.borrowed() && total <= r.size {
 		r.grow()
@@ -142,28 +141,43 @@ func (r *Reader) Next(maxPacketSize int) (FixedHeader, []byte, error) {
 		r.start += total
 		return h, body, nil
 	}
+	body, err := r.readLarge(n, h.Remaining)
+	return h, body, err
+}
+
+// readLarge assembles a packet too big for the buffer in the separate large
+// buffer. It is out of line so that Next's frame, on the stack of every idle
+// connection, stays small.
+//
+//go:noinline
+func (r *Reader) readLarge(n, remaining int) ([]byte, error) {
 	// Too big for the buffer: assemble it in the separate large buffer. It
 	// grows with the data that actually arrives, so a peer announcing a huge
 	// packet and sending nothing costs no memory.
 	body := append(r.large[:0], r.buf[r.start+n:r.end]...)
 	r.start, r.end = 0, 0
-	for len(body) < h.Remaining {
+	for len(body) < remaining {
 		if r.err != nil {
-			return h, nil, noEOF(r.err)
+			return nil, noEOF(r.err)
 		}
 		if len(body) == cap(body) {
-			grown := make([]byte, len(body), min(h.Remaining, max(2*cap(body), 2*len(r.buf))))
+			grown := make([]byte, len(body), min(remaining, max(2*cap(body), 2*len(r.buf))))
 			copy(grown, body)
 			body = grown
 		}
-		m, err := io.ReadFull(r.r, body[len(body):min(cap(body), h.Remaining)])
+		m, err := io.ReadFull(r.r, body[len(body):min(cap(body), remaining)])
 		body = body[:len(body)+m]
 		if err != nil {
 			r.err = err
 		}
 	}
 	r.large = body
-	return h, body, nil
+	return body, nil
+}
+
+//go:noinline
+func tooLarge(h FixedHeader, total, limit int) error {
+	return fmt.Errorf("%s of %d bytes exceeds maximum packet size %d: %w", h.Type, total, limit, PacketTooLarge)
 }
 
 // fill reads once more into the buffer, moving unread data to the front
