@@ -246,7 +246,7 @@ func TestListenerLiveApply(t *testing.T) {
 	builtin.alive()
 
 	// Only labels change: nothing restarts.
-	o = apply(t, a, strings.Replace(listenerYAML("extra", "{port: 0}"), "{name: extra}", "{name: extra, labels: {a: b}}", 1))
+	apply(t, a, strings.Replace(listenerYAML("extra", "{port: 0}"), "{name: extra}", "{name: extra, labels: {a: b}}", 1))
 	o = waitStatus(t, a, k, config.ConditionTrue)
 	if portAddr(t, o, 0) != addr {
 		t.Fatalf("port rebound: %s, was %s", portAddr(t, o, 0), addr)

@@ -39,12 +39,6 @@ func (in *inbox[T]) all() []T {
 	return slices.Clone(in.msgs)
 }
 
-func (in *inbox[T]) len() int {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return len(in.msgs)
-}
-
 // waitFor polls until match has accepted n messages and returns those.
 func (in *inbox[T]) waitFor(t testing.TB, what string, n int, match func(T) bool) []T {
 	t.Helper()

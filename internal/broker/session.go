@@ -77,9 +77,6 @@ type session struct {
 	version        packet.Version
 }
 
-// inflightLen is the number of unacknowledged outbound deliveries.
-func (s *session) inflightLen() int { return len(s.inflight) }
-
 // addFlight assigns a free packet identifier and appends f to the window.
 func (s *session) addFlight(f *flight) {
 	if s.inflight == nil {

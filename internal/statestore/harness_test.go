@@ -279,7 +279,6 @@ type req struct {
 	props    paho.UserProperties
 	corr     []byte // default: 16 random bytes
 	topic    string // response topic; default the client's
-	qos      byte   // default 1
 	noCorr   bool
 	qos0     bool
 	noExpiry bool
@@ -388,12 +387,6 @@ func (c *client) notifications(n int) []*paho.Publish {
 			c.t.Fatalf("%s: %d notifications, want %d", c.id, len(got), n)
 		}
 	}
-}
-
-func (c *client) noteCount() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.notes)
 }
 
 func prop(p *paho.Publish, key string) (string, bool) {

@@ -164,12 +164,6 @@ func (c *rawMQTT) publish(p *packet.Publish) error {
 	return err
 }
 
-func (c *rawMQTT) deliveries() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.delivered
-}
-
 // disconnect sends DISCONNECT and closes the socket.
 func (c *rawMQTT) disconnect() {
 	_ = c.write(&packet.Disconnect{})
