@@ -359,6 +359,13 @@ for round in $(seq "$rounds"); do
   run_one edgeport halfmax "$round" --scenario p2p --clients 1 --qos 0 --rate "$half"
   log "  edgeport: $(summary "$tmp/res/halfmax/edgeport.$round.json")"
 done
+log "latency past saturation: QoS 0 1->1 open loop at 1.5x Edgeport's maximum and unthrottled"
+over=$(jq -n --argjson e "${e:-0}" '($e * 1.5) | floor')
+for round in $(seq "$rounds"); do
+  run_one edgeport over "$round" --scenario p2p --clients 1 --qos 0 --open-loop --rate "$over"
+  run_one edgeport flat "$round" --scenario p2p --clients 1 --qos 0 --open-loop
+  log "  edgeport: $(summary "$tmp/res/over/edgeport.$round.json"); unthrottled $(summary "$tmp/res/flat/edgeport.$round.json")"
+done
 recovery_n=${RECOVERY_MESSAGES:-1000000}
 [ "$quick" = 1 ] && recovery_n=${RECOVERY_MESSAGES:-50000}
 log "durability: recovery of $recovery_n queued messages"
@@ -393,6 +400,19 @@ timeout 600 "$tmp/recovery" -n "$recovery_n" >"$tmp/recovery.txt" 2>&1 || log "r
     IFS='|' read -r label field digits <<<"$f"
     v=$(median halfmax edgeport "$field")
     printf '| %s | %s |\n' "$label" "$(printf "%.${digits}f" "${v:-0}")"
+  done
+  echo
+  echo "## Past saturation (Edgeport only)"
+  echo
+  echo "\`edgeport bench --addr HOST:PORT --scenario p2p --clients 1 --qos 0 --open-loop --rate $over --duration $duration\` (1.5× Edgeport's maximum) and the same without \`--rate\`: publishers ignore the delivery window and write as fast as TCP accepts. Latency settles where TCP backpressure and the per-connection outbound bound (\`MaxOutboundBytes\`, 8 MiB; QoS 0 beyond it is dropped and counted) put it, instead of growing with the run."
+  echo
+  echo "| figure | open loop at 1.5× max | open loop, unthrottled |"
+  echo "|---|---:|---:|"
+  for f in "delivered msg/s|.received_per_sec|0" "latency p50 (ms)|.latency.p50_ms|2" "latency p99 (ms)|.latency.p99_ms|2" "latency max (ms)|.latency.max_ms|2" "lost|.lost|0"; do
+    IFS='|' read -r label field digits <<<"$f"
+    o=$(median over edgeport "$field")
+    u=$(median flat edgeport "$field")
+    printf '| %s | %s | %s |\n' "$label" "$(printf "%.${digits}f" "${o:-0}")" "$(printf "%.${digits}f" "${u:-0}")"
   done
   echo
   echo "## Durability: a large queue, on disk and back (Edgeport only)"
