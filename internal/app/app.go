@@ -105,6 +105,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if a.state, err = statestore.New(ssOpts); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
+	a.broker.OnDisconnect(a.state.ClientDisconnected)
 	if !isOff(cfg.HTTPAddr) {
 		a.http = telemetry.NewHTTPServer(cfg.HTTPAddr, reg, log.With("component", "http"))
 		listeners := func() []telemetry.ListenerInfo {

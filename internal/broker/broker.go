@@ -43,6 +43,8 @@ type Broker struct {
 	enhanced map[string]EnhancedAuth
 	st       *store.Store // nil: in memory only
 
+	disconnectHooks []func(clientID string) // set before serving, read-only after
+
 	stats    stats
 	started  time.Time
 	closing  atomic.Bool
@@ -317,6 +319,19 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		b.reroute(s, d)
 		b.dropEntry(s, &d)
 	}
+	if !c.trusted {
+		for _, f := range b.disconnectHooks {
+			f(c.id)
+		}
+	}
+}
+
+// OnDisconnect registers f to be called with a client's ID when its
+// connection ends (not when another connection takes its session over).
+// Components keeping per-client state, such as the state store's KEYNOTIFY
+// registrations, use it. Register before the broker serves connections.
+func (b *Broker) OnDisconnect(f func(clientID string)) {
+	b.disconnectHooks = append(b.disconnectHooks, f)
 }
 
 // expiryNever is the session expiry that never ends (0xFFFFFFFF seconds).

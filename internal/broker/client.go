@@ -403,7 +403,8 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 		c.b.stats.drop(dropSlowConsumer, 0)
 		return false
 	}
-	simple := c.version != packet.V5 || (len(d.subIDs) == 0 && m.Expiry == 0 && c.aliasMaxOut == 0)
+	origin := c.trusted && m.Origin != "" && c.version == packet.V5
+	simple := c.version != packet.V5 || (len(d.subIDs) == 0 && m.Expiry == 0 && c.aliasMaxOut == 0 && !origin)
 	if simple {
 		enc := m.cachedEncoding(c.version, d.qos)
 		if c.maxOut > 0 && len(enc) > c.maxOut {
@@ -436,6 +437,10 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 			pub.Properties.Set(packet.PropMessageExpiry)
 		}
 		pub.Properties.SubscriptionIDs = d.subIDs
+		if origin {
+			user := make([]packet.UserProperty, 0, len(pub.Properties.User)+1)
+			pub.Properties.User = append(append(user, pub.Properties.User...), packet.UserProperty{Key: OriginProperty, Value: m.Origin})
+		}
 		newAlias := false
 		if c.aliasMaxOut > 0 {
 			newAlias = c.applyAliasLocked(&pub)
@@ -676,8 +681,14 @@ func (c *client) messageProps(m *Message, in *packet.Properties) {
 		keep = true
 	}
 	if len(in.User) > 0 {
-		out.User = append([]packet.UserProperty(nil), in.User...)
-		keep = true
+		out.User = make([]packet.UserProperty, 0, len(in.User))
+		for _, u := range in.User {
+			if u.Key == OriginProperty && !c.trusted {
+				continue // only the broker vouches for an origin
+			}
+			out.User = append(out.User, u)
+		}
+		keep = len(out.User) > 0 || keep
 	}
 	if keep {
 		m.Props = &out

@@ -18,6 +18,13 @@ import (
 // counted, under listener="internal".
 const InternalListener = "internal"
 
+// OriginProperty is the user property the broker adds to every message it
+// delivers to an internal client: the publishing client's ID, verified by
+// the broker. Components serving requests (the state store) identify the
+// requester by it rather than by what the request claims. The broker strips
+// the property from what network clients publish, so it cannot be forged.
+const OriginProperty = "$edgeport.origin"
+
 // Accepting reports whether the broker takes new connections; it turns
 // false when Shutdown begins.
 func (b *Broker) Accepting() bool { return !b.closing.Load() }

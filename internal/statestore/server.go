@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/edgeport/edgeport/internal/broker"
 	"log/slog"
 	"net"
 	"strings"
@@ -22,9 +23,11 @@ import (
 // listing) or write (SET, DEL, VDEL) a key. It is called on the executor
 // goroutine for every request, so it must be quick.
 //
-// The state store knows the requester by the invoker client ID the SDKs put
-// in the __invId or __srcId user property; username and attrs are empty
-// until the broker can vouch for the publisher (see docs/statestore.md).
+// The requester is the publishing client's ID as the broker vouches for it
+// (broker.OriginProperty), falling back to the __invId or __srcId user
+// property the SDKs send when the state store is reached without the
+// broker's internal listener; username and attrs come with the security
+// issue's principal lookup (see docs/statestore.md).
 type Authorizer interface {
 	Authorize(clientID, username string, attrs map[string]string, key []byte, write bool) bool
 }
@@ -369,9 +372,11 @@ func (s *Server) newRequest(l *link, p *packet.Publish) *request {
 	r.expiry = pr.MessageExpiry
 	r.ts, r.ft, r.invoker, r.protVer = "", "", "", ""
 	r.hasTS, r.hasFT, r.hasProtVer = false, false, false
-	src := ""
+	src, origin := "", ""
 	for _, u := range pr.User {
 		switch u.Key {
+		case broker.OriginProperty:
+			origin = u.Value
 		case propTimestamp:
 			r.ts, r.hasTS = strings.Clone(u.Value), true
 		case propFencingToken:
@@ -386,6 +391,11 @@ func (s *Server) newRequest(l *link, p *packet.Publish) *request {
 	}
 	if r.invoker == "" && src != "" {
 		r.invoker = strings.Clone(src)
+	}
+	if origin != "" {
+		// The broker vouches for the publisher's client ID: it wins over
+		// whatever the request claims, for authorization and KEYNOTIFY.
+		r.invoker = strings.Clone(origin)
 	}
 	r.payload = append(r.payload[:0], p.Payload...)
 	return r
