@@ -286,13 +286,14 @@ func (a *AutoCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 		// Expired (nobody connected for a long time): a new one is needed
 		// before this handshake can succeed.
 		a.renew(cur)
+		return a.cur.Load().cert, nil
 	case a.renewing.CompareAndSwap(false, true):
 		go func() {
 			defer a.renewing.Store(false)
 			a.renew(cur)
 		}()
 	}
-	return a.cur.Load().cert, nil
+	return cur.cert, nil
 }
 
 // Current returns the certificate new handshakes get.

@@ -42,6 +42,11 @@ const (
 	// not hold the broker's Close call for the library's 5+5 s default.
 	defaultWSCloseGrace = time.Second
 
+	// DefaultHandshakeTimeout bounds a TLS handshake unless the Guard or
+	// Config says otherwise: a client that opens a socket and says nothing
+	// must not hold it for long.
+	DefaultHandshakeTimeout = 10 * time.Second
+
 	wsReadHeaderTimeout = 10 * time.Second
 	wsIdleTimeout       = 30 * time.Second
 	wsMaxHeaderBytes    = 16 << 10
@@ -58,6 +63,25 @@ type HandlerFunc func(conn net.Conn, listener string)
 // ServeConn calls f(conn, listener).
 func (f HandlerFunc) ServeConn(conn net.Conn, listener string) { f(conn, listener) }
 
+// RejectCounter is implemented by Handlers that count the connections a
+// listener refused (the broker, for its metrics); reason is one of the
+// Reject constants.
+type RejectCounter interface {
+	ConnectionRejected(listener, reason string)
+}
+
+// Why a connection was refused, as metrics label it.
+const (
+	RejectListenerLimit = "listener_limit" // Config.MaxConnections reached
+	RejectTotalLimit    = "total_limit"    // Limits.MaxConnections reached
+	RejectAddressLimit  = "address_limit"  // Limits.MaxConnectionsPerAddress reached
+	RejectRateLimit     = "rate_limit"     // Limits.ConnectRate exceeded
+	RejectTLSHandshake  = "tls_handshake"  // handshake failed or timed out
+)
+
+// rejectReasons index Listener.rejectedBy, in the order of Rejections' fields.
+var rejectReasons = [...]string{RejectListenerLimit, RejectTotalLimit, RejectAddressLimit, RejectRateLimit, RejectTLSHandshake}
+
 // Config describes one listener.
 type Config struct {
 	Name           string      // listener name used in logs and metrics; defaults to Protocol
@@ -66,13 +90,24 @@ type Config struct {
 	Path           string      // websocket path, default DefaultWebSocketPath
 	TLS            *tls.Config // optional; turns tcp into TLS and websocket into WSS
 	MaxConnections int         // 0 = unlimited; connections over the limit are closed at once and counted
+	// Guard holds limits shared with other listeners; nil for none.
+	Guard *Guard
+	// HandshakeTimeout bounds the TLS handshake when the Guard sets no
+	// timeout; 0 means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 }
 
 // Stats is a snapshot of a listener's connection counters.
 type Stats struct {
-	Accepted uint64 // connections handed to the Handler since Start
-	Rejected uint64 // connections refused because MaxConnections was reached
-	Open     int64  // Handler.ServeConn calls still running
+	Accepted   uint64     // connections handed to the Handler since Start
+	Rejected   uint64     // connections refused, for any reason
+	Rejections Rejections // Rejected by reason
+	Open       int64      // Handler.ServeConn calls still running
+}
+
+// Rejections count refused connections by reason (see the Reject constants).
+type Rejections struct {
+	ListenerLimit, TotalLimit, AddressLimit, RateLimit, TLSHandshake uint64
 }
 
 // Listener accepts connections for one Config and passes them to a Handler.
@@ -82,17 +117,22 @@ type Listener struct {
 	log        *slog.Logger
 	closeGrace time.Duration // tests shorten it
 
-	mu      sync.Mutex
-	ln      net.Listener
-	srv     *http.Server // websocket only
-	started bool
-	stopped bool
-	quit    chan struct{} // closed by Stop; interrupts accept backoff
-	done    chan struct{} // closed when the serving goroutine has returned
+	tls *tls.Config // cfg.TLS as served (WSS: HTTP/1.1 only)
 
-	accepted atomic.Uint64
-	rejected atomic.Uint64
-	open     atomic.Int64
+	mu       sync.Mutex
+	ln       net.Listener
+	srv      *http.Server // websocket only
+	queue    *connQueue   // websocket only: prepared connections for srv
+	started  bool
+	stopped  bool
+	quit     chan struct{} // closed by Stop; interrupts accept backoff
+	done     chan struct{} // closed when the accept loop has returned
+	httpDone chan struct{} // closed when srv.Serve has returned (websocket)
+
+	accepted   atomic.Uint64
+	rejected   atomic.Uint64
+	rejectedBy [len(rejectReasons)]atomic.Uint64
+	open       atomic.Int64
 }
 
 // New validates cfg and returns a Listener that is not yet bound.
@@ -159,14 +199,13 @@ func (l *Listener) Start(ctx context.Context) error {
 		return fmt.Errorf("listener %q: listen on %s: %w", l.cfg.Name, l.cfg.Addr, err)
 	}
 	if l.cfg.TLS != nil {
-		tc := l.cfg.TLS
+		l.tls = l.cfg.TLS
 		if l.cfg.Protocol == ProtocolWebSocket {
 			// The WebSocket upgrade exists only in HTTP/1.1; an h2 ALPN
 			// offer that we accepted would make the handshake impossible.
-			tc = tc.Clone()
-			tc.NextProtos = []string{"http/1.1"}
+			l.tls = l.tls.Clone()
+			l.tls.NextProtos = []string{"http/1.1"}
 		}
-		ln = tls.NewListener(ln, tc)
 	}
 
 	l.ln = ln
@@ -174,11 +213,14 @@ func (l *Listener) Start(ctx context.Context) error {
 	l.quit = make(chan struct{})
 	l.done = make(chan struct{})
 	if l.cfg.Protocol == ProtocolWebSocket {
+		// Connections reach the HTTP server only once admitted and past
+		// the TLS handshake, both done by the accept loop's goroutines.
+		l.queue = newConnQueue(ln.Addr())
 		l.srv = l.newWebSocketServer()
-		go l.serveHTTP(ln, l.srv)
-	} else {
-		go l.acceptLoop(ln)
+		l.httpDone = make(chan struct{})
+		go l.serveHTTP(l.queue, l.srv)
 	}
+	go l.acceptLoop(ln)
 	l.log.Info("listening", "protocol", l.cfg.Protocol, "addr", ln.Addr().String(), "tls", l.cfg.TLS != nil)
 	return nil
 }
@@ -208,25 +250,31 @@ func (l *Listener) Stop(ctx context.Context) error {
 	}
 	l.stopped = true
 	close(l.quit)
-	ln, srv, done := l.ln, l.srv, l.done
+	ln, srv, done, httpDone := l.ln, l.srv, l.done, l.httpDone
 	l.mu.Unlock()
 
 	var err error
+	if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		err = fmt.Errorf("listener %q: close: %w", l.cfg.Name, cerr)
+	}
 	if srv != nil {
 		// Shutdown ignores hijacked (upgraded) connections, so it waits
 		// only for requests that have not become MQTT connections yet.
 		if serr := srv.Shutdown(ctx); serr != nil {
-			err = fmt.Errorf("listener %q: shutdown: %w", l.cfg.Name, serr)
+			err = errors.Join(err, fmt.Errorf("listener %q: shutdown: %w", l.cfg.Name, serr))
 			_ = srv.Close()
 		}
-	} else if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
-		err = fmt.Errorf("listener %q: close: %w", l.cfg.Name, cerr)
 	}
 
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return errors.Join(err, fmt.Errorf("listener %q: waiting for accept loop: %w", l.cfg.Name, ctx.Err()))
+	for _, ch := range []chan struct{}{done, httpDone} {
+		if ch == nil {
+			continue
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return errors.Join(err, fmt.Errorf("listener %q: waiting for accept loop: %w", l.cfg.Name, ctx.Err()))
+		}
 	}
 	l.log.Info("stopped", "stats", l.Stats())
 	return err
@@ -234,16 +282,48 @@ func (l *Listener) Stop(ctx context.Context) error {
 
 // Stats returns the current counters.
 func (l *Listener) Stats() Stats {
+	by := &l.rejectedBy
 	return Stats{
 		Accepted: l.accepted.Load(),
 		Rejected: l.rejected.Load(),
-		Open:     l.open.Load(),
+		Rejections: Rejections{
+			ListenerLimit: by[0].Load(), TotalLimit: by[1].Load(), AddressLimit: by[2].Load(),
+			RateLimit: by[3].Load(), TLSHandshake: by[4].Load(),
+		},
+		Open: l.open.Load(),
 	}
 }
 
-// reserve claims an open-connection slot, or counts a rejection when the
-// limit is reached. A compare-and-swap keeps concurrent WebSocket upgrades
-// from overshooting the limit.
+// reject counts a refused connection, here and in the Handler's metrics.
+func (l *Listener) reject(reason string) {
+	l.rejected.Add(1)
+	for i, r := range rejectReasons {
+		if r == reason {
+			l.rejectedBy[i].Add(1)
+		}
+	}
+	if rc, ok := l.h.(RejectCounter); ok {
+		rc.ConnectionRejected(l.cfg.Name, reason)
+	}
+}
+
+// handshakeTimeout is the Guard's, which follows the broker's options
+// live, or else the Config's.
+func (l *Listener) handshakeTimeout() time.Duration {
+	if g := l.cfg.Guard; g != nil {
+		if d := g.Limits().HandshakeTimeout; d > 0 {
+			return d
+		}
+	}
+	if l.cfg.HandshakeTimeout > 0 {
+		return l.cfg.HandshakeTimeout
+	}
+	return DefaultHandshakeTimeout
+}
+
+// reserve claims an open-connection slot; false when the limit is reached.
+// A compare-and-swap keeps concurrent WebSocket upgrades from overshooting
+// the limit.
 func (l *Listener) reserve() bool {
 	limit := int64(l.cfg.MaxConnections)
 	if limit == 0 {
@@ -253,7 +333,6 @@ func (l *Listener) reserve() bool {
 	for {
 		n := l.open.Load()
 		if n >= limit {
-			l.rejected.Add(1)
 			return false
 		}
 		if l.open.CompareAndSwap(n, n+1) {

@@ -2,6 +2,7 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -35,7 +36,7 @@ func (l *Listener) newWebSocketServer() *http.Server {
 }
 
 func (l *Listener) serveHTTP(ln net.Listener, srv *http.Server) {
-	defer close(l.done)
+	defer close(l.httpDone)
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error("websocket server stopped", "err", err)
 	}
@@ -49,6 +50,7 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// Refusing before the upgrade lets the client see why.
 	if !l.reserve() {
 		l.log.Debug("connection limit reached; refusing upgrade", "remote", r.RemoteAddr)
+		l.reject(RejectListenerLimit)
 		http.Error(w, "connection limit reached", http.StatusServiceUnavailable)
 		return
 	}
@@ -109,6 +111,15 @@ func (c *wsConn) Close() error {
 		return nil
 	}
 	return err
+}
+
+// TLSConnectionState implements TLSStater: the WebSocket layer hides the
+// *tls.Conn of a WSS connection.
+func (c *wsConn) TLSConnectionState() (tls.ConnectionState, bool) {
+	if tc, ok := c.raw.(*tls.Conn); ok {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
 }
 
 func (c *wsConn) RemoteAddr() net.Addr {
