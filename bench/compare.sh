@@ -69,6 +69,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A hand-written section (targets and their limits) below this marker in
+# the existing report is kept across runs.
+marker='<!-- hand-written below: kept by compare.sh -->'
+kept=$tmp/kept.md
+if [ -f "$out" ] && grep -qF "$marker" "$out"; then
+  sed -n "/$marker/,\$p" "$out" >"$kept"
+fi
+
 log "building edgeport"
 go build -o "$tmp/edgeport" ./cmd/edgeport
 bin=$tmp/edgeport
@@ -423,5 +431,8 @@ timeout 600 "$tmp/recovery" -n "$recovery_n" >"$tmp/recovery.txt" 2>&1 || log "r
   cat "$tmp/recovery.txt"
   echo '```'
 } >>"$out"
+if [ -s "$kept" ]; then
+  { echo; cat "$kept"; } >>"$out"
+fi
 log "wrote $out"
 if [ "$quick" = 1 ]; then cat "$out"; fi
