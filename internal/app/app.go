@@ -57,6 +57,7 @@ type App struct {
 	reg       *prometheus.Registry
 	broker    *broker.Broker
 	store     *store.Store
+	guard     *listener.Guard // connection limits of every listener, the Broker resource's
 	listeners []*listener.Listener
 	names     []string // listener names, parallel to listeners
 	http      *telemetry.HTTPServer
@@ -77,12 +78,15 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
 	a := &App{cfg: cfg, log: log, reg: reg, broker: b}
+	if a.guard, err = listener.NewGuard(baseLimits(cfg.Broker)); err != nil {
+		return nil, err
+	}
 	if a.res, err = newResources(a); err != nil {
 		return nil, err
 	}
 	for _, l := range []listener.Config{
-		{Name: "mqtt", Addr: cfg.MQTTAddr, Protocol: "tcp"},
-		{Name: "ws", Addr: cfg.WSAddr, Protocol: "websocket", Path: cfg.WSPath},
+		{Name: "mqtt", Addr: cfg.MQTTAddr, Protocol: "tcp", Guard: a.guard},
+		{Name: "ws", Addr: cfg.WSAddr, Protocol: "websocket", Path: cfg.WSPath, Guard: a.guard},
 	} {
 		if isOff(l.Addr) {
 			continue

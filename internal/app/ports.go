@@ -2,14 +2,9 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,18 +25,21 @@ const (
 // portConfig is everything that makes a port what it is; a port whose
 // portConfig did not change keeps running, with its clients.
 type portConfig struct {
-	addr      string // host:port to bind
-	protocol  string // listener.ProtocolTCP or listener.ProtocolWebSocket
-	path      string
-	maxConns  int
-	authn     string
-	authz     string
-	tls       string // "" or a fingerprint of the certificate in use
-	tlsConfig *tls.Config
+	addr     string // host:port to bind
+	protocol string // listener.ProtocolTCP or listener.ProtocolWebSocket
+	path     string
+	maxConns int
+	authn    string
+	authz    string
+	tls      string // "" or the TLS settings (tlsKey); certificate files changing do not change it
+	tlsSpec  *config.ListenerTLS
+	// requestClientCert asks TLS clients for a certificate, unverified,
+	// when the spec asks none: for an X.509 authentication method.
+	requestClientCert bool
 }
 
 func (c portConfig) same(o portConfig) bool {
-	c.tlsConfig, o.tlsConfig = nil, nil
+	c.tlsSpec, o.tlsSpec = nil, nil
 	return c == o
 }
 
@@ -58,6 +56,11 @@ type portRun struct {
 	mu     sync.Mutex
 	closed bool
 	conns  map[net.Conn]struct{} // handed to the broker and not yet ended
+}
+
+// ConnectionRejected lets the broker count what the port's listener refused.
+func (p *portRun) ConnectionRejected(listener, reason string) {
+	p.b.ConnectionRejected(listener, reason)
 }
 
 // ServeConn hands a connection to the broker, keeping track of it so that
@@ -188,9 +191,17 @@ func (r *resources) reconcileListener(k config.Key) {
 }
 
 func (p *portRun) start(r *resources) {
+	// Certificates are loaded (or issued) when a port starts, not at every
+	// reconcile; a port that fails here is retried like one that failed to bind.
+	tc, err := r.serverTLS(p.name, p.cfg)
+	if err != nil {
+		p.err, p.reason = err, "TLSError"
+		r.log.Warn("listener port failed", "listener", p.name, "err", err)
+		return
+	}
 	ln, err := listener.New(listener.Config{
 		Name: p.name, Addr: p.cfg.addr, Protocol: p.cfg.protocol, Path: p.cfg.path,
-		TLS: p.cfg.tlsConfig, MaxConnections: p.cfg.maxConns,
+		TLS: tc, MaxConnections: p.cfg.maxConns, Guard: r.a.guard,
 	}, p, r.log.With("component", "listener"))
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), portStopWait)
@@ -215,8 +226,8 @@ func unwrapListen(err error) error {
 	return err
 }
 
-// portConfig resolves a spec port into what a listener needs, loading the
-// TLS certificate. A failure names its reason for the status.
+// portConfig resolves a spec port into what a listener needs. A failure
+// names its reason for the status.
 func (r *resources) portConfig(p config.ListenerPort) (portConfig, string, error) {
 	cfg := portConfig{
 		addr:     net.JoinHostPort(p.Address, strconv.Itoa(*p.Port)),
@@ -228,45 +239,10 @@ func (r *resources) portConfig(p config.ListenerPort) (portConfig, string, error
 	if p.Protocol == config.ProtocolWebSockets {
 		cfg.protocol, cfg.path = listener.ProtocolWebSocket, p.Path
 	}
-	if p.TLS == nil {
-		return cfg, "", nil
+	if p.TLS != nil {
+		cfg.tls, cfg.tlsSpec = tlsKey(p.TLS), p.TLS
 	}
-	switch p.TLS.Mode {
-	case config.TLSManual:
-		tc, fp, err := r.loadSecretCert(p.TLS.Manual.SecretRef)
-		if err != nil {
-			return cfg, "TLSError", err
-		}
-		cfg.tls, cfg.tlsConfig = fp, tc
-		return cfg, "", nil
-	default:
-		return cfg, "TLSNotSupported", errors.New("tls mode Automatic (generated certificates) is not available yet; use mode Manual with a secret")
-	}
-}
-
-// loadSecretCert reads a TLS secret: on a single machine, the files
-// tls.crt and tls.key in <data-dir>/secrets/<name>/.
-func (r *resources) loadSecretCert(name string) (*tls.Config, string, error) {
-	if r.a.cfg.DataDir == "" {
-		return nil, "", errors.New("secrets need a data directory")
-	}
-	dir := filepath.Join(r.a.cfg.DataDir, "secrets", name)
-	crt, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
-	if err != nil {
-		return nil, "", fmt.Errorf("secret %q: %w", name, err)
-	}
-	key, err := os.ReadFile(filepath.Join(dir, "tls.key"))
-	if err != nil {
-		return nil, "", fmt.Errorf("secret %q: %w", name, err)
-	}
-	cert, err := tls.X509KeyPair(crt, key)
-	if err != nil {
-		return nil, "", fmt.Errorf("secret %q: %w", name, err)
-	}
-	h := sha256.New()
-	h.Write(crt)
-	h.Write(key)
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, hex.EncodeToString(h.Sum(nil)), nil
+	return cfg, "", nil
 }
 
 // listenerStatus reports each port and the resource's readiness.

@@ -250,6 +250,9 @@ func (r *resources) reconcileBroker(k config.Key) {
 			if err := b.SetOptions(r.a.cfg.Broker); err != nil {
 				r.log.Error("restoring the serve flags' broker limits", "err", err)
 			}
+			if err := r.a.guard.SetLimits(baseLimits(r.a.cfg.Broker)); err != nil {
+				r.log.Error("restoring the connection limits", "err", err)
+			}
 			r.brokerApplied = false
 			r.log.Info("Broker resource deleted: the serve flags' limits apply")
 		}
@@ -257,6 +260,10 @@ func (r *resources) reconcileBroker(k config.Key) {
 	}
 	spec := obj.Spec.(*config.BrokerSpec)
 	if err := b.SetOptions(brokerOptions(spec, r.a.cfg.Broker)); err != nil {
+		r.setReady(obj, false, "InvalidOptions", err.Error())
+		return
+	}
+	if err := r.a.guard.SetLimits(connectionLimits(spec)); err != nil {
 		r.setReady(obj, false, "InvalidOptions", err.Error())
 		return
 	}
@@ -307,6 +314,25 @@ func brokerOptions(s *config.BrokerSpec, base broker.Options) broker.Options {
 		o.SysInterval = -1
 	}
 	return o
+}
+
+// connectionLimits maps spec.advanced.connections onto the listeners'
+// Guard; the CONNECT deadline bounds TLS handshakes too.
+func connectionLimits(s *config.BrokerSpec) listener.Limits {
+	c := s.Advanced.Connections
+	return listener.Limits{
+		MaxConnections:           c.MaxConnections,
+		MaxConnectionsPerAddress: c.MaxConnectionsPerAddress,
+		ConnectRate:              float64(c.ConnectRatePerSecond),
+		ConnectBurst:             c.ConnectBurst,
+		HandshakeTimeout:         time.Duration(*s.Advanced.Clients.ConnectTimeoutSeconds) * time.Second,
+	}
+}
+
+// baseLimits are the connection limits without a Broker resource: none,
+// and the serve flags' CONNECT deadline for TLS handshakes.
+func baseLimits(o broker.Options) listener.Limits {
+	return listener.Limits{HandshakeTimeout: max(o.ConnectTimeout, 0)}
 }
 
 // api builds the REST API over the store.

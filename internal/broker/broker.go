@@ -41,7 +41,8 @@ type Broker struct {
 	listeners  map[string]*listenerStats
 
 	enhanced map[string]EnhancedAuth
-	st       *store.Store // nil: in memory only
+	sec      securityRegistry // per listener authentication and authorization
+	st       *store.Store     // nil: in memory only
 
 	disconnectHooks []func(clientID string) // set before serving, read-only after
 
@@ -198,6 +199,9 @@ func (b *Broker) Publish(m *Message) int {
 }
 
 func (b *Broker) publishWill(m *Message) {
+	if !b.willAllowed(m) {
+		return
+	}
 	if m.willExpiry > 0 {
 		m.Expiry = time.Now().Add(m.willExpiry).UnixNano()
 	}

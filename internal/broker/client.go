@@ -39,6 +39,7 @@ type client struct {
 	aliasMaxOut uint16 // client's Topic Alias Maximum
 	problemInfo bool   // client wants reason strings and user properties
 	authMethod  string
+	auth        *clientAuth // principal and listener security; nil for trusted clients
 	// What CONNACK told the client; live option changes do not alter them
 	// for a connection that is already up.
 	maxIn, recvMaxIn, aliasMaxIn int
@@ -104,6 +105,7 @@ func (c *client) handshake() bool {
 	h, body, err := c.r.Next(c.b.o().MaxPacketSize)
 	if err != nil {
 		c.log.Debug("no CONNECT", "remote", c.conn.RemoteAddr().String(), "err", err)
+		c.countNoConnect(err)
 		return false
 	}
 	if h.Type != packet.CONNECT {
@@ -165,6 +167,7 @@ func (c *client) finish() {
 		}
 	}
 	c.conn.Close()
+	c.endAuth()
 	// Counters adds the live connections of b.conns to the listener totals:
 	// moving this connection's counts over and leaving b.conns happen under
 	// one lock so that it is counted exactly once.
@@ -539,8 +542,10 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 		c.b.stats.drop(dropInvalidTopic, p.QoS)
 		return nil
 	}
-	// No authorization policy exists yet: every valid publish is allowed.
-	c.stats.authzAllowed.Add(1)
+	if !c.allowPublish(name) {
+		c.refusePublish(p)
+		return nil
+	}
 	if p.QoS > 0 && c.b.st != nil && c.b.st.Full() {
 		// Refused before routing, so a refused message reaches nobody and
 		// the client's retry is not a duplicate.
@@ -841,8 +846,10 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		if shared && in.NoLocal {
 			return packet.Errorf(packet.ProtocolError, "No Local on shared subscription %q", in.Filter)
 		}
-		// No authorization policy exists yet: every valid filter is allowed.
-		c.stats.authzAllowed.Add(1)
+		if !c.allowSubscribe(inner) {
+			ack.ReasonCodes[i] = c.subFailure(packet.NotAuthorized)
+			continue
+		}
 		sub := &subscription{
 			filter: strings.Clone(in.Filter), qos: in.QoS, noLocal: in.NoLocal,
 			retainAsPublished: in.RetainAsPublished, retainHandling: in.RetainHandling,

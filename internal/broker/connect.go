@@ -127,19 +127,11 @@ func (c *client) connect(cp *packet.Connect) bool {
 		}
 	}
 
-	if v5 && cp.Properties.Has(packet.PropAuthMethod) {
-		data, code, reason := c.enhancedAuth(cp)
-		if code != packet.Success {
-			c.ls.countAuth(c.b.authMethodLabel(cp.Properties.AuthMethod), authOutcome(code))
-			return refuse(code, reason)
-		}
-		c.authMethod = cp.Properties.AuthMethod
-		if len(data) > 0 {
-			ack.Properties.AuthData = data
-			ack.Properties.Set(packet.PropAuthData)
-		}
-		ack.Properties.AuthMethod = c.authMethod
-		ack.Properties.Set(packet.PropAuthMethod)
+	if code, reason := c.authenticate(cp, &ack); code != packet.Success {
+		return refuse(code, reason)
+	}
+	if will != nil {
+		will.owner = c.auth // checked against the principal when published
 	}
 
 	if v5 {
@@ -159,6 +151,9 @@ func (c *client) connect(cp *packet.Connect) bool {
 	c.sess = s
 	s.mu.Lock()
 	s.will, s.willDelay = will, willDelay
+	if present {
+		c.pruneOnResume(s)
+	}
 	c.b.commit(c.b.saveSessionLocked(s, 0), nil)
 	ack.SessionPresent = present
 	c.outMu.Lock()
@@ -169,10 +164,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 	c.resumeLocked()
 	s.mu.Unlock()
 	c.ls.connects.Add(1)
-	// Without an authentication method the connection is accepted
-	// anonymously: no credentials are checked yet (username and password
-	// included).
-	c.ls.countAuth(c.b.authMethodLabel(c.authMethod), authSuccess)
+	c.authenticated()
 	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present)
 	return true
 }
@@ -206,22 +198,27 @@ func (c *client) resumeLocked() {
 }
 
 // enhancedAuth runs the AUTH exchange of a CONNECT carrying an
-// Authentication Method. It returns the final data for CONNACK.
-func (c *client) enhancedAuth(cp *packet.Connect) ([]byte, packet.ReasonCode, string) {
+// Authentication Method with st. On success it sets the connection's method
+// and CONNACK's authentication properties; a failure returns the reason and
+// the method's error, if it gave one.
+func (c *client) enhancedAuth(cp *packet.Connect, st AuthStepper, ack *packet.ConnAck) (packet.ReasonCode, string, error) {
 	method := cp.Properties.AuthMethod
-	a := c.b.enhanced[method]
-	if a == nil {
-		return nil, packet.BadAuthenticationMethod, "authentication method " + method + " is not supported"
-	}
-	st := a.Start(cp.ClientID)
 	data := cp.Properties.AuthData
 	for {
 		reply, done, err := st.Step(data)
 		if err != nil {
-			return nil, authCode(err), "authentication failed"
+			code, _ := authRefusal(err)
+			return code, "authentication failed", err
 		}
 		if done {
-			return reply, packet.Success, ""
+			c.authMethod = method
+			if len(reply) > 0 {
+				ack.Properties.AuthData = reply
+				ack.Properties.Set(packet.PropAuthData)
+			}
+			ack.Properties.AuthMethod = method
+			ack.Properties.Set(packet.PropAuthMethod)
+			return packet.Success, "", nil
 		}
 		ap := packet.Auth{ReasonCode: packet.ContinueAuthentication}
 		ap.Properties.AuthMethod = method
@@ -234,17 +231,17 @@ func (c *client) enhancedAuth(cp *packet.Connect) ([]byte, packet.ReasonCode, st
 		_ = c.conn.SetReadDeadline(time.Now().Add(c.b.o().ConnectTimeout))
 		h, body, err := c.r.Next(c.b.o().MaxPacketSize)
 		if err != nil {
-			return nil, packet.UnspecifiedError, "no AUTH answer"
+			return packet.UnspecifiedError, "no AUTH answer", nil
 		}
 		var in packet.Auth
 		if h.Type != packet.AUTH {
-			return nil, packet.ProtocolError, "expected AUTH"
+			return packet.ProtocolError, "expected AUTH", nil
 		}
 		if err := in.Decode(h.Flags, body, c.version); err != nil {
-			return nil, packet.MalformedPacket, err.Error()
+			return packet.MalformedPacket, err.Error(), nil
 		}
 		if in.ReasonCode != packet.ContinueAuthentication || in.Properties.AuthMethod != method {
-			return nil, packet.ProtocolError, "AUTH must continue the same method"
+			return packet.ProtocolError, "AUTH must continue the same method", nil
 		}
 		data = in.Properties.AuthData
 	}
@@ -273,7 +270,13 @@ func (c *client) handleAuth(flags byte, body []byte) error {
 	}
 	switch in.ReasonCode {
 	case packet.ReAuthenticate:
-		c.reauth = c.b.enhanced[c.authMethod].Start(c.id)
+		st, err := c.startReauth(&in)
+		if err != nil {
+			c.reauthFailed(err)
+			code, _ := authRefusal(err)
+			return packet.Errorf(code, "re-authentication failed")
+		}
+		c.reauth = st
 	case packet.ContinueAuthentication:
 		if c.reauth == nil {
 			return packet.Errorf(packet.ProtocolError, "AUTH continue without re-authentication")
@@ -281,10 +284,24 @@ func (c *client) handleAuth(flags byte, body []byte) error {
 	default:
 		return packet.Errorf(packet.ProtocolError, "AUTH reason %s from a client", in.ReasonCode)
 	}
-	reply, done, err := c.reauth.Step(in.Properties.AuthData)
+	st := c.reauth
+	reply, done, err := st.Step(in.Properties.AuthData)
 	if err != nil {
 		c.reauth = nil
-		return packet.Errorf(authCode(err), "re-authentication failed")
+		if errors.Is(err, ErrAuthUnavailable) {
+			// The credential could not be checked now (Azure IoT
+			// Operations' behaviour): the client keeps its connection and
+			// its current credential, and may try again.
+			c.log.Debug("re-authentication unavailable", "client", c.id, "listener", c.ls.name, "err", err)
+			out := packet.Auth{ReasonCode: packet.ContinueAuthentication}
+			out.Properties.AuthMethod = c.authMethod
+			out.Properties.Set(packet.PropAuthMethod)
+			c.writePacket(&out)
+			return nil
+		}
+		c.reauthFailed(err)
+		code, _ := authRefusal(err)
+		return packet.Errorf(code, "re-authentication failed")
 	}
 	out := packet.Auth{ReasonCode: packet.ContinueAuthentication}
 	if done {
@@ -298,5 +315,8 @@ func (c *client) handleAuth(flags byte, body []byte) error {
 		out.Properties.Set(packet.PropAuthData)
 	}
 	c.writePacket(&out)
+	if done {
+		c.reauthenticated(st)
+	}
 	return nil
 }

@@ -27,6 +27,9 @@ type Message struct {
 	// willExpiry is a will's Message Expiry Interval, which starts when the
 	// will is published.
 	willExpiry time.Duration
+	// owner is a will's connection authentication, to check the will
+	// against its principal when it is published.
+	owner *clientAuth
 
 	// enc caches the encoded PUBLISH per [protocol 3.1.1/5][QoS 0/QoS>0]
 	// for deliveries that need no per-subscriber properties; the packet ID

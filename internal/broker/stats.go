@@ -61,8 +61,9 @@ type listenerStats struct {
 	payloadIn, payloadOut              atomic.Uint64
 	authzAllowed, authzDenied          atomic.Uint64
 
-	authMu sync.Mutex // guards auth
-	auth   map[string]*authCounters
+	authMu  sync.Mutex // guards auth and rejects
+	auth    map[string]*authCounters
+	rejects rejectCounts
 }
 
 // ListenerCounters are one listener's totals.
@@ -76,6 +77,9 @@ type ListenerCounters struct {
 	Authentication map[string]AuthCounters
 	// Authorization decisions on publishes and subscriptions.
 	AuthorizationAllowed, AuthorizationDenied uint64
+	// Rejected counts connections refused by reason: the listener's
+	// limits and TLS handshakes (listener.Reject*), RejectConnectTimeout.
+	Rejected map[string]uint64
 }
 
 // Counters is a snapshot of the broker's statistics. Sessions of internal
@@ -127,6 +131,7 @@ func (b *Broker) Counters() Counters {
 			PayloadBytesIn: ls.payloadIn.Load(), PayloadBytesOut: ls.payloadOut.Load(),
 			AuthorizationAllowed: ls.authzAllowed.Load(), AuthorizationDenied: ls.authzDenied.Load(),
 			Authentication: ls.authSnapshot(),
+			Rejected:       ls.rejectSnapshot(),
 		}
 	}
 	b.listenerMu.Unlock()
@@ -178,6 +183,7 @@ var (
 	descAuthnFail   = desc("edgeport_broker_authentication_failures_total", "Client authentications that could not be performed (unsupported method, broken exchange).", "listener", "method")
 	descAuthzAllow  = desc("edgeport_broker_authorization_allow_total", "Publishes and subscriptions authorized.", "listener")
 	descAuthzDeny   = desc("edgeport_broker_authorization_deny_total", "Publishes and subscriptions denied by authorization.", "listener")
+	descRejected    = desc("edgeport_broker_connections_rejected_total", "Connections refused before CONNECT, by reason: listener_limit, total_limit, address_limit, rate_limit, tls_handshake, connect_timeout.", "listener", "reason")
 
 	// Broker-wide.
 	descConnected    = desc("edgeport_broker_connected_sessions", "Sessions with a live connection.")
@@ -197,7 +203,7 @@ var (
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descConnects, descPubIn, descPubOut, descBytesIn, descBytesOut,
-		descPayloadIn, descPayloadOut, descAuthnOK, descAuthnDeny, descAuthnFail, descAuthzAllow, descAuthzDeny,
+		descPayloadIn, descPayloadOut, descAuthnOK, descAuthnDeny, descAuthnFail, descAuthzAllow, descAuthzDeny, descRejected,
 		descConnected, descSessions, descSubs, descRetained, descNoSubs, descDropped, descQoS0Dropped, descBackpressure,
 		descRefused, descProtoErrors, descWills, descStoreErrors, descUptime} {
 		ch <- d
@@ -223,6 +229,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descPayloadOut, l.PayloadBytesOut, name)
 		counter(descAuthzAllow, l.AuthorizationAllowed, name)
 		counter(descAuthzDeny, l.AuthorizationDenied, name)
+		for reason, n := range l.Rejected {
+			counter(descRejected, n, name, reason)
+		}
 		for method, a := range l.Authentication {
 			counter(descAuthnOK, a.Successes, name, method)
 			counter(descAuthnDeny, a.Deny, name, method)

@@ -66,7 +66,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout), newState(stdout, stderr))
+	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout), newState(stdout, stderr),
+		newCA(stdout, stderr))
 	addResourceCommands(root, stdout, stderr)
 	return root
 }

@@ -11,8 +11,9 @@ import (
 
 // BrokerAuthenticationSpec is the BrokerAuthentication kind: how clients of
 // the ports that reference it prove who they are. It follows Azure IoT
-// Operations' BrokerAuthentication; UsernamePassword is Edgeport's. It is
-// validated now and enforced once the security work lands.
+// Operations' BrokerAuthentication; UsernamePassword is Edgeport's. The
+// methods are tried in order: the first whose credentials the client
+// presented decides (see docs/security.md).
 type BrokerAuthenticationSpec struct {
 	AuthenticationMethods []AuthenticationMethod `json:"authenticationMethods"`
 }
@@ -54,15 +55,35 @@ type SecretRef struct {
 	SecretRef string `json:"secretRef"`
 }
 
-// SATSettings accepts Kubernetes service account tokens (MQTT 5 enhanced
-// authentication K8S-SAT).
+// SATSettings accepts Kubernetes service account tokens and other JWTs
+// (MQTT 5 enhanced authentication K8S-SAT, or user name K8S-SAT with the
+// token as password). Azure IoT Operations asks the Kubernetes API to
+// review tokens; on a single machine Edgeport verifies their signature
+// with the issuer's keys: JwksFile, JwksURI, or the OIDC discovery of
+// Issuer (Edgeport's fields).
 type SATSettings struct {
 	Audiences []string `json:"audiences"`
+	// Issuer, when set, must be the tokens' iss claim; without JwksFile
+	// and JwksURI its OIDC discovery document names the keys.
+	Issuer   string `json:"issuer,omitempty"`
+	JwksURI  string `json:"jwksUri,omitempty"`
+	JwksFile string `json:"jwksFile,omitempty"`
+	// UsernameClaim names the claim that becomes the principal's user
+	// name; default "sub".
+	UsernameClaim string `json:"usernameClaim,omitempty"`
+	// AttributeClaims maps authorization attribute names to claims; a
+	// nested claim is a path of keys separated by "/", such as
+	// kubernetes.io/namespace.
+	AttributeClaims map[string]string `json:"attributeClaims,omitempty"`
 }
 
-// X509Settings accepts client certificates.
+// X509Settings accepts client certificates that chain to a trusted CA:
+// the ConfigMap TrustedClientCaCert (on a single machine every PEM file in
+// <data-dir>/configmaps/<name>/) or the file TrustedClientCaCertFile
+// (Edgeport).
 type X509Settings struct {
-	TrustedClientCaCert     string                   `json:"trustedClientCaCert"`
+	TrustedClientCaCert     string                   `json:"trustedClientCaCert,omitempty"`
+	TrustedClientCaCertFile string                   `json:"trustedClientCaCertFile,omitempty"`
 	AuthorizationAttributes map[string]X509Attribute `json:"authorizationAttributes,omitempty"`
 }
 
@@ -73,10 +94,20 @@ type X509Attribute struct {
 	Attributes map[string]string `json:"attributes"`
 }
 
-// UsernamePasswordSettings checks MQTT username and password against a
-// file of hashed passwords (argon2id or bcrypt).
+// UsernamePasswordSettings checks MQTT username and password against
+// hashed passwords (argon2id or bcrypt, as edgeport passwd prints them):
+// lines "username:hash[:attr=value,...]" of PasswordFile, reloaded when it
+// changes, and Users. A user in both is taken from the file.
 type UsernamePasswordSettings struct {
-	PasswordFile string `json:"passwordFile"`
+	PasswordFile string         `json:"passwordFile,omitempty"`
+	Users        []PasswordUser `json:"users,omitempty"`
+}
+
+// PasswordUser is one user given in the resource itself.
+type PasswordUser struct {
+	Username     string            `json:"username"`
+	PasswordHash string            `json:"passwordHash"`
+	Attributes   map[string]string `json:"attributes,omitempty"`
 }
 
 // DefaultTrustedClientCaCert is Azure IoT Operations' default name of the
@@ -103,7 +134,7 @@ func defaultAuthn(s *BrokerAuthenticationSpec) {
 			if m.X509Settings == nil {
 				m.X509Settings = &X509Settings{}
 			}
-			if m.X509Settings.TrustedClientCaCert == "" {
+			if m.X509Settings.TrustedClientCaCert == "" && m.X509Settings.TrustedClientCaCertFile == "" {
 				m.X509Settings.TrustedClientCaCert = DefaultTrustedClientCaCert
 			}
 		}
@@ -149,19 +180,18 @@ func validateAuthn(s *BrokerAuthenticationSpec, errs *Errors) {
 		case AuthnCustom:
 			validateCustom(m.CustomSettings, field(path, "customSettings"), errs)
 		case AuthnServiceAccountToken:
-			p := field(path, "serviceAccountTokenSettings.audiences")
-			if m.ServiceAccountTokenSettings == nil || len(m.ServiceAccountTokenSettings.Audiences) == 0 {
-				errs.Add(p, "at least one audience is required")
-			} else {
-				for j, a := range m.ServiceAccountTokenSettings.Audiences {
-					if strings.TrimSpace(a) == "" {
-						errs.Add(index(p, j), "must not be empty")
-					}
-				}
-			}
+			validateSAT(m.ServiceAccountTokenSettings, field(path, "serviceAccountTokenSettings"), errs)
 		case AuthnX509:
 			x := m.X509Settings
-			validateName(x.TrustedClientCaCert, field(path, "x509Settings.trustedClientCaCert"), errs)
+			if x.TrustedClientCaCert != "" {
+				validateName(x.TrustedClientCaCert, field(path, "x509Settings.trustedClientCaCert"), errs)
+			}
+			if x.TrustedClientCaCertFile != "" {
+				if x.TrustedClientCaCert != "" {
+					errs.Add(field(path, "x509Settings.trustedClientCaCertFile"), "trustedClientCaCert or trustedClientCaCertFile, not both")
+				}
+				absFile(errs, field(path, "x509Settings.trustedClientCaCertFile"), x.TrustedClientCaCertFile)
+			}
 			for _, k := range sortedKeys(x.AuthorizationAttributes) {
 				a := x.AuthorizationAttributes[k]
 				ap := key(field(path, "x509Settings.authorizationAttributes"), k)
@@ -173,12 +203,68 @@ func validateAuthn(s *BrokerAuthenticationSpec, errs *Errors) {
 				}
 			}
 		case AuthnUsernamePassword:
-			p := field(path, "usernamePasswordSettings.passwordFile")
-			if m.UsernamePasswordSettings == nil || m.UsernamePasswordSettings.PasswordFile == "" {
-				errs.Add(p, "required (path of a file of username:hash lines)")
-			} else if !strings.HasPrefix(m.UsernamePasswordSettings.PasswordFile, "/") {
-				errs.Add(p, "must be an absolute path")
+			validateUsernamePassword(m.UsernamePasswordSettings, field(path, "usernamePasswordSettings"), errs)
+		}
+	}
+}
+
+func validateSAT(s *SATSettings, path string, errs *Errors) {
+	p := field(path, "audiences")
+	if s == nil || len(s.Audiences) == 0 {
+		errs.Add(p, "at least one audience is required")
+		return
+	}
+	for j, a := range s.Audiences {
+		if strings.TrimSpace(a) == "" {
+			errs.Add(index(p, j), "must not be empty")
+		}
+	}
+	for _, u := range []struct{ name, v string }{{"issuer", s.Issuer}, {"jwksUri", s.JwksURI}} {
+		if u.v == "" {
+			continue
+		}
+		if pu, err := url.Parse(u.v); err != nil || pu.Scheme != "https" || pu.Host == "" {
+			errs.Add(field(path, u.name), "must be an https:// URL (got %q)", u.v)
+		}
+	}
+	if s.JwksFile != "" {
+		absFile(errs, field(path, "jwksFile"), s.JwksFile)
+		if s.JwksURI != "" {
+			errs.Add(field(path, "jwksFile"), "jwksFile or jwksUri, not both")
+		}
+	}
+	for _, k := range sortedKeys(s.AttributeClaims) {
+		if k == "" || s.AttributeClaims[k] == "" || strings.Trim(s.AttributeClaims[k], "/") != s.AttributeClaims[k] {
+			errs.Add(key(field(path, "attributeClaims"), k), "must map an attribute name to a claim (a path such as kubernetes.io/namespace)")
+		}
+	}
+}
+
+func validateUsernamePassword(s *UsernamePasswordSettings, path string, errs *Errors) {
+	if s == nil || (s.PasswordFile == "" && len(s.Users) == 0) {
+		errs.Add(field(path, "passwordFile"), "required (path of a file of username:hash lines), or users")
+		return
+	}
+	if s.PasswordFile != "" && !strings.HasPrefix(s.PasswordFile, "/") {
+		errs.Add(field(path, "passwordFile"), "must be an absolute path")
+	}
+	seen := map[string]int{}
+	for i, u := range s.Users {
+		p := index(field(path, "users"), i)
+		switch {
+		case u.Username == "":
+			errs.Add(field(p, "username"), "required")
+		case strings.ContainsAny(u.Username, ":\r\n"):
+			errs.Add(field(p, "username"), "must not contain a colon or a line break")
+		default:
+			if j, dup := seen[u.Username]; dup {
+				errs.Add(field(p, "username"), "duplicate of %s", field(index(field(path, "users"), j), "username"))
 			}
+			seen[u.Username] = i
+		}
+		if !strings.HasPrefix(u.PasswordHash, "$argon2id$") && !strings.HasPrefix(u.PasswordHash, "$2a$") &&
+			!strings.HasPrefix(u.PasswordHash, "$2b$") && !strings.HasPrefix(u.PasswordHash, "$2y$") {
+			errs.Add(field(p, "passwordHash"), "must be an argon2id or bcrypt hash (edgeport passwd prints one)")
 		}
 	}
 }
@@ -206,8 +292,8 @@ func validateCustom(c *CustomAuthSettings, path string, errs *Errors) {
 
 // BrokerAuthorizationSpec is the BrokerAuthorization kind: allow-only
 // rules of principals and what they may do. It follows Azure IoT
-// Operations' BrokerAuthorization; validated now, enforced once the
-// security work lands.
+// Operations' BrokerAuthorization; a port that references one denies
+// whatever no rule allows.
 type BrokerAuthorizationSpec struct {
 	AuthorizationPolicies AuthorizationPolicies `json:"authorizationPolicies"`
 }
@@ -227,7 +313,8 @@ type AuthorizationRule struct {
 }
 
 // Principals match clients; any listed client ID, username or attribute
-// set matches.
+// set matches (client IDs and usernames may use * for any characters; an
+// attribute set matches when every one of its keys matches).
 type Principals struct {
 	ClientIDs  []string            `json:"clientIds,omitempty"`
 	Usernames  []string            `json:"usernames,omitempty"`
@@ -241,7 +328,10 @@ const (
 	MethodSubscribe = "Subscribe"
 )
 
-// BrokerResource allows an MQTT operation.
+// BrokerResource allows an MQTT operation: Connect (for client IDs
+// matching ClientIDs, * for any characters, all when empty), or Publish
+// and Subscribe on Topics (MQTT filters; a SUBSCRIBE filter must be
+// covered by one of them).
 type BrokerResource struct {
 	Method    string   `json:"method"`
 	Topics    []string `json:"topics,omitempty"`

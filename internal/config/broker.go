@@ -13,10 +13,27 @@ type BrokerSpec struct {
 	Diagnostics BrokerDiagnostics `json:"diagnostics"`
 }
 
-// BrokerAdvanced groups the client and topic limits.
+// BrokerAdvanced groups the client, topic and connection limits.
 type BrokerAdvanced struct {
-	Clients ClientLimits `json:"clients"`
-	Topics  TopicLimits  `json:"topics"`
+	Clients     ClientLimits     `json:"clients"`
+	Topics      TopicLimits      `json:"topics"`
+	Connections ConnectionLimits `json:"connections"`
+}
+
+// ConnectionLimits protect the broker from too many or too eager
+// connections (Edgeport). They cover every listener port together, the
+// built-in ones included, and are checked when a socket is accepted, before
+// TLS or MQTT; a change applies to new connections. 0: unlimited.
+type ConnectionLimits struct {
+	// MaxConnections bounds open connections over all listeners.
+	MaxConnections int `json:"maxConnections"`
+	// MaxConnectionsPerAddress bounds open connections from one IP address.
+	MaxConnectionsPerAddress int `json:"maxConnectionsPerAddress"`
+	// ConnectRatePerSecond bounds new connections accepted per second over
+	// all listeners; ConnectBurst is how many may arrive at once (0: the
+	// rate).
+	ConnectRatePerSecond int `json:"connectRatePerSecond"`
+	ConnectBurst         int `json:"connectBurst"`
 }
 
 // ClientLimits bound what one client may do. A change applies to the next
@@ -50,7 +67,7 @@ type ClientLimits struct {
 	// unlimited (Edgeport).
 	MaxSubscriptionsPerClient int `json:"maxSubscriptionsPerClient"`
 	// ConnectTimeoutSeconds is how long a new connection may take to send
-	// CONNECT (Edgeport).
+	// CONNECT, and a TLS handshake to complete (Edgeport).
 	ConnectTimeoutSeconds *int `json:"connectTimeoutSeconds"`
 }
 
@@ -165,6 +182,11 @@ func validateBroker(s *BrokerSpec, errs *Errors) {
 	between(errs, field(p, "connectTimeoutSeconds"), *c.ConnectTimeoutSeconds, 1, 3600)
 	between(errs, "spec.advanced.topics.maxLength", s.Advanced.Topics.MaxLength, 0, 65535)
 	between(errs, "spec.advanced.topics.maxLevels", s.Advanced.Topics.MaxLevels, 0, 65535)
+	cl := &s.Advanced.Connections
+	between(errs, "spec.advanced.connections.maxConnections", cl.MaxConnections, 0, 1<<30)
+	between(errs, "spec.advanced.connections.maxConnectionsPerAddress", cl.MaxConnectionsPerAddress, 0, 1<<30)
+	between(errs, "spec.advanced.connections.connectRatePerSecond", cl.ConnectRatePerSecond, 0, 1<<30)
+	between(errs, "spec.advanced.connections.connectBurst", cl.ConnectBurst, 0, 1<<30)
 	oneOf(errs, "spec.persistence.syncPolicy", s.Persistence.SyncPolicy, SyncAlways, SyncBatch, SyncNone)
 	between(errs, "spec.diagnostics.sysIntervalSeconds", *s.Diagnostics.SysIntervalSeconds, 0, 86400)
 }

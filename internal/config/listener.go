@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,11 @@ type ListenerPort struct {
 	TLS               *ListenerTLS `json:"tls,omitempty"`
 	// MaxConnections bounds open connections on the port; 0: unlimited.
 	MaxConnections int `json:"maxConnections,omitempty"`
+	// AllowAnonymous admits clients that present no credentials any
+	// method of AuthenticationRef applies to (Edgeport). Without
+	// AuthenticationRef, a port on a loopback address admits everyone; on
+	// any other address it admits nobody unless AllowAnonymous is true.
+	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
 }
 
 // TLS modes.
@@ -57,13 +63,40 @@ type ListenerTLS struct {
 	Mode                       string           `json:"mode"`
 	CertManagerCertificateSpec *CertificateSpec `json:"certManagerCertificateSpec,omitempty"`
 	Manual                     *ManualTLS       `json:"manual,omitempty"`
+	// ClientAuth asks clients for certificates (Edgeport).
+	ClientAuth *ClientAuthTLS `json:"clientAuth,omitempty"`
 }
 
-// ManualTLS takes the certificate from a secret. On a single machine a
-// secret is the directory <data-dir>/secrets/<name> holding tls.crt and
-// tls.key (the file names of a Kubernetes TLS secret).
+// ManualTLS takes the certificate from a secret, or from two files
+// (Edgeport). On a single machine a secret is the directory
+// <data-dir>/secrets/<name> holding tls.crt and tls.key (the file names of
+// a Kubernetes TLS secret). Either way the files are reloaded when they
+// change.
 type ManualTLS struct {
-	SecretRef string `json:"secretRef"`
+	SecretRef string `json:"secretRef,omitempty"`
+	CertFile  string `json:"certFile,omitempty"`
+	KeyFile   string `json:"keyFile,omitempty"`
+}
+
+// Client certificate modes.
+const (
+	ClientAuthNone     = "None"
+	ClientAuthOptional = "Optional" // verified when a client sends one
+	ClientAuthRequired = "Required" // no certificate, no connection
+)
+
+// DefaultTrustedCaCert names the ConfigMap of trusted client CAs, as
+// Azure IoT Operations' X.509 authentication does.
+const DefaultTrustedCaCert = "client-ca"
+
+// ClientAuthTLS verifies client certificates during the TLS handshake
+// against trusted CAs: the ConfigMap TrustedCaCert (on a single machine
+// the file client_ca.pem in <data-dir>/configmaps/<name>/) or the file
+// TrustedCaCertFile.
+type ClientAuthTLS struct {
+	Mode              string `json:"mode"`
+	TrustedCaCert     string `json:"trustedCaCert,omitempty"`
+	TrustedCaCertFile string `json:"trustedCaCertFile,omitempty"`
 }
 
 // CertificateSpec describes a generated certificate (mode Automatic).
@@ -137,6 +170,12 @@ func defaultListener(s *BrokerListenerSpec) {
 		if p.Protocol == ProtocolWebSockets && p.Path == "" {
 			p.Path = DefaultWebSocketPath
 		}
+		if p.TLS != nil {
+			if ca := p.TLS.ClientAuth; ca != nil && (ca.Mode == ClientAuthOptional || ca.Mode == ClientAuthRequired) &&
+				ca.TrustedCaCert == "" && ca.TrustedCaCertFile == "" {
+				ca.TrustedCaCert = DefaultTrustedCaCert
+			}
+		}
 	}
 }
 
@@ -194,10 +233,18 @@ func validateListener(s *BrokerListenerSpec, errs *Errors) {
 func validateTLS(t *ListenerTLS, path string, errs *Errors) {
 	switch t.Mode {
 	case TLSManual:
-		if t.Manual == nil || t.Manual.SecretRef == "" {
-			errs.Add(field(path, "manual.secretRef"), "required with mode Manual")
-		} else {
-			validateName(t.Manual.SecretRef, field(path, "manual.secretRef"), errs)
+		m := t.Manual
+		switch {
+		case m == nil || (m.SecretRef == "" && m.CertFile == "" && m.KeyFile == ""):
+			errs.Add(field(path, "manual.secretRef"), "required with mode Manual (or manual.certFile and manual.keyFile)")
+		case m.SecretRef != "":
+			validateName(m.SecretRef, field(path, "manual.secretRef"), errs)
+			if m.CertFile != "" || m.KeyFile != "" {
+				errs.Add(field(path, "manual"), "secretRef or certFile and keyFile, not both")
+			}
+		default:
+			absFile(errs, field(path, "manual.certFile"), m.CertFile)
+			absFile(errs, field(path, "manual.keyFile"), m.KeyFile)
 		}
 		if t.CertManagerCertificateSpec != nil {
 			errs.Add(field(path, "certManagerCertificateSpec"), "only allowed with mode Automatic")
@@ -213,6 +260,31 @@ func validateTLS(t *ListenerTLS, path string, errs *Errors) {
 		errs.Add(field(path, "mode"), "required (Automatic or Manual)")
 	default:
 		errs.Add(field(path, "mode"), "must be one of Automatic or Manual (got %q)", t.Mode)
+	}
+	if ca := t.ClientAuth; ca != nil {
+		p := field(path, "clientAuth")
+		if ca.Mode == "" {
+			errs.Add(field(p, "mode"), "required (None, Optional or Required)")
+		} else {
+			oneOf(errs, field(p, "mode"), ca.Mode, ClientAuthNone, ClientAuthOptional, ClientAuthRequired)
+		}
+		if ca.TrustedCaCert != "" {
+			validateName(ca.TrustedCaCert, field(p, "trustedCaCert"), errs)
+			if ca.TrustedCaCertFile != "" {
+				errs.Add(field(p, "trustedCaCertFile"), "trustedCaCert or trustedCaCertFile, not both")
+			}
+		}
+		if ca.TrustedCaCertFile != "" {
+			absFile(errs, field(p, "trustedCaCertFile"), ca.TrustedCaCertFile)
+		}
+	}
+}
+
+func absFile(errs *Errors, path, v string) {
+	if v == "" {
+		errs.Add(path, "required")
+	} else if !filepath.IsAbs(v) {
+		errs.Add(path, "must be an absolute path (got %q)", v)
 	}
 }
 

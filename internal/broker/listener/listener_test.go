@@ -25,7 +25,7 @@ const testTimeout = 5 * time.Second
 
 // startListener creates and starts a listener on 127.0.0.1:0 and stops it at
 // the end of the test. tweaks adjust unexported knobs before Start.
-func startListener(t *testing.T, cfg Config, h Handler, tweaks ...func(*Listener)) *Listener {
+func startListener(t testing.TB, cfg Config, h Handler, tweaks ...func(*Listener)) *Listener {
 	t.Helper()
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"

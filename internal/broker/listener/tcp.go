@@ -39,9 +39,11 @@ func (l *Listener) acceptLoop(ln net.Listener) {
 		ip := remoteIP(conn)
 		if g := l.cfg.Guard; g != nil {
 			if reason := g.admit(ip); reason != "" {
+				// Counted before the close, so that a client seeing the
+				// close also sees the count.
 				l.log.Debug("connection refused", "reason", reason, "remote", conn.RemoteAddr().String())
-				_ = conn.Close()
 				l.reject(reason)
+				_ = conn.Close()
 				continue
 			}
 		}
@@ -50,8 +52,8 @@ func (l *Listener) acceptLoop(ln net.Listener) {
 		if l.cfg.Protocol == ProtocolTCP && !l.reserve() {
 			l.log.Debug("connection limit reached; closing", "remote", conn.RemoteAddr().String())
 			l.unguard(ip)
-			_ = conn.Close()
 			l.reject(RejectListenerLimit)
+			_ = conn.Close()
 			continue
 		}
 		go l.prepare(conn, ip)
@@ -82,12 +84,12 @@ func (l *Listener) prepare(conn net.Conn, ip netip.Addr) {
 		}
 		if err != nil {
 			l.log.Debug("TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
+			l.reject(RejectTLSHandshake)
 			_ = conn.Close()
 			if l.cfg.Protocol == ProtocolTCP {
 				l.release()
 				l.unguard(ip)
 			}
-			l.reject(RejectTLSHandshake)
 			return
 		}
 		conn = tc

@@ -1,6 +1,7 @@
 'use strict'
 // Round trip through Edgeport with MQTT.js. The configuration comes as JSON
-// in argv[2]: {url, protocolVersion, prefix, count, bigSize, aliases}. A subscriber
+// in argv[2]: {url, protocolVersion, prefix, count, bigSize, aliases, ca}; ca
+// is the path of a CA file to trust for mqtts:// and wss://. A subscriber
 // takes PREFIX/# at QoS 2; a publisher sends COUNT messages cycling through
 // QoS 0, 1 and 2 (MQTT 5: with user properties and correlation data), then,
 // when bigSize > 0, one QoS 1 message of bigSize bytes. With aliases (MQTT 5)
@@ -11,6 +12,7 @@
 // object describing what arrived; the Go test judges it.
 
 const crypto = require('crypto')
+const fs = require('fs')
 const mqtt = require('mqtt')
 
 const TIMEOUT_MS = 10000
@@ -34,7 +36,7 @@ async function connect (cfg, name, extra) {
     clean: true,
     reconnectPeriod: 0,
     connectTimeout: TIMEOUT_MS
-  }, extra)), 'connect ' + name)
+  }, cfg.ca ? { ca: fs.readFileSync(cfg.ca) } : {}, extra)), 'connect ' + name)
 }
 
 async function main () {
