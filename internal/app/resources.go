@@ -253,6 +253,7 @@ func (r *resources) reconcileBroker(k config.Key) {
 			if err := r.a.guard.SetLimits(baseLimits(r.a.cfg.Broker)); err != nil {
 				r.log.Error("restoring the connection limits", "err", err)
 			}
+			r.a.state.SetLimits(r.a.cfg.StateStore.MaxKeys, r.a.cfg.StateStore.MaxBytes)
 			r.brokerApplied = false
 			r.log.Info("Broker resource deleted: the serve flags' limits apply")
 		}
@@ -267,6 +268,7 @@ func (r *resources) reconcileBroker(k config.Key) {
 		r.setReady(obj, false, "InvalidOptions", err.Error())
 		return
 	}
+	r.a.state.SetLimits(spec.StateStore.MaxKeys, spec.StateStore.MaxBytes)
 	r.brokerApplied = true
 	msg := "limits in force"
 	if running := string(r.a.cfg.Store.Sync); !r.a.cfg.InMemory && running != "" && running != spec.Persistence.SyncPolicy {

@@ -11,6 +11,15 @@ type BrokerSpec struct {
 	Advanced    BrokerAdvanced    `json:"advanced"`
 	Persistence BrokerPersistence `json:"persistence"`
 	Diagnostics BrokerDiagnostics `json:"diagnostics"`
+	StateStore  StateStoreLimits  `json:"stateStore"`
+}
+
+// StateStoreLimits are the state store's quotas (Edgeport): a SET that would
+// exceed them is answered with the protocol's quota-exceeded error. 0:
+// unlimited. A change applies to the next request.
+type StateStoreLimits struct {
+	MaxKeys  int64 `json:"maxKeys"`
+	MaxBytes int64 `json:"maxBytes"`
 }
 
 // BrokerAdvanced groups the client, topic and connection limits.
@@ -189,6 +198,8 @@ func validateBroker(s *BrokerSpec, errs *Errors) {
 	between(errs, "spec.advanced.connections.connectBurst", cl.ConnectBurst, 0, 1<<30)
 	oneOf(errs, "spec.persistence.syncPolicy", s.Persistence.SyncPolicy, SyncAlways, SyncBatch, SyncNone)
 	between(errs, "spec.diagnostics.sysIntervalSeconds", *s.Diagnostics.SysIntervalSeconds, 0, 86400)
+	between(errs, "spec.stateStore.maxKeys", s.StateStore.MaxKeys, 0, 1<<40)
+	between(errs, "spec.stateStore.maxBytes", s.StateStore.MaxBytes, 0, 1<<50)
 }
 
 func itoa[T int | int64](v *T) string {

@@ -276,9 +276,19 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 }
 
+// SetLimits changes the key-count and byte quotas (0: unlimited); the next
+// request is checked against them.
+func (s *Server) SetLimits(maxKeys, maxBytes int64) {
+	if !s.started {
+		s.opts.MaxKeys, s.opts.MaxBytes = maxKeys, maxBytes
+		return
+	}
+	s.do(func() { s.opts.MaxKeys, s.opts.MaxBytes = maxKeys, maxBytes })
+}
+
 // ClientDisconnected forgets the KEYNOTIFY registrations of a client, as
-// the protocol requires when it disconnects. The broker does not report
-// disconnections to in-process components yet; this is the hook for it.
+// the protocol requires when it disconnects; the app registers it with
+// broker.OnDisconnect.
 func (s *Server) ClientDisconnected(clientID string) {
 	s.do(func() { s.ex.forgetClient(clientID) })
 }

@@ -592,6 +592,18 @@ func TestQuota(t *testing.T) {
 	}
 }
 
+// TestQuotaChangesLive: the Broker resource's stateStore limits reach a
+// running state store through SetLimits.
+func TestQuotaChangesLive(t *testing.T) {
+	e := startEnv(t, Options{})
+	c := e.dial("ql")
+	expect(t, c.do(nil, "SET", "a", "1"), "+OK\r\n")
+	e.ss.SetLimits(1, 0)
+	expect(t, c.do(nil, "SET", "b", "1"), errPayload(errQuotaExceeded))
+	e.ss.SetLimits(0, 0)
+	expect(t, c.do(nil, "SET", "b", "1"), "+OK\r\n")
+}
+
 // denyAuthorizer allows everything except what its maps name.
 type denyAuthorizer struct {
 	mu      sync.Mutex
