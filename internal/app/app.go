@@ -105,6 +105,10 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}
 	ssOpts := cfg.StateStore
+	if ssOpts.Authorizer == nil {
+		// stateStoreResources of the requester's listener policy.
+		ssOpts.Authorizer = stateStoreAuthorizer{b}
+	}
 	ssOpts.Registerer, ssOpts.Logger = reg, log.With("component", "statestore")
 	if a.state, err = statestore.New(ssOpts); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
@@ -174,6 +178,12 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.log.Info("listening", "listener", a.names[i], "addr", l.Addr().String())
+		if host, _, _ := net.SplitHostPort(l.Addr().String()); !loopback(host) {
+			// The serve flags' listeners have no authentication: binding
+			// one beyond the machine is taken as meaning it, but said.
+			a.log.Warn("listener admits anonymous clients from the network; require authentication with a BrokerListener resource (authenticationRef)",
+				"listener", a.names[i], "addr", l.Addr().String())
+		}
 	}
 	a.res.start(ctx)
 	if a.probe != nil {

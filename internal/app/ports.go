@@ -38,8 +38,11 @@ type portConfig struct {
 	requestClientCert bool
 }
 
+// same reports whether a port can keep running: authentication and
+// authorization references change live, without a restart.
 func (c portConfig) same(o portConfig) bool {
 	c.tlsSpec, o.tlsSpec = nil, nil
+	c.authn, c.authz, o.authn, o.authz = "", "", "", ""
 	return c == o
 }
 
@@ -150,6 +153,9 @@ func (r *resources) reconcileListener(k config.Key) {
 	for port, run := range running {
 		cfg, keep := want[port]
 		if keep && run.ln != nil && wantErr[port] == nil && run.cfg.same(cfg) {
+			r.portsMu.Lock()
+			run.cfg.authn, run.cfg.authz = cfg.authn, cfg.authz
+			r.portsMu.Unlock()
 			next[port] = run
 			continue
 		}
@@ -172,6 +178,14 @@ func (r *resources) reconcileListener(k config.Key) {
 		r.portsMu.Unlock()
 		return
 	}
+	// Security first: a port must not accept a client before its
+	// authentication is in force.
+	var secNotes []string
+	for _, p := range spec.Ports {
+		if n := r.sec.apply(config.PortName(k.Name, *p.Port), p); n != "" {
+			secNotes = append(secNotes, n)
+		}
+	}
 	for _, p := range spec.Ports {
 		port := *p.Port
 		if next[port] != nil {
@@ -187,7 +201,7 @@ func (r *resources) reconcileListener(k config.Key) {
 	r.portsMu.Lock()
 	r.ports[k.Name] = next
 	r.portsMu.Unlock()
-	r.listenerStatus(obj, spec, next)
+	r.listenerStatus(obj, spec, next, secNotes)
 }
 
 func (p *portRun) start(r *resources) {
@@ -235,6 +249,8 @@ func (r *resources) portConfig(p config.ListenerPort) (portConfig, string, error
 		maxConns: p.MaxConnections,
 		authn:    p.AuthenticationRef,
 		authz:    p.AuthorizationRef,
+		// An X509 method needs the client's certificate.
+		requestClientCert: r.sec.wantsClientCert(p.AuthenticationRef),
 	}
 	if p.Protocol == config.ProtocolWebSockets {
 		cfg.protocol, cfg.path = listener.ProtocolWebSocket, p.Path
@@ -246,11 +262,10 @@ func (r *resources) portConfig(p config.ListenerPort) (portConfig, string, error
 }
 
 // listenerStatus reports each port and the resource's readiness.
-func (r *resources) listenerStatus(obj *config.Object, spec *config.BrokerListenerSpec, runs map[int]*portRun) {
+func (r *resources) listenerStatus(obj *config.Object, spec *config.BrokerListenerSpec, runs map[int]*portRun, secNotes []string) {
 	var st config.Status
 	var up, failures []string
 	reason := ""
-	refs := false
 	for _, p := range spec.Ports {
 		run := runs[*p.Port]
 		ps := config.PortStatus{Port: *p.Port, Protocol: p.Protocol, Ready: run.ln != nil}
@@ -265,27 +280,14 @@ func (r *resources) listenerStatus(obj *config.Object, spec *config.BrokerListen
 			}
 		}
 		st.Ports = append(st.Ports, ps)
-		refs = refs || p.AuthenticationRef != "" || p.AuthorizationRef != ""
 	}
 	if len(failures) > 0 {
 		r.setStatus(obj, st, false, reason, strings.Join(failures, "; "))
 		return
 	}
 	msg := "listening on " + strings.Join(up, ", ")
-	if refs {
-		msg += "; authentication and authorization are not enforced yet"
-		for _, p := range spec.Ports {
-			for _, ref := range []struct{ kind, name string }{
-				{"BrokerAuthentication", p.AuthenticationRef}, {"BrokerAuthorization", p.AuthorizationRef},
-			} {
-				if ref.name == "" {
-					continue
-				}
-				if _, ok := r.store.Get(config.Key{Kind: ref.kind, Name: ref.name}); !ok {
-					msg += fmt.Sprintf("; port %d: %s %q not found", *p.Port, ref.kind, ref.name)
-				}
-			}
-		}
+	for _, n := range secNotes {
+		msg += "; " + n
 	}
 	r.setStatus(obj, st, true, "Listening", msg)
 }

@@ -43,6 +43,7 @@ type resources struct {
 	portsMu sync.Mutex
 	ports   map[string]map[int]*portRun // BrokerListener name -> port -> run
 
+	sec           *security // authentication and authorization resources, built
 	retry         time.Duration
 	brokerApplied bool // a Broker resource's options are in force
 	cancel        context.CancelFunc
@@ -64,6 +65,7 @@ func newResources(a *App) (*resources, error) {
 		ports: make(map[string]map[int]*portRun),
 		retry: retryInterval,
 	}
+	r.sec = newSecurity(r)
 	if a.cfg.ConfigDir != "" {
 		d, err := config.NewDir(a.cfg.ConfigDir, r.store, log)
 		if err != nil {
@@ -157,6 +159,7 @@ func (r *resources) stop(ctx context.Context) error {
 		}
 	}
 	r.ports = map[string]map[int]*portRun{}
+	r.sec.close()
 	return errors.Join(errs...)
 }
 
@@ -217,10 +220,12 @@ func (r *resources) reconcile(k config.Key) {
 	case "BrokerListener":
 		r.reconcileListener(k)
 	case "BrokerAuthentication", "BrokerAuthorization":
-		if obj, ok := r.store.Get(k); ok {
-			r.setReady(obj, true, "Validated", "validated; not enforced yet (authentication and authorization are enforced by a later release)")
+		if k.Kind == "BrokerAuthentication" {
+			r.sec.reconcileAuthn(k)
+		} else {
+			r.sec.reconcileAuthz(k)
 		}
-		// Listeners mention references they cannot resolve.
+		// Listeners put the change in force on their ports.
 		for _, l := range r.store.List("BrokerListener", config.Selector{}) {
 			r.enqueue(l.Key())
 		}

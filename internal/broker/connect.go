@@ -274,7 +274,7 @@ func (c *client) handleAuth(flags byte, body []byte) error {
 		if err != nil {
 			c.reauthFailed(err)
 			code, _ := authRefusal(err)
-			return packet.Errorf(code, "re-authentication failed")
+			return packet.Errorf(reauthDisconnectCode(code), "re-authentication failed")
 		}
 		c.reauth = st
 	case packet.ContinueAuthentication:
@@ -301,7 +301,7 @@ func (c *client) handleAuth(flags byte, body []byte) error {
 		}
 		c.reauthFailed(err)
 		code, _ := authRefusal(err)
-		return packet.Errorf(code, "re-authentication failed")
+		return packet.Errorf(reauthDisconnectCode(code), "re-authentication failed")
 	}
 	out := packet.Auth{ReasonCode: packet.ContinueAuthentication}
 	if done {

@@ -177,8 +177,9 @@ type secHolder struct {
 }
 
 type securityRegistry struct {
-	mu sync.Mutex
-	m  map[string]*secHolder
+	mu        sync.Mutex
+	m         map[string]*secHolder
+	withAuthz atomic.Int32 // listeners with an Authorizer
 }
 
 func (b *Broker) secFor(listener string) *secHolder {
@@ -214,8 +215,18 @@ func (b *Broker) SetListenerSecurity(listener string, authn Authenticator, authz
 		s.cache = dc.CacheDecisions()
 	}
 	h.p.Store(s)
+	if had, has := old != nil && old.authz != nil, authz != nil; had != has {
+		if has {
+			b.sec.withAuthz.Add(1)
+		} else {
+			b.sec.withAuthz.Add(-1)
+		}
+	}
 	b.enforce(listener, s)
 }
+
+// AuthorizationInUse reports whether any listener has an Authorizer.
+func (b *Broker) AuthorizationInUse() bool { return b.sec.withAuthz.Load() > 0 }
 
 // sameValue compares two interface values without panicking on
 // incomparable dynamic types (which never compare equal here).
@@ -470,6 +481,18 @@ func authRefusal(err error) (packet.ReasonCode, string) {
 		return code, label
 	}
 	return authCode(err), authMethodNone
+}
+
+// reauthDisconnectCode is the DISCONNECT reason for a failed
+// re-authentication: CONNACK's bad user name or password, banned and bad
+// authentication method are not DISCONNECT reasons, so they become 0x87.
+func reauthDisconnectCode(code packet.ReasonCode) packet.ReasonCode {
+	switch code {
+	case packet.NotAuthorized, packet.UnspecifiedError, packet.MalformedPacket, packet.ProtocolError,
+		packet.ImplementationSpecificError, packet.ServerBusy, packet.AdministrativeAction, packet.QuotaExceeded:
+		return code
+	}
+	return packet.NotAuthorized
 }
 
 // logAuthFailure logs a refused authentication; the error never carries a

@@ -408,6 +408,11 @@ func validateBrokerResource(b *BrokerResource, path string, errs *Errors) {
 			errs.Add(field(path, "topics"), "not allowed with method Connect")
 		}
 		nonEmpty(errs, field(path, "clientIds"), b.ClientIDs)
+		for i, id := range b.ClientIDs {
+			if msg := checkSubstitutions(id); msg != "" {
+				errs.Add(index(field(path, "clientIds"), i), "%s", msg)
+			}
+		}
 	case MethodPublish, MethodSubscribe:
 		if len(b.ClientIDs) > 0 {
 			errs.Add(field(path, "clientIds"), "only allowed with method Connect")
@@ -447,6 +452,27 @@ func checkTopicPattern(t string) string {
 	return ""
 }
 
+// checkSubstitutions checks the {…} tokens of a client ID or key pattern,
+// where braces are reserved for them.
+func checkSubstitutions(s string) string {
+	for rest := s; ; {
+		open := strings.IndexByte(rest, '{')
+		close := strings.IndexByte(rest, '}')
+		switch {
+		case open < 0 && close < 0:
+			return ""
+		case open < 0 || close < open:
+			return "{ and } are reserved for substitutions such as {principal.clientId}"
+		}
+		tok := rest[open+1 : close]
+		if tok != "principal.clientId" && tok != "principal.username" &&
+			(!strings.HasPrefix(tok, "principal.attributes.") || len(tok) == len("principal.attributes.") || strings.ContainsAny(tok, "{")) {
+			return "unknown substitution {" + tok + "} (use {principal.clientId}, {principal.username} or {principal.attributes.NAME})"
+		}
+		rest = rest[close+1:]
+	}
+}
+
 // State store key types and methods.
 const (
 	KeyTypePattern = "Pattern"
@@ -468,6 +494,10 @@ func validateStateStoreResource(s *StateStoreResource, path string, errs *Errors
 		case s.KeyType == KeyTypeBinary:
 			if _, err := base64.StdEncoding.DecodeString(k); err != nil {
 				errs.Add(p, "must be base64 with keyType Binary")
+			}
+		case s.KeyType == KeyTypePattern:
+			if msg := checkSubstitutions(k); msg != "" {
+				errs.Add(p, "%s", msg)
 			}
 		}
 	}

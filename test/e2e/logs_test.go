@@ -19,13 +19,13 @@ import (
 )
 
 // startWithLogFormat runs edgeport serve with debug logs in format and
-// returns its log, the MQTT address and a function that stops it (also
-// called at cleanup). startEdgeport reads text logs only; this one
-// understands both formats.
-func startWithLogFormat(t *testing.T, format, dataDir string) (*lines, string, func()) {
+// returns its log, the MQTT address of each listener by name, and a
+// function that stops it (also called at cleanup). startEdgeport reads
+// text logs only; this one understands both formats.
+func startWithLogFormat(t *testing.T, format, dataDir string, extraArgs ...string) (*lines, map[string]string, func()) {
 	t.Helper()
-	cmd := exec.Command(edgeportBin, "serve", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "127.0.0.1:0",
-		"--data-dir", dataDir, "--log-level", "debug", "--log-format", format, "--selftest-interval", "100ms")
+	cmd := exec.Command(edgeportBin, append([]string{"serve", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "127.0.0.1:0",
+		"--data-dir", dataDir, "--log-level", "debug", "--log-format", format, "--selftest-interval", "100ms"}, extraArgs...)...)
 	logs := newLines()
 	cmd.Stderr = logs
 	cmd.WaitDelay = 2 * time.Second
@@ -56,7 +56,7 @@ func startWithLogFormat(t *testing.T, format, dataDir string) (*lines, string, f
 		})
 	}
 	t.Cleanup(stop)
-	addr := ""
+	addrs := map[string]string{}
 	_, err := logs.waitFor(15*time.Second, func(l string) bool {
 		if format == "json" {
 			var rec map[string]any
@@ -64,20 +64,20 @@ func startWithLogFormat(t *testing.T, format, dataDir string) (*lines, string, f
 				t.Errorf("not a JSON log line: %q", l)
 				return false
 			}
-			if rec["msg"] == "listening" && rec["listener"] == "mqtt" && addr == "" {
-				addr, _ = rec["addr"].(string)
+			if name, _ := rec["listener"].(string); rec["msg"] == "listening" && addrs[name] == "" {
+				addrs[name], _ = rec["addr"].(string)
 			}
 			return rec["msg"] == "edgeport started"
 		}
-		if m := listeningRE.FindStringSubmatch(l); m != nil && m[1] == "mqtt" && addr == "" {
-			addr = m[2]
+		if m := listeningRE.FindStringSubmatch(l); m != nil && addrs[m[1]] == "" {
+			addrs[m[1]] = m[2]
 		}
 		return strings.Contains(l, `msg="edgeport started"`)
 	})
-	if err != nil || addr == "" {
-		t.Fatalf("edgeport did not start (addr %q): %v\n%s", addr, err, logs)
+	if err != nil || addrs["mqtt"] == "" {
+		t.Fatalf("edgeport did not start (addresses %v): %v\n%s", addrs, err, logs)
 	}
-	return logs, addr, stop
+	return logs, addrs, stop
 }
 
 // TestNoSecretsInLogs connects with passwords and authentication data
@@ -92,8 +92,24 @@ func TestNoSecretsInLogs(t *testing.T) {
 			var b [8]byte
 			_, _ = rand.Read(b[:])
 			secret := "pw-" + hex.EncodeToString(b[:])
-			dir := t.TempDir()
-			logs, addr, stop := startWithLogFormat(t, format, dir)
+			dir, cfg := t.TempDir(), t.TempDir()
+			// A port with password authentication: refusals there log too.
+			authn := "apiVersion: edgeport.io/v1\nkind: BrokerAuthentication\nmetadata: {name: users}\nspec:\n" +
+				"  authenticationMethods:\n  - method: UsernamePassword\n    usernamePasswordSettings:\n      passwordFile: " +
+				filepath.Join(cfg, "passwords") + "\n---\napiVersion: edgeport.io/v1\nkind: BrokerListener\nmetadata: {name: secure}\n" +
+				"spec:\n  ports:\n  - {port: 0, authenticationRef: users}\n"
+			if err := os.WriteFile(filepath.Join(cfg, "security.yaml"), []byte(authn), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			pwLine, _, code := cli(t, "right-"+secret+"\n", nil, "passwd", "alice")
+			if code != 0 {
+				t.Fatalf("edgeport passwd: exit %d", code)
+			}
+			if err := os.WriteFile(filepath.Join(cfg, "passwords"), []byte(pwLine), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			logs, addrs, stop := startWithLogFormat(t, format, dir, "--config", cfg)
+			addr := addrs["mqtt"]
 
 			withPassword := func(id string) *packet.Connect {
 				return &packet.Connect{ClientID: id, CleanStart: true, HasUsername: true, Username: "alice",
@@ -137,9 +153,32 @@ func TestNoSecretsInLogs(t *testing.T) {
 			_, _ = conn.Read(make([]byte, 16)) // closed or refused
 			conn.Close()
 
+			// On the password port: a wrong password, the right one (whose
+			// hash is in the log's reach only through the file), and a
+			// K8S-SAT token no method serves.
+			secure := addrs["secure:0"]
+			if _, ack := dialMQTT(t, secure, withPassword("secret-wrong")); ack.ReasonCode != packet.BadUserNameOrPassword {
+				t.Fatalf("wrong password: CONNACK %v", ack.ReasonCode)
+			}
+			right := withPassword("secret-right")
+			right.Password = []byte("right-" + secret)
+			if c, ack := dialMQTT(t, secure, right); ack.ReasonCode != packet.Success {
+				t.Fatalf("right password: CONNACK %v", ack.ReasonCode)
+			} else {
+				c.disconnect()
+			}
+			sat := withPassword("secret-sat")
+			sat.Properties.AuthMethod = "K8S-SAT"
+			sat.Properties.AuthData = []byte("token-" + secret)
+			sat.Properties.Set(packet.PropAuthMethod)
+			sat.Properties.Set(packet.PropAuthData)
+			if _, ack := dialMQTT(t, secure, sat); ack.ReasonCode != packet.BadAuthenticationMethod {
+				t.Fatalf("K8S-SAT without a method: CONNACK %v", ack.ReasonCode)
+			}
+
 			// The debug log did record these connections, so the check below
 			// is not vacuous.
-			for _, want := range []string{"secret-ok", "secret-will", "secret-auth"} {
+			for _, want := range []string{"secret-ok", "secret-will", "secret-auth", "secret-wrong", "secret-right", "secret-sat"} {
 				if _, err := logs.waitFor(5*time.Second, func(l string) bool { return strings.Contains(l, want) }); err != nil {
 					t.Fatalf("no log line mentions client %s: %v\n%s", want, err, logs)
 				}

@@ -1,0 +1,313 @@
+package auth
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/config"
+)
+
+const (
+	wait     = 5 * time.Second
+	listener = "secure" // the listener name of startBroker's port
+)
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startBroker runs a broker whose port on 127.0.0.1:0 is the listener
+// "secure", stopped at cleanup.
+func startBroker(t *testing.T) (string, *broker.Broker) {
+	t.Helper()
+	b, err := broker.New(broker.Options{SysInterval: -1}, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Start(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.ServeConn(conn, listener)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		sctx, scancel := context.WithTimeout(context.Background(), wait)
+		defer scancel()
+		if err := b.Shutdown(sctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		cancel()
+	})
+	return ln.Addr().String(), b
+}
+
+// box collects what a client receives.
+type box[T any] struct {
+	mu   sync.Mutex
+	msgs []T
+}
+
+func (b *box[T]) add(m T) {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+}
+
+func (b *box[T]) all() []T {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.msgs)
+}
+
+// client is a paho.golang MQTT 5 client.
+type client struct {
+	*paho.Client
+	conn   net.Conn
+	t      *testing.T
+	ack    *paho.Connack
+	in     box[*paho.Publish]
+	discs  box[*paho.Disconnect]
+	closed chan struct{} // closed when the connection ends, whoever ended it
+}
+
+// noAuther satisfies paho's enhanced authentication hook for one-step
+// methods, where the server never asks for more.
+type noAuther struct{}
+
+func (noAuther) Authenticate(a *paho.Auth) *paho.Auth { return a }
+func (noAuther) Authenticated()                       {}
+
+// dial connects; the CONNACK (or the error) says how it went.
+func dial(t *testing.T, addr string, cp *paho.Connect) (*client, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, conn: conn, closed: make(chan struct{})}
+	var once sync.Once
+	end := func() { once.Do(func() { close(c.closed) }) }
+	c.Client = paho.NewClient(paho.ClientConfig{
+		Conn: &watchConn{Conn: conn, end: end},
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { c.in.add(pr.Packet); return true, nil },
+		},
+		OnServerDisconnect: func(d *paho.Disconnect) { c.discs.add(d); end() },
+		OnClientError:      func(error) { end() },
+		AuthHandler:        noAuther{},
+		PacketTimeout:      wait,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c.ack, err = c.Connect(ctx, cp)
+	if err != nil {
+		conn.Close()
+		return c, err
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c, nil
+}
+
+// watchConn reports when reading from the connection fails: the broker
+// closed it (with or without DISCONNECT).
+type watchConn struct {
+	net.Conn
+	end func()
+}
+
+func (w *watchConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.end()
+	}
+	return n, err
+}
+
+func mustDial(t *testing.T, addr string, cp *paho.Connect) *client {
+	t.Helper()
+	c, err := dial(t, addr, cp)
+	if err != nil {
+		t.Fatalf("connect %s: %v", cp.ClientID, err)
+	}
+	return c
+}
+
+// refused connects and returns the CONNACK reason, failing unless refused.
+func refused(t *testing.T, addr string, cp *paho.Connect) byte {
+	t.Helper()
+	c, err := dial(t, addr, cp)
+	if err == nil || c.ack == nil {
+		t.Fatalf("connect %s: accepted or no CONNACK (%v)", cp.ClientID, err)
+	}
+	return c.ack.ReasonCode
+}
+
+func userConn(id, user, pass string) *paho.Connect {
+	return &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30, Username: user, UsernameFlag: user != "",
+		Password: []byte(pass), PasswordFlag: pass != ""}
+}
+
+// satConn is the CONNECT of a K8S-SAT client. Keep alive is off: Paho
+// writes its first PINGREQ unsynchronized with the AUTH of a
+// re-authentication, which can interleave their bytes on the wire.
+func satConn(id, token string) *paho.Connect {
+	return &paho.Connect{ClientID: id, CleanStart: true,
+		Properties: &paho.ConnectProperties{AuthMethod: SATMethod, AuthData: []byte(token)}}
+}
+
+func (c *client) sub(filter string, qos byte) byte {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
+	if sa == nil || len(sa.Reasons) != 1 {
+		c.t.Fatalf("subscribe %q: %v", filter, err)
+	}
+	return sa.Reasons[0]
+}
+
+// pub publishes with QoS 1 and returns the PUBACK reason.
+func (c *client) pub(topic, payload string, retain bool) byte {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	r, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload), Retain: retain})
+	if r == nil {
+		c.t.Fatalf("publish %q: %v", topic, err)
+	}
+	return r.ReasonCode
+}
+
+// got returns the payloads received on topic.
+func (c *client) got(topic string) []string {
+	var out []string
+	for _, p := range c.in.all() {
+		if p.Topic == topic {
+			out = append(out, string(p.Payload))
+		}
+	}
+	return out
+}
+
+func (c *client) waitFor(topic string, n int) []string {
+	c.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		if got := c.got(topic); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out waiting for %d messages on %q, have %v", n, topic, c.got(topic))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// alive checks the connection still works (a PINGREQ is answered).
+func (c *client) alive() bool {
+	select {
+	case <-c.closed:
+		return false
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	// Any SUBACK will do, refusals included: the broker answered.
+	sa, _ := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "alive/probe"}}})
+	return sa != nil
+}
+
+// drop ends the connection without DISCONNECT, as a crash would: the
+// will goes out.
+func (c *client) drop() { c.conn.Close() }
+
+func (c *client) waitClosed() {
+	c.t.Helper()
+	select {
+	case <-c.closed:
+	case <-time.After(wait):
+		c.t.Fatal("the broker did not close the connection")
+	}
+}
+
+// v3 is a paho.mqtt.golang (MQTT 3.1.1) client.
+type v3 struct {
+	mqtt.Client
+	in box[mqtt.Message]
+}
+
+func dialV3(t *testing.T, addr, id, user, pass string) (*v3, error) {
+	t.Helper()
+	c := &v3{}
+	o := mqtt.NewClientOptions()
+	o.Servers = []*url.URL{{Scheme: "tcp", Host: addr}}
+	o.SetClientID(id).SetUsername(user).SetPassword(pass).SetCleanSession(true).SetAutoReconnect(false).
+		SetConnectRetry(false).SetProtocolVersion(4).SetConnectTimeout(wait)
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.in.add(m) })
+	c.Client = mqtt.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(wait) {
+		t.Fatal("MQTT 3.1.1 connect timed out")
+	}
+	if tok.Error() == nil {
+		t.Cleanup(func() { c.Disconnect(0) })
+	}
+	return c, tok.Error()
+}
+
+func policyFrom(t *testing.T, yaml string) *Policy {
+	t.Helper()
+	obj, err := config.Builtin().Decode([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := NewPolicy(obj.Spec.(*config.BrokerAuthorizationSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+// counters returns the listener's counters.
+func counters(b *broker.Broker) broker.ListenerCounters {
+	return b.Counters().Listeners[listener]
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
