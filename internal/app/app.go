@@ -38,6 +38,10 @@ type Config struct {
 	// runs without one (nothing survives a restart).
 	Store    store.Options
 	InMemory bool
+	// AllowAnonymous admits unauthenticated clients on the built-in
+	// listeners even when they are bound beyond loopback; without it such a
+	// listener refuses every client (secure by default).
+	AllowAnonymous bool
 	// SelfTestInterval is the self-test probe's period; 0 disables it.
 	SelfTestInterval time.Duration
 	// StateStore configures the state store (quotas, authorization).
@@ -179,10 +183,16 @@ func (a *App) Start(ctx context.Context) error {
 		}
 		a.log.Info("listening", "listener", a.names[i], "addr", l.Addr().String())
 		if host, _, _ := net.SplitHostPort(l.Addr().String()); !loopback(host) {
-			// The serve flags' listeners have no authentication: binding
-			// one beyond the machine is taken as meaning it, but said.
-			a.log.Warn("listener admits anonymous clients from the network; require authentication with a BrokerListener resource (authenticationRef)",
-				"listener", a.names[i], "addr", l.Addr().String())
+			// The serve flags' listeners have no authentication: beyond
+			// loopback they admit nobody unless anonymous access is asked for.
+			if a.cfg.AllowAnonymous {
+				a.log.Warn("listener admits anonymous clients from the network (--allow-anonymous)",
+					"listener", a.names[i], "addr", l.Addr().String())
+			} else {
+				a.broker.SetListenerSecurity(a.names[i], nil, nil, false)
+				a.log.Error("listener is not on loopback and has no authentication: it refuses every client; pass --allow-anonymous to open it, or serve authenticated clients on a BrokerListener resource with an authenticationRef",
+					"listener", a.names[i], "addr", l.Addr().String())
+			}
 		}
 	}
 	a.res.start(ctx)

@@ -347,3 +347,20 @@ spec:
 		}
 	}
 }
+
+// TestBuiltinListenerSecureDefault: a serve-flag listener bound beyond
+// loopback admits nobody unless anonymous access is asked for.
+func TestBuiltinListenerSecureDefault(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		a := startApp(t, Config{MQTTAddr: "0.0.0.0:0", AllowAnonymous: allow})
+		_, port, _ := net.SplitHostPort(a.Addrs()["mqtt"].String())
+		_, ack := dialAs(t, tcp(t, "127.0.0.1:"+port), &packet.Connect{ClientID: "anon"})
+		want := packet.NotAuthorized
+		if allow {
+			want = packet.Success
+		}
+		if ack.ReasonCode != want {
+			t.Fatalf("allowAnonymous=%v: CONNACK %s, want %s", allow, ack.ReasonCode, want)
+		}
+	}
+}
