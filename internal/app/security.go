@@ -223,3 +223,12 @@ func (s stateStoreAuthorizer) Authorize(clientID, _ string, _ map[string]string,
 	ka, ok := az.(keyAuthorizer)
 	return ok && ka.AllowKey(p, key, write)
 }
+
+// AuthorizeResponse lets the state store answer only on topics the
+// requester may subscribe to.
+func (s stateStoreAuthorizer) AuthorizeResponse(clientID, topic string) bool {
+	if _, _, ok := s.b.ClientPrincipal(clientID); !ok {
+		return !s.b.AuthorizationInUse()
+	}
+	return s.b.ClientAllowed(clientID, broker.OpSubscribe, topic)
+}

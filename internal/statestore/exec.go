@@ -434,10 +434,18 @@ func (e *executor) sweep(tx *store.Txn, c *chunk, l *link) {
 	}
 }
 
+// mayRespond asks an Authorizer that also implements ResponseAuthorizer
+// whether the requester may receive on its response topic, so that the
+// trusted state store never publishes where the client itself may not.
+func (e *executor) mayRespond(r *request) bool {
+	ra, ok := e.opts.Authorizer.(ResponseAuthorizer)
+	return !ok || ra.AuthorizeResponse(r.invoker, r.respTopic)
+}
+
 // handle answers one request into c.
 func (e *executor) handle(r *request, tx *store.Txn, c *chunk, l *link) {
 	defer e.puback(r, c)
-	if !r.hasRespTopic || !validResponseTopic(r.respTopic) {
+	if !r.hasRespTopic || !validResponseTopic(r.respTopic) || !e.mayRespond(r) {
 		// Nowhere to answer, or an answer there would be a forged request
 		// or notification, or a publish to a topic reserved for Edgeport
 		// (the state store may publish to $ topics). Azure IoT Operations

@@ -32,6 +32,14 @@ type Authorizer interface {
 	Authorize(clientID, username string, attrs map[string]string, key []byte, write bool) bool
 }
 
+// ResponseAuthorizer is implemented by an Authorizer that also decides
+// whether a client may receive on a topic: a request whose response topic
+// its client could not subscribe to is dropped, like one with a forbidden
+// response topic.
+type ResponseAuthorizer interface {
+	AuthorizeResponse(clientID, topic string) bool
+}
+
 // Options configure a Server. The zero value serves an unlimited store.
 type Options struct {
 	// MaxKeys caps the number of keys; 0 = unlimited. A SET that would

@@ -604,6 +604,27 @@ func TestQuotaChangesLive(t *testing.T) {
 	expect(t, c.do(nil, "SET", "b", "1"), "+OK\r\n")
 }
 
+// topicAuthorizer allows every key, and every response topic but elsewhere/#.
+type topicAuthorizer struct{}
+
+func (topicAuthorizer) Authorize(string, string, map[string]string, []byte, bool) bool { return true }
+func (topicAuthorizer) AuthorizeResponse(_, topic string) bool {
+	return !strings.HasPrefix(topic, "elsewhere/")
+}
+
+// TestResponseTopicAuthorized: the state store does not answer on a topic
+// its requester may not subscribe to, and does not run the request.
+func TestResponseTopicAuthorized(t *testing.T) {
+	e := startEnv(t, Options{Authorizer: topicAuthorizer{}})
+	c := e.dial("rt")
+	before := e.counter("edgeport_statestore_errors_total", "error", "protocol")
+	c.send(req{payload: resp("SET", "k", "v"), topic: "elsewhere/resp"})
+	eventually(t, "the request to be dropped", func() bool {
+		return e.counter("edgeport_statestore_errors_total", "error", "protocol") == before+1
+	})
+	expect(t, c.do(nil, "GET", "k"), "$-1\r\n")
+}
+
 // denyAuthorizer allows everything except what its maps name.
 type denyAuthorizer struct {
 	mu      sync.Mutex
