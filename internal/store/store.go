@@ -119,6 +119,7 @@ type Store struct {
 	full      atomic.Bool // the quota refused a write; cleared when a measurement shows room
 	// fullChecked and lastFlush (UnixNano) pace Full's re-measurements and flushes.
 	fullChecked, lastFlush atomic.Int64
+	compacting             atomic.Bool // a reclaim is running
 
 	c committer
 }
@@ -517,11 +518,35 @@ func (s *Store) Full() bool {
 		s.full.Store(false)
 		return false
 	}
-	if now-s.lastFlush.Load() > int64(time.Second) {
+	if now-s.lastFlush.Load() > int64(time.Second) && s.compacting.CompareAndSwap(false, true) {
 		s.lastFlush.Store(now)
-		_, _ = s.db.AsyncFlush()
+		go s.reclaim()
 	}
 	return true
+}
+
+// reclaim flushes and compacts the store so that consumed data (puts
+// cancelled by deletes) stops counting against the quota, then measures
+// again. Small stores would otherwise wait for a compaction Pebble has no
+// reason to start. It holds s.mu for reading so that Close waits for it.
+func (s *Store) reclaim() {
+	defer s.compacting.Store(false)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return
+	}
+	if err := s.db.Flush(); err != nil {
+		s.log.Warn("flushing a full store", "err", err)
+		return
+	}
+	if err := s.db.Compact(context.Background(), []byte{0}, []byte{0xff}, true); err != nil {
+		s.log.Warn("compacting a full store", "err", err)
+		return
+	}
+	if quotaUsage(s.db.Metrics()) < s.opts.QuotaBytes {
+		s.full.Store(false)
+	}
 }
 
 // Compact flushes the memtable and compacts the whole key space, dropping
