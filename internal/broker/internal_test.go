@@ -193,6 +193,9 @@ func TestMetricFamilies(t *testing.T) {
 	}
 	pub.ping()
 	sub.ping()
+	// A refused connection is counted closed once the broker has finished
+	// with its socket, which may be just after the client read its CONNACK.
+	eventually(t, "refused connections closed", func() bool { return b.Counters().Listeners["test"].Open == 2 })
 
 	l := map[string]string{"listener": "test"}
 	for _, tc := range []struct {
