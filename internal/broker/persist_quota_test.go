@@ -13,33 +13,45 @@ import (
 	"github.com/edgeport/edgeport/internal/store"
 )
 
-func TestPersistQuotaRecoversWithoutRestart(t *testing.T) {
+// fillToQuota starts a durable broker whose store has room for about
+// headroom more bytes, gives client ID sub a persistent offline session on
+// topic, and publishes 1 KiB QoS 1 messages into it until three in a row are
+// refused with 0x97. It returns the broker, the still-connected publisher,
+// the quota and how many messages were accepted.
+func fillToQuota(t *testing.T, sub, topic string, headroom int64) (*durableBroker, *rawClient, int64, int) {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(dir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := st.Usage()
+	quota := st.Usage() + headroom
 	st.Close()
-	d := startDurableBrokerWith(t, Options{MaxQueuedMessages: -1}, dir, store.Options{QuotaBytes: base + 256<<10})
-	sub, _ := connectRaw(t, d.addr, packet.V5, connPersist("qr-sub", true, 3600))
-	sub.subscribe(1, 1, "qr/t")
-	sub.leave()
-	pub, _ := connectRaw(t, d.addr, packet.V5, connV5("qr-pub"))
+	d := startDurableBrokerWith(t, Options{MaxQueuedMessages: -1}, dir, store.Options{QuotaBytes: quota})
+	s, _ := connectRaw(t, d.addr, packet.V5, connPersist(sub, true, 3600))
+	s.subscribe(1, 1, topic)
+	s.leave()
+	pub, _ := connectRaw(t, d.addr, packet.V5, connV5(sub+"-pub"))
 	payload := make([]byte, 1024)
 	accepted := 0
 	for i, refused := 0, 0; refused < 3; i++ {
 		copy(payload, strconv.Itoa(i)+" ")
-		pub.send(&packet.Publish{QoS: 1, PacketID: 1, Topic: "qr/t", Payload: payload})
+		pub.send(&packet.Publish{QoS: 1, PacketID: 1, Topic: topic, Payload: payload})
 		if a := rawRecv[packet.Ack](pub); a.ReasonCode == packet.Success {
 			accepted++
 		} else {
 			refused++
 		}
 	}
-	sub, _ = connectRaw(t, d.addr, packet.V5, connPersist("qr-sub", false, 3600))
+	return d, pub, quota, accepted
+}
+
+func TestPersistQuotaRecoversWithoutRestart(t *testing.T) {
+	d, pub, quota, accepted := fillToQuota(t, "qr-sub", "qr/t", 256<<10)
+	sub, _ := connectRaw(t, d.addr, packet.V5, connPersist("qr-sub", false, 3600))
 	sub.collect(accepted) // acknowledges, so the entries are deleted
 	sub.ping()
+	payload := make([]byte, 1024)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		pub.send(&packet.Publish{QoS: 1, PacketID: 1, Topic: "qr/t", Payload: payload})
@@ -47,47 +59,21 @@ func TestPersistQuotaRecoversWithoutRestart(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("store still full 10 s after its queue was consumed: usage %d KiB, quota %d KiB", d.st.Usage()>>10, (base+256<<10)>>10)
+			t.Fatalf("store still full 10 s after its queue was consumed: usage %d KiB, quota %d KiB", d.st.Usage()>>10, quota>>10)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // A PUBLISH refused with 0x97 must reach nobody, or the publisher's retry
-// is a duplicate (for QoS 2, exactly once broken). Since df1cddc the broker
-// refuses up front once Store.Full(), but the message whose own commit
-// hits the quota was routed before the commit failed and is still
-// delivered from memory to the offline subscriber (observed under -race:
-// accepted 0..1000, "1001" refused with 0x97 and delivered). Fixing it means
-// undoing that routing on a failed commit: queued deliveries carry their
-// txnCtx (delivery.tx), so a failed flag there could make drain/resume drop
-// them; QoS 1 flights to online subscribers are written before the commit.
+// is a duplicate (for QoS 2, exactly once broken). Besides the up-front
+// refusal while Store.Full(), the message whose own commit hits the quota
+// was already routed: its deliveries carry the failed txnCtx and are dropped
+// from the queue and from resumed inflight windows instead of being sent.
 func TestPersistQuotaRefusedNotDelivered(t *testing.T) {
 	for range 20 { // the race is narrow: refusal at commit rather than up front
-		dir := t.TempDir()
-		st, err := store.Open(dir, store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := st.Usage()
-		st.Close()
-		d := startDurableBrokerWith(t, Options{MaxQueuedMessages: -1}, dir, store.Options{QuotaBytes: base + 128<<10})
-		sub, _ := connectRaw(t, d.addr, packet.V5, connPersist("qn-sub", true, 3600))
-		sub.subscribe(1, 1, "qn/t")
-		sub.leave()
-		pub, _ := connectRaw(t, d.addr, packet.V5, connV5("qn-pub"))
-		payload := make([]byte, 1024)
-		accepted := 0
-		for i, refused := 0, 0; refused < 3; i++ {
-			copy(payload, strconv.Itoa(i)+" ")
-			pub.send(&packet.Publish{QoS: 1, PacketID: 1, Topic: "qn/t", Payload: payload})
-			if a := rawRecv[packet.Ack](pub); a.ReasonCode == packet.Success {
-				accepted++
-			} else {
-				refused++
-			}
-		}
-		sub, _ = connectRaw(t, d.addr, packet.V5, connPersist("qn-sub", false, 3600))
+		d, _, _, accepted := fillToQuota(t, "qn-sub", "qn/t", 128<<10)
+		sub, _ := connectRaw(t, d.addr, packet.V5, connPersist("qn-sub", false, 3600))
 		sub.send(&packet.PingReq{})
 		delivered := 0
 		for {
