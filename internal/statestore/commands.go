@@ -78,6 +78,29 @@ func (e *executor) times(r *request, needTS bool) (ts, ft HLC, msg string) {
 	return ts, ft, ""
 }
 
+// checkWrite runs the checks every write shares, in the protocol's order —
+// authorization, timestamps (needTS: the request must carry __ts), fencing
+// against the key's current entry — and answers the request with the first
+// failure. It returns the request's times and the current entry (nil when
+// the key is absent).
+func (e *executor) checkWrite(r *request, c *chunk, l *link, cmd int, key []byte, needTS bool) (ts, ft HLC, cur *entry, ok bool) {
+	if !e.allowed(r, key, true) {
+		e.fail(r, c, l, cmd, errKindAuth, errNotAuthorized)
+		return ts, ft, nil, false
+	}
+	ts, ft, msg := e.times(r, needTS)
+	if msg != "" {
+		e.fail(r, c, l, cmd, errKindTimestamp, msg)
+		return ts, ft, nil, false
+	}
+	cur = e.keys[string(key)]
+	if msg := fence(cur, r, ft); msg != "" {
+		e.fail(r, c, l, cmd, errKindFencing, msg)
+		return ts, ft, nil, false
+	}
+	return ts, ft, cur, true
+}
+
 // fence checks the request's fencing token against the key's: a protected
 // key needs one at least as new as the one protecting it.
 func fence(cur *entry, r *request, ft HLC) string {
@@ -133,18 +156,8 @@ func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk, l *li
 			return
 		}
 	}
-	if !e.allowed(r, key, true) {
-		e.fail(r, c, l, cmdSet, errKindAuth, errNotAuthorized)
-		return
-	}
-	ts, ft, msg := e.times(r, true)
-	if msg != "" {
-		e.fail(r, c, l, cmdSet, errKindTimestamp, msg)
-		return
-	}
-	cur := e.keys[string(key)]
-	if msg := fence(cur, r, ft); msg != "" {
-		e.fail(r, c, l, cmdSet, errKindFencing, msg)
+	ts, ft, cur, ok := e.checkWrite(r, c, l, cmdSet, key, true)
+	if !ok {
 		return
 	}
 	if cur != nil && (nx || nex && !bytes.Equal(cur.value, value)) {
@@ -231,18 +244,8 @@ func (e *executor) del(r *request, args [][]byte, tx *store.Txn, c *chunk, l *li
 		e.fail(r, c, l, cmd, errKindSyntax, errKeyLengthZero)
 		return
 	}
-	if !e.allowed(r, key, true) {
-		e.fail(r, c, l, cmd, errKindAuth, errNotAuthorized)
-		return
-	}
-	ts, ft, msg := e.times(r, false)
-	if msg != "" {
-		e.fail(r, c, l, cmd, errKindTimestamp, msg)
-		return
-	}
-	cur := e.keys[string(key)]
-	if msg := fence(cur, r, ft); msg != "" {
-		e.fail(r, c, l, cmd, errKindFencing, msg)
+	ts, _, cur, ok := e.checkWrite(r, c, l, cmd, key, false)
+	if !ok {
 		return
 	}
 	e.delta.requests[cmd]++
