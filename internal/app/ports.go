@@ -227,6 +227,7 @@ func (p *portRun) start(r *resources) {
 		r.log.Warn("listener port failed", "listener", p.name, "err", err)
 		return
 	}
+	r.log.Info("listening", "listener", p.name, "addr", ln.Addr().String(), "protocol", p.cfg.protocol, "tls", tc != nil)
 	p.ln = ln
 }
 

@@ -116,7 +116,7 @@ func (s *HTTPServer) Start(ctx context.Context) error {
 	s.done = make(chan struct{})
 	s.started = true
 	go s.serve(s.srv, ln, s.done)
-	s.log.Info("telemetry http listening", "addr", ln.Addr().String())
+	s.log.Debug("telemetry http listening", "addr", ln.Addr().String())
 	return nil
 }
 

@@ -221,7 +221,7 @@ func (l *Listener) Start(ctx context.Context) error {
 		go l.serveHTTP(l.queue, l.srv)
 	}
 	go l.acceptLoop(ln)
-	l.log.Info("listening", "protocol", l.cfg.Protocol, "addr", ln.Addr().String(), "tls", l.cfg.TLS != nil)
+	l.log.Debug("listening", "protocol", l.cfg.Protocol, "addr", ln.Addr().String(), "tls", l.cfg.TLS != nil)
 	return nil
 }
 
