@@ -57,6 +57,9 @@ func (c *client) connect(cp *packet.Connect) bool {
 	}
 
 	c.id = cp.ClientID
+	if !c.trusted && strings.HasPrefix(c.id, InternalClientIDPrefix) {
+		return refuse(packet.ClientIdentifierNotValid, "client identifiers beginning with "+InternalClientIDPrefix+" are reserved")
+	}
 	if c.id == "" {
 		if !v5 && !cp.CleanStart {
 			return refuse(packet.ClientIdentifierNotValid, "empty client identifier needs clean session")

@@ -18,6 +18,14 @@ import (
 // counted, under listener="internal".
 const InternalListener = "internal"
 
+// InternalClientIDPrefix begins the client identifier of every internal
+// client ($edgeport/statestore, $edgeport/selftest, ...). The prefix is
+// reserved: a client connecting through any other listener with such an
+// identifier is refused with 0x85 (3.1.1: identifier rejected), before
+// authentication and whatever the policy says, so that nobody can take an
+// internal client's session over.
+const InternalClientIDPrefix = "$edgeport/"
+
 // OriginProperty is the user property the broker adds to every message it
 // delivers to an internal client: the publishing client's ID, verified by
 // the broker. Components serving requests (the state store) identify the

@@ -2,11 +2,9 @@ package statestore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/edgeport/edgeport/internal/broker"
+
 	"log/slog"
 	"net"
 	"strings"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 )
@@ -176,11 +175,9 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 		return errors.New("statestore: already started")
 	}
 	s.st, s.serve = st, serve
-	// A random client identifier: a client that guessed it could take the
-	// state store's session over.
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	s.clientID = "edgeport-statestore-" + hex.EncodeToString(id[:])
+	// The identifier is in the broker's reserved internal space, which no
+	// network client may claim: nobody can take the session over.
+	s.clientID = ClientID
 	ex, err := newExecutor(s)
 	if err != nil {
 		return err
@@ -330,6 +327,9 @@ func (s *Server) do(f func()) {
 
 // ClientID is the state store's MQTT client identifier.
 func (s *Server) ClientID() string { return s.clientID }
+
+// ClientID is the state store's MQTT client identifier.
+const ClientID = broker.InternalClientIDPrefix + "statestore"
 
 type linkRef struct {
 	mu sync.Mutex

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
@@ -22,6 +23,9 @@ import (
 // clients' publishes, so the probe neither shows up in nor can be spoofed by
 // user traffic.
 const SelfTestTopicPrefix = "$edgeport/selftest/"
+
+// ProbeClientID is the self-test probe's MQTT client identifier.
+const ProbeClientID = broker.InternalClientIDPrefix + "selftest"
 
 // DefaultProbeTimeout bounds one round when ProbeOptions.Timeout is zero and
 // the interval is longer.
@@ -104,10 +108,9 @@ func NewProbe(serve func(net.Conn), reg prometheus.Registerer, log *slog.Logger,
 		log:      log,
 		interval: opts.Interval,
 		timeout:  opts.Timeout,
-		// The client identifier is not derived from the topic: a client that
-		// subscribes to $edgeport/# learns the topic, and must not learn an
-		// identifier that would let it take the probe's session over.
-		clientID: "edgeport-selftest-" + randomHex(8),
+		// The identifier is in the broker's reserved internal space: no
+		// network client may claim it and take the probe's session over.
+		clientID: ProbeClientID,
 		topic:    SelfTestTopicPrefix + id,
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeport_selftest_latency_seconds",
