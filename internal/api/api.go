@@ -94,11 +94,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	w.Header().Set("Cache-Control", "no-store")
-	if code, msg := s.authorize(r); code != 0 {
-		if code == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="edgeport"`)
-		}
-		writeError(w, code, msg, nil)
+	if !s.admit(w, r) {
 		return
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, Prefix)
@@ -158,6 +154,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, http.StatusNotFound, "not found", nil)
 	}
+}
+
+// admit applies the access rules to r; when they refuse it, it writes the
+// error response and returns false.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) bool {
+	code, msg := s.authorize(r)
+	if code == 0 {
+		return true
+	}
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="edgeport"`)
+	}
+	writeError(w, code, msg, nil)
+	return false
+}
+
+// Protect serves h under the API's access rules (Options.Token and
+// RequireToken). Endpoints that reveal as much about the instance as the
+// API does, such as /statusz, are mounted through it.
+func (s *Server) Protect(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if s.admit(w, r) {
+			h.ServeHTTP(w, r)
+		}
+	})
 }
 
 // authorize returns a status and message when the request may not proceed.

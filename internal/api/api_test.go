@@ -26,7 +26,14 @@ type fixture struct {
 func newFixture(t *testing.T, opts Options) *fixture {
 	t.Helper()
 	store := config.NewStore(config.Builtin(), t.TempDir(), nil)
-	srv := httptest.NewServer(New(store, opts, nil))
+	api := New(store, opts, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	// An endpoint outside the API under its access rules, as /statusz is.
+	mux.Handle("/protected", api.Protect(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("status"))
+	})))
+	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &fixture{t: t, url: srv.URL, store: store}
 }
@@ -275,12 +282,14 @@ func TestAuthorization(t *testing.T) {
 			if tc.host != "" {
 				hdr = []string{"Host", tc.host}
 			}
-			r := f.do("GET", "/api/v1/brokers", "", "", hdr...)
-			if r.code != tc.code {
-				t.Fatalf("status %d, want %d: %s", r.code, tc.code, r.body)
-			}
-			if r.code == 401 && r.header.Get("WWW-Authenticate") == "" {
-				t.Fatal("401 without WWW-Authenticate")
+			for _, path := range []string{"/api/v1/brokers", "/protected"} {
+				r := f.do("GET", path, "", "", hdr...)
+				if r.code != tc.code {
+					t.Fatalf("%s: status %d, want %d: %s", path, r.code, tc.code, r.body)
+				}
+				if r.code == 401 && r.header.Get("WWW-Authenticate") == "" {
+					t.Fatalf("%s: 401 without WWW-Authenticate", path)
+				}
 			}
 		})
 	}

@@ -12,7 +12,7 @@ import (
 
 // mountAPI serves the REST API on the HTTP server. Its token lives in the
 // data directory (generated on first start); the API requires it unless
-// the HTTP address is loopback.
+// the HTTP address is loopback. /statusz follows the same rules.
 func (a *App) mountAPI() error {
 	var token string
 	if a.cfg.DataDir != "" {
@@ -29,7 +29,9 @@ func (a *App) mountAPI() error {
 		token = hex.EncodeToString(b[:])
 	}
 	require := a.cfg.APIRequireToken || !IsLoopback(a.cfg.HTTPAddr)
-	a.http.Handle(api.Prefix+"/", a.res.api(token, require))
+	srv := a.res.api(token, require)
+	a.http.Handle(api.Prefix+"/", srv)
+	a.http.Handle("GET /statusz", srv.Protect(a.status))
 	a.log.Info("REST API mounted", "path", api.Prefix, "token_required", require)
 	return nil
 }

@@ -65,9 +65,10 @@ type App struct {
 	listeners []*listener.Listener
 	names     []string // listener names, parallel to listeners
 	http      *telemetry.HTTPServer
-	probe     *telemetry.Probe   // nil when disabled
-	state     *statestore.Server // answers on statestore.InvokeTopic
-	res       *resources         // declarative resources and their controller
+	status    telemetry.StatusSource // /statusz, mounted by mountAPI
+	probe     *telemetry.Probe       // nil when disabled
+	state     *statestore.Server     // answers on statestore.InvokeTopic
+	res       *resources             // declarative resources and their controller
 }
 
 // New validates cfg and builds the components without starting them.
@@ -124,7 +125,9 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 			return append(telemetry.DescribeListeners(a.listeners), a.res.listenerInfos()...)
 		}
 		a.http.AddReadyCheck("broker", telemetry.BrokerReadyCheck(b, listeners))
-		a.http.Handle("GET /statusz", telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners})
+		// Mounted with the API, under its token rules: it names the data
+		// path, every listener and the policies.
+		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners}
 	}
 	return a, nil
 }

@@ -17,3 +17,13 @@ func diskSpace(dir string) (total, free uint64, err error) {
 	bs := uint64(st.Bsize)
 	return st.Blocks * bs, st.Bavail * bs, nil
 }
+
+// canWrite asks the kernel whether this process may create files in dir;
+// it fails with EROFS on a read-only mount.
+func canWrite(dir string) error {
+	const wOK = 2 // W_OK
+	if err := syscall.Access(dir, wOK); err != nil {
+		return fmt.Errorf("access %s: %w", dir, err)
+	}
+	return nil
+}

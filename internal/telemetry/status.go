@@ -114,7 +114,9 @@ func (src StatusSource) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 }
 
 // CheckStorage reports the size and free space of the file system holding
-// dir and whether a file can be created in dir.
+// dir and whether this process may create files in dir. It writes nothing:
+// /statusz is polled, and a poll must not wear flash storage or touch the
+// data directory of a full disk.
 func CheckStorage(dir string) StorageStatus {
 	s := StorageStatus{Path: dir}
 	var errs []error
@@ -123,7 +125,7 @@ func CheckStorage(dir string) StorageStatus {
 		errs = append(errs, fmt.Errorf("reading free space: %w", err))
 	}
 	s.TotalBytes, s.FreeBytes = total, free
-	if err := probeWrite(dir); err != nil {
+	if err := checkWritable(dir); err != nil {
 		errs = append(errs, err)
 	} else {
 		s.Writable = true
@@ -134,20 +136,18 @@ func CheckStorage(dir string) StorageStatus {
 	return s
 }
 
-// probeWrite creates, writes and removes a small file in dir. It does not
-// sync: the point is permissions and a read-only mount, not durability, and
-// a status poll should not wear flash storage.
-func probeWrite(dir string) error {
-	f, err := os.CreateTemp(dir, ".edgeport-write-check-*")
+// checkWritable reports why files cannot be created in dir: it is missing,
+// not a directory, not writable by this process or on a read-only mount.
+func checkWritable(dir string) error {
+	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("creating a file: %w", err)
+		return fmt.Errorf("not writable: %w", err)
 	}
-	name := f.Name()
-	_, werr := f.Write([]byte("ok"))
-	cerr := f.Close()
-	rerr := os.Remove(name)
-	if err := errors.Join(werr, cerr, rerr); err != nil {
-		return fmt.Errorf("writing a file: %w", err)
+	if !fi.IsDir() {
+		return fmt.Errorf("not writable: %s is not a directory", dir)
+	}
+	if err := canWrite(dir); err != nil {
+		return fmt.Errorf("not writable: %w", err)
 	}
 	return nil
 }

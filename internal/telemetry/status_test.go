@@ -38,7 +38,16 @@ func TestStatusz(t *testing.T) {
 		s.Handle("GET /statusz", StatusSource{Broker: b, Probe: p, DataDir: dir, Listeners: describe})
 		s.AddReadyCheck("broker", BrokerReadyCheck(b, describe))
 	})
+	// Reading the status writes nothing in the data directory: creating
+	// and removing a file there would change its modification time.
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(dir, old, old); err != nil {
+		t.Fatal(err)
+	}
 	code, body := get(t, s, "/statusz")
+	if fi, err := os.Stat(dir); err != nil || !fi.ModTime().Equal(old) {
+		t.Errorf("GET /statusz changed the data directory (modified %v, err %v)", fi.ModTime(), err)
+	}
 	if code != http.StatusOK {
 		t.Fatalf("GET /statusz = %d %s", code, body)
 	}
@@ -104,10 +113,8 @@ func TestCheckStorage(t *testing.T) {
 		errPart  string
 	}{
 		{"directory", dir, true, ""},
-		{"missing", filepath.Join(dir, "missing"), false, "creating a file"},
-		// Root ignores permission bits, so a file where the directory
-		// should be stands for an unwritable directory.
-		{"not a directory", file, false, "creating a file"},
+		{"missing", filepath.Join(dir, "missing"), false, "no such file or directory"},
+		{"not a directory", file, false, "is not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := CheckStorage(tc.path)

@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReservedClientIDs: the built binary refuses network clients that
@@ -26,5 +30,70 @@ func TestReservedClientIDs(t *testing.T) {
 	ss := dialStateStore(t, e.addr(t, "mqtt"), "reserved-check")
 	if got, _ := ss.call(nil, "SET", "k", "v"); got != "+OK\r\n" {
 		t.Fatalf("SET answered %q", got)
+	}
+}
+
+// TestStatuszAccess: /statusz follows the REST API's token rules and
+// reading it writes nothing in the data directory (issue 10, item 7).
+func TestStatuszAccess(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e := startEdgeport(t, "--data-dir", dir)
+	url := "http://" + e.addr(t, "http") + "/statusz"
+	get := func(host, token string) int {
+		t.Helper()
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(dir, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if code := get("", ""); code != http.StatusOK {
+		t.Fatalf("loopback without a token: %d", code)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.ModTime().Equal(old) {
+		t.Fatalf("GET /statusz wrote in the data directory (modified %v, err %v)", fi.ModTime(), err)
+	}
+	// A page that rebinds its own name to 127.0.0.1 is refused, as by the API.
+	if code := get("evil.example:8080", ""); code != http.StatusForbidden {
+		t.Fatalf("rebinding host without a token: %d", code)
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tok))
+
+	// With the token required (as on any address beyond loopback).
+	dir2 := t.TempDir()
+	e2 := startEdgeport(t, "--data-dir", dir2, "--api-require-token")
+	url = "http://" + e2.addr(t, "http") + "/statusz"
+	if code := get("", ""); code != http.StatusUnauthorized {
+		t.Fatalf("token required, none given: %d", code)
+	}
+	if code := get("", token); code != http.StatusUnauthorized {
+		t.Fatalf("token required, another instance's given: %d", code)
+	}
+	tok2, err := os.ReadFile(filepath.Join(dir2, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := get("", strings.TrimSpace(string(tok2))); code != http.StatusOK {
+		t.Fatalf("token required and given: %d", code)
 	}
 }
