@@ -40,9 +40,8 @@ type Broker struct {
 	listenerMu sync.Mutex // guards listeners
 	listeners  map[string]*listenerStats
 
-	enhanced map[string]EnhancedAuth
-	sec      securityRegistry // per listener authentication and authorization
-	st       *store.Store     // nil: in memory only
+	sec securityRegistry // per listener authentication and authorization
+	st  *store.Store     // nil: in memory only
 
 	disconnectHooks []func(clientID string) // set before serving, read-only after
 
@@ -72,7 +71,6 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 		conns:     make(map[*client]struct{}),
 		sharedRR:  make(map[sharedRef]*atomic.Uint32),
 		listeners: make(map[string]*listenerStats),
-		enhanced:  make(map[string]EnhancedAuth),
 		started:   time.Now(),
 	}
 	b.opts.Store(&o)
@@ -103,10 +101,6 @@ func (b *Broker) limits() topic.Limits {
 	o := b.o()
 	return topic.Limits{MaxLength: o.MaxTopicLength, MaxLevels: o.MaxTopicLevels}
 }
-
-// RegisterEnhancedAuth makes an MQTT 5 enhanced authentication method
-// available. It must be called before the broker serves connections.
-func (b *Broker) RegisterEnhancedAuth(a EnhancedAuth) { b.enhanced[a.Method()] = a }
 
 // Start runs the broker's background work ($SYS statistics) until Shutdown.
 func (b *Broker) Start(ctx context.Context) {

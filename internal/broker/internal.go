@@ -2,8 +2,6 @@ package broker
 
 import (
 	"sync/atomic"
-
-	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
 // InternalListener is the listener name for Edgeport's own in-process
@@ -42,73 +40,4 @@ func (s *session) count(g *atomic.Int64, d int64) {
 	if !s.internal {
 		g.Add(d)
 	}
-}
-
-// Authentication outcomes, as the authentication metrics label them.
-const (
-	authSuccess = iota
-	authDeny    // the credentials were checked and refused
-	authFailure // the check could not be made (unsupported method, broken exchange)
-	numAuthOutcomes
-)
-
-// Authentication method labels besides registered enhanced methods.
-const (
-	authMethodAnonymous   = "anonymous"
-	authMethodUnsupported = "unsupported" // a method no EnhancedAuth provides: not echoed, to bound label values
-)
-
-// authCounters count one listener's authentication outcomes for one method.
-type authCounters [numAuthOutcomes]atomic.Uint64
-
-// AuthCounters are one listener's authentication outcomes for one method.
-type AuthCounters struct {
-	Successes, Deny, Failures uint64
-}
-
-// countAuth records an authentication outcome. CONNECTs are far rarer than
-// publishes, so a map behind the listener's mutex is cheap enough here.
-func (ls *listenerStats) countAuth(method string, outcome int) {
-	ls.authMu.Lock()
-	ac := ls.auth[method]
-	if ac == nil {
-		if ls.auth == nil {
-			ls.auth = make(map[string]*authCounters)
-		}
-		ac = new(authCounters)
-		ls.auth[method] = ac
-	}
-	ls.authMu.Unlock()
-	ac[outcome].Add(1)
-}
-
-func (ls *listenerStats) authSnapshot() map[string]AuthCounters {
-	ls.authMu.Lock()
-	defer ls.authMu.Unlock()
-	m := make(map[string]AuthCounters, len(ls.auth))
-	for method, ac := range ls.auth {
-		m[method] = AuthCounters{Successes: ac[authSuccess].Load(), Deny: ac[authDeny].Load(), Failures: ac[authFailure].Load()}
-	}
-	return m
-}
-
-// authMethodLabel names an enhanced authentication method for the metrics.
-func (b *Broker) authMethodLabel(method string) string {
-	if method == "" {
-		return authMethodAnonymous
-	}
-	if _, ok := b.enhanced[method]; ok {
-		return method
-	}
-	return authMethodUnsupported
-}
-
-// authOutcome classifies a refused authentication: a decision on the
-// credentials is a deny, anything else kept the check from being made.
-func authOutcome(code packet.ReasonCode) int {
-	switch code {
-	case packet.NotAuthorized, packet.BadUserNameOrPassword, packet.Banned:
-		return authDeny
-	}
-	return authFailure
 }

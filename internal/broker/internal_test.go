@@ -144,7 +144,7 @@ func TestMetricFamilies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.RegisterEnhancedAuth(challengeAuth{})
+	b.SetListenerSecurity("test", challengeAuth{}, nil, true)
 	addr := serveBroker(t, b)
 
 	// Traffic: a QoS 1 publish of 5 payload bytes to one subscriber.

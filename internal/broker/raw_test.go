@@ -601,12 +601,20 @@ func TestRawDollarTopicsRefused(t *testing.T) {
 
 // challengeAuth is the TEST-CHALLENGE enhanced authentication method: the
 // server sends a nonce and the client must answer with it reversed.
+// It is an EnhancedAuthenticator: clients without an Authentication Method
+// present no credentials it knows, so a listener allowing anonymous access
+// admits them.
 type challengeAuth struct{}
 
-func (challengeAuth) Method() string { return "TEST-CHALLENGE" }
+func (challengeAuth) Authenticate(context.Context, *ConnectInfo) (*Principal, error) {
+	return nil, ErrNoCredentials
+}
 
-func (challengeAuth) Start(clientID string) AuthStepper {
-	return &challengeStep{nonce: "nonce-" + clientID}
+func (challengeAuth) StartAuth(_ context.Context, ci *ConnectInfo) (AuthStepper, error) {
+	if ci.AuthMethod != "TEST-CHALLENGE" {
+		return nil, &AuthError{Code: packet.BadAuthenticationMethod}
+	}
+	return &challengeStep{nonce: "nonce-" + ci.ClientID}, nil
 }
 
 type challengeStep struct {
@@ -643,7 +651,7 @@ func startAuthBroker(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.RegisterEnhancedAuth(challengeAuth{})
+	b.SetListenerSecurity("test", challengeAuth{}, nil, true)
 	return serveBroker(t, b)
 }
 
@@ -936,7 +944,7 @@ func FuzzServeConn(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.RegisterEnhancedAuth(challengeAuth{})
+		b.SetListenerSecurity("fuzz", challengeAuth{}, nil, true)
 		b.Start(context.Background())
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
