@@ -143,9 +143,10 @@ func (a *App) Registry() *prometheus.Registry { return a.reg }
 // Start starts every component; on failure it stops what it started.
 func (a *App) Start(ctx context.Context) error {
 	if a.cfg.DataDir != "" {
-		if err := os.MkdirAll(a.cfg.DataDir, 0o750); err != nil {
+		if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("creating data dir: %w", err)
 		}
+		a.checkDataDirMode()
 	}
 	if err := a.res.load(); err != nil {
 		return err
@@ -214,6 +215,21 @@ func (a *App) Start(ctx context.Context) error {
 		a.log.Info("listening", "listener", "http", "addr", a.http.Addr().String())
 	}
 	return nil
+}
+
+// checkDataDirMode warns when other users may enter the data directory:
+// it holds retained payloads, queued messages, state store values, the CA
+// key and the API token. The store keeps its own files private whatever
+// the data directory's mode, but the operator should know.
+func (a *App) checkDataDirMode() {
+	fi, err := os.Stat(a.cfg.DataDir)
+	if err != nil {
+		return // opening the store reports it
+	}
+	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+		a.log.Warn("data directory is accessible to other users; restrict it with chmod 700",
+			"dir", a.cfg.DataDir, "mode", fmt.Sprintf("%#o", mode))
+	}
 }
 
 // Addrs returns the bound addresses by name ("mqtt", "ws", "http", and

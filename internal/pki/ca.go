@@ -116,7 +116,7 @@ func LoadOrCreateCA(dir string, now time.Time) (ca *CA, created bool, err error)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return ca, false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return nil, false, fmt.Errorf("creating the CA directory: %w", err)
 	}
 	// The directory is built aside and renamed into place so that nobody

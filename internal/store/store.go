@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // SyncPolicy says when a commit counts as durable.
@@ -129,8 +130,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := normalize(&opts); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dirPerm); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	}
+	if err := restrict(dir); err != nil {
+		return nil, err
 	}
 	s := &Store{
 		dir:    dir,
@@ -200,6 +204,7 @@ func (s *Store) pebbleOptions() *pebble.Options {
 		MemTableStopWritesThreshold: 2,
 		MaxOpenFiles:                256,
 		Logger:                      pebbleLogger{s.opts.Logger},
+		FS:                          privateFS{vfs.Default},
 		EventListener: &pebble.EventListener{
 			BackgroundError: func(err error) {
 				s.log.Error("store: background error", "err", err)

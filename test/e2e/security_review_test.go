@@ -97,3 +97,58 @@ func TestStatuszAccess(t *testing.T) {
 		t.Fatalf("token required and given: %d", code)
 	}
 }
+
+// TestDataPrivate: the built binary keeps its data private (issue 10,
+// item 6): the store is 0700 with 0600 files whatever the umask, nothing
+// under the data directory but certificates is readable by others, and a
+// data directory open to other users is reported at start.
+func TestDataPrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := startEdgeport(t, "--data-dir", dir)
+	if _, err := e.logs.waitFor(5*time.Second, func(l string) bool {
+		return strings.Contains(l, "data directory is accessible to other users") && strings.Contains(l, "mode=0755")
+	}); err != nil {
+		t.Fatalf("no warning about the 0755 data directory: %v", err)
+	}
+	if out, code := mosq(t, "mosquitto_pub", "-h", "127.0.0.1", "-p", e.port(t, "mqtt"), "-q", "1", "-r",
+		"-t", "secret/retained", "-m", "confidential"); code != 0 {
+		t.Fatalf("mosquitto_pub: %d %s", code, out)
+	}
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	files := 0
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || path == dir {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		mode := fi.Mode().Perm()
+		inStore := strings.HasPrefix(path, filepath.Join(dir, "store"))
+		switch {
+		case d.IsDir() && inStore && mode != 0o700:
+			t.Errorf("%s: mode %#o, want 0700", path, mode)
+		case !d.IsDir() && inStore && mode != 0o600:
+			t.Errorf("%s: mode %#o, want 0600", path, mode)
+		case !d.IsDir() && mode&0o077 != 0 && !strings.HasSuffix(path, ".crt"):
+			t.Errorf("%s: mode %#o is open to other users", path, mode)
+		}
+		if !d.IsDir() {
+			files++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 4 {
+		t.Fatalf("only %d files under %s", files, dir)
+	}
+}
