@@ -1,0 +1,229 @@
+// A small OPC UA server for Edgeport's connector tests and benchmark, built
+// on node-opcua. Configuration comes as one JSON argument:
+//
+//   {"port":0, "pki":"/tmp/x/pki", "allowAnonymous":true,
+//    "users":{"operator":"secret"}, "autoAccept":true, "bulk":0,
+//    "bulkIntervalMs":100}
+//
+// It prints one line "READY <endpointUrl> <serverCertSha1>" on stdout when it
+// listens, and exits when stdin closes (so a killed test never leaves it
+// behind).
+//
+// Address space, namespace "urn:edgeport:test" (ns=2: ns=1 is node-opcua's own):
+//   ns=2;s=Counter       Int32, +1 every 100 ms
+//   ns=2;s=Temperature   Double, a sine wave sampled every 100 ms
+//   ns=2;s=Level         Double analog item (EURange 0..100), +1 every 100 ms
+//   ns=2;s=Constant      Double, never changes (heartbeat tests)
+//   ns=2;s=Setpoint      Double, writable
+//   ns=2;s=Bulk/<i>      Double, bulk variables for the benchmark; each holds
+//                        the current time in ms since the epoch, so a reader
+//                        can measure source-to-consumer latency
+//   ns=2;s=Boiler        object, event notifier: a BaseEventType event every
+//                        200 ms, severity alternating 100 and 800
+//   ns=2;s=Boiler.Add    method (a Double, b Double) -> sum Double
+"use strict";
+
+const path = require("path");
+const fs = require("fs");
+const {
+  OPCUAServer,
+  OPCUACertificateManager,
+  DataType,
+  StatusCodes,
+  makeRoles,
+  WellKnownRoles,
+} = require("node-opcua");
+
+const cfg = JSON.parse(process.argv[2] || "{}");
+
+async function main() {
+  const pki = cfg.pki || path.join(process.cwd(), "pki");
+  fs.mkdirSync(pki, { recursive: true });
+  const serverCertificateManager = new OPCUACertificateManager({
+    rootFolder: pki,
+    automaticallyAcceptUnknownCertificate: cfg.autoAccept !== false,
+  });
+  await serverCertificateManager.initialize();
+
+  const users = cfg.users || {};
+  const userManager = {
+    isValidUser(userName, password) {
+      return Object.prototype.hasOwnProperty.call(users, userName) && users[userName] === password;
+    },
+    getUserRoles() {
+      return makeRoles([WellKnownRoles.AuthenticatedUser, WellKnownRoles.Operator]);
+    },
+  };
+
+  const server = new OPCUAServer({
+    port: cfg.port || 0,
+    host: "127.0.0.1",
+    hostname: "127.0.0.1",
+    allowAnonymous: cfg.allowAnonymous !== false,
+    userManager,
+    serverCertificateManager,
+    buildInfo: { productName: "edgeport-test-server", buildNumber: "1" },
+    serverInfo: { applicationUri: "urn:edgeport:test-server", applicationName: { text: "edgeport-test-server" } },
+    maxConnectionsPerEndpoint: 1000,
+    serverCapabilities: {
+      maxSessions: 1000,
+      maxMonitoredItemsPerSubscription: 200000,
+      operationLimits: {
+        maxMonitoredItemsPerCall: 200000,
+        maxNodesPerRead: 200000,
+        maxNodesPerBrowse: 200000,
+      },
+    },
+  });
+  await server.initialize();
+
+  const addressSpace = server.engine.addressSpace;
+  const ns = addressSpace.registerNamespace("urn:edgeport:test");
+
+  const folder = ns.addFolder(addressSpace.rootFolder.objects, { nodeId: "s=Plant", browseName: "Plant" });
+
+  let counter = 0;
+  const counterVar = ns.addVariable({
+    componentOf: folder,
+    nodeId: "s=Counter",
+    browseName: "Counter",
+    dataType: "Int32",
+    minimumSamplingInterval: 50,
+  });
+  counterVar.setValueFromSource({ dataType: DataType.Int32, value: counter });
+  setInterval(() => {
+    counter++;
+    counterVar.setValueFromSource({ dataType: DataType.Int32, value: counter });
+  }, 100);
+
+  // Level ramps 0..100 in steps of 1 every 100 ms: an analog item with an
+  // EURange, so percent deadband applies to it.
+  let level = 0;
+  const levelVar = ns.addAnalogDataItem({
+    componentOf: folder,
+    nodeId: "s=Level",
+    browseName: "Level",
+    dataType: "Double",
+    engineeringUnitsRange: { low: 0, high: 100 },
+    minimumSamplingInterval: 50,
+  });
+  levelVar.setValueFromSource({ dataType: DataType.Double, value: level });
+  setInterval(() => {
+    level = (level + 1) % 100;
+    levelVar.setValueFromSource({ dataType: DataType.Double, value: level });
+  }, 100);
+
+  const temperature = ns.addVariable({
+    componentOf: folder,
+    nodeId: "s=Temperature",
+    browseName: "Temperature",
+    dataType: "Double",
+    minimumSamplingInterval: 50,
+  });
+  const t0 = Date.now();
+  const setTemperature = () =>
+    temperature.setValueFromSource({
+      dataType: DataType.Double,
+      value: 20 + 5 * Math.sin((Date.now() - t0) / 1000),
+    });
+  setTemperature();
+  setInterval(setTemperature, 100);
+
+  ns.addVariable({
+    componentOf: folder,
+    nodeId: "s=Constant",
+    browseName: "Constant",
+    dataType: "Double",
+    value: { dataType: DataType.Double, value: 42 },
+  });
+
+  const setpoint = ns.addVariable({
+    componentOf: folder,
+    nodeId: "s=Setpoint",
+    browseName: "Setpoint",
+    dataType: "Double",
+    accessLevel: "CurrentRead | CurrentWrite",
+    userAccessLevel: "CurrentRead | CurrentWrite",
+  });
+  setpoint.setValueFromSource({ dataType: DataType.Double, value: 0 });
+
+  const bulk = cfg.bulk || 0;
+  if (bulk > 0) {
+    const bulkFolder = ns.addFolder(folder, { nodeId: "s=Bulk", browseName: "Bulk" });
+    const vars = [];
+    for (let i = 0; i < bulk; i++) {
+      vars.push(
+        ns.addVariable({
+          componentOf: bulkFolder,
+          nodeId: "s=Bulk/" + i,
+          browseName: "B" + i,
+          dataType: "Double",
+          value: { dataType: DataType.Double, value: 0 },
+        })
+      );
+    }
+    setInterval(() => {
+      const now = Date.now();
+      for (const v of vars) {
+        v.setValueFromSource({ dataType: DataType.Double, value: now });
+      }
+    }, cfg.bulkIntervalMs || 100);
+  }
+
+  const boiler = ns.addObject({
+    organizedBy: folder,
+    nodeId: "s=Boiler",
+    browseName: "Boiler",
+    eventNotifier: 1,
+    notifierOf: addressSpace.rootFolder.objects.server,
+  });
+  let eventNo = 0;
+  setInterval(() => {
+    eventNo++;
+    boiler.raiseEvent("BaseEventType", {
+      message: { dataType: DataType.LocalizedText, value: { text: "boiler event " + eventNo } },
+      severity: { dataType: DataType.UInt16, value: eventNo % 2 === 0 ? 800 : 100 },
+    });
+  }, 200);
+
+  const add = ns.addMethod(boiler, {
+    nodeId: "s=Boiler.Add",
+    browseName: "Add",
+    inputArguments: [
+      { name: "a", dataType: DataType.Double },
+      { name: "b", dataType: DataType.Double },
+    ],
+    outputArguments: [{ name: "sum", dataType: DataType.Double }],
+  });
+  add.bindMethod((inputArguments, context, callback) => {
+    const sum = inputArguments[0].value + inputArguments[1].value;
+    callback(null, {
+      statusCode: StatusCodes.Good,
+      outputArguments: [{ dataType: DataType.Double, value: sum }],
+    });
+  });
+
+  await server.start();
+  const url = server.getEndpointUrl();
+  const thumb = server.getCertificate
+    ? require("crypto").createHash("sha1").update(server.getCertificate()).digest("hex")
+    : "";
+  process.stdout.write("READY " + url + " " + thumb + "\n");
+
+  const stop = async () => {
+    try {
+      await server.shutdown(0);
+    } finally {
+      process.exit(0);
+    }
+  };
+  process.stdin.on("end", stop);
+  process.stdin.on("close", stop);
+  process.stdin.resume();
+  process.on("SIGTERM", stop);
+}
+
+main().catch((err) => {
+  process.stderr.write("server failed: " + (err && err.stack ? err.stack : err) + "\n");
+  process.exit(1);
+});
