@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real test peers it needs (Debian's
-# mosquitto, python3-paho-mqtt, prometheus and openssl, MQTT.js from npm), checks formatting and
+# mosquitto, python3-paho-mqtt, prometheus and openssl, MQTT.js and node-opcua from npm), checks formatting and
 # vet, then runs every Go test with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,12 @@ fi
 if [ ! -d test/e2e/node/node_modules/mqtt ]; then
   echo "installing MQTT.js"
   (cd test/e2e/node && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# The OPC UA connector's tests start node-opcua 2.182.2 (the last release
+# that runs on Node 20) from test/opcua.
+if [ ! -d test/opcua/node_modules/node-opcua ]; then
+  echo "installing node-opcua"
+  (cd test/opcua && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 unformatted=$(gofmt -l cmd internal bench test 2>/dev/null || true)

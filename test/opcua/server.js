@@ -134,6 +134,8 @@ async function main() {
     nodeId: "s=Constant",
     browseName: "Constant",
     dataType: "Double",
+    accessLevel: "CurrentRead",
+    userAccessLevel: "CurrentRead",
     value: { dataType: DataType.Double, value: 42 },
   });
 

@@ -182,6 +182,9 @@ func (t *TrustList) Verify(chainDER []byte, endpoint string, now time.Time) (*x5
 		}
 		return nil, &UntrustedError{Thumbprint: thumb, Subject: leaf.Subject.String(), Endpoint: endpoint}
 	}
+	// A certificate that chains to a trusted CA may have been listed as
+	// rejected before the CA was trusted: the list should not show it.
+	t.forgetRejected(thumb)
 	// A CRL counts when its issuer's key signed it; a certificate listed in
 	// it is refused even if the certificate itself is trusted.
 	all := append(append([]*CertEntry{}, trusted...), issuers...)
@@ -242,6 +245,18 @@ func (t *TrustList) reject(c *x509.Certificate, endpoint string, now time.Time) 
 		t.notifyLocked()
 	}
 	return nil
+}
+
+func (t *TrustList) forgetRejected(thumb string) {
+	base := filepath.Join(t.dir, listRejected, "certs", thumb)
+	if _, err := os.Stat(base + ".der"); err != nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	os.Remove(base + ".der")
+	os.Remove(base + ".json")
+	t.notifyLocked()
 }
 
 // List returns every certificate of the three lists, trusted first.
