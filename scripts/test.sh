@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real test peers it needs (Debian's
-# mosquitto, python3-paho-mqtt, prometheus and openssl, MQTT.js and node-opcua from npm), checks formatting and
+# mosquitto, python3-paho-mqtt, prometheus, openssl and chromium, MQTT.js and node-opcua from npm), checks formatting and
 # vet, then runs every Go test with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 /usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test peers: ${need[*]}"
   apt-get update -qq

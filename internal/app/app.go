@@ -31,9 +31,12 @@ type Config struct {
 	MQTTAddr string // TCP listener; "off" disables it
 	WSAddr   string // WebSocket listener; "off" disables it
 	WSPath   string
-	HTTPAddr string // health, readiness and metrics; "off" disables it
-	DataDir  string
-	Broker   broker.Options
+	// WSAllowedOrigins are the web origins whose pages may use the
+	// WebSocket listener besides same-host ones (listener.Config).
+	WSAllowedOrigins []string
+	HTTPAddr         string // health, readiness and metrics; "off" disables it
+	DataDir          string
+	Broker           broker.Options
 	// Store configures the durable store under DataDir/store; InMemory
 	// runs without one (nothing survives a restart).
 	Store    store.Options
@@ -91,7 +94,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	for _, l := range []listener.Config{
 		{Name: "mqtt", Addr: cfg.MQTTAddr, Protocol: "tcp", Guard: a.guard},
-		{Name: "ws", Addr: cfg.WSAddr, Protocol: "websocket", Path: cfg.WSPath, Guard: a.guard},
+		{Name: "ws", Addr: cfg.WSAddr, Protocol: "websocket", Path: cfg.WSPath, Guard: a.guard, AllowedOrigins: cfg.WSAllowedOrigins},
 	} {
 		if isOff(l.Addr) {
 			continue

@@ -28,6 +28,7 @@ type portConfig struct {
 	addr     string // host:port to bind
 	protocol string // listener.ProtocolTCP or listener.ProtocolWebSocket
 	path     string
+	origins  string // allowed origins, one per line (a string keeps portConfig comparable)
 	maxConns int
 	authn    string
 	authz    string
@@ -36,6 +37,13 @@ type portConfig struct {
 	// requestClientCert asks TLS clients for a certificate, unverified,
 	// when the spec asks none: for an X.509 authentication method.
 	requestClientCert bool
+}
+
+func (c portConfig) allowedOrigins() []string {
+	if c.origins == "" {
+		return nil
+	}
+	return strings.Split(c.origins, "\n")
 }
 
 // same reports whether a port can keep running: authentication and
@@ -215,7 +223,7 @@ func (p *portRun) start(r *resources) {
 	}
 	ln, err := listener.New(listener.Config{
 		Name: p.name, Addr: p.cfg.addr, Protocol: p.cfg.protocol, Path: p.cfg.path,
-		TLS: tc, MaxConnections: p.cfg.maxConns, Guard: r.a.guard,
+		TLS: tc, MaxConnections: p.cfg.maxConns, Guard: r.a.guard, AllowedOrigins: p.cfg.allowedOrigins(),
 	}, p, r.log.With("component", "listener"))
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), portStopWait)
@@ -255,6 +263,7 @@ func (r *resources) portConfig(p config.ListenerPort) (portConfig, string, error
 	}
 	if p.Protocol == config.ProtocolWebSockets {
 		cfg.protocol, cfg.path = listener.ProtocolWebSocket, p.Path
+		cfg.origins = strings.Join(p.AllowedOrigins, "\n")
 	}
 	if p.TLS != nil {
 		cfg.tls, cfg.tlsSpec = tlsKey(p.TLS), p.TLS

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/app"
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
@@ -145,6 +146,7 @@ picks a free port (the chosen addresses are logged).`,
 	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", "127.0.0.1:1883", `MQTT over TCP listen address ("off" to disable)`)
 	f.StringVar(&cfg.WSAddr, "ws-addr", "127.0.0.1:8083", `MQTT over WebSocket listen address ("off" to disable)`)
 	f.StringVar(&cfg.WSPath, "ws-path", "/mqtt", "MQTT over WebSocket HTTP path")
+	f.StringSliceVar(&cfg.WSAllowedOrigins, "ws-allowed-origins", nil, "web origins (scheme://host[:port], or *) whose pages may connect to --ws-addr; pages served from the address the browser connects to (an IP address or localhost) always may, pages of other origins get 403")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", `health and metrics listen address ("off" to disable)`)
 	f.StringVar(&cfg.DataDir, "data-dir", "edgeport-data", "directory for persistent data")
 	f.StringVar(&cfg.ConfigDir, "config", "", "directory of resource files (*.yaml, *.yml) applied at start and whenever they change")
@@ -188,6 +190,9 @@ func checkServeFlags(cfg *app.Config) error {
 	addr("http-addr", cfg.HTTPAddr)
 	if !strings.HasPrefix(cfg.WSPath, "/") {
 		errs = append(errs, fmt.Errorf("--ws-path: %q must start with /", cfg.WSPath))
+	}
+	if _, err := listener.CheckOrigins(cfg.WSAllowedOrigins); err != nil {
+		errs = append(errs, fmt.Errorf("--ws-allowed-origins: %w", err))
 	}
 	between := func(flag string, v, lo, hi int) {
 		if v < lo || v > hi {

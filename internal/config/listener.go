@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,6 +51,12 @@ type ListenerPort struct {
 	// AuthenticationRef, a port on a loopback address admits everyone; on
 	// any other address it admits nobody unless AllowAnonymous is true.
 	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
+	// AllowedOrigins lists the web origins (scheme://host[:port]) whose
+	// pages may open connections to a WebSockets port, besides pages
+	// served from the IP address or localhost the browser addressed; "*"
+	// allows every page (Edgeport). Programs, which send no Origin, are
+	// not concerned.
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 }
 
 // TLS modes.
@@ -212,6 +219,14 @@ func validateListener(s *BrokerListenerSpec, errs *Errors) {
 		if p.Protocol == ProtocolWebSockets && !strings.HasPrefix(p.Path, "/") {
 			errs.Add(field(path, "path"), "must start with /")
 		}
+		if len(p.AllowedOrigins) > 0 && p.Protocol != ProtocolWebSockets {
+			errs.Add(field(path, "allowedOrigins"), "only allowed with protocol WebSockets")
+		}
+		for j, o := range p.AllowedOrigins {
+			if !validOrigin(o) {
+				errs.Add(index(field(path, "allowedOrigins"), j), `must be "*" or scheme://host[:port] with scheme http or https (got %q)`, o)
+			}
+		}
 		if p.AuthenticationRef != "" {
 			validateName(p.AuthenticationRef, field(path, "authenticationRef"), errs)
 		}
@@ -228,6 +243,17 @@ func validateListener(s *BrokerListenerSpec, errs *Errors) {
 			validateTLS(p.TLS, field(path, "tls"), errs)
 		}
 	}
+}
+
+// validOrigin accepts "*" and http(s)://host[:port]; the listener
+// normalizes what it is given (listener.CheckOrigins).
+func validOrigin(o string) bool {
+	if o == "*" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
 }
 
 func validateTLS(t *ListenerTLS, path string, errs *Errors) {

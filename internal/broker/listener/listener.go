@@ -77,10 +77,11 @@ const (
 	RejectAddressLimit  = "address_limit"  // Limits.MaxConnectionsPerAddress reached
 	RejectRateLimit     = "rate_limit"     // Limits.ConnectRate exceeded
 	RejectTLSHandshake  = "tls_handshake"  // handshake failed or timed out
+	RejectOrigin        = "origin"         // a browser page of an origin not allowed (WebSocket)
 )
 
 // rejectReasons index Listener.rejectedBy, in the order of Rejections' fields.
-var rejectReasons = [...]string{RejectListenerLimit, RejectTotalLimit, RejectAddressLimit, RejectRateLimit, RejectTLSHandshake}
+var rejectReasons = [...]string{RejectListenerLimit, RejectTotalLimit, RejectAddressLimit, RejectRateLimit, RejectTLSHandshake, RejectOrigin}
 
 // Config describes one listener.
 type Config struct {
@@ -95,6 +96,13 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake when the Guard sets no
 	// timeout; 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// AllowedOrigins lists the web origins (scheme://host[:port]) whose
+	// pages may open WebSocket connections, besides pages served from the
+	// IP address or localhost the request is addressed to; AnyOrigin
+	// allows every page. Requests without an Origin header (programs, not
+	// browsers) are always allowed. Other upgrades get 403 (see
+	// originAllowed).
+	AllowedOrigins []string
 }
 
 // Stats is a snapshot of a listener's connection counters.
@@ -107,7 +115,7 @@ type Stats struct {
 
 // Rejections count refused connections by reason (see the Reject constants).
 type Rejections struct {
-	ListenerLimit, TotalLimit, AddressLimit, RateLimit, TLSHandshake uint64
+	ListenerLimit, TotalLimit, AddressLimit, RateLimit, TLSHandshake, Origin uint64
 }
 
 // Listener accepts connections for one Config and passes them to a Handler.
@@ -159,6 +167,16 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Listener, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listener %q: address %q: %w", cfg.Name, cfg.Addr, err)
+	}
+	if len(cfg.AllowedOrigins) > 0 {
+		if cfg.Protocol != ProtocolWebSocket {
+			return nil, fmt.Errorf("listener %q: allowed origins apply to websocket listeners only", cfg.Name)
+		}
+		origins, err := CheckOrigins(cfg.AllowedOrigins)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
+		}
+		cfg.AllowedOrigins = origins
 	}
 	if cfg.MaxConnections < 0 {
 		return nil, fmt.Errorf("listener %q: negative max connections %d", cfg.Name, cfg.MaxConnections)
@@ -288,7 +306,7 @@ func (l *Listener) Stats() Stats {
 		Rejected: l.rejected.Load(),
 		Rejections: Rejections{
 			ListenerLimit: by[0].Load(), TotalLimit: by[1].Load(), AddressLimit: by[2].Load(),
-			RateLimit: by[3].Load(), TLSHandshake: by[4].Load(),
+			RateLimit: by[3].Load(), TLSHandshake: by[4].Load(), Origin: by[5].Load(),
 		},
 		Open: l.open.Load(),
 	}
