@@ -303,7 +303,7 @@ func TestDiscoveryAndConfigDir(t *testing.T) {
 	f := newFixture(t, Options{})
 	var d struct{ Kinds []KindInfo }
 	f.do("GET", "/api/v1", "", "").json(t, &d)
-	if len(d.Kinds) != 4 || d.Kinds[1].Plural != "brokerlisteners" || d.Kinds[1].Singular != "brokerlistener" {
+	if len(d.Kinds) != len(config.Builtin().All()) || d.Kinds[1].Plural != "brokerlisteners" || d.Kinds[1].Singular != "brokerlistener" {
 		t.Fatalf("discovery: %+v", d)
 	}
 	if r := f.do("GET", "/api/v1/configdir", "", ""); r.code != 404 {

@@ -37,9 +37,11 @@ func (k *Kinds) DecodeAll(data []byte) ([]Document, error) {
 		var n yaml.Node
 		err := dec.Decode(&n)
 		if errors.Is(err, io.EOF) {
+			k.validateRefs(docs)
 			return docs, nil
 		}
 		if err != nil {
+			k.validateRefs(docs)
 			return docs, fmt.Errorf("document %d: %w", i+1, err)
 		}
 		if empty(&n) {
@@ -53,6 +55,34 @@ func (k *Kinds) DecodeAll(data []byte) ([]Document, error) {
 		}
 		docs = append(docs, d)
 		i++
+	}
+}
+
+// validateRefs checks references between the valid documents of one
+// stream (an Asset and the Device beside it in the same file).
+func (k *Kinds) validateRefs(docs []Document) {
+	byKey := map[Key]*Object{}
+	for _, d := range docs {
+		if d.Object != nil {
+			byKey[d.Object.Key()] = d.Object
+		}
+	}
+	lookup := func(key Key) (*Object, bool) { o, ok := byKey[key]; return o, ok }
+	for i := range docs {
+		d := &docs[i]
+		if d.Object == nil {
+			continue
+		}
+		def := k.LookupKind(d.Object.Kind)
+		if def == nil || def.ValidateRefs == nil {
+			continue
+		}
+		var errs Errors
+		def.ValidateRefs(d.Object, lookup, &errs)
+		if len(errs) > 0 {
+			d.Err = &ValidationError{Kind: d.Kind, Name: d.Name, Errs: errs}
+			d.Object = nil
+		}
 	}
 }
 
@@ -310,6 +340,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
 		d.decode(n, v.Elem(), path)
+		return
+	}
+	if v.Type() == jsonType {
+		d.decodeJSON(n, v, path)
 		return
 	}
 	if v.Type() == timeType {

@@ -29,6 +29,12 @@ type KindDef struct {
 	Validate func(spec any, errs *Errors)
 	// Columns are the kind-specific columns of `edgeport get`.
 	Columns []Column
+	// ValidateRefs, when set, checks a valid object against the resources
+	// it references, which lookup finds (the registry when applying, the
+	// other documents of the same file when decoding one). A reference
+	// not found is not an error here: resources may arrive in any order,
+	// and what runs them reports it in status.
+	ValidateRefs func(obj *Object, lookup func(Key) (*Object, bool), errs *Errors)
 }
 
 // Column is one kind-specific column of a table listing.
@@ -162,7 +168,8 @@ func NewKinds(defs ...KindDef) *Kinds {
 
 // Builtin returns the kinds Edgeport serves.
 func Builtin() *Kinds {
-	return NewKinds(brokerKind(), brokerListenerKind(), brokerAuthenticationKind(), brokerAuthorizationKind())
+	return NewKinds(brokerKind(), brokerListenerKind(), brokerAuthenticationKind(), brokerAuthorizationKind(),
+		deviceKind(), assetKind())
 }
 
 // All returns every kind in registration order.

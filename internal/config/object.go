@@ -62,6 +62,44 @@ type Status struct {
 	Conditions         []Condition `json:"conditions,omitempty"`
 	// Ports is set for BrokerListener: what each port is bound to.
 	Ports []PortStatus `json:"ports,omitempty"`
+	// Endpoints is set for Device: each inbound endpoint as its connector
+	// sees it.
+	Endpoints map[string]EndpointStatus `json:"endpoints,omitempty"`
+	// Datasets and Events are set for Asset: what each dataset (and event,
+	// named group/event) delivered.
+	Datasets []DatasetStatus `json:"datasets,omitempty"`
+	Events   []DatasetStatus `json:"events,omitempty"`
+}
+
+// EndpointStatus is one device endpoint as its connector runs it.
+type EndpointStatus struct {
+	Connected bool `json:"connected"`
+	// State is Connecting, Connected, Degraded, Disabled or Error.
+	State          string     `json:"state"`
+	ConnectedSince *time.Time `json:"connectedSince,omitempty"`
+	LastError      string     `json:"lastError,omitempty"`
+	LastErrorTime  *time.Time `json:"lastErrorTime,omitempty"`
+	Reconnects     uint64     `json:"reconnects,omitempty"`
+}
+
+// DatasetStatus is what one dataset or event delivered.
+type DatasetStatus struct {
+	Name          string     `json:"name"`
+	LastValueTime *time.Time `json:"lastValueTime,omitempty"`
+	Samples       uint64     `json:"samples"`
+	Messages      uint64     `json:"messages"`
+	Dropped       uint64     `json:"dropped,omitempty"`
+	Error         string     `json:"error,omitempty"`
+	// DataPoints has an entry per configured data point, in order.
+	DataPoints []DataPointStatus `json:"dataPoints,omitempty"`
+}
+
+// DataPointStatus is one data point as last read.
+type DataPointStatus struct {
+	Name          string     `json:"name"`
+	LastValueTime *time.Time `json:"lastValueTime,omitempty"`
+	Samples       uint64     `json:"samples"`
+	Error         string     `json:"error,omitempty"`
 }
 
 // Condition is one aspect of a resource's state.

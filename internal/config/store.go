@@ -126,12 +126,36 @@ func (s *Store) Apply(in *Object, opts ApplyOptions) (Result, *Object, error) {
 	k := obj.Key()
 
 	s.mu.Lock()
+	if err := s.validateRefsLocked(obj); err != nil {
+		s.mu.Unlock()
+		return "", nil, err
+	}
 	res, out, err := s.applyLocked(k, obj, opts)
 	s.mu.Unlock()
 	if err == nil && !opts.DryRun && res != Unchanged {
 		s.notify(k)
 	}
 	return res, out, err
+}
+
+// validateRefsLocked checks obj against the resources it references.
+func (s *Store) validateRefsLocked(obj *Object) error {
+	def := s.kinds.LookupKind(obj.Kind)
+	if def == nil || def.ValidateRefs == nil {
+		return nil
+	}
+	var errs Errors
+	def.ValidateRefs(obj, func(k Key) (*Object, bool) {
+		e := s.entries[k]
+		if e == nil {
+			return nil, false
+		}
+		return e.obj, true // read only, under s.mu
+	}, &errs)
+	if len(errs) > 0 {
+		return &ValidationError{Kind: obj.Kind, Name: obj.Metadata.Name, Errs: errs}
+	}
+	return nil
 }
 
 func (s *Store) applyLocked(k Key, obj *Object, opts ApplyOptions) (Result, *Object, error) {
