@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/telemetry"
@@ -72,6 +73,7 @@ type App struct {
 	probe     *telemetry.Probe       // nil when disabled
 	state     *statestore.Server     // answers on statestore.InvokeTopic
 	res       *resources             // declarative resources and their controller
+	conn      *connector.Manager     // device connectors, driven by Device and Asset resources
 }
 
 // New validates cfg and builds the components without starting them.
@@ -122,6 +124,22 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	a.broker.OnDisconnect(a.state.ClientDisconnected)
+	secrets := ""
+	if cfg.DataDir != "" {
+		secrets = filepath.Join(cfg.DataDir, "secrets")
+	}
+	if a.conn, err = connector.New(connector.Options{
+		Store: a.res.store,
+		// Until the internal MQTT client lands, connectors publish into
+		// the broker directly (see BrokerPublisher).
+		Publisher:  connector.BrokerPublisher{Broker: b, ClientID: "$edgeport/connector"},
+		Connectors: connectors(log),
+		SecretsDir: secrets,
+		Registerer: reg,
+		Logger:     log.With("component", "connector"),
+	}); err != nil {
+		return nil, err
+	}
 	if !isOff(cfg.HTTPAddr) {
 		a.http = telemetry.NewHTTPServer(cfg.HTTPAddr, reg, log.With("component", "http"))
 		listeners := func() []telemetry.ListenerInfo {
@@ -203,6 +221,10 @@ func (a *App) Start(ctx context.Context) error {
 		}
 	}
 	a.res.start(ctx)
+	if err := a.conn.Start(ctx); err != nil {
+		_ = a.Stop(ctx)
+		return err
+	}
 	if a.probe != nil {
 		a.probe.Start(ctx)
 	}
@@ -255,6 +277,7 @@ func (a *App) Stop(ctx context.Context) error {
 	if a.probe != nil {
 		a.probe.Stop()
 	}
+	errs = append(errs, a.conn.Stop(ctx))
 	errs = append(errs, a.state.Stop(ctx))
 	errs = append(errs, a.res.stop(ctx))
 	for _, l := range a.listeners {
