@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -38,6 +39,19 @@ type Session struct {
 	Will           *Message
 	WillDelay      time.Duration
 	WillExpiry     time.Duration
+	// WillOwner is who set the will, so that it can be authorised when it
+	// is published, after a restart too; nil in records written before
+	// owners were kept.
+	WillOwner *Principal
+}
+
+// Principal is a client's identity as its listener's authentication
+// established it (the client ID is the session's).
+type Principal struct {
+	Listener   string
+	Username   string
+	Method     string
+	Attributes map[string]string
 }
 
 // Entry is one message queued for, or in flight to, a client.
@@ -72,7 +86,8 @@ const (
 	entKnownBits = entQoSMask | entRetain | entReleased | entPacketID | entSubIDs | entShared
 
 	sesWill      = 0x01
-	sesKnownBits = sesWill
+	sesWillOwner = 0x02
+	sesKnownBits = sesWill | sesWillOwner
 
 	subQoSMask   = 0x03
 	subNoLocal   = 0x04
@@ -162,6 +177,9 @@ func appendSession(b []byte, s *Session) []byte {
 	var flags byte
 	if s.Will != nil {
 		flags |= sesWill
+		if s.WillOwner != nil {
+			flags |= sesWillOwner
+		}
 	}
 	b = append(b, recordV1, s.Version, flags)
 	b = appendVarint(b, int64(s.Expiry))
@@ -184,6 +202,21 @@ func appendSession(b []byte, s *Session) []byte {
 		b = appendMessageBody(b, s.Will)
 		b = appendVarint(b, int64(s.WillDelay))
 		b = appendVarint(b, int64(s.WillExpiry))
+		if o := s.WillOwner; o != nil {
+			b = appendString(b, o.Listener)
+			b = appendString(b, o.Username)
+			b = appendString(b, o.Method)
+			keys := make([]string, 0, len(o.Attributes))
+			for k := range o.Attributes {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys) // one encoding per principal
+			b = appendUvarint(b, uint64(len(keys)))
+			for _, k := range keys {
+				b = appendString(b, k)
+				b = appendString(b, o.Attributes[k])
+			}
+		}
 	}
 	return b
 }
@@ -430,6 +463,24 @@ func decodeSession(b []byte, s *Session, in *interner) error {
 		d.messageBody(s.Will)
 		s.WillDelay = time.Duration(d.varint())
 		s.WillExpiry = time.Duration(d.varint())
+		if flags&sesWillOwner != 0 {
+			o := &Principal{Listener: d.str(), Username: d.str(), Method: d.str()}
+			// An attribute takes at least 2 bytes: two string lengths.
+			if n := d.count(2); n > 0 {
+				o.Attributes = make(map[string]string, n)
+				prev := ""
+				for i := range n {
+					k := d.str()
+					if i > 0 && k <= prev {
+						return errBadRecord // written sorted, without duplicates
+					}
+					o.Attributes[k], prev = d.str(), k
+				}
+			}
+			s.WillOwner = o
+		}
+	} else if flags&sesWillOwner != 0 {
+		return errBadRecord
 	}
 	return d.finish()
 }
