@@ -116,6 +116,7 @@ func start(dir string, opts broker.Options, policy store.SyncPolicy) (*broker.Br
 	if err := b.AttachStore(st); err != nil {
 		return nil, nil, "", nil, err
 	}
+	b.ReleaseWills()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, "", nil, err

@@ -221,6 +221,9 @@ func (a *App) Start(ctx context.Context) error {
 		}
 	}
 	a.res.start(ctx)
+	// Every listener's security is in force now: restored wills may be
+	// judged by it.
+	a.broker.ReleaseWills()
 	if err := a.conn.Start(ctx); err != nil {
 		_ = a.Stop(ctx)
 		return err

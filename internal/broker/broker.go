@@ -45,6 +45,10 @@ type Broker struct {
 
 	disconnectHooks []func(clientID string) // set before serving, read-only after
 
+	heldMu    sync.Mutex     // guards heldWills
+	heldWills []func()       // restored wills, held until ReleaseWills
+	willWG    sync.WaitGroup // will publications under way; Shutdown waits for them
+
 	stats    stats
 	started  time.Time
 	closing  atomic.Bool
@@ -176,6 +180,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	b.sessMu.Unlock()
+	b.willWG.Wait()
 	b.stopped.Store(true)
 	return err
 }
@@ -243,7 +248,9 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 			old.disconnect(packet.SessionTakenOver, "another connection took over the session")
 			// The old connection ended abnormally: its will follows the
 			// usual rules, and a resumed session cancels a delayed will.
-			b.scheduleWillLocked(s)
+			if due := b.scheduleWillLocked(s); due != nil {
+				b.publishWillAfter(b.saveSessionLocked(s, 0), due)
+			}
 		}
 		if cleanStart {
 			s.mu.Unlock()
@@ -305,11 +312,12 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		s.mu.Unlock()
 		b.endSessionLocked(s)
 	} else {
-		b.scheduleWillLocked(s)
+		s.offlineSince = time.Now().UnixNano()
+		due := b.scheduleWillLocked(s)
 		if s.expiry != expiryNever {
 			s.expiryTimer = time.AfterFunc(s.expiry, func() { b.expireSession(s) })
 		}
-		b.commit(b.saveSessionLocked(s, time.Now().UnixNano()), nil)
+		b.publishWillAfter(b.saveSessionLocked(s, s.offlineSince), due)
 		s.mu.Unlock()
 	}
 	b.sessMu.Unlock()
@@ -370,7 +378,8 @@ func (b *Broker) endSessionLocked(s *session) {
 	will := s.will
 	s.will = nil
 	dropped := s.queue.len() + len(s.inflight)
-	if tx := b.newTxn(); s.stored && tx != nil {
+	tx := b.newTxn()
+	if s.stored && tx != nil {
 		// The range deletion does not cover puts still pending in some
 		// publisher's txnCtx: those are deleted there.
 		for f := s.oldest; f != nil; f = f.next {
@@ -378,11 +387,10 @@ func (b *Broker) endSessionLocked(s *session) {
 		}
 		s.queue.filter(func(d *delivery) bool { b.dropPending(s, d); return true })
 		tx.txn.DeleteSession(s.id)
-		b.commit(tx, nil)
 		s.stored = false
-	} else if tx != nil {
-		tx.txn.Discard()
 	}
+	// The will goes out once the deletion is durable.
+	b.publishWillAfter(tx, will)
 	s.mu.Unlock()
 	if b.sessions[s.id] == s {
 		delete(b.sessions, s.id)
@@ -391,22 +399,20 @@ func (b *Broker) endSessionLocked(s *session) {
 	if dropped > 0 {
 		b.stats.dropped[dropSessionEnded].Add(uint64(dropped))
 	}
-	if will != nil {
-		go b.publishWill(will)
-	}
 }
 
-// scheduleWillLocked publishes the session's will now, or after its delay
-// if the session lives long enough. s.mu is held.
-func (b *Broker) scheduleWillLocked(s *session) {
+// scheduleWillLocked starts the delay of the session's will, or, when it
+// has none (or the session ends with the connection), takes the will out of
+// the session and returns it: the caller saves the session and publishes
+// it with publishWillAfter. s.mu is held.
+func (b *Broker) scheduleWillLocked(s *session) *Message {
 	will := s.will
 	if will == nil {
-		return
+		return nil
 	}
 	if s.willDelay == 0 || s.expiry == 0 {
 		s.will = nil
-		go b.publishWill(will)
-		return
+		return will
 	}
 	delay := s.willDelay
 	if s.expiry != expiryNever && s.expiry < delay {
@@ -415,13 +421,40 @@ func (b *Broker) scheduleWillLocked(s *session) {
 	s.willTimer = time.AfterFunc(delay, func() {
 		s.mu.Lock()
 		w := s.will
-		if s.client != nil || w == nil {
+		if s.client != nil || w == nil || s.ended {
 			s.mu.Unlock()
 			return
 		}
+		// Fired, the will leaves the stored session before it goes out,
+		// so no later restart publishes it again.
 		s.will = nil
+		tx := b.saveSessionLocked(s, s.offlineSince)
 		s.mu.Unlock()
-		b.publishWill(w)
+		b.publishWillAfter(tx, w)
+	})
+	return nil
+}
+
+// publishWillAfter commits tx, which removes will w from its stored
+// session, and publishes w (when it is still authorised) once that is
+// durable: a will goes out at most once, even across a crash. Should the
+// removal fail (a full disk), w is published all the same, and a restart
+// may publish it again. A nil w only commits tx.
+func (b *Broker) publishWillAfter(tx *txnCtx, w *Message) {
+	if w == nil {
+		b.commit(tx, nil)
+		return
+	}
+	b.willWG.Add(1)
+	b.commit(tx, func(err error) {
+		if err != nil {
+			b.log.Warn("publishing a will whose removal from the store failed: a restart may publish it again", "client", w.Origin, "err", err)
+		}
+		// Not on the committer's goroutine: publishing commits too.
+		go func() {
+			defer b.willWG.Done()
+			b.publishWill(w)
+		}()
 	})
 }
 

@@ -254,19 +254,22 @@ func (c *client) pruneOnResume(s *session) {
 }
 
 // willAllowed checks a will against its owner's principal when it is
-// published: the listener's rules may have changed since CONNECT.
+// published: the listener's rules may have changed since CONNECT, and a
+// restart may have come in between (the owner is stored with the session).
+// The owner must still be admitted by its listener and allowed to publish
+// to the will's topic.
 func (b *Broker) willAllowed(m *Message) bool {
 	a := m.owner
 	if a == nil {
-		return true
+		return true // an internal client's
 	}
 	m.owner = nil // not needed any more; the retained copy must not keep it
 	sec := a.sec.p.Load()
-	if sec == nil || sec.authz == nil {
-		return true
+	if sec == nil {
+		return true // an open listener
 	}
 	p := a.principal.Load()
-	if p != nil && sec.authz.Allow(p, OpPublish, m.Topic) {
+	if p != nil && sec.admits(p) && (sec.authz == nil || sec.authz.Allow(p, OpPublish, m.Topic)) {
 		return true
 	}
 	a.ls.authzDenied.Add(1)

@@ -125,6 +125,9 @@ func (s *session) persistent(b *Broker) bool { return b.st != nil && s.expiry > 
 // AttachStore makes the broker durable: it restores every session, queue,
 // in-flight message and retained message from st, then writes through to it.
 // It must be called before the broker serves connections.
+//
+// Restored wills are held: those due are removed from the store now and
+// published by ReleaseWills, which also starts the delays of the others.
 func (b *Broker) AttachStore(st *store.Store) error {
 	b.st = st
 	now := time.Now()
@@ -172,12 +175,30 @@ func (b *Broker) AttachStore(st *store.Store) error {
 			return fmt.Errorf("updating restored sessions: %w", err)
 		}
 	}
+	b.heldMu.Lock()
 	for _, w := range fx.wills {
-		b.publishWill(w)
+		b.heldWills = append(b.heldWills, func() { b.publishWill(w) })
 	}
+	b.heldMu.Unlock()
 	b.log.Info("restored broker state", "sessions", restored, "messages", queued,
 		"retained", b.stats.retained.Load(), "expired_sessions", len(expiredSessions), "took", time.Since(now).String())
 	return nil
+}
+
+// ReleaseWills publishes the wills that AttachStore found due and starts
+// the delays of the other restored wills. Call it once every listener's
+// authentication and authorization is in force (SetListenerSecurity): a
+// will is published only if its owner may publish there under the policy
+// in force when it goes out, and before that the broker does not know the
+// policies. A second call does nothing.
+func (b *Broker) ReleaseWills() {
+	b.heldMu.Lock()
+	held := b.heldWills
+	b.heldWills = nil
+	b.heldMu.Unlock()
+	for _, f := range held {
+		f()
+	}
 }
 
 // restoreEffects is what restoring sessions leaves for AttachStore to do
@@ -195,12 +216,20 @@ type restoreEffects struct {
 // expired while the broker was down (its will, if any, is published).
 func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbound []uint16, now time.Time, fx *restoreEffects) (*session, error) {
 	var will *Message
+	if rec.Will != nil && rec.WillOwner == nil {
+		// Written before owners were kept: nobody can say whether the
+		// will is authorised, so it is not published.
+		b.log.Warn("dropping a restored will whose owner is unknown (stored by an earlier version)", "client", rec.ClientID, "topic", rec.Will.Topic)
+		rec.Will = nil
+		fx.rewrite = append(fx.rewrite, rec)
+	}
 	if rec.Will != nil {
 		w, err := messageFromRecord(rec.Will)
 		if err != nil {
 			return nil, err
 		}
 		w.willExpiry = rec.WillExpiry
+		w.owner = b.restoredOwner(rec.ClientID, rec.WillOwner)
 		will = w
 	}
 	// A session connected when the broker stopped is taken as disconnected now.
@@ -209,7 +238,9 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		offlineSince = time.Unix(0, rec.DisconnectedAt)
 	} else {
 		rec.DisconnectedAt = now.UnixNano()
-		fx.rewrite = append(fx.rewrite, rec)
+		if n := len(fx.rewrite); n == 0 || fx.rewrite[n-1] != rec {
+			fx.rewrite = append(fx.rewrite, rec)
+		}
 	}
 	down := now.Sub(offlineSince)
 	if rec.Expiry != expiryNever && down >= rec.Expiry {
@@ -218,7 +249,8 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		}
 		return nil, nil
 	}
-	s := &session{id: rec.ClientID, expiry: rec.Expiry, version: packet.Version(rec.Version), will: will, willDelay: rec.WillDelay, stored: true}
+	s := &session{id: rec.ClientID, expiry: rec.Expiry, version: packet.Version(rec.Version), will: will, willDelay: rec.WillDelay,
+		stored: true, offlineSince: offlineSince.UnixNano()}
 	for _, r := range rec.Subs {
 		sub := &subscription{filter: r.Filter, qos: r.QoS, noLocal: r.NoLocal, retainAsPublished: r.RetainAsPublished,
 			retainHandling: r.RetainHandling, id: r.ID, inner: r.Filter}
@@ -283,7 +315,17 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 			rec.Will = nil
 		} else {
 			s.willDelay = delay
-			b.scheduleWillLocked(s)
+			// Held like the due wills: the delay may end before the
+			// listeners' policies are in force.
+			b.heldMu.Lock()
+			b.heldWills = append(b.heldWills, func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if s.client == nil && !s.ended && s.will != nil && s.willTimer == nil {
+					b.scheduleWillLocked(s) // has a delay: returns nil
+				}
+			})
+			b.heldMu.Unlock()
 		}
 	}
 	s.mu.Unlock()
@@ -310,6 +352,34 @@ func (s *session) restoreFlight(f *flight, id uint16) {
 	}
 }
 
+// restoredOwner is the authentication state a restored will is checked
+// with: its owner's principal on its owner's listener. An internal
+// client's will needs none.
+func (b *Broker) restoredOwner(clientID string, o *store.Principal) *clientAuth {
+	if o.Listener == InternalListener {
+		return nil
+	}
+	a := &clientAuth{sec: b.secFor(o.Listener), ls: b.listenerStats(o.Listener), label: o.Method}
+	a.principal.Store(&Principal{ClientID: clientID, Username: o.Username, Attributes: o.Attributes, Method: o.Method})
+	return a
+}
+
+// willOwner is the durable form of who set s's will. s.mu is held.
+func (s *session) willOwner() *store.Principal {
+	if s.internal {
+		return &store.Principal{Listener: InternalListener}
+	}
+	a := s.will.owner
+	if a == nil {
+		return nil
+	}
+	p := a.principal.Load()
+	if p == nil {
+		return nil
+	}
+	return &store.Principal{Listener: a.ls.name, Username: p.Username, Method: p.Method, Attributes: p.Attributes}
+}
+
 // record is the session's durable form. s.mu is held.
 func (s *session) record(disconnectedAt int64) *store.Session {
 	rec := &store.Session{ClientID: s.id, Version: byte(s.version), Expiry: s.expiry, DisconnectedAt: disconnectedAt, WillDelay: s.willDelay}
@@ -321,6 +391,7 @@ func (s *session) record(disconnectedAt int64) *store.Session {
 		w := messageRecord(s.will)
 		rec.Will = &w
 		rec.WillExpiry = s.will.willExpiry
+		rec.WillOwner = s.willOwner()
 	}
 	return rec
 }

@@ -32,6 +32,10 @@ type durableBroker struct {
 	b     *Broker
 	st    *store.Store
 
+	// security, when set, puts listener security in force after the
+	// store is restored, as the app does, before wills are released.
+	security func(*Broker)
+
 	ln     net.Listener
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -45,9 +49,12 @@ func startDurableBroker(t testing.TB, opts Options, dir string) *durableBroker {
 	return startDurableBrokerWith(t, opts, dir, store.Options{})
 }
 
-func startDurableBrokerWith(t testing.TB, opts Options, dir string, sopts store.Options) *durableBroker {
+func startDurableBrokerWith(t testing.TB, opts Options, dir string, sopts store.Options, security ...func(*Broker)) *durableBroker {
 	t.Helper()
 	d := &durableBroker{t: t, dir: dir, opts: opts, sopts: sopts}
+	if len(security) > 0 {
+		d.security = security[0]
+	}
 	if opts.SysInterval == 0 {
 		opts.SysInterval = -1
 	}
@@ -66,6 +73,10 @@ func startDurableBrokerWith(t testing.TB, opts Options, dir string, sopts store.
 		_ = st.Close()
 		t.Fatalf("AttachStore: %v", err)
 	}
+	if d.security != nil {
+		d.security(b)
+	}
+	b.ReleaseWills()
 	d.b, d.st = b, st
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
@@ -119,7 +130,7 @@ func (d *durableBroker) stop() {
 func (d *durableBroker) restart() *durableBroker {
 	d.t.Helper()
 	d.stop()
-	return startDurableBrokerWith(d.t, d.opts, d.dir, d.sopts)
+	return startDurableBrokerWith(d.t, d.opts, d.dir, d.sopts, d.security)
 }
 
 // storedClient is what the store holds for one client.
@@ -471,7 +482,7 @@ func (d *durableBroker) downFor(dt time.Duration) *durableBroker {
 	d.t.Helper()
 	d.stop()
 	time.Sleep(dt) // the point is the broker not running: nothing to poll
-	return startDurableBrokerWith(d.t, d.opts, d.dir, d.sopts)
+	return startDurableBrokerWith(d.t, d.opts, d.dir, d.sopts, d.security)
 }
 
 func (d *durableBroker) hasSession(id string) bool {
@@ -643,8 +654,9 @@ func TestPersistAfterCrash(t *testing.T) {
 	// The records a kill -9 leaves of a connected client: DisconnectedAt 0.
 	txn := st.NewTxn()
 	txn.PutSession(&store.Session{ClientID: "ac-dev", Version: 5, Expiry: 2 * time.Second,
-		Subs: []store.Subscription{{Filter: "ac/t", QoS: 1}},
-		Will: &store.Message{Topic: "ac/will", Payload: []byte("gone"), QoS: 1, Retain: true}})
+		Subs:      []store.Subscription{{Filter: "ac/t", QoS: 1}},
+		Will:      &store.Message{Topic: "ac/will", Payload: []byte("gone"), QoS: 1, Retain: true},
+		WillOwner: &store.Principal{Listener: "test", Method: "anonymous"}})
 	if err := st.CommitSync(txn); err != nil {
 		t.Fatal(err)
 	}

@@ -71,6 +71,7 @@ type session struct {
 	will           *Message
 	willDelay      time.Duration
 	willTimer      *time.Timer
+	offlineSince   int64  // UnixNano of the last disconnection, as stored
 	ended          bool   // removed from the broker; late deliveries are dropped
 	seq            uint64 // last store entry sequence number
 	stored         bool   // a session record is in the store

@@ -74,6 +74,7 @@ func (e *env) start() {
 	if err := b.AttachStore(st); err != nil {
 		t.Fatalf("AttachStore: %v", err)
 	}
+	b.ReleaseWills()
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Start(ctx)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
