@@ -15,7 +15,9 @@ import (
 // name as given and the password as the "area" attribute.
 type authnFunc func(ctx context.Context, ci *ConnectInfo) (*Principal, error)
 
-func (f authnFunc) Authenticate(ctx context.Context, ci *ConnectInfo) (*Principal, error) { return f(ctx, ci) }
+func (f authnFunc) Authenticate(ctx context.Context, ci *ConnectInfo) (*Principal, error) {
+	return f(ctx, ci)
+}
 
 var areaAuthn = authnFunc(func(_ context.Context, ci *ConnectInfo) (*Principal, error) {
 	return &Principal{ClientID: ci.ClientID, Username: ci.Username, Attributes: map[string]string{"area": string(ci.Password)}, Method: "test"}, nil
