@@ -1,0 +1,275 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeport/edgeport/internal/connector/opcua"
+)
+
+func newConnector(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "connector",
+		Short: "Act on connectors (OPC UA: certificates, browse, discovery)",
+	}
+	op := &cobra.Command{
+		Use:   "opcua",
+		Short: "The OPC UA connector: trust list, browse, discovery",
+	}
+	op.AddCommand(newOpcuaCerts(stdout), newOpcuaBrowse(stdout), newOpcuaDiscover(stdout))
+	cmd.AddCommand(op)
+	return cmd
+}
+
+const opcuaAPI = "/connectors/opcua"
+
+func newOpcuaCerts(stdout io.Writer) *cobra.Command {
+	certs := &cobra.Command{
+		Use:   "certs",
+		Short: "The OPC UA trust list: server certificates Edgeport accepts or rejected",
+		Long: `Edgeport accepts an OPC UA server's certificate only when it is in the
+trusted list or chains to a trusted CA (through the issuers list). An unknown
+certificate is refused and kept in the rejected list with its thumbprint,
+subject, endpoint and time; "certs trust THUMBPRINT" admits it, and the device
+connects at its next attempt without a restart. A thumbprint may be
+shortened to a unique prefix of at least 8 characters.`,
+	}
+	var f clientFlags
+	var output string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List trusted, issuer and rejected certificates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			data, _, err := c.do(cmd.Context(), http.MethodGet, opcuaAPI+"/certs", nil, "")
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				_, err := stdout.Write(data)
+				return err
+			}
+			var l struct{ Items []opcua.CertEntry }
+			if err := json.Unmarshal(data, &l); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "LIST\tTHUMBPRINT\tSUBJECT\tNOT AFTER\tENDPOINT\tREJECTED AT")
+			for _, e := range l.Items {
+				rej := ""
+				if !e.RejectedAt.IsZero() {
+					rej = e.RejectedAt.Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.List, e.Thumbprint, e.Subject, e.NotAfter.Format("2006-01-02"), e.Endpoint, rej)
+			}
+			return tw.Flush()
+		},
+	}
+	f.add(list)
+	list.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+
+	action := func(use, short, method, suffix, done string) *cobra.Command {
+		var f clientFlags
+		cmd := &cobra.Command{
+			Use:   use + " THUMBPRINT",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := f.client()
+				if err != nil {
+					return err
+				}
+				data, _, err := c.do(cmd.Context(), method, opcuaAPI+"/certs/"+url.PathEscape(args[0])+suffix, nil, "")
+				if err != nil {
+					return err
+				}
+				var e opcua.CertEntry
+				if err := json.Unmarshal(data, &e); err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "certificate %s (%s) %s\n", e.Thumbprint, e.Subject, done)
+				return nil
+			},
+		}
+		f.add(cmd)
+		return cmd
+	}
+	var af clientFlags
+	var issuer bool
+	add := &cobra.Command{
+		Use:   "add FILE",
+		Short: "Add a certificate or CRL (DER or PEM) to the trusted list, or with --issuer to the issuers list",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			path := opcuaAPI + "/certs"
+			if issuer {
+				path += "?issuer=true"
+			}
+			data, _, err := c.do(cmd.Context(), http.MethodPost, path, body, "application/octet-stream")
+			if err != nil {
+				return err
+			}
+			var e opcua.CertEntry
+			json.Unmarshal(data, &e)
+			if e.Thumbprint == "" {
+				fmt.Fprintf(stdout, "CRL %s added\n", args[0])
+				return nil
+			}
+			fmt.Fprintf(stdout, "certificate %s (%s) added to %s\n", e.Thumbprint, e.Subject, e.List)
+			return nil
+		},
+	}
+	af.add(add)
+	add.Flags().BoolVar(&issuer, "issuer", false, "add to the issuers list (CAs that build chains but are not trusted themselves)")
+
+	var of clientFlags
+	own := &cobra.Command{
+		Use:   "show-own",
+		Short: "Print Edgeport's application certificate (PEM), to trust on OPC UA servers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := of.client()
+			if err != nil {
+				return err
+			}
+			data, _, err := c.do(cmd.Context(), http.MethodGet, opcuaAPI+"/certs/own", nil, "")
+			if err != nil {
+				return err
+			}
+			var o opcua.OwnCert
+			if err := json.Unmarshal(data, &o); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "# thumbprint %s\n# subject %s\n# application URI %s\n%s", o.Thumbprint, o.Subject, o.ApplicationURI, o.PEM)
+			return nil
+		},
+	}
+	of.add(own)
+
+	certs.AddCommand(list,
+		action("trust", "Trust a rejected server certificate", http.MethodPost, "/trust", "is trusted"),
+		action("reject", "Stop trusting a certificate (it moves to the rejected list)", http.MethodPost, "/reject", "is rejected"),
+		action("remove", "Delete a certificate from whichever list holds it", http.MethodDelete, "", "is removed"),
+		add, own)
+	return certs
+}
+
+func newOpcuaBrowse(stdout io.Writer) *cobra.Command {
+	var f clientFlags
+	var depth int
+	var endpoint, output string
+	cmd := &cobra.Command{
+		Use:   "browse DEVICE [NODEID]",
+		Short: "Print a device's OPC UA address space as a tree (from the Objects folder by default)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"depth": {fmt.Sprint(depth)}}
+			if len(args) == 2 {
+				q.Set("node", args[1])
+			}
+			path := opcuaAPI + "/browse/" + url.PathEscape(args[0])
+			if endpoint != "" {
+				path += "/" + url.PathEscape(endpoint)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			data, _, err := c.do(ctx, http.MethodGet, path+"?"+q.Encode(), nil, "")
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				_, err := stdout.Write(data)
+				return err
+			}
+			var res struct {
+				Items     []*opcua.TreeNode
+				Truncated bool
+			}
+			if err := json.Unmarshal(data, &res); err != nil {
+				return err
+			}
+			printTree(stdout, res.Items, "")
+			if res.Truncated {
+				fmt.Fprintln(stdout, "(truncated: browse a deeper node or with a smaller --depth)")
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().IntVar(&depth, "depth", 2, "levels to descend (1-10)")
+	cmd.Flags().StringVar(&endpoint, "endpoint", "", "the device's inbound endpoint name (default: its only OPC UA endpoint)")
+	cmd.Flags().StringVarP(&output, "output", "o", "tree", "tree or json")
+	return cmd
+}
+
+func printTree(w io.Writer, nodes []*opcua.TreeNode, indent string) {
+	for i, n := range nodes {
+		branch, next := "├── ", "│   "
+		if i == len(nodes)-1 {
+			branch, next = "└── ", "    "
+		}
+		extra := n.NodeClass
+		if n.DataType != "" {
+			extra += " " + n.DataType
+		}
+		fmt.Fprintf(w, "%s%s%s  %s  (%s)\n", indent, branch, n.BrowseName, n.NodeID, extra)
+		printTree(w, n.Children, indent+next)
+	}
+}
+
+func newOpcuaDiscover(stdout io.Writer) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "discover URL",
+		Short: "Ask an OPC UA server or discovery server (FindServers) which servers it knows",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			data, _, err := c.do(cmd.Context(), http.MethodGet, opcuaAPI+"/discover?url="+url.QueryEscape(args[0]), nil, "")
+			if err != nil {
+				return err
+			}
+			var res struct{ Items []opcua.Server }
+			if err := json.Unmarshal(data, &res); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tAPPLICATION URI\tTYPE\tDISCOVERY URLS")
+			for _, s := range res.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.ApplicationURI, s.ApplicationType, strings.Join(s.DiscoveryURLs, ","))
+			}
+			return tw.Flush()
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
