@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/api"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/connector/opcua"
 )
 
 // mountAPI serves the REST API on the HTTP server. Its token lives in the
@@ -32,6 +33,9 @@ func (a *App) mountAPI() error {
 	srv := a.res.api(token, require)
 	a.http.Handle(api.Prefix+"/", srv)
 	a.http.Handle("GET /statusz", srv.Protect(a.status))
+	if a.opcua != nil {
+		a.http.Handle(opcua.APIPath, srv.Protect(&opcua.API{Trust: a.opcua.Trust(), App: a.opcua.App(), Sessions: a.opcua}))
+	}
 	a.log.Info("REST API mounted", "path", api.Prefix, "token_required", require)
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/connector"
+	"github.com/edgeport/edgeport/internal/connector/opcua"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/telemetry"
@@ -74,6 +75,8 @@ type App struct {
 	state     *statestore.Server     // answers on statestore.InvokeTopic
 	res       *resources             // declarative resources and their controller
 	conn      *connector.Manager     // device connectors, driven by Device and Asset resources
+	opcua     *opcua.Connector       // the Microsoft.OpcUa connector (its trust list is served by the API)
+	tmpPKI    string                 // OPC UA PKI folder without a data dir, removed at Stop
 }
 
 // New validates cfg and builds the components without starting them.
@@ -128,12 +131,16 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.DataDir != "" {
 		secrets = filepath.Join(cfg.DataDir, "secrets")
 	}
+	conns, err := a.connectors(log)
+	if err != nil {
+		return nil, err
+	}
 	if a.conn, err = connector.New(connector.Options{
 		Store: a.res.store,
 		// Until the internal MQTT client lands, connectors publish into
 		// the broker directly (see BrokerPublisher).
 		Publisher:  connector.BrokerPublisher{Broker: b, ClientID: "$edgeport/connector"},
-		Connectors: connectors(log),
+		Connectors: conns,
 		SecretsDir: secrets,
 		Registerer: reg,
 		Logger:     log.With("component", "connector"),
@@ -293,6 +300,9 @@ func (a *App) Stop(ctx context.Context) error {
 	}
 	if a.http != nil {
 		errs = append(errs, a.http.Stop(ctx))
+	}
+	if a.tmpPKI != "" {
+		os.RemoveAll(a.tmpPKI)
 	}
 	return errors.Join(errs...)
 }

@@ -20,7 +20,7 @@ import (
 
 // AppCert is the application-instance certificate Edgeport presents to every
 // OPC UA server: one per instance, generated on first start and kept under
-// <data-dir>/pki/opcua/own so servers that trusted it keep trusting it.
+// <data-dir>/opcua/pki/own so servers that trusted it keep trusting it.
 type AppCert struct {
 	// URI is the application URI, also the certificate's SAN URI: servers
 	// compare it with the ApplicationURI the session announces.
@@ -49,7 +49,7 @@ const (
 )
 
 // LoadOrCreateAppCert loads the application certificate from dir (the OPC UA
-// PKI root, <data-dir>/pki/opcua) or creates a self-signed one for uri and
+// PKI root, <data-dir>/opcua/pki) or creates a self-signed one for uri and
 // hostname when none exists. A certificate whose SAN URI differs from uri is
 // replaced, because servers would refuse every session with it.
 func LoadOrCreateAppCert(dir, uri, hostname string, now time.Time) (*AppCert, error) {
