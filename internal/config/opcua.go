@@ -116,7 +116,7 @@ func validateOpcUaEndpoint(ep *InboundEndpoint, path string, errs *Errors) {
 func opcuaEndpointType() *endpointType {
 	return &endpointType{
 		validateEndpoint: validateOpcUaEndpoint,
-		validateAsset: validateOpcUaAsset,
+		validateAsset:    validateOpcUaAsset,
 	}
 }
 
