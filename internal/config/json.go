@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -74,7 +75,7 @@ func (d *decoder) decodeJSON(n *yaml.Node, v reflect.Value, path string) {
 	case n.Kind == yaml.MappingNode:
 		var m map[string]any
 		if err := n.Decode(&m); err != nil {
-			d.errs.addAt(path, n.Line, "must be a mapping with string keys")
+			d.errs.addAt(path, n.Line, "must be a mapping with string keys (%v)", strings.TrimPrefix(err.Error(), "yaml: "))
 			return
 		}
 		b, err := json.Marshal(m)

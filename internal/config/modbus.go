@@ -48,9 +48,8 @@ const ModbusMaxRegistersPerRead = 125
 type ModbusEndpointConfiguration struct {
 	// UnitID addresses the device behind a gateway (default 1).
 	UnitID *int `json:"unitId,omitempty"`
-	// ConnectTimeout and RequestTimeout bound a TCP connect and one
-	// request (defaults 5000 and 2000).
-	ConnectTimeout *int `json:"connectTimeout,omitempty"`
+	// RequestTimeout bounds one request (default 2000; connecting is
+	// bounded at 5 s by the Modbus library).
 	RequestTimeout *int `json:"requestTimeout,omitempty"`
 	// Concurrency is how many requests may be outstanding at once, each
 	// on its own connection (default 1: many loggers serve one at a time).
@@ -75,7 +74,6 @@ func (c ModbusEndpointConfiguration) WithDefaults() ModbusEndpointConfiguration 
 		}
 	}
 	set(&c.UnitID, 1)
-	set(&c.ConnectTimeout, 5000)
 	set(&c.RequestTimeout, 2000)
 	set(&c.Concurrency, 1)
 	set(&c.MaxRegistersPerRead, ModbusMaxRegistersPerRead)
@@ -299,7 +297,6 @@ func ParseModbusEndpoint(ep *InboundEndpoint, path string, errs *Errors) (hostpo
 	cpath := field(path, "additionalConfiguration")
 	checkConfig(ep.AdditionalConfiguration, &c, cpath, errs, func(errs *Errors) {
 		positive(c.UnitID, 0, 255, field(cpath, "unitId"), errs)
-		positive(c.ConnectTimeout, 1, 600_000, field(cpath, "connectTimeout"), errs)
 		positive(c.RequestTimeout, 1, 600_000, field(cpath, "requestTimeout"), errs)
 		positive(c.Concurrency, 1, 16, field(cpath, "concurrency"), errs)
 		positive(c.MaxRegistersPerRead, 1, ModbusMaxRegistersPerRead, field(cpath, "maxRegistersPerRead"), errs)

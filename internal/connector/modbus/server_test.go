@@ -1,0 +1,164 @@
+package modbus
+
+import (
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/simonvetter/modbus"
+)
+
+// testServer is simonvetter/modbus' TCP server, in process, serving
+// tables the test sets, with addresses that answer with an exception and
+// a gate that holds every request (a device slower than the poll).
+type testServer struct {
+	srv  *modbus.ModbusServer
+	addr string
+
+	mu       sync.Mutex // guards the fields below
+	holding  map[uint16]uint16
+	input    map[uint16]uint16
+	coils    map[uint16]bool
+	discrete map[uint16]bool
+	refuse   map[uint16]error // address → exception
+	requests int
+	gate     chan struct{} // non-nil: each request waits for a value
+}
+
+// freePort finds a loopback port for the server (simonvetter's server does
+// not report the port it bound, so port 0 cannot be used).
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func startServer(t *testing.T, addr string) *testServer {
+	t.Helper()
+	if addr == "" {
+		addr = freePort(t)
+	}
+	s := &testServer{addr: addr, holding: map[uint16]uint16{}, input: map[uint16]uint16{},
+		coils: map[uint16]bool{}, discrete: map[uint16]bool{}, refuse: map[uint16]error{}}
+	s.start(t)
+	return s
+}
+
+func (s *testServer) start(t *testing.T) {
+	t.Helper()
+	srv, err := modbus.NewServer(&modbus.ServerConfiguration{URL: "tcp://" + s.addr, MaxClients: 10}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.srv = srv
+	t.Cleanup(func() { _ = srv.Stop() })
+}
+
+func (s *testServer) stop() { _ = s.srv.Stop() }
+
+func (s *testServer) set(table map[uint16]uint16, addr int, regs ...uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range regs {
+		table[uint16(addr+i)] = r
+	}
+}
+
+func (s *testServer) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+func (s *testServer) enter(addr, n uint16) error {
+	s.mu.Lock()
+	s.requests++
+	gate := s.gate
+	var refused error
+	for a := addr; a < addr+n; a++ {
+		if err := s.refuse[a]; err != nil {
+			refused = err
+		}
+	}
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return refused
+}
+
+func (s *testServer) HandleCoils(req *modbus.CoilsRequest) ([]bool, error) {
+	if err := s.enter(req.Addr, req.Quantity); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]bool, req.Quantity)
+	for i := range out {
+		a := req.Addr + uint16(i)
+		if req.IsWrite {
+			s.coils[a] = req.Args[i]
+		}
+		out[i] = s.coils[a]
+	}
+	return out, nil
+}
+
+func (s *testServer) HandleDiscreteInputs(req *modbus.DiscreteInputsRequest) ([]bool, error) {
+	if err := s.enter(req.Addr, req.Quantity); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]bool, req.Quantity)
+	for i := range out {
+		out[i] = s.discrete[req.Addr+uint16(i)]
+	}
+	return out, nil
+}
+
+func (s *testServer) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uint16, error) {
+	if err := s.enter(req.Addr, req.Quantity); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]uint16, req.Quantity)
+	for i := range out {
+		a := req.Addr + uint16(i)
+		if req.IsWrite {
+			s.holding[a] = req.Args[i]
+		}
+		out[i] = s.holding[a]
+	}
+	return out, nil
+}
+
+func (s *testServer) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]uint16, error) {
+	if err := s.enter(req.Addr, req.Quantity); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]uint16, req.Quantity)
+	for i := range out {
+		out[i] = s.input[req.Addr+uint16(i)]
+	}
+	return out, nil
+}
+
+func port(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+var modbusErrIllegalDataAddress = modbus.ErrIllegalDataAddress
