@@ -106,11 +106,11 @@ func userProp(p *paho.Publish, key string) string {
 // nothing, and a change publishes just that point.
 func TestPollPublishOnChange(t *testing.T) {
 	srv := startServer(t, "")
-	srv.set(srv.input, 5002, 1234)             // daily yield 123.4 kWh
-	srv.set(srv.input, 5003, 0x0001, 0x86a0)   // total yield 100000 kWh (uint32)
-	srv.set(srv.input, 5007, 0xff9c)           // -10.0 °C (int16, scale 0.1)
-	srv.set(srv.input, 5030, 0x0d48, 0x0000)   // active power 3400 W, low word first
-	srv.set(srv.holding, 5006, 100)            // power limit
+	srv.set(srv.input, 5002, 1234)           // daily yield 123.4 kWh
+	srv.set(srv.input, 5003, 0x0001, 0x86a0) // total yield 100000 kWh (uint32)
+	srv.set(srv.input, 5007, 0xff9c)         // -10.0 °C (int16, scale 0.1)
+	srv.set(srv.input, 5030, 0x0d48, 0x0000) // active power 3400 W, low word first
+	srv.set(srv.holding, 5006, 100)          // power limit
 	srv.mu.Lock()
 	srv.coils[0] = true
 	srv.mu.Unlock()

@@ -197,7 +197,7 @@ func TestChanges(t *testing.T) {
 		want string
 	}{
 		{[]any{100.0, 100.0, uint16(1)}, "key 0=100,1=100,2=1"},
-		{[]any{104.0, 109.0, uint16(1)}, "-"},                  // within both deadbands
+		{[]any{104.0, 109.0, uint16(1)}, "-"},                     // within both deadbands
 		{[]any{106.0, 111.0, uint16(2)}, "delta 0=106,1=111,2=2"}, // beyond: 6 > 5, 11 > 10%
 		{[]any{106.0, 111.0, busy}, "delta 2=ServerDeviceBusy"},
 		{[]any{106.0, 111.0, busy}, "key 0=106,1=111,2=ServerDeviceBusy"}, // poll 5: heartbeat
