@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/edgeport/edgeport/internal/connector"
+	"github.com/edgeport/edgeport/internal/connector/modbus"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
 )
 
@@ -37,5 +38,5 @@ func (a *App) connectors(log *slog.Logger) ([]connector.Connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []connector.Connector{a.opcua}, nil
+	return []connector.Connector{a.opcua, modbus.New(a.reg)}, nil
 }
