@@ -2,7 +2,6 @@ package modbus
 
 import (
 	"net"
-	"strconv"
 	"sync"
 	"testing"
 
@@ -155,10 +154,5 @@ func (s *testServer) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]
 	return out, nil
 }
 
-func port(addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
-}
 
 var modbusErrIllegalDataAddress = modbus.ErrIllegalDataAddress
