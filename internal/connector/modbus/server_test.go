@@ -154,5 +154,4 @@ func (s *testServer) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]
 	return out, nil
 }
 
-
 var modbusErrIllegalDataAddress = modbus.ErrIllegalDataAddress
