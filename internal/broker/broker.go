@@ -252,7 +252,13 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 				b.publishWillAfter(b.saveSessionLocked(s, 0), due)
 			}
 		}
-		if cleanStart {
+		resumable := s.resumableBy(c)
+		if !cleanStart && !resumable {
+			// Another principal's session: it is discarded, not resumed,
+			// so nothing queued or in flight for its owner reaches c.
+			b.log.Info("session of another principal discarded, not resumed", "client", c.id, "listener", c.ls.name)
+		}
+		if cleanStart || !resumable {
 			s.mu.Unlock()
 			b.endSessionLocked(s)
 			s = nil
@@ -277,6 +283,7 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 	}
 	s.mu.Lock()
 	s.client = c
+	s.setOwner(c)
 	s.online.Store(true)
 	s.expiry = expiry
 	s.version = c.version

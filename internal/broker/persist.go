@@ -216,7 +216,7 @@ type restoreEffects struct {
 // expired while the broker was down (its will, if any, is published).
 func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbound []uint16, now time.Time, fx *restoreEffects) (*session, error) {
 	var will *Message
-	if rec.Will != nil && rec.WillOwner == nil {
+	if rec.Will != nil && rec.Owner == nil {
 		// Written before owners were kept: nobody can say whether the
 		// will is authorised, so it is not published.
 		b.log.Warn("dropping a restored will whose owner is unknown (stored by an earlier version)", "client", rec.ClientID, "topic", rec.Will.Topic)
@@ -229,7 +229,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 			return nil, err
 		}
 		w.willExpiry = rec.WillExpiry
-		w.owner = b.restoredOwner(rec.ClientID, rec.WillOwner)
+		w.owner = b.restoredOwner(rec.ClientID, rec.Owner)
 		will = w
 	}
 	// A session connected when the broker stopped is taken as disconnected now.
@@ -251,6 +251,12 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	}
 	s := &session{id: rec.ClientID, expiry: rec.Expiry, version: packet.Version(rec.Version), will: will, willDelay: rec.WillDelay,
 		stored: true, offlineSince: offlineSince.UnixNano()}
+	if o := rec.Owner; o != nil && o.Listener == InternalListener {
+		s.internal = true
+	} else if o != nil {
+		s.owner = &Principal{ClientID: rec.ClientID, Username: o.Username, Attributes: o.Attributes, Method: o.Method}
+		s.ownerListener = o.Listener
+	}
 	for _, r := range rec.Subs {
 		sub := &subscription{filter: r.Filter, qos: r.QoS, noLocal: r.NoLocal, retainAsPublished: r.RetainAsPublished,
 			retainHandling: r.RetainHandling, id: r.ID, inner: r.Filter}
@@ -266,7 +272,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		}
 		s.subs[sub.filter] = sub
 		b.subs.Subscribe(sub.inner, sub.group, s, sub)
-		b.stats.subscriptions.Add(1)
+		s.count(&b.stats.subscriptions, 1)
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -297,7 +303,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	b.sessMu.Lock()
 	b.sessions[s.id] = s
 	b.sessMu.Unlock()
-	b.stats.sessions.Add(1)
+	s.count(&b.stats.sessions, 1)
 	s.mu.Lock()
 	if s.expiry != expiryNever {
 		s.expiryTimer = time.AfterFunc(s.expiry-down, func() { b.expireSession(s) })
@@ -364,25 +370,21 @@ func (b *Broker) restoredOwner(clientID string, o *store.Principal) *clientAuth 
 	return a
 }
 
-// willOwner is the durable form of who set s's will. s.mu is held.
-func (s *session) willOwner() *store.Principal {
+// ownerRecord is the durable form of who owns s. s.mu is held.
+func (s *session) ownerRecord() *store.Principal {
 	if s.internal {
 		return &store.Principal{Listener: InternalListener}
 	}
-	a := s.will.owner
-	if a == nil {
+	if s.owner == nil {
 		return nil
 	}
-	p := a.principal.Load()
-	if p == nil {
-		return nil
-	}
-	return &store.Principal{Listener: a.ls.name, Username: p.Username, Method: p.Method, Attributes: p.Attributes}
+	return &store.Principal{Listener: s.ownerListener, Username: s.owner.Username, Method: s.owner.Method, Attributes: s.owner.Attributes}
 }
 
 // record is the session's durable form. s.mu is held.
 func (s *session) record(disconnectedAt int64) *store.Session {
-	rec := &store.Session{ClientID: s.id, Version: byte(s.version), Expiry: s.expiry, DisconnectedAt: disconnectedAt, WillDelay: s.willDelay}
+	rec := &store.Session{ClientID: s.id, Version: byte(s.version), Expiry: s.expiry, DisconnectedAt: disconnectedAt, WillDelay: s.willDelay,
+		Owner: s.ownerRecord()}
 	for _, sub := range s.subs {
 		rec.Subs = append(rec.Subs, store.Subscription{Filter: sub.filter, QoS: sub.qos, NoLocal: sub.noLocal,
 			RetainAsPublished: sub.retainAsPublished, RetainHandling: sub.retainHandling, ID: sub.id})
@@ -391,7 +393,7 @@ func (s *session) record(disconnectedAt int64) *store.Session {
 		w := messageRecord(s.will)
 		rec.Will = &w
 		rec.WillExpiry = s.will.willExpiry
-		rec.WillOwner = s.willOwner()
+
 	}
 	return rec
 }

@@ -654,9 +654,9 @@ func TestPersistAfterCrash(t *testing.T) {
 	// The records a kill -9 leaves of a connected client: DisconnectedAt 0.
 	txn := st.NewTxn()
 	txn.PutSession(&store.Session{ClientID: "ac-dev", Version: 5, Expiry: 2 * time.Second,
-		Subs:      []store.Subscription{{Filter: "ac/t", QoS: 1}},
-		Will:      &store.Message{Topic: "ac/will", Payload: []byte("gone"), QoS: 1, Retain: true},
-		WillOwner: &store.Principal{Listener: "test", Method: "anonymous"}})
+		Subs:  []store.Subscription{{Filter: "ac/t", QoS: 1}},
+		Will:  &store.Message{Topic: "ac/will", Payload: []byte("gone"), QoS: 1, Retain: true},
+		Owner: &store.Principal{Listener: "test", Method: "anonymous"}})
 	if err := st.CommitSync(txn); err != nil {
 		t.Fatal(err)
 	}

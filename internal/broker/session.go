@@ -71,11 +71,16 @@ type session struct {
 	will           *Message
 	willDelay      time.Duration
 	willTimer      *time.Timer
-	offlineSince   int64  // UnixNano of the last disconnection, as stored
-	ended          bool   // removed from the broker; late deliveries are dropped
-	seq            uint64 // last store entry sequence number
-	stored         bool   // a session record is in the store
-	version        packet.Version
+	offlineSince   int64 // UnixNano of the last disconnection, as stored
+	// owner is the principal the session belongs to and ownerListener
+	// the listener it came through; nil for internal clients' sessions
+	// and sessions stored before owners were kept.
+	owner         *Principal
+	ownerListener string
+	ended         bool   // removed from the broker; late deliveries are dropped
+	seq           uint64 // last store entry sequence number
+	stored        bool   // a session record is in the store
+	version       packet.Version
 }
 
 // addFlight assigns a free packet identifier and appends f to the window.
@@ -175,4 +180,30 @@ func (r *ring) filter(keep func(*delivery) bool) {
 		r.buf[(r.head+i)%len(r.buf)] = delivery{}
 	}
 	r.size = n
+}
+
+// resumableBy reports whether client c may resume s: only the principal
+// that owns it may (the same user name from the same authentication
+// method; anonymous clients of a listener are all one nobody). A session
+// stored before owners were kept has no owner and is resumed by nobody.
+// Internal clients resume their own sessions, whose identifiers no network
+// client may use. s.mu is held.
+func (s *session) resumableBy(c *client) bool {
+	if c.trusted || s.internal {
+		return c.trusted && s.internal
+	}
+	if s.owner == nil || c.auth == nil {
+		return false
+	}
+	p := c.auth.principal.Load()
+	return p != nil && p.Username == s.owner.Username && p.Method == s.owner.Method
+}
+
+// setOwner makes c's principal the session's owner. s.mu is held.
+func (s *session) setOwner(c *client) {
+	if c.auth == nil {
+		s.owner, s.ownerListener = nil, ""
+		return
+	}
+	s.owner, s.ownerListener = c.auth.principal.Load(), c.ls.name
 }

@@ -39,10 +39,11 @@ type Session struct {
 	Will           *Message
 	WillDelay      time.Duration
 	WillExpiry     time.Duration
-	// WillOwner is who set the will, so that it can be authorised when it
-	// is published, after a restart too; nil in records written before
-	// owners were kept.
-	WillOwner *Principal
+	// Owner is the principal the session belongs to: it set the will,
+	// which is authorised for it when it is published (after a restart
+	// too), and another principal does not resume the session. Nil in
+	// records written before owners were kept.
+	Owner *Principal
 }
 
 // Principal is a client's identity as its listener's authentication
@@ -86,8 +87,8 @@ const (
 	entKnownBits = entQoSMask | entRetain | entReleased | entPacketID | entSubIDs | entShared
 
 	sesWill      = 0x01
-	sesWillOwner = 0x02
-	sesKnownBits = sesWill | sesWillOwner
+	sesOwner     = 0x02
+	sesKnownBits = sesWill | sesOwner
 
 	subQoSMask   = 0x03
 	subNoLocal   = 0x04
@@ -177,9 +178,9 @@ func appendSession(b []byte, s *Session) []byte {
 	var flags byte
 	if s.Will != nil {
 		flags |= sesWill
-		if s.WillOwner != nil {
-			flags |= sesWillOwner
-		}
+	}
+	if s.Owner != nil {
+		flags |= sesOwner
 	}
 	b = append(b, recordV1, s.Version, flags)
 	b = appendVarint(b, int64(s.Expiry))
@@ -202,20 +203,20 @@ func appendSession(b []byte, s *Session) []byte {
 		b = appendMessageBody(b, s.Will)
 		b = appendVarint(b, int64(s.WillDelay))
 		b = appendVarint(b, int64(s.WillExpiry))
-		if o := s.WillOwner; o != nil {
-			b = appendString(b, o.Listener)
-			b = appendString(b, o.Username)
-			b = appendString(b, o.Method)
-			keys := make([]string, 0, len(o.Attributes))
-			for k := range o.Attributes {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys) // one encoding per principal
-			b = appendUvarint(b, uint64(len(keys)))
-			for _, k := range keys {
-				b = appendString(b, k)
-				b = appendString(b, o.Attributes[k])
-			}
+	}
+	if o := s.Owner; o != nil {
+		b = appendString(b, o.Listener)
+		b = appendString(b, o.Username)
+		b = appendString(b, o.Method)
+		keys := make([]string, 0, len(o.Attributes))
+		for k := range o.Attributes {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys) // one encoding per principal
+		b = appendUvarint(b, uint64(len(keys)))
+		for _, k := range keys {
+			b = appendString(b, k)
+			b = appendString(b, o.Attributes[k])
 		}
 	}
 	return b
@@ -463,24 +464,22 @@ func decodeSession(b []byte, s *Session, in *interner) error {
 		d.messageBody(s.Will)
 		s.WillDelay = time.Duration(d.varint())
 		s.WillExpiry = time.Duration(d.varint())
-		if flags&sesWillOwner != 0 {
-			o := &Principal{Listener: d.str(), Username: d.str(), Method: d.str()}
-			// An attribute takes at least 2 bytes: two string lengths.
-			if n := d.count(2); n > 0 {
-				o.Attributes = make(map[string]string, n)
-				prev := ""
-				for i := range n {
-					k := d.str()
-					if i > 0 && k <= prev {
-						return errBadRecord // written sorted, without duplicates
-					}
-					o.Attributes[k], prev = d.str(), k
+	}
+	if flags&sesOwner != 0 {
+		o := &Principal{Listener: d.str(), Username: d.str(), Method: d.str()}
+		// An attribute takes at least 2 bytes: two string lengths.
+		if n := d.count(2); n > 0 {
+			o.Attributes = make(map[string]string, n)
+			prev := ""
+			for i := range n {
+				k := d.str()
+				if i > 0 && k <= prev {
+					return errBadRecord // written sorted, without duplicates
 				}
+				o.Attributes[k], prev = d.str(), k
 			}
-			s.WillOwner = o
 		}
-	} else if flags&sesWillOwner != 0 {
-		return errBadRecord
+		s.Owner = o
 	}
 	return d.finish()
 }

@@ -116,3 +116,49 @@ func TestWillsAcrossRestarts(t *testing.T) {
 		t.Fatalf("first message after the second restart %q, want the marker (a will was published again)", first)
 	}
 }
+
+// TestResumeAnotherUsersSession: a client connecting with another user's
+// persistent client identifier, after a restart, gets a new empty session
+// and none of the owner's queued messages (issue 10, item 2), MQTT 5 and
+// 3.1.1, with mosquitto clients against the built binary.
+func TestResumeAnotherUsersSession(t *testing.T) {
+	t.Parallel()
+	data, cfg, files := t.TempDir(), t.TempDir(), t.TempDir()
+	secrets := map[string]string{"alice": "alice-pw-1", "mallory": "mallory-pw-2", "watcher": "watcher-pw-0"}
+	pw := passwdLine(t, "alice", secrets["alice"], "line=1") + passwdLine(t, "mallory", secrets["mallory"], "line=2") +
+		passwdLine(t, "watcher", secrets["watcher"], "line=0")
+	pwFile := filepath.Join(files, "passwords")
+	if err := os.WriteFile(pwFile, []byte(pw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg, "security.yaml"), []byte(fmt.Sprintf(willPolicy, pwFile, "0")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() (*edgeport, *mosquitto) {
+		e := startEdgeportAt(t, data, "--config", cfg)
+		m := newMosquitto(t, e)
+		m.port = e.port(t, "secure:0")
+		return e, m
+	}
+	for _, v := range []string{"5", "mqttv311"} {
+		as := func(user string) []string { return []string{"-V", v, "-u", user, "-P", secrets[user]} }
+		id := "shared-" + v
+		e, m := start()
+		alice := m.subscribe(append(as("alice"), "-i", id, "-c", "-x", "3600", "-q", "1", "-t", "wills/1/"+id)...)
+		_ = alice.cmd.Process.Kill()
+		<-alice.done
+		m.publish(append(as("alice"), "-q", "1", "-t", "wills/1/"+id, "-m", "secret")...)
+		_ = e.stop()
+		<-e.done
+
+		e, m = start()
+		mallory := m.subscribe(append(as("mallory"), "-i", id, "-c", "-x", "3600", "-q", "1", "-t", "wills/2/marker")...)
+		m.publish(append(as("mallory"), "-q", "1", "-t", "wills/2/marker", "-m", "marker")...)
+		first := mallory.waitLine(t, lineWait, "a message", func(l string) bool { return strings.HasPrefix(l, msgPrefix) })
+		if !strings.HasSuffix(first, "|marker") {
+			t.Fatalf("MQTT %s: the intruder's first message %q, want its own marker (alice's queue leaked)", v, first)
+		}
+		_ = e.stop()
+		<-e.done
+	}
+}
