@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real test peers it needs (Debian's
-# mosquitto, python3-paho-mqtt, prometheus, openssl and chromium, MQTT.js and node-opcua from npm), checks formatting and
+# mosquitto, python3-paho-mqtt, python3-pymodbus, prometheus, openssl and chromium, MQTT.js and node-opcua from npm), checks formatting and
 # vet, then runs every Go test with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,9 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 /usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
+# pymodbus 3.0 (with the serial modules it imports) is the Modbus connector's
+# independent test device.
+/usr/bin/python3 -c 'import pymodbus.server' >/dev/null 2>&1 || need+=(python3-pymodbus python3-serial python3-serial-asyncio)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -20,14 +20,14 @@ import (
 func newConnector(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "connector",
-		Short: "Act on connectors (OPC UA: certificates, browse, discovery)",
+		Short: "Act on connectors (OPC UA: certificates, browse, discovery; Modbus: scan)",
 	}
 	op := &cobra.Command{
 		Use:   "opcua",
 		Short: "The OPC UA connector: trust list, browse, discovery",
 	}
 	op.AddCommand(newOpcuaCerts(stdout), newOpcuaBrowse(stdout), newOpcuaDiscover(stdout))
-	cmd.AddCommand(op)
+	cmd.AddCommand(op, newModbus(stdout))
 	return cmd
 }
 

@@ -23,6 +23,7 @@ type testServer struct {
 	refuse   map[uint16]error // address → exception
 	requests int
 	gate     chan struct{} // non-nil: each request waits for a value
+	units    map[uint8]bool // non-nil: only these unit ids answer
 }
 
 // freePort finds a loopback port for the server (simonvetter's server does
@@ -77,9 +78,13 @@ func (s *testServer) count() int {
 	return s.requests
 }
 
-func (s *testServer) enter(addr, n uint16) error {
+func (s *testServer) enter(unit uint8, addr, n uint16) error {
 	s.mu.Lock()
 	s.requests++
+	if s.units != nil && !s.units[unit] {
+		s.mu.Unlock()
+		return modbus.ErrGWTargetFailedToRespond
+	}
 	gate := s.gate
 	var refused error
 	for a := addr; a < addr+n; a++ {
@@ -95,7 +100,7 @@ func (s *testServer) enter(addr, n uint16) error {
 }
 
 func (s *testServer) HandleCoils(req *modbus.CoilsRequest) ([]bool, error) {
-	if err := s.enter(req.Addr, req.Quantity); err != nil {
+	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -112,7 +117,7 @@ func (s *testServer) HandleCoils(req *modbus.CoilsRequest) ([]bool, error) {
 }
 
 func (s *testServer) HandleDiscreteInputs(req *modbus.DiscreteInputsRequest) ([]bool, error) {
-	if err := s.enter(req.Addr, req.Quantity); err != nil {
+	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -125,7 +130,7 @@ func (s *testServer) HandleDiscreteInputs(req *modbus.DiscreteInputsRequest) ([]
 }
 
 func (s *testServer) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uint16, error) {
-	if err := s.enter(req.Addr, req.Quantity); err != nil {
+	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -142,7 +147,7 @@ func (s *testServer) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest)
 }
 
 func (s *testServer) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]uint16, error) {
-	if err := s.enter(req.Addr, req.Quantity); err != nil {
+	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
