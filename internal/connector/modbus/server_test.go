@@ -22,7 +22,7 @@ type testServer struct {
 	discrete map[uint16]bool
 	refuse   map[uint16]error // address → exception
 	requests int
-	gate     chan struct{} // non-nil: each request waits for a value
+	gate     chan struct{}  // non-nil: each request waits for a value
 	units    map[uint8]bool // non-nil: only these unit ids answer
 }
 
