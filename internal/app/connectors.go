@@ -38,5 +38,8 @@ func (a *App) connectors(log *slog.Logger) ([]connector.Connector, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.reg.Register(a.opcua); err != nil {
+		return nil, fmt.Errorf("opc ua metrics: %w", err)
+	}
 	return []connector.Connector{a.opcua, modbus.New(a.reg)}, nil
 }

@@ -158,6 +158,7 @@ func runChecks(ctx context.Context, o checkOptions) checkReport {
 	rep.add(checkStorage(st.Storage))
 	rep.add(checkSelfTest(st.SelfTest))
 	rep.add(checkResources(ctx, hc, rep.Server, o.token))
+	rep.add(checkConnectors(ctx, hc, rep.Server, o.token))
 	authn, authz := checkSecurity(st.Listeners)
 	rep.add(authn)
 	rep.add(authz)

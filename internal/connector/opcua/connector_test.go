@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/connectortest"
@@ -259,6 +261,22 @@ func TestConnectorEndToEnd(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("no events")
 		}
+	}
+
+	// The connector's own metrics: items by state, the trust list.
+	want = `
+# HELP edgeport_opcua_certificates Certificates in the OPC UA trust list, by list (trusted, issuers, rejected): a rejected one waits for ` + "`edgeport connector opcua certs trust`" + `.
+# TYPE edgeport_opcua_certificates gauge
+edgeport_opcua_certificates{list="issuers"} 0
+edgeport_opcua_certificates{list="rejected"} 0
+edgeport_opcua_certificates{list="trusted"} 1
+# HELP edgeport_opcua_monitored_items Monitored items of a device endpoint, by state: accepted by the server or refused (bad node id, unsupported filter).
+# TYPE edgeport_opcua_monitored_items gauge
+edgeport_opcua_monitored_items{device="press",endpoint="opc",state="accepted"} 3
+edgeport_opcua_monitored_items{device="press",endpoint="opc",state="refused"} 1
+`
+	if err := testutil.CollectAndCompare(env.conn, strings.NewReader(want), "edgeport_opcua_certificates", "edgeport_opcua_monitored_items"); err != nil {
+		t.Fatal(err)
 	}
 
 	// Browse through the API, as `edgeport connector opcua browse` does.

@@ -163,6 +163,8 @@ type Session struct {
 	samples        atomic.Uint64
 	events         atomic.Uint64
 	connectedSince atomic.Int64 // unix nanos, 0 when down
+	items          atomic.Int64 // monitored items the server accepted
+	itemsRefused   atomic.Int64 // monitored items the server or the parser refused
 }
 
 // NewSession checks the options and returns a session that Start runs.
@@ -259,6 +261,8 @@ type Counters struct {
 	Samples       uint64
 	Events        uint64
 	Connected     bool
+	Items         int64 // monitored items accepted at the last (re)subscription
+	ItemsRefused  int64
 }
 
 // Counters returns the session's counts.
@@ -269,6 +273,8 @@ func (s *Session) Counters() Counters {
 		Samples:       s.samples.Load(),
 		Events:        s.events.Load(),
 		Connected:     s.connectedSince.Load() != 0,
+		Items:         s.items.Load(),
+		ItemsRefused:  s.itemsRefused.Load(),
 	}
 }
 
@@ -382,6 +388,7 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 	bySub := map[uint32]*group{}
 	items := map[uint32]*item{}
 	nextHandle := uint32(livenessHandle + 1)
+	var accepted, refused int64
 	ns := c.Namespaces()
 	now := time.Now()
 
@@ -410,6 +417,7 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 		for _, is := range gs.Items {
 			nid, err := parseNodeID(is.NodeID, ns)
 			if err != nil {
+				refused++
 				s.h.ItemStatus(gs.Name, is.Name, fmt.Errorf("dataSource %q: %w", is.NodeID, err))
 				continue
 			}
@@ -424,6 +432,7 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 			es := &gs.Events[ei]
 			req, err := eventRequest(es, nextHandle, ns)
 			if err != nil {
+				refused++
 				s.h.ItemStatus(gs.Name, es.Name, err)
 				continue
 			}
@@ -457,13 +466,17 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 				name = it.event.Name
 			}
 			if r.StatusCode != ua.StatusOK {
+				refused++
 				s.h.ItemStatus(gs.Name, name, fmt.Errorf("dataSource %q: server refused the item: %s", it.nodeID, StatusName(uint32(r.StatusCode))))
 				continue
 			}
+			accepted++
 			s.h.ItemStatus(gs.Name, name, nil)
 		}
 	}
 
+	s.items.Store(accepted)
+	s.itemsRefused.Store(refused)
 	s.setClient(c)
 	s.connectedSince.Store(time.Now().UnixNano())
 	s.h.SessionStatus(Status{State: StateConnected})
