@@ -76,6 +76,7 @@ type App struct {
 	res       *resources             // declarative resources and their controller
 	conn      *connector.Manager     // device connectors, driven by Device and Asset resources
 	opcua     *opcua.Connector       // the Microsoft.OpcUa connector (its trust list is served by the API)
+	opcuaCmd  *opcua.Commands        // OPC UA writes and method calls over MQTT request/response
 	tmpPKI    string                 // OPC UA PKI folder without a data dir, removed at Stop
 }
 
@@ -235,6 +236,11 @@ func (a *App) Start(ctx context.Context) error {
 		_ = a.Stop(ctx)
 		return err
 	}
+	a.opcuaCmd = opcua.NewCommands(a.opcua, func(c net.Conn) { a.broker.ServeConn(c, broker.InternalListener) }, a.log.With("component", "opcua-commands"))
+	if err := a.opcuaCmd.Start(ctx); err != nil {
+		_ = a.Stop(ctx)
+		return err
+	}
 	if a.probe != nil {
 		a.probe.Start(ctx)
 	}
@@ -286,6 +292,9 @@ func (a *App) Stop(ctx context.Context) error {
 	var errs []error
 	if a.probe != nil {
 		a.probe.Stop()
+	}
+	if a.opcuaCmd != nil {
+		errs = append(errs, a.opcuaCmd.Stop(ctx))
 	}
 	errs = append(errs, a.conn.Stop(ctx))
 	errs = append(errs, a.state.Stop(ctx))

@@ -25,9 +25,17 @@ type Connector struct {
 	dialer *Dialer
 	log    *slog.Logger
 
-	// mu guards sessions.
+	// mu guards sessions and assets.
 	mu       sync.Mutex
-	sessions map[string]*Session // by device/endpoint
+	sessions map[string]*Session  // by device/endpoint
+	assets   map[string]*assetRef // by asset name, for writes and calls
+}
+
+// assetRef is what a command addressed to an asset needs.
+type assetRef struct {
+	session *Session
+	// points maps "point" and "dataset/point" to the data point's node id.
+	points map[string]string
 }
 
 var _ connector.Connector = (*Connector)(nil)
@@ -48,7 +56,7 @@ func NewConnector(pkiDir, appURI, hostname string, log *slog.Logger) (*Connector
 	if err != nil {
 		return nil, err
 	}
-	return &Connector{dialer: &Dialer{App: app, Trust: trust}, log: log, sessions: map[string]*Session{}}, nil
+	return &Connector{dialer: &Dialer{App: app, Trust: trust}, log: log, sessions: map[string]*Session{}, assets: map[string]*assetRef{}}, nil
 }
 
 // EndpointType implements connector.Connector.
@@ -108,11 +116,28 @@ func (c *Connector) Run(ctx context.Context, ep *connector.Endpoint) error {
 	key := ep.Device + "/" + ep.Name
 	c.mu.Lock()
 	c.sessions[key] = s
+	for _, a := range ep.Assets {
+		ref := &assetRef{session: s, points: map[string]string{}}
+		for _, ds := range a.Datasets {
+			for _, p := range ds.DataPoints {
+				ref.points[ds.Name+"/"+p.Name] = p.DataSource
+				if _, dup := ref.points[p.Name]; !dup {
+					ref.points[p.Name] = p.DataSource
+				}
+			}
+		}
+		c.assets[a.Name] = ref
+	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		if c.sessions[key] == s {
 			delete(c.sessions, key)
+		}
+		for name, ref := range c.assets {
+			if ref.session == s {
+				delete(c.assets, name)
+			}
 		}
 		c.mu.Unlock()
 	}()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/connectortest"
@@ -27,10 +28,11 @@ import (
 // connectorEnv is the OPC UA connector on the real connector runtime and
 // broker, with the API served over HTTP.
 type connectorEnv struct {
-	store *config.Store
-	conn  *Connector
-	addr  string // MQTT
-	api   string // base URL of the opcua API
+	broker *broker.Broker
+	store  *config.Store
+	conn   *Connector
+	addr   string // MQTT
+	api    string // base URL of the opcua API
 }
 
 func startConnector(t *testing.T) *connectorEnv {
@@ -68,7 +70,7 @@ func startConnector(t *testing.T) *connectorEnv {
 	mux.Handle(APIPath, &API{Trust: conn.Trust(), App: conn.App(), Sessions: conn})
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	return &connectorEnv{store: st, conn: conn, addr: addr, api: hs.URL + strings.TrimSuffix(APIPath, "/")}
+	return &connectorEnv{broker: b, store: st, conn: conn, addr: addr, api: hs.URL + strings.TrimSuffix(APIPath, "/")}
 }
 
 // mosquittoSub runs mosquitto_sub (MQTT 5) on filter and returns its lines:
