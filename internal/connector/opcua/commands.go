@@ -63,7 +63,7 @@ type Commands struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // request workers
 	serveWG sync.WaitGroup // the broker's side of the pipe
-	sem    chan struct{}  // bounds concurrent requests
+	sem     chan struct{}  // bounds concurrent requests
 }
 
 // maxConcurrentCommands bounds the requests in flight; more wait in the
