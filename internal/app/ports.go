@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -218,7 +219,7 @@ func (p *portRun) start(r *resources) {
 	tc, err := r.serverTLS(p.name, p.cfg)
 	if err != nil {
 		p.err, p.reason = err, "TLSError"
-		r.log.Warn("listener port failed", "listener", p.name, "err", err)
+		r.failLog.Log(slog.LevelWarn, p.name, "listener port failed", "listener", p.name, "err", err)
 		return
 	}
 	ln, err := listener.New(listener.Config{
@@ -232,9 +233,10 @@ func (p *portRun) start(r *resources) {
 	}
 	if err != nil {
 		p.err, p.reason = unwrapListen(err), "BindFailed"
-		r.log.Warn("listener port failed", "listener", p.name, "err", err)
+		r.failLog.Log(slog.LevelWarn, p.name, "listener port failed", "listener", p.name, "err", err)
 		return
 	}
+	r.failLog.Reset(p.name)
 	r.log.Info("listening", "listener", p.name, "addr", ln.Addr().String(), "protocol", p.cfg.protocol, "tls", tc != nil)
 	p.ln = ln
 }

@@ -16,12 +16,17 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/lograte"
 	"github.com/edgeport/edgeport/internal/telemetry"
 )
 
 // retryInterval is how often ports that failed to bind are tried again,
 // so a port freed by another program is taken without a new apply.
 const retryInterval = 5 * time.Second
+
+// portFailLogInterval is how often a port that keeps failing is logged
+// again (with the number of failed retries since).
+const portFailLogInterval = 10 * time.Minute
 
 // resources applies the declarative resources to the running components:
 // a controller in the Kubernetes sense. Every change to the store marks
@@ -45,7 +50,8 @@ type resources struct {
 
 	sec           *security // authentication and authorization resources, built
 	retry         time.Duration
-	brokerApplied bool // a Broker resource's options are in force
+	failLog       *lograte.Limiter // a port failing at every retry is logged every few minutes
+	brokerApplied bool             // a Broker resource's options are in force
 	cancel        context.CancelFunc
 	wg            sync.WaitGroup
 }
@@ -64,6 +70,9 @@ func newResources(a *App) (*resources, error) {
 		wake:  make(chan struct{}, 1),
 		ports: make(map[string]map[int]*portRun),
 		retry: retryInterval,
+		// Ports are retried every few seconds; their failure is news
+		// only when it starts, and a reminder now and then.
+		failLog: lograte.New(log, portFailLogInterval),
 	}
 	r.sec = newSecurity(r)
 	if a.cfg.ConfigDir != "" {

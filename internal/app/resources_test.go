@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -356,6 +358,53 @@ func TestBindFailedThenRetried(t *testing.T) {
 	busy.Close()
 	waitStatus(t, a, k, config.ConditionTrue)
 	dial(t, fmt.Sprintf("127.0.0.1:%d", port), "late")
+}
+
+// TestBindFailedLoggedOnce: a port that cannot be bound is retried every
+// few seconds, and logged when it starts failing, not at every retry
+// (issue 10, item 4: it used to warn every 5 s for ever).
+func TestBindFailedLoggedOnce(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	var logs syncBuffer
+	a, err := New(Config{MQTTAddr: "127.0.0.1:0", WSAddr: Off, HTTPAddr: Off, DataDir: t.TempDir(), InMemory: true,
+		Broker: broker.Options{SysInterval: -1}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.res.retry = 10 * time.Millisecond
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	port := busy.Addr().(*net.TCPAddr).Port
+	apply(t, a, listenerYAML("clash", fmt.Sprintf("{port: %d}", port)))
+	name := config.PortName("clash", port)
+	eventually(t, "ten failed retries", func() bool { return a.res.failLog.Suppressed(name) >= 10 })
+	if n := strings.Count(logs.String(), "listener port failed"); n != 1 {
+		t.Fatalf("%d log lines for a port failing at every retry, want 1:\n%s", n, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestConfigDirAndStoredResources(t *testing.T) {

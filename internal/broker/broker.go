@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/lograte"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
 	"github.com/edgeport/edgeport/internal/store"
@@ -23,6 +24,7 @@ import (
 type Broker struct {
 	opts atomic.Pointer[Options] // replaced whole by SetOptions; read per use
 	log  *slog.Logger
+	errs *lograte.Limiter // errors that repeat per message (a failing store)
 
 	subs     *topic.Trie[*session, *subscription]
 	retained *topic.Retained[*Message]
@@ -69,6 +71,7 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 	o := opts.withDefaults()
 	b := &Broker{
 		log:       log,
+		errs:      lograte.New(log, time.Minute),
 		subs:      topic.NewTrie[*session, *subscription](),
 		retained:  topic.NewRetained[*Message](),
 		sessions:  make(map[string]*session),

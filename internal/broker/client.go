@@ -546,10 +546,16 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 		c.refusePublish(p)
 		return nil
 	}
-	if p.QoS > 0 && c.b.st != nil && c.b.st.Full() {
+	if (p.QoS > 0 || p.Retain && len(p.Payload) > 0) && c.b.st != nil && c.b.st.Full() {
 		// Refused before routing, so a refused message reaches nobody and
-		// the client's retry is not a duplicate.
+		// the client's retry is not a duplicate. A QoS 0 message that
+		// needs no disk (not retained: QoS 0 is never queued) still
+		// reaches the subscribers online; a retained one would be
+		// written, and is dropped (clearing one frees space: it goes on).
 		c.b.stats.dropped[dropQuota].Add(1)
+		if p.QoS == 0 {
+			return nil
+		}
 		if c.version != packet.V5 {
 			return packet.Errorf(packet.QuotaExceeded, "store full: 3.1.1 cannot refuse a PUBLISH, closing")
 		}

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,7 +108,8 @@ func (b *Broker) commit(tx *txnCtx, done func(error)) {
 			tx.failed.Store(true)
 			b.stats.storeErrors.Add(1)
 			if !errors.Is(err, store.ErrQuotaExceeded) {
-				b.log.Error("store commit failed", "err", err)
+				// Every publish fails alike while the cause lasts.
+				b.errs.Log(slog.LevelError, "commit", "store commit failed", "err", err)
 			}
 		}
 		for _, f := range post {

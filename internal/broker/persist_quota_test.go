@@ -91,3 +91,23 @@ func TestPersistQuotaRefusedNotDelivered(t *testing.T) {
 		d.stop()
 	}
 }
+
+// TestPersistFullQoS0: while the store is full, a retained QoS 0 message
+// (which would be written) is dropped and counted, and a plain QoS 0
+// message, which needs no disk, still reaches the subscribers online
+// (issue 10, item 4).
+func TestPersistFullQoS0(t *testing.T) {
+	d, pub, _, _ := fillToQuota(t, "q0-sub", "q0/t", 128<<10)
+	online, _ := connectRaw(t, d.addr, packet.V5, connV5("q0-online"))
+	online.subscribe(1, 0, "q0/live/#")
+	dropped := d.b.stats.dropped[dropQuota].Load()
+	pub.send(&packet.Publish{Topic: "q0/live/retained", Retain: true, Payload: []byte("would be written")})
+	pub.send(&packet.Publish{Topic: "q0/live/plain", Payload: []byte("still delivered")})
+	online.expectPublish("q0/live/plain", "still delivered")
+	if _, ok := d.b.retained.Get("q0/live/retained"); ok {
+		t.Fatal("a retained QoS 0 message was kept while the store is full")
+	}
+	if got := d.b.stats.dropped[dropQuota].Load() - dropped; got != 1 {
+		t.Fatalf("%d quota drops counted, want 1 (the retained QoS 0 message)", got)
+	}
+}

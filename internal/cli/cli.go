@@ -159,6 +159,7 @@ picks a free port (the chosen addresses are logged).`,
 	f.IntVar(&cfg.Broker.MaxQueuedMessages, "max-queued-messages", broker.DefaultMaxQueuedMessages, "messages queued per session before the queue policy drops")
 	f.StringVar((*string)(&cfg.Store.Sync), "sync-policy", "batch", "when a QoS 1/2 message counts as stored: always (fsync each commit), batch (group commit, kill -9 safe), none (UNSAFE: no fsync)")
 	f.Int64Var(&cfg.Store.QuotaBytes, "storage-quota", 0, "disk quota for the store in bytes; QoS 1/2 publishes beyond it are refused with 0x97 (0 = unlimited)")
+	f.Int64Var(&cfg.Store.ReserveBytes, "storage-reserve", 0, "free space in bytes kept on the data directory's file system: below it QoS 1/2 publishes are refused with 0x97 and retained QoS 0 ones dropped, and half of it is held in a reserve file released if the disk fills anyway (0 = 32 MiB, or a twentieth of a smaller file system; -1 = off)")
 	f.BoolVar(&cfg.AllowAnonymous, "allow-anonymous", false, "admit unauthenticated clients on --mqtt-addr/--ws-addr even when they are not on loopback (by default such listeners refuse everyone)")
 	f.BoolVar(&cfg.InMemory, "in-memory", false, "keep all state in memory (nothing survives a restart)")
 	f.Int64Var(&cfg.Broker.MaxQueuedBytes, "max-queued-bytes", 0, "payload bytes queued per session before the queue policy drops (0 = unlimited)")

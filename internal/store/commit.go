@@ -24,6 +24,7 @@ type committer struct {
 	// committed since, so the hot path does not read Pebble's metrics for
 	// every Txn.
 	usage   int64
+	free    int64 // the file system's free bytes when measured; -1 unknown
 	usageAt time.Time
 	written int64
 	pending int64 // Put bytes accepted into the current group
@@ -56,8 +57,12 @@ func (c *committer) init(s *Store) {
 	}
 	c.batch = s.db.NewBatch()
 	c.usage = s.lastUsage.Load()
+	c.free = freeBytes(s.dir)
 	c.usageAt = time.Now()
 }
+
+// limited reports whether Txns that add data are checked at all.
+func (c *committer) limited() bool { return c.quota > 0 || c.s.reserve > 0 }
 
 func (c *committer) run() {
 	defer close(c.s.exited)
@@ -118,13 +123,17 @@ func (c *committer) gather() bool {
 // keeps its place so callbacks run in commit order.
 func (c *committer) add(t *Txn) {
 	c.group = append(c.group, t)
+	var refused error
+	if t.err == nil && t.ops > 0 {
+		refused = c.refuse(t)
+	}
 	switch {
 	case t.err != nil:
 		t.result = t.err
 		c.s.rejected.Add(1)
 	case t.ops == 0:
-	case c.overQuota(t):
-		t.result = ErrQuotaExceeded
+	case refused != nil:
+		t.result = refused
 		c.s.rejected.Add(1)
 	default:
 		if err := c.batch.Apply(t.b, nil); err != nil {
@@ -136,30 +145,50 @@ func (c *committer) add(t *Txn) {
 	}
 }
 
-func (c *committer) overQuota(t *Txn) bool {
-	if c.quota <= 0 || t.addBytes == 0 {
-		return false
+// refuse returns why t may not add its data (ErrQuotaExceeded, ErrDiskFull),
+// or nil.
+func (c *committer) refuse(t *Txn) error {
+	if !c.limited() || t.addBytes == 0 {
+		return nil
 	}
-	if c.usage+c.written+c.pending+t.addBytes <= c.quota {
-		return false
+	if c.exceeds(t) == nil {
+		return nil
 	}
-	// Compactions may have freed space since the last measurement.
+	// Compactions, or other programs, may have freed space since the last
+	// measurement.
 	if time.Since(c.usageAt) >= quotaRecheck {
 		c.measure()
 	}
-	over := c.usage+c.written+c.pending+t.addBytes > c.quota
-	if over {
+	err := c.exceeds(t)
+	if err != nil {
 		c.s.full.Store(true)
 	}
-	return over
+	return err
+}
+
+func (c *committer) exceeds(t *Txn) error {
+	grow := c.written + c.pending + t.addBytes
+	if c.quota > 0 && c.usage+grow > c.quota {
+		return ErrQuotaExceeded
+	}
+	if r := c.s.reserve; r > 0 && c.free >= 0 && c.free-grow < r+c.s.missingBallast() {
+		return ErrDiskFull
+	}
+	return nil
 }
 
 func (c *committer) measure() {
 	c.usage = quotaUsage(c.s.db.Metrics())
+	c.free = freeBytes(c.s.dir)
 	c.usageAt = time.Now()
 	c.written = 0
 	c.s.lastUsage.Store(c.usage)
-	c.s.full.Store(c.quota > 0 && c.usage >= c.quota)
+	over := c.quota > 0 && c.usage >= c.quota ||
+		c.s.reserve > 0 && c.free >= 0 && c.free < c.s.reserve+c.s.missingBallast()
+	if over {
+		c.s.full.Store(true)
+	}
+	// Clearing is Full's business: it recreates the reserve file first.
 }
 
 // commit writes the group's batch, then runs every callback in order.
@@ -197,7 +226,7 @@ func (c *committer) commit() {
 	}
 	c.group = c.group[:0]
 	c.ops, c.pending = 0, 0
-	if c.quota > 0 && (c.written >= usageRefreshBytes || time.Since(c.usageAt) >= usageRefresh) {
+	if c.limited() && (c.written >= usageRefreshBytes || time.Since(c.usageAt) >= usageRefresh) {
 		c.measure()
 	}
 }

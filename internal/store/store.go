@@ -16,6 +16,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/edgeport/edgeport/internal/lograte"
 )
 
 // SyncPolicy says when a commit counts as durable.
@@ -57,6 +59,13 @@ type Options struct {
 	// QueueSize bounds the Txns waiting for the committer; Commit blocks
 	// while the queue is full.
 	QueueSize int
+	// ReserveBytes is the free space kept on the store's file system:
+	// Txns that add data are refused with ErrDiskFull while less is free,
+	// whoever used the space, and half of it is held in a reserve file
+	// released when the disk fills anyway (see space.go). 0 picks
+	// DefaultReserveBytes (less on a small file system); negative
+	// disables the protection.
+	ReserveBytes int64
 	// QuotaBytes caps disk usage for Txns that add data; 0 = unlimited.
 	// It is a soft cap: a Txn is refused when the last measured usage plus
 	// the bytes committed since would pass it, and a memtable flush or a
@@ -122,6 +131,10 @@ type Store struct {
 	fullChecked, lastFlush atomic.Int64
 	compacting             atomic.Bool // a reclaim is running
 
+	reserve int64            // resolved ReserveBytes; 0 = no disk protection
+	ballast atomic.Bool      // the reserve file is in place
+	errs    *lograte.Limiter // repeated errors (a full disk) are logged once a minute
+
 	c committer
 }
 
@@ -144,10 +157,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		exited: make(chan struct{}),
 	}
 	s.txnPool.New = func() any { return newTxn(s) }
+	s.errs = lograte.New(s.log, errInterval)
+	s.reserve = reserveFor(dir, opts.ReserveBytes)
+	if err := s.prepareSpace(); err != nil {
+		return nil, err
+	}
 	db, err := pebble.Open(dir, s.pebbleOptions())
 	if err != nil {
-		if damagedOnOpen(err) {
+		switch {
+		case damagedOnOpen(err):
 			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, dir, err)
+		case isNoSpace(err):
+			return nil, fmt.Errorf("%w: %s: %w", ErrNoSpace, dir, err)
 		}
 		return nil, s.wrapErr("open", err)
 	}
@@ -157,6 +178,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.lastUsage.Store(int64(db.Metrics().DiskSpaceUsage()))
+	if !s.makeBallast() {
+		s.full.Store(true)
+		s.log.Warn("store: less free space than the reserve: new data is refused until space is freed",
+			"dir", dir, "free_bytes", freeBytes(dir), "reserve_bytes", s.reserve)
+	}
 	s.c.init(s)
 	go s.c.run()
 	return s, nil
@@ -203,11 +229,13 @@ func (s *Store) pebbleOptions() *pebble.Options {
 		// hold more RAM on a small box.
 		MemTableStopWritesThreshold: 2,
 		MaxOpenFiles:                256,
-		Logger:                      pebbleLogger{s.opts.Logger},
-		FS:                          privateFS{vfs.Default},
+		Logger:                      pebbleLogger{s.opts.Logger, s.errs},
+		FS:                          vfs.OnDiskFull(privateFS{vfs.Default}, s.diskFull),
 		EventListener: &pebble.EventListener{
 			BackgroundError: func(err error) {
-				s.log.Error("store: background error", "err", err)
+				// A failing flush or compaction is retried, and may fail
+				// again many times a second (a full disk).
+				s.errs.Log(slog.LevelError, "background", "store: background error", "err", errors.Unwrap(err), "detail", firstLine(err))
 			},
 			DataCorruption: func(info pebble.DataCorruptionInfo) {
 				s.log.Error("store: data corruption", "path", info.Path, "err", info.Details)
@@ -519,11 +547,14 @@ func (s *Store) Full() bool {
 	if now-last < int64(quotaRecheck) || !s.fullChecked.CompareAndSwap(last, now) || s.shut.Load() {
 		return true
 	}
-	if quotaUsage(s.db.Metrics()) < s.opts.QuotaBytes {
+	overQuota := s.opts.QuotaBytes > 0 && quotaUsage(s.db.Metrics()) >= s.opts.QuotaBytes
+	if !overQuota && s.hasRoom() {
 		s.full.Store(false)
+		s.errs.Reset("enospc")
+		s.log.Info("store: space available again: taking new data", "dir", s.dir)
 		return false
 	}
-	if now-s.lastFlush.Load() > int64(time.Second) && s.compacting.CompareAndSwap(false, true) {
+	if overQuota && now-s.lastFlush.Load() > int64(time.Second) && s.compacting.CompareAndSwap(false, true) {
 		s.lastFlush.Store(now)
 		go s.reclaim()
 	}
@@ -549,9 +580,32 @@ func (s *Store) reclaim() {
 		s.log.Warn("compacting a full store", "err", err)
 		return
 	}
-	if quotaUsage(s.db.Metrics()) < s.opts.QuotaBytes {
+	if quotaUsage(s.db.Metrics()) < s.opts.QuotaBytes && s.hasRoom() {
 		s.full.Store(false)
 	}
+}
+
+// hasRoom reports whether the file system has the reserve free, the
+// reserve file in place (it is recreated when there is room for it).
+func (s *Store) hasRoom() bool {
+	if s.reserve == 0 {
+		return true
+	}
+	if !s.makeBallast() {
+		return false
+	}
+	free := freeBytes(s.dir)
+	return free < 0 || free >= s.reserve
+}
+
+// firstLine is an error's message without the stack trace Pebble's errors
+// print after it.
+func firstLine(err error) string {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		return msg[:i]
+	}
+	return msg
 }
 
 // Compact flushes the memtable and compacts the whole key space, dropping
@@ -603,7 +657,10 @@ func (s *Store) Metrics() Metrics {
 
 // pebbleLogger sends Pebble's log lines to slog; its chatty informational
 // lines (flushes, compactions) go to Debug.
-type pebbleLogger struct{ l *slog.Logger }
+type pebbleLogger struct {
+	l    *slog.Logger
+	errs *lograte.Limiter
+}
 
 func (p pebbleLogger) Infof(format string, args ...any) {
 	if p.l.Enabled(context.Background(), slog.LevelDebug) {
@@ -612,7 +669,13 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 }
 
 func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
+	msg := "pebble: " + fmt.Sprintf(format, args...)
+	if p.errs != nil {
+		// Pebble repeats some errors as long as their cause lasts.
+		p.errs.Log(slog.LevelError, format, firstLine(errors.New(msg)))
+		return
+	}
+	p.l.Error(msg)
 }
 
 // Fatalf is called for invariant violations after which Pebble cannot go
