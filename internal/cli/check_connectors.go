@@ -10,8 +10,12 @@ import (
 )
 
 // checkConnectors reports every device endpoint's connection (from the
-// Device resources' status) and the OPC UA server certificates waiting in
-// the rejected list.
+// Device resources' status), every asset, and the OPC UA server
+// certificates waiting in the rejected list. An endpoint is fine when
+// connected (or disabled), a warning while connecting or degraded (its
+// connector keeps trying), a failure in error; an asset warns when its
+// device is not connected or data points report errors, and fails when it
+// cannot run at all.
 func checkConnectors(ctx context.Context, hc *http.Client, server, token string) checkResult {
 	res := checkResult{Name: "connectors", Status: statusOK}
 	var devices struct {
@@ -70,11 +74,15 @@ func checkConnectors(ctx context.Context, hc *http.Client, server, token string)
 				up++
 			default:
 				item.Status = statusFail
+				if st.State == "Connecting" || st.State == "Degraded" {
+					item.Status = statusWarn
+				}
 				item.Message = strings.TrimSpace(strings.ToLower(st.State) + ": " + st.LastError)
 				if st.State == "" {
-					item.Message = "no status yet"
+					item.Status, item.Message = statusWarn, "no status yet"
 				}
 				if strings.Contains(st.LastError, "certs trust") {
+					item.Status = statusFail
 					item.Hint = "the server certificate waits in the OPC UA rejected list"
 				}
 			}
@@ -85,6 +93,12 @@ func checkConnectors(ctx context.Context, hc *http.Client, server, token string)
 	res.Message = fmt.Sprintf("%d of %d device endpoints connected", up, total)
 	if total == 0 {
 		res.Message = "no devices"
+	}
+	if n, bad, err := checkAssets(ctx, hc, server, token, &res); err != nil {
+		res.Items = append(res.Items, checkResult{Name: "assets", Status: statusWarn, Message: err.Error()})
+		res.Status = worse(res.Status, statusWarn)
+	} else if n > 0 {
+		res.Message += fmt.Sprintf("; %d assets, %d with problems", n, bad)
 	}
 
 	var certs struct {
@@ -112,4 +126,37 @@ func checkConnectors(ctx context.Context, hc *http.Client, server, token string)
 		res.Items = append(res.Items, item)
 	}
 	return res
+}
+
+// checkAssets adds an item per asset, judged by its Ready condition.
+func checkAssets(ctx context.Context, hc *http.Client, server, token string, res *checkResult) (n, bad int, err error) {
+	var assets struct {
+		Items []apiObject `json:"items"`
+	}
+	if err := getJSON(ctx, hc, server+"/api/v1/assets", token, &assets); err != nil {
+		return 0, 0, err
+	}
+	for _, a := range assets.Items {
+		item := checkResult{Name: "asset/" + a.Metadata.Name, Status: statusWarn, Message: "no status yet"}
+		for _, c := range a.Status.Conditions {
+			if c.Type != "Ready" {
+				continue
+			}
+			item.Details = map[string]any{"reason": c.Reason}
+			switch c.Reason {
+			case "Running":
+				item.Status, item.Message = statusOK, "running"
+			case "DataPointErrors", "DeviceNotConnected", "Pending", "Disabled":
+				item.Status, item.Message = statusWarn, c.Reason+": "+c.Message
+			default:
+				item.Status, item.Message = statusFail, c.Reason+": "+c.Message
+			}
+		}
+		if item.Status != statusOK {
+			bad++
+		}
+		res.Status = worse(res.Status, item.Status)
+		res.Items = append(res.Items, item)
+	}
+	return len(assets.Items), bad, nil
 }

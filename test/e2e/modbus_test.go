@@ -279,6 +279,10 @@ func TestModbusPymodbus(t *testing.T) {
 	// port it recovers by itself (its registers are fresh: u16 is 65534).
 	dev.stop()
 	waitDeviceState(t, server, "pylogger", "Degraded", 30*time.Second)
+	rep, _, out := runCheck(t, e)
+	if st, msg := rep.check(t, "connectors"); st != "warn" || msg != "0 of 1 device endpoints connected; 1 assets, 1 with problems" {
+		t.Fatalf("check while degraded: %s %q\n%s", st, msg, out)
+	}
 	if _, lastErr := deviceStatus(t, server, "pylogger"); !strings.Contains(lastErr, "connect") {
 		t.Fatalf("last error %q", lastErr)
 	}
@@ -287,6 +291,11 @@ func TestModbusPymodbus(t *testing.T) {
 		t.Fatalf("after restart: %v", got)
 	}
 	waitDeviceState(t, server, "pylogger", "Connected", 30*time.Second)
+	rep, _, out = runCheck(t, e)
+	if st, msg := rep.check(t, "connectors"); st != "warn" || msg != "1 of 1 device endpoints connected; 1 assets, 1 with problems" ||
+		!strings.Contains(out, "types.missing: IllegalDataAddress") {
+		t.Fatalf("check after recovery: %s %q\n%s", st, msg, out)
+	}
 
 	// Now every read takes 200 ms, four times the 50 ms poll: polls do not
 	// pile up, changes still arrive, the device is not degraded.
@@ -301,6 +310,7 @@ func TestModbusPymodbus(t *testing.T) {
 	// scan: pymodbus answers every unit id; a probe shows where the
 	// register map ends.
 	out, errOut, code := cli(t, "", nil, "connector", "modbus", "scan", "127.0.0.1:"+port, "--units", "1-2", "--timeout", "2s")
+	_ = errOut
 	if code != 0 || !strings.Contains(out, "1     65534") || !strings.Contains(out, "2     65534") {
 		t.Fatalf("scan (%d):\n%s%s", code, out, errOut)
 	}

@@ -178,7 +178,14 @@ func (c *Connector) poll(ctx context.Context, dev *device, d *dataset) {
 	}
 	c.m.polls.WithLabelValues(ep.Device, ep.Name, pollOK).Inc()
 	for i, s := range samples {
-		if s != nil && s.Status == nil && d.pointErr[i] {
+		switch {
+		case s == nil:
+		case s.Status != nil:
+			// Shown even when the sample is not published again (the
+			// same exception as last time).
+			d.pointErr[i] = true
+			d.ds.SetPointError(s.Name, errors.New(s.Status.Symbol))
+		case d.pointErr[i]:
 			d.pointErr[i] = false
 			d.ds.SetPointError(s.Name, nil)
 		}
