@@ -85,6 +85,14 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.WSPath == "" {
 		cfg.WSPath = "/mqtt"
 	}
+	if cfg.DataDir != "" {
+		// Before any component creates something under it (with its own
+		// modes for its subdirectories): the data directory itself is
+		// private.
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating data dir: %w", err)
+		}
+	}
 	b, err := broker.New(cfg.Broker, log.With("component", "broker"))
 	if err != nil {
 		return nil, fmt.Errorf("broker options: %w", err)

@@ -104,7 +104,10 @@ func (s *Store) prepareSpace() error {
 	if free < 0 || free >= need {
 		return nil
 	}
-	if err := os.Remove(s.ballastPath()); err == nil {
+	fi, err := os.Stat(s.ballastPath())
+	if err == nil && free+fi.Size() >= need && os.Remove(s.ballastPath()) == nil {
+		// Only when that makes enough room: otherwise the reserve is kept
+		// for the start after the operator freed some space.
 		s.log.Warn("store: the disk is full: released the reserve file to open the store; new data is refused until space is freed",
 			"dir", s.dir, "free_bytes", free)
 		free = freeBytes(s.dir)
