@@ -98,6 +98,12 @@ func TestStatuszAccess(t *testing.T) {
 	}
 }
 
+// isCertificate reports whether path is a certificate (public, unlike
+// the keys and data around it).
+func isCertificate(path string) bool {
+	return strings.HasSuffix(path, ".crt") || strings.HasSuffix(path, ".der")
+}
+
 // TestDataPrivate: the built binary keeps its data private (issue 10,
 // item 6): the store is 0700 with 0600 files whatever the umask, nothing
 // under the data directory but certificates is readable by others, and a
@@ -137,7 +143,7 @@ func TestDataPrivate(t *testing.T) {
 			t.Errorf("%s: mode %#o, want 0700", path, mode)
 		case !d.IsDir() && inStore && mode != 0o600:
 			t.Errorf("%s: mode %#o, want 0600", path, mode)
-		case !d.IsDir() && mode&0o077 != 0 && !strings.HasSuffix(path, ".crt"):
+		case !d.IsDir() && mode&0o077 != 0 && !isCertificate(path):
 			t.Errorf("%s: mode %#o is open to other users", path, mode)
 		}
 		if !d.IsDir() {
