@@ -31,7 +31,7 @@ func (m *Mapping) Apply(in Message) (out Message, keep bool, err error) {
 			}
 			st.vals = append(st.vals, v)
 		}
-		res, err := m.run(r.prog, st.vals)
+		res, err := st.r.run(r.prog, st.vals)
 		st.vals = st.vals[:0]
 		if err != nil {
 			return Message{}, false, evalErr(r.field+".expression", err)
@@ -63,7 +63,7 @@ func (m *Mapping) Apply(in Message) (out Message, keep bool, err error) {
 		}
 		v := ins.vals[0]
 		if r.prog != nil {
-			if v, err = m.run(r.prog, ins.vals); err != nil {
+			if v, err = st.r.run(r.prog, ins.vals); err != nil {
 				return Message{}, false, evalErr(r.field+".expression", err)
 			}
 			if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
@@ -95,6 +95,7 @@ type instance struct {
 // state is the scratch space of one Apply call, pooled.
 type state struct {
 	m       *Mapping
+	r       *runner // the VM for this message's expressions
 	in      *Message
 	ctxDone []bool
 	ctxRec  []any
@@ -110,6 +111,9 @@ func (m *Mapping) state(in *Message) *state {
 		st = &state{byKey: map[string]int{}}
 	}
 	st.m, st.in = m, in
+	if st.r == nil {
+		st.r = newRunner()
+	}
 	n := len(m.datasets)
 	st.ctxDone = slices.Grow(st.ctxDone[:0], n)[:n]
 	st.ctxRec = slices.Grow(st.ctxRec[:0], n)[:n]
@@ -193,8 +197,25 @@ func (st *state) context(i int) (any, bool, error) {
 	}
 	st.ctxDone[i] = true
 	ds := st.m.datasets[i]
+	recs := st.m.lookup.Records(ds.key)
+	if ds.eqMsg >= 0 {
+		if ix := ds.index(recs); ix != nil && ix.ok {
+			v, _, err := st.get(ds.inputs[ds.eqMsg], nil)
+			if err != nil {
+				return nil, false, err
+			}
+			if k, ok := indexKey(v); ok {
+				if j, ok := ix.m[k]; ok {
+					st.ctxRec[i] = recs[j]
+				}
+				return st.ctxRec[i], st.ctxRec[i] != nil, nil
+			}
+			// A missing or compound message value: scan, as the
+			// expression would.
+		}
+	}
 	vals := make([]any, len(ds.inputs))
-	for _, rec := range st.m.lookup.Records(ds.key) {
+	for _, rec := range recs {
 		if ds.prog == nil {
 			st.ctxRec[i] = rec
 			break
@@ -206,7 +227,7 @@ func (st *state) context(i int) (any, bool, error) {
 				vals[j], _, _ = st.get(p, nil)
 			}
 		}
-		res, err := st.m.run(ds.prog, vals)
+		res, err := st.r.run(ds.prog, vals)
 		if err != nil {
 			return nil, false, evalErr(fmt.Sprintf("datasets[%d].expression", i), err)
 		}

@@ -243,14 +243,12 @@ type runner struct {
 	env map[string]any
 }
 
+func newRunner() *runner { return &runner{env: make(map[string]any, 8)} }
+
 // run evaluates p with vals as $1..$n and returns the error a function
 // reported, without expr-lang's source excerpt (the caller names the
 // rule).
-func (m *Mapping) run(p *program, vals []any) (any, error) {
-	r, _ := m.runners.Get().(*runner)
-	if r == nil {
-		r = &runner{env: make(map[string]any, 8)}
-	}
+func (r *runner) run(p *program, vals []any) (any, error) {
 	for i, v := range vals {
 		r.env[varNames[i]] = norm(v)
 	}
@@ -258,7 +256,6 @@ func (m *Mapping) run(p *program, vals []any) (any, error) {
 	for i := range vals {
 		r.env[varNames[i]] = nil // do not keep messages alive from the pool
 	}
-	m.runners.Put(r)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {

@@ -11,12 +11,11 @@ import (
 // are $1..$n and evaluates it once.
 func eval(t *testing.T, src string, inputs ...any) (any, error) {
 	t.Helper()
-	m := &Mapping{}
 	p, err := newCompiler(&regexCache{}).compile(src, len(inputs))
 	if err != nil {
 		t.Fatalf("%s: %v", src, err)
 	}
-	return m.run(p, inputs)
+	return newRunner().run(p, inputs)
 }
 
 // functionCases holds an example of every function and operator.

@@ -16,7 +16,7 @@ func FuzzExpression(f *testing.F) {
 		f.Add(s)
 	}
 	c := newCompiler(&regexCache{})
-	m := &Mapping{}
+	r := newRunner()
 	f.Fuzz(func(t *testing.T, src string) {
 		p, err := c.compile(src, 3)
 		if err != nil {
@@ -30,7 +30,7 @@ func FuzzExpression(f *testing.F) {
 			return
 		}
 		for _, in := range [][]any{{int64(3), 2.5, "x"}, {nil, nil, nil}, {[]any{1.0, "a"}, true, int64(-1)}} {
-			_, _ = m.run(p, in) // must not panic; errors are fine
+			_, _ = r.run(p, in) // must not panic; errors are fine
 		}
 	})
 }

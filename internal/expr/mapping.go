@@ -72,8 +72,10 @@ type UserProperty struct{ Key, Value string }
 type Datasets interface {
 	// Records returns the records stored under the state-store key, in
 	// order, or nil when the key holds nothing. It is called for every
-	// message that needs the dataset, so it must be cheap; the caller
-	// does not modify the records.
+	// message that needs the dataset, so it must be cheap. The caller
+	// does not modify the records, and the implementation must not
+	// either: a changed dataset is returned as a new slice (the mapping
+	// keeps an index per slice).
 	Records(key string) []any
 }
 
@@ -151,8 +153,7 @@ type Mapping struct {
 	special  bool // some map rule has a wildcard, so specialization can apply
 	nslots   int
 
-	runners sync.Pool // *runner
-	states  sync.Pool // *state
+	states sync.Pool // *state, each with its own VM
 
 	mu   sync.Mutex // guards last
 	last []any      // last known value per `? $last` slot
@@ -162,6 +163,15 @@ type dataset struct {
 	key, alias string
 	inputs     []*path
 	prog       *program
+
+	// When the expression is `$i == $j` between the message and the
+	// record (the usual shape), records are found through a hash index
+	// instead of running the expression on each. eqMsg and eqRec are the
+	// input indexes, -1 when the expression has another shape.
+	eqMsg, eqRec int
+
+	mu  sync.Mutex // guards idx
+	idx *recordIndex
 }
 
 type rule struct {
@@ -193,7 +203,7 @@ func Compile(spec Spec, datasets Datasets) (*Mapping, error) {
 	aliases := map[string]int{}
 	for i, d := range spec.Datasets {
 		f := fmt.Sprintf("datasets[%d]", i)
-		ds := &dataset{}
+		ds := &dataset{eqMsg: -1, eqRec: -1}
 		key, alias, hasAlias := strings.Cut(d.Key, " as ")
 		ds.key, ds.alias = strings.TrimSpace(key), strings.TrimSpace(alias)
 		if !hasAlias {
@@ -247,6 +257,7 @@ func Compile(spec Spec, datasets Datasets) (*Mapping, error) {
 				add(f+".expression", err)
 			}
 			ds.prog = prog
+			ds.eqMsg, ds.eqRec = equalityInputs(d.Expression, ds.inputs)
 		}
 	}
 	for i, fr := range spec.Filter {

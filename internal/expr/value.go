@@ -22,8 +22,10 @@ func norm(v any) any {
 	case int64, float64, string, bool, nil:
 		return v
 	case json.Number:
-		if n, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return n
+		if !strings.ContainsAny(string(x), ".eE") {
+			if n, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+				return n
+			}
 		}
 		f, err := strconv.ParseFloat(string(x), 64)
 		if err != nil {
