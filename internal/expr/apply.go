@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 )
 
 // ErrEval wraps every error Apply returns: the message could not be
@@ -348,19 +347,14 @@ func (st *state) addInstance(r *rule, cap []string, wv any) error {
 // resolvedKey names the concrete fields a wildcard instance reads, in the
 // same form as rule.key, so that rules can be compared.
 func (st *state) resolvedKey(r *rule, cap []string) string {
+	if len(r.inputs) == 1 {
+		return string(r.inputs[0].appendKey(nil, cap))
+	}
 	parts := make([]string, len(r.inputs))
 	for j, p := range r.inputs {
-		if p.wild < 0 {
-			parts[j] = p.String()
-			continue
-		}
-		q := *p
-		q.segs = slices.Concat(p.segs[:p.wild], cap, p.segs[p.wild+1:])
-		q.wild = -1
-		parts[j] = q.String()
+		parts[j] = string(p.appendKey(nil, cap))
 	}
-	sort.Strings(parts)
-	return strings.Join(parts, "\x00")
+	return joinKeys(parts)
 }
 
 // enumerate calls fn for every match of a wildcard path, in key order so
@@ -454,15 +448,11 @@ func write(out *Message, doc map[string]any, p *path, cap []string, v any, compu
 			out.UserProperties = append(out.UserProperties, UserProperty{Key: key, Value: metaString(v)})
 		}
 	case srcPayload:
-		segs := p.segs
-		if p.wild >= 0 {
-			segs = slices.Concat(p.segs[:p.wild], cap, p.segs[p.wild+1:])
-		}
 		if v == nil && computed {
-			deletePath(doc, segs)
+			deletePath(doc, p, cap)
 			return
 		}
-		setPath(doc, segs, clone(v))
+		setPath(doc, p, cap, clone(v))
 	}
 }
 
@@ -473,29 +463,58 @@ func metaString(v any) string {
 	return toString(norm(v))
 }
 
-func setPath(doc map[string]any, segs []string, v any) {
+// segments yields the segments of p with the wildcard replaced by cap.
+func segments(p *path, cap []string, yield func(seg string, last bool) bool) {
+	n := len(p.segs)
+	if p.wild >= 0 {
+		n += len(cap) - 1
+	}
+	i := 0
+	for j, s := range p.segs {
+		if j == p.wild {
+			for _, c := range cap {
+				i++
+				if !yield(c, i == n) {
+					return
+				}
+			}
+			continue
+		}
+		i++
+		if !yield(s, i == n) {
+			return
+		}
+	}
+}
+
+func setPath(doc map[string]any, p *path, cap []string, v any) {
 	cur := doc
-	for _, s := range segs[:len(segs)-1] {
+	segments(p, cap, func(s string, last bool) bool {
+		if last {
+			cur[s] = v
+			return false
+		}
 		next, ok := cur[s].(map[string]any)
 		if !ok {
 			next = make(map[string]any)
 			cur[s] = next
 		}
 		cur = next
-	}
-	cur[segs[len(segs)-1]] = v
+		return true
+	})
 }
 
-func deletePath(doc map[string]any, segs []string) {
+func deletePath(doc map[string]any, p *path, cap []string) {
 	cur := doc
-	for _, s := range segs[:len(segs)-1] {
-		next, ok := cur[s].(map[string]any)
-		if !ok {
-			return
+	segments(p, cap, func(s string, last bool) bool {
+		if last {
+			delete(cur, s)
+			return false
 		}
+		next, ok := cur[s].(map[string]any)
 		cur = next
-	}
-	delete(cur, segs[len(segs)-1])
+		return ok
+	})
 }
 
 // clone copies objects and arrays so that later writes into the output

@@ -353,10 +353,9 @@ func (m *Mapping) rule(c *exprCompiler, f string, inputs []string, expression st
 		}
 		r.inputs = append(r.inputs, p)
 		r.slots = append(r.slots, slot)
-		keys = append(keys, p.String())
+		keys = append(keys, string(p.appendKey(nil, nil)))
 	}
-	sort.Strings(keys)
-	r.key = strings.Join(keys, "\x00")
+	r.key = joinKeys(keys)
 	if strings.TrimSpace(expression) != "" {
 		prog, err := c.compile(expression, len(inputs))
 		if err != nil {

@@ -3,6 +3,7 @@ package expr
 import (
 	"fmt"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -234,4 +235,30 @@ func (p *path) String() string {
 // reads back when the quote is not its first character and it has no dot.)
 func needsQuotes(s string) bool {
 	return s == "" || s == "*" || s[0] == '"' || strings.ContainsAny(s, ".?$*") || strings.TrimSpace(s) != s
+}
+
+// appendKey appends an identity of the field p reads (with the wildcard
+// replaced by cap) that two rules reading the same field share. Rule
+// suffixes (? $last, ?? default) are not part of it.
+func (p *path) appendKey(b []byte, cap []string) []byte {
+	b = append(b, byte('0'+p.src))
+	b = append(b, p.alias...)
+	for i, s := range p.segs {
+		if i == p.wild {
+			for _, c := range cap {
+				b = append(b, 0x1f)
+				b = append(b, c...)
+			}
+			continue
+		}
+		b = append(b, 0x1f)
+		b = append(b, s...)
+	}
+	return b
+}
+
+// joinKeys makes the identity of a rule's inputs: a set, so sorted.
+func joinKeys(parts []string) string {
+	sort.Strings(parts)
+	return strings.Join(parts, "\x1e")
 }
