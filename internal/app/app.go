@@ -20,6 +20,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
+	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/telemetry"
@@ -61,23 +62,24 @@ type Config struct {
 
 // App is a running Edgeport instance.
 type App struct {
-	cfg       Config
-	log       *slog.Logger
-	reg       *prometheus.Registry
-	broker    *broker.Broker
-	store     *store.Store
-	guard     *listener.Guard // connection limits of every listener, the Broker resource's
-	listeners []*listener.Listener
-	names     []string // listener names, parallel to listeners
-	http      *telemetry.HTTPServer
-	status    telemetry.StatusSource // /statusz, mounted by mountAPI
-	probe     *telemetry.Probe       // nil when disabled
-	state     *statestore.Server     // answers on statestore.InvokeTopic
-	res       *resources             // declarative resources and their controller
-	conn      *connector.Manager     // device connectors, driven by Device and Asset resources
-	opcua     *opcua.Connector       // the Microsoft.OpcUa connector (its trust list is served by the API)
-	opcuaCmd  *opcua.Commands        // OPC UA writes and method calls over MQTT request/response
-	tmpPKI    string                 // OPC UA PKI folder without a data dir, removed at Stop
+	cfg        Config
+	log        *slog.Logger
+	reg        *prometheus.Registry
+	broker     *broker.Broker
+	store      *store.Store
+	guard      *listener.Guard // connection limits of every listener, the Broker resource's
+	listeners  []*listener.Listener
+	names      []string // listener names, parallel to listeners
+	http       *telemetry.HTTPServer
+	status     telemetry.StatusSource // /statusz, mounted by mountAPI
+	probe      *telemetry.Probe       // nil when disabled
+	state      *statestore.Server     // answers on statestore.InvokeTopic
+	res        *resources             // declarative resources and their controller
+	conn       *connector.Manager     // device connectors, driven by Device and Asset resources
+	connClient *mqttclient.Client     // the connectors' MQTT client (publishes, state store)
+	opcua      *opcua.Connector       // the Microsoft.OpcUa connector (its trust list is served by the API)
+	opcuaCmd   *opcua.Commands        // OPC UA writes and method calls over MQTT request/response
+	tmpPKI     string                 // OPC UA PKI folder without a data dir, removed at Stop
 }
 
 // New validates cfg and builds the components without starting them.
@@ -144,11 +146,20 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The connectors publish through their own internal client, as any
+	// client would (it connects when the app starts).
+	if a.connClient, err = mqttclient.New(mqttclient.Options{
+		Dialer:     mqttclient.NewInProcess(func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }),
+		ClientID:   "$edgeport/connector",
+		CleanStart: true,
+		Logger:     log.With("component", "connector-client"),
+	}); err != nil {
+		return nil, err
+	}
 	if a.conn, err = connector.New(connector.Options{
-		Store: a.res.store,
-		// Until the internal MQTT client lands, connectors publish into
-		// the broker directly (see BrokerPublisher).
-		Publisher:  connector.BrokerPublisher{Broker: b, ClientID: "$edgeport/connector"},
+		Store:      a.res.store,
+		Publisher:  connector.ClientPublisher{Client: a.connClient},
+		StateStore: &connector.StateStoreClient{Client: a.connClient},
 		Connectors: conns,
 		SecretsDir: secrets,
 		Registerer: reg,
@@ -240,6 +251,13 @@ func (a *App) Start(ctx context.Context) error {
 	// Every listener's security is in force now: restored wills may be
 	// judged by it.
 	a.broker.ReleaseWills()
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	err := a.connClient.Connect(cctx)
+	ccancel()
+	if err != nil {
+		_ = a.Stop(ctx)
+		return fmt.Errorf("connector client: %w", err)
+	}
 	if err := a.conn.Start(ctx); err != nil {
 		_ = a.Stop(ctx)
 		return err
@@ -305,6 +323,7 @@ func (a *App) Stop(ctx context.Context) error {
 		errs = append(errs, a.opcuaCmd.Stop(ctx))
 	}
 	errs = append(errs, a.conn.Stop(ctx))
+	errs = append(errs, a.connClient.Stop(ctx))
 	errs = append(errs, a.state.Stop(ctx))
 	errs = append(errs, a.res.stop(ctx))
 	for _, l := range a.listeners {

@@ -8,10 +8,11 @@ import (
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
-// BrokerPublisher publishes straight into an in-process broker. It is the
-// stopgap until the internal MQTT client is on main: it does not go
-// through authorization, and the broker accepts (routes and, for
-// persistent subscribers, stores) the message before Publish returns.
+// BrokerPublisher publishes straight into an in-process broker, without a
+// client session and without authorization; the broker has routed (and,
+// for persistent subscribers, stored) the message when Publish returns.
+// Edgeport itself publishes through ClientPublisher; this one serves tests
+// that need no client.
 type BrokerPublisher struct {
 	Broker *broker.Broker
 	// ClientID is the origin the broker records for No Local.

@@ -109,7 +109,7 @@ func TestPublishEndToEnd(t *testing.T) {
 	st := connectortest.Store(t)
 	reg := prometheus.NewRegistry()
 	sub := connectortest.Subscribe(t, addr, "plant/#")
-	_, d := startManager(t, st, Options{Publisher: BrokerPublisher{Broker: b, ClientID: "$edgeport/connector"}, Registerer: reg})
+	_, d := startManager(t, st, Options{Publisher: ClientPublisher{Client: connectortest.Client(t, b, "$edgeport/connector")}, Registerer: reg})
 	connectortest.Apply(t, st, device+"---\n"+asset)
 	ep := runWith(t, d, 1)
 	if len(ep.Assets) != 1 || len(ep.Assets[0].Datasets) != 1 {
@@ -182,7 +182,7 @@ func TestPublishEndToEnd(t *testing.T) {
 func TestLiveChanges(t *testing.T) {
 	b, _ := connectortest.Broker(t)
 	st := connectortest.Store(t)
-	_, d := startManager(t, st, Options{Publisher: BrokerPublisher{Broker: b}})
+	_, d := startManager(t, st, Options{Publisher: ClientPublisher{Client: connectortest.Client(t, b, "$edgeport/connector")}})
 	connectortest.Apply(t, st, device+"---\n"+asset)
 	ep := runWith(t, d, 1)
 	ep.Assets[0].Datasets[0].Publish(Frame{Samples: []Sample{{Name: "temperature", Value: 1, SourceTimestamp: time.Now()}}})

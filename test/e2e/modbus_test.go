@@ -207,6 +207,10 @@ spec:
     - {name: coil0, dataSource: "coil:0"}
     - {name: coil1, dataSource: "coil:1"}
     - {name: missing, dataSource: "holding:40"}
+  - name: control
+    destinations: [{target: BrokerStateStore, configuration: {key: pyasset/control}}]
+    dataPoints:
+    - {name: model, dataSource: "holding:20", dataPointConfiguration: {dataType: string, count: 3}}
   - name: big
     datasetConfiguration: {samplingInterval: 3600000}
     destinations: [{target: Mqtt, configuration: {topic: pymodbus/big}}]
@@ -257,6 +261,19 @@ func TestModbusPymodbus(t *testing.T) {
 	bigMsg := sub.next(t, "pymodbus/big", 30*time.Second).values()
 	if len(bigMsg) != 1000 || bigMsg["r0"] != 0.0 || bigMsg["r999"] != 999.0 {
 		t.Fatalf("big: %d points, r999=%v", len(bigMsg), bigMsg["r999"])
+	}
+
+	// A BrokerStateStore destination keeps the latest message under its
+	// key.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		out, _, code := cli(t, "", nil, "state", "get", "pyasset/control", "--addr", e.addr(t, "mqtt"))
+		if code == 0 && strings.Contains(out, `"model":{"SourceTimestamp":`) && strings.Contains(out, `"Value":"SG10K"}`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state store key: %d %s", code, out)
+		}
+		waitTick()
 	}
 
 	// Publish on change: another master writes a register.

@@ -35,7 +35,7 @@ func newHarness(t *testing.T) *harness {
 	c := New(reg)
 	m, err := connector.New(connector.Options{
 		Store: st, Connectors: []connector.Connector{c},
-		Publisher:  connector.BrokerPublisher{Broker: b, ClientID: "$edgeport/connector/modbus"},
+		Publisher:  connector.ClientPublisher{Client: connectortest.Client(t, b, "$edgeport/connector")},
 		Registerer: reg, StatusInterval: 10 * time.Millisecond,
 	})
 	if err != nil {
