@@ -196,7 +196,10 @@ func (st *state) context(i int) (any, bool, error) {
 	}
 	st.ctxDone[i] = true
 	ds := st.m.datasets[i]
-	recs := st.m.lookup.Records(ds.key)
+	var recs []any
+	if st.m.lookup != nil {
+		recs = st.m.lookup.Records(ds.key)
+	}
 	if ds.eqMsg >= 0 {
 		if ix := ds.index(recs); ix != nil && ix.ok {
 			v, _, err := st.get(ds.inputs[ds.eqMsg], nil)

@@ -510,7 +510,7 @@ func TestCompileErrors(t *testing.T) {
 		{Spec{Map: []MapRule{{Output: "c"}}}, "map[0].inputs: a map rule needs at least one input"},
 		{Spec{Filter: []FilterRule{{Inputs: []string{"a"}}}}, "filter[0].expression: a filter rule needs an expression; the message is dropped when it is true"},
 		{Spec{Filter: []FilterRule{{Inputs: []string{"*"}, Expression: "true"}}}, "filter[0].inputs[0]: filters take no wildcards"},
-		{Spec{Datasets: []DatasetRule{{Key: " as x"}}}, "datasets[0].key: a dataset needs the state-store key it is read from; datasets: datasets are declared but no dataset source is available"},
+		{Spec{Datasets: []DatasetRule{{Key: " as x"}}}, "datasets[0].key: a dataset needs the state-store key it is read from"},
 	}
 	for _, tt := range tests {
 		_, err := Compile(tt.spec, nil)
