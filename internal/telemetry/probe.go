@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
@@ -55,9 +56,9 @@ type ProbeStatus struct {
 func (s ProbeStatus) Healthy() bool { return s.Runs > 0 && s.ConsecutiveFailures == 0 }
 
 // Probe measures the broker's publish-to-delivery latency continuously: it
-// is an MQTT 5 client over an in-process pipe, so every round goes through
-// the same decode, routing, session and encode path as a network client's
-// message, without a socket or a port.
+// is an internal MQTT client (internal/mqtt/client over an in-process
+// pipe), so every round goes through the same decode, routing, session and
+// encode path as a network client's message, without a socket or a port.
 type Probe struct {
 	serve    func(net.Conn)
 	log      *slog.Logger
@@ -75,18 +76,13 @@ type Probe struct {
 	status ProbeStatus
 
 	// Owned by the run goroutine.
-	conn      net.Conn
-	r         *packet.Reader
-	wbuf      []byte
+	c         *client.Client // nil between a failed round and the next
+	delivered chan uint64    // sequence numbers the subscription received
 	seq       uint64
-	nextID    uint16
-	oneShot   bool        // the server's keep alive is shorter than a round trip: reconnect every round
-	stopClose func() bool // detaches the close-on-stop hook of conn
 
-	lifeMu  sync.Mutex // guards cancel and done
-	cancel  context.CancelFunc
-	done    chan struct{}
-	serveWG sync.WaitGroup // ServeConn calls of the probe's connections
+	lifeMu sync.Mutex // guards cancel and done
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // NewProbe returns a probe that hands each connection it opens to serve
@@ -173,8 +169,8 @@ func (p *Probe) Start(ctx context.Context) {
 	go p.run(ctx, p.done)
 }
 
-// Stop ends the probe, closes its connection and waits until the broker has
-// finished serving it. It is safe to call more than once, or before Start.
+// Stop ends the probe and closes its connection, waiting until the broker
+// has finished serving it. It is safe to call more than once, or before Start.
 func (p *Probe) Stop() {
 	p.lifeMu.Lock()
 	cancel, done := p.cancel, p.done
@@ -184,7 +180,6 @@ func (p *Probe) Stop() {
 	}
 	cancel()
 	<-done
-	p.serveWG.Wait()
 }
 
 func (p *Probe) run(ctx context.Context, done chan struct{}) {
@@ -236,184 +231,110 @@ func (p *Probe) round(ctx context.Context) {
 	if recovered {
 		p.log.Info("self-test recovered", "latency", latency)
 	}
-	if p.oneShot {
-		p.closeConn()
-	}
 }
 
 // measure runs one publish/deliver exchange and returns the latency from
-// writing the PUBLISH to reading its delivery.
+// handing over the PUBLISH to its delivery.
 func (p *Probe) measure(ctx context.Context) (time.Duration, error) {
-	deadline := time.Now().Add(p.timeout)
-	if p.conn == nil {
-		if err := p.connect(ctx, deadline); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	if p.c == nil {
+		if err := p.connect(ctx); err != nil {
 			return 0, err
 		}
 	}
-	_ = p.conn.SetDeadline(deadline)
 	p.seq++
+	seq := p.seq
 	var payload [8]byte
-	binary.BigEndian.PutUint64(payload[:], p.seq)
-	id := p.packetID()
-	pub := packet.Publish{QoS: 1, Topic: p.topic, PacketID: id, Payload: payload[:]}
-	start := time.Now()
-	if err := p.write(&pub); err != nil {
-		return 0, fmt.Errorf("publishing: %w", err)
+	binary.BigEndian.PutUint64(payload[:], seq)
+	type ack struct {
+		code packet.ReasonCode
+		err  error
 	}
+	acked := make(chan ack, 1)
+	start := time.Now()
+	p.c.PublishAsync(&client.Message{Topic: p.topic, QoS: 1, Payload: payload[:]}, func(code packet.ReasonCode, err error) {
+		acked <- ack{code, err}
+	})
 	var latency time.Duration
-	delivered, acked := false, false
-	for !delivered || !acked {
-		h, body, err := p.r.Next(0)
-		if err != nil {
-			return 0, p.readErr(err, delivered, acked)
-		}
-		switch h.Type {
-		case packet.PUBLISH:
-			var in packet.Publish
-			if err := in.Decode(h.Flags, body, packet.V5); err != nil {
-				return 0, fmt.Errorf("decoding delivery: %w", err)
-			}
-			if !delivered && in.Topic == p.topic && len(in.Payload) == 8 && binary.BigEndian.Uint64(in.Payload) == p.seq {
+	delivered, gotAck := false, false
+	for !delivered || !gotAck {
+		select {
+		case n := <-p.delivered:
+			// A late delivery of an earlier round is ignored.
+			if n == seq && !delivered {
 				latency = time.Since(start)
 				delivered = true
 			}
-			// A late delivery of an earlier round is acknowledged and ignored.
-			if in.QoS == 1 {
-				if err := p.write(&packet.Ack{Type: packet.PUBACK, PacketID: in.PacketID}); err != nil {
-					return 0, fmt.Errorf("acknowledging delivery: %w", err)
-				}
+		case a := <-acked:
+			if a.err != nil {
+				return 0, fmt.Errorf("publishing: %w", a.err)
 			}
-		case packet.PUBACK:
-			var a packet.Ack
-			if err := a.Decode(h.Type, h.Flags, body, packet.V5); err != nil {
-				return 0, fmt.Errorf("decoding PUBACK: %w", err)
-			}
-			if a.PacketID != id {
-				continue
-			}
-			if a.ReasonCode != packet.Success {
+			if a.code != packet.Success {
 				// 0x10 (no matching subscribers) means the probe's own
 				// subscription is gone: as much a failure as a refusal.
-				return 0, fmt.Errorf("broker answered the publish with %v", a.ReasonCode)
+				return 0, fmt.Errorf("broker answered the publish with %v", a.code)
 			}
-			acked = true
-		case packet.DISCONNECT:
-			var d packet.Disconnect
-			_ = d.Decode(h.Flags, body, packet.V5)
-			return 0, fmt.Errorf("broker disconnected the probe: %v", d.ReasonCode)
+			gotAck = true
+		case <-ctx.Done():
+			switch {
+			case !delivered && !gotAck:
+				return 0, fmt.Errorf("no PUBACK and no delivery within %v", p.timeout)
+			case !delivered:
+				return 0, fmt.Errorf("publish acknowledged but not delivered within %v", p.timeout)
+			default:
+				return 0, fmt.Errorf("delivered but not acknowledged within %v", p.timeout)
+			}
 		}
 	}
 	return latency, nil
 }
 
-func (p *Probe) readErr(err error, delivered, acked bool) error {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		switch {
-		case !delivered && !acked:
-			return fmt.Errorf("no PUBACK and no delivery within %v", p.timeout)
-		case !delivered:
-			return fmt.Errorf("publish acknowledged but not delivered within %v", p.timeout)
-		default:
-			return fmt.Errorf("delivered but not acknowledged within %v", p.timeout)
-		}
+// connect makes a new client with a clean session, subscribed to the
+// probe topic. It does not reconnect by itself: a failed round starts the
+// next from a fresh connection, so a failure is always measured as one.
+func (p *Probe) connect(ctx context.Context) error {
+	delivered := make(chan uint64, 16)
+	c, err := client.New(client.Options{
+		Dialer:         client.NewInProcess(p.serve),
+		ClientID:       p.clientID,
+		CleanStart:     true,
+		NoReconnect:    true,
+		ConnectTimeout: p.timeout,
+		Logger:         p.log,
+	})
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("reading from the broker: %w", err)
-}
-
-// connect opens a pipe to the broker, connects with a clean session and
-// subscribes to the probe topic.
-func (p *Probe) connect(ctx context.Context, deadline time.Time) error {
-	client, server := net.Pipe()
-	p.serveWG.Add(1)
-	go func() {
-		defer p.serveWG.Done()
-		p.serve(server)
-	}()
-	p.conn = client
-	p.r = packet.NewReader(client, 512)
-	// Stop must not wait for a round's deadline: closing the pipe ends a
-	// blocked read at once.
-	p.stopClose = context.AfterFunc(ctx, func() { client.Close() })
-	_ = client.SetDeadline(deadline)
-
-	if err := p.write(&packet.Connect{Version: packet.V5, CleanStart: true, ClientID: p.clientID}); err != nil {
-		p.closeConn()
+	if err := c.Connect(ctx); err != nil {
+		_ = c.Close()
 		return fmt.Errorf("connecting: %w", err)
 	}
-	var ack packet.ConnAck
-	if err := p.expect(packet.CONNACK, func(h packet.FixedHeader, body []byte) error {
-		return ack.Decode(h.Flags, body, packet.V5)
-	}); err != nil {
-		p.closeConn()
-		return fmt.Errorf("connecting: %w", err)
-	}
-	if ack.ReasonCode != packet.Success {
-		p.closeConn()
-		return fmt.Errorf("connecting: broker refused with %v", ack.ReasonCode)
-	}
-	p.oneShot = false
-	if ack.Properties.Has(packet.PropServerKeepAlive) && ack.Properties.ServerKeepAlive > 0 {
-		// The broker would end an idle connection before the next round;
-		// reconnecting each round avoids keep-alive timeouts without pings.
-		ka := time.Duration(ack.Properties.ServerKeepAlive) * time.Second
-		p.oneShot = ka <= p.interval+p.timeout
-	}
-
-	sub := packet.Subscribe{PacketID: p.packetID(), Subscriptions: []packet.Subscription{{Filter: p.topic, QoS: 1}}}
-	if err := p.write(&sub); err != nil {
-		p.closeConn()
+	err = c.Subscribe(ctx, client.Subscription{
+		Filters: []packet.Subscription{{Filter: p.topic, QoS: 1}},
+		Handler: func(_ context.Context, m *client.Message) {
+			if len(m.Payload) == 8 {
+				select {
+				case delivered <- binary.BigEndian.Uint64(m.Payload):
+				default: // the round waiting for it has given up
+				}
+			}
+		},
+	})
+	if err != nil {
+		_ = c.Close()
 		return fmt.Errorf("subscribing: %w", err)
 	}
-	var suback packet.SubAck
-	if err := p.expect(packet.SUBACK, func(h packet.FixedHeader, body []byte) error {
-		return suback.Decode(h.Flags, body, packet.V5)
-	}); err != nil {
-		p.closeConn()
-		return fmt.Errorf("subscribing: %w", err)
-	}
-	if len(suback.ReasonCodes) != 1 || suback.ReasonCodes[0].IsError() {
-		p.closeConn()
-		return fmt.Errorf("subscribing: broker refused with %v", suback.ReasonCodes)
-	}
+	p.c, p.delivered = c, delivered
 	return nil
 }
 
-// expect reads the next packet, which must be of type t.
-func (p *Probe) expect(t packet.Type, decode func(packet.FixedHeader, []byte) error) error {
-	h, body, err := p.r.Next(0)
-	if err != nil {
-		return fmt.Errorf("waiting for %v: %w", t, err)
-	}
-	if h.Type != t {
-		return fmt.Errorf("got %v, want %v", h.Type, t)
-	}
-	return decode(h, body)
-}
-
-func (p *Probe) write(pk packet.Packet) error {
-	p.wbuf = pk.Append(p.wbuf[:0], packet.V5)
-	_, err := p.conn.Write(p.wbuf)
-	return err
-}
-
-func (p *Probe) packetID() uint16 {
-	p.nextID++
-	if p.nextID == 0 {
-		p.nextID = 1
-	}
-	return p.nextID
-}
-
-// closeConn ends the current connection, with a DISCONNECT when it is
-// healthy enough to take one, so the broker counts no protocol error.
+// closeConn ends the current connection (DISCONNECT, then waiting for the
+// broker to finish serving it).
 func (p *Probe) closeConn() {
-	if p.conn == nil {
+	if p.c == nil {
 		return
 	}
-	_ = p.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	_ = p.write(&packet.Disconnect{})
-	p.stopClose()
-	p.conn.Close()
-	p.conn, p.r, p.stopClose = nil, nil, nil
+	_ = p.c.Close()
+	p.c, p.delivered = nil, nil
 }
