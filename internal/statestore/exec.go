@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 )
@@ -234,7 +235,7 @@ func (e *executor) process() {
 	e.sweep(tx, c, l)
 	n := 0
 	for _, r := range e.batch {
-		if n > 0 && len(c.buf) >= maxChunk {
+		if n > 0 && c.size >= maxChunk {
 			break
 		}
 		if r.link == l {
@@ -251,7 +252,7 @@ func (e *executor) process() {
 		e.finish()
 	}
 	e.cache.sweep(e.now)
-	if l != nil && len(c.buf) > 0 {
+	if l != nil && len(c.items) > 0 {
 		l.enqueue(c)
 	} else {
 		e.s.putChunk(c)
@@ -280,7 +281,7 @@ func (e *executor) isolate(batch []*request, c *chunk, l *link, cause error) {
 		if r.link != l {
 			continue
 		}
-		mark, pubs := len(c.buf), len(c.pubs)
+		mark, size := len(c.items), c.size
 		tx := e.newTxn()
 		e.begin()
 		e.handle(r, tx, c, l)
@@ -290,7 +291,8 @@ func (e *executor) isolate(batch []*request, c *chunk, l *link, cause error) {
 			continue
 		}
 		e.rollback()
-		c.buf, c.pubs = c.buf[:mark], c.pubs[:pubs]
+		clear(c.items[mark:])
+		c.items, c.size = c.items[:mark], size
 		e.delta = delta{}
 		if errors.Is(err, store.ErrQuotaExceeded) {
 			e.delta.errors[errKindQuota]++
@@ -300,6 +302,8 @@ func (e *executor) isolate(batch []*request, c *chunk, l *link, cause error) {
 			e.delta.errors[errKindStorage]++
 			e.respondStatus(r, c, l, 500, "the state store could not store the change", false)
 		}
+		// The acknowledgement went with the rolled-back answers.
+		e.puback(r, c)
 		e.finish()
 	}
 }
@@ -502,9 +506,10 @@ func validResponseTopic(t string) bool {
 		t[0] != '$' && !strings.ContainsAny(t, "+#") && packet.ValidUTF8String(t)
 }
 
+// puback queues the request's acknowledgement behind its answer.
 func (e *executor) puback(r *request, c *chunk) {
-	if r.qos == 1 {
-		c.buf = append(c.buf, byte(packet.PUBACK)<<4, 2, byte(r.packetID>>8), byte(r.packetID))
+	if r.msg != nil && r.qos > 0 {
+		c.items = append(c.items, item{ack: r.msg})
 	}
 }
 
@@ -574,7 +579,7 @@ func (e *executor) encodeResponse(r *request, c *chunk, l *link, payload []byte,
 		p.Properties.Set(packet.PropMessageExpiry)
 	}
 	p.Properties.User = props
-	if l.maxPacket > 0 && p.Size(packet.V5) > l.maxPacket {
+	if mp := l.maxPacket(); mp > 0 && p.Size(packet.V5) > mp {
 		// The broker would refuse it and drop the connection.
 		p.Payload = nil
 		p.Properties.User = []packet.UserProperty{
@@ -586,11 +591,22 @@ func (e *executor) encodeResponse(r *request, c *chunk, l *link, payload []byte,
 	appendPublish(c, &p)
 }
 
+// appendPublish queues a QoS 1 publish of p, copying what p borrows from
+// the executor's reused buffers.
 func appendPublish(c *chunk, p *packet.Publish) {
-	start := len(c.buf)
-	c.buf = p.Append(c.buf, packet.V5)
-	_, n, _ := packet.DecodeFixedHeader(c.buf[start:])
-	c.pubs = append(c.pubs, pubMark{start: start, id: start + n + 2 + len(p.Topic)})
+	pr := &p.Properties
+	m := mqtt.Message{
+		Topic: p.Topic, QoS: 1, Payload: bytes.Clone(p.Payload),
+		User: slices.Clone(pr.User),
+	}
+	if pr.Has(packet.PropCorrelationData) {
+		m.CorrelationData = bytes.Clone(pr.CorrelationData)
+	}
+	if pr.Has(packet.PropMessageExpiry) {
+		m.MessageExpiry = pr.MessageExpiry
+	}
+	c.items = append(c.items, item{msg: m})
+	c.size += len(m.Topic) + len(m.Payload)
 }
 
 // notify publishes a change of key to its watchers: the new value, or a
@@ -614,7 +630,7 @@ func (e *executor) notify(c *chunk, l *link, key string, value []byte, version H
 	for w := range ws {
 		p := packet.Publish{QoS: 1, PacketID: 1, Topic: w.prefix + string(e.hexBuf), Payload: e.out}
 		p.Properties.User = props
-		if l.maxPacket > 0 && p.Size(packet.V5) > l.maxPacket {
+		if mp := l.maxPacket(); mp > 0 && p.Size(packet.V5) > mp {
 			e.s.log.Warn("notification exceeds the broker's maximum packet size; not sent",
 				"client", w.clientID, "bytes", p.Size(packet.V5))
 			continue

@@ -44,6 +44,7 @@ type env struct {
 	addr string
 	reg  *prometheus.Registry
 	ss   *Server
+	b    *broker.Broker
 	stop func()
 }
 
@@ -111,7 +112,7 @@ func (e *env) start() {
 	if err := ss.Start(ctx, st, func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }); err != nil {
 		t.Fatalf("statestore Start: %v", err)
 	}
-	e.addr, e.ss = ln.Addr().String(), ss
+	e.addr, e.ss, e.b = ln.Addr().String(), ss, b
 	e.stop = func() {
 		sctx, scancel := context.WithTimeout(context.Background(), wait)
 		defer scancel()

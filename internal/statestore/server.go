@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeport/edgeport/internal/broker"
-	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/store"
 )
 
@@ -114,7 +114,6 @@ type Server struct {
 	stopOnce sync.Once
 	started  bool
 	wg       sync.WaitGroup // run loop and executor
-	serveWG  sync.WaitGroup // the broker's ServeConn calls of our pipes
 
 	reqPool   sync.Pool
 	chunkPool sync.Pool
@@ -184,14 +183,15 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 	}
 	s.ex = ex
 	s.started = true
-	l, err := s.dial()
+	l, err := s.newLink(ctx)
 	if err != nil {
-		s.log.Warn("the broker refused the state store's connection; retrying", "err", err)
-	} else {
-		s.cur.set(l)
+		return err
 	}
-	s.log.Info("state store started", "keys", ex.count, "bytes", ex.bytes, "topic", InvokeTopic, "connected", err == nil)
-	s.wg.Add(2)
+	s.cur.set(l)
+	keys, bytes := ex.count, ex.bytes // read before the executor runs
+	subCtx, cancelSub := context.WithCancel(context.WithoutCancel(ctx))
+	ready := make(chan struct{})
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		defer close(s.exDone)
@@ -199,61 +199,44 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 	}()
 	go func() {
 		defer s.wg.Done()
-		s.connLoop(l)
+		l.subscribe(subCtx, ready)
 	}()
+	go func() {
+		defer s.wg.Done()
+		// Once the executor has handed over its last answers, the client
+		// sends what is queued, then DISCONNECT.
+		<-s.exDone
+		cancelSub()
+		ctx, cancel := context.WithTimeout(context.Background(), stopFlush)
+		defer cancel()
+		_ = l.c.Stop(ctx)
+	}()
+	// Serve from the moment Start returns when the broker lets us; when
+	// it does not, say so and keep trying, so that a broker
+	// misconfiguration does not stop the rest of Edgeport.
+	t := time.NewTimer(readyTimeout)
+	defer t.Stop()
+	select {
+	case <-ready:
+		s.log.Info("state store started", "keys", keys, "bytes", bytes, "topic", InvokeTopic)
+	case <-t.C:
+		s.log.Warn("the state store is not subscribed yet; retrying in the background", "topic", InvokeTopic,
+			"err", l.c.WaitConnected(expired))
+	case <-ctx.Done():
+	}
 	return nil
 }
 
-// connLoop runs one link at a time and reconnects when there is none or
-// the broker drops it (it should not: the client identifier is private and
-// keep alive is honoured), until Stop.
-func (s *Server) connLoop(l *link) {
-	const maxBackoff = 5 * time.Second
-	backoff := 50 * time.Millisecond
-	for {
-		for l == nil {
-			select {
-			case <-s.stopping:
-				return
-			case <-time.After(backoff):
-			}
-			next, err := s.dial()
-			if err == nil {
-				l = next
-				s.cur.set(l)
-				backoff = 50 * time.Millisecond
-				s.log.Info("connected to the broker")
-				break
-			}
-			// Warn while backing off; once at the cap, an unchanged
-			// failure every few seconds is only worth a debug line.
-			if backoff < maxBackoff {
-				s.log.Warn("reconnecting to the broker", "err", err, "retry_in", backoff.String())
-			} else {
-				s.log.Debug("reconnecting to the broker", "err", err, "retry_in", backoff.String())
-			}
-			backoff = min(2*backoff, maxBackoff)
-		}
-		var rw sync.WaitGroup
-		rw.Add(2)
-		go func() { defer rw.Done(); l.readLoop() }()
-		go func() { defer rw.Done(); l.writeLoop() }()
-		select {
-		case <-l.done:
-		case <-s.exDone:
-			// The executor has queued its last answers; the writer sends
-			// them, then DISCONNECT.
-			l.finish()
-		}
-		rw.Wait()
-		select {
-		case <-s.stopping:
-			return
-		default:
-		}
-		l = nil
-	}
-}
+// expired is an ended context, to read a client's last connection error.
+var expired = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// stopFlush bounds how long Stop lets the client write what the executor
+// queued last.
+const stopFlush = 5 * time.Second
 
 // Stop stops taking requests, answers those in progress, disconnects and
 // waits for everything to end or ctx to expire. The store is left open: its
@@ -266,7 +249,6 @@ func (s *Server) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
-		s.serveWG.Wait()
 		close(done)
 	}()
 	select {
@@ -274,7 +256,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		if l := s.cur.get(); l != nil {
-			l.down()
+			_ = l.c.Stop(ctx) // ctx has ended: the connection closes at once
 		}
 		<-done
 		return fmt.Errorf("statestore: stopping: %w", ctx.Err())
@@ -346,7 +328,7 @@ func (s *Server) getChunk() *chunk { return s.chunkPool.Get().(*chunk) }
 const maxPooledChunk = 256 << 10
 
 func (s *Server) putChunk(c *chunk) {
-	if cap(c.buf) > maxPooledChunk {
+	if c.size > maxPooledChunk {
 		return
 	}
 	c.reset()
@@ -356,9 +338,9 @@ func (s *Server) putChunk(c *chunk) {
 // request is one received PUBLISH on the invoke topic, copied out of the
 // reader's buffer.
 type request struct {
-	link     *link
-	qos      byte
-	packetID uint16
+	link *link
+	msg  *mqtt.Message // acknowledged once the answer is durable
+	qos  byte
 
 	respTopic    string
 	hasRespTopic bool
@@ -376,22 +358,21 @@ type request struct {
 // maxPooledRequest keeps one huge request from pinning its buffer.
 const maxPooledRequest = 64 << 10
 
-func (s *Server) newRequest(l *link, p *packet.Publish) *request {
+// newRequest reads a request from a received message; the message owns
+// its buffers, so only the payload and correlation data are copied into
+// the pooled request's own.
+func (s *Server) newRequest(l *link, m *mqtt.Message) *request {
 	r := s.reqPool.Get().(*request)
-	r.link, r.qos, r.packetID = l, p.QoS, p.PacketID
-	pr := &p.Properties
-	r.hasRespTopic = pr.Has(packet.PropResponseTopic)
-	r.respTopic = ""
-	if r.hasRespTopic {
-		r.respTopic = strings.Clone(pr.ResponseTopic)
-	}
-	r.corr = append(r.corr[:0], pr.CorrelationData...)
-	r.hasExpiry = pr.Has(packet.PropMessageExpiry)
-	r.expiry = pr.MessageExpiry
+	r.link, r.msg, r.qos = l, m, m.QoS
+	r.hasRespTopic = m.ResponseTopic != ""
+	r.respTopic = m.ResponseTopic
+	r.corr = append(r.corr[:0], m.CorrelationData...)
+	r.hasExpiry = m.MessageExpiry > 0
+	r.expiry = m.MessageExpiry
 	r.ts, r.ft, r.invoker, r.protVer = "", "", "", ""
 	r.hasTS, r.hasFT, r.hasProtVer = false, false, false
 	src, origin := "", ""
-	for _, u := range pr.User {
+	for _, u := range m.User {
 		switch u.Key {
 		case broker.OriginProperty:
 			origin = u.Value
@@ -415,7 +396,7 @@ func (s *Server) newRequest(l *link, p *packet.Publish) *request {
 		// whatever the request claims, for authorization and KEYNOTIFY.
 		r.invoker = strings.Clone(origin)
 	}
-	r.payload = append(r.payload[:0], p.Payload...)
+	r.payload = append(r.payload[:0], m.Payload...)
 	return r
 }
 
@@ -423,6 +404,6 @@ func (s *Server) putRequest(r *request) {
 	if cap(r.payload) > maxPooledRequest {
 		r.payload = nil
 	}
-	r.link = nil
+	r.link, r.msg = nil, nil
 	s.reqPool.Put(r)
 }

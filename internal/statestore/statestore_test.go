@@ -10,6 +10,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/store"
 )
 
@@ -748,9 +749,10 @@ func TestReconnect(t *testing.T) {
 	e := startEnv(t, Options{})
 	c := e.dial("rc")
 	expect(t, c.do(nil, "SET", "k", "v"), "+OK\r\n")
-	old := e.ss.cur.get()
-	old.down()
-	eventually(t, "a new connection", func() bool { return e.ss.cur.get() != old })
+	l := e.ss.cur.get()
+	before := l.c.Stats().Connects
+	e.b.DisconnectListener(broker.InternalListener, "test")
+	eventually(t, "a new connection", func() bool { return l.c.Stats().Connects > before && l.c.Connected() })
 	var r *paho.Publish
 	eventually(t, "an answer after reconnecting", func() bool {
 		select {

@@ -323,6 +323,17 @@ func (c *Client) Connected() bool {
 	return c.cur != nil
 }
 
+// MaxPacketSize is the current connection's Maximum Packet Size as the
+// server announced it; 0 when it announced none or there is no connection.
+func (c *Client) MaxPacketSize() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == nil {
+		return 0
+	}
+	return c.cur.maxPacket
+}
+
 // ClientID returns the client identifier in use, which the server assigns
 // when Options.ClientID is empty.
 func (c *Client) ClientID() string {

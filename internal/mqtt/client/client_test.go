@@ -644,3 +644,34 @@ func TestURL(t *testing.T) {
 		}
 	}
 }
+
+// Batches larger than the writer keeps for reuse (1 MiB) go out intact.
+func TestLargeBatches(t *testing.T) {
+	noLeaks(t)
+	tb := startBroker(t, broker.Options{})
+	c := connect(t, Options{Dialer: tb.inProcess(), ClientID: "$edgeport/large"})
+	in := newInbox()
+	if err := c.Subscribe(ctxT(t), Subscription{Filters: filters("large", 1), Handler: in.handler}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for round := range 3 {
+		wg.Add(30)
+		for i := range 30 {
+			p := bytes.Repeat([]byte{byte(round*30 + i)}, 100<<10)
+			c.PublishAsync(&Message{Topic: "large", QoS: 1, Payload: p}, func(_ packet.ReasonCode, err error) {
+				if err != nil {
+					t.Error(err)
+				}
+				wg.Done()
+			})
+		}
+		wg.Wait()
+	}
+	for i := range 90 {
+		m := in.next(t)
+		if len(m.Payload) != 100<<10 || m.Payload[0] != byte(i) || m.Payload[len(m.Payload)-1] != byte(i) {
+			t.Fatalf("message %d: %d bytes starting with %d", i, len(m.Payload), m.Payload[0])
+		}
+	}
+}

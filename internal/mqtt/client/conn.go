@@ -315,12 +315,14 @@ func (cn *conn) writeLoop(timeout time.Duration) {
 			}
 			signal(cn.drained)
 		}
-		// Keep the bigger buffer for reuse, but not a huge one.
-		if cap(buf) <= 1<<20 {
-			cn.outMu.Lock()
-			cn.spare = buf[:0]
-			cn.outMu.Unlock()
+		// Keep the written buffer for the next swap, but not a huge one.
+		// spare must never be the buffer now in out.
+		if cap(buf) > 1<<20 {
+			buf = nil
 		}
+		cn.outMu.Lock()
+		cn.spare = buf[:0]
+		cn.outMu.Unlock()
 		if closing && cn.queued() == 0 {
 			// DISCONNECT is written. Half-close and let the reader wait
 			// for the server to close, so that it has read everything we

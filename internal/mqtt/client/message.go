@@ -28,8 +28,13 @@ type Message struct {
 	Dup             bool
 	SubscriptionIDs []uint32
 
-	ack   *ackRef     // nil for QoS 0 and published messages
-	acked atomic.Bool // this copy's Ack has been called
+	ack *ackHandle // nil for QoS 0 and published messages
+}
+
+// ackHandle is one handler's share of a received message's acknowledgement.
+type ackHandle struct {
+	ref  *ackRef
+	done atomic.Bool // Ack has been called
 }
 
 // UserValue returns the value of the first user property named key.
@@ -53,11 +58,11 @@ func (m *Message) UserValue(key string) (string, bool) {
 // A message delivered to several handlers (overlapping subscriptions) is
 // acknowledged when each of them has acknowledged its copy.
 func (m *Message) Ack() {
-	if m.ack == nil || m.acked.Swap(true) {
+	if m.ack == nil || m.ack.done.Swap(true) {
 		return
 	}
-	if m.ack.remaining.Add(-1) == 0 {
-		m.ack.conn.ack(m.ack.entry)
+	if m.ack.ref.remaining.Add(-1) == 0 {
+		m.ack.ref.conn.ack(m.ack.ref.entry)
 	}
 }
 

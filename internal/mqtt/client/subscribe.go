@@ -345,7 +345,7 @@ func (c *Client) received(cn *conn, p *packet.Publish) {
 		cn.ackMu.Lock()
 		cn.acks = append(cn.acks, e)
 		cn.ackMu.Unlock()
-		m.ack = &ackRef{conn: cn, entry: e}
+		m.ack = &ackHandle{ref: &ackRef{conn: cn, entry: e}}
 	}
 	c.dmu.Lock()
 	if c.dclose {
@@ -413,28 +413,25 @@ func (c *Client) deliver(ctx context.Context, m *Message) {
 	}
 	c.mu.Unlock()
 	if len(hs) == 0 {
-		if h := c.opts.DefaultHandler; h != nil {
-			if m.ack != nil {
-				m.ack.remaining.Store(1)
-			}
-			h(ctx, m)
-			m.Ack()
-			return
-		}
 		if m.ack != nil {
-			m.ack.remaining.Store(1)
-			m.Ack()
+			m.ack.ref.remaining.Store(1)
 		}
+		if h := c.opts.DefaultHandler; h != nil {
+			h(ctx, m)
+		}
+		m.Ack()
 		return
 	}
 	if m.ack != nil {
-		m.ack.remaining.Store(int32(len(hs)))
+		m.ack.ref.remaining.Store(int32(len(hs)))
 	}
 	copies := make([]*Message, len(hs))
 	copies[0] = m
 	for i := 1; i < len(hs); i++ {
 		copies[i] = m.clone()
-		copies[i].ack = m.ack
+		if m.ack != nil {
+			copies[i].ack = &ackHandle{ref: m.ack.ref}
+		}
 	}
 	for i, e := range hs {
 		e.h(ctx, copies[i])
