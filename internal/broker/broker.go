@@ -49,6 +49,8 @@ type Broker struct {
 
 	heldMu    sync.Mutex     // guards heldWills
 	heldWills []func()       // restored wills, held until ReleaseWills
+	willMu    sync.Mutex     // orders willWG.Add against Shutdown's Wait
+	willsDone bool           // Shutdown is waiting: no more willWG.Add
 	willWG    sync.WaitGroup // will publications under way; Shutdown waits for them
 
 	stats    stats
@@ -183,6 +185,9 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	b.sessMu.Unlock()
+	b.willMu.Lock()
+	b.willsDone = true
+	b.willMu.Unlock()
 	b.willWG.Wait()
 	b.stopped.Store(true)
 	return err
@@ -455,7 +460,18 @@ func (b *Broker) publishWillAfter(tx *txnCtx, w *Message) {
 		b.commit(tx, nil)
 		return
 	}
+	b.willMu.Lock()
+	if b.willsDone {
+		// A delay that ended during Shutdown: the will stays in the stored
+		// session, for the next start to publish.
+		b.willMu.Unlock()
+		if tx != nil {
+			tx.txn.Discard()
+		}
+		return
+	}
 	b.willWG.Add(1)
+	b.willMu.Unlock()
 	b.commit(tx, func(err error) {
 		if err != nil {
 			b.log.Warn("publishing a will whose removal from the store failed: a restart may publish it again", "client", w.Origin, "err", err)

@@ -108,7 +108,7 @@ func TestWillsAcrossRestarts(t *testing.T) {
 	m.publish(append(as("alice"), "-q", "1", "-r", "-n", "-t", "wills/1/alice")...)
 	_ = e.stop()
 	<-e.done
-	e, m = start()
+	_, m = start()
 	watch = m.subscribe(append(as("watcher"), "-t", "wills/#", "-q", "1")...)
 	m.publish(append(as("watcher"), "-q", "1", "-t", "wills/0/marker", "-m", "second marker")...)
 	first := watch.waitLine(t, lineWait, "a message", func(l string) bool { return strings.HasPrefix(l, msgPrefix) })
