@@ -76,6 +76,9 @@ func (m *Mapping) Apply(in Message) (out Message, keep bool, err error) {
 }
 
 func evalErr(field string, err error) error {
+	if errors.Is(err, ErrEval) {
+		return err // a dataset's error, which names the dataset
+	}
 	return fmt.Errorf("%w %s: %w", ErrEval, field, err)
 }
 
@@ -291,10 +294,12 @@ func (st *state) expand() error {
 			continue
 		}
 		var err error
-		st.enumerate(r.inputs[r.wildIn], func(cap []string, v any) bool {
+		if e := st.enumerate(r.inputs[r.wildIn], func(cap []string, v any) bool {
 			err = st.addInstance(r, cap, v)
 			return err == nil
-		})
+		}); e != nil {
+			return evalErr(fmt.Sprintf("%s.inputs[%d]", r.field, r.wildIn), e)
+		}
 		if err != nil {
 			return err
 		}
@@ -364,7 +369,7 @@ func (st *state) resolvedKey(r *rule, cap []string) string {
 // that results do not depend on map iteration. A trailing * matches leaf
 // fields (one or more segments deep); a * followed by more segments
 // matches every field under which those segments exist.
-func (st *state) enumerate(p *path, fn func(cap []string, v any) bool) {
+func (st *state) enumerate(p *path, fn func(cap []string, v any) bool) error {
 	var root any
 	switch p.src {
 	case srcPayload:
@@ -372,24 +377,23 @@ func (st *state) enumerate(p *path, fn func(cap []string, v any) bool) {
 	case srcContext:
 		rec, ok, err := st.context(p.ds)
 		if err != nil || !ok {
-			return
+			return err
 		}
 		root = rec
 	case srcUserProp:
 		for _, up := range st.in.UserProperties {
 			if !fn([]string{up.Key}, up.Value) {
-				return
+				return nil
 			}
 		}
-		return
+		return nil
 	default:
-		return
+		return nil
 	}
-	base, ok := walk(root, p.segs[:p.wild], -1, nil)
-	if !ok {
-		return
+	if base, ok := walk(root, p.segs[:p.wild], -1, nil); ok {
+		descend(base, p.segs[p.wild+1:], nil, fn)
 	}
-	descend(base, p.segs[p.wild+1:], nil, fn)
+	return nil
 }
 
 func descend(v any, suffix []string, prefix []string, fn func(cap []string, v any) bool) bool {

@@ -128,11 +128,15 @@ func TestApplyErrors(t *testing.T) {
 		{Spec{Map: []MapRule{{Inputs: []string{"a"}, Output: "b"}, {Inputs: []string{"a"}, Output: "c", Expression: "$1 / 0"}}}, `{"a": 1}`, "evaluating map[1].expression: division by zero"},
 		{Spec{Map: []MapRule{{Inputs: []string{"a"}, Output: "c", Expression: "cToF($1)"}}}, `{"a": "hot"}`, "evaluating map[0].expression: type mismatch: argument got string, want a number"},
 		{Spec{Map: []MapRule{{Inputs: []string{"a"}, Output: "c", Expression: "math::sqrt($1)"}}}, `{"a": -1}`, "evaluating map[0].expression: the result is NaN, which JSON cannot carry"},
+		{Spec{
+			Datasets: []DatasetRule{{Key: "d", Inputs: []string{"$source.a", "$context.k"}, Expression: "$1 < $2"}},
+			Map:      []MapRule{{Inputs: []string{"$context(d).*"}, Output: "*"}},
+		}, `{"a": 1}`, "evaluating datasets[0].expression: type mismatch: cannot compare int with string"},
 		{Spec{Filter: []FilterRule{{Inputs: []string{"a"}, Expression: "$1 + 1"}}}, `{"a": 1}`, "evaluating filter[0].expression: the result is int, want a boolean"},
 		{Spec{Filter: []FilterRule{{Inputs: []string{"a"}, Expression: `$1 > "x"`}}}, `{"a": 1}`, "evaluating filter[0].expression: type mismatch: cannot compare int with string"},
 	}
 	for _, tt := range tests {
-		m := mustCompile(t, tt.spec, nil)
+		m := mustCompile(t, tt.spec, staticDatasets{"d": []any{map[string]any{"k": "x"}}})
 		_, keep, err := m.Apply(Message{Payload: doc(t, tt.in)})
 		if tt.want == "" {
 			if err != nil || !keep {
