@@ -207,14 +207,39 @@ func arith(op byte, a, b any) (any, error) {
 	return nil, fmt.Errorf("unknown operator %c", op)
 }
 
+// ipow raises b to e >= 0 by squaring; ok is false on overflow.
 func ipow(b, e int64) (int64, bool) {
-	r := int64(1)
-	for ; e > 0; e-- {
-		n := r * b
-		if b != 0 && n/b != r {
-			return 0, false
+	switch b {
+	case 0:
+		if e == 0 {
+			return 1, true
 		}
-		r = n
+		return 0, true
+	case 1:
+		return 1, true
+	case -1:
+		if e%2 == 0 {
+			return 1, true
+		}
+		return -1, true
+	}
+	r := int64(1)
+	for e > 0 {
+		if e&1 == 1 {
+			n := r * b
+			if n/b != r {
+				return 0, false
+			}
+			r = n
+		}
+		e >>= 1
+		if e > 0 {
+			n := b * b
+			if n/b != b {
+				return 0, false
+			}
+			b = n
+		}
 	}
 	return r, true
 }
