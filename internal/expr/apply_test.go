@@ -192,3 +192,16 @@ func TestConcurrentApply(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestJSONLines(t *testing.T) {
+	recs, err := ParseJSONLines([]byte("{\"a\": 1}\n\n  {\"a\": 2.5}\r\n"))
+	if err != nil || show(recs) != `[{"a":1},{"a":2.5}]` {
+		t.Fatalf("got %s, %v", show(recs), err)
+	}
+	if _, err := ParseJSONLines([]byte("{\"a\": 1}\n{\"a\": \n")); err == nil || !strings.HasPrefix(err.Error(), "line 2: ") {
+		t.Fatalf("error %v, want one naming line 2", err)
+	}
+	if _, err := DecodeJSON([]byte(`{"a": 1} {"b": 2}`)); err == nil {
+		t.Fatal("two documents decoded as one")
+	}
+}

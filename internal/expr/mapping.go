@@ -3,6 +3,7 @@
 package expr
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,7 +82,7 @@ type Datasets interface {
 
 // DecodeJSON decodes a payload keeping integers exact (as json.Number).
 func DecodeJSON(data []byte) (any, error) {
-	d := json.NewDecoder(strings.NewReader(string(data)))
+	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
 	var v any
 	if err := d.Decode(&v); err != nil {
@@ -97,12 +98,12 @@ func DecodeJSON(data []byte) (any, error) {
 // per line, blank lines ignored.
 func ParseJSONLines(data []byte) ([]any, error) {
 	var out []any
-	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
 			continue
 		}
-		v, err := DecodeJSON([]byte(line))
+		v, err := DecodeJSON(line)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", i+1, err)
 		}
