@@ -11,6 +11,7 @@ import (
 // batches. Everything in it is owned by that goroutine.
 type committer struct {
 	s      *Store
+	policy SyncPolicy
 	wo     *pebble.WriteOptions
 	linger time.Duration
 	maxOps int
@@ -48,13 +49,7 @@ func (c *committer) init(s *Store) {
 	c.s = s
 	c.maxOps = s.opts.BatchMaxOps
 	c.quota = s.opts.QuotaBytes
-	c.wo = pebble.Sync
-	switch s.opts.Sync {
-	case SyncNone:
-		c.wo = pebble.NoSync
-	case SyncBatch:
-		c.linger = s.opts.BatchInterval
-	}
+	c.setPolicy(*s.sync.Load())
 	c.batch = s.db.NewBatch()
 	c.usage = s.lastUsage.Load()
 	c.free = freeBytes(s.dir)
@@ -64,12 +59,28 @@ func (c *committer) init(s *Store) {
 // limited reports whether Txns that add data are checked at all.
 func (c *committer) limited() bool { return c.quota > 0 || c.s.reserve > 0 }
 
+// setPolicy sets how groups are made durable; the committer reads the
+// store's policy before each group, so SetSync applies from the next one.
+func (c *committer) setPolicy(p SyncPolicy) {
+	c.policy = p
+	c.wo, c.linger = pebble.Sync, 0
+	switch p {
+	case SyncNone:
+		c.wo = pebble.NoSync
+	case SyncBatch:
+		c.linger = c.s.opts.BatchInterval
+	}
+}
+
 func (c *committer) run() {
 	defer close(c.s.exited)
 	for {
 		t, ok := <-c.s.queue
 		if !ok {
 			return
+		}
+		if p := *c.s.sync.Load(); p != c.policy {
+			c.setPolicy(p)
 		}
 		c.add(t)
 		open := c.gather()

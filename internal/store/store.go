@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/edgeport/edgeport/internal/lifecycle"
 	"github.com/edgeport/edgeport/internal/lograte"
 )
 
@@ -89,7 +90,8 @@ var (
 	// ErrQuotaExceeded is passed to a Commit callback when the Txn adds data
 	// and the store is at its quota. Nothing of the Txn is written.
 	ErrQuotaExceeded = errors.New("store: disk quota exceeded")
-	// ErrClosed is returned by operations on a closed Store. Close must not
+	// ErrClosed is returned by operations on a Store that is not open
+	// (before Start, or after Stop or Close). Close must not
 	// run concurrently with Load, GetKV, ScanKV or Compact.
 	ErrClosed = errors.New("store: closed")
 	// ErrInvalid is passed to a Commit callback when a Txn holds a record
@@ -97,27 +99,37 @@ var (
 	ErrInvalid = errors.New("store: invalid record")
 )
 
+// diskSlowThreshold is when a disk operation is reported as slow (Pebble's
+// own default).
+const diskSlowThreshold = 5 * time.Second
+
 // formatVersion is written under metaFormatKey; bump it when the key
 // layout or a record version changes incompatibly.
 const formatVersion = 1
 
+var _ lifecycle.Component = (*Store)(nil)
+
 // Store is the durable state of one broker. Its methods are safe for
 // concurrent use.
 type Store struct {
-	db   *pebble.DB
-	dir  string
-	opts Options
-	log  *slog.Logger
+	db       *pebble.DB
+	fsCloser io.Closer // ends the disk-health checker of db's file system
+	dir      string
+	opts     Options
+	log      *slog.Logger
 
-	// mu orders Commit's queue send against Close's close(queue).
+	// mu orders Commit's queue send against Close's close(queue), and
+	// bg.Add against Close's bg.Wait; it guards closed and db's opening.
 	mu     sync.RWMutex
-	closed bool
+	closed bool           // not open: before Start or after Close
+	bg     sync.WaitGroup // reclaim goroutines
 	// shut is closed for the read paths, which take no lock.
 	shut   atomic.Bool
 	queue  chan *Txn
 	exited chan struct{}
 
 	txnPool sync.Pool
+	sync    atomic.Pointer[SyncPolicy] // in force; the committer reads it per group
 
 	commits   atomic.Uint64
 	rejected  atomic.Uint64
@@ -138,15 +150,10 @@ type Store struct {
 	c committer
 }
 
-// Open opens or creates the store in dir.
-func Open(dir string, opts Options) (*Store, error) {
+// New validates opts and returns a Store for dir that is not open yet:
+// Start opens it, Stop closes it. Nothing touches the disk before Start.
+func New(dir string, opts Options) (*Store, error) {
 	if err := normalize(&opts); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, dirPerm); err != nil {
-		return nil, fmt.Errorf("store: create %s: %w", dir, err)
-	}
-	if err := restrict(dir); err != nil {
 		return nil, err
 	}
 	s := &Store{
@@ -155,37 +162,105 @@ func Open(dir string, opts Options) (*Store, error) {
 		log:    opts.Logger,
 		queue:  make(chan *Txn, opts.QueueSize),
 		exited: make(chan struct{}),
+		closed: true, // until Start
 	}
+	s.shut.Store(true)
+	s.sync.Store(&opts.Sync)
 	s.txnPool.New = func() any { return newTxn(s) }
 	s.errs = lograte.New(s.log, errInterval)
-	s.reserve = reserveFor(dir, opts.ReserveBytes)
-	if err := s.prepareSpace(); err != nil {
+	return s, nil
+}
+
+// SetSync changes the sync policy; it applies from the next commit group.
+func (s *Store) SetSync(p SyncPolicy) error {
+	o := Options{Sync: p}
+	if err := normalize(&o); err != nil {
+		return err
+	}
+	s.sync.Store(&o.Sync)
+	return nil
+}
+
+// Sync returns the sync policy in force.
+func (s *Store) Sync() SyncPolicy { return *s.sync.Load() }
+
+// Open creates a Store for dir and starts it: New and Start in one.
+func Open(dir string, opts Options) (*Store, error) {
+	s, err := New(dir, opts)
+	if err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(dir, s.pebbleOptions())
+	if err := s.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start opens or creates the store in its directory and starts the
+// committer. A Store is started once; on failure nothing stays open.
+func (s *Store) Start(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		return errors.New("store: already started")
+	}
+	if err := os.MkdirAll(s.dir, dirPerm); err != nil {
+		return fmt.Errorf("store: create %s: %w", s.dir, err)
+	}
+	if err := restrict(s.dir); err != nil {
+		return err
+	}
+	s.reserve = reserveFor(s.dir, s.opts.ReserveBytes)
+	if err := s.prepareSpace(); err != nil {
+		return err
+	}
+	po := s.pebbleOptions()
+	// The disk-health wrapper Pebble would add itself runs a ticker
+	// goroutine that Pebble leaves running when Open fails; owning the
+	// wrapper lets Start and Close end it in every case.
+	var fsCloser io.Closer
+	po.FS, fsCloser = vfs.WithDiskHealthChecks(po.FS, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
+		s.log.Warn("store: slow disk", "path", info.Path, "op", info.OpType.String(), "took", info.Duration.String())
+	})
+	db, err := pebble.Open(s.dir, po)
 	if err != nil {
+		_ = fsCloser.Close()
 		switch {
 		case damagedOnOpen(err):
-			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, dir, err)
+			return fmt.Errorf("%w: %s: %w", ErrCorrupt, s.dir, err)
 		case isNoSpace(err):
-			return nil, fmt.Errorf("%w: %s: %w", ErrNoSpace, dir, err)
+			return fmt.Errorf("%w: %s: %w", ErrNoSpace, s.dir, err)
 		}
-		return nil, s.wrapErr("open", err)
+		return s.wrapErr("open", err)
 	}
-	s.db = db
+	s.db, s.fsCloser = db, fsCloser
 	if err := s.checkFormat(); err != nil {
 		_ = db.Close()
-		return nil, err
+		_ = fsCloser.Close()
+		s.db = nil
+		return err
 	}
 	s.lastUsage.Store(int64(db.Metrics().DiskSpaceUsage()))
 	if !s.makeBallast() {
 		s.full.Store(true)
 		s.log.Warn("store: less free space than the reserve: new data is refused until space is freed",
-			"dir", dir, "free_bytes", freeBytes(dir), "reserve_bytes", s.reserve)
+			"dir", s.dir, "free_bytes", freeBytes(s.dir), "reserve_bytes", s.reserve)
 	}
 	s.c.init(s)
+	s.closed = false
+	s.shut.Store(false)
 	go s.c.run()
-	return s, nil
+	return nil
+}
+
+// Stop closes the store (see Close): everything queued is committed first.
+// The committer cannot be cut short, so ctx is not consulted.
+func (s *Store) Stop(context.Context) error {
+	err := s.Close()
+	if errors.Is(err, ErrClosed) {
+		return nil // never started, or already closed
+	}
+	return err
 }
 
 func normalize(o *Options) error {
@@ -303,7 +378,8 @@ func damagedOnOpen(err error) bool {
 }
 
 // Close waits for every queued Txn to be committed and their callbacks to
-// run, then closes the database.
+// run, and for a running reclaim, then closes the database. It returns
+// ErrClosed when the store is not open.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -315,10 +391,10 @@ func (s *Store) Close() error {
 	close(s.queue)
 	s.mu.Unlock()
 	<-s.exited
-	if err := s.db.Close(); err != nil {
-		return s.wrapErr("close", err)
-	}
-	return nil
+	s.bg.Wait()
+	err := s.db.Close()
+	_ = s.fsCloser.Close()
+	return s.wrapErr("close", err)
 }
 
 // LoadFuncs receives the store's contents during Load. A nil field skips
@@ -556,7 +632,14 @@ func (s *Store) Full() bool {
 	}
 	if overQuota && now-s.lastFlush.Load() > int64(time.Second) && s.compacting.CompareAndSwap(false, true) {
 		s.lastFlush.Store(now)
-		go s.reclaim()
+		s.mu.RLock()
+		if s.closed {
+			s.compacting.Store(false)
+		} else {
+			s.bg.Add(1) // under s.mu, so that Close's Wait comes after
+			go s.reclaim()
+		}
+		s.mu.RUnlock()
 	}
 	return true
 }
@@ -564,14 +647,10 @@ func (s *Store) Full() bool {
 // reclaim flushes and compacts the store so that consumed data (puts
 // cancelled by deletes) stops counting against the quota, then measures
 // again. Small stores would otherwise wait for a compaction Pebble has no
-// reason to start. It holds s.mu for reading so that Close waits for it.
+// reason to start. Close waits for it (s.bg).
 func (s *Store) reclaim() {
+	defer s.bg.Done()
 	defer s.compacting.Store(false)
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return
-	}
 	if err := s.db.Flush(); err != nil {
 		s.log.Warn("flushing a full store", "err", err)
 		return
