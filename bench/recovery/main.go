@@ -92,10 +92,12 @@ func run(n, payload int, policy store.SyncPolicy, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := b2.AttachStore(st2); err != nil {
+	b2.AttachStore(st2)
+	if err := b2.Start(context.Background()); err != nil {
 		return err
 	}
 	restore := time.Since(t1)
+	_ = b2.Stop(context.Background())
 	_ = st2.Close()
 	fmt.Printf("queued      %d QoS 1 messages of %d B into one persistent offline session (sync policy %s)\n", n, payload, policy)
 	fmt.Printf("publish     %.0f msg/s acknowledged (durable before PUBACK)\n", float64(n)/fill.Seconds())
@@ -113,7 +115,8 @@ func start(dir string, opts broker.Options, policy store.SyncPolicy) (*broker.Br
 	if err != nil {
 		return nil, nil, "", nil, err
 	}
-	if err := b.AttachStore(st); err != nil {
+	b.AttachStore(st)
+	if err := b.Start(context.Background()); err != nil {
 		return nil, nil, "", nil, err
 	}
 	b.ReleaseWills()
@@ -134,7 +137,7 @@ func start(dir string, opts broker.Options, policy store.SyncPolicy) (*broker.Br
 		ln.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = b.Shutdown(ctx)
+		_ = b.Stop(ctx)
 		_ = st.Close()
 	}
 	return b, st, ln.Addr().String(), stop, nil

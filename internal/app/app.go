@@ -4,7 +4,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
+	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
@@ -60,13 +60,16 @@ type Config struct {
 	APIRequireToken bool
 }
 
-// App is a running Edgeport instance.
+// App is a running Edgeport instance: components built by New from the
+// configuration and run as one lifecycle.Group (see ARCHITECTURE.md,
+// Lifecycle).
 type App struct {
 	cfg        Config
 	log        *slog.Logger
 	reg        *prometheus.Registry
+	group      *lifecycle.Group // every component, in start order
 	broker     *broker.Broker
-	store      *store.Store
+	store      *store.Store    // nil with InMemory
 	guard      *listener.Guard // connection limits of every listener, the Broker resource's
 	listeners  []*listener.Listener
 	names      []string // listener names, parallel to listeners
@@ -82,7 +85,8 @@ type App struct {
 	tmpPKI     string                 // OPC UA PKI folder without a data dir, removed at Stop
 }
 
-// New validates cfg and builds the components without starting them.
+// New validates cfg and builds the components without starting them: the
+// group of components, in dependency order, that Start starts.
 func New(cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.WSPath == "" {
 		cfg.WSPath = "/mqtt"
@@ -101,13 +105,43 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
-	a := &App{cfg: cfg, log: log, reg: reg, broker: b}
+	a := &App{cfg: cfg, log: log, reg: reg, broker: b, group: &lifecycle.Group{Log: log}}
+	g := a.group
+	if !cfg.InMemory {
+		opts := cfg.Store
+		if opts.Logger == nil {
+			opts.Logger = log.With("component", "store")
+		}
+		if a.store, err = store.New(filepath.Join(cfg.DataDir, "store"), opts); err != nil {
+			return nil, err
+		}
+		b.AttachStore(a.store)
+		g.Add("store", a.store)
+	}
 	if a.guard, err = listener.NewGuard(baseLimits(cfg.Broker)); err != nil {
 		return nil, err
 	}
 	if a.res, err = newResources(a); err != nil {
 		return nil, err
 	}
+	// The resources are loaded before the broker serves anyone, so that
+	// the Broker resource's limits and sync policy are in force.
+	g.Add("resources", lifecycle.Hook{OnStart: a.res.load})
+	g.Add("broker", b)
+
+	ssOpts := cfg.StateStore
+	if ssOpts.Authorizer == nil {
+		// stateStoreResources of the requester's listener policy.
+		ssOpts.Authorizer = stateStoreAuthorizer{b}
+	}
+	ssOpts.Registerer, ssOpts.Logger = reg, log.With("component", "statestore")
+	serve := func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }
+	if a.state, err = statestore.New(a.store, serve, ssOpts); err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
+	}
+	b.OnDisconnect(a.state.ClientDisconnected)
+	g.Add("statestore", a.state)
+
 	for _, l := range []listener.Config{
 		{Name: "mqtt", Addr: cfg.MQTTAddr, Protocol: "tcp", Guard: a.guard},
 		{Name: "ws", Addr: cfg.WSAddr, Protocol: "websocket", Path: cfg.WSPath, Guard: a.guard, AllowedOrigins: cfg.WSAllowedOrigins},
@@ -121,23 +155,13 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		}
 		a.listeners = append(a.listeners, ln)
 		a.names = append(a.names, l.Name)
+		g.Add("listener "+l.Name, &builtinListener{Listener: ln, name: l.Name, a: a})
 	}
-	if cfg.SelfTestInterval > 0 {
-		serve := func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }
-		if a.probe, err = telemetry.NewProbe(serve, reg, log.With("component", "selftest"), telemetry.ProbeOptions{Interval: cfg.SelfTestInterval}); err != nil {
-			return nil, err
-		}
-	}
-	ssOpts := cfg.StateStore
-	if ssOpts.Authorizer == nil {
-		// stateStoreResources of the requester's listener policy.
-		ssOpts.Authorizer = stateStoreAuthorizer{b}
-	}
-	ssOpts.Registerer, ssOpts.Logger = reg, log.With("component", "statestore")
-	if a.state, err = statestore.New(ssOpts); err != nil {
-		return nil, fmt.Errorf("state store: %w", err)
-	}
-	a.broker.OnDisconnect(a.state.ClientDisconnected)
+	g.Add("reconciler", a.res)
+	// Every listener's security is in force now: restored wills may be
+	// judged by it.
+	g.Add("wills", lifecycle.Hook{OnStart: func(context.Context) error { b.ReleaseWills(); return nil }})
+
 	secrets := ""
 	if cfg.DataDir != "" {
 		secrets = filepath.Join(cfg.DataDir, "secrets")
@@ -146,16 +170,28 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.tmpPKI != "" {
+		g.Add("opcua pki", lifecycle.Hook{OnStop: func(context.Context) error { return os.RemoveAll(a.tmpPKI) }})
+	}
 	// The connectors publish through their own internal client, as any
 	// client would (it connects when the app starts).
 	if a.connClient, err = mqttclient.New(mqttclient.Options{
-		Dialer:     mqttclient.NewInProcess(func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }),
+		Dialer:     mqttclient.NewInProcess(serve),
 		ClientID:   "$edgeport/connector",
 		CleanStart: true,
 		Logger:     log.With("component", "connector-client"),
 	}); err != nil {
 		return nil, err
 	}
+	g.Add("connector client", lifecycle.Hook{
+		// A failed Connect leaves the client closed, nothing running.
+		OnStart: func(ctx context.Context) error {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return a.connClient.Connect(cctx)
+		},
+		OnStop: func(ctx context.Context) error { return a.connClient.Stop(ctx) },
+	})
 	if a.conn, err = connector.New(connector.Options{
 		Store:      a.res.store,
 		Publisher:  connector.ClientPublisher{Client: a.connClient},
@@ -167,6 +203,16 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}); err != nil {
 		return nil, err
 	}
+	g.Add("connectors", a.conn)
+	a.opcuaCmd = opcua.NewCommands(a.opcua, serve, log.With("component", "opcua-commands"))
+	g.Add("opcua commands", a.opcuaCmd)
+
+	if cfg.SelfTestInterval > 0 {
+		if a.probe, err = telemetry.NewProbe(serve, reg, log.With("component", "selftest"), telemetry.ProbeOptions{Interval: cfg.SelfTestInterval}); err != nil {
+			return nil, err
+		}
+		g.Add("selftest", a.probe)
+	}
 	if !isOff(cfg.HTTPAddr) {
 		a.http = telemetry.NewHTTPServer(cfg.HTTPAddr, reg, log.With("component", "http"))
 		listeners := func() []telemetry.ListenerInfo {
@@ -176,6 +222,8 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		// Mounted with the API, under its token rules: it names the data
 		// path, every listener and the policies.
 		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners}
+		g.Add("api", lifecycle.Hook{OnStart: func(context.Context) error { return a.mountAPI() }})
+		g.Add("http", &httpEndpoint{HTTPServer: a.http, log: log})
 	}
 	return a, nil
 }
@@ -188,7 +236,8 @@ func (a *App) Broker() *broker.Broker { return a.broker }
 // Registry returns the metrics registry.
 func (a *App) Registry() *prometheus.Registry { return a.reg }
 
-// Start starts every component; on failure it stops what it started.
+// Start starts every component in dependency order; when one fails, those
+// already started are stopped in reverse order and nothing is left open.
 func (a *App) Start(ctx context.Context) error {
 	if a.cfg.DataDir != "" {
 		if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
@@ -196,93 +245,12 @@ func (a *App) Start(ctx context.Context) error {
 		}
 		a.checkDataDirMode()
 	}
-	if err := a.res.load(); err != nil {
-		return err
-	}
-	if policy, ok := a.res.syncPolicy(); ok {
-		// The Broker resource, when there is one, decides over the flag.
-		a.cfg.Store.Sync = store.SyncPolicy(policy)
-	}
-	if !a.cfg.InMemory {
-		opts := a.cfg.Store
-		if opts.Logger == nil {
-			opts.Logger = a.log.With("component", "store")
-		}
-		st, err := store.Open(filepath.Join(a.cfg.DataDir, "store"), opts)
-		if err != nil {
-			return fmt.Errorf("opening the store: %w", err)
-		}
-		if err := a.broker.AttachStore(st); err != nil {
-			_ = st.Close()
-			return fmt.Errorf("restoring broker state: %w", err)
-		}
-		a.store = st
-	}
-	a.res.applyBroker()
-	a.broker.Start(ctx)
-	if err := a.state.Start(ctx, a.store, func(c net.Conn) { a.broker.ServeConn(c, broker.InternalListener) }); err != nil {
-		_ = a.broker.Shutdown(ctx)
-		return err
-	}
-	for i, l := range a.listeners {
-		if err := l.Start(ctx); err != nil {
-			for _, started := range a.listeners[:i] {
-				_ = started.Stop(ctx)
-			}
-			_ = a.state.Stop(ctx)
-			_ = a.broker.Shutdown(ctx)
-			return err
-		}
-		a.log.Info("listening", "listener", a.names[i], "addr", l.Addr().String())
-		if host, _, _ := net.SplitHostPort(l.Addr().String()); !loopback(host) {
-			// The serve flags' listeners have no authentication: beyond
-			// loopback they admit nobody unless anonymous access is asked for.
-			if a.cfg.AllowAnonymous {
-				a.log.Warn("listener admits anonymous clients from the network (--allow-anonymous)",
-					"listener", a.names[i], "addr", l.Addr().String())
-			} else {
-				a.broker.SetListenerSecurity(a.names[i], nil, nil, false)
-				a.log.Error("listener is not on loopback and has no authentication: it refuses every client; pass --allow-anonymous to open it, or serve authenticated clients on a BrokerListener resource with an authenticationRef",
-					"listener", a.names[i], "addr", l.Addr().String())
-			}
-		}
-	}
-	a.res.start(ctx)
-	// Every listener's security is in force now: restored wills may be
-	// judged by it.
-	a.broker.ReleaseWills()
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	err := a.connClient.Connect(cctx)
-	ccancel()
-	if err != nil {
-		_ = a.Stop(ctx)
-		return fmt.Errorf("connector client: %w", err)
-	}
-	if err := a.conn.Start(ctx); err != nil {
-		_ = a.Stop(ctx)
-		return err
-	}
-	a.opcuaCmd = opcua.NewCommands(a.opcua, func(c net.Conn) { a.broker.ServeConn(c, broker.InternalListener) }, a.log.With("component", "opcua-commands"))
-	if err := a.opcuaCmd.Start(ctx); err != nil {
-		_ = a.Stop(ctx)
-		return err
-	}
-	if a.probe != nil {
-		a.probe.Start(ctx)
-	}
-	if a.http != nil {
-		if err := a.mountAPI(); err != nil {
-			_ = a.Stop(ctx)
-			return err
-		}
-		if err := a.http.Start(ctx); err != nil {
-			_ = a.Stop(ctx)
-			return err
-		}
-		a.log.Info("listening", "listener", "http", "addr", a.http.Addr().String())
-	}
-	return nil
+	return a.group.Start(ctx)
 }
+
+// Stop stops accepting, disconnects clients gracefully and stops the
+// rest, in the reverse order of Start. A second Stop does nothing.
+func (a *App) Stop(ctx context.Context) error { return a.group.Stop(ctx) }
 
 // checkDataDirMode warns when other users may enter the data directory:
 // it holds retained payloads, queued messages, state store values, the CA
@@ -304,41 +272,59 @@ func (a *App) checkDataDirMode() {
 func (a *App) Addrs() map[string]net.Addr {
 	m := make(map[string]net.Addr)
 	for i, l := range a.listeners {
-		m[a.names[i]] = l.Addr()
+		if addr := l.Addr(); addr != nil {
+			m[a.names[i]] = addr
+		}
 	}
-	if a.http != nil {
+	if a.http != nil && a.http.Addr() != nil {
 		m["http"] = a.http.Addr()
 	}
 	a.res.addrs(m)
 	return m
 }
 
-// Stop stops accepting, disconnects clients gracefully and stops the rest.
-func (a *App) Stop(ctx context.Context) error {
-	var errs []error
-	if a.probe != nil {
-		a.probe.Stop()
+// builtinListener is a listener of the serve flags: once bound, it is
+// logged, and beyond loopback it is closed to anonymous clients unless
+// they are explicitly allowed.
+type builtinListener struct {
+	*listener.Listener
+	name string
+	a    *App
+}
+
+var _ lifecycle.Component = (*builtinListener)(nil)
+
+func (l *builtinListener) Start(ctx context.Context) error {
+	if err := l.Listener.Start(ctx); err != nil {
+		return err
 	}
-	if a.opcuaCmd != nil {
-		errs = append(errs, a.opcuaCmd.Stop(ctx))
+	addr := l.Addr().String()
+	l.a.log.Info("listening", "listener", l.name, "addr", addr)
+	if host, _, _ := net.SplitHostPort(addr); !loopback(host) {
+		// The serve flags' listeners have no authentication: beyond
+		// loopback they admit nobody unless anonymous access is asked for.
+		if l.a.cfg.AllowAnonymous {
+			l.a.log.Warn("listener admits anonymous clients from the network (--allow-anonymous)",
+				"listener", l.name, "addr", addr)
+		} else {
+			l.a.broker.SetListenerSecurity(l.name, nil, nil, false)
+			l.a.log.Error("listener is not on loopback and has no authentication: it refuses every client; pass --allow-anonymous to open it, or serve authenticated clients on a BrokerListener resource with an authenticationRef",
+				"listener", l.name, "addr", addr)
+		}
 	}
-	errs = append(errs, a.conn.Stop(ctx))
-	errs = append(errs, a.connClient.Stop(ctx))
-	errs = append(errs, a.state.Stop(ctx))
-	errs = append(errs, a.res.stop(ctx))
-	for _, l := range a.listeners {
-		errs = append(errs, l.Stop(ctx))
+	return nil
+}
+
+// httpEndpoint logs the HTTP endpoint's address once bound.
+type httpEndpoint struct {
+	*telemetry.HTTPServer
+	log *slog.Logger
+}
+
+func (h *httpEndpoint) Start(ctx context.Context) error {
+	if err := h.HTTPServer.Start(ctx); err != nil {
+		return err
 	}
-	errs = append(errs, a.broker.Shutdown(ctx))
-	if a.store != nil {
-		errs = append(errs, a.store.Close())
-		a.store = nil // a second Stop is a no-op, like the components'
-	}
-	if a.http != nil {
-		errs = append(errs, a.http.Stop(ctx))
-	}
-	if a.tmpPKI != "" {
-		os.RemoveAll(a.tmpPKI)
-	}
-	return errors.Join(errs...)
+	h.log.Info("listening", "listener", "http", "addr", h.Addr().String())
+	return nil
 }

@@ -16,7 +16,9 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/lifecycle"
 	"github.com/edgeport/edgeport/internal/lograte"
+	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/telemetry"
 )
 
@@ -96,44 +98,32 @@ func (r *resources) enqueue(k config.Key) {
 	}
 }
 
-// load reads the stored and config-directory resources. Problems with
-// single files are logged, not fatal: the rest of the configuration and
-// the built-in listeners still come up.
-func (r *resources) load() error {
+// load reads the stored and config-directory resources and puts the
+// Broker resource in force (limits, sync policy) before the broker serves
+// anyone. Problems with single resources are logged, not fatal: the rest
+// of the configuration and the built-in listeners still come up.
+func (r *resources) load(context.Context) error {
 	if err := r.store.Load(); err != nil {
 		return fmt.Errorf("loading resources: %w", err)
 	}
 	if r.dir != nil {
 		r.dir.Sync()
 	}
+	r.reconcile(config.Key{Kind: "Broker", Name: "default"})
 	return nil
 }
 
-// syncPolicy returns the Broker resource's persistence.syncPolicy, if a
-// Broker resource exists: the store reads it when it opens.
-func (r *resources) syncPolicy() (string, bool) {
-	obj, ok := r.store.Get(config.Key{Kind: "Broker", Name: "default"})
-	if !ok {
-		return "", false
-	}
-	return obj.Spec.(*config.BrokerSpec).Persistence.SyncPolicy, true
-}
+var _ lifecycle.Component = (*resources)(nil)
 
-// applyBroker puts the Broker resource's limits in force before the broker
-// serves anyone.
-func (r *resources) applyBroker() {
-	r.reconcile(config.Key{Kind: "Broker", Name: "default"})
-}
-
-// start reconciles everything once, synchronously, so that the listeners
+// Start reconciles everything once, synchronously, so that the listeners
 // of the configuration are bound when Start returns; then follows changes
-// in the background.
-func (r *resources) start(ctx context.Context) {
+// in the background until Stop.
+func (r *resources) Start(ctx context.Context) error {
 	r.drain()
 	for k := range r.store.Keys() {
 		r.reconcile(k)
 	}
-	ctx, r.cancel = context.WithCancel(ctx)
+	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -148,11 +138,12 @@ func (r *resources) start(ctx context.Context) {
 			}
 		}()
 	}
+	return nil
 }
 
-// stop ends reconciling and closes the resource listeners; their clients
-// are disconnected by the broker's shutdown that follows.
-func (r *resources) stop(ctx context.Context) error {
+// Stop ends reconciling and closes the resource listeners; their clients
+// are disconnected by the broker's Stop that follows.
+func (r *resources) Stop(ctx context.Context) error {
 	if r.cancel != nil {
 		r.cancel()
 	}
@@ -268,6 +259,9 @@ func (r *resources) reconcileBroker(k config.Key) {
 				r.log.Error("restoring the connection limits", "err", err)
 			}
 			r.a.state.SetLimits(r.a.cfg.StateStore.MaxKeys, r.a.cfg.StateStore.MaxBytes)
+			if r.a.store != nil {
+				_ = r.a.store.SetSync(r.a.cfg.Store.Sync) // valid: the store was built with it
+			}
 			r.brokerApplied = false
 			r.log.Info("Broker resource deleted: the serve flags' limits apply")
 		}
@@ -282,12 +276,15 @@ func (r *resources) reconcileBroker(k config.Key) {
 		r.setReady(obj, false, "InvalidOptions", err.Error())
 		return
 	}
+	if r.a.store != nil && spec.Persistence.SyncPolicy != "" {
+		if err := r.a.store.SetSync(store.SyncPolicy(spec.Persistence.SyncPolicy)); err != nil {
+			r.setReady(obj, false, "InvalidOptions", err.Error())
+			return
+		}
+	}
 	r.a.state.SetLimits(spec.StateStore.MaxKeys, spec.StateStore.MaxBytes)
 	r.brokerApplied = true
 	msg := "limits in force"
-	if running := string(r.a.cfg.Store.Sync); !r.a.cfg.InMemory && running != "" && running != spec.Persistence.SyncPolicy {
-		msg += fmt.Sprintf("; persistence.syncPolicy %s takes effect at the next start (running: %s)", spec.Persistence.SyncPolicy, running)
-	}
 	if r.a.cfg.InMemory {
 		msg += "; persistence is off (serve --in-memory)"
 	}

@@ -61,7 +61,7 @@ func startBroker(t *testing.T) (string, *broker.Broker) {
 		<-done
 		sctx, scancel := context.WithTimeout(context.Background(), wait)
 		defer scancel()
-		if err := b.Shutdown(sctx); err != nil {
+		if err := b.Stop(sctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 		cancel()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/lifecycle"
 	"github.com/edgeport/edgeport/internal/lograte"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
@@ -60,6 +62,11 @@ type Broker struct {
 	stopSys  context.CancelFunc
 	sysDone  chan struct{}
 	stopOnce sync.Once
+
+	// bgMu guards bgDone and orders bg.Add before Stop's bg.Wait.
+	bgMu   sync.Mutex
+	bgDone bool           // Stop is waiting: no new background work
+	bg     sync.WaitGroup // goroutines of goBackground and inBackground
 }
 
 // New builds a broker with the given options (see Options.Validate).
@@ -111,14 +118,72 @@ func (b *Broker) limits() topic.Limits {
 	return topic.Limits{MaxLength: o.MaxTopicLength, MaxLevels: o.MaxTopicLevels}
 }
 
-// Start runs the broker's background work ($SYS statistics) until Shutdown.
-func (b *Broker) Start(ctx context.Context) {
-	ctx, b.stopSys = context.WithCancel(ctx)
+var _ lifecycle.Component = (*Broker)(nil)
+
+// Start restores the attached store's sessions, queues and retained
+// messages (see AttachStore) and runs the broker's background work ($SYS
+// statistics) until Stop. Serve connections only after Start.
+func (b *Broker) Start(ctx context.Context) error {
+	if b.st != nil {
+		if err := b.restore(); err != nil {
+			b.stopTimers() // of the sessions restored before the failure
+			return fmt.Errorf("restoring broker state: %w", err)
+		}
+	}
+	ctx, b.stopSys = context.WithCancel(context.WithoutCancel(ctx))
 	b.sysDone = make(chan struct{})
 	go func() {
 		defer close(b.sysDone)
 		b.runSys(ctx)
 	}()
+	return nil
+}
+
+// stopTimers stops every session's expiry and will-delay timer.
+func (b *Broker) stopTimers() {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	for _, s := range b.sessions {
+		s.mu.Lock()
+		if s.expiryTimer != nil {
+			s.expiryTimer.Stop()
+		}
+		if s.willTimer != nil {
+			s.willTimer.Stop()
+		}
+		s.mu.Unlock()
+	}
+}
+
+// goBackground runs f on a goroutine that Stop waits for; once Stop has
+// begun waiting it runs nothing and reports false. Work that outlives the
+// call that starts it (publishing a will, timer callbacks) goes through it.
+func (b *Broker) goBackground(f func()) bool {
+	b.bgMu.Lock()
+	defer b.bgMu.Unlock()
+	if b.bgDone {
+		return false
+	}
+	b.bg.Add(1)
+	go func() {
+		defer b.bg.Done()
+		f()
+	}()
+	return true
+}
+
+// inBackground runs f on the calling goroutine (a timer's) as background
+// work Stop waits for, unless Stop is already waiting.
+func (b *Broker) inBackground(f func()) {
+	b.bgMu.Lock()
+	if b.bgDone {
+		b.bgMu.Unlock()
+		return
+	}
+	b.bg.Add(1)
+	b.bgMu.Unlock()
+	defer b.bg.Done()
+	f()
 }
 
 // ServeConn serves one client connection until it closes. It owns conn.
@@ -142,10 +207,13 @@ func (b *Broker) ServeConn(conn net.Conn, listener string) {
 	c.serve()
 }
 
-// Shutdown disconnects every client (MQTT 5 clients are told 0x8B, server
+// Stop disconnects every client (MQTT 5 clients are told 0x8B, server
 // shutting down) after flushing what is queued for them, and waits for their
-// connections to end or ctx to expire.
-func (b *Broker) Shutdown(ctx context.Context) error {
+// connections to end or ctx to expire, then for the wills their ends
+// published and any other background work. Everything the broker
+// acknowledged has then been handed to the store, which its owner stops
+// after the broker.
+func (b *Broker) Stop(ctx context.Context) error {
 	b.stopOnce.Do(func() {
 		b.closing.Store(true)
 		if b.stopSys != nil {
@@ -173,18 +241,13 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	}
 	// Offline sessions keep their state in the store; their timers must not
 	// fire into a store that is about to close.
-	b.sessMu.Lock()
-	for _, s := range b.sessions {
-		s.mu.Lock()
-		if s.expiryTimer != nil {
-			s.expiryTimer.Stop()
-		}
-		if s.willTimer != nil {
-			s.willTimer.Stop()
-		}
-		s.mu.Unlock()
-	}
-	b.sessMu.Unlock()
+	b.stopTimers()
+	// A timer that fired before being stopped may be running; then the
+	// wills of the connections just ended are being published.
+	b.bgMu.Lock()
+	b.bgDone = true
+	b.bgMu.Unlock()
+	b.bg.Wait()
 	b.willMu.Lock()
 	b.willsDone = true
 	b.willMu.Unlock()
@@ -330,7 +393,7 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		s.offlineSince = time.Now().UnixNano()
 		due := b.scheduleWillLocked(s)
 		if s.expiry != expiryNever {
-			s.expiryTimer = time.AfterFunc(s.expiry, func() { b.expireSession(s) })
+			s.expiryTimer = time.AfterFunc(s.expiry, func() { b.inBackground(func() { b.expireSession(s) }) })
 		}
 		b.publishWillAfter(b.saveSessionLocked(s, s.offlineSince), due)
 		s.mu.Unlock()
@@ -433,21 +496,25 @@ func (b *Broker) scheduleWillLocked(s *session) *Message {
 	if s.expiry != expiryNever && s.expiry < delay {
 		delay = s.expiry
 	}
-	s.willTimer = time.AfterFunc(delay, func() {
-		s.mu.Lock()
-		w := s.will
-		if s.client != nil || w == nil || s.ended {
-			s.mu.Unlock()
-			return
-		}
-		// Fired, the will leaves the stored session before it goes out,
-		// so no later restart publishes it again.
-		s.will = nil
-		tx := b.saveSessionLocked(s, s.offlineSince)
-		s.mu.Unlock()
-		b.publishWillAfter(tx, w)
-	})
+	s.willTimer = time.AfterFunc(delay, func() { b.inBackground(func() { b.delayedWill(s) }) })
 	return nil
+}
+
+// delayedWill publishes s's will when its delay has passed, unless the
+// session was resumed or ended.
+func (b *Broker) delayedWill(s *session) {
+	s.mu.Lock()
+	w := s.will
+	if s.client != nil || w == nil || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	// Fired, the will leaves the stored session before it goes out,
+	// so no later restart publishes it again.
+	s.will = nil
+	tx := b.saveSessionLocked(s, s.offlineSince)
+	s.mu.Unlock()
+	b.publishWillAfter(tx, w)
 }
 
 // publishWillAfter commits tx, which removes will w from its stored

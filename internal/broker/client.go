@@ -630,11 +630,11 @@ func (c *client) ackAfter(tx *txnCtx, qos byte, id uint16, code packet.ReasonCod
 		}
 		if qos == 2 {
 			s := c.sess
-			go func() { // the exchange ended; the callback must not take s.mu
+			c.b.goBackground(func() { // the exchange ended; the callback must not take s.mu
 				s.mu.Lock()
 				delete(s.awaitingRel, id)
 				s.mu.Unlock()
-			}()
+			})
 		}
 		if c.version != packet.V5 {
 			// 3.1.1 has no way to refuse a PUBLISH: closing without the ack

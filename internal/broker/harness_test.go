@@ -59,7 +59,7 @@ func startBroker(t testing.TB, opts Options) (string, *Broker) {
 		ln.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		if err := b.Shutdown(sctx); err != nil {
+		if err := b.Stop(sctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
 		cancel()

@@ -39,7 +39,7 @@ func startListened(t *testing.T, opts Options, lc listener.Config) (string, *Bro
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = l.Stop(ctx)
-		if err := b.Shutdown(ctx); err != nil {
+		if err := b.Stop(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
 	})

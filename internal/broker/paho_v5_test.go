@@ -913,7 +913,7 @@ func TestPahoV5ServerShutdown(t *testing.T) {
 	c := dialP5(t, addr, v5conn("shutdown"))
 	ctx, cancel := context.WithTimeout(context.Background(), pahoWait)
 	defer cancel()
-	if err := b.Shutdown(ctx); err != nil {
+	if err := b.Stop(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	d := c.discs.waitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })[0]

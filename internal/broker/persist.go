@@ -124,14 +124,18 @@ func (b *Broker) commit(tx *txnCtx, done func(error)) {
 // persistent reports whether s is written to the store. s.mu is held.
 func (s *session) persistent(b *Broker) bool { return b.st != nil && s.expiry > 0 && !s.ended }
 
-// AttachStore makes the broker durable: it restores every session, queue,
-// in-flight message and retained message from st, then writes through to it.
-// It must be called before the broker serves connections.
+// AttachStore makes the broker durable on st, a dependency given at
+// construction: call it after New and before Start. Start restores every
+// session, queue, in-flight message and retained message from st (which
+// must be started first); from then on the broker writes through to it.
 //
-// Restored wills are held: those due are removed from the store now and
-// published by ReleaseWills, which also starts the delays of the others.
-func (b *Broker) AttachStore(st *store.Store) error {
-	b.st = st
+// Restored wills are held: those due are removed from the store by Start
+// and published by ReleaseWills, which also starts the delays of the others.
+func (b *Broker) AttachStore(st *store.Store) { b.st = st }
+
+// restore loads the attached store's contents; Start calls it.
+func (b *Broker) restore() error {
+	st := b.st
 	now := time.Now()
 	restored, queued := 0, 0
 	var expiredSessions []string
@@ -308,7 +312,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	s.count(&b.stats.sessions, 1)
 	s.mu.Lock()
 	if s.expiry != expiryNever {
-		s.expiryTimer = time.AfterFunc(s.expiry-down, func() { b.expireSession(s) })
+		s.expiryTimer = time.AfterFunc(s.expiry-down, func() { b.inBackground(func() { b.expireSession(s) }) })
 	}
 	if will != nil {
 		delay := s.willDelay - down

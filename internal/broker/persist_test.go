@@ -69,18 +69,19 @@ func startDurableBrokerWith(t testing.TB, opts Options, dir string, sopts store.
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}
-	if err := b.AttachStore(st); err != nil {
+	b.AttachStore(st)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.Start(ctx); err != nil {
+		cancel()
 		_ = st.Close()
-		t.Fatalf("AttachStore: %v", err)
+		t.Fatalf("Start: %v", err)
 	}
 	if d.security != nil {
 		d.security(b)
 	}
 	b.ReleaseWills()
 	d.b, d.st = b, st
-	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	b.Start(ctx)
 	d.ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -115,7 +116,7 @@ func (d *durableBroker) stop() {
 		d.ln.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := d.b.Shutdown(ctx); err != nil {
+		if err := d.b.Stop(ctx); err != nil {
 			d.t.Errorf("Shutdown: %v", err)
 		}
 		d.cancel()
@@ -942,7 +943,8 @@ func TestPersistCorruptStore(t *testing.T) {
 					return err
 				}
 				defer st.Close()
-				return b.AttachStore(st)
+				b.AttachStore(st)
+				return b.Start(context.Background())
 			}()
 			if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), dir) {
 				t.Fatalf("start on a damaged store: %v, want an error wrapping ErrCorrupt naming %s", err, dir)

@@ -681,7 +681,7 @@ func serveBroker(t *testing.T, b *Broker) string {
 		<-served
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		if err := b.Shutdown(sctx); err != nil {
+		if err := b.Stop(sctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
 		cancel()
@@ -949,7 +949,7 @@ func FuzzServeConn(f *testing.F) {
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := b.Shutdown(ctx); err != nil {
+			if err := b.Stop(ctx); err != nil {
 				t.Fatalf("Shutdown: %v", err)
 			}
 		}()

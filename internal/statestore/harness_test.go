@@ -72,12 +72,13 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatalf("broker.New: %v", err)
 	}
-	if err := b.AttachStore(st); err != nil {
-		t.Fatalf("AttachStore: %v", err)
+	b.AttachStore(st)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.Start(ctx); err != nil {
+		cancel()
+		t.Fatalf("broker.Start: %v", err)
 	}
 	b.ReleaseWills()
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Start(ctx)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -105,11 +106,11 @@ func (e *env) start() {
 	e.reg = prometheus.NewRegistry()
 	opts.Registerer = e.reg
 	opts.Logger = testLogger()
-	ss, err := New(opts)
+	ss, err := New(st, func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }, opts)
 	if err != nil {
 		t.Fatalf("statestore.New: %v", err)
 	}
-	if err := ss.Start(ctx, st, func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }); err != nil {
+	if err := ss.Start(ctx); err != nil {
 		t.Fatalf("statestore Start: %v", err)
 	}
 	e.addr, e.ss, e.b = ln.Addr().String(), ss, b
@@ -120,7 +121,7 @@ func (e *env) start() {
 			t.Errorf("statestore Stop: %v", err)
 		}
 		ln.Close()
-		if err := b.Shutdown(sctx); err != nil {
+		if err := b.Stop(sctx); err != nil {
 			t.Errorf("broker Shutdown: %v", err)
 		}
 		cancel()

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/store"
 )
@@ -102,10 +103,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	// Set by Start.
 	st       *store.Store // nil: in memory only
 	serve    func(net.Conn)
-	clientID string
+	clientID string // set by Start
 
 	reqs     chan *request
 	control  chan func()
@@ -123,9 +123,17 @@ type Server struct {
 	ex *executor
 }
 
+var _ lifecycle.Component = (*Server)(nil)
+
 // New validates opts and registers the metrics; the Server does nothing
-// until Start.
-func New(opts Options) (*Server, error) {
+// until Start. It keeps its keys in st (nil: in memory only; st is started
+// before the Server) and connects to the broker through serve, which must
+// serve the connection as the broker's InternalListener
+// (b.ServeConn(c, broker.InternalListener)).
+func New(st *store.Store, serve func(net.Conn), opts Options) (*Server, error) {
+	if serve == nil {
+		return nil, errors.New("statestore: no broker to serve the connection")
+	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -153,6 +161,8 @@ func New(opts Options) (*Server, error) {
 		opts:     opts,
 		log:      log,
 		metrics:  m,
+		st:       st,
+		serve:    serve,
 		reqs:     make(chan *request, receiveMaximum),
 		control:  make(chan func()),
 		stopping: make(chan struct{}),
@@ -163,17 +173,14 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Start restores the keys from st (nil: keep them in memory only) and
-// connects to the broker through serve, which must serve the connection as
-// the broker's InternalListener (b.ServeConn(c, broker.InternalListener)).
-// It returns an error only when the keys cannot be restored: when the
-// broker refuses the connection the state store logs it and keeps trying,
-// so that a broker misconfiguration does not stop the rest of Edgeport.
-func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn)) error {
+// Start restores the keys from the store and connects to the broker. It
+// returns an error only when the keys cannot be restored: when the broker
+// refuses the connection the state store logs it and keeps trying, so that
+// a broker misconfiguration does not stop the rest of Edgeport.
+func (s *Server) Start(ctx context.Context) error {
 	if s.started {
 		return errors.New("statestore: already started")
 	}
-	s.st, s.serve = st, serve
 	// The identifier is in the broker's reserved internal space, which no
 	// network client may claim: nobody can take the session over.
 	s.clientID = ClientID
@@ -182,11 +189,11 @@ func (s *Server) Start(ctx context.Context, st *store.Store, serve func(net.Conn
 		return err
 	}
 	s.ex = ex
-	s.started = true
 	l, err := s.newLink(ctx)
 	if err != nil {
-		return err
+		return err // nothing runs yet: the Server is still unstarted
 	}
+	s.started = true
 	s.cur.set(l)
 	keys, bytes := ex.count, ex.bytes // read before the executor runs
 	subCtx, cancelSub := context.WithCancel(context.WithoutCancel(ctx))

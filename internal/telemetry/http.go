@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgeport/edgeport/internal/lifecycle"
 )
 
 const (
@@ -89,6 +91,8 @@ func (s *HTTPServer) AddReadyCheck(name string, check func() error) {
 	defer s.checksMu.Unlock()
 	s.checks = append(s.checks, readyCheck{name: name, check: check})
 }
+
+var _ lifecycle.Component = (*HTTPServer)(nil)
 
 // Start binds the address and serves in a background goroutine until Stop.
 // ctx bounds only the bind.

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/lifecycle"
 	"github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
@@ -156,30 +157,35 @@ func (p *Probe) Status() ProbeStatus {
 	return p.status
 }
 
-// Start runs a first round at once, then one every interval, until Stop or
-// the end of ctx. A second Start is a no-op.
-func (p *Probe) Start(ctx context.Context) {
+var _ lifecycle.Component = (*Probe)(nil)
+
+// Start runs a first round at once, then one every interval, until Stop.
+// A second Start is a no-op.
+func (p *Probe) Start(ctx context.Context) error {
 	p.lifeMu.Lock()
 	defer p.lifeMu.Unlock()
 	if p.done != nil {
-		return
+		return nil
 	}
-	ctx, p.cancel = context.WithCancel(ctx)
+	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	p.done = make(chan struct{})
 	go p.run(ctx, p.done)
+	return nil
 }
 
-// Stop ends the probe and closes its connection, waiting until the broker
-// has finished serving it. It is safe to call more than once, or before Start.
-func (p *Probe) Stop() {
+// Stop ends the probe, closes its connection and waits until the broker has
+// finished serving it: closing the connection ends a round at once, so ctx
+// is not needed. It is safe to call more than once, or before Start.
+func (p *Probe) Stop(context.Context) error {
 	p.lifeMu.Lock()
 	cancel, done := p.cancel, p.done
 	p.lifeMu.Unlock()
 	if cancel == nil {
-		return
+		return nil
 	}
 	cancel()
 	<-done
+	return nil
 }
 
 func (p *Probe) run(ctx context.Context, done chan struct{}) {

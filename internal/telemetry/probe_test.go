@@ -27,7 +27,7 @@ func startTestBroker(t *testing.T, opts broker.Options) *broker.Broker {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := b.Shutdown(ctx); err != nil {
+		if err := b.Stop(ctx); err != nil {
 			t.Errorf("broker Shutdown: %v", err)
 		}
 	})
@@ -44,8 +44,10 @@ func startProbe(t *testing.T, serve func(net.Conn), reg prometheus.Registerer, o
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Start(t.Context())
-	t.Cleanup(p.Stop)
+	if err := p.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
 	return p
 }
 
@@ -133,11 +135,15 @@ func TestProbeStopIsPromptAndBrokerShutsDownCleanly(t *testing.T) {
 	p := startProbe(t, internalServe(b), nil, ProbeOptions{Interval: time.Hour})
 	waitStatus(t, p, "first round", func(s ProbeStatus) bool { return s.Runs == 1 })
 	start := time.Now()
-	p.Stop()
+	if err := p.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Stop took %v", d)
 	}
-	p.Stop() // idempotent
+	if err := p.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	if open := b.Counters().Listeners[broker.InternalListener].Open; open != 0 {
 		t.Fatalf("%d internal connections left after Stop", open)
 	}

@@ -134,7 +134,7 @@ func TestBrokerReadyCheckAfterShutdown(t *testing.T) {
 	if err := check(); err != nil {
 		t.Fatalf("before shutdown: %v", err)
 	}
-	if err := b.Shutdown(t.Context()); err != nil {
+	if err := b.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if err := check(); err == nil || !strings.Contains(err.Error(), "shutting down") {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/lifecycle"
 )
 
 // Protocol names accepted in Config.Protocol.
@@ -195,6 +197,8 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Listener, error) {
 		closeGrace: defaultWSCloseGrace,
 	}, nil
 }
+
+var _ lifecycle.Component = (*Listener)(nil)
 
 // Start binds the socket and serves in background goroutines owned by the
 // Listener until Stop. ctx bounds only the bind; Addr is valid once Start

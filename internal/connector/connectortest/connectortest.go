@@ -36,7 +36,7 @@ func Broker(t testing.TB) (*broker.Broker, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = ln.Stop(ctx)
-		_ = b.Shutdown(ctx)
+		_ = b.Stop(ctx)
 	})
 	return b, ln.Addr().String()
 }

@@ -81,7 +81,7 @@ func startBroker(t testing.TB, opts broker.Options) *testBroker {
 		ln.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		if err := b.Shutdown(sctx); err != nil {
+		if err := b.Stop(sctx); err != nil {
 			t.Errorf("broker shutdown: %v", err)
 		}
 		cancel()
