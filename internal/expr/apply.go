@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strconv"
 )
 
@@ -105,6 +104,8 @@ type state struct {
 	arena   []any
 	insts   []instance
 	byKey   map[string]int
+	caps    []string // arena of captured segments
+	keys    []string // stack of sorted object keys being enumerated
 }
 
 func (m *Mapping) state(in *Message) *state {
@@ -129,6 +130,9 @@ func (m *Mapping) release(st *state) {
 	clear(st.arena[:cap(st.arena)])
 	clear(st.insts[:cap(st.insts)])
 	clear(st.byKey)
+	clear(st.caps[:cap(st.caps)])
+	clear(st.keys[:cap(st.keys)])
+	st.caps, st.keys = st.caps[:0], st.keys[:0]
 	st.m, st.in = nil, nil
 	st.vals, st.arena, st.insts = st.vals[:0], st.arena[:0], st.insts[:0]
 	m.states.Put(st)
@@ -391,28 +395,34 @@ func (st *state) enumerate(p *path, fn func(cap []string, v any) bool) error {
 		return nil
 	}
 	if base, ok := walk(root, p.segs[:p.wild], -1, nil); ok {
-		descend(base, p.segs[p.wild+1:], nil, fn)
+		st.descend(base, p.segs[p.wild+1:], nil, fn)
 	}
 	return nil
 }
 
-func descend(v any, suffix []string, prefix []string, fn func(cap []string, v any) bool) bool {
+// descend walks v for enumerate. Captures and key lists live in the
+// state's arenas, so a match costs no allocation of its own.
+func (st *state) descend(v any, suffix []string, prefix []string, fn func(cap []string, v any) bool) bool {
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return true
 	}
-	keys := make([]string, 0, len(obj))
+	kstart := len(st.keys)
 	for k := range obj {
-		keys = append(keys, k)
+		st.keys = append(st.keys, k)
 	}
-	sort.Strings(keys)
+	keys := st.keys[kstart:]
+	slices.Sort(keys)
+	defer func() { st.keys = st.keys[:kstart] }()
 	for _, k := range keys {
 		c := obj[k]
-		cap := append(prefix[:len(prefix):len(prefix)], k)
+		cstart := len(st.caps)
+		st.caps = append(append(st.caps, prefix...), k)
+		cap := st.caps[cstart:len(st.caps):len(st.caps)]
 		sub, isObj := c.(map[string]any)
 		if len(suffix) == 0 {
 			if isObj && len(sub) > 0 {
-				if !descend(sub, suffix, cap, fn) {
+				if !st.descend(sub, suffix, cap, fn) {
 					return false
 				}
 				continue
@@ -428,7 +438,7 @@ func descend(v any, suffix []string, prefix []string, fn func(cap []string, v an
 			}
 		}
 		if isObj {
-			if !descend(sub, suffix, cap, fn) {
+			if !st.descend(sub, suffix, cap, fn) {
 				return false
 			}
 		}
