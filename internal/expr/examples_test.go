@@ -413,6 +413,23 @@ var aioExamples = []struct {
 		},
 	},
 	{
+		name: "create-dataflow/compute and enrich from an asset dataset",
+		spec: Spec{
+			Datasets: []DatasetRule{{Key: "assetDataset", Inputs: []string{"$source.assetId", "$context.assetId"}, Expression: "$1 == $2"}},
+			Map: []MapRule{
+				{Inputs: []string{"temperature"}, Output: "temperatureCelsius", Expression: "($1 - 32) * 5/9"},
+				{Inputs: []string{"$context(assetDataset).location"}, Output: "location"},
+				{Inputs: []string{"$metadata.user_properties.site"}, Output: "site"},
+			},
+		},
+		datasets: map[string]string{"assetDataset": `{"assetId": "thermostat-1", "location": "Building 4"}`},
+		steps: []step{
+			{in: `{"assetId": "thermostat-1", "temperature": 98.6}`, props: []UserProperty{{"site", "graz"}}, want: `{"temperatureCelsius": 37, "location": "Building 4", "site": "graz"}`},
+			// Integer operands divide as integers, as AIO documents: 180*5/9.
+			{in: `{"assetId": "thermostat-2", "temperature": 212}`, want: `{"temperatureCelsius": 100}`},
+		},
+	},
+	{
 		name: "expressions/positional variables and operators",
 		spec: Spec{Map: []MapRule{
 			{Inputs: []string{"Position", "Office"}, Output: "a", Expression: `$1 + ", " + $2`},

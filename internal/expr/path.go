@@ -71,7 +71,7 @@ func parsePath(text string) (*path, error) {
 		switch {
 		case len(segs) == 1 && segs[0] == "topic" && wild < 0:
 			p.src = srcTopic
-		case len(segs) == 2 && (segs[0] == "user_property" || segs[0] == "header") && wild != 0:
+		case len(segs) == 2 && (segs[0] == "user_property" || segs[0] == "user_properties" || segs[0] == "header") && wild != 0:
 			p.src, p.segs, p.wild = srcUserProp, segs[1:], wild-1
 			if wild < 0 {
 				p.wild = -1

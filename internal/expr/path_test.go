@@ -38,6 +38,7 @@ func TestPathSegmentation(t *testing.T) {
 		{"$metadata.topic", srcTopic, nil, -1, false, nil},
 		{"$metadata.user_property.priority", srcUserProp, []string{"priority"}, -1, false, nil},
 		{`$metadata.user_property."weird key"`, srcUserProp, []string{"weird key"}, -1, false, nil},
+		{"$metadata.user_properties.priority", srcUserProp, []string{"priority"}, -1, false, nil},
 		{"$metadata.header.priority", srcUserProp, []string{"priority"}, -1, false, nil},
 		{"$metadata.user_property.*", srcUserProp, []string{"*"}, 0, false, nil},
 		{"$metadata.system_property.content_type", srcContentType, nil, -1, false, nil},
