@@ -37,4 +37,10 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+# The disk-full tests (internal/store, test/e2e) mount a small tmpfs:
+# run this as root, as CI does.
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh must run as root: the disk-full tests mount a small tmpfs" >&2
+  exit 1
+fi
 go test -race -count=1 -timeout 15m "$@" ./...

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/lifecycle"
+	"github.com/edgeport/edgeport/internal/lograte"
 )
 
 // Protocol names accepted in Config.Protocol.
@@ -125,7 +126,8 @@ type Listener struct {
 	cfg        Config
 	h          Handler
 	log        *slog.Logger
-	closeGrace time.Duration // tests shorten it
+	errs       *lograte.Limiter // accept errors that repeat are logged once a minute
+	closeGrace time.Duration    // tests shorten it
 
 	tls *tls.Config // cfg.TLS as served (WSS: HTTP/1.1 only)
 
@@ -190,10 +192,12 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Listener, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("listener", cfg.Name)
 	return &Listener{
 		cfg:        cfg,
 		h:          h,
-		log:        log.With("listener", cfg.Name),
+		log:        log,
+		errs:       lograte.New(log, time.Minute),
 		closeGrace: defaultWSCloseGrace,
 	}, nil
 }

@@ -3,6 +3,7 @@ package listener
 import (
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -24,7 +25,8 @@ func (l *Listener) acceptLoop(ln net.Listener) {
 				return
 			}
 			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			l.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+			// Out of descriptors, the error repeats every backoff.
+			l.errs.Log(slog.LevelWarn, "accept", "accept failed; retrying", "err", err, "backoff", backoff)
 			t := time.NewTimer(backoff)
 			select {
 			case <-t.C:
