@@ -178,6 +178,11 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 		return Options{}, nil, err
 	}
 	h := &handler{ep: ep, datasets: map[string]*dsState{}, events: map[string]*connector.Dataset{}}
+	// Datasets with the same publishing interval share one OPC UA
+	// subscription: gopcua keeps one publish request outstanding per
+	// session, so every extra subscription costs a round trip per interval.
+	// The handler splits each publish response by dataset again.
+	byInterval := map[time.Duration]int{} // publishing interval -> index in opts.Groups
 	for _, a := range ep.Assets {
 		for i, ds := range a.Datasets {
 			var dc config.OpcUaDatasetConfiguration
@@ -188,7 +193,17 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 				continue
 			}
 			name := fmt.Sprintf("%s/%d", a.Name, i)
-			g := GroupSpec{Name: name, PublishingInterval: ms(dc.PublishingInterval)}
+			pi := ms(dc.PublishingInterval)
+			if pi == 0 {
+				pi = time.Second
+			}
+			gi, ok := byInterval[pi]
+			if !ok {
+				gi = len(opts.Groups)
+				byInterval[pi] = gi
+				opts.Groups = append(opts.Groups, GroupSpec{Name: "data/" + pi.String(), PublishingInterval: pi})
+			}
+			g := &opts.Groups[gi]
 			hb := ms(dc.HeartbeatInterval)
 			for j, p := range ds.DataPoints {
 				var pc config.OpcUaDataPointConfiguration
@@ -198,9 +213,9 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 					ds.SetPointError(p.Name, configErr(errs))
 					continue
 				}
-				it := ItemSpec{Name: p.Name, NodeID: p.DataSource, SamplingInterval: ms(dc.SamplingInterval), QueueSize: u32(dc.QueueSize), Heartbeat: hb}
+				it := ItemSpec{Name: p.Name, Dataset: name, NodeID: p.DataSource, SamplingInterval: sampling(dc.SamplingInterval), QueueSize: u32(dc.QueueSize), Heartbeat: hb}
 				if pc.SamplingInterval != nil {
-					it.SamplingInterval = ms(pc.SamplingInterval)
+					it.SamplingInterval = sampling(pc.SamplingInterval)
 				}
 				if pc.QueueSize != nil {
 					it.QueueSize = u32(pc.QueueSize)
@@ -222,7 +237,6 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 				keyframes = *dc.KeyFrameCount
 			}
 			h.datasets[name] = &dsState{ds: ds, keyframes: keyframes, last: map[string]connector.Sample{}}
-			opts.Groups = append(opts.Groups, g)
 		}
 		if len(a.Events) > 0 {
 			g := GroupSpec{Name: a.Name + "/events", PublishingInterval: 500 * time.Millisecond}
@@ -348,6 +362,18 @@ func ms(v *int) time.Duration {
 	return time.Duration(*v) * time.Millisecond
 }
 
+// sampling maps a samplingInterval setting to ItemSpec's: as in OPC UA, 0
+// is the server's fastest rate and -1 (or unset) the publishing interval.
+func sampling(v *int) time.Duration {
+	switch {
+	case v == nil || *v < 0:
+		return 0
+	case *v == 0:
+		return SamplingFastest
+	}
+	return time.Duration(*v) * time.Millisecond
+}
+
 func u32(v *int) uint32 {
 	if v == nil || *v <= 0 {
 		return 0
@@ -410,31 +436,51 @@ func toSample(s Sample, now time.Time) connector.Sample {
 	return out
 }
 
-// Samples publishes one publish response's changes as one message: the
-// batching per publishing interval.
+// Samples publishes one publish response's changes as one message per
+// dataset: the batching per publishing interval. When an item's queue
+// delivered several values at once, they go out as consecutive messages, so
+// no message names a data point twice.
 func (h *handler) Samples(group string, samples []Sample) {
-	st := h.datasets[group]
-	if st == nil {
-		return
-	}
 	now := time.Now()
-	out := make([]connector.Sample, 0, len(samples))
+	var order []string
+	rounds := map[string][][]connector.Sample{}
+	seen := map[string]int{} // dataset/point -> values seen so far
 	for _, s := range samples {
-		cs := toSample(s, now)
-		st.last[s.Name] = cs
-		out = append(out, cs)
+		if h.datasets[s.Dataset] == nil {
+			continue
+		}
+		k := s.Dataset + "/" + s.Name
+		r := seen[k]
+		seen[k] = r + 1
+		rs := rounds[s.Dataset]
+		if rs == nil {
+			order = append(order, s.Dataset)
+		}
+		for len(rs) <= r {
+			rs = append(rs, nil)
+		}
+		rs[r] = append(rs[r], toSample(s, now))
+		rounds[s.Dataset] = rs
 	}
-	st.n++
-	key := st.keyframes > 0 && st.n%st.keyframes == 0
-	if key {
-		out = out[:0]
-		for _, p := range st.ds.DataPoints {
-			if s, ok := st.last[p.Name]; ok {
-				out = append(out, s)
+	for _, name := range order {
+		st := h.datasets[name]
+		for _, out := range rounds[name] {
+			for _, cs := range out {
+				st.last[cs.Name] = cs
 			}
+			st.n++
+			key := st.keyframes > 0 && st.n%st.keyframes == 0
+			if key {
+				out = make([]connector.Sample, 0, len(st.ds.DataPoints))
+				for _, p := range st.ds.DataPoints {
+					if s, ok := st.last[p.Name]; ok {
+						out = append(out, s)
+					}
+				}
+			}
+			st.ds.Publish(connector.Frame{Samples: out, Keyframe: key})
 		}
 	}
-	st.ds.Publish(connector.Frame{Samples: out, Keyframe: key})
 }
 
 func (h *handler) Event(group string, ev Event) {
@@ -491,8 +537,8 @@ func errorKind(err error) string {
 	return "session"
 }
 
-func (h *handler) ItemStatus(group, item string, err error) {
-	if st := h.datasets[group]; st != nil {
+func (h *handler) ItemStatus(group, dataset, item string, err error) {
+	if st := h.datasets[dataset]; st != nil {
 		st.ds.SetPointError(item, err)
 		return
 	}

@@ -337,3 +337,50 @@ spec:
 			a != nil && len(a.Datasets) == 1 && a.Datasets[0].Samples > 0
 	})
 }
+
+// TestQueuedValuesSplit: with a sampling interval ten times shorter than the
+// publishing interval and a queue, one publish response carries several
+// values of a point; each goes out in its own message (a JSON object cannot
+// name a point twice), so consecutive messages hold consecutive counter
+// values instead of one value per second.
+func TestQueuedValuesSplit(t *testing.T) {
+	env := startConnector(t)
+	lines := mosquittoSub(t, env.addr, "plant/#")
+	apply(t, env.store, deviceYAML("q", shared.URL, "None", "None")+`---
+apiVersion: edgeport.io/v1
+kind: Asset
+metadata: {name: q-1}
+spec:
+  deviceRef: {deviceName: q, endpointName: opc}
+  datasets:
+  - name: fast
+    datasetConfiguration: {publishingInterval: 1000, samplingInterval: 100, queueSize: 50}
+    destinations:
+    - target: Mqtt
+      configuration: {topic: plant/q-1/fast}
+    dataPoints:
+    - {name: counter, dataSource: "ns=2;s=Counter"}
+`)
+	var values []float64
+	for len(values) < 25 {
+		select {
+		case l := <-lines:
+			f := strings.SplitN(l, "\t", 3)
+			var m map[string]struct{ Value float64 }
+			if err := json.Unmarshal([]byte(f[2]), &m); err != nil {
+				t.Fatal(err)
+			}
+			values = append(values, m["counter"].Value)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d messages", len(values))
+		}
+	}
+	for i := 1; i < len(values); i++ {
+		// Sampling every 100 ms a counter that changes every 100 ms may
+		// see a value twice or skip one; one value per publishing interval
+		// would jump by about ten.
+		if d := values[i] - values[i-1]; d < 0 || d > 3 {
+			t.Fatalf("counter values %v: step %v at %d", values, d, i)
+		}
+	}
+}

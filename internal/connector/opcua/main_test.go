@@ -112,7 +112,7 @@ func (r *recorder) SessionStatus(st Status) {
 	r.statuses = append(r.statuses, st)
 }
 
-func (r *recorder) ItemStatus(group, item string, err error) {
+func (r *recorder) ItemStatus(group, dataset, item string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.items[item] = err

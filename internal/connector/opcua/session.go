@@ -18,10 +18,14 @@ import (
 
 // ItemSpec is one monitored data item.
 type ItemSpec struct {
-	Name   string // data point name, the key in the published message
+	Name string // data point name, the key in the published message
+	// Dataset is an opaque key the handler gets back with each sample, for
+	// groups that carry the items of several datasets.
+	Dataset string
 	NodeID string // ns=2;s=..., ns=2;i=..., nsu=<uri>;s=...
 	// SamplingInterval is how often the server samples; 0 uses the
-	// group's publishing interval.
+	// group's publishing interval, SamplingFastest asks for the server's
+	// fastest practical rate (OPC UA's 0: for many servers, on change).
 	SamplingInterval time.Duration
 	QueueSize        uint32 // 0 means 1
 	// DeadbandType is "", "Absolute" or "Percent" (of the item's EURange);
@@ -58,6 +62,7 @@ type GroupSpec struct {
 // Sample is one value of one item.
 type Sample struct {
 	Name            string
+	Dataset         string // the item's ItemSpec.Dataset
 	NodeID          string
 	Value           any // JSON-ready (see jsonValue)
 	SourceTimestamp time.Time
@@ -97,15 +102,17 @@ type Status struct {
 // the data to a bounded buffer and returns.
 type Handler interface {
 	// Samples delivers the changes one publish response carried for one
-	// group, in server order. The slice belongs to the callee.
+	// group, in server order; an item with a queue may appear more than
+	// once. The slice belongs to the callee.
 	Samples(group string, samples []Sample)
 	// Event delivers one event of one group.
 	Event(group string, ev Event)
 	// SessionStatus reports connection state changes.
 	SessionStatus(st Status)
 	// ItemStatus reports, after each (re)subscription, whether the server
-	// accepted an item (err nil) or refused it (the reason).
-	ItemStatus(group, item string, err error)
+	// accepted an item (err nil) or refused it (the reason); dataset is
+	// the item's ItemSpec.Dataset (empty for events).
+	ItemStatus(group, dataset, item string, err error)
 }
 
 // Options configure a Session.
@@ -124,6 +131,10 @@ type Options struct {
 	BackoffMax     time.Duration
 	Logger         *slog.Logger
 }
+
+// SamplingFastest is the SamplingInterval that requests OPC UA sampling
+// interval 0.
+const SamplingFastest time.Duration = -1
 
 // ErrWatchdog says a subscription stopped delivering while the connection
 // looked up.
@@ -221,7 +232,7 @@ func validateItem(it ItemSpec) error {
 	if it.DeadbandValue < 0 {
 		return fmt.Errorf("deadbandValue: %g is negative", it.DeadbandValue)
 	}
-	if it.SamplingInterval < 0 || it.Heartbeat < 0 {
+	if (it.SamplingInterval < 0 && it.SamplingInterval != SamplingFastest) || it.Heartbeat < 0 {
 		return errors.New("samplingInterval and heartbeat must not be negative")
 	}
 	return nil
@@ -418,7 +429,7 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 			nid, err := parseNodeID(is.NodeID, ns)
 			if err != nil {
 				refused++
-				s.h.ItemStatus(gs.Name, is.Name, fmt.Errorf("dataSource %q: %w", is.NodeID, err))
+				s.h.ItemStatus(gs.Name, is.Dataset, is.Name, fmt.Errorf("dataSource %q: %w", is.NodeID, err))
 				continue
 			}
 			h := nextHandle
@@ -433,7 +444,7 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 			req, err := eventRequest(es, nextHandle, ns)
 			if err != nil {
 				refused++
-				s.h.ItemStatus(gs.Name, es.Name, err)
+				s.h.ItemStatus(gs.Name, "", es.Name, err)
 				continue
 			}
 			h := nextHandle
@@ -467,11 +478,11 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 			}
 			if r.StatusCode != ua.StatusOK {
 				refused++
-				s.h.ItemStatus(gs.Name, name, fmt.Errorf("dataSource %q: server refused the item: %s", it.nodeID, StatusName(uint32(r.StatusCode))))
+				s.h.ItemStatus(gs.Name, it.spec.Dataset, name, fmt.Errorf("dataSource %q: server refused the item: %s", it.nodeID, StatusName(uint32(r.StatusCode))))
 				continue
 			}
 			accepted++
-			s.h.ItemStatus(gs.Name, name, nil)
+			s.h.ItemStatus(gs.Name, it.spec.Dataset, name, nil)
 		}
 	}
 
@@ -508,6 +519,7 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 					}
 					smp := Sample{
 						Name:            it.spec.Name,
+						Dataset:         it.spec.Dataset,
 						NodeID:          it.nodeID,
 						Value:           jsonValue(mi.Value.Value),
 						SourceTimestamp: mi.Value.SourceTimestamp,
@@ -591,8 +603,11 @@ func livenessRequest() *ua.MonitoredItemCreateRequest {
 func dataRequest(nid *ua.NodeID, handle uint32, is ItemSpec, pi time.Duration) *ua.MonitoredItemCreateRequest {
 	r := opcua.NewMonitoredItemCreateRequestWithDefaults(nid, ua.AttributeIDValue, handle)
 	si := is.SamplingInterval
-	if si == 0 {
+	switch si {
+	case 0:
 		si = pi
+	case SamplingFastest:
+		si = 0
 	}
 	r.RequestedParameters.SamplingInterval = float64(si) / float64(time.Millisecond)
 	q := is.QueueSize
