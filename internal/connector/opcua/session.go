@@ -22,7 +22,7 @@ type ItemSpec struct {
 	// Dataset is an opaque key the handler gets back with each sample, for
 	// groups that carry the items of several datasets.
 	Dataset string
-	NodeID string // ns=2;s=..., ns=2;i=..., nsu=<uri>;s=...
+	NodeID  string // ns=2;s=..., ns=2;i=..., nsu=<uri>;s=...
 	// SamplingInterval is how often the server samples; 0 uses the
 	// group's publishing interval, SamplingFastest asks for the server's
 	// fastest practical rate (OPC UA's 0: for many servers, on change).
