@@ -18,6 +18,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/connector"
+	"github.com/edgeport/edgeport/internal/connector/modbus"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
@@ -82,7 +83,9 @@ type App struct {
 	connClient *mqttclient.Client     // the connectors' MQTT client (publishes, state store)
 	opcua      *opcua.Connector       // the Microsoft.OpcUa connector (its trust list is served by the API)
 	opcuaCmd   *opcua.Commands        // OPC UA writes and method calls over MQTT request/response
-	tmpPKI     string                 // OPC UA PKI folder without a data dir, removed at Stop
+	modbus     *modbus.Connector
+	modbusCmd  *modbus.Commands // Modbus writes over MQTT request/response
+	tmpPKI     string           // OPC UA PKI folder without a data dir, removed at Stop
 }
 
 // New validates cfg and builds the components without starting them: the
@@ -204,6 +207,8 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	g.Add("connectors", a.conn)
+	a.modbusCmd = modbus.NewCommands(a.modbus, a.connClient, log.With("component", "modbus-commands"))
+	g.Add("modbus commands", a.modbusCmd)
 	a.opcuaCmd = opcua.NewCommands(a.opcua, serve, log.With("component", "opcua-commands"))
 	g.Add("opcua commands", a.opcuaCmd)
 

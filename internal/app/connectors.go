@@ -41,5 +41,6 @@ func (a *App) connectors(log *slog.Logger) ([]connector.Connector, error) {
 	if err := a.reg.Register(a.opcua); err != nil {
 		return nil, fmt.Errorf("opc ua metrics: %w", err)
 	}
-	return []connector.Connector{a.opcua, modbus.New(a.reg)}, nil
+	a.modbus = modbus.New(a.reg)
+	return []connector.Connector{a.opcua, a.modbus}, nil
 }

@@ -193,7 +193,7 @@ spec:
     destinations: [{target: Mqtt, configuration: {topic: pymodbus/types}}]
     dataPoints:
     - {name: i16, dataSource: "holding:0", dataPointConfiguration: {dataType: int16}}
-    - {name: u16, dataSource: "holding:1"}
+    - {name: u16, dataSource: "holding:1", dataPointConfiguration: {writable: true}}
     - {name: i32, dataSource: "holding:2", dataPointConfiguration: {dataType: int32}}
     - {name: u32le, dataSource: "holding:4", dataPointConfiguration: {dataType: uint32, wordOrder: LittleEndian}}
     - {name: f32, dataSource: "holding:6", dataPointConfiguration: {dataType: float32}}
@@ -308,10 +308,19 @@ func TestModbusPymodbus(t *testing.T) {
 		t.Fatalf("after restart: %v", got)
 	}
 	waitDeviceState(t, server, "pylogger", "Connected", 30*time.Second)
-	rep, _, out = runCheck(t, e)
-	if st, msg := rep.check(t, "connectors"); st != "warn" || msg != "1 of 1 device endpoints connected; 1 assets, 1 with problems" ||
-		!strings.Contains(out, "types.missing: IllegalDataAddress") {
-		t.Fatalf("check after recovery: %s %q\n%s", st, msg, out)
+	// The point's exception is back in status with the first poll after
+	// recovery; status is written every second.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		rep, _, out = runCheck(t, e)
+		st, msg := rep.check(t, "connectors")
+		if st == "warn" && msg == "1 of 1 device endpoints connected; 1 assets, 1 with problems" &&
+			strings.Contains(out, "types.missing: IllegalDataAddress") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("check after recovery: %s %q\n%s", st, msg, out)
+		}
+		waitTick()
 	}
 
 	// Now every read takes 200 ms, four times the 50 ms poll: polls do not
@@ -322,6 +331,23 @@ func TestModbusPymodbus(t *testing.T) {
 	}
 	if state, _ := deviceStatus(t, server, "pylogger"); state != "Connected" {
 		t.Fatalf("slow device is %s", state)
+	}
+
+	// A write requested with mosquitto_rr (MQTT 5 request/response): the
+	// device's value read back is the answer, and the poll publishes it.
+	rr := requirePeer(t, "mosquitto_rr", mosquittoPkg)
+	rrOut := runProc(t, procLimit, "", rr, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-t", "edgeport/modbus/pyasset/write",
+		"-e", "replies/pyasset", "-m", `{"dataPoint":"types/u16","value":4321}`, "-W", "15")
+	if strings.Join(rrOut, "") != `{"status":"ok","value":4321}` {
+		t.Fatalf("mosquitto_rr write: %q", rrOut)
+	}
+	if got := sub.next(t, "pymodbus/types", 30*time.Second).values(); fmt.Sprint(got) != "map[u16:4321]" {
+		t.Fatalf("after the write: %v", got)
+	}
+	rrOut = runProc(t, procLimit, "", rr, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-t", "edgeport/modbus/pyasset/write",
+		"-e", "replies/pyasset", "-m", `{"dataPoint":"types/i16","value":1}`, "-W", "15")
+	if strings.Join(rrOut, "") != `{"status":"error","error":"data point \"types/i16\" is not writable (set dataPointConfiguration.writable: true)"}` {
+		t.Fatalf("mosquitto_rr refused write: %q", rrOut)
 	}
 
 	// scan: pymodbus answers every unit id; a probe shows where the

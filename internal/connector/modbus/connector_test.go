@@ -12,9 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/connectortest"
+	"github.com/edgeport/edgeport/internal/mqtt/client"
 )
 
 // harness runs the connector runtime with the Modbus connector against the
@@ -25,6 +27,8 @@ type harness struct {
 	conn  *Connector
 	mgr   *connector.Manager
 	addr  string // broker
+	b     *broker.Broker
+	cl    *client.Client // the connector's client
 }
 
 func newHarness(t *testing.T) *harness {
@@ -33,9 +37,10 @@ func newHarness(t *testing.T) *harness {
 	st := connectortest.Store(t)
 	reg := prometheus.NewRegistry()
 	c := New(reg)
+	cl := connectortest.Client(t, b, "$edgeport/connector")
 	m, err := connector.New(connector.Options{
 		Store: st, Connectors: []connector.Connector{c},
-		Publisher:  connector.ClientPublisher{Client: connectortest.Client(t, b, "$edgeport/connector")},
+		Publisher:  connector.ClientPublisher{Client: cl},
 		Registerer: reg, StatusInterval: 10 * time.Millisecond,
 	})
 	if err != nil {
@@ -49,7 +54,7 @@ func newHarness(t *testing.T) *harness {
 		defer cancel()
 		_ = m.Stop(ctx)
 	})
-	return &harness{t: t, store: st, conn: c, mgr: m, addr: addr}
+	return &harness{t: t, store: st, conn: c, mgr: m, addr: addr, b: b, cl: cl}
 }
 
 func deviceYAML(name, addr, extra string) string {

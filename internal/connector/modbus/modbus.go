@@ -21,13 +21,16 @@ import (
 type Connector struct {
 	m   *metrics
 	now func() time.Time
+
+	mu     sync.Mutex        // guards routes
+	routes map[string]*route // asset name → the run serving its writes
 }
 
 var _ connector.Connector = (*Connector)(nil)
 
 // New returns the connector, registering its metrics with reg.
 func New(reg prometheus.Registerer) *Connector {
-	return &Connector{m: newMetrics(reg), now: time.Now}
+	return &Connector{m: newMetrics(reg), now: time.Now, routes: map[string]*route{}}
 }
 
 // EndpointType implements connector.Connector.
@@ -59,14 +62,17 @@ func (c *Connector) Run(ctx context.Context, ep *connector.Endpoint) error {
 	defer dev.close()
 	var sets []*dataset
 	for _, a := range ep.Assets {
+		var mine []*dataset
 		for i, ds := range a.Datasets {
 			d, err := prepare(a.Spec, i, ds, cfg)
 			if err != nil {
 				ds.SetError(err)
 				continue
 			}
-			sets = append(sets, d)
+			mine = append(mine, d)
 		}
+		sets = append(sets, mine...)
+		defer c.register(a.Name, routeFor(dev, mine))()
 	}
 	// The state stays what the previous run left (a restart after an asset
 	// changed is no reconnect); the first poll, made at once, updates it.
