@@ -18,11 +18,12 @@ func newGet(stdout, stderr io.Writer) *cobra.Command {
 	var cf clientFlags
 	var output, selector string
 	cmd := &cobra.Command{
-		Use:   "get KIND|all [NAME...]",
+		Use:   "get KIND[,KIND...]|all [NAME...]",
 		Short: "List resources, or show one, as a table, YAML or JSON",
 		Long: `List resources of a kind (or every kind with "all"), or show named ones.
 KIND is a kind, plural or short name in any case: broker, brokerlisteners,
-listener, bl, authn, authz... The table shows NAME, READY, REASON and AGE and
+listener, bl, authn, authz, devices, assets...; several kinds may be given
+separated by commas (get devices,assets). The table shows NAME, READY, REASON and AGE and
 the kind's own columns; -o yaml prints documents that edgeport apply accepts.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -43,11 +44,17 @@ the kind's own columns; -o yaml prints documents that edgeport apply accepts.`,
 				}
 				defs = c.kinds.All()
 			} else {
-				def, err := lookupKind(c.kinds, args[0])
-				if err != nil {
-					return err
+				// KIND may list several kinds, as in get devices,assets.
+				for _, k := range strings.Split(args[0], ",") {
+					def, err := lookupKind(c.kinds, k)
+					if err != nil {
+						return err
+					}
+					defs = append(defs, def)
 				}
-				defs = []*config.KindDef{def}
+				if len(defs) > 1 && len(args) > 1 {
+					return fmt.Errorf("names need a single kind (got %s)", args[0])
+				}
 			}
 			type group struct {
 				def   *config.KindDef
