@@ -17,6 +17,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 const wait = 5 * time.Second
@@ -79,28 +80,15 @@ func apply(t *testing.T, a *App, doc string) *config.Object {
 // status for its current generation.
 func waitStatus(t *testing.T, a *App, k config.Key, want string) *config.Object {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		o, ok := a.Resources().Get(k)
-		if ok && o.Status != nil && o.Status.ObservedGeneration == o.Metadata.Generation && o.Ready().Status == want {
-			return o
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not Ready=%s within %v: %+v", k, want, wait, o)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var o *config.Object
+	var ok bool
+	if !testwait.Within(wait, func() bool {
+		o, ok = a.Resources().Get(k)
+		return ok && o.Status != nil && o.Status.ObservedGeneration == o.Metadata.Generation && o.Ready().Status == want
+	}) {
+		t.Fatalf("%s not Ready=%s within %v: %+v", k, want, wait, o)
 	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, wait)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return o
 }
 
 // client is a minimal MQTT 5 client over a real socket.
@@ -264,7 +252,7 @@ func TestListenerLiveApply(t *testing.T) {
 		t.Fatalf("disconnect %+v", d)
 	}
 	builtin.alive()
-	eventually(t, "address gone", func() bool { _, ok := a.Addrs()["extra:0"]; return !ok })
+	testwait.For(t, "address gone", func() bool { _, ok := a.Addrs()["extra:0"]; return !ok })
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Fatalf("%s still accepts after delete", addr)
@@ -329,7 +317,7 @@ func TestBrokerLimitsLive(t *testing.T) {
 	if _, err := a.Resources().Delete(k, ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "flag limits back", func() bool { return a.Broker().Options().MaxPacketSize == 4096 })
+	testwait.For(t, "flag limits back", func() bool { return a.Broker().Options().MaxPacketSize == 4096 })
 	other.alive()
 }
 
@@ -383,7 +371,7 @@ func TestBindFailedLoggedOnce(t *testing.T) {
 	port := busy.Addr().(*net.TCPAddr).Port
 	apply(t, a, listenerYAML("clash", fmt.Sprintf("{port: %d}", port)))
 	name := config.PortName("clash", port)
-	eventually(t, "ten failed retries", func() bool { return a.res.failLog.Suppressed(name) >= 10 })
+	testwait.For(t, "ten failed retries", func() bool { return a.res.failLog.Suppressed(name) >= 10 })
 	if n := strings.Count(logs.String(), "listener port failed"); n != 1 {
 		t.Fatalf("%d log lines for a port failing at every retry, want 1:\n%s", n, logs.String())
 	}
@@ -433,7 +421,7 @@ func TestConfigDirAndStoredResources(t *testing.T) {
 	if err := os.WriteFile(file, []byte(listenerYAML("from-file", "{port: 0, protocol: WebSockets}")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "file change applied", func() bool {
+	testwait.For(t, "file change applied", func() bool {
 		o, ok := a.Resources().Get(k)
 		return ok && o.Metadata.Generation == 2 && o.Status.ObservedGeneration == 2 && o.Ready().Status == config.ConditionTrue &&
 			o.Status.Ports[0].Protocol == config.ProtocolWebSockets
@@ -441,7 +429,7 @@ func TestConfigDirAndStoredResources(t *testing.T) {
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "file removal applied", func() bool {
+	testwait.For(t, "file removal applied", func() bool {
 		_, ok := a.Addrs()["from-file:0"]
 		return !ok
 	})

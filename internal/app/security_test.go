@@ -13,6 +13,7 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/pki"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // dialAs connects with cp over conn (plain or TLS) and returns the client
@@ -183,7 +184,7 @@ spec:
 	if err := os.WriteFile(pwFile, []byte("bob:"+hashFor(t, "b-pw")+"\ndave:"+hashFor(t, "d-pw")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "dave to be accepted", func() bool {
+	testwait.For(t, "dave to be accepted", func() bool {
 		c, ack := dialAs(t, tcp(t, addr), login("dave-probe", "dave", "d-pw"))
 		c.conn.Close()
 		return ack.ReasonCode == packet.NotAuthorized // known now; the policy does not list dave
@@ -207,7 +208,7 @@ spec:
 	if portAddr(t, o, 0) != addr {
 		t.Fatal("changing authenticationRef restarted the port")
 	}
-	eventually(t, "the new authentication to apply", func() bool {
+	testwait.For(t, "the new authentication to apply", func() bool {
 		return connectCode(t, addr, login("erin", "erin", "a-pw")) == packet.NotAuthorized // known, not in the policy
 	})
 	if got := connectCode(t, addr, login("alice2", "alice", "a-pw")); got != packet.BadUserNameOrPassword {
@@ -223,7 +224,7 @@ spec:
 	if d := alice.disconnected(); d == nil || d.ReasonCode != packet.NotAuthorized {
 		t.Fatalf("alice after the policy was deleted: %+v", d)
 	}
-	eventually(t, "the status to name the missing policy", func() bool {
+	testwait.For(t, "the status to name the missing policy", func() bool {
 		o, _ := a.Resources().Get(plantKey)
 		return strings.Contains(o.Ready().Message, `BrokerAuthorization "plant-authz" not found: every operation is denied`)
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/pki"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // dialTLS connects over TLS and completes CONNECT; the error is the
@@ -136,7 +137,7 @@ func TestTLSManualSecretReloaded(t *testing.T) {
 
 	second := issue(t, ca, pki.Request{CommonName: "second", IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	writeSecret(t, filepath.Join(data, "secrets", "server-cert"), second)
-	eventually(t, "new handshakes to get the new certificate", func() bool {
+	testwait.For(t, "new handshakes to get the new certificate", func() bool {
 		_, leaf, err := dialTLS(t, addr, tc, "probe")
 		return err == nil && leaf.Subject.CommonName == "second"
 	})
@@ -231,6 +232,6 @@ spec:
 	if _, err := a.Resources().Delete(config.Key{Kind: "Broker", Name: "default"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "limits lifted", func() bool { return a.guard.Limits().MaxConnectionsPerAddress == 0 })
+	testwait.For(t, "limits lifted", func() bool { return a.guard.Limits().MaxConnectionsPerAddress == 0 })
 	dial(t, addr, "second")
 }

@@ -12,7 +12,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // Compile-time checks of the broker hooks.
@@ -116,7 +118,10 @@ func TestBrokerPasswords(t *testing.T) {
 // JWKS served by the test, re-authentication extending the credential,
 // and disconnection when it expires.
 func TestBrokerServiceAccountTokens(t *testing.T) {
-	addr, b := startBroker(t)
+	// Tokens are checked against real time; the broker's expiry timers run
+	// on a fake clock that the test moves past a token's expiry.
+	clk := clock.NewFake(time.Now())
+	addr, b := startBrokerOn(t, clk)
 	is := newIssuer(t, false)
 	tokens, err := NewTokens(TokenOptions{Audiences: []string{"edgeport"}, JWKSURL: is.srv.URL + "/keys",
 		HTTPClient: is.srv.Client(), AttributeClaims: map[string]string{"group": "group"}})
@@ -175,13 +180,14 @@ func TestBrokerServiceAccountTokens(t *testing.T) {
 	if resp, err := renewed.Authenticate(ctx, &paho.Auth{ReasonCode: 0x19, Properties: &paho.AuthProperties{AuthMethod: SATMethod, AuthData: []byte(tok(time.Hour))}}); err != nil || !resp.Success {
 		t.Fatalf("renewal: %+v %v", resp, err)
 	}
+	if !short.alive() {
+		t.Fatal("closed before its credential expired")
+	}
+	clk.Advance(firstExpiry.Sub(clk.Now()) + 300*time.Millisecond)
 	short.waitClosed()
 	if d := short.discs.all(); len(d) != 0 {
 		t.Fatalf("expired client got %+v", d)
 	}
-	// Nothing to poll for: the point is that the first expiry passes and
-	// no close follows.
-	time.Sleep(time.Until(firstExpiry.Add(300 * time.Millisecond)))
 	if !renewed.alive() || !c.alive() {
 		t.Fatal("a client whose credential is valid was disconnected")
 	}
@@ -330,7 +336,7 @@ func TestBrokerAuthorization(t *testing.T) {
 	forbidden := &paho.Connect{ClientID: "will-bad", CleanStart: true, KeepAlive: 30, Username: "alice", UsernameFlag: true,
 		Password: []byte("pw"), PasswordFlag: true, WillMessage: &paho.WillMessage{Topic: "plant/2/x", Payload: []byte("w"), QoS: 1}}
 	mustDial(t, addr, forbidden).drop()
-	eventually(t, "the forbidden will to be refused", func() bool { return counters(b).AuthorizationDenied > deniedBefore })
+	testwait.For(t, "the forbidden will to be refused", func() bool { return counters(b).AuthorizationDenied > deniedBefore })
 	allowed := *forbidden
 	allowed.ClientID, allowed.WillMessage = "will-ok", &paho.WillMessage{Topic: "wills/alice", Payload: []byte("gone"), QoS: 1}
 	mustDial(t, addr, &allowed).drop()
@@ -346,7 +352,7 @@ func TestBrokerAuthorization(t *testing.T) {
 	b.SetListenerSecurity(listener, chain, strict, false)
 	deniedBefore = counters(b).AuthorizationDenied
 	lc.drop()
-	eventually(t, "the now forbidden will to be refused", func() bool { return counters(b).AuthorizationDenied > deniedBefore })
+	testwait.For(t, "the now forbidden will to be refused", func() bool { return counters(b).AuthorizationDenied > deniedBefore })
 	alice.pub("plant/1/alice/t", "after", false)
 	ops.waitFor("plant/1/alice/t", 2)
 	if got := ops.got("wills/alice"); len(got) != 1 {
@@ -416,7 +422,7 @@ func TestLivePolicyChange(t *testing.T) {
 	dc := mustDial(t, addr, dave)
 	dc.sub("plant/#", 1)
 	_ = dc.Disconnect(&paho.Disconnect{})
-	eventually(t, "dave's session to go offline", func() bool { _, _, on := b.ClientPrincipal("dave"); return !on })
+	testwait.For(t, "dave's session to go offline", func() bool { _, _, on := b.ClientPrincipal("dave"); return !on })
 
 	for range 3 {
 		if got := bob.pub("plant/line2/x", "v1", false); got != 0 {
@@ -432,7 +438,7 @@ func TestLivePolicyChange(t *testing.T) {
 	if d := carol.discs.all(); len(d) != 1 || d[0].ReasonCode != 0x87 {
 		t.Fatalf("carol was told %+v, want DISCONNECT 0x87", d)
 	}
-	eventually(t, "the 3.1.1 client to be disconnected", func() bool { return !carol3.IsConnectionOpen() })
+	testwait.For(t, "the 3.1.1 client to be disconnected", func() bool { return !carol3.IsConnectionOpen() })
 	if !alice.alive() || !bob.alive() {
 		t.Fatal("a client still allowed to connect was disconnected")
 	}

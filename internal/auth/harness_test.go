@@ -16,7 +16,9 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 const (
@@ -35,7 +37,13 @@ func testLogger() *slog.Logger {
 // "secure", stopped at cleanup.
 func startBroker(t *testing.T) (string, *broker.Broker) {
 	t.Helper()
-	b, err := broker.New(broker.Options{SysInterval: -1}, testLogger())
+	return startBrokerOn(t, nil)
+}
+
+// startBrokerOn is startBroker with the broker on clk (nil: real time).
+func startBrokerOn(t *testing.T, clk clock.Clock) (string, *broker.Broker) {
+	t.Helper()
+	b, err := broker.New(broker.Options{SysInterval: -1, Clock: clk}, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,16 +227,11 @@ func (c *client) got(topic string) []string {
 
 func (c *client) waitFor(topic string, n int) []string {
 	c.t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		if got := c.got(topic); len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out waiting for %d messages on %q, have %v", n, topic, c.got(topic))
-		}
-		time.Sleep(2 * time.Millisecond)
+	var got []string
+	if !testwait.Within(testwait.Timeout, func() bool { got = c.got(topic); return len(got) >= n }) {
+		c.t.Fatalf("timed out waiting for %d messages on %q, have %v", n, topic, got)
 	}
+	return got
 }
 
 // alive checks the connection still works (a PINGREQ is answered).
@@ -299,15 +302,4 @@ func policyFrom(t *testing.T, yaml string) *Policy {
 // counters returns the listener's counters.
 func counters(b *broker.Broker) broker.ListenerCounters {
 	return b.Counters().Listeners[listener]
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -89,7 +89,11 @@ func (ws *webhookServer) handle(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 		_ = json.NewEncoder(w).Encode(map[string]any{"reason": 3}) // not a CONNACK error code
 	case strings.HasPrefix(user, "slow"):
-		time.Sleep(time.Second)
+		// Answers only after the caller gave up (or the test's bound).
+		select {
+		case <-r.Context().Done():
+		case <-time.After(wait):
+		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"attributes": map[string]any{}})
 	case pass != base64.StdEncoding.EncodeToString([]byte("pw")):
 		w.WriteHeader(http.StatusForbidden)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
@@ -35,7 +36,7 @@ type clientAuth struct {
 	pubCache map[string]bool
 
 	expMu    sync.Mutex
-	expTimer *time.Timer
+	expTimer clock.Timer
 	ended    bool // the connection is gone: no timer may start
 }
 
@@ -128,7 +129,7 @@ func (c *client) authenticate(cp *packet.Connect, ack *packet.ConnAck) (packet.R
 		}
 	}
 	p = ownPrincipal(p, c.id)
-	if !p.Expiry.IsZero() && !time.Now().Before(p.Expiry) {
+	if !p.Expiry.IsZero() && !c.b.clk.Now().Before(p.Expiry) {
 		return fail(p.Method, packet.NotAuthorized, "credential expired")
 	}
 	if sec != nil && sec.authz != nil && !sec.authz.Allow(p, OpConnect, "") {
@@ -229,7 +230,7 @@ func (c *client) armExpiry() {
 	if a.ended || p == nil || p.Expiry.IsZero() {
 		return
 	}
-	a.expTimer = time.AfterFunc(time.Until(p.Expiry), c.credentialExpired)
+	a.expTimer = c.b.clk.AfterFunc(p.Expiry.Sub(c.b.clk.Now()), c.credentialExpired)
 }
 
 // credentialExpired closes the connection whose credential expired without
@@ -237,7 +238,7 @@ func (c *client) armExpiry() {
 // DISCONNECT: the network connection is closed, and the broker logs why.
 func (c *client) credentialExpired() {
 	p := c.auth.principal.Load()
-	if time.Now().Before(p.Expiry) {
+	if c.b.clk.Now().Before(p.Expiry) {
 		c.armExpiry() // re-authenticated in the meantime
 		return
 	}
@@ -430,10 +431,11 @@ func (c *client) handleAuth(flags byte, body []byte) error {
 		out.Properties.AuthData = reply
 		out.Properties.Set(packet.PropAuthData)
 	}
-	c.writePacket(&out)
 	if done {
+		// In force before the client reads its AUTH success.
 		c.reauthenticated(st)
 	}
+	c.writePacket(&out)
 	return nil
 }
 

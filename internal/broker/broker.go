@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	"github.com/edgeport/edgeport/internal/lograte"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -55,6 +56,7 @@ type Broker struct {
 	willsDone bool           // Shutdown is waiting: no more willWG.Add
 	willWG    sync.WaitGroup // will publications under way; Shutdown waits for them
 
+	clk      clock.Clock // Options.Clock as New found it: timers and expiry deadlines
 	stats    stats
 	started  time.Time
 	closing  atomic.Bool
@@ -88,6 +90,7 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 		sharedRR:  make(map[sharedRef]*atomic.Uint32),
 		listeners: make(map[string]*listenerStats),
 		started:   time.Now(),
+		clk:       clock.Or(o.Clock),
 	}
 	b.opts.Store(&o)
 	return b, nil
@@ -273,7 +276,7 @@ func (b *Broker) publishWill(m *Message) {
 		return
 	}
 	if m.willExpiry > 0 {
-		m.Expiry = time.Now().Add(m.willExpiry).UnixNano()
+		m.Expiry = b.clk.Now().Add(m.willExpiry).UnixNano()
 	}
 	b.stats.willsPublished.Add(1)
 	b.Publish(m)
@@ -390,10 +393,10 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		s.mu.Unlock()
 		b.endSessionLocked(s)
 	} else {
-		s.offlineSince = time.Now().UnixNano()
+		s.offlineSince = b.clk.Now().UnixNano()
 		due := b.scheduleWillLocked(s)
 		if s.expiry != expiryNever {
-			s.expiryTimer = time.AfterFunc(s.expiry, func() { b.inBackground(func() { b.expireSession(s) }) })
+			s.expiryTimer = b.clk.AfterFunc(s.expiry, func() { b.inBackground(func() { b.expireSession(s) }) })
 		}
 		b.publishWillAfter(b.saveSessionLocked(s, s.offlineSince), due)
 		s.mu.Unlock()
@@ -496,7 +499,7 @@ func (b *Broker) scheduleWillLocked(s *session) *Message {
 	if s.expiry != expiryNever && s.expiry < delay {
 		delay = s.expiry
 	}
-	s.willTimer = time.AfterFunc(delay, func() { b.inBackground(func() { b.delayedWill(s) }) })
+	s.willTimer = b.clk.AfterFunc(delay, func() { b.inBackground(func() { b.delayedWill(s) }) })
 	return nil
 }
 

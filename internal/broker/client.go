@@ -667,7 +667,7 @@ func (c *client) messageProps(m *Message, in *packet.Properties) {
 		if mx := c.b.o().MaxMessageExpiry; mx > 0 && exp > mx {
 			exp = mx
 		}
-		m.Expiry = time.Now().Add(exp).UnixNano()
+		m.Expiry = c.b.clk.Now().Add(exp).UnixNano()
 	}
 	var out packet.Properties
 	keep := false
@@ -733,7 +733,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		return err
 	}
 	s := c.sess
-	now := time.Now().UnixNano()
+	now := c.b.clk.Now().UnixNano()
 	switch h.Type {
 	case packet.PUBREL:
 		s.mu.Lock()
@@ -892,7 +892,7 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		retained = nil
 	}
 	c.writePacket(&ack)
-	now := time.Now().UnixNano()
+	now := c.b.clk.Now().UnixNano()
 	for _, rq := range retained {
 		sub := rq.sub
 		c.b.retained.Match(sub.inner, func(name string, m *Message) bool {

@@ -118,6 +118,9 @@ func (c *client) connect(cp *packet.Connect) bool {
 	if will != nil {
 		will.owner = c.auth // checked against the principal when published
 	}
+	// Counted and its expiry watched before CONNACK leaves, so that a
+	// client that has its CONNACK is already under the expiry timer.
+	c.authenticated()
 
 	if v5 {
 		if c.recvMaxIn != 65535 {
@@ -149,7 +152,6 @@ func (c *client) connect(cp *packet.Connect) bool {
 	c.resumeLocked()
 	s.mu.Unlock()
 	c.ls.connects.Add(1)
-	c.authenticated()
 	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present)
 	return true
 }
@@ -159,7 +161,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 // c.sess.mu is held.
 func (c *client) resumeLocked() {
 	s := c.sess
-	now := time.Now().UnixNano()
+	now := c.b.clk.Now().UnixNano()
 	for f, next := s.oldest, (*flight)(nil); f != nil; f = next {
 		next = f.next
 		if f.released {

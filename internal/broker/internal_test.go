@@ -9,6 +9,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // dialInternal connects an in-process client the way the self-test probe
@@ -89,7 +90,7 @@ func TestInternalSessionsLeftOutOfGauges(t *testing.T) {
 	}
 	in.send(&packet.Disconnect{})
 	in.expectClosed()
-	eventually(t, "internal connection gone", func() bool { return b.Counters().Listeners[InternalListener].Open == 0 })
+	testwait.For(t, "internal connection gone", func() bool { return b.Counters().Listeners[InternalListener].Open == 0 })
 	if c := b.Counters(); c.Connected != 1 || c.Sessions != 1 || c.Subscriptions != 1 {
 		t.Fatalf("after the internal client left: connected %d sessions %d subscriptions %d, want 1 1 1",
 			c.Connected, c.Sessions, c.Subscriptions)
@@ -165,7 +166,7 @@ func TestMetricFamilies(t *testing.T) {
 	off.subscribe(1, 1, "o/#")
 	off.send(&packet.Disconnect{})
 	off.expectClosed()
-	eventually(t, "offline session", func() bool { return b.Counters().Connected == 2 })
+	testwait.For(t, "offline session", func() bool { return b.Counters().Connected == 2 })
 	pub.send(&packet.Publish{Topic: "o/0", Payload: []byte("q0")})
 	pub.send(&packet.Publish{Topic: "$nope", Payload: []byte("q0")})
 	for id := uint16(2); id <= 3; id++ {
@@ -195,7 +196,7 @@ func TestMetricFamilies(t *testing.T) {
 	sub.ping()
 	// A refused connection is counted closed once the broker has finished
 	// with its socket, which may be just after the client read its CONNACK.
-	eventually(t, "refused connections closed", func() bool { return b.Counters().Listeners["test"].Open == 2 })
+	testwait.For(t, "refused connections closed", func() bool { return b.Counters().Listeners["test"].Open == 2 })
 
 	l := map[string]string{"listener": "test"}
 	for _, tc := range []struct {

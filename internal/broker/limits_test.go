@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // startListened runs a broker behind a real listener (the production
@@ -133,7 +134,7 @@ func TestSlowlorisDoesNotSlowDelivery(t *testing.T) {
 		}
 	})
 	defer func() { close(stop); wg.Wait() }()
-	eventually(t, "every slow connection accepted", func() bool { return l.Stats().Open == int64(n+2) })
+	testwait.For(t, "every slow connection accepted", func() bool { return l.Stats().Open == int64(n+2) })
 
 	// Other work on a shared machine can disturb one measurement; the
 	// broker passes if one of a few stays within the bound.
@@ -169,10 +170,10 @@ func TestConnectDeadline(t *testing.T) {
 	for _, c := range clients {
 		c.expectClosed()
 	}
-	eventually(t, "every connection counted", func() bool {
+	testwait.For(t, "every connection counted", func() bool {
 		return b.Counters().Listeners["dl"].Rejected[RejectConnectTimeout] == 20
 	})
-	eventually(t, "handlers returned", func() bool { return l.Stats().Open == 0 })
+	testwait.For(t, "handlers returned", func() bool { return l.Stats().Open == 0 })
 	checkHealthy(t, addr)
 }
 

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/clock"
 )
 
 // QueuePolicy says what a full session queue does with one more message.
@@ -56,6 +58,11 @@ type Options struct {
 	MaxSubscriptionsPerClient int
 	// Version is reported in $SYS/broker/version.
 	Version string
+	// Clock drives session expiry, will delay, message expiry and
+	// credential expiry (nil: the system clock). New reads it once;
+	// SetOptions cannot change it. Keep-alive and the CONNECT timeout are
+	// socket deadlines, which only real time drives.
+	Clock clock.Clock
 }
 
 // Defaults.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // pahoWait bounds every wait for something that must happen.
@@ -43,22 +44,18 @@ func (in *inbox[T]) all() []T {
 func (in *inbox[T]) waitFor(t testing.TB, what string, n int, match func(T) bool) []T {
 	t.Helper()
 	var got []T
-	deadline := time.Now().Add(pahoWait)
-	for {
+	if !testwait.Within(pahoWait, func() bool {
 		got = got[:0]
 		for _, m := range in.all() {
 			if match(m) {
 				got = append(got, m)
 			}
 		}
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d× %s, have %d", n, what, len(got))
-		}
-		time.Sleep(2 * time.Millisecond)
+		return len(got) >= n
+	}) {
+		t.Fatalf("timed out waiting for %d× %s, have %d", n, what, len(got))
 	}
+	return got
 }
 
 // p5 is a paho.golang (MQTT 5) client with what the tests observe of it.
@@ -215,7 +212,7 @@ func payloads(msgs []*paho.Publish) []string {
 // knows a disconnect has been processed.
 func waitConnected(t testing.TB, b *Broker, n int64) {
 	t.Helper()
-	eventually(t, "connected clients", func() bool { return b.Counters().Connected == n })
+	testwait.For(t, "connected clients", func() bool { return b.Counters().Connected == n })
 }
 
 // p3 is a paho.mqtt.golang (MQTT 3.1.1) client and what it received.

@@ -12,7 +12,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // These tests drive the broker with the Eclipse Paho MQTT 5 client, one
@@ -407,7 +409,7 @@ func TestPahoV5SharedSubscriptions(t *testing.T) {
 	}
 	waitTotal := func(t *testing.T, n int, members ...*p5) {
 		t.Helper()
-		eventually(t, "group deliveries", func() bool {
+		testwait.For(t, "group deliveries", func() bool {
 			total := 0
 			for _, m := range members {
 				total += len(m.onTopic(topic))
@@ -565,7 +567,7 @@ func TestPahoV5Session(t *testing.T) {
 		if n := b.Counters().Sessions; n != 2 {
 			t.Fatalf("%d sessions right after disconnect, want the offline one kept", n)
 		}
-		eventually(t, "session expiry", func() bool { return b.Counters().Sessions == 1 })
+		testwait.For(t, "session expiry", func() bool { return b.Counters().Sessions == 1 })
 		if d := time.Since(left); d < time.Second {
 			t.Fatalf("session expired after %v, before its 1 s interval", d)
 		}
@@ -616,7 +618,8 @@ func TestPahoV5Session(t *testing.T) {
 }
 
 func TestPahoV5Will(t *testing.T) {
-	addr, b := startBroker(t, Options{})
+	clk := clock.NewFake(time.Now())
+	addr, b := startBroker(t, Options{Clock: clk})
 	watcher := dialP5(t, addr, v5conn("will-watcher"))
 	watcher.sub(t, paho.SubscribeOptions{Topic: "will/#", QoS: 1}, markerSub)
 	pub := dialP5(t, addr, v5conn("will-pub"))
@@ -665,61 +668,74 @@ func TestPahoV5Will(t *testing.T) {
 		_ = w.Disconnect(&paho.Disconnect{ReasonCode: byte(packet.DisconnectWithWill)})
 		expectWill(t, "with-will")
 	})
+	// The clock stands still unless the test advances it: a will due at
+	// the delay is not published a millisecond before it, and is at it.
 	// 3.1.3.2.2: the will waits for its delay interval...
 	t.Run("delayed", func(t *testing.T) {
 		w := dialP5(t, addr, withWill("delayed", 1, 10))
-		closed := time.Now()
 		w.conn.Close()
+		waitWillArmed(t, b, "delayed")
+		clk.Advance(time.Second - time.Millisecond)
+		expectNoWill(t, "delayed")
+		clk.Advance(time.Millisecond)
 		expectWill(t, "delayed")
-		if d := time.Since(closed); d < time.Second {
-			t.Fatalf("will published %v after close, before its 1 s delay", d)
-		}
 	})
 	// ...or until the session ends, whichever comes first.
 	t.Run("session end before delay", func(t *testing.T) {
 		w := dialP5(t, addr, withWill("session-end", 30, 1))
-		closed := time.Now()
 		w.conn.Close()
+		waitWillArmed(t, b, "session-end")
+		clk.Advance(time.Second - time.Millisecond)
+		expectNoWill(t, "session-end")
+		clk.Advance(time.Millisecond)
 		expectWill(t, "session-end")
-		if d := time.Since(closed); d < time.Second || d > 4*time.Second {
-			t.Fatalf("will published %v after close, want at the 1 s session end", d)
-		}
 	})
 	// MQTT-3.1.3-9: reconnecting within the delay cancels the will.
 	t.Run("reconnect cancels delayed will", func(t *testing.T) {
 		w := dialP5(t, addr, withWill("cancelled", 1, 10))
-		closed := time.Now()
 		w.conn.Close()
+		waitWillArmed(t, b, "cancelled")
+		clk.Advance(time.Second - time.Millisecond)
 		dialP5(t, addr, v5persistent("cancelled", false, 10))
-		if d := time.Since(closed); d >= time.Second {
-			t.Fatalf("reconnect took %v, longer than the will delay", d)
-		}
-		// Let the delay pass before checking that nothing came.
-		time.Sleep(time.Until(closed.Add(1300 * time.Millisecond)))
+		clk.Advance(time.Second) // past the delay
 		expectNoWill(t, "cancelled")
 	})
 	// 3.1.3.2.2: a takeover with Clean Start 1 ends the session, so a
-	// delayed will goes out at once; with Clean Start 0 it is cancelled.
+	// delayed will goes out at once (the clock does not move); with Clean
+	// Start 0 it is cancelled.
 	t.Run("takeover with clean start publishes delayed will", func(t *testing.T) {
 		dialP5(t, addr, withWill("takeover-clean", 30, 60))
-		taken := time.Now()
 		dialP5(t, addr, v5persistent("takeover-clean", true, 0))
 		expectWill(t, "takeover-clean")
-		if d := time.Since(taken); d > 2*time.Second {
-			t.Fatalf("will published %v after takeover, want at once", d)
-		}
 	})
 	t.Run("takeover resuming the session cancels delayed will", func(t *testing.T) {
 		dialP5(t, addr, withWill("takeover-resume", 1, 60))
-		taken := time.Now()
 		dialP5(t, addr, v5persistent("takeover-resume", false, 60))
-		time.Sleep(time.Until(taken.Add(1300 * time.Millisecond)))
+		clk.Advance(2 * time.Second) // past the delay
 		expectNoWill(t, "takeover-resume")
 	})
 }
 
+// waitWillArmed waits until the session of id is offline with its delayed
+// will scheduled, so that advancing a fake clock reaches the will's timer.
+func waitWillArmed(t *testing.T, b *Broker, id string) {
+	t.Helper()
+	testwait.For(t, "delayed will of "+id+" scheduled", func() bool {
+		b.sessMu.Lock()
+		defer b.sessMu.Unlock()
+		s := b.sessions[id]
+		if s == nil {
+			return false
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.client == nil && s.willTimer != nil
+	})
+}
+
 func TestPahoV5MessageExpiry(t *testing.T) {
-	addr, b := startBroker(t, Options{})
+	clk := clock.NewFake(time.Now())
+	addr, b := startBroker(t, Options{Clock: clk})
 	live := dialP5(t, addr, v5conn("exp-live"))
 	live.sub(t, paho.SubscribeOptions{Topic: "exp/t", QoS: 1})
 	s := dialP5(t, addr, v5persistent("exp-sub", true, 60))
@@ -731,7 +747,7 @@ func TestPahoV5MessageExpiry(t *testing.T) {
 	pub.pub(t, &paho.Publish{Topic: "exp/t", QoS: 1, Payload: []byte("short"), Properties: &paho.PublishProperties{MessageExpiry: &one}})
 	pub.pub(t, &paho.Publish{Topic: "exp/t", QoS: 1, Payload: []byte("long"), Properties: &paho.PublishProperties{MessageExpiry: &ten}})
 	pub.pub(t, &paho.Publish{Topic: "exp/t", QoS: 1, Payload: []byte("forever")})
-	time.Sleep(1100 * time.Millisecond) // outlive the short message
+	clk.Advance(1100 * time.Millisecond) // outlive the short message
 	s2 := dialP5(t, addr, v5persistent("exp-sub", false, 60))
 	if !s2.ack.SessionPresent {
 		t.Fatal("session not present")
@@ -768,12 +784,13 @@ func TestPahoV5MessageExpiry(t *testing.T) {
 }
 
 func TestPahoV5RetainedExpiry(t *testing.T) {
-	addr, _ := startBroker(t, Options{})
+	clk := clock.NewFake(time.Now())
+	addr, _ := startBroker(t, Options{Clock: clk})
 	pub := dialP5(t, addr, v5conn("rexp-pub"))
 	one, ten := uint32(1), uint32(10)
 	pub.pub(t, &paho.Publish{Topic: "rexp/short", QoS: 1, Retain: true, Payload: []byte("s"), Properties: &paho.PublishProperties{MessageExpiry: &one}})
 	pub.pub(t, &paho.Publish{Topic: "rexp/long", QoS: 1, Retain: true, Payload: []byte("l"), Properties: &paho.PublishProperties{MessageExpiry: &ten}})
-	time.Sleep(1100 * time.Millisecond) // outlive the short message
+	clk.Advance(1100 * time.Millisecond) // outlive the short message
 	o := dialP5(t, addr, v5conn("rexp-sub"))
 	o.sub(t, paho.SubscribeOptions{Topic: "rexp/+", QoS: 1}, markerSub)
 	settle(t, pub, o)

@@ -136,7 +136,7 @@ func (b *Broker) AttachStore(st *store.Store) { b.st = st }
 // restore loads the attached store's contents; Start calls it.
 func (b *Broker) restore() error {
 	st := b.st
-	now := time.Now()
+	now := b.clk.Now()
 	restored, queued := 0, 0
 	var expiredSessions []string
 	var fx restoreEffects
@@ -187,7 +187,7 @@ func (b *Broker) restore() error {
 	}
 	b.heldMu.Unlock()
 	b.log.Info("restored broker state", "sessions", restored, "messages", queued,
-		"retained", b.stats.retained.Load(), "expired_sessions", len(expiredSessions), "took", time.Since(now).String())
+		"retained", b.stats.retained.Load(), "expired_sessions", len(expiredSessions), "took", b.clk.Now().Sub(now).String())
 	return nil
 }
 
@@ -312,7 +312,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	s.count(&b.stats.sessions, 1)
 	s.mu.Lock()
 	if s.expiry != expiryNever {
-		s.expiryTimer = time.AfterFunc(s.expiry-down, func() { b.inBackground(func() { b.expireSession(s) }) })
+		s.expiryTimer = b.clk.AfterFunc(s.expiry-down, func() { b.inBackground(func() { b.expireSession(s) }) })
 	}
 	if will != nil {
 		delay := s.willDelay - down

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // durableBroker is a broker with a store in dir that a test stops and starts
@@ -478,11 +480,16 @@ func TestPersistInboundQoS2(t *testing.T) {
 	}
 }
 
-// downtime stops d for at least dt and starts it again.
+// downFor stops d, advances its fake clock by dt while it is down, and
+// starts it again on the same clock.
 func (d *durableBroker) downFor(dt time.Duration) *durableBroker {
 	d.t.Helper()
+	clk, ok := d.opts.Clock.(*clock.Fake)
+	if !ok {
+		d.t.Fatal("downFor needs a broker on a fake clock")
+	}
 	d.stop()
-	time.Sleep(dt) // the point is the broker not running: nothing to poll
+	clk.Advance(dt)
 	return startDurableBrokerWith(d.t, d.opts, d.dir, d.sopts, d.security)
 }
 
@@ -498,7 +505,8 @@ func (d *durableBroker) hasSession(id string) bool {
 func TestPersistSessionExpiryCountsDowntime(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	d := startDurableBroker(t, Options{}, dir)
+	clk := clock.NewFake(time.Now())
+	d := startDurableBroker(t, Options{Clock: clk}, dir)
 	for _, c := range []struct {
 		id     string
 		expiry uint32
@@ -508,7 +516,6 @@ func TestPersistSessionExpiryCountsDowntime(t *testing.T) {
 		sub.leave()
 	}
 	d = d.downFor(2500 * time.Millisecond)
-	restarted := time.Now()
 	if d.hasSession("se-short") || !d.hasSession("se-long") || !d.hasSession("se-forever") {
 		t.Fatalf("sessions after restart: short %v long %v forever %v, want false true true",
 			d.hasSession("se-short"), d.hasSession("se-long"), d.hasSession("se-forever"))
@@ -516,18 +523,17 @@ func TestPersistSessionExpiryCountsDowntime(t *testing.T) {
 	if _, ok := loadStoreClients(t, d.st)["se-short"]; ok {
 		t.Fatal("expired session se-short still in the store")
 	}
-	// se-long had 4 s, 2.5 s of which passed while the broker was down.
-	deadline := time.Now().Add(3 * time.Second)
-	for d.hasSession("se-long") {
-		if time.Now().After(deadline) {
-			t.Fatalf("se-long still alive %v after restart: downtime not counted", time.Since(restarted))
-		}
-		time.Sleep(20 * time.Millisecond)
+	// se-long had 4 s, 2.5 s of which passed while the broker was down:
+	// it ends 1.5 s after the restart, not a millisecond earlier.
+	clk.Advance(1500*time.Millisecond - time.Millisecond)
+	if !d.hasSession("se-long") {
+		t.Fatal("se-long expired before the 1.5 s it had left")
 	}
-	if el := time.Since(restarted); el > 2500*time.Millisecond {
-		t.Fatalf("se-long expired %v after restart, want about 1.5 s", el)
+	clk.Advance(time.Millisecond)
+	if d.hasSession("se-long") {
+		t.Fatal("se-long alive 1.5 s after restart: downtime not counted")
 	}
-	eventually(t, "se-long deleted from the store", func() bool {
+	testwait.For(t, "se-long deleted from the store", func() bool {
 		_, ok := loadStoreClients(t, d.st)["se-long"]
 		return !ok
 	})
@@ -551,7 +557,8 @@ func loadStoreClients(t testing.TB, st *store.Store) map[string]storedClient {
 func TestPersistMessageExpiryCountsDowntime(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	d := startDurableBroker(t, Options{}, dir)
+	clk := clock.NewFake(time.Now())
+	d := startDurableBroker(t, Options{Clock: clk}, dir)
 	sub, _ := connectRaw(t, d.addr, packet.V5, connPersist("me-sub", true, 3600))
 	sub.subscribe(1, 1, "me/q/#")
 	sub.leave()
@@ -596,7 +603,8 @@ func TestPersistMessageExpiryCountsDowntime(t *testing.T) {
 func TestPersistDelayedWill(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	d := startDurableBroker(t, Options{}, dir)
+	clk := clock.NewFake(time.Now())
+	d := startDurableBroker(t, Options{Clock: clk}, dir)
 	// The watcher's client ID sorts after the will owners', so it is
 	// restored after them.
 	w, _ := connectRaw(t, d.addr, packet.V5, connPersist("zz-watcher", true, 3600))
@@ -613,8 +621,7 @@ func TestPersistDelayedWill(t *testing.T) {
 	}
 	willer("aa-delayed", 3, 3600)
 	willer("aa-expired", 3600, 1)
-	lost := time.Now()
-	eventually(t, "the will owners offline", func() bool {
+	testwait.For(t, "the will owners offline", func() bool {
 		d.b.sessMu.Lock()
 		defer d.b.sessMu.Unlock()
 		for _, id := range []string{"aa-delayed", "aa-expired"} {
@@ -631,12 +638,13 @@ func TestPersistDelayedWill(t *testing.T) {
 	if p.Topic != "dw/aa-expired" {
 		t.Fatalf("first will %s, want dw/aa-expired (its session expired while the broker was down)", p.Topic)
 	}
+	// aa-delayed's 3 s delay had 1.5 s left at the restart.
+	clk.Advance(1500*time.Millisecond - time.Millisecond)
+	w.ping() // nothing before the PINGRESP: the delayed will is not out yet
+	clk.Advance(time.Millisecond)
 	p = w.collect(1)[0]
 	if p.Topic != "dw/aa-delayed" {
 		t.Fatalf("second will %s, want dw/aa-delayed", p.Topic)
-	}
-	if el := time.Since(lost); el < 2900*time.Millisecond || el > 5*time.Second {
-		t.Fatalf("delayed will published %v after the connection ended, want about 3 s", el)
 	}
 	w.ping()
 }
@@ -665,7 +673,7 @@ func TestPersistAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := startDurableBroker(t, Options{}, dir)
+	d := startDurableBroker(t, Options{Clock: clock.NewFake(time.Now())}, dir)
 	if !d.hasSession("ac-dev") {
 		t.Fatal("session connected at the crash not restored")
 	}
@@ -744,7 +752,8 @@ func TestPersistCleanSessionsNotStored(t *testing.T) {
 func TestPersistRestoredSessionEnds(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	d := startDurableBroker(t, Options{}, dir)
+	clk := clock.NewFake(time.Now())
+	d := startDurableBroker(t, Options{Clock: clk}, dir)
 	for _, id := range []string{"re-clean", "re-expire"} {
 		c, _ := connectRaw(t, d.addr, packet.V5, connPersist(id, true, 1))
 		if id == "re-clean" {
@@ -763,7 +772,10 @@ func TestPersistRestoredSessionEnds(t *testing.T) {
 		t.Fatal("clean start resumed the session")
 	}
 	c.leave()
-	eventually(t, "re-expire to expire", func() bool { return !d.hasSession("re-expire") })
+	clk.Advance(time.Second) // re-expire's expiry, armed at restore
+	if d.hasSession("re-expire") {
+		t.Fatal("re-expire outlived its 1 s expiry after the restart")
+	}
 
 	d = d.restart()
 	stored, _ := loadStore(t, d.st)
@@ -1145,11 +1157,11 @@ func TestPersistDiskStaysFlat(t *testing.T) {
 	send(0, checkpoint)
 	waitAcked(checkpoint)
 	// PUBACKs delete asynchronously: measure once the entries are gone.
-	eventually(t, "the first entries deleted", drained)
+	testwait.For(t, "the first entries deleted", drained)
 	wal10k, rest10k := storeSize(t, dir)
 	send(checkpoint, total)
 	waitAcked(total)
-	eventually(t, "all entries deleted", drained)
+	testwait.For(t, "all entries deleted", drained)
 	wal50k, rest50k := storeSize(t, dir)
 	t.Logf("%d messages in %v; store after %d: WAL %d KiB, tables and the rest %d KiB; after %d: %d KiB, %d KiB",
 		total, time.Since(start).Round(time.Millisecond), checkpoint, wal10k>>10, rest10k>>10, total, wal50k>>10, rest50k>>10)

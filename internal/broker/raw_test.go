@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // malformedCase is one bad input and the reaction the specifications
@@ -149,7 +151,7 @@ func TestRawMalformed(t *testing.T) {
 				c.expectClosed()
 			default:
 				c.expectDisconnect(tc.want)
-				eventually(t, "protocol error counted", func() bool {
+				testwait.For(t, "protocol error counted", func() bool {
 					return b.Counters().ProtocolErrors > before.ProtocolErrors
 				})
 			}
@@ -470,7 +472,7 @@ func TestRawRedeliveryWithDup(t *testing.T) {
 	sub.expectAck(packet.PUBREL, ids[1], packet.Success)
 	sub.send(&packet.Disconnect{})
 	sub.expectClosed()
-	eventually(t, "subscriber offline", func() bool { return b.Counters().Connected == 1 })
+	testwait.For(t, "subscriber offline", func() bool { return b.Counters().Connected == 1 })
 	// Queued while offline: sent after the redeliveries, without DUP.
 	pub.send(&packet.Publish{QoS: 1, PacketID: 9, Topic: "rd/5", Payload: []byte("rd/5")})
 	pub.expectAck(packet.PUBACK, 9, packet.Success)
@@ -506,7 +508,7 @@ func TestRawRedeliveryWithDup(t *testing.T) {
 	// Everything acknowledged: a third connection gets nothing again.
 	sub.send(&packet.Disconnect{})
 	sub.expectClosed()
-	eventually(t, "subscriber offline", func() bool { return b.Counters().Connected == 1 })
+	testwait.For(t, "subscriber offline", func() bool { return b.Counters().Connected == 1 })
 	sub, _ = connectRaw(t, addr, packet.V5, persistent())
 	sub.ping()
 }
@@ -850,7 +852,8 @@ func TestRawSessionExpiryOnDisconnect(t *testing.T) {
 
 func TestRawMessageExpiry(t *testing.T) {
 	t.Parallel()
-	addr, _ := startBroker(t, Options{})
+	clk := clock.NewFake(time.Now())
+	addr, _ := startBroker(t, Options{Clock: clk})
 	pub, _ := connectRaw(t, addr, packet.V5, connV5("me-pub"))
 	expiring := func(topic string, qos byte, retain bool) *packet.Publish {
 		p := &packet.Publish{QoS: qos, PacketID: 1, Retain: retain, Topic: topic, Payload: []byte(topic)}
@@ -879,7 +882,7 @@ func TestRawMessageExpiry(t *testing.T) {
 		t.Errorf("retained expiry %d retain %v", p.Properties.MessageExpiry, p.Retain)
 	}
 
-	time.Sleep(1500 * time.Millisecond)
+	clk.Advance(1500 * time.Millisecond)
 	late, _ := connectRaw(t, addr, packet.V5, connV5("me-late"))
 	late.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "me/#"}}})
 	rawRecv[packet.SubAck](late)
@@ -1054,7 +1057,7 @@ func TestRawRedeliveryTooLargeForNewConnection(t *testing.T) {
 	sub.expectPublish("big/a", string(bytes.Repeat([]byte{'b'}, 300)))
 	sub.send(&packet.Disconnect{})
 	sub.expectClosed()
-	eventually(t, "subscriber offline", func() bool { return b.Counters().Connected == 1 })
+	testwait.For(t, "subscriber offline", func() bool { return b.Counters().Connected == 1 })
 	pub.send(&packet.Publish{QoS: 1, PacketID: 2, Topic: "big/b", Payload: []byte("small")})
 	pub.expectAck(packet.PUBACK, 2, packet.Success)
 	// The unacknowledged delivery no longer fits: it is discarded as if

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // TestResumeByAnotherPrincipal: a client that connects with another
@@ -47,7 +48,7 @@ func TestResumeByAnotherPrincipal(t *testing.T) {
 			send("in flight")
 			alice.expectPublish("private/alice", "in flight")
 			alice.conn.Close()
-			eventually(t, "alice offline", func() bool {
+			testwait.For(t, "alice offline", func() bool {
 				b.sessMu.Lock()
 				defer b.sessMu.Unlock()
 				s := b.sessions["alice-dev"]

@@ -3,7 +3,6 @@ package broker
 import (
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
 )
@@ -128,7 +127,7 @@ func (b *Broker) route(m *Message, tx *txnCtx) int {
 	b.subs.Match(m.Topic, r.add, r.addShared)
 	n := len(r.targets)
 	if n > 0 {
-		now := time.Now().UnixNano()
+		now := b.clk.Now().UnixNano()
 		for i := range r.targets {
 			t := &r.targets[i]
 			d := delivery{msg: m, qos: t.qos, retain: t.retain, subIDs: t.ids}
@@ -179,7 +178,7 @@ func (b *Broker) reroute(from *session, d delivery) {
 	}
 	d.seq = 0
 	tx := b.newTxn()
-	to.deliver(b, &d, time.Now().UnixNano(), tx)
+	to.deliver(b, &d, b.clk.Now().UnixNano(), tx)
 	b.commit(tx, nil)
 }
 

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
@@ -67,10 +68,10 @@ type session struct {
 	queue          ring
 	awaitingRel    map[uint16]struct{} // inbound QoS 2 IDs between PUBREC and PUBREL
 	expiry         time.Duration       // session expiry interval
-	expiryTimer    *time.Timer
+	expiryTimer    clock.Timer
 	will           *Message
 	willDelay      time.Duration
-	willTimer      *time.Timer
+	willTimer      clock.Timer
 	offlineSince   int64 // UnixNano of the last disconnection, as stored
 	// owner is the principal the session belongs to and ownerListener
 	// the listener it came through; nil for internal clients' sessions

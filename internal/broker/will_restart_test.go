@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // authnFunc is an authentication method written inline: it takes the user
@@ -61,7 +62,7 @@ func TestWillAfterRestart(t *testing.T) {
 		cp.Will.Properties.Set(packet.PropWillDelay)
 		c, _ := connectRaw(t, d.addr, packet.V5, cp)
 		c.conn.Close() // no DISCONNECT: the will applies
-		eventually(t, id+" offline", func() bool {
+		testwait.For(t, id+" offline", func() bool {
 			d.b.sessMu.Lock()
 			defer d.b.sessMu.Unlock()
 			s := d.b.sessions[id]
@@ -108,7 +109,7 @@ func TestWillAfterRestart(t *testing.T) {
 	allowWills.Store(false)
 	willer("carol-dev", "carol", "south", "wills/south/carol", "carol gone")
 	denied := d.b.listenerStats("test").authzDenied.Load()
-	eventually(t, "Carol's will refused when it fired", func() bool {
+	testwait.For(t, "Carol's will refused when it fired", func() bool {
 		return d.b.listenerStats("test").authzDenied.Load() > denied
 	})
 	allowWills.Store(true)

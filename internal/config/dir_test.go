@@ -6,7 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 func write(t *testing.T, path, content string) {
@@ -110,23 +111,12 @@ func TestDirWatch(t *testing.T) {
 		if err := os.Rename(tmp, f); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return port(t, s, "w") == p })
+		testwait.For(t, "the watched directory to apply the change", func() bool { return port(t, s, "w") == p })
 	}
 	if err := os.Remove(f); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return port(t, s, "w") == -1 })
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, "the watched directory to apply the change", func() bool { return port(t, s, "w") == -1 })
 }
 
 func TestNewDirErrors(t *testing.T) {

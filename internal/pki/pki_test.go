@@ -15,20 +15,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 const wait = 5 * time.Second
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 // clock is a settable time source for the watch and renewal logic.
 type clock struct{ ns atomic.Int64 }
@@ -271,7 +262,7 @@ func TestAutoCertRenews(t *testing.T) {
 			if c, _ := a.GetCertificate(nil); c != first {
 				t.Fatal("the handshake that finds renewal due must not wait for it")
 			}
-			eventually(t, "renewal", func() bool { return a.Current() != first })
+			testwait.For(t, "renewal", func() bool { return a.Current() != first })
 			second := a.Current()
 			if !second.Leaf.NotAfter.After(first.Leaf.NotAfter) {
 				t.Errorf("renewed certificate expires %v, not after %v", second.Leaf.NotAfter, first.Leaf.NotAfter)
@@ -286,7 +277,7 @@ func TestAutoCertRenews(t *testing.T) {
 			if c == second || !clk.Now().Before(c.Leaf.NotAfter) {
 				t.Fatal("served an expired certificate")
 			}
-			eventually(t, "no renewal running", func() bool { return !a.renewing.Load() })
+			testwait.For(t, "no renewal running", func() bool { return !a.renewing.Load() })
 		})
 	}
 }

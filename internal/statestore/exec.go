@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	wallclock "github.com/edgeport/edgeport/internal/clock"
 	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
@@ -33,6 +34,10 @@ type executor struct {
 	bytes int64 // sum of len(key)+len(value)
 	exp   expiryHeap
 	clock clock
+	// The next key expiry wakes the run loop through wake (capacity 1);
+	// timer is armed only while the loop waits. Run loop only.
+	timer wallclock.Timer
+	wake  chan struct{}
 
 	watchers map[string]*watcher              // by client ID
 	watched  map[string]map[*watcher]struct{} // by key
@@ -99,6 +104,7 @@ func newExecutor(s *Server) (*executor, error) {
 		s:        s,
 		opts:     &s.opts,
 		keys:     make(map[string]*entry),
+		wake:     make(chan struct{}, 1),
 		watchers: make(map[string]*watcher),
 		watched:  make(map[string]map[*watcher]struct{}),
 		nodes:    make(map[string]string),
@@ -120,7 +126,7 @@ func (e *executor) restore() error {
 	if st == nil {
 		return nil
 	}
-	nowMs := time.Now().UnixMilli()
+	nowMs := e.opts.Clock.Now().UnixMilli()
 	var expired [][]byte
 	var derr error
 	err := st.ScanKV(Bucket, nil, func(k, v []byte) bool {
@@ -177,19 +183,17 @@ func (e *executor) intern(b []byte) string {
 }
 
 func (e *executor) run() {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
+	defer e.stopTimer()
 	for {
 		if len(e.batch) == 0 {
-			e.armTimer(timer)
+			e.armTimer()
 			select {
 			case r := <-e.s.reqs:
 				e.batch = append(e.batch, r)
 			case f := <-e.s.control:
 				f()
 				continue
-			case <-timer.C:
+			case <-e.wake:
 			case <-e.s.stopping:
 				return
 			}
@@ -214,12 +218,28 @@ func (e *executor) run() {
 
 // armTimer wakes the executor when the next key expires, so that expiry
 // notifications go out on time even when no request comes.
-func (e *executor) armTimer(t *time.Timer) {
+func (e *executor) armTimer() {
+	e.stopTimer()
 	if len(e.exp) == 0 {
-		t.Stop()
 		return
 	}
-	t.Reset(max(time.Until(time.UnixMilli(e.exp[0].at)), time.Millisecond))
+	d := time.UnixMilli(e.exp[0].at).Sub(e.opts.Clock.Now())
+	e.timer = e.opts.Clock.AfterFunc(max(d, 0), func() {
+		select {
+		case e.wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	})
+}
+
+// stopTimer disarms the expiry timer. A wake-up it already sent stays in
+// wake: it costs one sweep that finds nothing, whereas draining it could
+// lose the wake-up of a timer that fired just before being re-armed.
+func (e *executor) stopTimer() {
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
 }
 
 // process executes the queued batch (and due expiries) and hands the
@@ -227,7 +247,7 @@ func (e *executor) armTimer(t *time.Timer) {
 // maxChunk it stops and leaves the rest of the batch for the next round,
 // which bounds the memory a batch of large values holds.
 func (e *executor) process() {
-	e.now = time.Now()
+	e.now = e.opts.Clock.Now()
 	l := e.s.cur.get()
 	c := e.s.getChunk()
 	tx := e.newTxn()

@@ -68,7 +68,9 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}
-	b, err := broker.New(broker.Options{SysInterval: -1}, testLogger())
+	// The broker shares the state store's clock: message expiry of
+	// requests and key expiry move together in tests that advance it.
+	b, err := broker.New(broker.Options{SysInterval: -1, Clock: e.opts.Clock}, testLogger())
 	if err != nil {
 		t.Fatalf("broker.New: %v", err)
 	}
@@ -182,18 +184,6 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 		}
 	}
 	return false
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // client is a state store client written against the protocol reference
@@ -374,6 +364,13 @@ func (c *client) do(extra paho.UserProperties, args ...string) *paho.Publish {
 }
 
 // notifications waits until n notifications have arrived and returns them.
+// noteCount returns how many notifications c has received.
+func (c *client) noteCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.notes)
+}
+
 func (c *client) notifications(n int) []*paho.Publish {
 	c.t.Helper()
 	deadline := time.After(wait)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 	"log/slog"
 	"net"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	wallclock "github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/store"
@@ -65,6 +65,9 @@ type Options struct {
 	CacheTTL time.Duration
 	// CacheEntries bounds the command cache; default 10000.
 	CacheEntries int
+	// Clock drives key expiry (PX), the command cache and versions' wall
+	// time; nil is the system clock. Tests pass a wallclock.Fake.
+	Clock wallclock.Clock
 }
 
 // Defaults applied to zero Options fields.
@@ -137,6 +140,7 @@ func New(st *store.Store, serve func(net.Conn), opts Options) (*Server, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	opts.Clock = wallclock.Or(opts.Clock)
 	if opts.NodeID == "" {
 		opts.NodeID = DefaultNodeID
 	}

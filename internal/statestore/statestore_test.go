@@ -11,7 +11,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	wallclock "github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 func TestSetGetDelVDel(t *testing.T) {
@@ -135,7 +137,8 @@ func TestSetConditions(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	e := startEnv(t, Options{})
+	clk := wallclock.NewFake(time.Now())
+	e := startEnv(t, Options{Clock: clk})
 	c := e.dial("exp")
 	w := e.dial("watcher")
 	expect(t, w.do(nil, "KEYNOTIFY", "short"), "+OK\r\n")
@@ -147,14 +150,18 @@ func TestExpiry(t *testing.T) {
 	expect(t, c.do(nil, "SET", "cleared", "v"), "+OK\r\n")
 	expect(t, c.do(nil, "GET", "short"), bulk("v"))
 
-	// Nothing asks: the executor's timer deletes the key and notifies.
+	// Nothing asks: the executor's timer deletes the key and notifies. The
+	// executor may re-arm its timer just after an Advance, so each poll
+	// fires whatever is due by then.
+	clk.Advance(150 * time.Millisecond)
+	testwait.For(t, "expiry notifications", func() bool { clk.Advance(0); return w.noteCount() >= 2 })
 	notes := w.notifications(2)
 	if string(notes[0].Payload) != string(appendNotifySet(nil, []byte("v"))) || string(notes[1].Payload) != notifyDelete {
 		t.Fatalf("notifications %q, %q; want SET then DELETE", notes[0].Payload, notes[1].Payload)
 	}
 	expect(t, c.do(nil, "GET", "short"), "$-1\r\n")
 	expect(t, c.do(nil, "GET", "long"), bulk("v"))
-	time.Sleep(200 * time.Millisecond)
+	clk.Advance(200 * time.Millisecond) // past the PX that SET without PX cancelled
 	expect(t, c.do(nil, "GET", "cleared"), bulk("v"))
 	if got := e.counter("edgeport_statestore_deletions_total", "reason", "expiry"); got != 1 {
 		t.Fatalf("expiry deletions %v, want 1", got)
@@ -418,7 +425,7 @@ func TestRPCConventions(t *testing.T) {
 	t.Run("missing correlation data", func(t *testing.T) {
 		before := e.counter("edgeport_statestore_errors_total", "error", "protocol")
 		c.send(req{payload: resp("SET", "nocorr", "v"), noCorr: true})
-		eventually(t, "the uncorrelated response", func() bool {
+		testwait.For(t, "the uncorrelated response", func() bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			for _, p := range c.extra {
@@ -449,13 +456,13 @@ func TestRPCConventions(t *testing.T) {
 		for _, topic := range []string{InvokeTopic, notifyTopicPrefix + hexUpper("victim") + "/command/notify/6B", "$edgeport/selftest/x"} {
 			c.send(req{payload: resp("SET", "hijack", "v"), topic: topic})
 		}
-		eventually(t, "three dropped requests", func() bool {
+		testwait.For(t, "three dropped requests", func() bool {
 			return e.counter("edgeport_statestore_errors_total", "error", "protocol") == before+3
 		})
 		// Anything published to those topics was published before this
 		// answer: one connection, in order.
 		expect(t, c.do(nil, "GET", "hijack"), "$-1\r\n")
-		eventually(t, "the spy to see the four requests", func() bool {
+		testwait.For(t, "the spy to see the four requests", func() bool {
 			spy.mu.Lock()
 			defer spy.mu.Unlock()
 			return len(spy.extra)+len(spy.notes) >= 4
@@ -525,17 +532,19 @@ func TestCommandCache(t *testing.T) {
 
 	// An expired entry is not served: without a Message Expiry Interval
 	// the entry lives CacheTTL, after which the repeat runs again.
-	e2 := startEnv(t, Options{CacheTTL: 50 * time.Millisecond})
+	clk := wallclock.NewFake(time.Now())
+	e2 := startEnv(t, Options{CacheTTL: 50 * time.Millisecond, Clock: clk})
 	c = e2.dial("ttl")
 	corr3 := []byte("ttl-correlation!")
 	expect(t, c.call(req{payload: resp("SET", "k", "v", "NX"), corr: corr3, noExpiry: true}), "+OK\r\n")
 	expect(t, c.call(req{payload: resp("SET", "k", "v", "NX"), corr: corr3, noExpiry: true}), "+OK\r\n")
-	time.Sleep(100 * time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
 	expect(t, c.call(req{payload: resp("SET", "k", "v", "NX"), corr: corr3, noExpiry: true}), ":-1\r\n")
 }
 
 func TestRestartPersistence(t *testing.T) {
-	e := startEnv(t, Options{})
+	clk := wallclock.NewFake(time.Now())
+	e := startEnv(t, Options{Clock: clk})
 	c := e.dial("p")
 	r := c.do(nil, "SET", "kept", "value")
 	expect(t, r, "+OK\r\n")
@@ -544,9 +553,8 @@ func TestRestartPersistence(t *testing.T) {
 	expect(t, c.do(nil, "SET", "gone", "x"), "+OK\r\n")
 	expect(t, c.do(nil, "DEL", "gone"), ":1\r\n")
 	expect(t, c.do(nil, "SET", "brief", "x", "PX", "1000"), "+OK\r\n")
-	setAt := time.Now()
 	e.shutdown()
-	time.Sleep(time.Until(setAt.Add(1100 * time.Millisecond))) // "brief" expires while the broker is down
+	clk.Advance(1100 * time.Millisecond) // "brief" expires while the broker is down
 	e.start()
 	// Restoring deleted it (a new registry: counted at restore).
 	if got := e.counter("edgeport_statestore_deletions_total", "reason", "expiry"); got != 1 {
@@ -620,7 +628,7 @@ func TestResponseTopicAuthorized(t *testing.T) {
 	c := e.dial("rt")
 	before := e.counter("edgeport_statestore_errors_total", "error", "protocol")
 	c.send(req{payload: resp("SET", "k", "v"), topic: "elsewhere/resp"})
-	eventually(t, "the request to be dropped", func() bool {
+	testwait.For(t, "the request to be dropped", func() bool {
 		return e.counter("edgeport_statestore_errors_total", "error", "protocol") == before+1
 	})
 	expect(t, c.do(nil, "GET", "k"), "$-1\r\n")
@@ -723,9 +731,9 @@ func TestStoreFailureIsolated(t *testing.T) {
 	c.send(req{payload: resp("SET", "big", strings.Repeat("x", 600<<10))})
 	c.send(req{payload: resp("SET", "small", "w")})
 	c.send(req{payload: resp("DEL", "other")})
-	eventually(t, "three queued requests", func() bool { return len(e.ss.reqs) == 3 })
+	testwait.For(t, "three queued requests", func() bool { return len(e.ss.reqs) == 3 })
 	close(release)
-	eventually(t, "the refused SET", func() bool {
+	testwait.For(t, "the refused SET", func() bool {
 		return e.counter("edgeport_statestore_errors_total", "error", "quota") == 1
 	})
 	var big, small, other *entry
@@ -752,9 +760,9 @@ func TestReconnect(t *testing.T) {
 	l := e.ss.cur.get()
 	before := l.c.Stats().Connects
 	e.b.DisconnectListener(broker.InternalListener, "test")
-	eventually(t, "a new connection", func() bool { return l.c.Stats().Connects > before && l.c.Connected() })
+	testwait.For(t, "a new connection", func() bool { return l.c.Stats().Connects > before && l.c.Connected() })
 	var r *paho.Publish
-	eventually(t, "an answer after reconnecting", func() bool {
+	testwait.For(t, "an answer after reconnecting", func() bool {
 		select {
 		case r = <-c.send(req{payload: resp("GET", "k")}):
 			return true
@@ -818,7 +826,7 @@ func TestLargeBatchSplit(t *testing.T) {
 	for i := range values {
 		chans[i] = c.send(req{payload: resp("GET", "big"+strconv.Itoa(i))})
 	}
-	eventually(t, "queued GETs", func() bool { return len(e.ss.reqs) == len(values) })
+	testwait.For(t, "queued GETs", func() bool { return len(e.ss.reqs) == len(values) })
 	close(release)
 	for i, ch := range chans {
 		select {

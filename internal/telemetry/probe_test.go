@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // startTestBroker runs a broker without network listeners; the probe
@@ -54,17 +55,11 @@ func startProbe(t *testing.T, serve func(net.Conn), reg prometheus.Registerer, o
 // waitStatus polls the probe until cond holds.
 func waitStatus(t *testing.T, p *Probe, what string, cond func(ProbeStatus) bool) ProbeStatus {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := p.Status()
-		if cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: status %+v", what, st)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var st ProbeStatus
+	if !testwait.Within(testwait.Timeout, func() bool { st = p.Status(); return cond(st) }) {
+		t.Fatalf("waiting for %s: status %+v", what, st)
 	}
+	return st
 }
 
 func TestProbeMeasuresThroughTheBroker(t *testing.T) {

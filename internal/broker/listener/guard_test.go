@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/pki"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // rejectLog records what the listener reported to its Handler.
@@ -100,7 +101,7 @@ func TestGuardLimits(t *testing.T) {
 			for _, c := range served {
 				c.Close()
 			}
-			waitFor(t, "slots given back", func() bool { return g.Open() == 0 })
+			testwait.For(t, "slots given back", func() bool { return g.Open() == 0 })
 		})
 	}
 }
@@ -151,7 +152,7 @@ func TestGuardSharedByListeners(t *testing.T) {
 		t.Fatal("second connection served over a shared limit of 1")
 	}
 	c.Close()
-	waitFor(t, "the WebSocket slot given back", func() bool { return g.Open() == 0 })
+	testwait.For(t, "the WebSocket slot given back", func() bool { return g.Open() == 0 })
 	assertEcho(t, dialFrom(t, tcp, "127.0.0.1"), "room again")
 	if st := tcp.Stats(); st.Rejections.TotalLimit != 1 {
 		t.Fatalf("tcp Stats = %+v", st)
@@ -173,11 +174,11 @@ func TestTLSHandshakeDeadline(t *testing.T) {
 			if !refused(t, silent) {
 				t.Fatal("silent connection not closed")
 			}
-			waitFor(t, "the rejection", func() bool { return l.Stats().Rejections.TLSHandshake == 1 })
+			testwait.For(t, "the rejection", func() bool { return l.Stats().Rejections.TLSHandshake == 1 })
 			if got := h.got(); len(got) != 1 || got[0] != "t/"+RejectTLSHandshake {
 				t.Fatalf("reported %v", got)
 			}
-			waitFor(t, "the slot given back", func() bool { return g.Open() == 0 && l.Stats().Open == 0 })
+			testwait.For(t, "the slot given back", func() bool { return g.Open() == 0 && l.Stats().Open == 0 })
 			assertEcho(t, dialStream(t, l, clientTLS), "a real client still gets in")
 		})
 	}

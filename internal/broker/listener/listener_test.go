@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 const testTimeout = 5 * time.Second
@@ -55,18 +56,6 @@ func echoHandler() Handler {
 		defer conn.Close()
 		_, _ = io.Copy(conn, conn)
 	})
-}
-
-// waitFor polls cond until it holds or the test deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // testTLS returns a server config with a fresh self-signed certificate for
@@ -265,7 +254,7 @@ func TestEcho(t *testing.T) {
 				t.Errorf("Stats while open = %+v", st)
 			}
 			conn.Close()
-			waitFor(t, "handler to return", func() bool { return l.Stats().Open == 0 })
+			testwait.For(t, "handler to return", func() bool { return l.Stats().Open == 0 })
 		})
 	}
 }
@@ -276,7 +265,7 @@ func TestConnectionLimit(t *testing.T) {
 			l := startListener(t, Config{Protocol: protocol, MaxConnections: 1}, echoHandler())
 
 			first := dialStream(t, l, nil)
-			waitFor(t, "first connection", func() bool { return l.Stats().Open == 1 })
+			testwait.For(t, "first connection", func() bool { return l.Stats().Open == 1 })
 
 			switch protocol {
 			case ProtocolTCP:
@@ -300,11 +289,11 @@ func TestConnectionLimit(t *testing.T) {
 					t.Fatalf("over-limit response = %v, want 503", resp)
 				}
 			}
-			waitFor(t, "rejection to be counted", func() bool { return l.Stats().Rejected == 1 })
+			testwait.For(t, "rejection to be counted", func() bool { return l.Stats().Rejected == 1 })
 
 			assertEcho(t, first, "still served")
 			first.Close()
-			waitFor(t, "first handler to return", func() bool { return l.Stats().Open == 0 })
+			testwait.For(t, "first handler to return", func() bool { return l.Stats().Open == 0 })
 
 			assertEcho(t, dialStream(t, l, nil), "room again")
 			if st := l.Stats(); st.Accepted != 2 || st.Rejected != 1 {
@@ -342,7 +331,7 @@ func TestStopClosesListenerButNotConnections(t *testing.T) {
 			// The broker, not the listener, drains accepted connections.
 			assertEcho(t, conn, "after stop")
 			conn.Close()
-			waitFor(t, "handler to return", func() bool { return l.Stats().Open == 0 })
+			testwait.For(t, "handler to return", func() bool { return l.Stats().Open == 0 })
 		})
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // upgradeStatus sends a WebSocket handshake with the given Host and Origin
@@ -85,7 +87,7 @@ func TestWebSocketOrigin(t *testing.T) {
 	if got := def.Stats().Rejections.Origin; got != 5 {
 		t.Errorf("default listener counted %d origin rejections, want 5", got)
 	}
-	waitFor(t, "the admitted connections", func() bool { return served.Load() == 6 })
+	testwait.For(t, "the admitted connections", func() bool { return served.Load() == 6 })
 }
 
 func TestCheckOrigins(t *testing.T) {

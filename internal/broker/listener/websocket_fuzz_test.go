@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // frame builds a client-to-server WebSocket frame (masked, as clients must).
@@ -62,6 +64,6 @@ func FuzzWebSocketFrames(f *testing.F) {
 		assertEcho(t, good, "still served")
 		bad.Close()
 		good.Close()
-		waitFor(t, "every handler to return", func() bool { return l.Stats().Open == 0 })
+		testwait.For(t, "every handler to return", func() bool { return l.Stats().Open == 0 })
 	})
 }

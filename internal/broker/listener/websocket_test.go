@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // mqttPublish encodes a QoS 0 MQTT 3.1.1 PUBLISH packet.
@@ -109,7 +110,7 @@ func TestWebSocketStream(t *testing.T) {
 	if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	waitFor(t, "handler to return", func() bool { return l.Stats().Open == 0 })
+	testwait.For(t, "handler to return", func() bool { return l.Stats().Open == 0 })
 }
 
 func TestWebSocketSubprotocol(t *testing.T) {
@@ -250,7 +251,7 @@ func TestWebSocketMalformedFrameClosesOnlyThatConnection(t *testing.T) {
 		t.Fatal("handler saw no error for a malformed frame")
 	}
 
-	waitFor(t, "bad connection's handler to return", func() bool { return l.Stats().Open == 1 })
+	testwait.For(t, "bad connection's handler to return", func() bool { return l.Stats().Open == 1 })
 	assertEcho(t, good, "after")
 	if st := l.Stats(); st.Open != 1 || st.Accepted != 2 {
 		t.Fatalf("Stats = %+v, want the good connection still open", st)
