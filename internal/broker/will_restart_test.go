@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
@@ -41,7 +42,8 @@ func TestWillAfterRestart(t *testing.T) {
 		}
 		return allowWills.Load() && topic == "wills/"+p.Attributes["area"]+"/"+p.Username
 	})
-	d := startDurableBrokerWith(t, Options{}, t.TempDir(), store.Options{},
+	clk := clock.NewFake(time.Now())
+	d := startDurableBrokerWith(t, Options{Clock: clk}, t.TempDir(), store.Options{},
 		func(b *Broker) { b.SetListenerSecurity("test", areaAuthn, authz, false) })
 
 	login := func(cp *packet.Connect, user, area string) *packet.Connect {
@@ -109,6 +111,7 @@ func TestWillAfterRestart(t *testing.T) {
 	allowWills.Store(false)
 	willer("carol-dev", "carol", "south", "wills/south/carol", "carol gone")
 	denied := d.b.listenerStats("test").authzDenied.Load()
+	clk.Advance(time.Second) // the will delay
 	testwait.For(t, "Carol's will refused when it fired", func() bool {
 		return d.b.listenerStats("test").authzDenied.Load() > denied
 	})
@@ -126,6 +129,7 @@ func TestWillAfterRestart(t *testing.T) {
 	willer("dave-dev", "dave", "east", "wills/east/dave", "dave gone")
 	d = d.restart() // the delay outlives the restart
 	w = watch(false)
+	clk.Advance(time.Second)
 	if p := w.collect(1)[0]; string(p.Payload) != "dave gone" {
 		t.Fatalf("watcher got %q, want Dave's will", p.Payload)
 	}
