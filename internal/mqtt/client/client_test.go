@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 func ctxT(t testing.TB) context.Context {
@@ -299,7 +300,7 @@ func TestAckAfterReconnectIsDropped(t *testing.T) {
 	first := in.next(t)
 	connects := c.Stats().Connects
 	tb.b.DisconnectListener("test", "test")
-	eventually(t, "reconnection", func() bool { return c.Stats().Connects > connects && c.Connected() })
+	testwait.For(t, "reconnection", func() bool { return c.Stats().Connects > connects && c.Connected() })
 	again := in.next(t)
 	if !again.Dup || again.Topic != "stale/1" {
 		t.Fatalf("redelivery %+v", again)
@@ -401,7 +402,7 @@ func TestResubscribeWhenSessionLost(t *testing.T) {
 	}
 	connects := c.Stats().Connects
 	tb.b.DisconnectListener(broker.InternalListener, "test")
-	eventually(t, "reconnection", func() bool { return c.Stats().Connects > connects && c.Connected() })
+	testwait.For(t, "reconnection", func() bool { return c.Stats().Connects > connects && c.Connected() })
 	other := connect(t, Options{Dialer: TCP(tb.addr, nil), ClientID: "clean-pub"})
 	// The resubscription may still be in flight: publish until it arrives.
 	deadline := time.Now().Add(5 * time.Second)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 func testLogger() *slog.Logger {
@@ -159,18 +160,6 @@ func clientGoroutines() string {
 	return strings.Join(out, "\n\n")
 }
 
-// eventually polls cond until it holds or five seconds pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // inbox collects received messages for a test.
 type inbox struct {
 	ch chan *Message
@@ -274,7 +263,7 @@ require_certificate false
 		ca:  pki.pool, clientCert: pki.client,
 	}
 	for _, addr := range []string{m.tcp, m.ws, m.tls} {
-		eventually(t, "mosquitto listening on "+addr, func() bool {
+		testwait.For(t, "mosquitto listening on "+addr, func() bool {
 			select {
 			case <-exited:
 				t.Fatalf("mosquitto exited: %s", out.String())
