@@ -73,3 +73,31 @@ func FuzzModbusPoint(f *testing.F) {
 		}
 	})
 }
+
+// FuzzJSONConfig: any bytes given as a protocol configuration (the API's
+// JSON form, object or string) are accepted as one JSON object or refused,
+// and an accepted one decodes into a connector's configuration with field
+// errors, never a panic.
+func FuzzJSONConfig(f *testing.F) {
+	f.Add([]byte(`{"unitId":1,"requestTimeout":500}`))
+	f.Add([]byte(`"{\"maxGap\":2}"`))
+	f.Add([]byte(`{"unitId":"x","concurrency":[1]}`))
+	f.Add([]byte(`[1,2]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var j JSON
+		if err := j.UnmarshalJSON(data); err != nil {
+			return
+		}
+		if len(j) > 0 && j[0] != '{' {
+			t.Fatalf("accepted a non-object: %s", j)
+		}
+		var errs Errors
+		var c ModbusEndpointConfiguration
+		DecodeConfig(j, &c, "c", &errs)
+		for _, e := range errs {
+			if !strings.HasPrefix(e.Path, "c") {
+				t.Fatalf("error outside the configuration: %v", e)
+			}
+		}
+	})
+}
