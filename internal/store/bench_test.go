@@ -171,3 +171,10 @@ func BenchmarkLoad(b *testing.B) {
 	b.ReportMetric(float64(live)/float64(total), "sst-B/entry")
 	b.ReportMetric(float64(len(appendEntry(nil, &Entry{QoS: 1, Msg: Message{Topic: "sensors/1/temp", Payload: payload, QoS: 1, Origin: "gateway-1"}}))), "value-B/entry")
 }
+
+// BenchmarkReserveCost compares commits with the free-space reserve (the
+// default: a statfs per measurement) and without it.
+func BenchmarkReserveCost(b *testing.B) {
+	b.Run("reserve-off", func(b *testing.B) { benchCommit(b, Options{Sync: SyncNone, ReserveBytes: -1}, true) })
+	b.Run("reserve-on", func(b *testing.B) { benchCommit(b, Options{Sync: SyncNone}, true) })
+}
