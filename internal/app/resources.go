@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -60,14 +59,14 @@ type resources struct {
 
 func newResources(a *App) (*resources, error) {
 	log := a.log.With("component", "resources")
-	dir := "" // --in-memory keeps API resources in memory too
-	if a.cfg.DataDir != "" && !a.cfg.InMemory {
-		dir = filepath.Join(a.cfg.DataDir, "resources")
+	var p config.Persister // --in-memory keeps API resources in memory too
+	if a.store != nil {
+		p = storedResources{a.store}
 	}
 	r := &resources{
 		a:     a,
 		log:   log,
-		store: config.NewStore(config.Builtin(), dir, log),
+		store: config.NewStoreWith(config.Builtin(), p, log),
 		dirty: make(map[config.Key]struct{}),
 		wake:  make(chan struct{}, 1),
 		ports: make(map[string]map[int]*portRun),
@@ -103,6 +102,9 @@ func (r *resources) enqueue(k config.Key) {
 // anyone. Problems with single resources are logged, not fatal: the rest
 // of the configuration and the built-in listeners still come up.
 func (r *resources) load(context.Context) error {
+	if err := r.migrate(); err != nil {
+		return err
+	}
 	if err := r.store.Load(); err != nil {
 		return fmt.Errorf("loading resources: %w", err)
 	}

@@ -45,7 +45,7 @@ const maxEvents = 20
 // of changes costs one reconciliation.
 type Store struct {
 	kinds *Kinds
-	dir   string // <data-dir>/resources; "" keeps API resources in memory only
+	p     Persister // nil keeps API resources in memory only
 	log   *slog.Logger
 	now   func() time.Time
 
@@ -60,13 +60,36 @@ type entry struct {
 	events []Event
 }
 
-// NewStore returns an empty store. dir is where API-created resources are
-// persisted ("" for memory only). A nil log discards.
+// NewStore returns an empty store that persists API-created resources as
+// files under dir ("" for memory only). A nil log discards.
 func NewStore(kinds *Kinds, dir string, log *slog.Logger) *Store {
+	var p Persister
+	if dir != "" {
+		p = NewDirPersister(dir, kinds)
+	}
+	return NewStoreWith(kinds, p, log)
+}
+
+// NewStoreWith returns an empty store that persists API-created resources
+// through p (nil for memory only). A nil log discards.
+func NewStoreWith(kinds *Kinds, p Persister, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{kinds: kinds, dir: dir, log: log, now: time.Now, entries: make(map[Key]*entry)}
+	return &Store{kinds: kinds, p: p, log: log, now: time.Now, entries: make(map[Key]*entry)}
+}
+
+// Persister keeps the resources created through the API across restarts:
+// the embedded store's key-value space in `edgeport serve`, files in a
+// directory for tools and tests. Calls are serialised by the Store.
+type Persister interface {
+	// Put stores a resource's JSON encoding (without status) under k.
+	Put(k Key, data []byte) error
+	// Delete removes k; deleting what is not stored is not an error.
+	Delete(k Key) error
+	// Each calls fn with every stored resource: the key it is stored
+	// under, where it is (for messages) and its encoding.
+	Each(fn func(k Key, origin string, data []byte)) error
 }
 
 // Kinds returns the store's kinds.
@@ -354,33 +377,29 @@ func (s *Store) Events(k Key) ([]Event, bool) {
 	return slices.Clone(e.events), true
 }
 
-// Load reads the resources persisted by earlier runs. A file that no
-// longer decodes is logged and skipped: one bad file must not keep the
+// Load reads the resources persisted by earlier runs. A resource that no
+// longer decodes is logged and skipped: one bad record must not keep the
 // rest of the configuration from starting.
 func (s *Store) Load() error {
-	if s.dir == "" {
+	if s.p == nil {
 		return nil
 	}
 	var loaded []Key
-	for _, def := range s.kinds.All() {
-		dir := filepath.Join(s.dir, def.Singular())
-		files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	err := s.p.Each(func(k Key, origin string, data []byte) {
+		obj, err := s.decodeStored(k, data)
 		if err != nil {
-			return fmt.Errorf("listing %s: %w", dir, err)
+			s.log.Error("skipping stored resource", "resource", origin, "err", err)
+			return
 		}
-		for _, f := range files {
-			obj, err := s.loadFile(f, def)
-			if err != nil {
-				s.log.Error("skipping stored resource", "file", f, "err", err)
-				continue
-			}
-			s.mu.Lock()
-			if _, dup := s.entries[obj.Key()]; !dup {
-				s.entries[obj.Key()] = &entry{obj: obj}
-				loaded = append(loaded, obj.Key())
-			}
-			s.mu.Unlock()
+		s.mu.Lock()
+		if _, dup := s.entries[obj.Key()]; !dup {
+			s.entries[obj.Key()] = &entry{obj: obj}
+			loaded = append(loaded, obj.Key())
 		}
+		s.mu.Unlock()
+	})
+	if err != nil {
+		return err
 	}
 	for _, k := range loaded {
 		s.notify(k)
@@ -388,17 +407,15 @@ func (s *Store) Load() error {
 	return nil
 }
 
-func (s *Store) loadFile(path string, def *KindDef) (*Object, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading: %w", err)
-	}
+// decodeStored decodes a persisted resource, which must be the one stored
+// under k, keeping the server-set metadata.
+func (s *Store) decodeStored(k Key, data []byte) (*Object, error) {
 	obj, err := s.kinds.Decode(data)
 	if err != nil {
 		return nil, err
 	}
-	if obj.Kind != def.Kind || obj.Metadata.Name+".json" != filepath.Base(path) {
-		return nil, fmt.Errorf("file holds %s, not %s/%s", obj.Key(), def.Kind, strings.TrimSuffix(filepath.Base(path), ".json"))
+	if obj.Key() != k {
+		return nil, fmt.Errorf("holds %s, not %s", obj.Key(), k)
 	}
 	// Decoding drops server-set fields from input; here they are ours.
 	var meta struct {
@@ -426,15 +443,9 @@ func (s *Store) loadFile(path string, def *KindDef) (*Object, error) {
 	return obj, nil
 }
 
-func (s *Store) path(k Key) string {
-	return filepath.Join(s.dir, strings.ToLower(k.Kind), k.Name+".json")
-}
-
-// persist writes an API resource so that it survives a restart: to a
-// temporary file, synced, then renamed over the old one, so a crash leaves
-// the old or the new version and never half of one.
+// persist stores an API resource so that it survives a restart.
 func (s *Store) persist(obj *Object) error {
-	if s.dir == "" {
+	if s.p == nil {
 		return nil
 	}
 	c := *obj
@@ -443,20 +454,19 @@ func (s *Store) persist(obj *Object) error {
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", obj.Key(), err)
 	}
-	if err := WriteFileAtomic(s.path(obj.Key()), append(data, '\n'), 0o600); err != nil {
+	if err := s.p.Put(obj.Key(), append(data, '\n')); err != nil {
 		return fmt.Errorf("storing %s: %w", obj.Key(), err)
 	}
 	return nil
 }
 
 func (s *Store) removeFile(k Key) error {
-	if s.dir == "" {
+	if s.p == nil {
 		return nil
 	}
-	if err := os.Remove(s.path(k)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.p.Delete(k); err != nil {
 		return fmt.Errorf("removing stored %s: %w", k, err)
 	}
-	syncDir(filepath.Dir(s.path(k)))
 	return nil
 }
 
@@ -465,6 +475,57 @@ func (s *Store) unpersist(k Key) {
 	if err := s.removeFile(k); err != nil {
 		s.log.Warn("removing the API copy of a resource defined by a config file", "resource", k.String(), "err", err)
 	}
+}
+
+// DirPersister keeps resources as JSON files, <dir>/<kind>/<name>.json,
+// each written atomically: the layout before the embedded store kept them,
+// read once by the migration into it.
+type DirPersister struct {
+	dir   string
+	kinds *Kinds
+}
+
+var _ Persister = (*DirPersister)(nil)
+
+// NewDirPersister returns a Persister over the files under dir.
+func NewDirPersister(dir string, kinds *Kinds) *DirPersister {
+	return &DirPersister{dir: dir, kinds: kinds}
+}
+
+func (d *DirPersister) path(k Key) string {
+	return filepath.Join(d.dir, strings.ToLower(k.Kind), k.Name+".json")
+}
+
+// Put writes the file through a synced temporary file and a rename, so a
+// crash leaves the old or the new version and never half of one.
+func (d *DirPersister) Put(k Key, data []byte) error {
+	return WriteFileAtomic(d.path(k), data, 0o600)
+}
+
+// Delete removes the file.
+func (d *DirPersister) Delete(k Key) error {
+	if err := os.Remove(d.path(k)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	syncDir(filepath.Dir(d.path(k)))
+	return nil
+}
+
+// Each reads every file of a known kind; unreadable ones are reported to
+// fn as empty data, which fails to decode and is logged.
+func (d *DirPersister) Each(fn func(k Key, origin string, data []byte)) error {
+	for _, def := range d.kinds.All() {
+		dir := filepath.Join(d.dir, def.Singular())
+		files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", dir, err)
+		}
+		for _, f := range files {
+			data, _ := os.ReadFile(f)
+			fn(Key{Kind: def.Kind, Name: strings.TrimSuffix(filepath.Base(f), ".json")}, f, data)
+		}
+	}
+	return nil
 }
 
 // WriteFileAtomic writes data to path through a synced temporary file and a

@@ -16,7 +16,8 @@ package store
 //	c\x00{clientID}\x00i{packetID: 2 bytes BE}      inbound QoS 2 packet ID (empty value)
 //	c\x00{clientID}\x00s                            Session
 //	r\x00{topic}                                     retained Message (topic is the rest of the key)
-//	k\x00{bucket}\x00{key}                           KV value (key is the rest of the key, any bytes)
+//	k\x00{bucket}\x00{key}                           KV value (key is the rest of the key, any bytes);
+//	                                                 buckets: the state store's, "resources" (API-created resources)
 //	m\x00format                                      store format version (one byte)
 //
 // Everything a client owns shares the prefix c\x00{clientID}\x00, so one
