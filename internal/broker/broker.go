@@ -291,7 +291,7 @@ func (b *Broker) setRetained(m *Message, tx *txnCtx) {
 		if b.retained.Delete(m.Topic) {
 			b.stats.retained.Add(-1)
 			if persist {
-				tx.txn.DeleteRetained(m.Topic)
+				tx.write(func(t *store.Txn) { t.DeleteRetained(m.Topic) }, nil)
 			}
 		}
 		return
@@ -302,7 +302,7 @@ func (b *Broker) setRetained(m *Message, tx *txnCtx) {
 	b.retained.Set(m.Topic, m)
 	if persist {
 		r := messageRecord(m)
-		tx.txn.PutRetained(&r)
+		tx.write(func(t *store.Txn) { t.PutRetained(&r) }, nil)
 	}
 }
 
@@ -467,7 +467,7 @@ func (b *Broker) endSessionLocked(s *session) {
 			b.dropPending(s, &f.delivery)
 		}
 		s.queue.filter(func(d *delivery) bool { b.dropPending(s, d); return true })
-		tx.txn.DeleteSession(s.id)
+		tx.write(func(t *store.Txn) { t.DeleteSession(s.id) }, nil)
 		s.stored = false
 	}
 	// The will goes out once the deletion is durable.
@@ -535,9 +535,7 @@ func (b *Broker) publishWillAfter(tx *txnCtx, w *Message) {
 		// A delay that ended during Shutdown: the will stays in the stored
 		// session, for the next start to publish.
 		b.willMu.Unlock()
-		if tx != nil {
-			tx.txn.Discard()
-		}
+		tx.discard()
 		return
 	}
 	b.willWG.Add(1)

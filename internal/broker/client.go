@@ -577,7 +577,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 			}
 			s.awaitingRel[p.PacketID] = struct{}{}
 			if tx != nil && s.persistent(c.b) {
-				tx.txn.PutInbound(s.id, p.PacketID)
+				tx.write(func(t *store.Txn) { t.PutInbound(s.id, p.PacketID) }, nil)
 			}
 		}
 		s.mu.Unlock()
@@ -747,16 +747,14 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		}
 		tx := c.b.newTxn()
 		if !persist || tx == nil {
-			if tx != nil {
-				tx.txn.Discard()
-			}
+			tx.discard()
 			c.writePacket(comp)
 			return nil
 		}
 		// The identifier must be forgotten durably before PUBCOMP lets the
 		// client reuse it, or a restart would drop its next message as a
 		// duplicate.
-		tx.txn.DeleteInbound(s.id, a.PacketID)
+		tx.write(func(t *store.Txn) { t.DeleteInbound(s.id, a.PacketID) }, nil)
 		c.pendingAcks.Add(1)
 		c.b.commit(tx, func(error) {
 			c.writePacket(comp)
@@ -794,17 +792,14 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 			rel := &packet.Ack{Type: packet.PUBREL, PacketID: a.PacketID}
 			tx := c.b.newTxn()
 			if f.seq == 0 || tx == nil {
-				if tx != nil {
-					tx.txn.Discard()
-				}
+				tx.discard()
 				c.writePacket(rel)
 				break
 			}
 			// PUBREL only once the released state is durable: a restart
 			// then resends PUBREL, never the PUBLISH, so it is not
 			// delivered twice.
-			s.putEntry(tx.txn, &f.delivery, f.id, true)
-			tx.post = append(tx.post, func() { c.writePacket(rel) })
+			tx.write(func(t *store.Txn) { s.putEntry(t, &f.delivery, f.id, true) }, func() { c.writePacket(rel) })
 			c.b.commit(tx, nil)
 		}
 		s.mu.Unlock()

@@ -41,9 +41,13 @@ import (
 // hands it to the store. Their writes for such a delivery must not reach the
 // store ahead of its put, or the put would land after its own deletion and
 // stay on disk for ever; so until the txnCtx is submitted they go into it
-// (see pending), and mu guards txn and post against that.
+// (write reports whether it still takes them).
+//
+// mu is held only inside txnCtx's methods (write, empty, discard, commit):
+// no function returns with it held, and nothing is called under it but the
+// store.Txn's own methods and, in commit, store.Commit.
 type txnCtx struct {
-	mu        sync.Mutex
+	mu        sync.Mutex // guards txn, post and submitted
 	txn       *store.Txn
 	post      []func()
 	submitted bool // handed to the store (or discarded): txn is no longer ours
@@ -63,18 +67,51 @@ func (tx *txnCtx) empty() bool {
 	return tx.txn.Len() == 0 && len(tx.post) == 0
 }
 
-// pending locks tx and reports whether it still takes writes; when it does,
-// the caller adds them and unlocks tx.mu.
-func (tx *txnCtx) pending() bool {
+// write applies f to tx's store transaction and queues post (either may be
+// nil) to run once the writes are durable, unless tx was submitted already;
+// it reports whether it did. A nil tx (no store, or the broker stopped)
+// takes nothing.
+func (tx *txnCtx) write(f func(*store.Txn), post func()) bool {
 	if tx == nil {
 		return false
 	}
 	tx.mu.Lock()
+	defer tx.mu.Unlock()
 	if tx.submitted {
-		tx.mu.Unlock()
 		return false
 	}
+	if f != nil {
+		f(tx.txn)
+	}
+	if post != nil {
+		tx.post = append(tx.post, post)
+	}
 	return true
+}
+
+// putEntry writes delivery d of s with packet identifier id (0: queued)
+// into tx; false when tx no longer takes writes.
+func (tx *txnCtx) putEntry(s *session, d *delivery, id uint16, released bool) bool {
+	return tx.write(func(t *store.Txn) { s.putEntry(t, d, id, released) }, nil)
+}
+
+// deleteEntry deletes entry seq of clientID in tx; false when tx no longer
+// takes writes.
+func (tx *txnCtx) deleteEntry(clientID string, seq uint64) bool {
+	return tx.write(func(t *store.Txn) { t.DeleteEntry(clientID, seq) }, nil)
+}
+
+// discard drops tx's writes and post actions unsubmitted.
+func (tx *txnCtx) discard() {
+	if tx == nil {
+		return
+	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if !tx.submitted {
+		tx.submitted = true
+		tx.txn.Discard()
+	}
 }
 
 func (b *Broker) newTxn() *txnCtx {
@@ -436,12 +473,7 @@ func (b *Broker) dropEntry(s *session, d *delivery) {
 // dropPending deletes d's entry inside the txnCtx that puts it, if that is
 // still pending, and reports whether it did.
 func (b *Broker) dropPending(s *session, d *delivery) bool {
-	if d.seq == 0 || !d.tx.pending() {
-		return false
-	}
-	d.tx.txn.DeleteEntry(s.id, d.seq)
-	d.tx.mu.Unlock()
-	return true
+	return d.seq != 0 && d.tx.deleteEntry(s.id, d.seq)
 }
 
 // saveSession writes s (or deletes it when it is no longer persistent) and
@@ -455,9 +487,10 @@ func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
 		return nil
 	}
 	if s.persistent(b) {
-		tx.txn.PutSession(s.record(disconnectedAt))
+		rec := s.record(disconnectedAt)
+		tx.write(func(t *store.Txn) { t.PutSession(rec) }, nil)
 	} else if s.stored {
-		tx.txn.DeleteSession(s.id)
+		tx.write(func(t *store.Txn) { t.DeleteSession(s.id) }, nil)
 	}
 	s.stored = s.persistent(b)
 	return tx

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
+	"github.com/edgeport/edgeport/internal/store"
 )
 
 // target collects, for one session, every subscription a message matched:
@@ -233,36 +234,27 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 		// that a restart resends it with DUP under that identifier. From
 		// the queue (tx nil) the entry stays as it was queued: resent after
 		// a crash it becomes a new delivery, which QoS 1 allows.
-		if tx != nil {
-			tx.mu.Lock()
-			s.putEntry(tx.txn, &f.delivery, f.id, false)
-			tx.mu.Unlock()
-		}
+		tx.putEntry(s, &f.delivery, f.id, false)
 	default:
-		// From the queue, the txnCtx that queued the entry may still be
-		// pending: the identifier then goes into it, after the put.
-		own := false
-		switch {
-		case tx != nil:
-			tx.mu.Lock()
-		case f.tx.pending():
-			tx = f.tx
-		default:
-			if tx = b.newTxn(); tx != nil {
-				own = true
-				tx.mu.Lock()
-			}
+		// The PUBLISH leaves once the identifier is durable. From the
+		// queue (tx nil), the txnCtx that queued the entry may still be
+		// pending: the identifier then goes into it, after the put;
+		// otherwise into a transaction of its own.
+		put := func(t *store.Txn) { s.putEntry(t, &f.delivery, f.id, false) }
+		send := func() { c.writeFlight(f, now) }
+		if tx != nil {
+			tx.write(put, send)
+			return
 		}
-		if tx == nil {
-			break // the broker has stopped: nothing more is stored
+		if f.tx.write(put, send) {
+			return
 		}
-		s.putEntry(tx.txn, &f.delivery, f.id, false)
-		tx.post = append(tx.post, func() { c.writeFlight(f, now) })
-		tx.mu.Unlock()
-		if own {
-			b.commit(tx, nil)
+		if own := b.newTxn(); own != nil {
+			own.write(put, send)
+			b.commit(own, nil)
+			return
 		}
-		return
+		// The broker has stopped: nothing more is stored.
 	}
 	if !c.writePublish(&f.delivery, f.id, false, now) {
 		s.removeFlight(f) // too large for the client: dropped as if delivered
@@ -287,10 +279,8 @@ func (s *session) enqueue(b *Broker, d *delivery, tx *txnCtx) {
 	if len(d.subIDs) > 0 {
 		q.subIDs = append([]uint32(nil), d.subIDs...)
 	}
-	if q.seq != 0 && tx != nil {
-		tx.mu.Lock()
-		s.putEntry(tx.txn, &q, 0, false)
-		tx.mu.Unlock()
+	if q.seq != 0 {
+		tx.putEntry(s, &q, 0, false)
 	}
 	s.queue.push(q)
 }
