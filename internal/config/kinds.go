@@ -169,7 +169,8 @@ func NewKinds(defs ...KindDef) *Kinds {
 // Builtin returns the kinds Edgeport serves.
 func Builtin() *Kinds {
 	return NewKinds(brokerKind(), brokerListenerKind(), brokerAuthenticationKind(), brokerAuthorizationKind(),
-		deviceKind(), assetKind())
+		deviceKind(), assetKind(),
+		dataflowKind(), dataflowEndpointKind(), dataflowProfileKind())
 }
 
 // All returns every kind in registration order.

@@ -69,6 +69,8 @@ type Status struct {
 	// named group/event) delivered.
 	Datasets []DatasetStatus `json:"datasets,omitempty"`
 	Events   []DatasetStatus `json:"events,omitempty"`
+	// Dataflow is set for Dataflow: counters, buffer fill and last error.
+	Dataflow *DataflowStatus `json:"dataflow,omitempty"`
 }
 
 // EndpointStatus is one device endpoint as its connector runs it.
