@@ -632,7 +632,7 @@ func ValidateDestinationTemplate(s string) error {
 }
 
 func dataflowEndpointKind() KindDef {
-	d := Define("DataflowEndpoint", "dataflowendpoints", []string{"dfe", "endpoint"}, defaultEndpoint, validateEndpoint)
+	d := Define("DataflowEndpoint", "dataflowendpoints", []string{"dfe"}, defaultEndpoint, validateEndpoint)
 	d.SpecRequired = true
 	d.Columns = []Column{
 		{"TYPE", func(o *Object) string { return o.Spec.(*DataflowEndpointSpec).EndpointType }},
@@ -905,7 +905,7 @@ func validateEndpointTLS(t *EndpointTLS, p string, errs *Errors) {
 }
 
 func dataflowProfileKind() KindDef {
-	d := Define("DataflowProfile", "dataflowprofiles", []string{"dfp", "profile"}, defaultProfile, validateProfile)
+	d := Define("DataflowProfile", "dataflowprofiles", []string{"dfp"}, defaultProfile, validateProfile)
 	d.Columns = []Column{
 		{"INSTANCES", func(o *Object) string { return itoa(o.Spec.(*DataflowProfileSpec).InstanceCount) }},
 	}
