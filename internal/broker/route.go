@@ -265,8 +265,8 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 func (s *session) enqueue(b *Broker, d *delivery, tx *txnCtx) {
 	o := b.o()
 	size := int64(len(d.msg.Payload))
-	for (o.MaxQueuedMessages > 0 && s.queue.len() >= o.MaxQueuedMessages) ||
-		(o.MaxQueuedBytes > 0 && s.queue.bytes+size > o.MaxQueuedBytes) {
+	for ((o.MaxQueuedMessages > 0 && s.queue.len() >= o.MaxQueuedMessages) ||
+		(o.MaxQueuedBytes > 0 && s.queue.bytes+size > o.MaxQueuedBytes)) && !b.outageBuffer(s) {
 		if o.QueuePolicy == DropNew || s.queue.len() == 0 {
 			b.stats.dropped[dropQueueFull].Add(1)
 			return
