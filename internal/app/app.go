@@ -20,6 +20,8 @@ import (
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/modbus"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
+	"github.com/edgeport/edgeport/internal/dataflow"
+	"github.com/edgeport/edgeport/internal/dataflow/stage"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/statestore"
@@ -84,8 +86,10 @@ type App struct {
 	opcua      *opcua.Connector       // the Microsoft.OpcUa connector (its trust list is served by the API)
 	opcuaCmd   *opcua.Commands        // OPC UA writes and method calls over MQTT request/response
 	modbus     *modbus.Connector
-	modbusCmd  *modbus.Commands // Modbus writes over MQTT request/response
-	tmpPKI     string           // OPC UA PKI folder without a data dir, removed at Stop
+	modbusCmd  *modbus.Commands             // Modbus writes over MQTT request/response
+	tmpPKI     string                       // OPC UA PKI folder without a data dir, removed at Stop
+	flows      *dataflow.Engine             // dataflows, driven by Dataflow, DataflowEndpoint and DataflowProfile resources
+	datasets   *dataflow.StateStoreDatasets // the flows' $context datasets, from the state store
 }
 
 // New validates cfg and builds the components without starting them: the
@@ -211,6 +215,24 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	g.Add("modbus commands", a.modbusCmd)
 	a.opcuaCmd = opcua.NewCommands(a.opcua, serve, log.With("component", "opcua-commands"))
 	g.Add("opcua commands", a.opcuaCmd)
+
+	// Dataflows read and write the broker as clients, each source with its
+	// own persistent session; they stop first, draining while the broker
+	// still runs.
+	env := stage.Env{DataDir: cfg.DataDir}
+	a.datasets = dataflow.NewStateStoreDatasets(serve, log.With("component", "dataflow"))
+	g.Add("dataflow datasets", lifecycle.Hook{OnStop: a.datasets.Close})
+	if a.flows, err = dataflow.New(dataflow.Options{
+		Logger:     log.With("component", "dataflow"),
+		Registerer: reg,
+		Builder: &dataflow.StageBuilder{Env: env, Compile: dataflow.CompileMapping(a.datasets),
+			MQTT: &dataflow.MQTTStages{Local: serve, Env: env, Log: log.With("component", "dataflow")}},
+		Report:  a.res.reportFlow,
+		Backlog: b.SessionBacklog,
+	}); err != nil {
+		return nil, err
+	}
+	g.Add("dataflows", a.flows)
 
 	if cfg.SelfTestInterval > 0 {
 		if a.probe, err = telemetry.NewProbe(serve, reg, log.With("component", "selftest"), telemetry.ProbeOptions{Interval: cfg.SelfTestInterval}); err != nil {

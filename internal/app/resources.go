@@ -221,6 +221,8 @@ func (r *resources) reconcile(k config.Key) {
 		r.reconcileBroker(k)
 	case "BrokerListener":
 		r.reconcileListener(k)
+	case "Dataflow", "DataflowEndpoint", "DataflowProfile":
+		r.syncFlows()
 	case "BrokerAuthentication", "BrokerAuthorization":
 		if k.Kind == "BrokerAuthentication" {
 			r.sec.reconcileAuthn(k)

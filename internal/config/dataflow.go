@@ -1,13 +1,16 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/edgeport/edgeport/internal/expr"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
 )
 
@@ -156,17 +159,17 @@ const (
 
 // Endpoint authentication methods.
 const (
-	AuthAnonymous        = "Anonymous"
-	AuthUsernamePassword = "UsernamePassword" // Edgeport: MQTT and HTTP basic
-	AuthX509Certificate  = "X509Certificate"
-	AuthSasl             = "Sasl"
-	AuthAccessToken      = "AccessToken" // Edgeport: HTTP and OTLP bearer token
+	// AuthAnonymous and AuthUsernamePassword (Edgeport: MQTT and HTTP
+	// basic) are shared with Device endpoints.
+	AuthX509Certificate = "X509Certificate"
+	AuthSasl            = "Sasl"
+	AuthAccessToken     = "AccessToken" // Edgeport: HTTP and OTLP bearer token
 )
 
-// EndpointAuthentication names how to authenticate and the secret that
+// DataflowAuthentication names how to authenticate and the secret that
 // holds the credentials: a folder <data-dir>/secrets/<secretRef>/ with
 // files username and password, token, or tls.crt and tls.key.
-type EndpointAuthentication struct {
+type DataflowAuthentication struct {
 	Method                   string        `json:"method"`
 	UsernamePasswordSettings *SecretRef    `json:"usernamePasswordSettings,omitempty"`
 	X509CertificateSettings  *SecretRef    `json:"x509CertificateSettings,omitempty"`
@@ -204,7 +207,7 @@ func (t *EndpointTLS) Enabled() bool { return t != nil && t.Mode == "Enabled" }
 type MqttEndpointSettings struct {
 	Host                 string                  `json:"host,omitempty"`
 	Protocol             string                  `json:"protocol,omitempty"` // Mqtt or WebSockets
-	Authentication       *EndpointAuthentication `json:"authentication,omitempty"`
+	Authentication       *DataflowAuthentication `json:"authentication,omitempty"`
 	ClientIDPrefix       string                  `json:"clientIdPrefix,omitempty"`
 	KeepAliveSeconds     *int                    `json:"keepAliveSeconds"`
 	MaxInflightMessages  *int                    `json:"maxInflightMessages"`
@@ -229,7 +232,7 @@ type Batching struct {
 // KafkaEndpointSettings connect to a Kafka cluster.
 type KafkaEndpointSettings struct {
 	Host               string                  `json:"host"` // host:port[,host:port...]
-	Authentication     *EndpointAuthentication `json:"authentication,omitempty"`
+	Authentication     *DataflowAuthentication `json:"authentication,omitempty"`
 	Batching           Batching                `json:"batching"`
 	Compression        string                  `json:"compression,omitempty"` // None, Gzip, Snappy, Lz4
 	CopyMqttProperties string                  `json:"copyMqttProperties,omitempty"`
@@ -263,7 +266,7 @@ type FileRotation struct {
 type HttpEndpointSettings struct {
 	URL            string                  `json:"url"`
 	Headers        map[string]string       `json:"headers,omitempty"`
-	Authentication *EndpointAuthentication `json:"authentication,omitempty"`
+	Authentication *DataflowAuthentication `json:"authentication,omitempty"`
 	Batching       Batching                `json:"batching"`
 	TimeoutSeconds *int                    `json:"timeoutSeconds"`
 	TLS            *EndpointTLS            `json:"tls,omitempty"`
@@ -273,7 +276,7 @@ type HttpEndpointSettings struct {
 // over OTLP/HTTP.
 type OTelEndpointSettings struct {
 	Host           string                  `json:"host"` // URL of the collector, e.g. http://otel:4318
-	Authentication *EndpointAuthentication `json:"authentication,omitempty"`
+	Authentication *DataflowAuthentication `json:"authentication,omitempty"`
 	Batching       Batching                `json:"batching"`
 	TLS            *EndpointTLS            `json:"tls,omitempty"`
 }
@@ -307,10 +310,10 @@ type DataflowStatus struct {
 	DeadLettered uint64 `json:"deadLettered"`
 	// BufferedMessages and BufferedBytes are what waits in the flow's
 	// persistent session at the broker: the outage buffer's fill level.
-	BufferedMessages int64  `json:"bufferedMessages"`
-	BufferedBytes    int64  `json:"bufferedBytes"`
-	LastError        string `json:"lastError,omitempty"`
-	LastErrorTime    string `json:"lastErrorTime,omitempty"`
+	BufferedMessages int64      `json:"bufferedMessages"`
+	BufferedBytes    int64      `json:"bufferedBytes"`
+	LastError        string     `json:"lastError,omitempty"`
+	LastErrorTime    *time.Time `json:"lastErrorTime,omitempty"`
 }
 
 // Dataflow defaults.
@@ -414,7 +417,7 @@ func defaultDataflow(s *DataflowSpec) {
 	}
 	for i := range s.Operations {
 		op := &s.Operations[i]
-		op.OperationType = canonical(op.OperationType, OperationSource, OperationBuiltInTransformation, OperationDestination)
+		op.OperationType = canonicalName(op.OperationType, OperationSource, OperationBuiltInTransformation, OperationDestination)
 		if src := op.SourceSettings; src != nil {
 			if src.EndpointRef == "" {
 				src.EndpointRef = DefaultEndpoint
@@ -443,9 +446,9 @@ func defaultDataflow(s *DataflowSpec) {
 	setDefault(&s.Retry.MaxBackoffMs, DefaultRetryMaxMs)
 }
 
-// canonical accepts AIO's lower-camel spellings (source,
+// canonicalName accepts AIO's lower-camel spellings (source,
 // builtInTransformation) and returns the canonical one.
-func canonical(v string, allowed ...string) string {
+func canonicalName(v string, allowed ...string) string {
 	for _, a := range allowed {
 		if strings.EqualFold(v, a) {
 			return a
@@ -541,6 +544,7 @@ func validateTransformation(t *DataflowTransformation, p string, errs *Errors) {
 		return
 	}
 	oneOf(errs, field(p, "serializationFormat"), t.SerializationFormat, FormatJSON, FormatParquet)
+	before := len(*errs)
 	for i, d := range t.Datasets {
 		dp := index(field(p, "datasets"), i)
 		k, alias, ok := strings.Cut(d.Key, " as ")
@@ -577,7 +581,45 @@ func validateTransformation(t *DataflowTransformation, p string, errs *Errors) {
 			errs.Add(field(mp, "expression"), "required with more than one input")
 		}
 	}
+	if len(*errs) > before {
+		return // the structure is wrong: compiling would repeat it
+	}
+	// Compile every rule now, so that an apply names the position of a
+	// mistake (map[3].expression: 5: unknown function "ctof").
+	if _, err := expr.Compile(exprSpec(t), noDatasets{}); err != nil {
+		var es expr.Errors
+		if errors.As(err, &es) {
+			for _, e := range es {
+				errs.Add(field(p, e.Field), "%s", e.Detail())
+			}
+		} else {
+			errs.Add(p, "%v", err)
+		}
+	}
 }
+
+// noDatasets stands in for the state store when rules are only compiled.
+type noDatasets struct{}
+
+func (noDatasets) Records(string) []any { return nil }
+
+// exprSpec converts the transformation to the mapping language's spec.
+func exprSpec(t *DataflowTransformation) expr.Spec {
+	var s expr.Spec
+	for _, d := range t.Datasets {
+		s.Datasets = append(s.Datasets, expr.DatasetRule{Key: d.Key, Inputs: d.Inputs, Expression: d.Expression, Description: d.Description})
+	}
+	for _, f := range t.Filter {
+		s.Filter = append(s.Filter, expr.FilterRule{Inputs: f.Inputs, Expression: f.Expression, Description: f.Description})
+	}
+	for _, m := range t.Map {
+		s.Map = append(s.Map, expr.MapRule{Inputs: m.Inputs, Output: m.Output, Expression: m.Expression, Description: m.Description})
+	}
+	return s
+}
+
+// ExprSpec returns the mapping-language spec of a transformation.
+func (t *DataflowTransformation) ExprSpec() expr.Spec { return exprSpec(t) }
 
 func isIdent(s string) bool {
 	if s == "" {
@@ -671,7 +713,7 @@ func defaultBatching(b *Batching, latency int) {
 }
 
 func defaultEndpoint(s *DataflowEndpointSpec) {
-	s.EndpointType = canonical(s.EndpointType, EndpointMqtt, EndpointKafka, EndpointLocalStorage, EndpointHttp, EndpointOpenTelemetry)
+	s.EndpointType = canonicalName(s.EndpointType, EndpointMqtt, EndpointKafka, EndpointLocalStorage, EndpointHttp, EndpointOpenTelemetry)
 	if m := s.MqttSettings; m != nil {
 		if m.Protocol == "" {
 			m.Protocol = ProtocolMqtt
@@ -716,9 +758,9 @@ func defaultEndpoint(s *DataflowEndpointSpec) {
 	}
 }
 
-func defaultAuth(a **EndpointAuthentication) {
+func defaultAuth(a **DataflowAuthentication) {
 	if *a == nil {
-		*a = &EndpointAuthentication{}
+		*a = &DataflowAuthentication{}
 	}
 	if (*a).Method == "" {
 		(*a).Method = AuthAnonymous
@@ -848,7 +890,7 @@ func validateBatching(b *Batching, p string, errs *Errors) {
 	between(errs, field(p, "maxBytes"), *b.MaxBytes, 1, 1<<30)
 }
 
-func validateAuth(a *EndpointAuthentication, p string, errs *Errors, methods ...string) {
+func validateAuth(a *DataflowAuthentication, p string, errs *Errors, methods ...string) {
 	oneOf(errs, field(p, "method"), a.Method, methods...)
 	need := map[string]bool{}
 	switch a.Method {
