@@ -22,6 +22,7 @@ import (
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/statestore"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // tcpClient connects the internal MQTT client to the app's TCP listener,
@@ -134,7 +135,7 @@ spec:
 	pub := tcpClient(t, a, "line1")
 	const n = 300
 	publishSeq(t, pub, "plant/line1/telemetry", 0, n)
-	eventually(t, "republished messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= n })
+	testwait.For(t, "republished messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= n })
 	mu.Lock()
 	for i, m := range got[:n] {
 		if m.Topic != "processed/line1" || !strings.HasPrefix(string(m.Payload), `{"seq":`+strconv.Itoa(i)+`,`) {
@@ -145,14 +146,14 @@ spec:
 		}
 	}
 	mu.Unlock()
-	eventually(t, "archive status", func() bool { _, st := flowStatus(t, a, "archive"); return st.Sent >= n })
+	testwait.For(t, "archive status", func() bool { _, st := flowStatus(t, a, "archive"); return st.Sent >= n })
 	// Deleting the flow finishes its open file.
 	if _, err := a.Resources().Delete(config.Key{Kind: "Dataflow", Name: "archive"}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(out, "telemetry")
 	seq := 0
-	eventually(t, "files with every message", func() bool {
+	testwait.For(t, "files with every message", func() bool {
 		files, _ := file.Files(dir)
 		total := 0
 		for _, f := range files {
@@ -270,7 +271,7 @@ spec:
 	pub := tcpClient(t, a, "site-pub")
 	publishSeq(t, pub, "site/a", 0, n)
 	a.flows.States() // the status loop samples the buffer; wait for it
-	eventually(t, "buffer fill level in the status", func() bool {
+	testwait.For(t, "buffer fill level in the status", func() bool {
 		o, st := flowStatus(t, a, "to-web")
 		return st.BufferedMessages > 1000 && o.Ready().Reason == "Retrying" && st.LastError != ""
 	})
@@ -284,7 +285,7 @@ spec:
 	a2 := startApp(t, cfg)
 	waitStatus(t, a2, config.Key{Kind: "Dataflow", Name: "to-web"}, config.ConditionFalse)
 	sink.down.Store(false)
-	eventually(t, "every message after the outage", func() bool {
+	testwait.For(t, "every message after the outage", func() bool {
 		sink.mu.Lock()
 		defer sink.mu.Unlock()
 		return len(sink.seqs) >= n && sink.seqs[len(sink.seqs)-1] == n-1
@@ -292,7 +293,7 @@ spec:
 	sink.mu.Lock()
 	checkInOrder(t, sink.seqs, n)
 	sink.mu.Unlock()
-	eventually(t, "buffer drained", func() bool { _, st := flowStatus(t, a2, "to-web"); return st.BufferedMessages == 0 })
+	testwait.For(t, "buffer drained", func() bool { _, st := flowStatus(t, a2, "to-web"); return st.BufferedMessages == 0 })
 }
 
 // stateSet stores a key through the state store protocol, as a network
@@ -405,14 +406,14 @@ spec:
 		t.Fatalf("dead letter kind %q", k)
 	}
 	stateSet(t, admin, "lines", `{"line":"line1","site":"Berlin"}`)
-	eventually(t, "the changed dataset applied", func() bool {
+	testwait.For(t, "the changed dataset applied", func() bool {
 		send(`{"line":"line1","temperature":0}`)
 		m := next()
 		_ = json.Unmarshal(m.Payload, &v)
 		return v["site"] == "Berlin"
 	})
 	_, st := flowStatus(t, a, "plant")
-	eventually(t, "counters", func() bool {
+	testwait.For(t, "counters", func() bool {
 		_, st = flowStatus(t, a, "plant")
 		return st.Filtered == 1 && st.DeadLettered == 1 && st.Errors >= 1
 	})

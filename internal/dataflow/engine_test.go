@@ -22,19 +22,8 @@ import (
 
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func mustCheck(t *testing.T, kind, name string, spec any) *config.Object {
 	t.Helper()
@@ -149,18 +138,18 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 		}
 	}
 	produce(0, n/4)
-	eventually(t, 20*time.Second, "first records delivered", func() bool { return len(s.received()) > 0 })
+	testwait.For(t, "first records delivered", func() bool { return len(s.received()) > 0 })
 	s.down.Store(true)
 	hits := s.hits.Load()
 	produce(n/4, n)
-	eventually(t, 10*time.Second, "retries during the outage", func() bool { return s.hits.Load() > hits+5 })
-	eventually(t, 10*time.Second, "status Retrying", func() bool {
+	testwait.For(t, "retries during the outage", func() bool { return s.hits.Load() > hits+5 })
+	testwait.For(t, "status Retrying", func() bool {
 		repMu.Lock()
 		defer repMu.Unlock()
 		return !lastReady && lastReason == "Retrying" && last.LastError != "" && last.Retries > 0
 	})
 	s.down.Store(false)
-	eventually(t, 30*time.Second, "every record after the outage", func() bool {
+	testwait.For(t, "every record after the outage", func() bool {
 		return testutil.ToFloat64(sentCounter{e}) >= n
 	})
 	got := s.received()
@@ -182,7 +171,7 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 	if next != n {
 		t.Fatalf("records 0..%d arrived, want 0..%d", next-1, n-1)
 	}
-	eventually(t, 5*time.Second, "status Ready again", func() bool {
+	testwait.For(t, "status Ready again", func() bool {
 		repMu.Lock()
 		defer repMu.Unlock()
 		return lastReady && last.Sent >= n && last.Received >= n
