@@ -57,13 +57,15 @@ func (c portConfig) same(o portConfig) bool {
 
 // portRun is one running (or failed) port of a BrokerListener.
 type portRun struct {
-	name   string // listener name: <resource>:<port>
-	port   int    // as in the spec (0: any)
-	cfg    portConfig
-	ln     *listener.Listener // nil when it failed
-	err    error
-	reason string // why it failed: BindFailed, TLSError, ...
-	b      *broker.Broker
+	name string // listener name: <resource>:<port>
+	port int    // as in the spec (0: any)
+	cfg  portConfig
+	ln   *listener.Listener // nil when it failed
+	// closeCert ends the background renewals of the port's certificate.
+	closeCert func()
+	err       error
+	reason    string // why it failed: BindFailed, TLSError, ...
+	b         *broker.Broker
 
 	mu     sync.Mutex
 	closed bool
@@ -109,7 +111,9 @@ func (p *portRun) close(ctx context.Context) error {
 	if p.ln == nil {
 		return nil
 	}
-	return p.ln.Stop(ctx)
+	err := p.ln.Stop(ctx)
+	p.closeCert() // no handshake is left to start a renewal
+	return err
 }
 
 // remove stops the port and ends its connections: MQTT 5 clients are told
@@ -216,8 +220,9 @@ func (r *resources) reconcileListener(k config.Key) {
 func (p *portRun) start(r *resources) {
 	// Certificates are loaded (or issued) when a port starts, not at every
 	// reconcile; a port that fails here is retried like one that failed to bind.
-	tc, err := r.serverTLS(p.name, p.cfg)
+	tc, closeCert, err := r.serverTLS(p.name, p.cfg)
 	if err != nil {
+		closeCert()
 		p.err, p.reason = err, "TLSError"
 		r.failLog.Log(slog.LevelWarn, p.name, "listener port failed", "listener", p.name, "err", err)
 		return
@@ -232,13 +237,14 @@ func (p *portRun) start(r *resources) {
 		cancel()
 	}
 	if err != nil {
+		closeCert()
 		p.err, p.reason = unwrapListen(err), "BindFailed"
 		r.failLog.Log(slog.LevelWarn, p.name, "listener port failed", "listener", p.name, "err", err)
 		return
 	}
 	r.failLog.Reset(p.name)
 	r.log.Info("listening", "listener", p.name, "addr", ln.Addr().String(), "protocol", p.cfg.protocol, "tls", tc != nil)
-	p.ln = ln
+	p.ln, p.closeCert = ln, closeCert
 }
 
 // unwrapListen keeps the operating system's words: "listen tcp

@@ -38,11 +38,14 @@ func tlsKey(t *config.ListenerTLS) string {
 
 // serverTLS builds a port's TLS configuration: certificates from files
 // watched for changes, or issued by the data directory's CA and renewed;
-// client certificates as the spec asks. nil when the port is plain.
-func (r *resources) serverTLS(name string, c portConfig) (*tls.Config, error) {
+// client certificates as the spec asks. nil when the port is plain. The
+// port calls closeCert when it stops, or at once when serverTLS fails: it
+// ends background renewals.
+func (r *resources) serverTLS(name string, c portConfig) (_ *tls.Config, closeCert func(), _ error) {
+	closeCert = func() {}
 	t := c.tlsSpec
 	if t == nil {
-		return nil, nil
+		return nil, closeCert, nil
 	}
 	log := r.log.With("listener", name)
 	watch := pki.WatchOptions{Log: log}
@@ -51,22 +54,22 @@ func (r *resources) serverTLS(name string, c portConfig) (*tls.Config, error) {
 	case config.TLSManual:
 		crt, key, err := r.manualFiles(t.Manual)
 		if err != nil {
-			return nil, err
+			return nil, closeCert, err
 		}
 		fc, err := pki.NewFileCert(crt, key, watch)
 		if err != nil {
-			return nil, err
+			return nil, closeCert, err
 		}
 		o.GetCertificate = fc.GetCertificate
 	case config.TLSAutomatic:
 		host, _, _ := net.SplitHostPort(c.addr)
 		ac, err := r.autoCert(host, t.CertManagerCertificateSpec, log)
 		if err != nil {
-			return nil, err
+			return nil, closeCert, err
 		}
-		o.GetCertificate = ac.GetCertificate
+		o.GetCertificate, closeCert = ac.GetCertificate, ac.Close
 	default:
-		return nil, fmt.Errorf("tls mode %q", t.Mode)
+		return nil, closeCert, fmt.Errorf("tls mode %q", t.Mode)
 	}
 	mode := config.ClientAuthNone
 	if t.ClientAuth != nil {
@@ -78,13 +81,13 @@ func (r *resources) serverTLS(name string, c portConfig) (*tls.Config, error) {
 		if path == "" {
 			dir, err := r.dataSubdir(configMapsDir, t.ClientAuth.TrustedCaCert)
 			if err != nil {
-				return nil, err
+				return nil, closeCert, err
 			}
 			path = filepath.Join(dir, clientCAKey)
 		}
 		bundle, err := pki.NewCAFile(path, watch)
 		if err != nil {
-			return nil, fmt.Errorf("trusted client CAs: %w", err)
+			return nil, closeCert, fmt.Errorf("trusted client CAs: %w", err)
 		}
 		o.ClientAuth, o.ClientCAs = mode, bundle.Pool
 	default:
@@ -92,7 +95,8 @@ func (r *resources) serverTLS(name string, c portConfig) (*tls.Config, error) {
 			o.ClientAuth = pki.ClientAuthRequest
 		}
 	}
-	return pki.ServerConfig(o)
+	tc, err := pki.ServerConfig(o)
+	return tc, closeCert, err
 }
 
 // manualFiles names the certificate and key files of mode Manual.

@@ -451,3 +451,43 @@ func TestCAFileReloadsTrustedClients(t *testing.T) {
 		t.Fatalf("a broken bundle file must keep the previous one: %v", err)
 	}
 }
+
+// TestAutoCertCloseOwnsRenewal: Close waits for a background renewal
+// under way (it has finished when Close returns), and after Close a
+// handshake that finds renewal due starts none.
+func TestAutoCertCloseOwnsRenewal(t *testing.T) {
+	ca := testCA(t)
+	clk := newClock()
+	a, err := NewAutoCert(ca, AutoOptions{
+		Request: Request{DNSNames: []string{"edge"}, Lifetime: 3 * time.Hour},
+		Now:     clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := a.Current()
+	clk.Add(2 * time.Hour) // renewal due
+	a.mu.Lock()            // hold the renewal that the handshake starts
+	if c, _ := a.GetCertificate(nil); c != first {
+		a.mu.Unlock()
+		t.Fatal("the handshake waited for the renewal")
+	}
+	closed := make(chan struct{})
+	go func() { a.Close(); close(closed) }()
+	select {
+	case <-closed:
+		a.mu.Unlock()
+		t.Fatal("Close returned while a renewal was running")
+	default:
+	}
+	a.mu.Unlock()
+	<-closed
+	if a.Current() == first || a.renewing.Load() {
+		t.Fatal("the renewal Close waited for did not finish")
+	}
+	second := a.Current()
+	clk.Add(2 * time.Hour)
+	if c, _ := a.GetCertificate(nil); c != second || a.renewing.Load() || a.Current() != second {
+		t.Fatal("a renewal started after Close")
+	}
+}

@@ -212,6 +212,22 @@ type AutoCert struct {
 	cur      atomic.Pointer[issued]
 	renewing atomic.Bool
 	mu       sync.Mutex // serializes issuing
+
+	// bgMu guards closed and orders bg.Add before Close's bg.Wait.
+	bgMu   sync.Mutex
+	closed bool
+	bg     sync.WaitGroup // background renewals
+}
+
+// Close waits for a background renewal under way and starts no more:
+// handshakes after Close renew in their own goroutine when the certificate
+// has expired, and otherwise keep the current one. The port that serves
+// the certificate closes it when it stops.
+func (a *AutoCert) Close() {
+	a.bgMu.Lock()
+	a.closed = true
+	a.bgMu.Unlock()
+	a.bg.Wait()
 }
 
 type issued struct {
@@ -288,7 +304,15 @@ func (a *AutoCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 		a.renew(cur)
 		return a.cur.Load().cert, nil
 	case a.renewing.CompareAndSwap(false, true):
+		a.bgMu.Lock()
+		defer a.bgMu.Unlock()
+		if a.closed {
+			a.renewing.Store(false)
+			break
+		}
+		a.bg.Add(1)
 		go func() {
+			defer a.bg.Done()
 			defer a.renewing.Store(false)
 			a.renew(cur)
 		}()
