@@ -191,13 +191,12 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	g.Add("connector client", lifecycle.Hook{
-		// A failed Connect leaves the client closed, nothing running.
-		OnStart: func(ctx context.Context) error {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			return a.connClient.Connect(cctx)
-		},
-		OnStop: func(ctx context.Context) error { return a.connClient.Stop(ctx) },
+		// Connected in the background (and reconnected): a broker that
+		// refuses it (limits that no CONNECT fits) must not keep Edgeport
+		// from starting; until it is connected the connectors' messages
+		// wait in their bounded buffer and are retried.
+		OnStart: a.connClient.Start,
+		OnStop:  func(ctx context.Context) error { return a.connClient.Stop(ctx) },
 	})
 	if a.conn, err = connector.New(connector.Options{
 		Store:      a.res.store,

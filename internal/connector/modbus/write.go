@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/simonvetter/modbus"
@@ -77,10 +78,11 @@ func (c *Connector) routeOf(asset string) *route {
 
 // Commands serves write requests through an internal MQTT client.
 type Commands struct {
-	conn   *Connector
-	client *client.Client
-	log    *slog.Logger
-	wg     sync.WaitGroup // writes in progress
+	conn    *Connector
+	client  *client.Client
+	log     *slog.Logger
+	wg      sync.WaitGroup // writes in progress
+	stopped atomic.Bool    // set by Stop: no new writes
 }
 
 // NewCommands returns the write server of the connector on cl.
@@ -91,26 +93,42 @@ func NewCommands(c *Connector, cl *client.Client, log *slog.Logger) *Commands {
 	return &Commands{conn: c, client: cl, log: log}
 }
 
-// Start subscribes to the write topics.
+// Start subscribes to the write topics. When the client is not connected
+// within a few seconds Start returns anyway: the client subscribes as soon
+// as it connects.
 func (m *Commands) Start(ctx context.Context) error {
-	err := m.client.Subscribe(ctx, client.Subscription{
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := m.client.Subscribe(sctx, client.Subscription{
 		Filters: []packet.Subscription{{Filter: CommandTopicPrefix + "/+/write", QoS: 1}},
 		Handler: m.handle,
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		m.log.Warn("modbus writes: not connected to the broker yet; subscribing when connected")
+	case !m.client.Connected():
+		// A broker that refuses the client must not keep Edgeport from
+		// starting; writes are unavailable and the log says so.
+		m.log.Error("modbus writes unavailable: the connectors' client is not connected", "err", err)
+	default:
 		return fmt.Errorf("modbus writes: subscribing: %w", err)
 	}
 	return nil
 }
 
-// Stop unsubscribes and waits for writes in progress.
+// Stop unsubscribes (briefly: the client may be disconnected, and it
+// stops after this anyway) and waits for writes in progress; requests
+// arriving after Stop are not served.
 func (m *Commands) Stop(ctx context.Context) error {
-	err := m.client.Unsubscribe(ctx, CommandTopicPrefix+"/+/write")
-	m.wg.Wait()
-	if errors.Is(err, client.ErrClosed) {
-		return nil
+	m.stopped.Store(true)
+	uctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := m.client.Unsubscribe(uctx, CommandTopicPrefix+"/+/write"); err != nil {
+		m.log.Debug("modbus writes: unsubscribing", "err", err)
 	}
-	return err
+	m.wg.Wait()
+	return nil
 }
 
 // handle runs on the client's delivery goroutine; a write holds it for at
@@ -118,6 +136,9 @@ func (m *Commands) Stop(ctx context.Context) error {
 func (m *Commands) handle(ctx context.Context, msg *client.Message) {
 	m.wg.Add(1)
 	defer m.wg.Done()
+	if m.stopped.Load() {
+		return
+	}
 	if msg.ResponseTopic == "" {
 		m.log.Warn("modbus write without a response topic ignored", "topic", msg.Topic)
 		return

@@ -105,7 +105,13 @@ func (m *Commands) Start(ctx context.Context) error {
 	if _, err := m.client.Connect(cctx, &paho.Connect{ClientID: "$edgeport/connector/opcua", CleanStart: true, KeepAlive: 0}); err != nil {
 		client.Close()
 		m.serveWG.Wait()
-		return fmt.Errorf("opc ua commands: connecting to the broker: %w", err)
+		// A broker that refuses every CONNECT (limits no CONNECT fits)
+		// must not keep Edgeport from starting: writes and calls are then
+		// unavailable, and the log says so.
+		m.log.Error("opc ua commands unavailable: connecting to the broker failed", "err", err)
+		cancel()
+		m.cancel = nil
+		return nil
 	}
 	if _, err := m.client.Subscribe(cctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
 		{Topic: CommandTopicPrefix + "/+/write", QoS: 1},
