@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/edgeport/edgeport/internal/config"
@@ -311,7 +312,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, def *config.KindD
 		writeError(w, http.StatusBadRequest, "reading request body: "+err.Error(), nil)
 		return
 	}
-	obj, err := s.kinds.Decode(body)
+	obj, warns, err := s.kinds.DecodeWarn(body)
 	var ve *config.ValidationError
 	switch {
 	case errors.As(err, &ve) && ve.Kind != "" && ve.Kind != def.Kind:
@@ -337,6 +338,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, def *config.KindD
 		return
 	}
 	w.Header().Set(ResultHeader, string(res))
+	for _, fe := range warns {
+		// As the Kubernetes API does: warn code 299, shown by clients.
+		w.Header().Add("Warning", `299 - `+strconv.Quote(fe.Error()))
+	}
 	code := http.StatusOK
 	if res == config.Created {
 		code = http.StatusCreated

@@ -357,3 +357,34 @@ func TestToken(t *testing.T) {
 		t.Fatal("a too short token was accepted")
 	}
 }
+
+// An Azure IoT Operations BrokerListener is accepted with its
+// Kubernetes-only fields; each ignored one comes back as a Warning header,
+// as the Kubernetes API sends them.
+func TestApplyWarnsIgnoredFields(t *testing.T) {
+	f := newFixture(t, Options{})
+	doc := `apiVersion: mqttbroker.iotoperations.azure.com/v1
+kind: BrokerListener
+metadata: {name: lb, namespace: azure-iot-operations}
+spec:
+  serviceType: LoadBalancer
+  ports:
+  - {port: 1883, nodePort: 31883}
+`
+	r := f.do(http.MethodPut, Prefix+"/brokerlisteners/lb", yamlCT, doc)
+	if r.code != http.StatusCreated {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
+	}
+	want := []string{
+		`299 - "spec.serviceType: ignored: Edgeport has no such field"`,
+		`299 - "spec.ports[0].nodePort: ignored: Edgeport has no such field"`,
+	}
+	if got := r.header.Values("Warning"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Warning headers:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The same fields under Edgeport's own apiVersion are mistakes.
+	r = f.do(http.MethodPut, Prefix+"/brokerlisteners/lb", yamlCT, strings.Replace(doc, "mqttbroker.iotoperations.azure.com/v1", "edgeport.io/v1", 1))
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(r.body, "spec.serviceType: unknown field") {
+		t.Fatalf("edgeport.io/v1 with serviceType: %d %s", r.code, r.body)
+	}
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -111,25 +112,47 @@ func readSources(args []string, stdin io.Reader) ([]source, error) {
 }
 
 // applySource applies each document of one file; it reports whether all
-// of them succeeded.
+// of them succeeded. Each document is first decoded here, from the file
+// itself, so that problems and warnings name the file and line; a
+// document that is invalid is not sent.
 func applySource(ctx context.Context, c *apiClient, src source, dryRun bool, stdout, stderr io.Writer) bool {
 	docs, splitErr := config.SplitDocuments(src.data)
+	local, _ := c.kinds.DecodeAll(src.data) // the same documents, with their lines in the file
 	ok := true
 	for i, doc := range docs {
 		kind, name := config.Identify(doc)
-		where := fmt.Sprintf("%s: document %d", src.name, i+1)
+		at := fmt.Sprintf("%s: document %d", src.name, i+1)
+		var ld *config.Document
+		if i < len(local) {
+			ld = &local[i]
+			at = fmt.Sprintf("%s:%d", src.name, ld.Line)
+		}
 		def := c.kinds.LookupKind(kind)
 		if def == nil {
-			fmt.Fprintf(stderr, "error: %s: kind %q is not one of %s\n", where, kind, strings.Join(c.kinds.Names(), ", "))
+			fmt.Fprintf(stderr, "error: %s: kind %q is not one of %s\n", at, kind, strings.Join(c.kinds.Names(), ", "))
 			ok = false
 			continue
 		}
+		where := at
 		method, path := http.MethodPut, "/"+def.Plural+"/"+name
 		if name == "" || strings.ContainsAny(name, "/?#%") {
 			// Let the server report the name's problem with the others.
 			method, path = http.MethodPost, "/"+def.Plural
 		} else {
-			where = src.name + ": " + ref(def, name)
+			where = at + ": " + ref(def, name)
+		}
+		var ve *config.ValidationError
+		if ld != nil && errors.As(ld.Err, &ve) {
+			fmt.Fprintf(stderr, "error: %s: %s\n", where, ve.Summary())
+			for _, fe := range ve.Errs {
+				line := fe.Line
+				if line == 0 {
+					line = ld.Line
+				}
+				fmt.Fprintf(stderr, "  %s:%d: %s\n", src.name, line, fe.Error())
+			}
+			ok = false
+			continue
 		}
 		if dryRun {
 			path += "?dryRun=All"
@@ -139,6 +162,11 @@ func applySource(ctx context.Context, c *apiClient, src source, dryRun bool, std
 			fmt.Fprintf(stderr, "error: %s: %v\n", where, err)
 			ok = false
 			continue
+		}
+		if ld != nil {
+			for _, w := range ld.Warnings {
+				fmt.Fprintf(stderr, "Warning: %s:%d: %s: %s\n", src.name, w.Line, ref(def, name), w.Error())
+			}
 		}
 		res := hdr.Get(api.ResultHeader)
 		if res == "" {

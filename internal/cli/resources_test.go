@@ -61,9 +61,9 @@ spec: {}
 		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
 	}
 	for _, want := range []string{
-		file + `: brokerlistener/two: BrokerListener "two" is invalid` + "\n  - spec.ports[0].port: must be between 0 and 65535",
-		file + `: document 3: kind "Widget" is not one of Broker, BrokerListener`,
-		file + ": document 4: BrokerAuthorization is invalid\n  - metadata.name: required\n  - spec.authorizationPolicies.rules: at least one rule is required",
+		file + `:6: brokerlistener/two: BrokerListener "two" is invalid` + "\n  " + file + ":9: spec.ports[0].port: must be between 0 and 65535",
+		file + `:11: kind "Widget" is not one of Broker, BrokerListener`,
+		file + ":15: BrokerAuthorization is invalid\n  " + file + ":17: metadata.name: required\n  " + file + ":18: spec.authorizationPolicies.rules: at least one rule is required",
 	} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ type Document struct {
 	Name   string  // as far as they could be read
 	Object *Object // nil when Err is set
 	Err    error   // a *ValidationError, or a problem with the document as a whole
+	// Warnings name what was accepted but not applied: fields of an Azure
+	// IoT Operations resource that Edgeport does not have.
+	Warnings Errors
 }
 
 // DecodeAll reads every document of a YAML (or JSON) stream, decoding,
@@ -47,14 +51,16 @@ func (k *Kinds) DecodeAll(data []byte) ([]Document, error) {
 		if empty(&n) {
 			continue
 		}
-		d := Document{Index: i, Line: n.Line}
-		d.Object, d.Err = k.decodeNode(&n)
-		d.Kind, d.Name = identify(&n)
-		if d.Object != nil {
-			d.Kind, d.Name = d.Object.Kind, d.Object.Metadata.Name
+		for _, item := range listItems(&n) {
+			d := Document{Index: i, Line: item.Line}
+			d.Object, d.Warnings, d.Err = k.decodeNode(item)
+			d.Kind, d.Name = identify(item)
+			if d.Object != nil {
+				d.Kind, d.Name = d.Object.Kind, d.Object.Metadata.Name
+			}
+			docs = append(docs, d)
+			i++
 		}
-		docs = append(docs, d)
-		i++
 	}
 }
 
@@ -88,17 +94,48 @@ func (k *Kinds) validateRefs(docs []Document) {
 
 // Decode reads exactly one document (a request body).
 func (k *Kinds) Decode(data []byte) (*Object, error) {
+	obj, _, err := k.DecodeWarn(data)
+	return obj, err
+}
+
+// DecodeWarn is Decode that also returns the warnings: what the document
+// holds that was accepted but is not applied.
+func (k *Kinds) DecodeWarn(data []byte) (*Object, Errors, error) {
 	docs, err := k.DecodeAll(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch len(docs) {
 	case 0:
-		return nil, errors.New("no resource in the input")
+		return nil, nil, errors.New("no resource in the input")
 	case 1:
-		return docs[0].Object, docs[0].Err
+		return docs[0].Object, docs[0].Warnings, docs[0].Err
 	}
-	return nil, fmt.Errorf("%d documents in the input; send one resource", len(docs))
+	return nil, nil, fmt.Errorf("%d documents in the input; send one resource", len(docs))
+}
+
+// listItems returns the items of a Kubernetes List (what `get -o yaml`
+// prints for several resources), each read as a document of its own, or
+// the document itself.
+func listItems(doc *yaml.Node) []*yaml.Node {
+	n := doc
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if n.Kind != yaml.MappingNode || peek(n, "kind") != "List" {
+		return []*yaml.Node{n} // its line is the first field's, not the --- before it
+	}
+	var items []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "items" && n.Content[i+1].Kind == yaml.SequenceNode {
+			for _, it := range n.Content[i+1].Content {
+				if !empty(it) {
+					items = append(items, it)
+				}
+			}
+		}
+	}
+	return items
 }
 
 func empty(n *yaml.Node) bool {
@@ -138,7 +175,7 @@ func identify(n *yaml.Node) (kind, name string) {
 }
 
 // decodeNode turns one document into a defaulted, validated object.
-func (k *Kinds) decodeNode(doc *yaml.Node) (*Object, error) {
+func (k *Kinds) decodeNode(doc *yaml.Node) (*Object, Errors, error) {
 	n := doc
 	if n.Kind == yaml.DocumentNode {
 		n = n.Content[0]
@@ -148,9 +185,14 @@ func (k *Kinds) decodeNode(doc *yaml.Node) (*Object, error) {
 	kindName, name := identify(n)
 	if n.Kind != yaml.MappingNode {
 		d.errs.addAt("", n.Line, "a resource must be a mapping with apiVersion, kind, metadata and spec")
-		return nil, &ValidationError{Errs: d.errs}
+		return nil, nil, &ValidationError{Errs: d.errs}
 	}
 	def := k.LookupKind(kindName)
+	foreign := def != nil && foreignAPIVersion(def.Kind, peek(n, "apiVersion"))
+	// An Azure IoT Operations resource is applied as it is written: the
+	// fields Edgeport lacks (serviceType, cardinality, ...) are ignored
+	// with a warning naming each, not refused.
+	d.lenient = foreign
 	var specNode *yaml.Node
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -177,8 +219,14 @@ func (k *Kinds) decodeNode(doc *yaml.Node) (*Object, error) {
 	switch {
 	case !seen["apiVersion"]:
 		d.errs.addAt("apiVersion", n.Line, "required (%s)", APIVersion)
+	case foreign:
+		obj.APIVersion = APIVersion // stored as Edgeport's own
 	case obj.APIVersion != APIVersion && !d.errs.covers("apiVersion"):
-		d.errs.addAt("apiVersion", n.Line, "must be %s", APIVersion)
+		if slices.Contains(aioAPIVersions, obj.APIVersion) {
+			d.errs.addAt("apiVersion", n.Line, "must be %s (%s is accepted only for %s)", APIVersion, obj.APIVersion, strings.Join(aioKinds, ", "))
+		} else {
+			d.errs.addAt("apiVersion", n.Line, "must be %s", APIVersion)
+		}
 	}
 	switch {
 	case !seen["kind"]:
@@ -197,7 +245,7 @@ func (k *Kinds) decodeNode(doc *yaml.Node) (*Object, error) {
 	}
 	if d.budget < 0 {
 		// Validating a half-read document would only add noise.
-		return nil, &ValidationError{Kind: canonicalKind(def, kindName), Name: name, Errs: d.errs.truncate()}
+		return nil, nil, &ValidationError{Kind: canonicalKind(def, kindName), Name: name, Errs: d.errs.truncate()}
 	}
 	var ve Errors
 	if def != nil {
@@ -215,10 +263,10 @@ func (k *Kinds) decodeNode(doc *yaml.Node) (*Object, error) {
 		}
 	}
 	if len(d.errs) > 0 {
-		return nil, &ValidationError{Kind: canonicalKind(def, kindName), Name: name, Errs: d.errs.truncate()}
+		return nil, nil, &ValidationError{Kind: canonicalKind(def, kindName), Name: name, Errs: d.errs.truncate()}
 	}
 	obj.Metadata.stripServerFields()
-	return obj, nil
+	return obj, d.warns.truncate(), nil
 }
 
 func canonicalKind(def *KindDef, fallback string) string {
@@ -234,6 +282,10 @@ type decoder struct {
 	errs   Errors
 	budget int
 	lines  map[string]int // path -> line, to place validation errors
+	// lenient turns unknown fields into warnings (an Azure IoT Operations
+	// document); warns collects them.
+	lenient bool
+	warns   Errors
 }
 
 // line returns the line of path, or of the nearest field above it.
@@ -269,6 +321,10 @@ func (d *decoder) key(kn *yaml.Node, path string, seen map[string]bool) bool {
 // unknown reports a field that the type does not have, suggesting the
 // field the user probably meant.
 func (d *decoder) unknown(kn *yaml.Node, path, name string, known []string) {
+	if d.lenient {
+		d.warns.addAt(key(path, name), kn.Line, "ignored: Edgeport has no such field")
+		return
+	}
 	if s := suggest(name, known); s != "" {
 		d.errs.addAt(key(path, name), kn.Line, "unknown field (did you mean %q?)", s)
 		return

@@ -125,6 +125,7 @@ func (d *Dir) Sync() []Problem {
 	owner := map[Key]string{}
 	keep := map[Key]bool{}         // invalid now: the last good version stays
 	keepFiles := map[string]bool{} // unreadable or unparsable files
+	warnings := map[Key]Errors{}   // fields accepted but not applied
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -167,6 +168,9 @@ func (d *Dir) Sync() []Problem {
 				continue
 			}
 			desired[k], owner[k] = doc.Object, f
+			if len(doc.Warnings) > 0 {
+				warnings[k] = doc.Warnings
+			}
 		}
 	}
 
@@ -183,6 +187,10 @@ func (d *Dir) Sync() []Problem {
 		}
 		if res != Unchanged {
 			d.log.Info("resource "+string(res), "resource", k.String(), "file", owner[k])
+			// Said when the resource changes, not at every sync.
+			for _, w := range warnings[k] {
+				d.log.Warn("field ignored", "resource", k.String(), "file", owner[k], "line", w.Line, "field", w.Path, "reason", w.Msg)
+			}
 		}
 	}
 	for k, src := range d.store.Keys() {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,8 @@ var update = flag.Bool("update", false, "rewrite the .defaulted.yaml golden file
 // TestFixtures decodes every testdata/*.good.yaml and *.bad.yaml. A file's
 // "# expect: " lines list, in order, exactly the errors it must produce; a
 // good file must produce none and render, defaults applied, as its
-// .defaulted.yaml golden file.
+// .defaulted.yaml golden file. "# warn: " lines list, in order, exactly
+// the warnings (as line: path: message).
 func TestFixtures(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.yaml")
 	if err != nil {
@@ -34,10 +36,13 @@ func TestFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var want []string
+			var want, wantWarn []string
 			for _, l := range strings.Split(string(data), "\n") {
 				if e, ok := strings.CutPrefix(l, "# expect: "); ok {
 					want = append(want, e)
+				}
+				if w, ok := strings.CutPrefix(l, "# warn: "); ok {
+					wantWarn = append(wantWarn, w)
 				}
 			}
 			if good && len(want) > 0 {
@@ -47,8 +52,11 @@ func TestFixtures(t *testing.T) {
 				t.Fatalf("a bad fixture lists no # expect: lines")
 			}
 			docs, err := Builtin().DecodeAll(data)
-			var got []string
+			var got, gotWarn []string
 			for _, d := range docs {
+				for _, w := range d.Warnings {
+					gotWarn = append(gotWarn, fmt.Sprintf("%d: %s", w.Line, w.Error()))
+				}
 				var ve *ValidationError
 				switch {
 				case errors.As(d.Err, &ve):
@@ -62,6 +70,9 @@ func TestFixtures(t *testing.T) {
 			}
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("errors:\n  got:  %s\n  want: %s", strings.Join(got, "\n        "), strings.Join(want, "\n        "))
+			}
+			if strings.Join(gotWarn, "\n") != strings.Join(wantWarn, "\n") {
+				t.Errorf("warnings:\n  got:  %s\n  want: %s", strings.Join(gotWarn, "\n        "), strings.Join(wantWarn, "\n        "))
 			}
 			if good {
 				checkGolden(t, strings.TrimSuffix(f, ".good.yaml")+".defaulted.yaml", docs)

@@ -141,6 +141,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // stripServerFields drops what only the server may set.
 func (m *Metadata) stripServerFields() {
 	m.UID, m.Generation, m.CreationTimestamp = "", 0, nil
+	m.Namespace = ""
 	for k := range m.Annotations {
 		if strings.HasPrefix(k, "edgeport.io/") {
 			delete(m.Annotations, k)

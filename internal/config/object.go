@@ -26,7 +26,11 @@ type Object struct {
 // Metadata is the common part of every resource. Name, labels and
 // annotations come from the user; the rest is set by the server.
 type Metadata struct {
-	Name              string            `json:"name"`
+	Name string `json:"name"`
+	// Namespace is accepted so that Kubernetes and Azure IoT Operations
+	// manifests apply as they are; one machine has one namespace, so it
+	// is not kept.
+	Namespace         string            `json:"namespace,omitempty"`
 	Labels            map[string]string `json:"labels,omitempty"`
 	Annotations       map[string]string `json:"annotations,omitempty"`
 	UID               string            `json:"uid,omitempty"`

@@ -113,11 +113,13 @@ func SplitDocuments(data []byte) ([][]byte, error) {
 		if empty(&n) {
 			continue
 		}
-		b, err := yaml.Marshal(&n)
-		if err != nil {
-			return out, fmt.Errorf("document %d: %w", i, err)
+		for _, item := range listItems(&n) {
+			b, err := yaml.Marshal(item)
+			if err != nil {
+				return out, fmt.Errorf("document %d: %w", i, err)
+			}
+			out = append(out, b)
 		}
-		out = append(out, b)
 	}
 }
 
