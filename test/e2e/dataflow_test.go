@@ -151,7 +151,9 @@ spec:
 	const cycles = 3
 	for c := range cycles {
 		e := startEdgeportAt(t, dataDir, "--config", cfgDir, "--max-queued-messages", "500")
-		if _, err := e.logs.waitFor(30*time.Second, func(l string) bool { return strings.Contains(l, "dataflow running") && strings.Contains(l, "plant-to-web") }); err != nil {
+		if _, err := e.logs.waitFor(30*time.Second, func(l string) bool {
+			return strings.Contains(l, "dataflow running") && strings.Contains(l, "plant-to-web")
+		}); err != nil {
 			t.Fatalf("cycle %d: flow not running: %v", c, err)
 		}
 		stop := make(chan struct{})
@@ -238,4 +240,3 @@ spec:
 		len(acked), cycles, len(all), len(all)-len(seen), inversions)
 	_ = e
 }
-
