@@ -301,34 +301,31 @@ func (r *resources) reconcileBroker(k config.Key) {
 // kept.
 func brokerOptions(s *config.BrokerSpec, base broker.Options) broker.Options {
 	c := s.Advanced.Clients
-	sec := func(v int64) time.Duration { return time.Duration(v) * time.Second }
+	// FromUser turns the resource's 0 ("no limit", "off") into the
+	// broker's Unlimited; see broker.Options for the one rule.
+	n := func(b broker.Bound, v int64) int { return int(b.FromUser(v)) }
+	sec := func(b broker.Bound, v int64) time.Duration { return time.Duration(b.FromUser(v)) * time.Second }
 	o := broker.Options{
-		MaxPacketSize:             *c.MaxPacketSizeBytes,
-		ReceiveMaximum:            *c.MaxReceiveMaximum,
-		MaxInflight:               *c.MaxInflight,
-		MaxQueuedMessages:         int(*c.SubscriberQueueLimit.Length),
-		MaxQueuedBytes:            c.SubscriberQueueLimit.MaxBytes,
+		MaxPacketSize:             n(broker.BoundMaxPacketSize, int64(*c.MaxPacketSizeBytes)),
+		ReceiveMaximum:            n(broker.BoundReceiveMaximum, int64(*c.MaxReceiveMaximum)),
+		MaxInflight:               n(broker.BoundMaxInflight, int64(*c.MaxInflight)),
+		MaxQueuedMessages:         n(broker.BoundMaxQueuedMessages, *c.SubscriberQueueLimit.Length),
+		MaxQueuedBytes:            broker.BoundMaxQueuedBytes.FromUser(c.SubscriberQueueLimit.MaxBytes),
 		QueuePolicy:               broker.DropNew,
-		MaxOutboundBytes:          *c.MaxOutboundBytes,
-		TopicAliasMaximum:         *c.TopicAliasMaximum,
-		MaxSessionExpiry:          sec(*c.MaxSessionExpirySeconds),
-		MaxMessageExpiry:          sec(c.MaxMessageExpirySeconds),
-		MaxKeepAlive:              sec(int64(*c.MaxKeepAliveSeconds)),
-		ConnectTimeout:            sec(int64(*c.ConnectTimeoutSeconds)),
-		SysInterval:               sec(int64(*s.Diagnostics.SysIntervalSeconds)),
-		MaxTopicLength:            s.Advanced.Topics.MaxLength,
-		MaxTopicLevels:            s.Advanced.Topics.MaxLevels,
-		MaxSubscriptionsPerClient: c.MaxSubscriptionsPerClient,
+		MaxOutboundBytes:          n(broker.BoundMaxOutboundBytes, int64(*c.MaxOutboundBytes)),
+		TopicAliasMaximum:         n(broker.BoundTopicAliasMaximum, int64(*c.TopicAliasMaximum)),
+		MaxSessionExpiry:          sec(broker.BoundMaxSessionExpiry, *c.MaxSessionExpirySeconds),
+		MaxMessageExpiry:          sec(broker.BoundMaxMessageExpiry, c.MaxMessageExpirySeconds),
+		MaxKeepAlive:              sec(broker.BoundMaxKeepAlive, int64(*c.MaxKeepAliveSeconds)),
+		ConnectTimeout:            sec(broker.BoundConnectTimeout, int64(*c.ConnectTimeoutSeconds)),
+		SysInterval:               sec(broker.BoundSysInterval, int64(*s.Diagnostics.SysIntervalSeconds)),
+		MaxTopicLength:            n(broker.BoundMaxTopicLength, int64(s.Advanced.Topics.MaxLength)),
+		MaxTopicLevels:            n(broker.BoundMaxTopicLevels, int64(s.Advanced.Topics.MaxLevels)),
+		MaxSubscriptionsPerClient: n(broker.BoundMaxSubscriptions, int64(c.MaxSubscriptionsPerClient)),
 		Version:                   base.Version,
 	}
 	if c.SubscriberQueueLimit.Strategy == config.QueueStrategyDropOldest {
 		o.QueuePolicy = broker.DropOldest
-	}
-	if o.TopicAliasMaximum == 0 {
-		o.TopicAliasMaximum = -1 // the broker's way of saying none
-	}
-	if o.SysInterval == 0 {
-		o.SysInterval = -1
 	}
 	return o
 }

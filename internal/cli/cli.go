@@ -22,7 +22,6 @@ import (
 	"github.com/edgeport/edgeport/internal/app"
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
-	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
@@ -117,13 +116,15 @@ picks a free port (the chosen addresses are logged).`,
 			if err != nil {
 				return err
 			}
+			cfg.Broker.SysInterval = sysInterval
 			if err := checkServeFlags(&cfg); err != nil {
 				return err
 			}
 			cfg.Broker.Version = version()
-			cfg.Broker.SysInterval = sysInterval
+			// A flag of 0 lifts its limit (the one rule in broker.Options).
+			cfg.Broker.MaxQueuedBytes = broker.BoundMaxQueuedBytes.FromUser(cfg.Broker.MaxQueuedBytes)
 			if sysInterval == 0 {
-				cfg.Broker.SysInterval = -1
+				cfg.Broker.SysInterval = broker.Unlimited
 			}
 			a, err := app.New(cfg, log)
 			if err != nil {
@@ -153,7 +154,7 @@ picks a free port (the chosen addresses are logged).`,
 	f.BoolVar(&cfg.APIRequireToken, "api-require-token", false, "require the REST API's bearer token even on a loopback HTTP address (always required on other addresses)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	f.DurationVar(&sysInterval, "sys-interval", 10*time.Second, "$SYS statistics publish interval (0 disables)")
+	f.DurationVar(&sysInterval, "sys-interval", broker.DefaultSysInterval, "$SYS statistics publish interval (0 disables)")
 	f.DurationVar(&cfg.SelfTestInterval, "selftest-interval", 5*time.Second, "self-test probe interval: publish and receive through the broker, measuring latency (0 disables)")
 	f.IntVar(&cfg.Broker.MaxPacketSize, "max-packet-size", broker.DefaultMaxPacketSize, "largest MQTT packet accepted, in bytes")
 	f.IntVar(&cfg.Broker.MaxQueuedMessages, "max-queued-messages", broker.DefaultMaxQueuedMessages, "messages queued per session before the queue policy drops")
@@ -195,14 +196,19 @@ func checkServeFlags(cfg *app.Config) error {
 	if _, err := listener.CheckOrigins(cfg.WSAllowedOrigins); err != nil {
 		errs = append(errs, fmt.Errorf("--ws-allowed-origins: %w", err))
 	}
-	between := func(flag string, v, lo, hi int) {
-		if v < lo || v > hi {
-			errs = append(errs, fmt.Errorf("--%s: %d must be between %d and %d", flag, v, lo, hi))
+	// The broker's bounds, as the Broker resource checks them.
+	bound := func(b broker.Bound, v int64) {
+		if err := b.Check(v); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %d %w", b.Flag, v, err))
 		}
 	}
-	between("max-packet-size", cfg.Broker.MaxPacketSize, 16, packet.MaxRemainingLength+5)
-	between("max-inflight", cfg.Broker.MaxInflight, 1, 65535)
-	between("max-queued-messages", cfg.Broker.MaxQueuedMessages, 1, 1<<30)
+	bound(broker.BoundMaxPacketSize, int64(cfg.Broker.MaxPacketSize))
+	bound(broker.BoundMaxInflight, int64(cfg.Broker.MaxInflight))
+	bound(broker.BoundMaxQueuedMessages, int64(cfg.Broker.MaxQueuedMessages))
+	bound(broker.BoundMaxQueuedBytes, cfg.Broker.MaxQueuedBytes)
+	if iv := cfg.Broker.SysInterval; iv < 0 || iv > time.Duration(broker.BoundSysInterval.Max)*time.Second {
+		errs = append(errs, fmt.Errorf("--%s: %v must be between 0 (off) and %ds", broker.BoundSysInterval.Flag, iv, broker.BoundSysInterval.Max))
+	}
 	switch cfg.Store.Sync {
 	case "always", "batch", "none":
 	default:

@@ -1,6 +1,11 @@
 package config
 
-import "strconv"
+import (
+	"strconv"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/broker"
+)
 
 // BrokerSpec is the Broker kind: the broker's limits, persistence and
 // diagnostics. Field names follow Azure IoT Operations' Broker resource
@@ -120,19 +125,19 @@ type BrokerDiagnostics struct {
 	SysIntervalSeconds *int `json:"sysIntervalSeconds"`
 }
 
-// Broker defaults; they equal the broker package's.
+// Broker defaults, in the resource's units: the broker package's, which
+// defines every limit's default and range once (broker.Bounds).
 const (
-	DefaultMaxSessionExpirySeconds = 4294967295
-	DefaultMaxPacketSizeBytes      = 1 << 20
-	DefaultMaxReceiveMaximum       = 1024
-	DefaultMaxKeepAliveSeconds     = 65535
-	DefaultQueueLength             = 10000
-	DefaultMaxInflight             = 1024
-	DefaultMaxOutboundBytes        = 8 << 20
-	DefaultTopicAliasMaximum       = 1024
-	DefaultConnectTimeoutSeconds   = 10
-	DefaultSysIntervalSeconds      = 10
-	maxPacketSizeLimit             = 268435460 // 4-byte remaining length plus fixed header
+	DefaultMaxSessionExpirySeconds = int64(broker.DefaultMaxSessionExpiry / time.Second)
+	DefaultMaxPacketSizeBytes      = broker.DefaultMaxPacketSize
+	DefaultMaxReceiveMaximum       = broker.DefaultReceiveMaximum
+	DefaultMaxKeepAliveSeconds     = int(broker.DefaultMaxKeepAlive / time.Second)
+	DefaultQueueLength             = int64(broker.DefaultMaxQueuedMessages)
+	DefaultMaxInflight             = broker.DefaultMaxInflight
+	DefaultMaxOutboundBytes        = broker.DefaultMaxOutboundBytes
+	DefaultTopicAliasMaximum       = broker.DefaultTopicAliasMaximum
+	DefaultConnectTimeoutSeconds   = int(broker.DefaultConnectTimeout / time.Second)
+	DefaultSysIntervalSeconds      = int(broker.DefaultSysInterval / time.Second)
 )
 
 func brokerKind() KindDef {
@@ -174,30 +179,34 @@ func defaultBroker(s *BrokerSpec) {
 }
 
 func validateBroker(s *BrokerSpec, errs *Errors) {
-	const p = "spec.advanced.clients"
 	c := &s.Advanced.Clients
-	between(errs, field(p, "maxSessionExpirySeconds"), *c.MaxSessionExpirySeconds, 1, 4294967295)
-	between(errs, field(p, "maxMessageExpirySeconds"), c.MaxMessageExpirySeconds, 0, 4294967295)
-	between(errs, field(p, "maxPacketSizeBytes"), *c.MaxPacketSizeBytes, 16, maxPacketSizeLimit)
-	between(errs, field(p, "maxReceiveMaximum"), *c.MaxReceiveMaximum, 1, 65535)
-	between(errs, field(p, "maxKeepAliveSeconds"), *c.MaxKeepAliveSeconds, 1, 65535)
-	between(errs, field(p, "subscriberQueueLimit.length"), *c.SubscriberQueueLimit.Length, 1, 1<<30)
-	between(errs, field(p, "subscriberQueueLimit.maxBytes"), c.SubscriberQueueLimit.MaxBytes, 0, 1<<40)
-	oneOf(errs, field(p, "subscriberQueueLimit.strategy"), c.SubscriberQueueLimit.Strategy, QueueStrategyNone, QueueStrategyDropOldest)
-	between(errs, field(p, "maxInflight"), *c.MaxInflight, 1, 65535)
-	between(errs, field(p, "maxOutboundBytes"), *c.MaxOutboundBytes, 1024, 1<<30)
-	between(errs, field(p, "topicAliasMaximum"), *c.TopicAliasMaximum, 0, 65535)
-	between(errs, field(p, "maxSubscriptionsPerClient"), c.MaxSubscriptionsPerClient, 0, 1<<30)
-	between(errs, field(p, "connectTimeoutSeconds"), *c.ConnectTimeoutSeconds, 1, 3600)
-	between(errs, "spec.advanced.topics.maxLength", s.Advanced.Topics.MaxLength, 0, 65535)
-	between(errs, "spec.advanced.topics.maxLevels", s.Advanced.Topics.MaxLevels, 0, 65535)
+	bound := func(b broker.Bound, v int64) {
+		if err := b.Check(v); err != nil {
+			errs.Add("spec."+b.Field, "%s", err.Error())
+		}
+	}
+	bound(broker.BoundMaxSessionExpiry, *c.MaxSessionExpirySeconds)
+	bound(broker.BoundMaxMessageExpiry, c.MaxMessageExpirySeconds)
+	bound(broker.BoundMaxPacketSize, int64(*c.MaxPacketSizeBytes))
+	bound(broker.BoundReceiveMaximum, int64(*c.MaxReceiveMaximum))
+	bound(broker.BoundMaxKeepAlive, int64(*c.MaxKeepAliveSeconds))
+	bound(broker.BoundMaxQueuedMessages, *c.SubscriberQueueLimit.Length)
+	bound(broker.BoundMaxQueuedBytes, c.SubscriberQueueLimit.MaxBytes)
+	oneOf(errs, "spec.advanced.clients.subscriberQueueLimit.strategy", c.SubscriberQueueLimit.Strategy, QueueStrategyNone, QueueStrategyDropOldest)
+	bound(broker.BoundMaxInflight, int64(*c.MaxInflight))
+	bound(broker.BoundMaxOutboundBytes, int64(*c.MaxOutboundBytes))
+	bound(broker.BoundTopicAliasMaximum, int64(*c.TopicAliasMaximum))
+	bound(broker.BoundMaxSubscriptions, int64(c.MaxSubscriptionsPerClient))
+	bound(broker.BoundConnectTimeout, int64(*c.ConnectTimeoutSeconds))
+	bound(broker.BoundMaxTopicLength, int64(s.Advanced.Topics.MaxLength))
+	bound(broker.BoundMaxTopicLevels, int64(s.Advanced.Topics.MaxLevels))
 	cl := &s.Advanced.Connections
 	between(errs, "spec.advanced.connections.maxConnections", cl.MaxConnections, 0, 1<<30)
 	between(errs, "spec.advanced.connections.maxConnectionsPerAddress", cl.MaxConnectionsPerAddress, 0, 1<<30)
 	between(errs, "spec.advanced.connections.connectRatePerSecond", cl.ConnectRatePerSecond, 0, 1<<30)
 	between(errs, "spec.advanced.connections.connectBurst", cl.ConnectBurst, 0, 1<<30)
 	oneOf(errs, "spec.persistence.syncPolicy", s.Persistence.SyncPolicy, SyncAlways, SyncBatch, SyncNone)
-	between(errs, "spec.diagnostics.sysIntervalSeconds", *s.Diagnostics.SysIntervalSeconds, 0, 86400)
+	bound(broker.BoundSysInterval, int64(*s.Diagnostics.SysIntervalSeconds))
 	between(errs, "spec.stateStore.maxKeys", s.StateStore.MaxKeys, 0, 1<<40)
 	between(errs, "spec.stateStore.maxBytes", s.StateStore.MaxBytes, 0, 1<<50)
 }
