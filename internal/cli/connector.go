@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
 )
 
@@ -26,7 +28,7 @@ func newConnector(stdout io.Writer) *cobra.Command {
 		Use:   "opcua",
 		Short: "The OPC UA connector: trust list, browse, discovery",
 	}
-	op.AddCommand(newOpcuaCerts(stdout), newOpcuaBrowse(stdout), newOpcuaDiscover(stdout))
+	op.AddCommand(newOpcuaCerts(stdout), newOpcuaBrowse(stdout), newOpcuaDiscover(stdout), newOpcuaImport(stdout), newOpcuaExport(stdout))
 	cmd.AddCommand(op, newModbus(stdout))
 	return cmd
 }
@@ -214,6 +216,26 @@ func newOpcuaBrowse(stdout io.Writer) *cobra.Command {
 			if err := json.Unmarshal(data, &res); err != nil {
 				return err
 			}
+			if output == "csv" {
+				// Every variable found, ready for `import --csv`.
+				var pts []config.DataPoint
+				seen := map[string]int{}
+				var walk func([]*opcua.TreeNode)
+				walk = func(ns []*opcua.TreeNode) {
+					for _, n := range ns {
+						if n.NodeClass == "Variable" {
+							name := n.BrowseName
+							if seen[name]++; seen[name] > 1 {
+								name = fmt.Sprintf("%s_%d", name, seen[name])
+							}
+							pts = append(pts, config.DataPoint{Name: name, DataSource: n.NodeID})
+						}
+						walk(n.Children)
+					}
+				}
+				walk(res.Items)
+				return opcua.WriteDataPointsCSV(stdout, pts)
+			}
 			printTree(stdout, res.Items, "")
 			if res.Truncated {
 				fmt.Fprintln(stdout, "(truncated: browse a deeper node or with a smaller --depth)")
@@ -224,7 +246,7 @@ func newOpcuaBrowse(stdout io.Writer) *cobra.Command {
 	f.add(cmd)
 	cmd.Flags().IntVar(&depth, "depth", 2, "levels to descend (1-10)")
 	cmd.Flags().StringVar(&endpoint, "endpoint", "", "the device's inbound endpoint name (default: its only OPC UA endpoint)")
-	cmd.Flags().StringVarP(&output, "output", "o", "tree", "tree or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "tree", "tree, json, or csv (the variables, for import --csv)")
 	return cmd
 }
 
@@ -271,5 +293,120 @@ func newOpcuaDiscover(stdout io.Writer) *cobra.Command {
 		},
 	}
 	f.add(cmd)
+	return cmd
+}
+
+func newOpcuaImport(stdout io.Writer) *cobra.Command {
+	var f clientFlags
+	var file, dataset string
+	var merge bool
+	cmd := &cobra.Command{
+		Use:   "import ASSET --csv FILE [--dataset NAME]",
+		Short: "Set an asset dataset's data points from a CSV file (name,dataSource,samplingInterval,queueSize,deadbandType,deadbandValue,heartbeatInterval)",
+		Long: `Read data points from a CSV file with a header row (name and dataSource are
+required, the other columns fill dataPointConfiguration) and put them into
+the asset's dataset, creating the dataset when it does not exist. By
+default the dataset's points are replaced; --merge keeps the points the file
+does not name. "browse DEVICE -o csv" writes such a file from the server's
+address space. Every bad line is reported with its number and nothing is
+changed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if file == "" {
+				return fmt.Errorf("--csv FILE is required")
+			}
+			in, err := os.Open(file)
+			if err != nil {
+				return err
+			}
+			pts, err := opcua.ParseDataPointsCSV(in)
+			in.Close()
+			if err != nil {
+				return fmt.Errorf("%s:\n%w", file, err)
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			def := c.kinds.Lookup("assets")
+			o, _, err := c.get(cmd.Context(), def, args[0])
+			if err != nil {
+				return err
+			}
+			spec := o.Spec.(*config.AssetSpec)
+			i := slices.IndexFunc(spec.Datasets, func(d config.Dataset) bool { return d.Name == dataset })
+			if i < 0 {
+				spec.Datasets = append(spec.Datasets, config.Dataset{Name: dataset})
+				i = len(spec.Datasets) - 1
+			}
+			ds := &spec.Datasets[i]
+			if merge {
+				byName := map[string]int{}
+				for j, p := range ds.DataPoints {
+					byName[p.Name] = j
+				}
+				for _, p := range pts {
+					if j, ok := byName[p.Name]; ok {
+						ds.DataPoints[j] = p
+					} else {
+						ds.DataPoints = append(ds.DataPoints, p)
+					}
+				}
+			} else {
+				ds.DataPoints = pts
+			}
+			o.Status = nil
+			body, err := json.Marshal(o)
+			if err != nil {
+				return err
+			}
+			if _, _, err := c.do(cmd.Context(), http.MethodPut, "/"+def.Plural+"/"+url.PathEscape(args[0]), body, "application/json"); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "asset/%s dataset %s: %d data points\n", args[0], dataset, len(ds.DataPoints))
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&file, "csv", "", "the CSV file")
+	cmd.Flags().StringVar(&dataset, "dataset", "default", "the dataset to fill")
+	cmd.Flags().BoolVar(&merge, "merge", false, "keep the dataset's points the file does not name")
+	return cmd
+}
+
+func newOpcuaExport(stdout io.Writer) *cobra.Command {
+	var f clientFlags
+	var dataset string
+	var csvOut bool
+	cmd := &cobra.Command{
+		Use:   "export ASSET --csv [--dataset NAME]",
+		Short: "Print an asset dataset's data points as CSV (the format import reads)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !csvOut {
+				return fmt.Errorf("--csv is required (the only export format)")
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			o, _, err := c.get(cmd.Context(), c.kinds.Lookup("assets"), args[0])
+			if err != nil {
+				return err
+			}
+			spec := o.Spec.(*config.AssetSpec)
+			var names []string
+			for _, d := range spec.Datasets {
+				if dataset == "" && len(spec.Datasets) == 1 || d.Name == dataset {
+					return opcua.WriteDataPointsCSV(stdout, d.DataPoints)
+				}
+				names = append(names, d.Name)
+			}
+			return fmt.Errorf("asset %s has no dataset %q (datasets: %s)", args[0], dataset, strings.Join(names, ", "))
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVar(&csvOut, "csv", false, "write CSV")
+	cmd.Flags().StringVar(&dataset, "dataset", "", "the dataset (default: the only one)")
 	return cmd
 }
