@@ -34,7 +34,7 @@ func (a *App) mountAPI() error {
 	a.http.Handle(api.Prefix+"/", srv)
 	a.http.Handle("GET /statusz", srv.Protect(a.status))
 	if a.opcua != nil {
-		a.http.Handle(opcua.APIPath, srv.Protect(&opcua.API{Trust: a.opcua.Trust(), App: a.opcua.App(), Sessions: a.opcua}))
+		a.http.Handle(opcua.APIPath, srv.Protect(&opcua.API{Trust: a.opcua.Trust(), App: a.opcua.App(), Sessions: a.opcua, Store: a.res.store}))
 	}
 	a.log.Info("REST API mounted", "path", api.Prefix, "token_required", require)
 	return nil

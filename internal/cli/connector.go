@@ -267,29 +267,94 @@ func printTree(w io.Writer, nodes []*opcua.TreeNode, indent string) {
 
 func newOpcuaDiscover(stdout io.Writer) *cobra.Command {
 	var f clientFlags
+	var rng string
 	cmd := &cobra.Command{
-		Use:   "discover URL",
-		Short: "Ask an OPC UA server or discovery server (FindServers) which servers it knows",
-		Args:  cobra.ExactArgs(1),
+		Use:   "discover [URL...] [--range HOST[-LASTHOST]:PORT[,PORT]]",
+		Short: "Find OPC UA servers (FindServers) and record each as a DiscoveredDevice to approve",
+		Long: `Ask discovery URLs and every address of a host/port range (FindServers,
+from the Edgeport server's network) which OPC UA servers answer. Each one
+becomes a DiscoveredDevice resource ("edgeport get discovereddevices");
+"edgeport approve NAME" turns it into a Device. Servers whose address a
+Device already reads are only listed.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && rng == "" {
+				return fmt.Errorf("give discovery URLs or --range")
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			data, _, err := c.do(cmd.Context(), http.MethodGet, opcuaAPI+"/discover?url="+url.QueryEscape(args[0]), nil, "")
+			body, _ := json.Marshal(opcua.DiscoverRequest{URLs: args, Range: rng})
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
+			defer cancel()
+			data, _, err := c.do(ctx, http.MethodPost, opcuaAPI+"/discover", body, "application/json")
 			if err != nil {
 				return err
 			}
-			var res struct{ Items []opcua.Server }
+			var res struct {
+				Items   []opcua.DiscoverResult
+				Scanned int
+			}
 			if err := json.Unmarshal(data, &res); err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tAPPLICATION URI\tTYPE\tDISCOVERY URLS")
-			for _, s := range res.Items {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.ApplicationURI, s.ApplicationType, strings.Join(s.DiscoveryURLs, ","))
+			fmt.Fprintln(tw, "NAME\tRESULT\tAPPLICATION URI\tDISCOVERY URLS")
+			for _, r := range res.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Result, r.Server.ApplicationURI, strings.Join(r.Server.DiscoveryURLs, ","))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%d addresses asked, %d servers found\n", res.Scanned, len(res.Items))
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&rng, "range", "", "IPv4 hosts and ports to scan, e.g. 10.0.0.10-10.0.0.40:4840,48400")
+	return cmd
+}
+
+func newApprove(stdout io.Writer) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "approve [discovereddevice/]NAME",
+		Short: "Turn a discovered device into a Device of the same name",
+		Long: `Create the Device a DiscoveredDevice describes (its endpoints, with
+anonymous authentication; edit it afterwards for credentials and security)
+and remove the DiscoveredDevice.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := strings.TrimPrefix(strings.TrimPrefix(args[0], "discovereddevice/"), "discovereddevices/")
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ddef, dev := c.kinds.Lookup("discovereddevices"), c.kinds.Lookup("devices")
+			o, _, err := c.get(cmd.Context(), ddef, name)
+			if err != nil {
+				return err
+			}
+			ds := o.Spec.(*config.DiscoveredDeviceSpec)
+			spec := &config.DeviceSpec{Manufacturer: ds.Manufacturer, Model: ds.Model, ExternalDeviceID: ds.DiscoveryID, Attributes: ds.Attributes}
+			spec.Endpoints.Inbound = map[string]config.InboundEndpoint{}
+			for n, ep := range ds.Endpoints.Inbound {
+				spec.Endpoints.Inbound[n] = config.InboundEndpoint{EndpointType: ep.EndpointType, Address: ep.Address, Version: ep.Version,
+					AdditionalConfiguration: ep.AdditionalConfiguration}
+			}
+			obj := &config.Object{APIVersion: config.APIVersion, Kind: dev.Kind, Metadata: config.Metadata{Name: name}, Spec: spec}
+			body, err := json.Marshal(obj)
+			if err != nil {
+				return err
+			}
+			if _, _, err := c.do(cmd.Context(), http.MethodPost, "/"+dev.Plural, body, "application/json"); err != nil {
+				return fmt.Errorf("creating device/%s: %w", name, err)
+			}
+			if _, _, err := c.do(cmd.Context(), http.MethodDelete, "/"+ddef.Plural+"/"+url.PathEscape(name), nil, ""); err != nil {
+				return fmt.Errorf("device/%s created, but removing discovereddevice/%s: %w", name, name, err)
+			}
+			fmt.Fprintf(stdout, "device/%s created from discovereddevice/%s\n", name, name)
+			return nil
 		},
 	}
 	f.add(cmd)

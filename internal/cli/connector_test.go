@@ -150,3 +150,38 @@ spec:
 		t.Fatalf("a bad file changed the asset:\n%s", out)
 	}
 }
+
+// TestApproveDiscoveredDevice: `edgeport approve` turns a DiscoveredDevice
+// into a Device with its endpoints and removes the discovered one.
+func TestApproveDiscoveredDevice(t *testing.T) {
+	url, store := apiServer(t)
+	dir := t.TempDir()
+	flags := []string{"--server", url, "--data-dir", dir}
+	spec := &config.DiscoveredDeviceSpec{DiscoveryID: "urn:plc-7", Version: 1}
+	spec.Endpoints.Inbound = map[string]config.DiscoveredEndpoint{"opc": {EndpointType: config.EndpointTypeOpcUa, Address: "opc.tcp://10.0.0.7:4840"}}
+	if _, _, err := store.Apply(&config.Object{APIVersion: config.APIVersion, Kind: "DiscoveredDevice", Metadata: config.Metadata{Name: "plc-7-a1b2c3"}, Spec: spec}, config.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, append([]string{"get", "discovereddevices"}, flags...)...)
+	if code != 0 || !strings.Contains(out, "plc-7-a1b2c3") || !strings.Contains(out, "urn:plc-7") || !strings.Contains(out, "opc.tcp://10.0.0.7:4840") {
+		t.Fatalf("get: %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, append([]string{"approve", "discovereddevice/plc-7-a1b2c3"}, flags...)...)
+	if code != 0 || out != "device/plc-7-a1b2c3 created from discovereddevice/plc-7-a1b2c3\n" {
+		t.Fatalf("approve: %d\n%s%s", code, out, errOut)
+	}
+	o, ok := store.Get(config.Key{Kind: "Device", Name: "plc-7-a1b2c3"})
+	if !ok {
+		t.Fatal("no device")
+	}
+	if ep := o.Spec.(*config.DeviceSpec).Endpoints.Inbound["opc"]; ep.Address != "opc.tcp://10.0.0.7:4840" || ep.EndpointType != config.EndpointTypeOpcUa {
+		t.Fatalf("device endpoint %+v", ep)
+	}
+	if _, ok := store.Get(config.Key{Kind: "DiscoveredDevice", Name: "plc-7-a1b2c3"}); ok {
+		t.Fatal("discovered device still there")
+	}
+	_, errOut, code = runCLI(t, append([]string{"approve", "nothing"}, flags...)...)
+	if code == 0 || !strings.Contains(errOut, "nothing") {
+		t.Fatalf("approve of nothing: %d %s", code, errOut)
+	}
+}

@@ -170,7 +170,7 @@ func NewKinds(defs ...KindDef) *Kinds {
 // Builtin returns the kinds Edgeport serves.
 func Builtin() *Kinds {
 	return NewKinds(brokerKind(), brokerListenerKind(), brokerAuthenticationKind(), brokerAuthorizationKind(),
-		deviceKind(), assetKind(),
+		deviceKind(), assetKind(), discoveredDeviceKind(),
 		dataflowKind(), dataflowEndpointKind(), dataflowProfileKind())
 }
 

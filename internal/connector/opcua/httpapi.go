@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"context"
+
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/config"
 )
 
 // APIPath is where the OPC UA connector's HTTP API is mounted, beside the
@@ -32,10 +35,14 @@ type Sessions interface {
 //	GET    certs/own                 Edgeport's application certificate
 //	GET    browse/{device}[/{endpoint}]?node=&depth=  the address space as a tree
 //	GET    discover?url=             FindServers on a discovery URL
+//	POST   discover                  FindServers on URLs and a host/port range (DiscoverRequest);
+//	                                 each server found becomes a DiscoveredDevice
 type API struct {
 	Trust    *TrustList
 	App      *AppCert
 	Sessions Sessions // nil: browse answers 503
+	// Store records discovered devices (POST discover); nil: 503.
+	Store *config.Store
 }
 
 // TreeNode is a browsed node with its children.
@@ -68,6 +75,8 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			endpoint = parts[2]
 		}
 		a.browse(w, r, parts[1], endpoint)
+	case parts[0] == "discover" && len(parts) == 1 && r.Method == http.MethodPost:
+		a.discover(w, r)
 	case parts[0] == "discover" && len(parts) == 1 && r.Method == http.MethodGet:
 		servers, err := FindServers(r.Context(), r.URL.Query().Get("url"), 5*time.Second)
 		if err != nil {
@@ -78,6 +87,52 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeErr(w, http.StatusNotFound, fmt.Errorf("no such OPC UA connector endpoint: %s %s", r.Method, r.URL.Path))
 	}
+}
+
+func (a *API) discover(w http.ResponseWriter, r *http.Request) {
+	if a.Store == nil {
+		writeErr(w, http.StatusServiceUnavailable, errors.New("no registry to record discovered devices in"))
+		return
+	}
+	var req DiscoverRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("discover request: %w", err))
+		return
+	}
+	urls := append([]string(nil), req.URLs...)
+	for _, u := range urls {
+		if !strings.HasPrefix(u, "opc.tcp://") {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("urls: %q is not an opc.tcp:// URL", u))
+			return
+		}
+	}
+	if req.Range != "" {
+		more, err := ExpandRange(req.Range)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		urls = append(urls, more...)
+	}
+	if len(urls) == 0 {
+		writeErr(w, http.StatusBadRequest, errors.New("give urls or a range"))
+		return
+	}
+	timeout := 2 * time.Second
+	if req.TimeoutMillis > 0 {
+		timeout = time.Duration(req.TimeoutMillis) * time.Millisecond
+	}
+	res, err := Discover(r.Context(), a.Store, urls, timeout)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	if res == nil {
+		res = []DiscoverResult{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": res, "scanned": len(urls)})
 }
 
 func (a *API) certs(w http.ResponseWriter, r *http.Request, parts []string) {
