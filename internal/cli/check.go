@@ -159,6 +159,7 @@ func runChecks(ctx context.Context, o checkOptions) checkReport {
 	rep.add(checkSelfTest(st.SelfTest))
 	rep.add(checkResources(ctx, hc, rep.Server, o.token))
 	rep.add(checkConnectors(ctx, hc, rep.Server, o.token))
+	rep.add(checkDataflows(ctx, hc, rep.Server, o.token))
 	authn, authz := checkSecurity(st.Listeners)
 	rep.add(authn)
 	rep.add(authz)
@@ -452,7 +453,8 @@ func checkSelfTest(p *telemetry.ProbeStatus) checkResult {
 
 // resourceKinds are the kinds whose Ready condition the check reads, by
 // their API collection name.
-var resourceKinds = []string{"brokers", "brokerlisteners", "brokerauthentications", "brokerauthorizations"}
+var resourceKinds = []string{"brokers", "brokerlisteners", "brokerauthentications", "brokerauthorizations",
+	"dataflowendpoints", "dataflowprofiles"}
 
 // apiObject is the part of a resource the check reads.
 type apiObject struct {

@@ -75,12 +75,12 @@ func TestCheckHealthyInstance(t *testing.T) {
 	for _, c := range rep.Checks {
 		names = append(names, c.Name)
 	}
-	want := []string{"server", "listeners", "storage", "selftest", "resources", "connectors", "authentication", "authorization"}
+	want := []string{"server", "listeners", "storage", "selftest", "resources", "connectors", "dataflows", "authentication", "authorization"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("checks %v, want %v", names, want)
 	}
 	for name, wantStatus := range map[string]string{
-		"server": "ok", "listeners": "ok", "storage": "ok", "selftest": "ok", "connectors": "ok",
+		"server": "ok", "listeners": "ok", "storage": "ok", "selftest": "ok", "connectors": "ok", "dataflows": "ok",
 		// Loopback listeners without authentication or authorization are
 		// tolerated with a warning.
 		"authentication": "warn", "authorization": "warn",

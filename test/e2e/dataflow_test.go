@@ -240,3 +240,73 @@ spec:
 		len(acked), cycles, len(all), len(all)-len(seen), inversions)
 	_ = e
 }
+
+// edgeport check reports each dataflow: a warning while its destination
+// is away (with the buffer's fill level), ok once it delivers.
+func TestCheckDataflows(t *testing.T) {
+	t.Parallel()
+	sink := &flowSink{}
+	sink.down.Store(true)
+	srv := httptest.NewServer(sink)
+	t.Cleanup(srv.Close)
+	cfgDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfgDir, "flow.yaml"), []byte(fmt.Sprintf(`apiVersion: edgeport.io/v1
+kind: DataflowEndpoint
+metadata: {name: web}
+spec:
+  endpointType: Http
+  httpSettings: {url: %s, batching: {maxMessages: 10}}
+---
+apiVersion: edgeport.io/v1
+kind: Dataflow
+metadata: {name: to-web}
+spec:
+  operations:
+  - operationType: Source
+    sourceSettings: {dataSources: ["checked/#"]}
+  - operationType: Destination
+    destinationSettings: {endpointRef: web, dataDestination: "/"}
+  retry: {initialBackoffMs: 10, maxBackoffMs: 50}
+`, srv.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startEdgeport(t, "--config", cfgDir)
+	cl, err := mqttc.New(mqttc.Options{Dialer: mqttc.TCP(e.addr(t, "mqtt"), nil), ClientID: "check-pub", NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	_, _ = e.logs.waitFor(30*time.Second, func(l string) bool { return strings.Contains(l, "dataflow running") })
+	for i := range 50 {
+		if err := cl.Publish(ctx, &mqttc.Message{Topic: "checked/a", QoS: 1, Payload: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st, msg, out string
+	if !testwait.Within(testwait.Timeout, func() bool {
+		var rep checkReport
+		rep, _, out = runCheck(t, e)
+		st, msg = rep.check(t, "dataflows")
+		return st == "warn" && strings.Contains(msg, "50 messages buffered")
+	}) {
+		t.Fatalf("dataflows while the destination is away: %s %q\n%s", st, msg, out)
+	}
+	sink.down.Store(false)
+	code := 0
+	if !testwait.Within(testwait.Timeout, func() bool {
+		var rep checkReport
+		rep, code, out = runCheck(t, e)
+		st, msg = rep.check(t, "dataflows")
+		return st == "ok" && msg == "1 of 1 dataflows running" && code == 0
+	}) {
+		t.Fatalf("dataflows after recovery: %s %q (exit %d)\n%s", st, msg, code, out)
+	}
+	if got := len(sink.received()); got < 50 {
+		t.Fatalf("%d of 50 messages delivered", got)
+	}
+}
