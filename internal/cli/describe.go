@@ -104,6 +104,10 @@ func describe(w io.Writer, o *config.Object, raw []byte, events []config.Event, 
 	fmt.Fprintln(w, "Spec:")
 	fmt.Fprint(w, indent(string(spec), "  "))
 
+	if s, ok := o.Spec.(*config.SchemaSpec); ok {
+		describeSchemaVersions(w, s)
+	}
+
 	fmt.Fprintln(w, "Status:")
 	st := o.Status
 	if st == nil {

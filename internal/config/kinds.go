@@ -171,7 +171,8 @@ func NewKinds(defs ...KindDef) *Kinds {
 func Builtin() *Kinds {
 	return NewKinds(brokerKind(), brokerListenerKind(), brokerAuthenticationKind(), brokerAuthorizationKind(),
 		deviceKind(), assetKind(), discoveredDeviceKind(),
-		dataflowKind(), dataflowEndpointKind(), dataflowProfileKind())
+		dataflowKind(), dataflowEndpointKind(), dataflowProfileKind(),
+		schemaKind())
 }
 
 // All returns every kind in registration order.

@@ -75,6 +75,8 @@ type Status struct {
 	Events   []DatasetStatus `json:"events,omitempty"`
 	// Dataflow is set for Dataflow: counters, buffer fill and last error.
 	Dataflow *DataflowStatus `json:"dataflow,omitempty"`
+	// Versions is set for Schema: each stored version and its content hash.
+	Versions []SchemaVersionStatus `json:"versions,omitempty"`
 }
 
 // EndpointStatus is one device endpoint as its connector runs it.
