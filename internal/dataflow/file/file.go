@@ -314,3 +314,9 @@ func Files(dir string) ([]string, error) {
 	slices.Sort(out)
 	return out, nil
 }
+
+// Batching implements stage.Batcher: one fsync covers a batch, so the
+// flow collects up to 1,000 messages for at most 10 ms.
+func (d *Destination) Batching() stage.Batching {
+	return stage.Batching{MaxMessages: 1000, Latency: 10 * time.Millisecond}
+}
