@@ -60,10 +60,12 @@ func roundTrips(t *testing.T, pub, sub *rawClient, n int) time.Duration {
 	t.Helper()
 	lat := make([]time.Duration, n)
 	p := &packet.Publish{Topic: "lat/probe", Payload: []byte("x")}
+	// Paced like telemetry rather than back to back, so the measurement
+	// spans the slow senders' activity.
+	pace := time.NewTicker(time.Millisecond)
+	defer pace.Stop()
 	for i := range lat {
-		// Paced like telemetry rather than back to back, so the
-		// measurement spans the slow senders' activity.
-		time.Sleep(time.Millisecond)
+		<-pace.C
 		start := time.Now()
 		pub.send(p)
 		sub.expectPublish("lat/probe", "x")

@@ -7,10 +7,10 @@ package broker
 import (
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // fillToQuota starts a durable broker whose store has room for about
@@ -52,16 +52,12 @@ func TestPersistQuotaRecoversWithoutRestart(t *testing.T) {
 	sub.collect(accepted) // acknowledges, so the entries are deleted
 	sub.ping()
 	payload := make([]byte, 1024)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// Each poll is a publish; the store re-measures its usage by itself.
+	if !testwait.Within(testwait.Timeout, func() bool {
 		pub.send(&packet.Publish{QoS: 1, PacketID: 1, Topic: "qr/t", Payload: payload})
-		if a := rawRecv[packet.Ack](pub); a.ReasonCode == packet.Success {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("store still full 10 s after its queue was consumed: usage %d KiB, quota %d KiB", d.st.Usage()>>10, quota>>10)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return rawRecv[packet.Ack](pub).ReasonCode == packet.Success
+	}) {
+		t.Fatalf("store still full %v after its queue was consumed: usage %d KiB, quota %d KiB", testwait.Timeout, d.st.Usage()>>10, quota>>10)
 	}
 }
 
