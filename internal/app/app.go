@@ -146,7 +146,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if a.state, err = statestore.New(a.store, serve, ssOpts); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
-	b.OnDisconnect(a.state.ClientDisconnected)
+	b.OnSessionEnd(a.state.ClientDisconnected)
 	g.Add("statestore", a.state)
 
 	for _, l := range []listener.Config{

@@ -49,6 +49,7 @@ type Broker struct {
 	st  *store.Store     // nil: in memory only
 
 	disconnectHooks []func(clientID string) // set before serving, read-only after
+	sessionEndHooks []func(clientID string) // set before serving, read-only after
 
 	heldMu    sync.Mutex     // guards heldWills
 	heldWills []func()       // restored wills, held until ReleaseWills
@@ -310,9 +311,20 @@ func (b *Broker) setRetained(m *Message, tx *txnCtx) {
 // per clean start, and taking the session over from an older connection.
 // It returns the session and whether an existing one was resumed.
 func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*session, bool) {
+	s, present, ended := b.attachLocked(c, cleanStart, expiry)
+	if ended && !c.trusted {
+		// Before CONNACK: what the new session registers is not undone.
+		b.sessionEnded(c.id)
+	}
+	return s, present
+}
+
+// attachLocked is attach under b.sessMu; ended reports that an existing
+// session was ended (clean start, or another principal's).
+func (b *Broker) attachLocked(c *client, cleanStart bool, expiry time.Duration) (s *session, present, ended bool) {
 	b.sessMu.Lock()
 	defer b.sessMu.Unlock()
-	s := b.sessions[c.id]
+	s = b.sessions[c.id]
 	if s != nil {
 		s.mu.Lock()
 		if old := s.client; old != nil {
@@ -336,6 +348,7 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 			s.mu.Unlock()
 			b.endSessionLocked(s)
 			s = nil
+			ended = true
 		} else {
 			if s.expiryTimer != nil {
 				s.expiryTimer.Stop()
@@ -349,7 +362,7 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 			s.mu.Unlock()
 		}
 	}
-	present := s != nil
+	present = s != nil
 	if s == nil {
 		s = &session{id: c.id, internal: c.trusted}
 		b.sessions[c.id] = s
@@ -363,7 +376,7 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 	s.version = c.version
 	s.mu.Unlock()
 	s.count(&b.stats.connected, 1)
-	return s, present
+	return s, present, ended
 }
 
 // detach unbinds c from its session when the connection ends: the will is
@@ -389,7 +402,8 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		s.will = nil
 	}
 	moved := s.takeShared()
-	if s.expiry == 0 {
+	ended := s.expiry == 0
+	if ended {
 		s.mu.Unlock()
 		b.endSessionLocked(s)
 	} else {
@@ -410,6 +424,26 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		for _, f := range b.disconnectHooks {
 			f(c.id)
 		}
+		if ended {
+			b.sessionEnded(c.id)
+		}
+	}
+}
+
+// OnSessionEnd registers f to be called with a client's ID when its
+// session ends: with the connection when the session has no expiry, when
+// its expiry interval has passed, or when a clean start replaces it. Not
+// when a persistent session's connection drops: state kept per session,
+// such as the state store's KEYNOTIFY registrations, survives reconnects.
+// Called without broker locks held. Register before the broker serves
+// connections.
+func (b *Broker) OnSessionEnd(f func(clientID string)) {
+	b.sessionEndHooks = append(b.sessionEndHooks, f)
+}
+
+func (b *Broker) sessionEnded(id string) {
+	for _, f := range b.sessionEndHooks {
+		f(id)
 	}
 }
 
@@ -426,14 +460,18 @@ const expiryNever = 0xFFFFFFFF * time.Second
 
 func (b *Broker) expireSession(s *session) {
 	b.sessMu.Lock()
-	defer b.sessMu.Unlock()
 	s.mu.Lock()
 	if s.client != nil || s.ended || b.sessions[s.id] != s {
 		s.mu.Unlock()
+		b.sessMu.Unlock()
 		return
 	}
 	s.mu.Unlock()
 	b.endSessionLocked(s)
+	b.sessMu.Unlock()
+	if !s.internal {
+		b.sessionEnded(s.id)
+	}
 }
 
 // endSessionLocked removes s from the broker. b.sessMu is held, s.mu is not.

@@ -697,6 +697,12 @@ func (c *client) messageProps(m *Message, in *packet.Properties) {
 			if u.Key == OriginProperty && !c.trusted {
 				continue // only the broker vouches for an origin
 			}
+			if u.Key == DeliverToProperty {
+				if c.trusted {
+					m.DeliverTo = u.Value
+				}
+				continue
+			}
 			out.User = append(out.User, u)
 		}
 		keep = len(out.User) > 0 || keep

@@ -31,6 +31,14 @@ const InternalClientIDPrefix = "$edgeport/"
 // the property from what network clients publish, so it cannot be forged.
 const OriginProperty = "$edgeport.origin"
 
+// DeliverToProperty, on a message an internal client publishes, names the
+// client whose session receives it even without a matching subscription
+// (once when it has one too). The state store sends KEYNOTIFY
+// notifications so, as Azure IoT Operations' broker does: its SDKs register
+// a handler for them without subscribing. The broker removes the property
+// before delivery, and ignores it from network clients.
+const DeliverToProperty = "$edgeport.deliver-to"
+
 // Accepting reports whether the broker takes new connections; it turns
 // false when Shutdown begins.
 func (b *Broker) Accepting() bool { return !b.closing.Load() }

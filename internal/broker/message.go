@@ -23,6 +23,9 @@ type Message struct {
 	Expiry int64
 	// Origin is the publishing client's ID, for No Local.
 	Origin string
+	// DeliverTo, when set, is a client whose session receives the message
+	// whether or not it subscribed (see DeliverToProperty).
+	DeliverTo string
 
 	// willExpiry is a will's Message Expiry Interval, which starts when the
 	// will is published.

@@ -74,6 +74,26 @@ func (r *router) add(s *session, sub *subscription) {
 	}
 }
 
+// addDirect makes the session of clientID a target when no subscription
+// made it one already, so that it gets the message exactly once.
+func (r *router) addDirect(clientID string) {
+	r.b.sessMu.Lock()
+	s := r.b.sessions[clientID]
+	r.b.sessMu.Unlock()
+	if s == nil {
+		return // no session: nobody to tell
+	}
+	for j := range r.targets {
+		if r.targets[j].s == s {
+			return
+		}
+	}
+	r.targets = append(r.targets, target{s: s, qos: r.m.QoS, ids: r.idsFor(len(r.targets))})
+	if r.index != nil {
+		r.index[s] = len(r.targets) - 1
+	}
+}
+
 // idsFor reuses the identifier slice a pooled target slot had before.
 func (r *router) idsFor(slot int) []uint32 {
 	if slot < cap(r.targets) {
@@ -126,6 +146,9 @@ func (b *Broker) route(m *Message, tx *txnCtx) int {
 	r := routerPool.Get().(*router)
 	r.b, r.m = b, m
 	b.subs.Match(m.Topic, r.add, r.addShared)
+	if m.DeliverTo != "" {
+		r.addDirect(m.DeliverTo)
+	}
 	n := len(r.targets)
 	if n > 0 {
 		now := b.clk.Now().UnixNano()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	wallclock "github.com/edgeport/edgeport/internal/clock"
 	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -649,7 +650,10 @@ func (e *executor) notify(c *chunk, l *link, key string, value []byte, version H
 	}
 	for w := range ws {
 		p := packet.Publish{QoS: 1, PacketID: 1, Topic: w.prefix + string(e.hexBuf), Payload: e.out}
-		p.Properties.User = props
+		// Delivered to the registering client's session whether or not it
+		// subscribed to its notification topic, as Azure IoT Operations'
+		// SDKs expect (they register a handler and never subscribe).
+		p.Properties.User = append(props[:len(props):len(props)], packet.UserProperty{Key: broker.DeliverToProperty, Value: w.clientID})
 		if mp := l.maxPacket(); mp > 0 && p.Size(packet.V5) > mp {
 			e.s.log.Warn("notification exceeds the broker's maximum packet size; not sent",
 				"client", w.clientID, "bytes", p.Size(packet.V5))

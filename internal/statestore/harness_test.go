@@ -112,6 +112,8 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatalf("statestore.New: %v", err)
 	}
+	// As the app does: registrations live as long as the client's session.
+	b.OnSessionEnd(ss.ClientDisconnected)
 	if err := ss.Start(ctx); err != nil {
 		t.Fatalf("statestore Start: %v", err)
 	}
@@ -205,6 +207,19 @@ type client struct {
 // dial connects a client with ID id and subscribes to its response and
 // notification topics.
 func (e *env) dial(id string) *client {
+	return e.dialWith(id, dialOpts{cleanStart: true, notifySub: true})
+}
+
+// dialOpts shape a test client's connection.
+type dialOpts struct {
+	cleanStart bool
+	expiry     uint32 // session expiry interval, seconds
+	// notifySub subscribes to the client's notification topic; Azure IoT
+	// Operations' Go SDK does not, it only registers a handler.
+	notifySub bool
+}
+
+func (e *env) dialWith(id string, o dialOpts) *client {
 	t := e.t
 	t.Helper()
 	conn, err := net.Dial("tcp", e.addr)
@@ -227,7 +242,11 @@ func (e *env) dial(id string) *client {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if _, err := c.pc.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 0}); err != nil {
+	cp := &paho.Connect{ClientID: id, CleanStart: o.cleanStart, KeepAlive: 0}
+	if o.expiry > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &o.expiry}
+	}
+	if _, err := c.pc.Connect(ctx, cp); err != nil {
 		t.Fatalf("connect %s: %v", id, err)
 	}
 	t.Cleanup(func() {
@@ -237,10 +256,11 @@ func (e *env) dial(id string) *client {
 		case <-time.After(wait):
 		}
 	})
-	if _, err := c.pc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
-		{Topic: c.respTopic, QoS: 1},
-		{Topic: notifyTopicPrefix + hexUpper(id) + "/command/notify/+", QoS: 1},
-	}}); err != nil {
+	subs := []paho.SubscribeOptions{{Topic: c.respTopic, QoS: 1}}
+	if o.notifySub {
+		subs = append(subs, paho.SubscribeOptions{Topic: notifyTopicPrefix + hexUpper(id) + "/command/notify/+", QoS: 1})
+	}
+	if _, err := c.pc.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
 		t.Fatalf("subscribe %s: %v", id, err)
 	}
 	return c

@@ -284,9 +284,10 @@ func (s *Server) SetLimits(maxKeys, maxBytes int64) {
 	s.do(func() { s.opts.MaxKeys, s.opts.MaxBytes = maxKeys, maxBytes })
 }
 
-// ClientDisconnected forgets the KEYNOTIFY registrations of a client, as
-// the protocol requires when it disconnects; the app registers it with
-// broker.OnDisconnect.
+// ClientDisconnected forgets the KEYNOTIFY registrations of a client when
+// its session ends (registrations live as long as the session, so a
+// persistent session keeps them across reconnects); the app registers it
+// with broker.OnSessionEnd.
 func (s *Server) ClientDisconnected(clientID string) {
 	s.do(func() { s.ex.forgetClient(clientID) })
 }
