@@ -32,6 +32,9 @@ func (a *App) mountAPI() error {
 	require := a.cfg.APIRequireToken || !IsLoopback(a.cfg.HTTPAddr)
 	srv := a.res.api(token, require)
 	a.http.Handle(api.Prefix+"/", srv)
+	// The discovery document at /api/v1 itself, not a redirect to /api/v1/
+	// (clients that do not follow redirects, and kubectl habits).
+	a.http.Handle(api.Prefix, srv)
 	a.http.Handle("GET /statusz", srv.Protect(a.status))
 	if a.opcua != nil {
 		a.http.Handle(opcua.APIPath, srv.Protect(&opcua.API{Trust: a.opcua.Trust(), App: a.opcua.App(), Sessions: a.opcua, Store: a.res.store}))

@@ -63,7 +63,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Edgeport: an edge IoT data platform (MQTT broker and more) in one binary",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// edgeport --version prints what edgeport version prints.
+		Version: version(),
 	}
+	root.SetVersionTemplate("edgeport {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout), newState(stdout, stderr),

@@ -97,3 +97,11 @@ spec: {ports: [{port: 1884}]}
 		}
 	}
 }
+
+func TestVersionFlag(t *testing.T) {
+	flag, _, code := runCLI(t, "--version")
+	cmd, _, code2 := runCLI(t, "version")
+	if code != 0 || code2 != 0 || flag != cmd || !strings.HasPrefix(flag, "edgeport ") {
+		t.Fatalf("--version: %d %q; version: %d %q", code, flag, code2, cmd)
+	}
+}
