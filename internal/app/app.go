@@ -24,6 +24,7 @@ import (
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/schemaregistry"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/telemetry"
@@ -77,14 +78,15 @@ type App struct {
 	listeners  []*listener.Listener
 	names      []string // listener names, parallel to listeners
 	http       *telemetry.HTTPServer
-	status     telemetry.StatusSource // /statusz, mounted by mountAPI
-	probe      *telemetry.Probe       // nil when disabled
-	state      *statestore.Server     // answers on statestore.InvokeTopic
-	res        *resources             // declarative resources and their controller
-	conn       *connector.Manager     // device connectors, driven by Device and Asset resources
-	connClient *mqttclient.Client     // the connectors' MQTT client (publishes, state store)
-	opcua      *opcua.Connector       // the Microsoft.OpcUa connector (its trust list is served by the API)
-	opcuaCmd   *opcua.Commands        // OPC UA writes and method calls over MQTT request/response
+	status     telemetry.StatusSource  // /statusz, mounted by mountAPI
+	probe      *telemetry.Probe        // nil when disabled
+	state      *statestore.Server      // answers on statestore.InvokeTopic
+	res        *resources              // declarative resources and their controller
+	conn       *connector.Manager      // device connectors, driven by Device and Asset resources
+	connClient *mqttclient.Client      // the connectors' MQTT client (publishes, state store)
+	opcua      *opcua.Connector        // the Microsoft.OpcUa connector (its trust list is served by the API)
+	opcuaCmd   *opcua.Commands         // OPC UA writes and method calls over MQTT request/response
+	schemas    *schemaregistry.Service // the schema registry API over MQTT request/response
 	modbus     *modbus.Connector
 	modbusCmd  *modbus.Commands             // Modbus writes over MQTT request/response
 	tmpPKI     string                       // OPC UA PKI folder without a data dir, removed at Stop
@@ -214,6 +216,10 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	g.Add("modbus commands", a.modbusCmd)
 	a.opcuaCmd = opcua.NewCommands(a.opcua, serve, log.With("component", "opcua-commands"))
 	g.Add("opcua commands", a.opcuaCmd)
+	// The schema registry API (put/get over MQTT) shares the connectors'
+	// client: connectors are its first users.
+	a.schemas = schemaregistry.New(a.res.store, a.connClient, log.With("component", "schemaregistry"))
+	g.Add("schema registry", a.schemas)
 
 	// Dataflows read and write the broker as clients, each source with its
 	// own persistent session; they stop first, draining while the broker
