@@ -105,3 +105,33 @@ func TestVersionFlag(t *testing.T) {
 		t.Fatalf("--version: %d %q; version: %d %q", code, flag, code2, cmd)
 	}
 }
+
+func TestGetOutputNameAndWide(t *testing.T) {
+	url, store := apiServer(t)
+	dir := t.TempDir()
+	flags := []string{"--server", url, "--data-dir", dir}
+	file := filepath.Join(dir, "l.yaml")
+	if err := os.WriteFile(file, []byte(`apiVersion: edgeport.io/v1
+kind: BrokerListener
+metadata: {name: one, labels: {site: berlin, env: prod}}
+spec: {ports: [{port: 1883}]}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := runCLI(t, append([]string{"apply", "-f", file}, flags...)...); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	o, _ := store.Get(config.Key{Kind: "BrokerListener", Name: "one"})
+	store.SetStatus(o.Key(), o.Metadata.UID, 1, config.Status{Conditions: []config.Condition{
+		{Type: "Ready", Status: "False", Reason: "BindFailed", Message: "port 1883: address in use"}}})
+	out, _, code := runCLI(t, append([]string{"get", "bl", "-o", "name"}, flags...)...)
+	if code != 0 || out != "brokerlistener/one\n" {
+		t.Fatalf("-o name: exit %d %q", code, out)
+	}
+	out, _, code = runCLI(t, append([]string{"get", "bl", "-o", "wide"}, flags...)...)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasSuffix(strings.Join(strings.Fields(lines[0]), " "), "LABELS MESSAGE") ||
+		!strings.HasSuffix(lines[1], "env=prod,site=berlin   port 1883: address in use") {
+		t.Fatalf("-o wide: exit %d\n%s", code, out)
+	}
+}

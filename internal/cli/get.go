@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,13 +25,15 @@ func newGet(stdout, stderr io.Writer) *cobra.Command {
 KIND is a kind, plural or short name in any case: broker, brokerlisteners,
 listener, bl, authn, authz, devices, assets...; several kinds may be given
 separated by commas (get devices,assets). The table shows NAME, READY, REASON and AGE and
-the kind's own columns; -o yaml prints documents that edgeport apply accepts.`,
+the kind's own columns; -o wide adds the Ready condition's message and the
+labels; -o name prints kind/name lines; -o yaml prints documents that
+edgeport apply accepts (as does -o json, a List).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch output {
-			case "table", "yaml", "json":
+			case "table", "wide", "name", "yaml", "json":
 			default:
-				return fmt.Errorf("-o: %q is not table, yaml or json", output)
+				return fmt.Errorf("-o: %q is not table, wide, name, yaml or json", output)
 			}
 			c, err := cf.client()
 			if err != nil {
@@ -120,6 +123,13 @@ the kind's own columns; -o yaml prints documents that edgeport apply accepts.`,
 					}
 				}
 				return nil
+			case "name":
+				for _, g := range groups {
+					for _, o := range g.items {
+						fmt.Fprintln(stdout, ref(g.def, o.Metadata.Name))
+					}
+				}
+				return nil
 			}
 			printed := 0
 			for _, g := range groups {
@@ -129,7 +139,7 @@ the kind's own columns; -o yaml prints documents that edgeport apply accepts.`,
 				if printed > 0 {
 					fmt.Fprintln(stdout)
 				}
-				printTable(stdout, g.def, g.items, len(groups) > 1, time.Now())
+				printTable(stdout, g.def, g.items, len(groups) > 1, output == "wide", time.Now())
 				printed++
 			}
 			if printed == 0 {
@@ -139,7 +149,7 @@ the kind's own columns; -o yaml prints documents that edgeport apply accepts.`,
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, wide, name, yaml or json")
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. env=prod,tier!=db")
 	return cmd
 }
@@ -155,11 +165,14 @@ func writeIndented(w io.Writer, data []byte) error {
 }
 
 // printTable prints NAME, READY, REASON, AGE and the kind's columns.
-func printTable(w io.Writer, def *config.KindDef, items []*config.Object, qualify bool, now time.Time) {
+func printTable(w io.Writer, def *config.KindDef, items []*config.Object, qualify, wide bool, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	hdr := []string{"NAME", "READY", "REASON", "AGE"}
 	for _, c := range def.Columns {
 		hdr = append(hdr, c.Header)
+	}
+	if wide {
+		hdr = append(hdr, "LABELS", "MESSAGE")
 	}
 	fmt.Fprintln(tw, strings.Join(hdr, "\t"))
 	for _, o := range items {
@@ -172,9 +185,26 @@ func printTable(w io.Writer, def *config.KindDef, items []*config.Object, qualif
 		for _, c := range def.Columns {
 			row = append(row, c.Value(o))
 		}
+		if wide {
+			row = append(row, labelString(o.Metadata.Labels), strings.ReplaceAll(r.Message, "\n", " "))
+		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	_ = tw.Flush()
+}
+
+// labelString prints labels as a selector would list them: k=v,k2=v2,
+// sorted; <none> without any.
+func labelString(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "<none>"
+	}
+	out := make([]string, 0, len(labels))
+	for k, v := range labels {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
 }
 
 // age prints a duration the way kubectl does: 45s, 3m12s, 5h, 12d.
