@@ -248,7 +248,11 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if !isOff(cfg.HTTPAddr) {
 		a.http = telemetry.NewHTTPServer(cfg.HTTPAddr, reg, log.With("component", "http"))
 		listeners := func() []telemetry.ListenerInfo {
-			return append(telemetry.DescribeListeners(a.listeners), a.res.listenerInfos()...)
+			ls := append(telemetry.DescribeListeners(a.listeners), a.res.listenerInfos()...)
+			for i := range ls {
+				ls[i].Admits = string(b.ListenerAdmission(ls[i].Name))
+			}
+			return ls
 		}
 		a.http.AddReadyCheck("broker", telemetry.BrokerReadyCheck(b, listeners))
 		// Mounted with the API, under its token rules: it names the data

@@ -377,7 +377,10 @@ func (r *resources) listenerInfos() []telemetry.ListenerInfo {
 		for _, p := range ports {
 			li := telemetry.ListenerInfo{
 				Name: p.name, Protocol: p.cfg.protocol, TLS: p.cfg.tls != "",
-				Authentication: p.cfg.authn, Authorization: p.cfg.authz,
+				Authentication: p.cfg.authn, Authorization: p.cfg.authz, Configured: p.cfg.addr,
+			}
+			if p.err != nil {
+				li.Error = p.err.Error()
 			}
 			if p.cfg.protocol == listener.ProtocolWebSocket {
 				li.Path = p.cfg.path

@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +15,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/spf13/cobra"
 
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/telemetry"
 )
@@ -71,8 +70,10 @@ func worse(a, b string) string {
 }
 
 type checkOptions struct {
-	server  string
-	token   string
+	api     clientFlags
+	mqtt    mqttFlags
+	server  string // resolved from api
+	token   string // resolved from api
 	detail  int
 	output  string
 	timeout time.Duration
@@ -84,7 +85,8 @@ func newCheck(stdout io.Writer) *cobra.Command {
 		Use:   "check",
 		Short: "Evaluate a running Edgeport: listeners, storage, self-test, resources, security",
 		Long: `Evaluate a running Edgeport instance through its HTTP endpoint: every MQTT
-listener must accept an MQTT connection, the data directory must be writable
+listener must accept an MQTT connection (with the credentials and TLS
+settings given, as for edgeport pub and sub), the data directory must be writable
 with free space, the self-test probe must deliver in time, resources must be
 Ready, and authentication and authorization must guard non-loopback listeners.
 
@@ -100,8 +102,15 @@ check fails; warnings alone exit 0.`,
 			if o.output != "table" && o.output != "json" {
 				return fmt.Errorf("-o: %q is not table or json", o.output)
 			}
-			if _, err := url.Parse(o.server); err != nil || !strings.HasPrefix(o.server, "http") {
-				return fmt.Errorf("--server: %q is not an http:// or https:// URL", o.server)
+			var err error
+			if o.server, o.token, err = o.api.resolve(); err != nil {
+				return err
+			}
+			if _, err := url.Parse(o.server); err != nil {
+				return fmt.Errorf("--server: %q is not a URL", o.server)
+			}
+			if _, err := o.mqtt.protocolVersion(); err != nil {
+				return err
 			}
 			rep := runChecks(cmd.Context(), o)
 			if o.output == "json" {
@@ -120,8 +129,8 @@ check fails; warnings alone exit 0.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.server, "server", "http://127.0.0.1:8080", "Edgeport HTTP endpoint")
-	f.StringVar(&o.token, "token", os.Getenv("EDGEPORT_TOKEN"), "bearer token for the API (default $EDGEPORT_TOKEN)")
+	o.api.add(cmd)
+	o.mqtt.add(f, false)
 	f.IntVar(&o.detail, "detail-level", 1, "0 summary, 1 per check, 2 with details")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "timeout of each request and connection attempt")
@@ -137,6 +146,9 @@ func runChecks(ctx context.Context, o checkOptions) checkReport {
 	if err := getJSON(ctx, hc, rep.Server+"/statusz", o.token, &st); err != nil {
 		server.Status, server.Message = statusFail, err.Error()
 		server.Hint = "is edgeport serve running, and is --server its --http-addr?"
+		if unauthorized(err) {
+			server.Hint = tokenHint(o.token)
+		}
 		rep.add(server)
 		return rep.finish()
 	}
@@ -154,7 +166,7 @@ func runChecks(ctx context.Context, o checkOptions) checkReport {
 	if u, err := url.Parse(rep.Server); err == nil {
 		serverHost = u.Hostname()
 	}
-	rep.add(checkListeners(ctx, st.Listeners, serverHost, o.timeout))
+	rep.add(checkListeners(ctx, st.Listeners, serverHost, o.timeout, &o.mqtt))
 	rep.add(checkStorage(st.Storage))
 	rep.add(checkSelfTest(st.SelfTest))
 	rep.add(checkResources(ctx, hc, rep.Server, o.token))
@@ -214,6 +226,19 @@ func getJSON(ctx context.Context, hc *http.Client, u, token string, v any) error
 	return nil
 }
 
+// unauthorized reports an HTTP 401 or 403 answer.
+func unauthorized(err error) bool {
+	var se *httpStatusError
+	return errors.As(err, &se) && (se.code == http.StatusUnauthorized || se.code == http.StatusForbidden)
+}
+
+func tokenHint(token string) string {
+	if token == "" {
+		return "the API requires a token: pass --token, set " + envToken + ", or --data-dir pointing at the server's data directory (edgeport token prints it)"
+	}
+	return "the token was refused: check --token, " + envToken + " or the api-token file in --data-dir (edgeport token prints the server's)"
+}
+
 type httpStatusError struct {
 	url  string
 	code int
@@ -224,7 +249,7 @@ func (e *httpStatusError) Error() string {
 }
 
 // checkListeners connects to every MQTT listener and expects a CONNACK.
-func checkListeners(ctx context.Context, ls []telemetry.ListenerInfo, serverHost string, timeout time.Duration) checkResult {
+func checkListeners(ctx context.Context, ls []telemetry.ListenerInfo, serverHost string, timeout time.Duration, creds *mqttFlags) checkResult {
 	res := checkResult{Name: "listeners", Status: statusOK}
 	if len(ls) == 0 {
 		res.Status, res.Message = statusWarn, "no MQTT listener is configured"
@@ -233,7 +258,7 @@ func checkListeners(ctx context.Context, ls []telemetry.ListenerInfo, serverHost
 	}
 	ok := 0
 	for _, l := range ls {
-		item := checkListener(ctx, l, serverHost, timeout)
+		item := checkListener(ctx, l, serverHost, timeout, creds)
 		if item.Status == statusOK {
 			ok++
 		}
@@ -244,17 +269,31 @@ func checkListeners(ctx context.Context, ls []telemetry.ListenerInfo, serverHost
 	return res
 }
 
-func checkListener(ctx context.Context, l telemetry.ListenerInfo, serverHost string, timeout time.Duration) checkResult {
+func checkListener(ctx context.Context, l telemetry.ListenerInfo, serverHost string, timeout time.Duration, creds *mqttFlags) checkResult {
 	item := checkResult{Name: l.Name, Details: map[string]any{"protocol": l.Protocol, "address": l.Address, "tls": l.TLS}}
+	if l.Admits != "" {
+		item.Details["admits"] = l.Admits
+	}
 	if l.Address == "" {
-		item.Status, item.Message = statusFail, l.Protocol+" listener is not bound"
+		where := l.Configured
+		if where == "" {
+			where = "its address"
+		}
+		item.Details["configured"] = l.Configured
+		item.Status = statusFail
+		if l.Error != "" {
+			item.Message = fmt.Sprintf("%s listener on %s is not bound: %s", l.Protocol, where, l.Error)
+			item.Hint = "another process may hold the port: change the port, or stop that process"
+		} else {
+			item.Message = fmt.Sprintf("%s listener on %s is not bound (yet)", l.Protocol, where)
+		}
 		return item
 	}
 	addr := dialAddress(l.Address, serverHost)
 	where := l.Protocol + " " + addr + l.Path
 	item.Details["dialed"] = addr
 	start := time.Now()
-	code, err := mqttPing(ctx, l, addr, timeout)
+	code, err := mqttPing(ctx, l, addr, timeout, creds)
 	elapsed := time.Since(start)
 	item.Details["latencyMs"] = float64(elapsed.Microseconds()) / 1000
 	switch {
@@ -262,9 +301,14 @@ func checkListener(ctx context.Context, l telemetry.ListenerInfo, serverHost str
 		item.Status, item.Message = statusFail, fmt.Sprintf("%s: %v", where, err)
 	case code == packet.Success:
 		item.Status, item.Message = statusOK, fmt.Sprintf("%s: CONNACK success in %s", where, roundDuration(elapsed))
+	case l.Admits == string(broker.AdmitsNobody):
+		// It answers, and refuses everyone by configuration: not broken,
+		// not open, and of no use until authentication is attached.
+		item.Status, item.Message = statusWarn, fmt.Sprintf("%s: refuses every client (%v): no authentication is attached and anonymous access is off", where, code)
+		item.Hint = "attach a BrokerAuthentication (authenticationRef), set allowAnonymous, or bind the port to 127.0.0.1"
 	case code == packet.NotAuthorized || code == packet.BadUserNameOrPassword:
 		// The listener works and guards itself: exactly what it should do
-		// for a client without credentials.
+		// for a client without (the right) credentials.
 		item.Status, item.Message = statusOK, fmt.Sprintf("%s: answers, and requires credentials (%v)", where, code)
 	default:
 		item.Status, item.Message = statusFail, fmt.Sprintf("%s: CONNECT refused: %v", where, code)
@@ -298,81 +342,63 @@ func roundDuration(d time.Duration) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-// mqttPing opens an MQTT 5 connection with a clean session, returns the
+// mqttPing connects to a listener with the internal client (clean
+// session, the credentials and TLS settings of the flags), returns the
 // CONNACK reason code and disconnects.
-func mqttPing(ctx context.Context, l telemetry.ListenerInfo, addr string, timeout time.Duration) (packet.ReasonCode, error) {
+func mqttPing(ctx context.Context, l telemetry.ListenerInfo, addr string, timeout time.Duration, creds *mqttFlags) (packet.ReasonCode, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := dialListener(ctx, l, addr)
+	host, _, _ := net.SplitHostPort(addr)
+	tlsCfg, err := creds.tlsConfig(host)
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	cp := packet.Connect{Version: packet.V5, CleanStart: true, KeepAlive: 30, ClientID: "edgeport-check-" + hex.EncodeToString(id[:])}
-	if _, err := conn.Write(cp.Append(nil, packet.V5)); err != nil {
-		return 0, fmt.Errorf("sending CONNECT: %w", err)
+	if l.TLS && tlsCfg == nil {
+		if creds.username != "" || creds.password != "" || creds.token != "" {
+			// Credentials go only to a broker whose certificate verifies.
+			tlsCfg = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		} else {
+			// Without credentials an unverified certificate exposes
+			// nothing; whether it is trusted is not what this measures.
+			tlsCfg = &tls.Config{ServerName: host, InsecureSkipVerify: true} //nolint:gosec // see above
+		}
 	}
-	h, body, err := packet.NewReader(conn, 512).Next(64 << 10)
-	if err != nil {
-		return 0, fmt.Errorf("waiting for CONNACK: %w", err)
-	}
-	if h.Type != packet.CONNACK {
-		return 0, fmt.Errorf("answered CONNECT with %v", h.Type)
-	}
-	var ack packet.ConnAck
-	if err := ack.Decode(h.Flags, body, packet.V5); err != nil {
-		return 0, fmt.Errorf("decoding CONNACK: %w", err)
-	}
-	if ack.ReasonCode == packet.Success {
-		_, _ = conn.Write((&packet.Disconnect{}).Append(nil, packet.V5))
-	}
-	return ack.ReasonCode, nil
-}
-
-func dialListener(ctx context.Context, l telemetry.ListenerInfo, addr string) (net.Conn, error) {
-	host, _, _ := net.SplitHostPort(addr)
-	// The check sends no credentials, so an unverified certificate exposes
-	// nothing; whether the certificate is trusted is not what it measures.
-	tlsCfg := &tls.Config{ServerName: host, InsecureSkipVerify: true} //nolint:gosec // see above
-	switch l.Protocol {
-	case "websocket":
-		scheme := "ws"
-		hc := &http.Client{}
+	var d client.Dialer
+	switch {
+	case l.Protocol == "websocket":
+		scheme, path := "ws", l.Path
 		if l.TLS {
 			scheme = "wss"
-			hc.Transport = &http.Transport{TLSClientConfig: tlsCfg}
 		}
-		path := l.Path
 		if path == "" {
 			path = "/mqtt"
 		}
-		ws, _, err := websocket.Dial(ctx, scheme+"://"+addr+path, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
-		if err != nil {
-			return nil, fmt.Errorf("websocket handshake: %w", err)
-		}
-		// NetConn's context bounds the connection's life, not the dial:
-		// the deadline set by the caller bounds each read and write.
-		return websocket.NetConn(context.WithoutCancel(ctx), ws, websocket.MessageBinary), nil
+		d = client.WebSocket(scheme+"://"+addr+path, tlsCfg)
+	case l.TLS:
+		d = client.TCP(addr, tlsCfg)
 	default:
-		d := net.Dialer{}
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("connecting: %w", err)
-		}
-		if l.TLS {
-			tc := tls.Client(conn, tlsCfg)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				conn.Close()
-				return nil, fmt.Errorf("TLS handshake: %w", err)
-			}
-			return tc, nil
-		}
-		return conn, nil
+		d = client.TCP(addr, nil)
 	}
+	o, err := creds.options(d)
+	if err != nil {
+		return 0, err
+	}
+	o.ClientID = "edgeport-check-" + o.ClientID[len("edgeport-cli-"):]
+	o.ConnectTimeout, o.NoReconnect, o.KeepAlive = timeout, true, 30*time.Second
+	c, err := client.New(o)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	err = c.Connect(ctx)
+	var re *client.ReasonError
+	if errors.As(err, &re) && re.Packet == packet.CONNACK {
+		return re.Code, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return packet.Success, nil
 }
 
 func checkStorage(s *telemetry.StorageStatus) checkResult {
@@ -486,6 +512,13 @@ func checkResources(ctx context.Context, hc *http.Client, server, token string) 
 		if errors.As(err, &se) && se.code == http.StatusNotFound {
 			continue
 		}
+		if unauthorized(err) {
+			// A token-protected API without (the right) token: the check
+			// cannot judge the resources, and says so as a failure.
+			res.Status, res.Message = statusFail, err.Error()
+			res.Hint = tokenHint(token)
+			return res
+		}
 		if err != nil {
 			res.Status = statusWarn
 			res.Items = append(res.Items, checkResult{Name: kind, Status: statusWarn, Message: err.Error()})
@@ -566,7 +599,21 @@ func checkSecurity(ls []telemetry.ListenerInfo) (authn, authz checkResult) {
 	authz = checkResult{Name: "authorization", Status: statusOK}
 	var anonLoop, anonOpen, openLoop, openWide []string
 	for _, l := range ls {
-		loop := isLoopback(l.Address)
+		addr := l.Address
+		if addr == "" {
+			addr = l.Configured
+		}
+		loop := isLoopback(addr)
+		if l.Admits == string(broker.AdmitsNobody) {
+			// Refusing everyone is not anonymous access; the listener
+			// check reports that the port is of no use as it stands.
+			authn.Items = append(authn.Items, checkResult{Name: l.Name, Status: statusOK,
+				Message: "refuses every client (no authentication attached, anonymous access off)",
+				Details: map[string]any{"address": addr, "loopback": loop}})
+			authz.Items = append(authz.Items, checkResult{Name: l.Name, Status: statusOK,
+				Message: "nobody can connect", Details: map[string]any{"address": addr, "loopback": loop}})
+			continue
+		}
 		if l.Authentication == "" {
 			if loop {
 				anonLoop = append(anonLoop, l.Name)
@@ -581,8 +628,8 @@ func checkSecurity(ls []telemetry.ListenerInfo) (authn, authz checkResult) {
 				openWide = append(openWide, l.Name)
 			}
 		}
-		authn.Items = append(authn.Items, securityItem(l.Name, l.Address, l.Authentication, loop, "anonymous access"))
-		authz.Items = append(authz.Items, securityItem(l.Name, l.Address, l.Authorization, loop, "no authorization policy"))
+		authn.Items = append(authn.Items, securityItem(l.Name, addr, l.Authentication, loop, "anonymous access"))
+		authz.Items = append(authz.Items, securityItem(l.Name, addr, l.Authorization, loop, "no authorization policy"))
 	}
 	switch {
 	case len(anonOpen) > 0:

@@ -67,6 +67,11 @@ func TestCheckSecurity(t *testing.T) {
 		{"anonymous beyond loopback", []telemetry.ListenerInfo{loop, wide}, statusFail, statusFail},
 		{"guarded", []telemetry.ListenerInfo{guarded}, statusOK, statusOK},
 		{"guarded and loopback", []telemetry.ListenerInfo{guarded, loop}, statusWarn, statusWarn},
+		// A port beyond loopback without authentication that refuses
+		// everyone is not anonymous access (issue 11 item 5).
+		{"refuses everyone", []telemetry.ListenerInfo{guarded, {Name: "closed", Address: "0.0.0.0:1884", Admits: "nobody"}}, statusOK, statusOK},
+		// An unbound port is judged by its configured address.
+		{"unbound beyond loopback", []telemetry.ListenerInfo{{Name: "down", Configured: "0.0.0.0:1885", Admits: "everyone"}}, statusFail, statusFail},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			authn, authz := checkSecurity(tc.in)

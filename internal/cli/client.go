@@ -44,12 +44,23 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 
 // client resolves the server and token into an API client.
 func (f *clientFlags) client() (*apiClient, error) {
-	base := strings.TrimRight(f.server, "/")
+	base, tok, err := f.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{base: base + api.Prefix, token: tok, hc: &http.Client{Timeout: requestTimeout}, kinds: config.Builtin()}, nil
+}
+
+// resolve returns the server's base URL and the token: --token, else
+// $EDGEPORT_TOKEN, else the api-token file in --data-dir (none is fine:
+// the API needs none on loopback).
+func (f *clientFlags) resolve() (base, token string, err error) {
+	base = strings.TrimRight(f.server, "/")
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		return nil, fmt.Errorf("--server: %q must be an http:// or https:// URL", f.server)
+		return "", "", fmt.Errorf("--server: %q must be an http:// or https:// URL", f.server)
 	}
 	tok := f.token
 	if tok == "" {
@@ -61,10 +72,10 @@ func (f *clientFlags) client() (*apiClient, error) {
 		case err == nil:
 			tok = t
 		case !errors.Is(err, os.ErrNotExist):
-			return nil, err
+			return "", "", err
 		}
 	}
-	return &apiClient{base: base + api.Prefix, token: tok, hc: &http.Client{Timeout: requestTimeout}, kinds: config.Builtin()}, nil
+	return base, tok, nil
 }
 
 // apiClient calls the REST API.

@@ -3,12 +3,10 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -17,16 +15,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/statestore"
 )
 
 type stateOptions struct {
-	addr     string
-	username string
-	password string
-	timeout  time.Duration
-	hex      bool
+	mqtt    mqttFlags
+	addr    string // deprecated: host:port, now --url or --host/--port
+	timeout time.Duration
+	hex     bool
 }
 
 func newState(stdout, stderr io.Writer) *cobra.Command {
@@ -35,16 +33,21 @@ func newState(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "state",
 		Short: "Read and write the state store (get, set, del, list) over MQTT",
 		Long: `Read and write Edgeport's state store, the Azure IoT Operations-compatible
-key-value store, by speaking its protocol over MQTT 5 to --addr.
+key-value store, by speaking its protocol over MQTT 5 to the broker given by
+--url (or --host and --port, or $EDGEPORT_MQTT); TLS, user name and password
+or token as for edgeport pub and sub. On a port with an authorization policy
+the client needs to publish to the state store's invoke topic and to
+subscribe to its response topic, clients/<client id>/#: see
+docs/statestore.md.
 
 With --hex, keys and values on the command line are hex-encoded and so is
 the output. Without it, a value that is not UTF-8 text is printed in hex
 (with a note on stderr).`,
 	}
 	f := cmd.PersistentFlags()
-	f.StringVar(&o.addr, "addr", "127.0.0.1:1883", "MQTT address (host:port) of the broker")
-	f.StringVar(&o.username, "username", "", "MQTT username")
-	f.StringVar(&o.password, "password", "", "MQTT password")
+	o.mqtt.add(f, true)
+	f.StringVar(&o.addr, "addr", "", "MQTT address (host:port) of the broker")
+	_ = f.MarkDeprecated("addr", "use --url mqtt://HOST:PORT or --host and --port")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for the broker and each answer")
 	f.BoolVar(&o.hex, "hex", false, "keys and values are hex-encoded, on the command line and in the output")
 
@@ -284,101 +287,43 @@ func parseKeys(b []byte) (keys [][]byte, next []byte, ok bool) {
 	return keys, next, len(rest) == 0
 }
 
-// stateConn is a minimal synchronous MQTT 5 state store client on
-// Edgeport's codec: one request at a time, answers matched by correlation
-// data.
+// stateConn is a state store client: one request at a time, over the
+// internal MQTT client's request/response helper.
 type stateConn struct {
-	conn      net.Conn
-	r         *packet.Reader
+	c         *client.Client
 	id        string
 	respTopic string
 	timeout   time.Duration
-	nextID    uint16
-	stopClose func() bool
 }
 
 func dialState(ctx context.Context, o *stateOptions) (*stateConn, error) {
-	d := net.Dialer{Timeout: o.timeout}
-	conn, err := d.DialContext(ctx, "tcp", o.addr)
-	if err != nil {
-		return nil, fmt.Errorf("--addr: %w", err)
+	if o.addr != "" {
+		if o.mqtt.url != "" {
+			return nil, errors.New("--addr and --url exclude each other")
+		}
+		o.mqtt.url = "mqtt://" + o.addr
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	c := &stateConn{conn: conn, r: packet.NewReader(conn, 0), id: "edgeport-cli-" + hex.EncodeToString(rnd[:]), timeout: o.timeout}
-	c.respTopic = "clients/" + c.id + "/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response"
-	c.stopClose = context.AfterFunc(ctx, func() { conn.Close() })
-	if err := c.handshake(o); err != nil {
-		c.stopClose()
-		conn.Close()
+	if v, err := o.mqtt.protocolVersion(); err != nil {
+		return nil, err
+	} else if v != packet.V5 {
+		return nil, errors.New("--mqtt-version: the state store protocol needs MQTT 5")
+	}
+	c, _, err := o.mqtt.connect(ctx, o.timeout, false)
+	if err != nil {
 		return nil, err
 	}
-	return c, nil
-}
-
-func (c *stateConn) handshake(o *stateOptions) error {
-	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
-	cp := packet.Connect{Version: packet.V5, CleanStart: true, ClientID: c.id}
-	if o.username != "" {
-		cp.HasUsername, cp.Username = true, o.username
-	}
-	if o.password != "" {
-		cp.HasPassword, cp.Password = true, []byte(o.password)
-	}
-	if err := c.write(&cp); err != nil {
-		return fmt.Errorf("connecting to %s: %w", o.addr, err)
-	}
-	h, body, err := c.r.Next(0)
-	if err != nil || h.Type != packet.CONNACK {
-		return fmt.Errorf("connecting to %s: no CONNACK (%v)", o.addr, err)
-	}
-	var ack packet.ConnAck
-	if err := ack.Decode(h.Flags, body, packet.V5); err != nil {
-		return fmt.Errorf("connecting to %s: %w", o.addr, err)
-	}
-	if ack.ReasonCode != packet.Success {
-		return fmt.Errorf("connecting to %s: refused: %v", o.addr, ack.ReasonCode)
-	}
-	sub := packet.Subscribe{PacketID: c.packetID(), Subscriptions: []packet.Subscription{{Filter: c.respTopic, QoS: 1}}}
-	if err := c.write(&sub); err != nil {
-		return fmt.Errorf("subscribing: %w", err)
-	}
-	for {
-		h, body, err := c.r.Next(0)
-		if err != nil {
-			return fmt.Errorf("subscribing: %w", err)
-		}
-		if h.Type != packet.SUBACK {
-			continue
-		}
-		var sa packet.SubAck
-		if err := sa.Decode(h.Flags, body, packet.V5); err != nil {
-			return fmt.Errorf("subscribing: %w", err)
-		}
-		if len(sa.ReasonCodes) != 1 || sa.ReasonCodes[0].IsError() {
-			return fmt.Errorf("subscribing to the response topic: refused: %v", sa.ReasonCodes)
-		}
-		return nil
-	}
-}
-
-func (c *stateConn) write(p packet.Packet) error {
-	_, err := c.conn.Write(p.Append(nil, packet.V5))
-	return err
-}
-
-func (c *stateConn) packetID() uint16 {
-	c.nextID++
-	if c.nextID == 0 {
-		c.nextID = 1
-	}
-	return c.nextID
+	id := c.ClientID()
+	return &stateConn{
+		c: c, id: id, timeout: o.timeout,
+		// Under clients/<id>/, which an authorization policy usually grants
+		// a client ({principal.clientId}).
+		respTopic: "clients/" + id + "/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response",
+	}, nil
 }
 
 // call sends one request and returns the answer's payload. "-ERR" answers
 // and RPC errors come back as errors.
 func (c *stateConn) call(args ...[]byte) ([]byte, error) {
-	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
 	var payload []byte
 	payload = fmt.Appendf(payload, "*%d\r\n", len(args))
 	for _, a := range args {
@@ -386,95 +331,40 @@ func (c *stateConn) call(args ...[]byte) ([]byte, error) {
 		payload = append(payload, a...)
 		payload = append(payload, '\r', '\n')
 	}
-	corr := make([]byte, 16)
-	_, _ = rand.Read(corr)
-	id := c.packetID()
-	p := packet.Publish{QoS: 1, PacketID: id, Topic: statestore.InvokeTopic, Payload: payload}
-	p.Properties.ResponseTopic = c.respTopic
-	p.Properties.CorrelationData = corr
-	p.Properties.MessageExpiry = uint32(max(c.timeout/time.Second, 1))
-	p.Properties.Set(packet.PropResponseTopic)
-	p.Properties.Set(packet.PropCorrelationData)
-	p.Properties.Set(packet.PropMessageExpiry)
-	p.Properties.User = []packet.UserProperty{
-		{Key: "__ts", Value: statestore.HLC{Wall: time.Now().UnixMilli(), Node: c.id}.String()},
-		{Key: "__invId", Value: c.id},
-		{Key: "__srcId", Value: c.id},
-		{Key: "__protVer", Value: "1.0"},
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	resp, err := c.c.Request(ctx, &client.Message{
+		Topic: statestore.InvokeTopic, QoS: 1, Payload: payload, ResponseTopic: c.respTopic,
+		User: []packet.UserProperty{
+			{Key: "__ts", Value: statestore.HLC{Wall: time.Now().UnixMilli(), Node: c.id}.String()},
+			{Key: "__invId", Value: c.id},
+			{Key: "__srcId", Value: c.id},
+			{Key: "__protVer", Value: "1.0"},
+		},
+	})
+	switch {
+	case errors.Is(err, client.ErrNoResponder):
+		return nil, errors.New("no state store is listening at this address")
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, fmt.Errorf("no answer from the state store within %v", c.timeout)
+	case err != nil:
+		return nil, err
 	}
-	if err := c.write(&p); err != nil {
-		return nil, fmt.Errorf("sending the request: %w", err)
-	}
-	for {
-		h, body, err := c.r.Next(0)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return nil, fmt.Errorf("no answer from the state store within %v", c.timeout)
-			}
-			return nil, fmt.Errorf("reading the answer: %w", err)
-		}
-		switch h.Type {
-		case packet.PUBACK:
-			var a packet.Ack
-			if err := a.Decode(h.Type, h.Flags, body, packet.V5); err != nil {
-				return nil, err
-			}
-			if a.PacketID != id {
-				continue
-			}
-			if a.ReasonCode == packet.NoMatchingSubscribers {
-				return nil, errors.New("no state store is listening at --addr")
-			}
-			if a.ReasonCode.IsError() {
-				return nil, fmt.Errorf("the broker refused the request: %v", a.ReasonCode)
-			}
-		case packet.PUBLISH:
-			var r packet.Publish
-			if err := r.Decode(h.Flags, body, packet.V5); err != nil {
-				return nil, err
-			}
-			if r.QoS == 1 {
-				if err := c.write(&packet.Ack{Type: packet.PUBACK, PacketID: r.PacketID}); err != nil {
-					return nil, err
-				}
-			}
-			if r.Topic != c.respTopic || !bytes.Equal(r.Properties.CorrelationData, corr) {
-				continue
-			}
-			return answer(&r)
-		case packet.DISCONNECT:
-			var d packet.Disconnect
-			_ = d.Decode(h.Flags, body, packet.V5)
-			return nil, fmt.Errorf("the broker disconnected: %v", d.ReasonCode)
-		}
-	}
+	return answer(resp)
 }
 
 // answer checks the RPC status and the RESP error form.
-func answer(r *packet.Publish) ([]byte, error) {
-	var status, msg string
-	for _, u := range r.Properties.User {
-		switch u.Key {
-		case "__stat":
-			status = u.Value
-		case "__stMsg":
-			msg = u.Value
-		}
-	}
+func answer(r *client.Message) ([]byte, error) {
+	status, _ := r.UserValue("__stat")
+	msg, _ := r.UserValue("__stMsg")
 	if status != "200" {
 		return nil, fmt.Errorf("the state store refused the request: status %s: %s", status, msg)
 	}
-	payload := bytes.Clone(r.Payload)
+	payload := r.Payload
 	if e, ok := bytes.CutPrefix(payload, []byte("-ERR ")); ok {
 		return nil, fmt.Errorf("state store: %s", strings.TrimSuffix(string(e), "\r\n"))
 	}
 	return payload, nil
 }
 
-func (c *stateConn) close() {
-	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = c.write(&packet.Disconnect{})
-	c.stopClose()
-	c.conn.Close()
-}
+func (c *stateConn) close() { _ = c.c.Close() }

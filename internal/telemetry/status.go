@@ -18,6 +18,16 @@ type ListenerInfo struct {
 	Name     string `json:"name"`
 	Protocol string `json:"protocol"`       // tcp or websocket
 	Address  string `json:"address"`        // bound host:port; empty while not bound
+	// Configured is the address the listener is configured to bind, so
+	// that an unbound listener still says where it should be.
+	Configured string `json:"configured,omitempty"`
+	// Error says why the listener is not bound (for example the port is in
+	// use); empty when it is bound or not started yet.
+	Error string `json:"error,omitempty"`
+	// Admits is whom the broker admits on the listener now: "everyone"
+	// (anonymous), "authenticated" or "nobody" (authentication required
+	// and none configured, so every client is refused).
+	Admits string `json:"admits,omitempty"`
 	Path     string `json:"path,omitempty"` // websocket path
 	TLS      bool   `json:"tls"`
 	// Authentication and Authorization name the policies that guard the
@@ -180,7 +190,7 @@ func DescribeListeners(ls []*listener.Listener) []ListenerInfo {
 	out := make([]ListenerInfo, 0, len(ls))
 	for _, l := range ls {
 		c := l.Config()
-		li := ListenerInfo{Name: c.Name, Protocol: c.Protocol, TLS: c.TLS != nil}
+		li := ListenerInfo{Name: c.Name, Protocol: c.Protocol, TLS: c.TLS != nil, Configured: c.Addr}
 		if c.Protocol == listener.ProtocolWebSocket {
 			li.Path = c.Path
 		}
