@@ -16,8 +16,8 @@ import (
 // ListenerInfo describes one MQTT listener in /statusz.
 type ListenerInfo struct {
 	Name     string `json:"name"`
-	Protocol string `json:"protocol"`       // tcp or websocket
-	Address  string `json:"address"`        // bound host:port; empty while not bound
+	Protocol string `json:"protocol"` // tcp or websocket
+	Address  string `json:"address"`  // bound host:port; empty while not bound
 	// Configured is the address the listener is configured to bind, so
 	// that an unbound listener still says where it should be.
 	Configured string `json:"configured,omitempty"`
@@ -28,8 +28,8 @@ type ListenerInfo struct {
 	// (anonymous), "authenticated" or "nobody" (authentication required
 	// and none configured, so every client is refused).
 	Admits string `json:"admits,omitempty"`
-	Path     string `json:"path,omitempty"` // websocket path
-	TLS      bool   `json:"tls"`
+	Path   string `json:"path,omitempty"` // websocket path
+	TLS    bool   `json:"tls"`
 	// Authentication and Authorization name the policies that guard the
 	// listener; empty means anonymous access and no authorization policy
 	// (everything allowed).

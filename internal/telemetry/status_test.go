@@ -58,8 +58,9 @@ func TestStatusz(t *testing.T) {
 	if st.Version != "v9.9.9" || !st.Broker.Accepting || st.UptimeSeconds <= 0 {
 		t.Errorf("status %+v", st)
 	}
-	wantWS := ListenerInfo{Name: "ws", Protocol: "websocket", Address: ln.Addr().String(), Path: "/mqtt"}
-	if len(st.Listeners) != 2 || st.Listeners[0] != wantWS || st.Listeners[1].Address != "" {
+	wantWS := ListenerInfo{Name: "ws", Protocol: "websocket", Address: ln.Addr().String(), Configured: "127.0.0.1:0", Path: "/mqtt"}
+	// An unbound listener still says where it is configured to listen.
+	if len(st.Listeners) != 2 || st.Listeners[0] != wantWS || st.Listeners[1].Address != "" || st.Listeners[1].Configured != "127.0.0.1:0" {
 		t.Errorf("listeners %+v, want %+v and an unbound mqtt", st.Listeners, wantWS)
 	}
 	if st.Storage == nil || st.Storage.Path != dir || !st.Storage.Writable || st.Storage.TotalBytes == 0 ||
