@@ -3,6 +3,7 @@ package statestore
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
@@ -51,9 +52,11 @@ const (
 	readyTimeout = 5 * time.Second
 )
 
-// newLink starts the client; it connects in the background.
-func (s *Server) newLink(ctx context.Context) (*link, error) {
+// newLink starts the client; it connects in the background. failed is
+// closed when the first attempt to connect fails.
+func (s *Server) newLink(ctx context.Context, failed chan<- struct{}) (*link, error) {
 	l := &link{s: s}
+	var once sync.Once
 	c, err := mqtt.New(mqtt.Options{
 		Dialer:         mqtt.NewInProcess(s.serve),
 		ClientID:       s.clientID,
@@ -62,6 +65,7 @@ func (s *Server) newLink(ctx context.Context) (*link, error) {
 		MinBackoff:     50 * time.Millisecond,
 		MaxBackoff:     5 * time.Second,
 		Logger:         s.log,
+		OnConnectError: func(error) { once.Do(func() { close(failed) }) },
 		OnConnectionLost: func(err error) {
 			var re *mqtt.ReasonError
 			if errors.As(err, &re) && re.Code == packet.ServerShuttingDown {

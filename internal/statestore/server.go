@@ -193,7 +193,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.ex = ex
-	l, err := s.newLink(ctx)
+	failed := make(chan struct{})
+	l, err := s.newLink(ctx, failed)
 	if err != nil {
 		return err // nothing runs yet: the Server is still unstarted
 	}
@@ -230,9 +231,10 @@ func (s *Server) Start(ctx context.Context) error {
 	select {
 	case <-ready:
 		s.log.Info("state store started", "keys", keys, "bytes", bytes, "topic", InvokeTopic)
+	case <-failed:
+		s.log.Warn("the broker refused the state store's connection; retrying", "err", l.c.WaitConnected(expired))
 	case <-t.C:
-		s.log.Warn("the state store is not subscribed yet; retrying in the background", "topic", InvokeTopic,
-			"err", l.c.WaitConnected(expired))
+		s.log.Warn("the state store is not subscribed yet; retrying in the background", "topic", InvokeTopic)
 	case <-ctx.Done():
 	}
 	return nil

@@ -79,6 +79,10 @@ type Options struct {
 	// OnConnectionLost is called when an established connection ends, on
 	// the client's connection goroutine.
 	OnConnectionLost func(error)
+	// OnConnectError is called when an attempt to connect fails (dialing,
+	// or the server's refusal), on the client's connection goroutine,
+	// before the client waits to try again.
+	OnConnectError func(error)
 	// DefaultHandler receives messages that match no subscription of this
 	// client (a resumed session's subscriptions from an earlier process,
 	// or messages a server routes to the session directly); when nil, such
@@ -437,6 +441,9 @@ func (c *Client) manage(ctx context.Context, cn *conn) {
 				c.mu.Unlock()
 				if errors.Is(err, ErrDialerClosed) {
 					return
+				}
+				if c.opts.OnConnectError != nil {
+					c.opts.OnConnectError(err)
 				}
 				wait := jitter(backoff)
 				c.log.Debug("connecting failed", "err", err, "retry_in", wait)
