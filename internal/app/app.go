@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -184,11 +185,16 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	// The connectors publish through their own internal client, as any
 	// client would (it connects when the app starts).
+	var refusedOnce sync.Once
+	connLog := log.With("component", "connector-client")
 	if a.connClient, err = mqttclient.New(mqttclient.Options{
 		Dialer:     mqttclient.NewInProcess(serve),
 		ClientID:   "$edgeport/connector",
 		CleanStart: true,
-		Logger:     log.With("component", "connector-client"),
+		Logger:     connLog,
+		OnConnectError: func(err error) {
+			refusedOnce.Do(func() { connLog.Warn("the broker refused the connectors' client; retrying", "err", err) })
+		},
 	}); err != nil {
 		return nil, err
 	}

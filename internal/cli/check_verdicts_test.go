@@ -40,7 +40,9 @@ func startCheckBroker(t *testing.T, name string) (*broker.Broker, string) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b.Start(ctx)
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +64,7 @@ func startCheckBroker(t *testing.T, name string) (*broker.Broker, string) {
 		ln.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		_ = b.Shutdown(sctx)
+		_ = b.Stop(sctx)
 		cancel()
 		wg.Wait()
 	})
