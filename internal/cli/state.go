@@ -46,8 +46,9 @@ the output. Without it, a value that is not UTF-8 text is printed in hex
 	}
 	f := cmd.PersistentFlags()
 	o.mqtt.add(f, true)
-	f.StringVar(&o.addr, "addr", "", "MQTT address (host:port) of the broker")
-	_ = f.MarkDeprecated("addr", "use --url mqtt://HOST:PORT or --host and --port")
+	// --addr (host:port) came before --url; kept so that scripts work.
+	f.StringVar(&o.addr, "addr", "", "MQTT address (host:port) of the broker; same as --url mqtt://HOST:PORT")
+	_ = f.MarkHidden("addr")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for the broker and each answer")
 	f.BoolVar(&o.hex, "hex", false, "keys and values are hex-encoded, on the command line and in the output")
 

@@ -11,7 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
+	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
 // CommandTopicPrefix starts every command topic. A write to an asset's node
@@ -48,22 +49,17 @@ type CommandResponse struct {
 }
 
 // Commands serves write and call requests over MQTT through an in-process
-// MQTT 5 client of the broker.
-//
-// It uses the Paho MQTT 5 client over a net.Pipe into the broker's internal
-// listener until Edgeport's own internal client is on main; the contract
-// (topics, payloads, correlation) does not depend on it.
+// client of the broker (internal/mqtt/client). A request is acknowledged
+// once its response is published.
 type Commands struct {
 	conn  *Connector
 	serve func(net.Conn)
 	log   *slog.Logger
 
-	client  *paho.Client
-	pipe    net.Conn // our end of the connection to the broker
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // request workers
-	serveWG sync.WaitGroup // the broker's side of the pipe
-	sem     chan struct{}  // bounds concurrent requests
+	client *mqttclient.Client
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // request workers and the subscriber
+	sem    chan struct{}  // bounds concurrent requests
 }
 
 // maxConcurrentCommands bounds the requests in flight; more wait in the
@@ -80,49 +76,55 @@ func NewCommands(c *Connector, serve func(net.Conn), log *slog.Logger) *Commands
 	return &Commands{conn: c, serve: serve, log: log, sem: make(chan struct{}, maxConcurrentCommands)}
 }
 
-// Start connects and subscribes to the command topics.
+// Start starts the client, which connects in the background (a broker
+// that refuses internal clients does not stop Edgeport), and subscribes to
+// the command topics as soon as it can.
 func (m *Commands) Start(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.cancel = cancel
-	client, server := net.Pipe()
-	m.pipe = client
-	m.serveWG.Add(1)
-	go func() {
-		defer m.serveWG.Done()
-		m.serve(server)
-	}()
-	m.client = paho.NewClient(paho.ClientConfig{
-		Conn: client,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) {
-				m.receive(rctx, pr.Packet)
-				return true, nil
-			},
-		},
+	c, err := mqttclient.New(mqttclient.Options{
+		Dialer:     mqttclient.NewInProcess(m.serve),
+		ClientID:   "$edgeport/connector/opcua",
+		CleanStart: true,
+		Logger:     m.log,
 	})
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	defer ccancel()
-	if _, err := m.client.Connect(cctx, &paho.Connect{ClientID: "$edgeport/connector/opcua", CleanStart: true, KeepAlive: 0}); err != nil {
-		client.Close()
-		m.serveWG.Wait()
-		// A broker that refuses every CONNECT (limits no CONNECT fits)
-		// must not keep Edgeport from starting: writes and calls are then
-		// unavailable, and the log says so.
-		m.log.Error("opc ua commands unavailable: connecting to the broker failed", "err", err)
+	if err != nil {
 		cancel()
-		m.cancel = nil
-		return nil
+		return fmt.Errorf("opc ua commands: %w", err)
 	}
-	if _, err := m.client.Subscribe(cctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
-		{Topic: CommandTopicPrefix + "/+/write", QoS: 1},
-		{Topic: CommandTopicPrefix + "/+/call", QoS: 1},
-	}}); err != nil {
-		return fmt.Errorf("opc ua commands: subscribing: %w", err)
+	if err := c.Start(ctx); err != nil {
+		cancel()
+		return fmt.Errorf("opc ua commands: %w", err)
+	}
+	m.client, m.cancel = c, cancel
+	subscribed := make(chan error, 1)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		subscribed <- c.Subscribe(rctx, mqttclient.Subscription{
+			Filters: []packet.Subscription{
+				{Filter: CommandTopicPrefix + "/+/write", QoS: 1},
+				{Filter: CommandTopicPrefix + "/+/call", QoS: 1},
+			},
+			Handler:   m.receive,
+			ManualAck: true,
+		})
+	}()
+	// Return subscribed when the broker lets us within a moment, so that
+	// a request right after Start is served; otherwise keep trying.
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			m.log.Warn("opc ua commands: subscribing", "err", err)
+		}
+	case <-t.C:
+		m.log.Warn("opc ua commands: not subscribed yet; still trying")
 	}
 	return nil
 }
 
-// Stop disconnects and waits for the requests in flight.
+// Stop waits for the requests in flight, then disconnects.
 func (m *Commands) Stop(ctx context.Context) error {
 	if m.cancel == nil {
 		return nil
@@ -137,22 +139,16 @@ func (m *Commands) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		_ = m.client.Stop(ctx)
 		return ctx.Err()
 	}
-	// The broker may have closed the pipe already (it stops after us in
-	// the app, but a test may stop it first): a failed DISCONNECT loses
-	// nothing.
-	if err := m.client.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
-		m.log.Debug("opc ua commands: disconnecting", "err", err)
-	}
-	m.pipe.Close()
-	m.serveWG.Wait()
-	return nil
+	return m.client.Stop(ctx)
 }
 
-func (m *Commands) receive(ctx context.Context, p *paho.Publish) {
-	if p.Properties == nil || p.Properties.ResponseTopic == "" {
+func (m *Commands) receive(ctx context.Context, p *mqttclient.Message) {
+	if p.ResponseTopic == "" {
 		m.log.Warn("opc ua command without a response topic ignored", "topic", p.Topic)
+		p.Ack()
 		return
 	}
 	select {
@@ -168,6 +164,7 @@ func (m *Commands) receive(ctx context.Context, p *paho.Publish) {
 		defer cancel()
 		resp := m.handle(rctx, p.Topic, p.Payload)
 		m.respond(rctx, p, resp)
+		p.Ack()
 	}()
 }
 
@@ -227,11 +224,11 @@ func (m *Commands) handle(ctx context.Context, topic string, payload []byte) Com
 
 func fail(err error) CommandResponse { return CommandResponse{Status: "error", Error: err.Error()} }
 
-func (m *Commands) respond(ctx context.Context, req *paho.Publish, resp CommandResponse) {
+func (m *Commands) respond(ctx context.Context, req *mqttclient.Message, resp CommandResponse) {
 	body, _ := json.Marshal(resp)
-	props := &paho.PublishProperties{CorrelationData: req.Properties.CorrelationData, ContentType: "application/json"}
-	props.User.Add("status", resp.Status)
-	if _, err := m.client.Publish(ctx, &paho.Publish{Topic: req.Properties.ResponseTopic, QoS: 1, Payload: body, Properties: props}); err != nil {
-		m.log.Warn("opc ua command response not published", "topic", req.Properties.ResponseTopic, "err", err)
+	err := m.client.Respond(ctx, req, &mqttclient.Message{QoS: 1, Payload: body, ContentType: "application/json",
+		User: []packet.UserProperty{{Key: "status", Value: resp.Status}}})
+	if err != nil {
+		m.log.Warn("opc ua command response not published", "topic", req.ResponseTopic, "err", err)
 	}
 }
