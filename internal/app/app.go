@@ -25,6 +25,7 @@ import (
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/schemaregistry"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
@@ -145,6 +146,9 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		ssOpts.Authorizer = stateStoreAuthorizer{b}
 	}
 	ssOpts.Registerer, ssOpts.Logger = reg, log.With("component", "statestore")
+	if ssOpts.Disconnect == nil {
+		ssOpts.Disconnect = func(id, reason string) { b.DisconnectClient(id, packet.ProtocolError, reason) }
+	}
 	serve := func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }
 	if a.state, err = statestore.New(a.store, serve, ssOpts); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)

@@ -6,6 +6,27 @@ import (
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
+// DisconnectClient ends the connection of clientID with a DISCONNECT
+// carrying code and reason; it reports whether the client was connected.
+// Components use it to treat a protocol violation as Azure IoT Operations
+// does (the state store, for a response topic equal to its invoke topic).
+func (b *Broker) DisconnectClient(clientID string, code packet.ReasonCode, reason string) bool {
+	b.sessMu.Lock()
+	s := b.sessions[clientID]
+	b.sessMu.Unlock()
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	c := s.client
+	s.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.disconnect(code, reason)
+	return true
+}
+
 // DisconnectListener ends every connection that came through the named
 // listener (MQTT 5 clients are told 0x8B, server shutting down, with
 // reason), after flushing what is queued for them, and returns how many it

@@ -477,6 +477,11 @@ func (e *executor) handle(r *request, tx *store.Txn, c *chunk, l *link) {
 		// disconnects such a client; the state store cannot, so it
 		// acknowledges and drops the request.
 		e.delta.errors[errKindProtocol]++
+		if r.respTopic == InvokeTopic && r.invoker != "" && e.opts.Disconnect != nil {
+			// Answering there would loop through the state store itself.
+			e.opts.Disconnect(r.invoker, "the response topic of a state store request must not be its invoke topic")
+			return
+		}
 		e.s.log.Debug("request without a usable response topic dropped",
 			"response_topic", r.respTopic, "invoker", r.invoker)
 		return

@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 )
 
@@ -108,6 +109,10 @@ func (e *env) start() {
 	e.reg = prometheus.NewRegistry()
 	opts.Registerer = e.reg
 	opts.Logger = testLogger()
+	if opts.Disconnect == nil {
+		// As the app does.
+		opts.Disconnect = func(id, reason string) { b.DisconnectClient(id, packet.ProtocolError, reason) }
+	}
 	ss, err := New(st, func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }, opts)
 	if err != nil {
 		t.Fatalf("statestore.New: %v", err)
@@ -202,6 +207,7 @@ type client struct {
 	notes   []*paho.Publish
 	extra   []*paho.Publish // responses nobody waited for
 	changed chan struct{}
+	disc    *paho.Disconnect // the server's DISCONNECT, when one came
 }
 
 // dial connects a client with ID id and subscribes to its response and
@@ -239,6 +245,11 @@ func (e *env) dialWith(id string, o dialOpts) *client {
 			func(pr paho.PublishReceived) (bool, error) { c.received(pr.Packet); return true, nil },
 		},
 		PacketTimeout: wait,
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			c.mu.Lock()
+			c.disc = d
+			c.mu.Unlock()
+		},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()

@@ -49,6 +49,11 @@ type Options struct {
 	MaxBytes int64
 	// Authorizer controls access per key; nil allows everything.
 	Authorizer Authorizer
+	// Disconnect, when set, ends a client's connection for a protocol
+	// violation (a response topic equal to the invoke topic), as Azure IoT
+	// Operations does; without it such a request is dropped. It must not
+	// wait for the state store.
+	Disconnect func(clientID, reason string)
 	// Registerer receives the state store's metrics; nil keeps them unregistered.
 	Registerer prometheus.Registerer
 	// Logger receives the state store's messages; nil discards them.

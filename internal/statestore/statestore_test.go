@@ -453,8 +453,27 @@ func TestRPCConventions(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := e.counter("edgeport_statestore_errors_total", "error", "protocol")
-		for _, topic := range []string{InvokeTopic, notifyTopicPrefix + hexUpper("victim") + "/command/notify/6B", "$edgeport/selftest/x"} {
+		for _, topic := range []string{notifyTopicPrefix + hexUpper("victim") + "/command/notify/6B", "$edgeport/selftest/x"} {
 			c.send(req{payload: resp("SET", "hijack", "v"), topic: topic})
+		}
+		// A response topic equal to the invoke topic: the client is
+		// disconnected (protocol error), as Azure IoT Operations does.
+		bad := e.dial("bad")
+		bad.send(req{payload: resp("SET", "hijack", "v"), topic: InvokeTopic})
+		select {
+		case <-bad.pc.Done():
+		case <-time.After(wait):
+			t.Fatal("a client answering to the invoke topic was not disconnected")
+		}
+		var disc *paho.Disconnect
+		testwait.For(t, "the server's DISCONNECT", func() bool {
+			bad.mu.Lock()
+			defer bad.mu.Unlock()
+			disc = bad.disc
+			return disc != nil
+		})
+		if disc.ReasonCode != 0x82 {
+			t.Fatalf("server DISCONNECT %+v, want reason 0x82 (protocol error)", disc)
 		}
 		testwait.For(t, "three dropped requests", func() bool {
 			return e.counter("edgeport_statestore_errors_total", "error", "protocol") == before+3
