@@ -81,11 +81,18 @@ func NewCommands(c *Connector, serve func(net.Conn), log *slog.Logger) *Commands
 // the command topics as soon as it can.
 func (m *Commands) Start(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	refused := make(chan error, 1)
 	c, err := mqttclient.New(mqttclient.Options{
 		Dialer:     mqttclient.NewInProcess(m.serve),
 		ClientID:   "$edgeport/connector/opcua",
 		CleanStart: true,
 		Logger:     m.log,
+		OnConnectError: func(err error) {
+			select {
+			case refused <- err:
+			default:
+			}
+		},
 	})
 	if err != nil {
 		cancel()
@@ -118,6 +125,9 @@ func (m *Commands) Start(ctx context.Context) error {
 		if err != nil {
 			m.log.Warn("opc ua commands: subscribing", "err", err)
 		}
+	case err := <-refused:
+		// Do not hold up the rest of Edgeport for a broker that refuses us.
+		m.log.Error("opc ua commands unavailable until the broker accepts their client; still trying", "err", err)
 	case <-t.C:
 		m.log.Warn("opc ua commands: not subscribed yet; still trying")
 	}
