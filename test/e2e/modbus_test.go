@@ -133,6 +133,21 @@ func (r *subReader) next(t *testing.T, topic string, timeout time.Duration) mqtt
 	return m
 }
 
+// nextEach returns the first unread message of each topic, whatever their
+// order, and moves past the last of them.
+func (r *subReader) nextEach(t *testing.T, timeout time.Duration, topics ...string) map[string]mqttMsg {
+	t.Helper()
+	got := make(map[string]mqttMsg, len(topics))
+	start, last := r.seen, r.seen
+	for _, topic := range topics {
+		r.seen = start
+		got[topic] = r.next(t, topic, timeout)
+		last = max(last, r.seen)
+	}
+	r.seen = last
+	return got
+}
+
 func deviceStatus(t *testing.T, server, name string) (state, lastError string) {
 	t.Helper()
 	out, errOut, code := cli(t, "", nil, "get", "device", name, "-o", "json", "--server", server)
@@ -244,7 +259,10 @@ func TestModbusPymodbus(t *testing.T) {
 		t.Fatalf("apply: %s%s", out, errOut)
 	}
 
-	types := sub.next(t, "pymodbus/types", 30*time.Second)
+	// The two datasets are polled independently: their first messages
+	// may arrive in either order.
+	first := sub.nextEach(t, 30*time.Second, "pymodbus/types", "pymodbus/big")
+	types := first["pymodbus/types"]
 	want := map[string]any{
 		"i16": -2.0, "u16": 65534.0, "i32": -16.0, "u32le": 100000.0, "f32": 25.0, "f64": 25.0, "i64": -3.0,
 		"u64le": float64(0x0001000200030004), "model": "SG10K", "scaled": 123.4, "i16swapped": -2.0, "f32le": 12.0,
@@ -258,7 +276,7 @@ func TestModbusPymodbus(t *testing.T) {
 			t.Fatalf("user properties %q lack %s", types.props, kv)
 		}
 	}
-	bigMsg := sub.next(t, "pymodbus/big", 30*time.Second).values()
+	bigMsg := first["pymodbus/big"].values()
 	if len(bigMsg) != 1000 || bigMsg["r0"] != 0.0 || bigMsg["r999"] != 999.0 {
 		t.Fatalf("big: %d points, r999=%v", len(bigMsg), bigMsg["r999"])
 	}

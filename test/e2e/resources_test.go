@@ -208,9 +208,9 @@ func TestCLIResourceCommands(t *testing.T) {
 	bad := "apiVersion: edgeport.io/v1\nkind: BrokerListener\nmetadata: {name: broken}\nspec:\n  ports:\n  - port: 70000\n    protocl: Mqtt\n"
 	_, errOut, code := run(bad, "apply", "-f", "-")
 	for _, want := range []string{
-		"error: <stdin>: brokerlistener/broken: BrokerListener \"broken\" is invalid",
-		"  - spec.ports[0].protocl: unknown field (did you mean \"protocol\"?)",
-		"  - spec.ports[0].port: must be between 0 and 65535 (0 picks a free port)",
+		"error: <stdin>:1: brokerlistener/broken: BrokerListener \"broken\" is invalid",
+		"  <stdin>:7: spec.ports[0].protocl: unknown field (did you mean \"protocol\"?)",
+		"  <stdin>:6: spec.ports[0].port: must be between 0 and 65535 (0 picks a free port)",
 	} {
 		if code != 1 || !strings.Contains(errOut, want) {
 			t.Fatalf("invalid apply: exit %d, stderr lacks %q:\n%s", code, want, errOut)
