@@ -122,19 +122,14 @@ func (s *Service) Start(ctx context.Context) error {
 	for _, o := range s.store.List("Schema", config.Selector{}) {
 		s.writeStatus(o.Key())
 	}
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	err := s.client.Subscribe(sctx, client.Subscription{
+	err := s.client.SubscribeWithin(ctx, client.Subscription{
 		Filters: []packet.Subscription{{Filter: TopicPrefix + "+", QoS: 1}},
 		Handler: s.handle,
-	})
+	}, 5*time.Second)
 	switch {
-	case err == nil:
-	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		s.log.Warn("schema registry: not connected to the broker yet; subscribing when connected")
-	case !s.client.Connected():
-		s.log.Error("schema registry API unavailable: its client is not connected", "err", err)
-	default:
+	case errors.Is(err, client.ErrSubscribePending):
+		s.log.Warn("schema registry API unavailable until its client connects", "err", err)
+	case err != nil:
 		s.running.Store(false)
 		return fmt.Errorf("schema registry: subscribing: %w", err)
 	}

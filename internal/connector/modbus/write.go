@@ -97,21 +97,14 @@ func NewCommands(c *Connector, cl *client.Client, log *slog.Logger) *Commands {
 // within a few seconds Start returns anyway: the client subscribes as soon
 // as it connects.
 func (m *Commands) Start(ctx context.Context) error {
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	err := m.client.Subscribe(sctx, client.Subscription{
+	err := m.client.SubscribeWithin(ctx, client.Subscription{
 		Filters: []packet.Subscription{{Filter: CommandTopicPrefix + "/+/write", QoS: 1}},
 		Handler: m.handle,
-	})
+	}, 5*time.Second)
 	switch {
-	case err == nil:
-	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		m.log.Warn("modbus writes: not connected to the broker yet; subscribing when connected")
-	case !m.client.Connected():
-		// A broker that refuses the client must not keep Edgeport from
-		// starting; writes are unavailable and the log says so.
-		m.log.Error("modbus writes unavailable: the connectors' client is not connected", "err", err)
-	default:
+	case errors.Is(err, client.ErrSubscribePending):
+		m.log.Warn("modbus writes unavailable until the connectors' client connects", "err", err)
+	case err != nil:
 		return fmt.Errorf("modbus writes: subscribing: %w", err)
 	}
 	return nil

@@ -15,6 +15,9 @@ var (
 	// ErrNotConnected: a QoS 0 publish while there is no connection (QoS 0
 	// is never queued for later).
 	ErrNotConnected = errors.New("mqtt client: not connected")
+	// ErrSubscribePending: SubscribeWithin returned before the client was
+	// connected; the subscription is made when it connects.
+	ErrSubscribePending = errors.New("mqtt client: not connected yet; subscribing when connected")
 	// ErrConnectionLost: the connection ended while the operation waited,
 	// and the client does not reconnect (Options.NoReconnect).
 	ErrConnectionLost = errors.New("mqtt client: connection lost")

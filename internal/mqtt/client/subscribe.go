@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
@@ -438,5 +439,26 @@ func (c *Client) deliver(ctx context.Context, m *Message) {
 		if !e.manual {
 			copies[i].Ack()
 		}
+	}
+}
+
+// SubscribeWithin subscribes s for a component that is starting: it waits
+// at most wait for the server's answer. When the client is not connected by
+// then (it is still connecting, or the broker refuses it), the error wraps
+// ErrSubscribePending and the subscription stays registered, to be made
+// when the client connects; a component logs that and starts anyway, so a
+// broker that refuses internal clients does not keep Edgeport from
+// starting. Any other error is a refusal by a connected server.
+func (c *Client) SubscribeWithin(ctx context.Context, s Subscription, wait time.Duration) error {
+	sctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := c.Subscribe(sctx, s)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil, !c.Connected():
+		return fmt.Errorf("%w: %w", ErrSubscribePending, err)
+	default:
+		return err
 	}
 }
