@@ -35,9 +35,12 @@ type Broker struct {
 	sessMu   sync.Mutex // guards sessions; taken before any session.mu
 	sessions map[string]*session
 
-	connMu  sync.Mutex // guards conns
-	conns   map[*client]struct{}
-	connsWG sync.WaitGroup
+	// draining counts connections being drained after a half-close
+	// (client.endWrites), bounded by maxDraining.
+	draining atomic.Int32
+	connMu   sync.Mutex // guards conns
+	conns    map[*client]struct{}
+	connsWG  sync.WaitGroup
 
 	sharedMu sync.RWMutex // guards sharedRR
 	sharedRR map[sharedRef]*atomic.Uint32

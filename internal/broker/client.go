@@ -45,6 +45,9 @@ type client struct {
 	maxIn, recvMaxIn, aliasMaxIn int
 	reauth                       AuthStepper  // re-authentication in progress (reader goroutine)
 	pendingAcks                  atomic.Int32 // publisher acks waiting for the store
+	// ending is set once the connection is closing: the reader stops
+	// handling packets and leaves what still arrives to finish's drain.
+	ending atomic.Bool
 
 	// Reader goroutine only. Packets are decoded into locals rather than
 	// reusable fields here: an idle connection should not carry a kilobyte
@@ -57,6 +60,7 @@ type client struct {
 	writing    bool       // a writer goroutine is running
 	closing    bool       // no more packets are accepted; close after flush
 	closed     bool
+	halfClosed bool // the writer half-closed the socket; finish drains it (read after writerDone)
 	acked      bool // CONNACK is queued: DISCONNECT may be sent
 	aliasesOut map[string]uint16
 	writerDone chan struct{} // closed by an exiting writer when closing
@@ -84,10 +88,35 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 	if d.c.keepAlive > 0 {
 		_ = d.c.conn.SetReadDeadline(time.Now().Add(d.c.keepAlive * 3 / 2))
 	}
+	// Checked after setting the deadline: closeAfterFlush sets ending and
+	// then a deadline of now, so either this sees ending or its deadline
+	// is the later one and the Read below returns at once.
+	if d.c.ending.Load() {
+		return 0, errEnding
+	}
 	n, err := d.c.conn.Read(p)
 	d.c.stats.bytesIn.Add(uint64(n))
 	return n, err
 }
+
+// errEnding stops the reader once the server is ending the connection.
+var errEnding = errors.New("connection ending")
+
+// drainTimeout bounds how long the server reads (and discards) what a
+// client still sends after the server half-closed the connection. Closing a
+// socket with unread input, or with input still arriving, makes the kernel
+// answer with a reset, and a client whose write then fails usually gives up
+// before reading the DISCONNECT that said why (0x93, 0x8E, 0x95, ...).
+// Draining instead lets the client's writes succeed until it has read the
+// reason and the end of the stream. A second is plenty on any network where
+// the DISCONNECT arrives at all, and short enough that a client that never
+// stops sending holds its socket only briefly.
+const drainTimeout = 2 * time.Second
+
+// maxDraining bounds the connections being drained at once: beyond it a
+// connection is closed at once, so that a flood of refused connections
+// cannot hold sockets for drainTimeout each.
+const maxDraining = 1024
 
 // serve runs the connection: CONNECT, then packets until it ends.
 func (c *client) serve() {
@@ -157,15 +186,17 @@ func (c *client) refuseDecode(cp *packet.Connect, err error) {
 func (c *client) finish() {
 	c.closeAfterFlush()
 	c.outMu.Lock()
-	wait := c.writing
-	done := c.writerDone
+	done := c.writerDone // closing is set, so a writer closes done
 	c.outMu.Unlock()
-	if wait {
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
+	t := time.NewTimer(5 * time.Second)
+	select {
+	case <-done:
+		if c.halfClosed {
+			c.drain()
 		}
+	case <-t.C:
 	}
+	t.Stop()
 	c.conn.Close()
 	c.endAuth()
 	// Counters adds the live connections of b.conns to the listener totals:
@@ -193,6 +224,9 @@ func (c *client) readLoop() {
 	// blocks in Read on a stack the runtime can shrink to its minimum.
 	for {
 		h, body, err := c.r.Next(c.maxIn)
+		if c.ending.Load() {
+			return // the server ended the connection; finish drains the rest
+		}
 		if err != nil {
 			c.readFailed(err)
 			return
@@ -324,6 +358,10 @@ func (c *client) closeAfterFlush() {
 		go c.writeLoop()
 	}
 	c.outMu.Unlock()
+	// Stop the reader: it may be blocked in Read (a takeover, a shutdown);
+	// see deadlineReader.
+	c.ending.Store(true)
+	_ = c.conn.SetReadDeadline(time.Now())
 }
 
 // writePacket encodes a control packet into the outbound buffer.
@@ -351,18 +389,17 @@ func (c *client) writeLoop() {
 		c.outMu.Lock()
 		if len(c.out) == 0 {
 			c.writing = false
-			closing := c.closing
-			if closing && !c.closed {
+			last := c.closing && !c.closed
+			if last {
 				c.closed = true
-				close(c.writerDone)
 			}
 			if cap(c.spare) > 64<<10 {
 				c.spare = nil
 			}
 			c.outMu.Unlock()
-			if closing {
-				_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-				c.conn.Close()
+			if last {
+				c.endWrites()
+				close(c.writerDone)
 			}
 			return
 		}
@@ -389,6 +426,42 @@ func (c *client) writeLoop() {
 			c.conn.Close()
 		}
 	}
+}
+
+// endWrites ends the connection's output after the last packet: a
+// half-close when the socket has one and the client was sent anything (its
+// input is then drained by finish, see drainTimeout), else a close. A
+// WebSocket connection has no half-close of its own; its Close is the
+// close handshake, which reads and discards until the peer's close frame.
+func (c *client) endWrites() {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	hc, ok := c.conn.(interface{ CloseWrite() error })
+	if ok && c.stats.bytesOut.Load() > 0 {
+		if c.b.draining.Add(1) <= maxDraining && hc.CloseWrite() == nil {
+			// TLS's CloseWrite sends close_notify but leaves the socket
+			// open; the FIN under it tells a client reading TLS records
+			// as promptly.
+			if nc, ok := c.conn.(interface{ NetConn() net.Conn }); ok {
+				if tcw, ok := nc.NetConn().(interface{ CloseWrite() error }); ok {
+					_ = tcw.CloseWrite()
+				}
+			}
+			c.halfClosed = true
+			return
+		}
+		c.b.draining.Add(-1)
+	}
+	c.conn.Close()
+}
+
+// drain reads and discards what the client still sends until it closes its
+// side or drainTimeout passes (see drainTimeout). It runs on the
+// connection's goroutine after the reader stopped, so Broker.Stop waits for
+// it; Stop's deadline closes the socket, which ends it early.
+func (c *client) drain() {
+	defer c.b.draining.Add(-1)
+	_ = c.conn.SetReadDeadline(time.Now().Add(drainTimeout))
+	_, _ = io.Copy(io.Discard, c.conn)
 }
 
 // writePublish encodes a delivery into the outbound buffer with packet ID

@@ -1073,3 +1073,36 @@ func TestRawRedeliveryTooLargeForNewConnection(t *testing.T) {
 		t.Errorf("packet_too_large drops %d, want 1", n)
 	}
 }
+
+// TestRawSuccessAcksShortForm: an acknowledgement with reason Success and
+// no properties leaves out both (remaining length 2, MQTT 5 §3.4.2.1).
+// Strict clients written for 3.1.1-sized acks depend on it, and it is what
+// Azure IoT Operations' broker sends.
+func TestRawSuccessAcksShortForm(t *testing.T) {
+	addr, _ := startBroker(t, Options{})
+	sub, _ := connectRaw(t, addr, packet.V5, connV5("short-sub"))
+	sub.subscribe(1, 2, "short/#")
+	pub, _ := connectRaw(t, addr, packet.V5, connV5("short-pub"))
+	short := func(p rawPacket, typ packet.Type, id uint16) {
+		t.Helper()
+		if p.Header.Type != typ || len(p.Body) != 2 || p.Body[0] != byte(id>>8) || p.Body[1] != byte(id) {
+			t.Fatalf("got %s with body % X, want %s with the 2-byte body of packet id %d", p.Header.Type, p.Body, typ, id)
+		}
+	}
+	pub.send(&packet.Publish{QoS: 1, PacketID: 7, Topic: "short/1", Payload: []byte("a")})
+	short(pub.next(), packet.PUBACK, 7)
+	pub.send(&packet.Publish{QoS: 2, PacketID: 8, Topic: "short/2", Payload: []byte("b")})
+	short(pub.next(), packet.PUBREC, 8)
+	pub.send(&packet.Ack{Type: packet.PUBREL, PacketID: 8})
+	short(pub.next(), packet.PUBCOMP, 8)
+
+	// The subscriber's side: the broker's PUBREL after the subscriber's
+	// PUBREC of a QoS 2 delivery.
+	d1 := sub.expectPublish("short/1", "a")
+	sub.send(&packet.Ack{Type: packet.PUBACK, PacketID: d1.PacketID})
+	d2 := sub.expectPublish("short/2", "b")
+	sub.send(&packet.Ack{Type: packet.PUBREC, PacketID: d2.PacketID})
+	short(sub.next(), packet.PUBREL, d2.PacketID)
+	sub.send(&packet.Ack{Type: packet.PUBCOMP, PacketID: d2.PacketID})
+	sub.ping()
+}
