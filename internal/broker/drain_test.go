@@ -2,13 +2,13 @@ package broker
 
 import (
 	"context"
-	"errors"
-	"io"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"io"
 	"math/big"
 	"net"
 	"sync"
