@@ -273,13 +273,26 @@ type HttpEndpointSettings struct {
 }
 
 // OTelEndpointSettings export messages as OpenTelemetry metrics and logs
-// over OTLP/HTTP.
+// over OTLP. Host is host:port (Azure IoT Operations' form, OTLP/gRPC
+// unless protocol is Http) or an http(s):// URL (OTLP/HTTP; /v1/metrics
+// and /v1/logs are appended to its path).
 type OTelEndpointSettings struct {
-	Host           string                  `json:"host"` // URL of the collector, e.g. http://otel:4318
+	Host string `json:"host"`
+	// Protocol is Grpc or Http (Edgeport); empty: Grpc for host:port,
+	// Http for a URL.
+	Protocol       string                  `json:"protocol,omitempty"`
+	Headers        map[string]string       `json:"headers,omitempty"` // Edgeport
 	Authentication *DataflowAuthentication `json:"authentication,omitempty"`
 	Batching       Batching                `json:"batching"`
+	TimeoutSeconds *int                    `json:"timeoutSeconds"` // Edgeport: one export
 	TLS            *EndpointTLS            `json:"tls,omitempty"`
 }
+
+// OTLP protocols of an OpenTelemetry endpoint.
+const (
+	OTelProtocolGrpc = "Grpc"
+	OTelProtocolHttp = "Http"
+)
 
 // DataflowProfileSpec is the DataflowProfile kind: how many instances run
 // each of its flows, and their diagnostics. Instances of a flow share its
@@ -754,7 +767,9 @@ func defaultEndpoint(s *DataflowEndpointSpec) {
 	}
 	if o := s.OpenTelemetrySettings; o != nil {
 		defaultBatching(&o.Batching, 1000)
+		setDefault(&o.TimeoutSeconds, DefaultHTTPTimeoutSeconds)
 		defaultAuth(&o.Authentication)
+		o.Protocol = canonicalName(o.Protocol, OTelProtocolGrpc, OTelProtocolHttp)
 	}
 }
 
@@ -843,14 +858,7 @@ func validateEndpoint(s *DataflowEndpointSpec, errs *Errors) {
 	if h := s.HttpSettings; h != nil {
 		p := "spec.httpSettings"
 		httpURL(errs, field(p, "url"), h.URL)
-		for _, k := range sortedKeys(h.Headers) {
-			if k == "" || strings.ContainsAny(k, " :\r\n") {
-				errs.Add(key(field(p, "headers"), k), "not a valid header name")
-			}
-			if strings.ContainsAny(h.Headers[k], "\r\n") {
-				errs.Add(key(field(p, "headers"), k), "a header value must not contain line breaks")
-			}
-		}
+		validateHeaders(h.Headers, field(p, "headers"), errs)
 		validateBatching(&h.Batching, field(p, "batching"), errs)
 		between(errs, field(p, "timeoutSeconds"), *h.TimeoutSeconds, 1, 3600)
 		validateAuth(h.Authentication, field(p, "authentication"), errs, AuthAnonymous, AuthUsernamePassword, AuthAccessToken, AuthX509Certificate)
@@ -858,10 +866,32 @@ func validateEndpoint(s *DataflowEndpointSpec, errs *Errors) {
 	}
 	if o := s.OpenTelemetrySettings; o != nil {
 		p := "spec.openTelemetrySettings"
-		httpURL(errs, field(p, "host"), o.Host)
+		if strings.Contains(o.Host, "://") {
+			httpURL(errs, field(p, "host"), o.Host)
+		} else if o.Host == "" {
+			errs.Add(field(p, "host"), "required: host:port of the collector's OTLP receiver (gRPC, e.g. otel:4317) or an http(s):// URL (OTLP/HTTP, e.g. http://otel:4318)")
+		} else {
+			hostPort(errs, field(p, "host"), o.Host)
+		}
+		if o.Protocol != "" {
+			oneOf(errs, field(p, "protocol"), o.Protocol, OTelProtocolGrpc, OTelProtocolHttp)
+		}
+		validateHeaders(o.Headers, field(p, "headers"), errs)
+		between(errs, field(p, "timeoutSeconds"), *o.TimeoutSeconds, 1, 3600)
 		validateBatching(&o.Batching, field(p, "batching"), errs)
 		validateAuth(o.Authentication, field(p, "authentication"), errs, AuthAnonymous, AuthAccessToken, AuthX509Certificate)
 		validateEndpointTLS(o.TLS, field(p, "tls"), errs)
+	}
+}
+
+func validateHeaders(h map[string]string, p string, errs *Errors) {
+	for _, k := range sortedKeys(h) {
+		if k == "" || strings.ContainsAny(k, " :\r\n") {
+			errs.Add(key(p, k), "not a valid header name")
+		}
+		if strings.ContainsAny(h[k], "\r\n") {
+			errs.Add(key(p, k), "a header value must not contain line breaks")
+		}
 	}
 }
 

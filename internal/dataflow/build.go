@@ -11,6 +11,7 @@ import (
 	"github.com/edgeport/edgeport/internal/dataflow/file"
 	httpdest "github.com/edgeport/edgeport/internal/dataflow/http"
 	"github.com/edgeport/edgeport/internal/dataflow/kafka"
+	"github.com/edgeport/edgeport/internal/dataflow/otel"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
 )
 
@@ -74,6 +75,8 @@ func (b *StageBuilder) Destination(ctx context.Context, p *Plan, ep *config.Data
 		return kafka.NewDestination(ep.KafkaSettings, d, b.Env)
 	case config.EndpointHttp:
 		return httpdest.New(ep.HttpSettings, d, b.Env)
+	case config.EndpointOpenTelemetry:
+		return otel.New(ep.OpenTelemetrySettings, d, otel.Options{Dataflow: p.Name, Env: b.Env})
 	case config.EndpointLocalStorage:
 		dir := ep.LocalStorageSettings.Path
 		if !filepath.IsAbs(dir) {
