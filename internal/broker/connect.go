@@ -174,7 +174,9 @@ func (c *client) resumeLocked() {
 			c.b.stats.dropped[dropQuota].Add(1)
 			continue
 		}
-		if !c.writePublish(&f.delivery, f.id, true, now) {
+		dup := !f.fresh
+		f.fresh = false
+		if !c.writePublish(&f.delivery, f.id, dup, now) {
 			// Too large for this connection's Maximum Packet Size: discarded
 			// as if delivered (MQTT-3.1.2-25), so it frees its window slot.
 			s.removeFlight(f)

@@ -206,13 +206,16 @@ func (b *Broker) restore() error {
 	if err != nil {
 		return err
 	}
-	if len(expiredSessions) > 0 || len(fx.rewrite) > 0 {
+	if len(expiredSessions) > 0 || len(fx.rewrite) > 0 || len(fx.entries) > 0 {
 		tx := b.st.NewTxn()
 		for _, id := range expiredSessions {
 			tx.DeleteSession(id)
 		}
 		for _, rec := range fx.rewrite {
 			tx.PutSession(rec)
+		}
+		for i := range fx.entries {
+			tx.PutEntry(fx.entries[i].clientID, &fx.entries[i].e)
 		}
 		if err := b.st.CommitSync(tx); err != nil {
 			return fmt.Errorf("updating restored sessions: %w", err)
@@ -253,6 +256,12 @@ func (b *Broker) ReleaseWills() {
 type restoreEffects struct {
 	wills   []*Message
 	rewrite []*store.Session
+	entries []restoredEntry // entries whose packet identifier changed
+}
+
+type restoredEntry struct {
+	clientID string
+	e        store.Entry
 }
 
 // restoreSession rebuilds one session; it returns nil when the session
@@ -317,25 +326,8 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		b.subs.Subscribe(sub.inner, sub.group, s, sub)
 		s.count(&b.stats.subscriptions, 1)
 	}
-	for i := range entries {
-		e := &entries[i]
-		m, err := messageFromRecord(&e.Msg)
-		if err != nil {
-			return nil, err
-		}
-		d := delivery{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs, seq: e.Seq}
-		if e.SharedGroup != "" {
-			d.shared = &sharedRef{group: e.SharedGroup, filter: e.SharedFilter}
-		}
-		if e.Seq > s.seq {
-			s.seq = e.Seq
-		}
-		if e.PacketID != 0 {
-			f := &flight{delivery: d, released: e.Released}
-			s.restoreFlight(f, e.PacketID)
-			continue
-		}
-		s.queue.push(d)
+	if err := b.restoreDeliveries(s, entries, fx); err != nil {
+		return nil, err
 	}
 	for _, id := range inbound {
 		if s.awaitingRel == nil {
@@ -379,6 +371,97 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	}
 	s.mu.Unlock()
 	return s, nil
+}
+
+// restoreDeliveries puts a restored session's stored deliveries (in Seq
+// order, which is the order they reached the session) back into its
+// inflight window and queue so that they are resent in that order.
+//
+// A delivery sent straight to a connected client is stored with its packet
+// identifier; one sent from the queue keeps its queued record (no
+// identifier: QoS 1 may be redelivered as a new PUBLISH) unless it is QoS 2,
+// whose identifier is stored before it is sent. So the stored window may
+// hold a delivery with an identifier after ones without, and restoring by
+// identifier alone would resend it first. Instead:
+//
+//   - the leading deliveries that have an identifier are the window,
+//     resent with DUP under it (MQTT 5 §4.4);
+//   - an unreleased QoS 2 delivery with an identifier must keep it (the
+//     receiver may hold it to deduplicate), so the window extends to the
+//     last one, and the deliveries without an identifier before it join
+//     the window under new identifiers, in order (a new PUBLISH, no DUP);
+//   - after the window, a QoS 1 delivery that had an identifier is queued
+//     again as a new delivery, which at-least-once allows;
+//   - a released QoS 2 delivery (PUBREL pending: its message was
+//     delivered) stays in the window wherever it is, with its identifier.
+//
+// Entries whose identifier changes are rewritten (fx), so that the store
+// matches the window before any client connects.
+func (b *Broker) restoreDeliveries(s *session, entries []store.Entry, fx *restoreEffects) error {
+	first := len(entries) // the first entry without an identifier
+	for i := range entries {
+		if entries[i].PacketID == 0 {
+			first = i
+			break
+		}
+	}
+	last := -1 // the last unreleased QoS 2 entry with an identifier
+	for i := first; i < len(entries); i++ {
+		if e := &entries[i]; e.PacketID != 0 && e.QoS == 2 && !e.Released {
+			last = i
+		}
+	}
+	window := max(first, last+1)
+	kept := make(map[uint16]bool) // identifiers restored as they were
+	for i := range entries {
+		if e := &entries[i]; e.PacketID != 0 && (i < window || e.Released) {
+			kept[e.PacketID] = true
+		}
+	}
+	for i := range entries {
+		e := &entries[i]
+		m, err := messageFromRecord(&e.Msg)
+		if err != nil {
+			return err
+		}
+		d := delivery{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs, seq: e.Seq}
+		if e.SharedGroup != "" {
+			d.shared = &sharedRef{group: e.SharedGroup, filter: e.SharedFilter}
+		}
+		if e.Seq > s.seq {
+			s.seq = e.Seq
+		}
+		switch {
+		case e.PacketID != 0 && (i < window || e.Released):
+			s.restoreFlight(&flight{delivery: d, released: e.Released}, e.PacketID)
+		case i < window:
+			f := &flight{delivery: d, fresh: true}
+			s.restoreFlight(f, s.freeID(kept))
+			e.PacketID = f.id
+			fx.entries = append(fx.entries, restoredEntry{s.id, *e})
+		default:
+			if e.PacketID != 0 {
+				e.PacketID = 0
+				fx.entries = append(fx.entries, restoredEntry{s.id, *e})
+			}
+			s.queue.push(d)
+		}
+	}
+	return nil
+}
+
+// freeID returns a packet identifier that is neither in the window nor
+// reserved. s.mu is held or s is not shared yet.
+func (s *session) freeID(reserved map[uint16]bool) uint16 {
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if _, used := s.inflight[s.nextID]; !used && !reserved[s.nextID] {
+			return s.nextID
+		}
+	}
 }
 
 // restoreFlight puts f back in the inflight window with its original

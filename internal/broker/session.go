@@ -43,8 +43,11 @@ type sharedRef struct{ group, filter string }
 // flight is an outbound QoS 1/2 delivery awaiting acknowledgement.
 type flight struct {
 	delivery
-	id         uint16
-	released   bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
+	id       uint16
+	released bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
+	// fresh marks a restored delivery given a new packet identifier: it
+	// is resent as a new PUBLISH, without DUP (see restoreDeliveries).
+	fresh      bool
 	prev, next *flight
 }
 
