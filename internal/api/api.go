@@ -201,14 +201,24 @@ func (s *Server) authorize(r *http.Request) (int, string) {
 	// visits can make the browser send requests to loopback, under a
 	// hostname of its own that resolves to 127.0.0.1 (DNS rebinding):
 	// such requests do not name a loopback host, and are refused.
+	if !LoopbackHost(r) {
+		return http.StatusForbidden, fmt.Sprintf("host %q is not a loopback address: a bearer token is required", r.Host)
+	}
+	return 0, ""
+}
+
+// LoopbackHost reports whether r names a loopback host (localhost or a
+// loopback IP address) in its Host header. A request that does not was
+// either sent to another address or comes from a web page that made its
+// own host name resolve to 127.0.0.1 (DNS rebinding); the API and the
+// portal serve it only to those who prove they hold the token.
+func LoopbackHost(r *http.Request) bool {
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return http.StatusForbidden, fmt.Sprintf("host %q is not a loopback address: a bearer token is required", r.Host)
-	}
-	return 0, ""
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 func bearer(r *http.Request) (string, bool) {

@@ -40,7 +40,7 @@ func (a *App) mountAPI() error {
 		a.http.Handle(opcua.APIPath, srv.Protect(&opcua.API{Trust: a.opcua.Trust(), App: a.opcua.App(), Sessions: a.opcua, Store: a.res.store}))
 	}
 	a.log.Info("REST API mounted", "path", api.Prefix, "token_required", require)
-	return nil
+	return a.newPortal(srv, token, require)
 }
 
 // IsLoopback reports whether a listen address (host:port) binds only

@@ -26,6 +26,7 @@ import (
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/portal"
 	"github.com/edgeport/edgeport/internal/schemaregistry"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/store"
@@ -64,6 +65,10 @@ type Config struct {
 	// APIRequireToken makes the REST API require its bearer token even
 	// when the HTTP address is loopback (it always does otherwise).
 	APIRequireToken bool
+	// CheckReport runs edgeport check against server (the HTTP endpoint's
+	// URL) with token and returns the JSON report, for the portal's
+	// support bundle; nil leaves the report out. The CLI provides it.
+	CheckReport func(ctx context.Context, server, token string) ([]byte, error)
 }
 
 // App is a running Edgeport instance: components built by New from the
@@ -94,6 +99,8 @@ type App struct {
 	tmpPKI     string                       // OPC UA PKI folder without a data dir, removed at Stop
 	flows      *dataflow.Engine             // dataflows, driven by Dataflow, DataflowEndpoint and DataflowProfile resources
 	datasets   *dataflow.StateStoreDatasets // the flows' $context datasets, from the state store
+	logs       *portal.LogRing              // recent log records, for the portal
+	portal     *portal.Portal               // built by mountAPI; nil without an HTTP address
 }
 
 // New validates cfg and builds the components without starting them: the
@@ -110,13 +117,17 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 			return nil, fmt.Errorf("creating data dir: %w", err)
 		}
 	}
+	// Recent log records are kept for the portal's diagnostics page and
+	// support bundle: every component's logger derives from this one.
+	logs := portal.NewLogRing(2000, slog.LevelInfo)
+	log = slog.New(logs.Tee(log.Handler()))
 	b, err := broker.New(cfg.Broker, log.With("component", "broker"))
 	if err != nil {
 		return nil, fmt.Errorf("broker options: %w", err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
-	a := &App{cfg: cfg, log: log, reg: reg, broker: b, group: &lifecycle.Group{Log: log}}
+	a := &App{cfg: cfg, log: log, reg: reg, broker: b, group: &lifecycle.Group{Log: log}, logs: logs}
 	g := a.group
 	if !cfg.InMemory {
 		opts := cfg.Store
@@ -270,6 +281,18 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners}
 		g.Add("api", lifecycle.Hook{OnStart: func(context.Context) error { return a.mountAPI() }})
 		g.Add("http", &httpEndpoint{HTTPServer: a.http, log: log})
+		// After the endpoint, so that it stops before: its live streams
+		// end and the server's graceful shutdown does not wait for them.
+		g.Add("portal", lifecycle.Hook{
+			OnStart: func(ctx context.Context) error {
+				if err := a.portal.Start(ctx); err != nil {
+					return err
+				}
+				log.Info("operations portal", "url", "http://"+dialable(a.http.Addr())+"/")
+				return nil
+			},
+			OnStop:  func(ctx context.Context) error { return a.portal.Stop(ctx) },
+		})
 	}
 	return a, nil
 }

@@ -101,6 +101,10 @@ type X509Attribute struct {
 type UsernamePasswordSettings struct {
 	PasswordFile string         `json:"passwordFile,omitempty"`
 	Users        []PasswordUser `json:"users,omitempty"`
+	// Portal lets these users log in to the operations portal (the web
+	// UI on the HTTP address) as well, with the same passwords. Edgeport's
+	// own field; the API token always may.
+	Portal bool `json:"portal,omitempty"`
 }
 
 // PasswordUser is one user given in the resource itself.
