@@ -291,7 +291,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 				log.Info("operations portal", "url", "http://"+dialable(a.http.Addr())+"/")
 				return nil
 			},
-			OnStop:  func(ctx context.Context) error { return a.portal.Stop(ctx) },
+			OnStop: func(ctx context.Context) error { return a.portal.Stop(ctx) },
 		})
 	}
 	return a, nil
