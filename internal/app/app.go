@@ -69,6 +69,9 @@ type Config struct {
 	// URL) with token and returns the JSON report, for the portal's
 	// support bundle; nil leaves the report out. The CLI provides it.
 	CheckReport func(ctx context.Context, server, token string) ([]byte, error)
+	// PortalSampleInterval is the resolution of the portal's charts (0:
+	// portal.DefaultSampleInterval).
+	PortalSampleInterval time.Duration
 }
 
 // App is a running Edgeport instance: components built by New from the

@@ -25,6 +25,8 @@ func (a *App) newPortal(srv *api.Server, token string, require bool) error {
 		Logs:         a.logs,
 		Serve:        func(c net.Conn) { a.broker.ServeConn(c, broker.InternalListener) },
 		Log:          a.log.With("component", "portal"),
+
+		SampleInterval: a.cfg.PortalSampleInterval,
 	}
 	if a.store != nil {
 		st, quota := a.store, a.cfg.Store.QuotaBytes

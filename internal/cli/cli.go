@@ -124,6 +124,7 @@ picks a free port (the chosen addresses are logged).`,
 				return err
 			}
 			cfg.Broker.Version = version()
+			cfg.CheckReport = CheckReport // the portal's support bundle
 			// A flag of 0 lifts its limit (the one rule in broker.Options).
 			cfg.Broker.MaxQueuedBytes = broker.BoundMaxQueuedBytes.FromUser(cfg.Broker.MaxQueuedBytes)
 			if sysInterval == 0 {

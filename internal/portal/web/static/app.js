@@ -95,20 +95,25 @@ function s(tag, attrs, text) {
   if (text !== undefined) el.textContent = text;
   return el;
 }
+// chart draws points ({t: ms, v}) over the last hour, or since the first
+// sample when the server has run for less.
 function chart(svg, points, fmt) {
   const W = 600, H = 160, L = 70, R = 8, T = 10, B = 22;
   svg.replaceChildren();
-  const now = Date.now(), from = now - 3600e3;
-  const pts = points.filter((p) => p.v !== null && p.v !== undefined && p.t >= from);
+  const now = Date.now();
+  const pts = points.filter((p) => p.v !== null && p.v !== undefined && p.t >= now - 3600e3);
+  const from = Math.min(now - 10e3, pts.length ? pts[0].t : now - 3600e3);
+  const span = Math.max(1, now - from);
   const max = Math.max(1e-9, ...pts.map((p) => p.v)) * 1.1;
-  const x = (t) => L + (t - from) / 3600e3 * (W - L - R);
+  const x = (t) => L + (t - from) / span * (W - L - R);
   const y = (v) => T + (1 - v / max) * (H - T - B);
+  const clock = (t) => new Date(t).toLocaleTimeString([], span < 600e3 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" });
   svg.append(s("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
   svg.append(s("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
   svg.append(s("text", { x: L - 6, y: T + 10, "text-anchor": "end" }, fmt(max)));
   svg.append(s("text", { x: L - 6, y: H - B, "text-anchor": "end" }, fmt(0)));
-  svg.append(s("text", { x: L, y: H - 6 }, fmtClock(from)));
-  svg.append(s("text", { x: W - R, y: H - 6, "text-anchor": "end" }, fmtClock(now)));
+  svg.append(s("text", { x: L, y: H - 6 }, clock(from)));
+  svg.append(s("text", { x: W - R, y: H - 6, "text-anchor": "end" }, clock(now)));
   if (!pts.length) {
     svg.append(s("text", { x: (W + L) / 2, y: H / 2, "text-anchor": "middle" }, "no data yet"));
     return;
@@ -117,7 +122,8 @@ function chart(svg, points, fmt) {
   svg.append(s("polygon", { class: "area", points: `${x(pts[0].t).toFixed(1)},${H - B} ${line} ${x(pts[pts.length - 1].t).toFixed(1)},${H - B}` }));
   svg.append(s("polyline", { class: "line", points: line }));
   const last = pts[pts.length - 1];
-  svg.append(s("title", {}, "now: " + fmt(last.v)));
+  svg.append(s("circle", { class: "dot", cx: x(last.t).toFixed(1), cy: y(last.v).toFixed(1), r: 3 }));
+  svg.append(s("text", { x: W - R, y: T + 10, "text-anchor": "end", class: "now" }, "now " + fmt(last.v)));
 }
 
 // ---- Pages.
@@ -134,7 +140,7 @@ pages.overview = () => {
     $("verdict-reasons").replaceChildren(...(v.reasons.length ? v.reasons.map((r) =>
       h("li", { class: r.level === "failing" ? "fail" : "warn" }, h("strong", {}, r.subject + ": "), r.message))
       : [h("li", { class: "ok" }, "Every check passes: listeners bound, storage writable, self-test delivering, resources Ready.")]));
-    $("f-version").textContent = st.version;
+    $("f-version").textContent = st.version || "unknown";
     $("f-uptime").textContent = fmtDuration(st.uptimeSeconds);
     $("f-connections").textContent = fmtCount(st.broker.connectedSessions, "client", "clients");
     $("f-sessions").textContent = fmtCount(st.broker.totalSessions, "session", "sessions");
@@ -311,7 +317,8 @@ pages.resources = () => {
     if (!r.ok) return;
     plurals = Object.fromEntries(r.data.map((k) => [k.kind, k.plural]));
     const kinds = r.data.filter((k) => !want.length || want.includes(k.kind));
-    $("kinds").replaceChildren(...kinds.map((k) => h("section", { class: "card kind", "data-kind": k.kind },
+    const empty = kinds.filter((k) => !k.items.length).map((k) => k.kind);
+    $("kinds").replaceChildren(...kinds.filter((k) => k.items.length).map((k) => h("section", { class: "card kind", "data-kind": k.kind },
       h("h2", {}, k.kind, h("span", { class: "hint" }, fmtCount(k.items.length, "resource", "resources"))),
       k.items.length ? h("table", { class: "list" },
         h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Ready"), h("th", { scope: "col" }, "Reason"),
@@ -321,7 +328,8 @@ pages.resources = () => {
           h("td", { class: it.ready === "True" ? "ok" : it.ready === "False" ? "fail" : "warn" }, it.ready || "–"),
           h("td", {}, it.reason || ""), h("td", {}, it.message || ""),
           h("td", { class: "num" }, it.observedGeneration < it.generation ? `${it.generation} (applying)` : String(it.generation))),
-        () => open(k, it.name))))) : h("p", { class: "hint" }, "none"))));
+        () => open(k, it.name))))) : null)),
+      empty.length ? h("p", { class: "card hint", id: "empty-kinds" }, "No resources of kind " + empty.join(", ") + ".") : null);
   };
   const open = async (k, name) => {
     const r = await call("GET", `/ui/yaml/${k.plural}/${encodeURIComponent(name)}`);
