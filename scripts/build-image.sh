@@ -8,7 +8,8 @@
 #        scripts/build-image.sh --check [out-dir]  builds twice, fails unless the digests match
 # Env:   IMAGE (default ghcr.io/edgeport/edgeport), VERSION (default git describe),
 #        PLATFORMS (default "linux/amd64 linux/arm64"),
-#        SOURCE_DATE_EPOCH (default the commit time of HEAD)
+#        SOURCE_DATE_EPOCH (default the commit time of HEAD),
+#        CA_BUNDLE (a PEM bundle to install as /etc/ssl/certs/ca-certificates.crt; default none)
 # Output: <out>/oci/ (OCI layout), <out>/image-oci.tar (oci-archive, all platforms),
 #         <out>/image-linux-<arch>.docker.tar (per platform: ctr -n k8s.io images import,
 #         or copy into /var/lib/rancher/k3s/agent/images/ on a K3s node).
@@ -46,7 +47,7 @@ build() {
     --label "org.opencontainers.image.revision=$REVISION" \
     --label "org.opencontainers.image.licenses=Apache-2.0" \
     --label "org.opencontainers.image.created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)" \
-    "${args[@]}"
+    ${CA_BUNDLE:+--ca-bundle "$CA_BUNDLE"} "${args[@]}"
 }
 
 if [ "$check" = 1 ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real test peers it needs (Debian's
-# mosquitto, python3-paho-mqtt, python3-pymodbus, prometheus, openssl and chromium, MQTT.js and node-opcua from npm), checks formatting and
+# mosquitto, python3-paho-mqtt, python3-pymodbus, prometheus, openssl, chromium and skopeo, MQTT.js and node-opcua from npm), checks formatting and
 # vet, then runs every Go test with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
