@@ -305,12 +305,13 @@ func TestChartRejectsBadValues(t *testing.T) {
 	for _, tc := range []struct {
 		name, set, want string
 	}{
-		{"service type", "service.type=Ingress", "service.type"},
-		{"unknown key", "listner.mqtt.port=1", "listner"},
-		{"port range", "listener.mqtt.port=70000", "listener.mqtt.port"},
-		{"tls mode", "tls.mode=Manual", "tls.mode"},
-		{"cert-manager issuer", "listener.mqtts.enabled=true,tls.mode=CertManager", "tls.certManager.issuerRef.name"},
-		{"sync policy", "broker.syncPolicy=sometimes", "broker.syncPolicy"},
+		{"service type", "service.type=Ingress", "at '/service/type': value must be one of 'ClusterIP', 'NodePort', 'LoadBalancer'"},
+		{"unknown key", "listner.mqtt.port=1", "additional properties 'listner' not allowed"},
+		{"port range", "listener.mqtt.port=70000", "at '/listener/mqtt/port': maximum: got 70,000, want 65,535"},
+		{"tls mode", "tls.mode=Manual", "at '/tls/mode': value must be one of 'Automatic', 'CertManager', 'Secret'"},
+		{"cert-manager issuer", "listener.mqtts.enabled=true,tls.mode=CertManager", "tls.certManager.issuerRef.name: required with tls.mode CertManager"},
+		{"sync policy", "broker.syncPolicy=sometimes", "at '/broker/syncPolicy': value must be one of 'always', 'batch', 'none'"},
+		{"resource kind", "config.resources[0].apiVersion=edgeport.io/v1,config.resources[0].metadata.name=x", "missing property 'kind'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := helmCmd(t, "template", "edgeport", chartDir(t), "--set", tc.set)
