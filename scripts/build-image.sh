@@ -53,10 +53,11 @@ build() {
 if [ "$check" = 1 ]; then
   a="$(mktemp -d)" b="$(mktemp -d)"
   trap 'rm -rf "$a" "$b"' EXIT
-  d1="$(build "$a" | head -1)"
+  build "$a" | tee "$a/digests"
   # A second build into another directory (CHECK_GOCACHE=dir makes it use
   # a separate, empty Go build cache: slower, and it proves the binaries too).
-  d2="$(GOCACHE="${CHECK_GOCACHE:-$(go env GOCACHE)}" build "$b" | head -1)"
+  GOCACHE="${CHECK_GOCACHE:-$(go env GOCACHE)}" build "$b" >"$b/digests"
+  d1="$(head -1 "$a/digests")" d2="$(head -1 "$b/digests")"
   echo "first:  $d1"; echo "second: $d2"
   if [ "$d1" != "$d2" ]; then echo "NOT reproducible" >&2; exit 1; fi
   echo "reproducible: same digest"

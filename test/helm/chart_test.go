@@ -87,9 +87,9 @@ func TestChartGolden(t *testing.T) {
 	}
 }
 
-func render(t *testing.T, valuesFile string) string {
+func render(t *testing.T, valuesFile string, args ...string) string {
 	t.Helper()
-	out, err := helmCmd(t, "template", "edgeport", chartDir(t), "--namespace", "edgeport", "-f", valuesFile)
+	out, err := helmCmd(t, append([]string{"template", "edgeport", chartDir(t), "--namespace", "edgeport", "-f", valuesFile}, args...)...)
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
 	}
@@ -230,15 +230,16 @@ func TestChartContract(t *testing.T) {
 		t.Errorf("writable mounts %v, want /tmp and /var/lib/edgeport", writable)
 	}
 	args := get(c, "args").([]any)
-	if !slices.Contains(args, any("--data-dir=/var/lib/edgeport")) || !slices.Contains(args, any("--kubernetes")) {
-		t.Errorf("args %v: want the data dir on the volume and operator mode", args)
+	if !slices.Contains(args, any("--data-dir=/var/lib/edgeport")) {
+		t.Errorf("args %v: want the data dir on the volume", args)
 	}
 	if get(sts, "spec", "volumeClaimTemplates", 0, "metadata", "name") != "data" {
 		t.Error("no volumeClaimTemplate for the data volume")
 	}
 
-	// RBAC: namespaced Role only, no wildcard verbs, and write access only
-	// where operator mode needs it.
+	// RBAC (operator mode): namespaced Role only, no wildcard verbs, and
+	// write access only where operator mode needs it.
+	objs = manifests(t, render(t, "testdata/default.values.yaml", "--set", "operator.enabled=true"))
 	for _, o := range objs {
 		if o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding" {
 			t.Errorf("%s %v: the chart must need no cluster-wide rights", o["kind"], get(o, "metadata", "name"))
