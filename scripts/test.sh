@@ -34,6 +34,20 @@ if [ ! -d test/opcua/node_modules/node-opcua ]; then
   (cd test/opcua && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
+# helm v4 for test/helm, built once from the module proxy into a cache that
+# outlives the run (scripts/k8s-tools.sh, once present, builds it with the
+# other Kubernetes tools).
+K8S_BIN="${EDGEPORT_K8S_BIN:-/var/cache/k8s-bins/v1.37.2}"
+if [ -x scripts/k8s-tools.sh ]; then
+  EDGEPORT_K8S_BIN="$(scripts/k8s-tools.sh)"
+elif [ ! -x "$K8S_BIN/helm" ]; then
+  echo "building helm v4.3.2 into $K8S_BIN"
+  mkdir -p "$K8S_BIN"
+  GOBIN="$K8S_BIN" CGO_ENABLED=0 go install -trimpath helm.sh/helm/v4/cmd/helm@v4.3.2
+  touch "$K8S_BIN/.built-helm-v4.3.2"
+fi
+export EDGEPORT_K8S_BIN="${EDGEPORT_K8S_BIN:-$K8S_BIN}"
+
 unformatted=$(gofmt -l cmd internal bench test 2>/dev/null || true)
 if [ -n "$unformatted" ]; then
   echo "not gofmt'd:"; echo "$unformatted"; exit 1
