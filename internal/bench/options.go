@@ -19,10 +19,13 @@ const (
 	Shared    = "shared"    // Clients publishers, Subscribers members of one shared subscription
 	ConnStorm = "connstorm" // Clients connections opened as fast as possible
 	Idle      = "idle"      // Clients connections with one subscription each, held for Duration
+	// StateStore runs Clients state store clients (Azure IoT Operations
+	// protocol over MQTT 5), each with Window requests in flight.
+	StateStore = "statestore"
 )
 
 // Scenarios lists the scenario names in a stable order.
-func Scenarios() []string { return []string{P2P, Fanout, FanIn, Shared, ConnStorm, Idle} }
+func Scenarios() []string { return []string{P2P, Fanout, FanIn, Shared, ConnStorm, Idle, StateStore} }
 
 // MinPayload is the smallest payload: the send time (UnixNano, little
 // endian), the flow index and the run tag occupy the first 16 bytes.
@@ -71,6 +74,11 @@ type Options struct {
 	// session expiry 1 h in 5.0), so a durable broker stores their QoS 1/2
 	// deliveries.
 	Persistent bool
+	// Gets is the percentage of GET requests in the statestore scenario;
+	// the rest are SETs. Default 0.
+	Gets int
+	// Keys is the number of keys each statestore client uses; default 100.
+	Keys int
 	// Progress, when set, receives one line per phase of the run.
 	Progress io.Writer
 }
@@ -102,6 +110,15 @@ func (o Options) withDefaults() (Options, error) {
 			o.Clients = 10
 		}
 	}
+	if o.Gets < 0 || o.Gets > 100 {
+		return o, fmt.Errorf("GET percentage %d is not between 0 and 100", o.Gets)
+	}
+	if o.Keys < 0 {
+		return o, fmt.Errorf("counts and rates must not be negative")
+	}
+	if o.Keys == 0 {
+		o.Keys = 100
+	}
 	if o.Subscribers == 0 {
 		o.Subscribers = 2
 	}
@@ -132,6 +149,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Window == 0 {
 		o.Window = 1000
+		if o.Scenario == StateStore {
+			o.Window = 1
+		}
 	}
 	o.Window = min(o.Window, 65535)
 	if o.Concurrency == 0 {

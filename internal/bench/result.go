@@ -38,6 +38,16 @@ type Result struct {
 	ReceivedRate float64 `json:"received_per_sec"` // deliveries per second while publishing
 	ConnRate     float64 `json:"conn_per_sec"`
 	Dropped      int     `json:"dropped"` // idle connections the broker closed
+	// The statestore scenario's figures: GET share, responses per second
+	// by operation, error responses (and the first one), latency per
+	// operation.
+	GetPercent int      `json:"get_percent,omitempty"`
+	SetRate    float64  `json:"sets_per_sec,omitempty"`
+	GetRate    float64  `json:"gets_per_sec,omitempty"`
+	Errors     int64    `json:"errors,omitempty"`
+	FirstError string   `json:"first_error,omitempty"`
+	SetLatency *Latency `json:"set_latency,omitempty"`
+	GetLatency *Latency `json:"get_latency,omitempty"`
 	// Latency is publish to delivery for the messaging scenarios, dial to
 	// CONNACK for connstorm and dial to SUBACK for idle.
 	Latency Latency `json:"latency"`
@@ -92,6 +102,18 @@ func (r *Result) WriteTable(w io.Writer) error {
 		row("connections", "%d subscribed in %.2f s (%.0f conn/s)", r.Connections, r.Seconds, r.ConnRate)
 		row("dropped", "%d", r.Dropped)
 		row("set-up (ms)", "%s", r.Latency.row())
+	case StateStore:
+		row("requests", "%.2f s, %d sent, %d answered (%d unanswered, %d errors)", r.Seconds, r.Sent, r.Received, r.Lost, r.Errors)
+		row("rate", "%.0f req/s: %.0f SET/s, %.0f GET/s", r.ReceivedRate, r.SetRate, r.GetRate)
+		if r.SetLatency != nil {
+			row("SET (ms)", "%s", r.SetLatency.row())
+		}
+		if r.GetLatency != nil {
+			row("GET (ms)", "%s", r.GetLatency.row())
+		}
+		if r.FirstError != "" {
+			row("first error", "%s", r.FirstError)
+		}
 	default:
 		rate := "as fast as possible"
 		if r.TargetRate > 0 {
@@ -124,6 +146,8 @@ func (r *Result) describe() string {
 		fmt.Fprintf(&b, ", %d connections", r.Connections)
 	case Idle:
 		fmt.Fprintf(&b, ", %d connections, QoS %d subscriptions", r.Connections, r.QoS)
+	case StateStore:
+		fmt.Fprintf(&b, ", %d clients, %d%% GET, %d B values, %d in flight per client", r.Connections, r.GetPercent, r.PayloadBytes, r.Window)
 	default:
 		fmt.Fprintf(&b, ", %d publishers -> %d subscribers, QoS %d, %d B payload", r.Publishers, r.Subscribers, r.QoS, r.PayloadBytes)
 		if r.QoS > 0 {

@@ -36,6 +36,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res, err = r.connStorm(ctx)
 	case Idle:
 		res, err = r.idle(ctx)
+	case StateStore:
+		res, err = r.stateStore(ctx)
 	default:
 		res, err = r.messaging(ctx)
 	}

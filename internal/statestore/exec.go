@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +118,7 @@ func newExecutor(s *Server) (*executor, error) {
 	}
 	e.s.metrics.keys.Set(float64(e.count))
 	e.s.metrics.bytes.Set(float64(e.bytes))
+	s.view.keys = maps.Clone(e.keys)
 	return e, nil
 }
 
@@ -278,6 +280,9 @@ func (e *executor) process() {
 	} else {
 		e.s.putChunk(c)
 	}
+	// Answered (or dropped with a lost connection): their clients' GETs
+	// may take the fast path again.
+	e.s.pending.done(batch)
 	for _, r := range batch {
 		e.s.putRequest(r)
 	}
@@ -377,7 +382,33 @@ func (e *executor) finish() {
 	}
 	m.keys.Set(float64(e.count))
 	m.bytes.Set(float64(e.bytes))
+	e.publishView()
 	e.undo = e.undo[:0]
+}
+
+// publishView copies the keys the batch changed, now durable, into the
+// view GETs read, before any of the batch's answers leave.
+func (e *executor) publishView() {
+	v := &e.s.view
+	locked := false
+	for i := range e.undo {
+		u := &e.undo[i]
+		if u.kind != undoKey {
+			continue
+		}
+		if !locked {
+			v.mu.Lock()
+			locked = true
+		}
+		if en := e.keys[u.key]; en != nil {
+			v.keys[u.key] = en
+		} else {
+			delete(v.keys, u.key)
+		}
+	}
+	if locked {
+		v.mu.Unlock()
+	}
 }
 
 // rollback undoes the batch's changes to memory, newest first.

@@ -16,8 +16,9 @@ import (
 // durable; answers and notifications are published without waiting, in
 // the order the executor produced them.
 type link struct {
-	s *Server
-	c *mqtt.Client
+	s    *Server
+	c    *mqtt.Client
+	fast fastScratch // the dispatch goroutine's, for fastGet
 }
 
 // chunk is what one executor batch sends once it is durable: responses,
@@ -116,15 +117,22 @@ func (l *link) subscribe(ctx context.Context, ready chan<- struct{}) {
 	}
 }
 
-// request hands a request to the executor; the executor acknowledges it
-// once its answer is durable.
+// request answers a GET from the durable view (see fastGet) and hands
+// every other request to the executor, which acknowledges it once its
+// answer is durable.
 func (l *link) request(_ context.Context, m *mqtt.Message) {
 	req := l.s.newRequest(l, m)
+	if l.route(req) {
+		m.Ack()
+		l.s.putRequest(req)
+		return
+	}
 	select {
 	case l.s.reqs <- req:
 	case <-l.s.stopping:
 		// Unanswered and unacknowledged: the client retries elsewhere or
 		// later.
+		l.s.pending.done([]*request{req})
 		l.s.putRequest(req)
 	}
 }

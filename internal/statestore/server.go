@@ -20,8 +20,10 @@ import (
 )
 
 // Authorizer decides whether a client may read (GET, KEYNOTIFY, key
-// listing) or write (SET, DEL, VDEL) a key. It is called on the executor
-// goroutine for every request, so it must be quick.
+// listing) or write (SET, DEL, VDEL) a key. It is called for every
+// request, on the executor goroutine and, for GETs, concurrently on the
+// state store client's dispatch goroutine, so it must be quick and safe
+// for concurrent use.
 //
 // The requester is the publishing client's ID as the broker vouches for it
 // (broker.OriginProperty), falling back to the __invId or __srcId user
@@ -128,6 +130,9 @@ type Server struct {
 
 	cur linkRef // the live connection, read by the executor
 
+	view    view    // durable keys, for GETs on the dispatch goroutine
+	pending pending // requests in the executor, per invoker
+
 	ex *executor
 }
 
@@ -177,6 +182,7 @@ func New(st *store.Store, serve func(net.Conn), opts Options) (*Server, error) {
 		stopping: make(chan struct{}),
 		exDone:   make(chan struct{}),
 	}
+	s.pending.n = make(map[string]int)
 	s.reqPool.New = func() any { return new(request) }
 	s.chunkPool.New = func() any { return new(chunk) }
 	return s, nil
@@ -372,6 +378,7 @@ type request struct {
 	protVer      string
 	hasProtVer   bool
 	payload      []byte
+	pkey         string // its entry in Server.pending; "" when none
 }
 
 // maxPooledRequest keeps one huge request from pinning its buffer.

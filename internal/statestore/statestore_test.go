@@ -841,12 +841,25 @@ func TestLargeBatchSplit(t *testing.T) {
 	release, held := make(chan struct{}), make(chan struct{})
 	go e.ss.do(func() { close(held); <-release })
 	<-held
+	// Before each GET a VDEL of the same key that changes nothing: the
+	// GETs then queue behind those writes in the executor instead of being
+	// answered from the durable view.
 	chans := make([]chan *paho.Publish, len(values))
+	vdels := make([]chan *paho.Publish, len(values))
 	for i := range values {
+		vdels[i] = c.send(req{payload: resp("VDEL", "big"+strconv.Itoa(i), "other")})
 		chans[i] = c.send(req{payload: resp("GET", "big"+strconv.Itoa(i))})
 	}
-	testwait.For(t, "queued GETs", func() bool { return len(e.ss.reqs) == len(values) })
+	testwait.For(t, "queued GETs", func() bool { return len(e.ss.reqs) == 2*len(values) })
 	close(release)
+	for i, ch := range vdels {
+		select {
+		case r := <-ch:
+			expect(t, r, ":-1\r\n")
+		case <-time.After(wait):
+			t.Fatalf("VDEL %d not answered", i)
+		}
+	}
 	for i, ch := range chans {
 		select {
 		case r := <-ch:
@@ -855,4 +868,61 @@ func TestLargeBatchSplit(t *testing.T) {
 			t.Fatalf("GET %d not answered", i)
 		}
 	}
+}
+
+// TestGetFromDurableView: a GET does not queue behind other clients' writes
+// (it is answered while the executor is busy) and does not see a write
+// before that write is answered; a client's own GET pipelined behind its
+// SET reads that SET.
+func TestGetFromDurableView(t *testing.T) {
+	e := startEnv(t, Options{})
+	writer, reader := e.dial("writer"), e.dial("reader")
+	expect(t, writer.do(nil, "SET", "k", "old"), "+OK\r\n")
+	before := e.counter("edgeport_statestore_requests_total", "command", "GET")
+
+	release, held := make(chan struct{}), make(chan struct{})
+	go e.ss.do(func() { close(held); <-release })
+	<-held
+	set := writer.send(req{payload: resp("SET", "k", "new")})
+	own := writer.send(req{payload: resp("GET", "k")}) // behind the writer's SET
+	testwait.For(t, "the queued SET and GET", func() bool { return len(e.ss.reqs) == 2 })
+	// The executor is held: the reader is answered from the view, with
+	// the value whose answer was sent.
+	expect(t, reader.do(nil, "GET", "k"), bulk("old"))
+	expect(t, reader.do(nil, "GET", "absent"), "$-1\r\n")
+	// The writer's GET of another key does not wait for its SET either.
+	expect(t, writer.do(nil, "GET", "absent"), "$-1\r\n")
+	close(release)
+	for _, ch := range []chan *paho.Publish{set, own} {
+		select {
+		case r := <-ch:
+			if ch == set {
+				expect(t, r, "+OK\r\n")
+			} else {
+				expect(t, r, bulk("new"))
+			}
+		case <-time.After(wait):
+			t.Fatal("queued request not answered")
+		}
+	}
+	expect(t, reader.do(nil, "GET", "k"), bulk("new"))
+	if got := e.counter("edgeport_statestore_requests_total", "command", "GET"); got != before+5 {
+		t.Fatalf("GET requests counted %v, want %v", got, before+5)
+	}
+}
+
+// TestGetFromViewExpiry: a key past its expiry is absent to a GET even
+// before the executor has swept it.
+func TestGetFromViewExpiry(t *testing.T) {
+	clk := wallclock.NewFake(time.Now())
+	e := startEnv(t, Options{Clock: clk})
+	c := e.dial("exp")
+	expect(t, c.do(nil, "SET", "k", "v", "PX", "1000"), "+OK\r\n")
+	release, held := make(chan struct{}), make(chan struct{})
+	go e.ss.do(func() { close(held); <-release })
+	<-held // the executor cannot sweep
+	expect(t, c.do(nil, "GET", "k"), bulk("v"))
+	clk.Advance(1001 * time.Millisecond)
+	expect(t, c.do(nil, "GET", "k"), "$-1\r\n")
+	close(release)
 }
