@@ -26,6 +26,7 @@ import (
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/otlp"
 	"github.com/edgeport/edgeport/internal/portal"
 	"github.com/edgeport/edgeport/internal/schemaregistry"
 	"github.com/edgeport/edgeport/internal/statestore"
@@ -72,6 +73,8 @@ type Config struct {
 	// PortalSampleInterval is the resolution of the portal's charts (0:
 	// portal.DefaultSampleInterval).
 	PortalSampleInterval time.Duration
+	// OTLP pushes metrics and logs to an OpenTelemetry collector.
+	OTLP OTLPConfig
 }
 
 // App is a running Edgeport instance: components built by New from the
@@ -104,6 +107,7 @@ type App struct {
 	datasets   *dataflow.StateStoreDatasets // the flows' $context datasets, from the state store
 	logs       *portal.LogRing              // recent log records, for the portal
 	portal     *portal.Portal               // built by mountAPI; nil without an HTTP address
+	push       *otlp.Pusher                 // metrics and logs to an OpenTelemetry collector, when configured
 }
 
 // New validates cfg and builds the components without starting them: the
@@ -124,14 +128,22 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	// support bundle: every component's logger derives from this one.
 	logs := portal.NewLogRing(2000, slog.LevelInfo)
 	log = slog.New(logs.Tee(log.Handler()))
+	reg := prometheus.NewRegistry()
+	// The OTLP push comes first: every component's logger tees to it.
+	push, log, err := newPusher(cfg, reg, log)
+	if err != nil {
+		return nil, err
+	}
 	b, err := broker.New(cfg.Broker, log.With("component", "broker"))
 	if err != nil {
 		return nil, fmt.Errorf("broker options: %w", err)
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
-	a := &App{cfg: cfg, log: log, reg: reg, broker: b, group: &lifecycle.Group{Log: log}, logs: logs}
+	a := &App{cfg: cfg, log: log, reg: reg, broker: b, push: push, group: &lifecycle.Group{Log: log}, logs: logs}
 	g := a.group
+	// Started first and stopped last, so that it carries the shutdown's
+	// log lines and the final metrics.
+	g.Add("otlp push", push)
 	if !cfg.InMemory {
 		opts := cfg.Store
 		if opts.Logger == nil {

@@ -266,6 +266,9 @@ func (r *resources) reconcileBroker(k config.Key) {
 			if r.a.store != nil {
 				_ = r.a.store.SetSync(r.a.cfg.Store.Sync) // valid: the store was built with it
 			}
+			if pc, err := flagsPushConfig(r.a.cfg.OTLP); err == nil {
+				_ = r.a.push.Configure(pc) // valid: New configured it
+			}
 			r.brokerApplied = false
 			r.log.Info("Broker resource deleted: the serve flags' limits apply")
 		}
@@ -287,6 +290,10 @@ func (r *resources) reconcileBroker(k config.Key) {
 		}
 	}
 	r.a.state.SetLimits(spec.StateStore.MaxKeys, spec.StateStore.MaxBytes)
+	if err := r.a.applyOTLP(spec.Diagnostics.OTLP); err != nil {
+		r.setReady(obj, false, "InvalidOptions", "spec.diagnostics.otlp: "+err.Error())
+		return
+	}
 	r.brokerApplied = true
 	msg := "limits in force"
 	if r.a.cfg.InMemory {

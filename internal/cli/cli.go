@@ -22,6 +22,7 @@ import (
 	"github.com/edgeport/edgeport/internal/app"
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/otlp"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
@@ -167,6 +168,11 @@ picks a free port (the chosen addresses are logged).`,
 	f.Int64Var(&cfg.Store.ReserveBytes, "storage-reserve", 0, "free space in bytes kept on the data directory's file system: below it QoS 1/2 publishes are refused with 0x97 and retained QoS 0 ones dropped, and half of it is held in a reserve file released if the disk fills anyway (0 = 32 MiB, or a twentieth of a smaller file system; -1 = off)")
 	f.BoolVar(&cfg.AllowAnonymous, "allow-anonymous", false, "admit unauthenticated clients on --mqtt-addr/--ws-addr even when they are not on loopback (by default such listeners refuse everyone)")
 	f.BoolVar(&cfg.InMemory, "in-memory", false, "keep all state in memory (nothing survives a restart)")
+	f.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "push metrics (the names /metrics serves) and logs to an OpenTelemetry collector: host:port for OTLP/gRPC (e.g. otel:4317) or an http(s):// URL for OTLP/HTTP (e.g. http://otel:4318); a Broker resource's spec.diagnostics.otlp replaces it")
+	f.StringVar(&cfg.OTLP.Protocol, "otlp-protocol", "", "grpc or http (default: what --otlp-endpoint's form implies)")
+	f.DurationVar(&cfg.OTLP.Interval, "otlp-interval", 15*time.Second, "how often metrics are pushed to --otlp-endpoint")
+	f.StringToStringVar(&cfg.OTLP.Headers, "otlp-header", nil, "header sent with every OTLP export, as key=value (repeatable)")
+	f.StringVar(&cfg.OTLP.LogLevel, "otlp-log-level", "info", "lowest level of the log records pushed to --otlp-endpoint (debug, info, warn, error, or off)")
 	f.Int64Var(&cfg.Broker.MaxQueuedBytes, "max-queued-bytes", 0, "payload bytes queued per session before the queue policy drops (0 = unlimited)")
 	f.IntVar(&cfg.Broker.MaxInflight, "max-inflight", broker.DefaultMaxInflight, "unacknowledged QoS 1/2 deliveries per session")
 	return cmd
@@ -226,6 +232,17 @@ func checkServeFlags(cfg *app.Config) error {
 	}
 	if cfg.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
+	}
+	if cfg.OTLP.Endpoint != "" {
+		if _, _, _, err := otlp.Resolve(cfg.OTLP.Endpoint, cfg.OTLP.Protocol, false); err != nil {
+			errs = append(errs, fmt.Errorf("--otlp-endpoint: %w", err))
+		}
+		if p := strings.ToLower(cfg.OTLP.Protocol); p != "" && p != otlp.ProtocolGRPC && p != otlp.ProtocolHTTP {
+			errs = append(errs, fmt.Errorf("--otlp-protocol: %q is not grpc or http", cfg.OTLP.Protocol))
+		}
+		if cfg.OTLP.Interval <= 0 {
+			errs = append(errs, errors.New("--otlp-interval: must be positive"))
+		}
 	}
 	if cfg.ConfigDir != "" {
 		if fi, err := os.Stat(cfg.ConfigDir); err != nil {

@@ -123,6 +123,8 @@ type BrokerDiagnostics struct {
 	// SysIntervalSeconds is how often $SYS topics are refreshed; 0
 	// disables them.
 	SysIntervalSeconds *int `json:"sysIntervalSeconds"`
+	// OTLP pushes metrics and logs to a collector (Edgeport).
+	OTLP *BrokerOTLP `json:"otlp,omitempty"`
 }
 
 // Broker defaults, in the resource's units: the broker package's, which
@@ -176,6 +178,7 @@ func defaultBroker(s *BrokerSpec) {
 		s.Persistence.SyncPolicy = SyncBatch
 	}
 	setDefault(&s.Diagnostics.SysIntervalSeconds, DefaultSysIntervalSeconds)
+	defaultBrokerOTLP(s.Diagnostics.OTLP)
 }
 
 func validateBroker(s *BrokerSpec, errs *Errors) {
@@ -207,6 +210,7 @@ func validateBroker(s *BrokerSpec, errs *Errors) {
 	between(errs, "spec.advanced.connections.connectBurst", cl.ConnectBurst, 0, 1<<30)
 	oneOf(errs, "spec.persistence.syncPolicy", s.Persistence.SyncPolicy, SyncAlways, SyncBatch, SyncNone)
 	bound(broker.BoundSysInterval, int64(*s.Diagnostics.SysIntervalSeconds))
+	validateBrokerOTLP(s.Diagnostics.OTLP, errs)
 	between(errs, "spec.stateStore.maxKeys", s.StateStore.MaxKeys, 0, 1<<40)
 	between(errs, "spec.stateStore.maxBytes", s.StateStore.MaxBytes, 0, 1<<50)
 }

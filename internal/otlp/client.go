@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -284,4 +285,45 @@ func (c *Client) Close() error {
 	}
 	c.http.CloseIdleConnections()
 	return nil
+}
+
+// Resolve turns an endpoint as users write it into the client's protocol
+// and endpoint: host:port (Azure IoT Operations' form) is OTLP/gRPC unless
+// protocol is "http"; an http(s):// URL is OTLP/HTTP unless protocol is
+// "grpc". tlsOn upgrades http:// to https://. serverName is the host for
+// certificate verification.
+func Resolve(host, protocol string, tlsOn bool) (proto, endpoint, serverName string, err error) {
+	protocol = strings.ToLower(protocol)
+	if strings.Contains(host, "://") {
+		u, err := url.Parse(host)
+		if err != nil {
+			return "", "", "", err
+		}
+		if u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return "", "", "", fmt.Errorf("%q: must be host:port or an http(s):// URL", host)
+		}
+		if protocol == ProtocolGRPC {
+			hp := u.Host
+			if u.Port() == "" {
+				hp = net.JoinHostPort(u.Hostname(), "4317")
+			}
+			return ProtocolGRPC, hp, u.Hostname(), nil
+		}
+		if tlsOn && u.Scheme == "http" {
+			u.Scheme = "https"
+		}
+		return ProtocolHTTP, u.String(), u.Hostname(), nil
+	}
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		return "", "", "", err
+	}
+	if protocol == ProtocolHTTP {
+		scheme := "http://"
+		if tlsOn {
+			scheme = "https://"
+		}
+		return ProtocolHTTP, scheme + host, h, nil
+	}
+	return ProtocolGRPC, host, h, nil
 }

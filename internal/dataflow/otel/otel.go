@@ -12,9 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/config"
@@ -41,35 +38,9 @@ type Options struct {
 }
 
 // Target resolves an endpoint's host and protocol into the OTLP client's
-// protocol and endpoint: host:port (Azure IoT Operations' form) is gRPC
-// unless protocol says Http; a URL is OTLP/HTTP.
+// protocol and endpoint (otlp.Resolve).
 func Target(s *config.OTelEndpointSettings) (protocol, endpoint, serverName string, err error) {
-	tlsOn := s.TLS.Enabled()
-	if strings.Contains(s.Host, "://") {
-		u, err := url.Parse(s.Host)
-		if err != nil {
-			return "", "", "", err
-		}
-		if s.Protocol == config.OTelProtocolGrpc {
-			return otlp.ProtocolGRPC, u.Host, u.Hostname(), nil
-		}
-		if tlsOn && u.Scheme == "http" {
-			u.Scheme = "https"
-		}
-		return otlp.ProtocolHTTP, u.String(), u.Hostname(), nil
-	}
-	h, _, err := net.SplitHostPort(s.Host)
-	if err != nil {
-		return "", "", "", err
-	}
-	if s.Protocol == config.OTelProtocolHttp {
-		scheme := "http://"
-		if tlsOn {
-			scheme = "https://"
-		}
-		return otlp.ProtocolHTTP, scheme + s.Host, h, nil
-	}
-	return otlp.ProtocolGRPC, s.Host, h, nil
+	return otlp.Resolve(s.Host, s.Protocol, s.TLS.Enabled())
 }
 
 // New builds the destination. dataDestination names the instrumentation
