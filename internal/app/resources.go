@@ -221,7 +221,8 @@ func (r *resources) reconcile(k config.Key) {
 		r.reconcileBroker(k)
 	case "BrokerListener":
 		r.reconcileListener(k)
-	case "Dataflow", "DataflowEndpoint", "DataflowProfile":
+	case "Dataflow", "DataflowEndpoint", "DataflowProfile", "Schema":
+		// A Schema changes what a flow's schemaRef resolves to.
 		r.syncFlows()
 	case "BrokerAuthentication", "BrokerAuthorization":
 		if k.Kind == "BrokerAuthentication" {

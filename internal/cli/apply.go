@@ -119,7 +119,18 @@ func applySource(ctx context.Context, c *apiClient, src source, dryRun bool, std
 	docs, splitErr := config.SplitDocuments(src.data)
 	local, _ := c.kinds.DecodeAll(src.data) // the same documents, with their lines in the file
 	ok := true
-	for i, doc := range docs {
+	// Schemas first: a Dataflow's schemaRef is checked when it is applied.
+	order := make([]int, len(docs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		ka, _ := config.Identify(docs[a])
+		kb, _ := config.Identify(docs[b])
+		return config.ApplyRank(canonicalKind(c.kinds, ka)) - config.ApplyRank(canonicalKind(c.kinds, kb))
+	})
+	for _, i := range order {
+		doc := docs[i]
 		kind, name := config.Identify(doc)
 		at := fmt.Sprintf("%s: document %d", src.name, i+1)
 		var ld *config.Document
@@ -187,4 +198,12 @@ func applySource(ctx context.Context, c *apiClient, src source, dryRun bool, std
 		ok = false
 	}
 	return ok
+}
+
+// canonicalKind returns the kind a name or alias stands for.
+func canonicalKind(k *config.Kinds, kind string) string {
+	if def := k.LookupKind(kind); def != nil {
+		return def.Kind
+	}
+	return kind
 }

@@ -351,6 +351,7 @@ const (
 func dataflowKind() KindDef {
 	d := Define("Dataflow", "dataflows", []string{"df", "flow"}, defaultDataflow, validateDataflow)
 	d.SpecRequired = true
+	d.ValidateRefs = validateDataflowRefs
 	d.Columns = []Column{
 		{"MODE", func(o *Object) string { return o.Spec.(*DataflowSpec).Mode }},
 		{"SOURCE", func(o *Object) string {
@@ -549,6 +550,16 @@ func validateSource(s *DataflowSource, p string, errs *Errors) {
 		}
 	}
 	oneOf(errs, field(p, "serializationFormat"), s.SerializationFormat, FormatJSON)
+	validateSchemaRefSyntax(s.SchemaRef, field(p, "schemaRef"), errs)
+}
+
+func validateSchemaRefSyntax(ref, p string, errs *Errors) {
+	if ref == "" {
+		return
+	}
+	if _, err := ParseSchemaRef(ref); err != nil {
+		errs.Add(p, "%v", err)
+	}
 }
 
 func validateTransformation(t *DataflowTransformation, p string, errs *Errors) {
@@ -557,6 +568,7 @@ func validateTransformation(t *DataflowTransformation, p string, errs *Errors) {
 		return
 	}
 	oneOf(errs, field(p, "serializationFormat"), t.SerializationFormat, FormatJSON, FormatParquet)
+	validateSchemaRefSyntax(t.SchemaRef, field(p, "schemaRef"), errs)
 	before := len(*errs)
 	for i, d := range t.Datasets {
 		dp := index(field(p, "datasets"), i)

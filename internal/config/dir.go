@@ -178,7 +178,14 @@ func (d *Dir) Sync() []Problem {
 	for k := range desired {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b Key) int { return strings.Compare(a.String(), b.String()) })
+	// Kinds that others refer to at apply time (a Dataflow's schemaRef)
+	// go first, so files may define them in any order.
+	slices.SortFunc(keys, func(a, b Key) int {
+		if c := ApplyRank(a.Kind) - ApplyRank(b.Kind); c != 0 {
+			return c
+		}
+		return strings.Compare(a.String(), b.String())
+	})
 	for _, k := range keys {
 		res, _, err := d.store.Apply(desired[k], ApplyOptions{Source: owner[k], takeover: true})
 		if err != nil {

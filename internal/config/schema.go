@@ -287,7 +287,9 @@ func CompileSchemaContent(format, content string) (*CompiledSchema, error) {
 	if err != nil {
 		return nil, compileError(err)
 	}
-	return &schemaNode{compiled: compiled, raw: doc}, nil
+	n := &schemaNode{compiled: compiled, raw: doc}
+	n.fields, n.fieldsErr = n.buildFields()
+	return n, nil
 }
 
 // compileError turns the compiler's error into one line that says where in

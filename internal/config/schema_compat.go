@@ -19,6 +19,13 @@ type schemaNode struct {
 	compiled *jsonschema.Schema
 	raw      any
 	shape    *shape
+	delta    bool
+	// deltaValidator checks messages against a Delta schema (its JSON
+	// Schema equivalent); nil for JSON Schemas.
+	deltaValidator *jsonschema.Schema
+	// fields are the columns the schema defines, or why it defines none.
+	fields    []SchemaField
+	fieldsErr error
 }
 
 // shape is what compatibility looks at in a schema: the types a value may
@@ -132,7 +139,16 @@ func compileDelta(doc any) (*schemaNode, error) {
 		return nil, fmt.Errorf("at /properties: must be a struct type")
 	}
 	st.types = []string{"object"}
-	return &schemaNode{raw: doc, shape: st}, nil
+	n := &schemaNode{raw: doc, shape: st, delta: true}
+	n.fields, n.fieldsErr = n.buildFields()
+	// The validator checks types and nullability even where a column
+	// could not be written (a decimal wider than Parquet output takes).
+	var problems []string
+	f := deltaField("", m["properties"], false, "/properties", &problems)
+	if n.deltaValidator, err = compileDeltaValidator(f.Fields); err != nil {
+		return nil, fmt.Errorf("at /properties: %v", err)
+	}
+	return n, nil
 }
 
 func deltaType(v any, at string) (*shape, error) {

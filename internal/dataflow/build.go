@@ -82,9 +82,17 @@ func (b *StageBuilder) Destination(ctx context.Context, p *Plan, ep *config.Data
 		if !filepath.IsAbs(dir) {
 			dir = filepath.Join(b.Env.DataDir, dir)
 		}
+		var fields []config.SchemaField
+		if s := p.OutputSchema; s != nil && format == config.FormatParquet && d == p.Spec.Destination() {
+			var err error
+			if fields, err = s.Compiled().Fields(); err != nil {
+				return nil, fmt.Errorf("schema %s cannot define Parquet columns: %w", s.Ref, err)
+			}
+		}
 		return file.New(file.Options{
 			Dir:      filepath.Join(dir, d.DataDestination),
 			Format:   format,
+			Fields:   fields,
 			MaxBytes: *ep.LocalStorageSettings.Rotation.MaxBytes,
 			MaxAge:   secondsDur(*ep.LocalStorageSettings.Rotation.MaxAgeSeconds),
 			Prefix:   p.Name,

@@ -153,7 +153,12 @@ type Plan struct {
 	Source      *config.DataflowEndpointSpec
 	Destination *config.DataflowEndpointSpec
 	DeadLetter  *config.DataflowEndpointSpec `json:",omitempty"`
-	Instances   int
+	// SourceSchema checks the messages the source delivers; OutputSchema
+	// checks the transformation's output and gives a Parquet destination
+	// its columns.
+	SourceSchema *PlanSchema `json:",omitempty"`
+	OutputSchema *PlanSchema `json:",omitempty"`
+	Instances    int
 	// Err is why the flow cannot run (a missing endpoint, an unsupported
 	// combination); the flow then reports it and waits for a change.
 	Err error `json:"-"`
@@ -192,7 +197,11 @@ func DefaultEndpoint() *config.DataflowEndpointSpec {
 }
 
 // Resolve builds the plans of flows from the current resources.
-func Resolve(flows, endpoints, profiles []*config.Object) []*Plan {
+func Resolve(flows, endpoints, profiles, schemas []*config.Object) []*Plan {
+	sch := make(map[string]*config.Object, len(schemas))
+	for _, o := range schemas {
+		sch[o.Metadata.Name] = o
+	}
 	eps := map[string]*config.DataflowEndpointSpec{}
 	for _, o := range endpoints {
 		eps[o.Metadata.Name] = o.Spec.(*config.DataflowEndpointSpec)
@@ -230,6 +239,7 @@ func Resolve(flows, endpoints, profiles []*config.Object) []*Plan {
 		} else if spec.ProfileRef != config.DefaultProfile {
 			errs = append(errs, fmt.Errorf("profileRef %q: no such DataflowProfile", spec.ProfileRef))
 		}
+		errs = append(errs, p.resolveSchemas(sch)...)
 		p.Err = errors.Join(errs...)
 		key, _ := json.Marshal(p)
 		p.key = string(key)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
 )
 
@@ -24,6 +25,11 @@ const (
 	PropErrorKind = "edgeport-error-kind"
 	PropDataflow  = "edgeport-dataflow"
 	PropErrorTime = "edgeport-error-time"
+	// A message that failed its schema also says which schema, and where
+	// in the message and which keyword failed.
+	PropSchema       = "edgeport-schema"
+	PropErrorPath    = "edgeport-error-path"
+	PropErrorKeyword = "edgeport-error-keyword"
 )
 
 // runner moves the messages of one flow instance from its source through
@@ -36,6 +42,9 @@ type runner struct {
 	name     string
 	src      stage.Source
 	tr       Transform // nil: pass through
+	// in checks what the source delivers, out what the transformation
+	// makes (nil: no schemaRef); a message that fails is dead-lettered.
+	in, out  *schemaCheck
 	dst      stage.Destination
 	dead     stage.Destination // nil: dead letters are logged and dropped
 	batching stage.Batching
@@ -45,7 +54,7 @@ type runner struct {
 	now      func() time.Time
 	notify   func() // readiness changed (the destination started or stopped failing)
 
-	in chan stage.Delivery // from the source goroutine to the worker
+	deliveries chan stage.Delivery // from the source goroutine to the worker
 }
 
 // item is a delivery on its way, with its transformed message.
@@ -65,7 +74,7 @@ func (r *runner) run(srcCtx, workCtx context.Context) error {
 		defer wg.Done()
 		err := r.src.Run(srcCtx, func(ctx context.Context, d stage.Delivery) error {
 			select {
-			case r.in <- d:
+			case r.deliveries <- d:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
@@ -75,7 +84,7 @@ func (r *runner) run(srcCtx, workCtx context.Context) error {
 			}
 		})
 		srcErr <- err
-		close(r.in)
+		close(r.deliveries)
 	}()
 	r.work(workCtx)
 	wg.Wait()
@@ -88,7 +97,7 @@ func (r *runner) work(ctx context.Context) {
 	maxN := max(r.batching.MaxMessages, 1)
 	var timer *time.Timer
 	for {
-		first, ok := <-r.in
+		first, ok := <-r.deliveries
 		if !ok {
 			return
 		}
@@ -103,7 +112,7 @@ func (r *runner) work(ctx context.Context) {
 		collect:
 			for len(batch) < maxN && (r.batching.MaxBytes <= 0 || size < r.batching.MaxBytes) {
 				select {
-				case d, ok := <-r.in:
+				case d, ok := <-r.deliveries:
 					if !ok {
 						break collect
 					}
@@ -119,7 +128,7 @@ func (r *runner) work(ctx context.Context) {
 		more:
 			for len(batch) < maxN {
 				select {
-				case d, ok := <-r.in:
+				case d, ok := <-r.deliveries:
 					if !ok {
 						break more
 					}
@@ -142,8 +151,9 @@ func (r *runner) process(ctx context.Context, batch []item) bool {
 	now := r.now()
 	var out []*stage.Message
 	type failure struct {
-		m   *stage.Message
-		err error
+		m    *stage.Message
+		kind stage.ErrorKind
+		err  error
 	}
 	var failed []failure
 	for i := range batch {
@@ -160,15 +170,31 @@ func (r *runner) process(ctx context.Context, batch []item) bool {
 			r.m.expired.Inc()
 			continue
 		}
+		if r.in != nil {
+			if err := r.in.check(m); err != nil {
+				r.m.errors(stage.KindSchema).Inc()
+				r.m.setError(fmt.Errorf("a message from %s: %w", m.Topic, err), now)
+				failed = append(failed, failure{m, stage.KindSchema, err})
+				continue
+			}
+		}
 		res, keep, err := m, true, error(nil)
 		if r.tr != nil {
 			res, keep, err = r.tr.Apply(m)
 		}
+		kind := stage.KindTransform
+		if err == nil && keep && r.out != nil {
+			err, kind = r.out.check(res), stage.KindSchema
+		}
 		switch {
+		case err != nil && kind == stage.KindSchema:
+			r.m.errors(kind).Inc()
+			r.m.setError(fmt.Errorf("a message from %s: %w", m.Topic, err), now)
+			failed = append(failed, failure{m, kind, err})
 		case err != nil:
 			r.m.errors(stage.KindTransform).Inc()
 			r.m.setError(fmt.Errorf("transforming a message from %s: %w", m.Topic, err), now)
-			failed = append(failed, failure{m, err})
+			failed = append(failed, failure{m, stage.KindTransform, err})
 		case !keep:
 			r.m.filtered.Inc()
 		default:
@@ -188,7 +214,7 @@ func (r *runner) process(ctx context.Context, batch []item) bool {
 	// Dead letters after the batch, so that both destinations see the
 	// source's order.
 	for _, f := range failed {
-		if !r.deadLetter(ctx, f.m, stage.KindTransform, f.err) {
+		if !r.deadLetter(ctx, f.m, f.kind, f.err) {
 			return false
 		}
 	}
@@ -268,6 +294,20 @@ func (r *runner) deadLetter(ctx context.Context, m *stage.Message, kind stage.Er
 		stage.UserProperty{Key: PropDataflow, Value: r.name},
 		stage.UserProperty{Key: PropErrorTime, Value: r.now().UTC().Format(time.RFC3339Nano)},
 	)
+	var se *SchemaError
+	if errors.As(cause, &se) {
+		dl.UserProperties = append(dl.UserProperties, stage.UserProperty{Key: PropSchema, Value: se.Ref})
+		var me *config.MessageError
+		if errors.As(se.Err, &me) {
+			path := me.InstancePath
+			if path == "" {
+				path = "/"
+			}
+			dl.UserProperties = append(dl.UserProperties,
+				stage.UserProperty{Key: PropErrorPath, Value: path},
+				stage.UserProperty{Key: PropErrorKeyword, Value: me.Keyword})
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		err := r.dead.Send(ctx, []*stage.Message{dl})
 		if err == nil {

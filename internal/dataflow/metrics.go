@@ -19,7 +19,7 @@ func (c *counter) add(n int)      { c.n.Add(uint64(n)) }
 func (c *counter) count() uint64  { return c.n.Load() }
 func (c *counter) value() float64 { return float64(c.n.Load()) }
 
-var errorKinds = []stage.ErrorKind{stage.KindTransform, stage.KindDestination, stage.KindRejected, stage.KindSource}
+var errorKinds = []stage.ErrorKind{stage.KindTransform, stage.KindDestination, stage.KindRejected, stage.KindSource, stage.KindSchema}
 
 // flowMetrics are one flow's counters. They outlive the flow's restarts
 // (a changed flow keeps counting) and go when the flow is deleted. The
@@ -27,8 +27,9 @@ var errorKinds = []stage.ErrorKind{stage.KindTransform, stage.KindDestination, s
 // them.
 type flowMetrics struct {
 	received, sent, sentBatches, filtered, expired, retries, deadLettered counter
-	errs                                                                  [4]counter // by errorKinds
+	errs                                                                  [5]counter // by errorKinds
 	latency                                                               prometheus.Observer
+	schemas                                                               schemaMetrics
 
 	// failing is set while the destination does not accept messages.
 	failing atomic.Bool
@@ -101,7 +102,7 @@ var (
 	descExpired = prometheus.NewDesc("edgeport_dataflow_messages_expired_total",
 		"Messages dropped because their message expiry passed before delivery.", []string{"dataflow"}, nil)
 	descErrors = prometheus.NewDesc("edgeport_dataflow_errors_total",
-		"Errors by kind: transform (the mapping failed), destination (not accepted, retried), rejected (refused permanently), source.", []string{"dataflow", "kind"}, nil)
+		"Errors by kind: transform (the mapping failed), destination (not accepted, retried), rejected (refused permanently), source, schema (the message does not match the flow's schemaRef).", []string{"dataflow", "kind"}, nil)
 	descRetries = prometheus.NewDesc("edgeport_dataflow_retries_total",
 		"Attempts to deliver again after a destination did not accept.", []string{"dataflow"}, nil)
 	descDead = prometheus.NewDesc("edgeport_dataflow_messages_dead_lettered_total",
@@ -112,6 +113,10 @@ var (
 		"Payload bytes waiting in the dataflow's persistent session.", []string{"dataflow"}, nil)
 	descRunning = prometheus.NewDesc("edgeport_dataflow_running",
 		"1 when the dataflow runs, 0 when it is disabled or failed.", []string{"dataflow"}, nil)
+	descSchemaValidations = prometheus.NewDesc("edgeport_schema_validations_total",
+		"Messages a dataflow validated against a schema version (its source's or its transformation's schemaRef).", []string{"schema", "version", "dataflow"}, nil)
+	descSchemaFailures = prometheus.NewDesc("edgeport_schema_validation_failures_total",
+		"Messages that did not match the schema version (dead-lettered).", []string{"schema", "version", "dataflow"}, nil)
 )
 
 // collector exports every flow's metrics.
@@ -119,7 +124,7 @@ type collector struct{ e *Engine }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descSent, descBatches, descFiltered, descExpired, descErrors,
-		descRetries, descDead, descBufMsgs, descBufBytes, descRunning} {
+		descRetries, descDead, descBufMsgs, descBufBytes, descRunning, descSchemaValidations, descSchemaFailures} {
 		ch <- d
 	}
 	c.e.latency.Describe(ch)
@@ -148,6 +153,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			running = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, running, n)
+		for _, sc := range m.schemas.snapshot() {
+			ch <- prometheus.MustNewConstMetric(descSchemaValidations, prometheus.CounterValue, sc.validations.value(), sc.name, sc.version, n)
+			ch <- prometheus.MustNewConstMetric(descSchemaFailures, prometheus.CounterValue, sc.failures.value(), sc.name, sc.version, n)
+		}
 	}
 	c.e.latency.Collect(ch)
 }

@@ -259,7 +259,8 @@ func (f *flowRun) runPlan(ctx context.Context, p *Plan) error {
 		if len(deads) > 0 {
 			r.dead = deads[i]
 		}
-		r.in = make(chan stage.Delivery, max(r.batching.MaxMessages, 16))
+		r.in, r.out = f.metrics.checks(p)
+		r.deliveries = make(chan stage.Delivery, max(r.batching.MaxMessages, 16))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -28,6 +28,10 @@ type Options struct {
 	MaxBytes int64  // rotate when the staged data reaches this size
 	MaxAge   time.Duration
 	Prefix   string           // file name prefix (the flow's name)
+	// Fields, when set, are a Parquet file's columns (from the flow's
+	// output schema); a message that does not fit them is refused
+	// permanently by Send. Nil: columns are inferred from the payloads.
+	Fields []config.SchemaField
 	Now      func() time.Time // nil: time.Now
 }
 
@@ -138,6 +142,12 @@ func truncateTornLine(p string) error {
 func (d *Destination) Send(ctx context.Context, batch []*stage.Message) error {
 	var buf bytes.Buffer
 	for _, m := range batch {
+		if d.o.Fields != nil && d.o.Format == config.FormatParquet {
+			// Refused now, while it can still be dead-lettered.
+			if _, err := rowOf(d.o.Fields, m.Payload); err != nil {
+				return stage.Permanent(err)
+			}
+		}
 		if err := d.line(&buf, m); err != nil {
 			return err
 		}
@@ -236,7 +246,11 @@ func (d *Destination) publish(name string) error {
 		return syncDir(d.o.Dir)
 	}
 	tmp := filepath.Join(d.staging, base+".parquet.tmp")
-	if err := writeParquet(src, tmp); err != nil {
+	write := writeParquet
+	if d.o.Fields != nil {
+		write = d.writeSchemaParquet
+	}
+	if err := write(src, tmp); err != nil {
 		_ = os.Remove(tmp)
 		return err
 	}

@@ -137,4 +137,5 @@ const (
 	KindDestination ErrorKind = "destination" // the destination did not accept it
 	KindRejected    ErrorKind = "rejected"    // the destination rejected it permanently
 	KindSource      ErrorKind = "source"      // the source failed
+	KindSchema      ErrorKind = "schema"      // the message does not match the flow's schema
 )

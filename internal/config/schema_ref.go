@@ -1,0 +1,143 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// SchemaRefScheme starts a reference to a schema in the registry, as in
+// Azure IoT Operations' dataflows: aio-sr://<namespace>/<name>:<version>.
+const SchemaRefScheme = "aio-sr://"
+
+// SchemaRef is a parsed schemaRef. Edgeport has one registry namespace;
+// one written in the reference is accepted and ignored, so Azure IoT
+// Operations manifests carry over.
+type SchemaRef struct {
+	Namespace string // as written; not used
+	Name      string
+	Version   string
+}
+
+func (r SchemaRef) String() string { return SchemaRefScheme + r.Name + ":" + r.Version }
+
+// ParseSchemaRef reads aio-sr://[<namespace>/]<name>:<version>.
+func ParseSchemaRef(s string) (SchemaRef, error) {
+	rest, ok := strings.CutPrefix(s, SchemaRefScheme)
+	if !ok {
+		return SchemaRef{}, fmt.Errorf("must be %s<name>:<version> (got %q)", SchemaRefScheme, s)
+	}
+	var r SchemaRef
+	if ns, after, found := strings.Cut(rest, "/"); found {
+		r.Namespace, rest = ns, after
+	}
+	name, version, found := strings.Cut(rest, ":")
+	switch {
+	case !found || version == "":
+		return SchemaRef{}, fmt.Errorf("must name a version: %s<name>:<version> (got %q)", SchemaRefScheme, s)
+	case !versionNameRE.MatchString(version):
+		return SchemaRef{}, fmt.Errorf("version must be a number (got %q in %q)", version, s)
+	case name == "":
+		return SchemaRef{}, fmt.Errorf("must name a schema: %s<name>:<version> (got %q)", SchemaRefScheme, s)
+	}
+	var errs Errors
+	validateName(name, "name", &errs)
+	if len(errs) > 0 {
+		return SchemaRef{}, fmt.Errorf("schema name %q: %s", name, errs[0].Msg)
+	}
+	r.Name, r.Version = name, version
+	return r, nil
+}
+
+// SchemaRefs lists a flow's schema references with their field paths:
+// the source's (checks what arrives) and the transformation's (checks what
+// leaves, and gives a Parquet destination its columns).
+func (s *DataflowSpec) SchemaRefs() []DataflowSchemaUse {
+	var out []DataflowSchemaUse
+	for i := range s.Operations {
+		op := &s.Operations[i]
+		p := index("spec.operations", i)
+		switch {
+		case op.OperationType == OperationSource && op.SourceSettings != nil && op.SourceSettings.SchemaRef != "":
+			out = append(out, DataflowSchemaUse{Role: SchemaRoleSource, Ref: op.SourceSettings.SchemaRef, Path: field(field(p, "sourceSettings"), "schemaRef")})
+		case op.OperationType == OperationBuiltInTransformation && op.BuiltInTransformationSettings != nil && op.BuiltInTransformationSettings.SchemaRef != "":
+			out = append(out, DataflowSchemaUse{Role: SchemaRoleOutput, Ref: op.BuiltInTransformationSettings.SchemaRef, Path: field(field(p, "builtInTransformationSettings"), "schemaRef")})
+		}
+	}
+	return out
+}
+
+// Roles of a schema in a dataflow.
+const (
+	SchemaRoleSource = "source" // incoming messages are validated
+	SchemaRoleOutput = "output" // transformed messages are validated; Parquet columns
+)
+
+// DataflowSchemaUse is one schemaRef of a flow.
+type DataflowSchemaUse struct {
+	Role string
+	Ref  string
+	Path string // the field it is written in
+}
+
+// ResolveSchemaRef finds the version a reference names; the error says
+// what is missing.
+func ResolveSchemaRef(ref string, lookup func(Key) (*Object, bool)) (*Object, *SchemaVersion, SchemaRef, error) {
+	r, err := ParseSchemaRef(ref)
+	if err != nil {
+		return nil, nil, r, err
+	}
+	o, ok := lookup(Key{Kind: "Schema", Name: r.Name})
+	if !ok {
+		return nil, nil, r, fmt.Errorf("no Schema %q (apply it first, or register it through the schema registry API)", r.Name)
+	}
+	spec := o.Spec.(*SchemaSpec)
+	v := spec.Version(r.Version)
+	if v == nil {
+		names := make([]string, len(spec.Versions))
+		for i, sv := range spec.Versions {
+			names[i] = sv.Name
+		}
+		return nil, nil, r, fmt.Errorf("Schema %q has no version %s (it has %s)", r.Name, r.Version, strings.Join(names, ", "))
+	}
+	return o, v, r, nil
+}
+
+// validateDataflowRefs checks that every schemaRef names a stored schema
+// version, and that a schema giving Parquet columns can give them.
+func validateDataflowRefs(obj *Object, lookup func(Key) (*Object, bool), errs *Errors) {
+	s := obj.Spec.(*DataflowSpec)
+	t := s.Transformation()
+	for _, u := range s.SchemaRefs() {
+		o, v, _, err := ResolveSchemaRef(u.Ref, lookup)
+		if err != nil {
+			errs.Add(u.Path, "%v", err)
+			continue
+		}
+		if u.Role != SchemaRoleOutput || t == nil || t.SerializationFormat != FormatParquet {
+			continue
+		}
+		c, err := CompileSchemaContent(o.Spec.(*SchemaSpec).Format, v.SchemaContent)
+		if err != nil {
+			errs.Add(u.Path, "%v", err)
+			continue
+		}
+		if _, err := c.Fields(); err != nil {
+			errs.Add(u.Path, "cannot define Parquet columns: %v", err)
+		}
+	}
+}
+
+// ApplyFirst lists the kinds other kinds' references are checked against
+// at apply time: a set of files is applied with these first, so that a
+// Dataflow and the Schema it names may sit in any order.
+var ApplyFirst = []string{"Schema"}
+
+// ApplyRank orders kinds for applying a set of resources: ApplyFirst kinds
+// before the rest.
+func ApplyRank(kind string) int {
+	if slices.Contains(ApplyFirst, kind) {
+		return 0
+	}
+	return 1
+}
