@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real test peers it needs (Debian's
-# mosquitto, python3-paho-mqtt, python3-pymodbus, prometheus, openssl, chromium and skopeo, MQTT.js and node-opcua from npm), checks formatting and
+# mosquitto, python3-paho-mqtt, python3-pymodbus, prometheus, openssl, chromium and skopeo, MQTT.js, node-opcua and parquet-wasm from npm), checks formatting and
 # vet, then runs every Go test with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,13 @@ fi
 if [ ! -d test/opcua/node_modules/node-opcua ]; then
   echo "installing node-opcua"
   (cd test/opcua && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# Parquet files written from a schema are read back by an independent
+# reader: Apache Arrow's Rust parquet crate (parquet-wasm) under Node, in
+# test/parquet. (Debian 12 has no python3-pyarrow.)
+if [ ! -d test/parquet/node_modules/parquet-wasm ]; then
+  echo "installing the Parquet reader (parquet-wasm, apache-arrow)"
+  (cd test/parquet && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 # helm v4 for test/helm, built once from the module proxy into a cache that

@@ -352,6 +352,7 @@ func dataflowKind() KindDef {
 	d := Define("Dataflow", "dataflows", []string{"df", "flow"}, defaultDataflow, validateDataflow)
 	d.SpecRequired = true
 	d.ValidateRefs = validateDataflowRefs
+	d.RefsNeedRegistry = true
 	d.Columns = []Column{
 		{"MODE", func(o *Object) string { return o.Spec.(*DataflowSpec).Mode }},
 		{"SOURCE", func(o *Object) string {

@@ -80,7 +80,7 @@ func (k *Kinds) validateRefs(docs []Document) {
 			continue
 		}
 		def := k.LookupKind(d.Object.Kind)
-		if def == nil || def.ValidateRefs == nil {
+		if def == nil || def.ValidateRefs == nil || def.RefsNeedRegistry {
 			continue
 		}
 		var errs Errors

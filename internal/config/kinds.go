@@ -35,6 +35,11 @@ type KindDef struct {
 	// not found is not an error here: resources may arrive in any order,
 	// and what runs them reports it in status.
 	ValidateRefs func(obj *Object, lookup func(Key) (*Object, bool), errs *Errors)
+	// RefsNeedRegistry marks a ValidateRefs for which a reference not
+	// found is an error (a Dataflow's schemaRef): it runs against the
+	// registry when applying only, not against one file's documents. Kinds
+	// it refers to are applied first from a set of files (ApplyRank).
+	RefsNeedRegistry bool
 }
 
 // Column is one kind-specific column of a table listing.

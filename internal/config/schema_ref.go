@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -128,15 +127,12 @@ func validateDataflowRefs(obj *Object, lookup func(Key) (*Object, bool), errs *E
 	}
 }
 
-// ApplyFirst lists the kinds other kinds' references are checked against
-// at apply time: a set of files is applied with these first, so that a
-// Dataflow and the Schema it names may sit in any order.
-var ApplyFirst = []string{"Schema"}
-
-// ApplyRank orders kinds for applying a set of resources: ApplyFirst kinds
-// before the rest.
+// ApplyRank orders kinds for applying a set of resources: kinds that
+// other kinds' references are checked against at apply time (a Dataflow's
+// schemaRef names a Schema) come first, so that files may define them in
+// any order.
 func ApplyRank(kind string) int {
-	if slices.Contains(ApplyFirst, kind) {
+	if kind == "Schema" {
 		return 0
 	}
 	return 1

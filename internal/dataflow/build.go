@@ -59,7 +59,8 @@ func (b *StageBuilder) Source(ctx context.Context, p *Plan, instance int) (stage
 // Destination implements Builder.
 func (b *StageBuilder) Destination(ctx context.Context, p *Plan, ep *config.DataflowEndpointSpec, d *config.DataflowDestination) (stage.Destination, error) {
 	format := config.FormatJSON
-	if t := p.Spec.Transformation(); t != nil {
+	if t := p.Spec.Transformation(); t != nil && d == p.Spec.Destination() {
+		// The dead-letter destination gets the messages as they came.
 		format = t.SerializationFormat
 	}
 	if format == config.FormatParquet && ep.EndpointType != config.EndpointLocalStorage {
@@ -83,7 +84,7 @@ func (b *StageBuilder) Destination(ctx context.Context, p *Plan, ep *config.Data
 			dir = filepath.Join(b.Env.DataDir, dir)
 		}
 		var fields []config.SchemaField
-		if s := p.OutputSchema; s != nil && format == config.FormatParquet && d == p.Spec.Destination() {
+		if s := p.OutputSchema; s != nil && format == config.FormatParquet {
 			var err error
 			if fields, err = s.Compiled().Fields(); err != nil {
 				return nil, fmt.Errorf("schema %s cannot define Parquet columns: %w", s.Ref, err)
