@@ -97,7 +97,7 @@ func ResolveSchemaRef(ref string, lookup func(Key) (*Object, bool)) (*Object, *S
 		for i, sv := range spec.Versions {
 			names[i] = sv.Name
 		}
-		return nil, nil, r, fmt.Errorf("Schema %q has no version %s (it has %s)", r.Name, r.Version, strings.Join(names, ", "))
+		return nil, nil, r, fmt.Errorf("schema %q has no version %s (it has %s)", r.Name, r.Version, strings.Join(names, ", "))
 	}
 	return o, v, r, nil
 }

@@ -91,7 +91,7 @@ spec:
 		{doc: flowWithRefs("aio-sr://thermostat:1", "aio-sr://ns/thermostat:1", "Parquet")},
 		{doc: flowWithRefs("aio-sr://nothing:1", "aio-sr://thermostat:2", "Json"), errs: []string{
 			`spec.operations[0].sourceSettings.schemaRef: no Schema "nothing"`,
-			`spec.operations[1].builtInTransformationSettings.schemaRef: Schema "thermostat" has no version 2 (it has 1)`,
+			`spec.operations[1].builtInTransformationSettings.schemaRef: schema "thermostat" has no version 2 (it has 1)`,
 		}},
 		{doc: flowWithRefs("aio-sr://scalar:1", "aio-sr://scalar:1", "Parquet"), errs: []string{
 			`spec.operations[1].builtInTransformationSettings.schemaRef: cannot define Parquet columns: at /: the schema must describe an object with properties`,
