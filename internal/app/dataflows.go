@@ -10,7 +10,7 @@ import (
 // own goroutines.
 func (r *resources) syncFlows() {
 	all := config.Selector{}
-	r.a.flows.Sync(dataflow.Resolve(
+	r.a.flows.Sync(dataflow.ResolveAll(
 		r.store.List("Dataflow", all),
 		r.store.List("DataflowEndpoint", all),
 		r.store.List("DataflowProfile", all),

@@ -196,8 +196,15 @@ func DefaultEndpoint() *config.DataflowEndpointSpec {
 	return s
 }
 
-// Resolve builds the plans of flows from the current resources.
-func Resolve(flows, endpoints, profiles, schemas []*config.Object) []*Plan {
+// Resolve builds the plans of flows from the current resources; a flow
+// with a schemaRef needs ResolveAll.
+func Resolve(flows, endpoints, profiles []*config.Object) []*Plan {
+	return ResolveAll(flows, endpoints, profiles, nil)
+}
+
+// ResolveAll builds the plans of flows from the current resources, the
+// Schemas their schemaRefs name included.
+func ResolveAll(flows, endpoints, profiles, schemas []*config.Object) []*Plan {
 	sch := make(map[string]*config.Object, len(schemas))
 	for _, o := range schemas {
 		sch[o.Metadata.Name] = o

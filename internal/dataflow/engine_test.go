@@ -121,7 +121,7 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 		},
 		Retry: config.DataflowRetry{InitialBackoffMs: &initial, MaxBackoffMs: &maxB},
 	})
-	e.Sync(Resolve([]*config.Object{flow}, []*config.Object{kafkaEP, httpEP}, nil, nil))
+	e.Sync(Resolve([]*config.Object{flow}, []*config.Object{kafkaEP, httpEP}, nil))
 
 	prod, err := kgo.NewClient(kgo.SeedBrokers(host))
 	if err != nil {
