@@ -39,9 +39,9 @@ const (
 // after the destination accepted it (or it was filtered, expired or
 // dead-lettered), and acknowledgements are given in delivery order.
 type runner struct {
-	name     string
-	src      stage.Source
-	tr       Transform // nil: pass through
+	name string
+	src  stage.Source
+	tr   Transform // nil: pass through
 	// in checks what the source delivers, out what the transformation
 	// makes (nil: no schemaRef); a message that fails is dead-lettered.
 	in, out  *schemaCheck

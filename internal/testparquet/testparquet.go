@@ -41,7 +41,7 @@ func Read(t testing.TB, path string) ([]Field, []map[string]any) {
 		t.Fatal(err)
 	}
 	var res struct {
-		Fields []Field           `json:"fields"`
+		Fields []Field          `json:"fields"`
 		Rows   []map[string]any `json:"rows"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil {

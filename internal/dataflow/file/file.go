@@ -27,12 +27,12 @@ type Options struct {
 	Format   string // config.FormatJSON (JSON Lines) or config.FormatParquet
 	MaxBytes int64  // rotate when the staged data reaches this size
 	MaxAge   time.Duration
-	Prefix   string           // file name prefix (the flow's name)
+	Prefix   string // file name prefix (the flow's name)
 	// Fields, when set, are a Parquet file's columns (from the flow's
 	// output schema); a message that does not fit them is refused
 	// permanently by Send. Nil: columns are inferred from the payloads.
 	Fields []config.SchemaField
-	Now      func() time.Time // nil: time.Now
+	Now    func() time.Time // nil: time.Now
 }
 
 // Destination writes messages into a staging file under Dir/.staging,
