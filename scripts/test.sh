@@ -67,4 +67,9 @@ if [ "$(id -u)" != 0 ]; then
   echo "scripts/test.sh must run as root: the disk-full tests mount a small tmpfs" >&2
   exit 1
 fi
+# The Kubernetes tests run a real kube-apiserver and etcd (envtest), helm v4
+# and kwok, built from the Go module proxy into a persistent cache: the first
+# run on a machine pays ~10 min, later runs nothing.
+k8s_bin="$(scripts/k8s-tools.sh)"
+export KUBEBUILDER_ASSETS="$k8s_bin" EDGEPORT_K8S_BIN="$k8s_bin"
 go test -race -count=1 -timeout 15m "$@" ./...
