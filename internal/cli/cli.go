@@ -71,7 +71,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout), newState(stdout, stderr),
-		newCA(stdout, stderr), newPasswd(stdout, stderr), newConnector(stdout), newApprove(stdout), newPub(), newSub(stdout))
+		newCA(stdout, stderr), newPasswd(stdout, stderr), newConnector(stdout), newApprove(stdout), newPub(), newSub(stdout), newCRDs(stdout))
 	addResourceCommands(root, stdout, stderr)
 	return root
 }
