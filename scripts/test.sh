@@ -41,19 +41,12 @@ if [ ! -d test/parquet/node_modules/parquet-wasm ]; then
   (cd test/parquet && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
-# helm v4 for test/helm, built once from the module proxy into a cache that
-# outlives the run (scripts/k8s-tools.sh, once present, builds it with the
-# other Kubernetes tools).
-K8S_BIN="${EDGEPORT_K8S_BIN:-/var/cache/k8s-bins/v1.37.2}"
-if [ -x scripts/k8s-tools.sh ]; then
-  EDGEPORT_K8S_BIN="$(scripts/k8s-tools.sh)"
-elif [ ! -x "$K8S_BIN/helm" ]; then
-  echo "building helm v4.3.2 into $K8S_BIN"
-  mkdir -p "$K8S_BIN"
-  GOBIN="$K8S_BIN" CGO_ENABLED=0 go install -trimpath helm.sh/helm/v4/cmd/helm@v4.3.2
-  touch "$K8S_BIN/.built-helm-v4.3.2"
-fi
-export EDGEPORT_K8S_BIN="${EDGEPORT_K8S_BIN:-$K8S_BIN}"
+# The Kubernetes tests run a real kube-apiserver and etcd (envtest), helm v4
+# and kwok, built from the Go module proxy into a persistent cache
+# (/var/cache/k8s-bins): the first run on a machine pays ~10 min, later
+# runs nothing.
+k8s_bin="$(scripts/k8s-tools.sh)"
+export KUBEBUILDER_ASSETS="$k8s_bin" EDGEPORT_K8S_BIN="$k8s_bin"
 
 unformatted=$(gofmt -l cmd internal bench test 2>/dev/null || true)
 if [ -n "$unformatted" ]; then
@@ -67,9 +60,4 @@ if [ "$(id -u)" != 0 ]; then
   echo "scripts/test.sh must run as root: the disk-full tests mount a small tmpfs" >&2
   exit 1
 fi
-# The Kubernetes tests run a real kube-apiserver and etcd (envtest), helm v4
-# and kwok, built from the Go module proxy into a persistent cache: the first
-# run on a machine pays ~10 min, later runs nothing.
-k8s_bin="$(scripts/k8s-tools.sh)"
-export KUBEBUILDER_ASSETS="$k8s_bin" EDGEPORT_K8S_BIN="$k8s_bin"
 go test -race -count=1 -timeout 15m "$@" ./...
