@@ -140,6 +140,19 @@ func (r *recorder) lastStatus() Status {
 	return r.statuses[len(r.statuses)-1]
 }
 
+// lastStatusIn is the latest status in state st: with a backoff this short the session may already
+// be connecting again when the test looks, so the last status overall may carry no error.
+func (r *recorder) lastStatusIn(st State) Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.statuses) - 1; i >= 0; i-- {
+		if r.statuses[i].State == st {
+			return r.statuses[i]
+		}
+	}
+	return Status{}
+}
+
 func (r *recorder) statusCount(st State) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -171,7 +171,7 @@ func TestUnreachable(t *testing.T) {
 		BackoffInitial: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
 	}, rec)
 	waitFor(t, 10*time.Second, "two failed attempts", func() bool { return rec.statusCount(StateError) >= 2 })
-	if err := rec.lastStatus().Err; !strings.Contains(err.Error(), "getting endpoints of opc.tcp://127.0.0.1:1") {
+	if err := rec.lastStatusIn(StateError).Err; err == nil || !strings.Contains(err.Error(), "getting endpoints of opc.tcp://127.0.0.1:1") {
 		t.Fatalf("error %q does not name the endpoint", err)
 	}
 }
