@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,6 +146,9 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	// Started first and stopped last, so that it carries the shutdown's
 	// log lines and the final metrics.
 	g.Add("otlp push", push)
+	if cfg.DataDir != "" {
+		g.Add("data dir", &dirLock{dir: cfg.DataDir})
+	}
 	if !cfg.InMemory {
 		opts := cfg.Store
 		if opts.Logger == nil {
@@ -195,7 +200,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		}
 		a.listeners = append(a.listeners, ln)
 		a.names = append(a.names, l.Name)
-		g.Add("listener "+l.Name, &builtinListener{Listener: ln, name: l.Name, a: a})
+		g.Add("listener "+l.Name, &builtinListener{Listener: ln, name: l.Name, flag: "--" + l.Name + "-addr", a: a})
 	}
 	g.Add("reconciler", a.res)
 	// Every listener's security is in force now: restored wills may be
@@ -295,7 +300,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		// path, every listener and the policies.
 		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners}
 		g.Add("api", lifecycle.Hook{OnStart: func(context.Context) error { return a.mountAPI() }})
-		g.Add("http", &httpEndpoint{HTTPServer: a.http, log: log})
+		g.Add("http", &httpEndpoint{HTTPServer: a.http, addr: cfg.HTTPAddr, log: log})
 		// After the endpoint, so that it stops before: its live streams
 		// end and the server's graceful shutdown does not wait for them.
 		g.Add("portal", lifecycle.Hook{
@@ -373,6 +378,7 @@ func (a *App) Addrs() map[string]net.Addr {
 type builtinListener struct {
 	*listener.Listener
 	name string
+	flag string // the serve flag that sets its address, named when it cannot bind
 	a    *App
 }
 
@@ -380,7 +386,7 @@ var _ lifecycle.Component = (*builtinListener)(nil)
 
 func (l *builtinListener) Start(ctx context.Context) error {
 	if err := l.Listener.Start(ctx); err != nil {
-		return err
+		return bindError(l.flag, l.Listener.Config().Addr, err)
 	}
 	addr := l.Addr().String()
 	l.a.log.Info("listening", "listener", l.name, "addr", addr)
@@ -402,13 +408,24 @@ func (l *builtinListener) Start(ctx context.Context) error {
 // httpEndpoint logs the HTTP endpoint's address once bound.
 type httpEndpoint struct {
 	*telemetry.HTTPServer
-	log *slog.Logger
+	addr string // --http-addr
+	log  *slog.Logger
 }
 
 func (h *httpEndpoint) Start(ctx context.Context) error {
 	if err := h.HTTPServer.Start(ctx); err != nil {
-		return err
+		return bindError("--http-addr", h.addr, err)
 	}
 	h.log.Info("listening", "listener", "http", "addr", h.Addr().String())
 	return nil
+}
+
+// bindError names the serve flag to change when a built-in listener's
+// address is taken, rather than leaving the user with the system's
+// "bind: address already in use" alone.
+func bindError(flag, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s %s: address already in use; choose another with %s, or turn the listener off with %s off: %w", flag, addr, flag, flag, err)
+	}
+	return err
 }

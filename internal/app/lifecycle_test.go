@@ -82,6 +82,12 @@ func assertNothingOpen(t *testing.T, cfg Config, ports []int, fds int, goroutine
 		}
 		ln.Close()
 	}
+	l := &dirLock{dir: cfg.DataDir}
+	if err := l.Start(context.Background()); err != nil {
+		t.Errorf("data dir lock left held: %v", err)
+	} else if err := l.Stop(context.Background()); err != nil {
+		t.Error(err)
+	}
 	st, err := store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{})
 	if err != nil {
 		t.Errorf("store left open (locked): %v", err)
@@ -154,15 +160,31 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 		want  string
 	}{
 		{"store locked", func(t *testing.T) func() {
-			st, err := store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{})
+			l := &dirLock{dir: cfg.DataDir}
+	if err := l.Start(context.Background()); err != nil {
+		t.Errorf("data dir lock left held: %v", err)
+	} else if err := l.Stop(context.Background()); err != nil {
+		t.Error(err)
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return func() { _ = st.Close() }
 		}, "starting store"},
-		{"mqtt port taken", takePort(cfg.MQTTAddr), "starting listener mqtt"},
-		{"ws port taken", takePort(cfg.WSAddr), "starting listener ws"},
-		{"http port taken", takePort(cfg.HTTPAddr), "starting http"},
+		{"data dir locked", func(t *testing.T) func() {
+			// As another edgeport holds it: flock locks belong to the
+			// open file, so a second open in this process conflicts too.
+			l := &dirLock{dir: cfg.DataDir}
+			if err := l.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			return func() { _ = l.Stop(context.Background()) }
+		}, fmt.Sprintf("data directory %s is in use by another edgeport (pid %d)", cfg.DataDir, os.Getpid())},
+		{"mqtt port taken", takePort(cfg.MQTTAddr), "starting listener mqtt: --mqtt-addr " + cfg.MQTTAddr +
+			": address already in use; choose another with --mqtt-addr, or turn the listener off with --mqtt-addr off"},
+		{"ws port taken", takePort(cfg.WSAddr), "starting listener ws: --ws-addr " + cfg.WSAddr + ": address already in use; choose another with --ws-addr"},
+		{"http port taken", takePort(cfg.HTTPAddr), "starting http: --http-addr " + cfg.HTTPAddr + ": address already in use; choose another with --http-addr"},
 	}
 	for _, r := range real {
 		t.Run("real/"+r.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/broker"
@@ -65,6 +66,7 @@ type portRun struct {
 	closeCert func()
 	err       error
 	reason    string // why it failed: BindFailed, TLSError, ...
+	field     string // where the port is set, for errors: "BrokerListener x spec.ports[1].port"
 	b         *broker.Broker
 
 	mu     sync.Mutex
@@ -199,13 +201,14 @@ func (r *resources) reconcileListener(k config.Key) {
 			secNotes = append(secNotes, n)
 		}
 	}
-	for _, p := range spec.Ports {
+	for i, p := range spec.Ports {
 		port := *p.Port
 		if next[port] != nil {
 			continue
 		}
 		run := &portRun{name: config.PortName(k.Name, port), port: port, cfg: want[port], b: r.a.broker,
-			conns: map[net.Conn]struct{}{}, err: wantErr[port], reason: wantReason[port]}
+			conns: map[net.Conn]struct{}{}, err: wantErr[port], reason: wantReason[port],
+			field: fmt.Sprintf("BrokerListener %s spec.ports[%d].port", k.Name, i)}
 		if run.err == nil {
 			run.start(r)
 		}
@@ -239,6 +242,9 @@ func (p *portRun) start(r *resources) {
 	if err != nil {
 		closeCert()
 		p.err, p.reason = unwrapListen(err), "BindFailed"
+		if errors.Is(err, syscall.EADDRINUSE) {
+			p.err = fmt.Errorf("%w; choose another port in %s", p.err, p.field)
+		}
 		r.failLog.Log(slog.LevelWarn, p.name, "listener port failed", "listener", p.name, "err", err)
 		return
 	}

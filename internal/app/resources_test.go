@@ -331,7 +331,9 @@ func TestBindFailedThenRetried(t *testing.T) {
 	k := config.Key{Kind: "BrokerListener", Name: "clash"}
 	apply(t, a, listenerYAML("clash", fmt.Sprintf("{port: %d}", port)))
 	o := waitStatus(t, a, k, config.ConditionFalse)
-	want := fmt.Sprintf("port %d: listen tcp 127.0.0.1:%d: bind: address already in use", port, port)
+	// The message names the field to change.
+	want := fmt.Sprintf("port %d: listen tcp 127.0.0.1:%d: bind: address already in use; "+
+		"choose another port in BrokerListener clash spec.ports[0].port", port, port)
 	if c := o.Ready(); c.Reason != "BindFailed" || c.Message != want {
 		t.Fatalf("ready %+v, want BindFailed %q", c, want)
 	}

@@ -28,6 +28,8 @@ type Broker struct {
 	opts atomic.Pointer[Options] // replaced whole by SetOptions; read per use
 	log  *slog.Logger
 	errs *lograte.Limiter // errors that repeat per message (a failing store)
+	// refusals logs refused clients once a minute per reason and address.
+	refusals *lograte.Limiter
 
 	subs     *topic.Trie[*session, *subscription]
 	retained *topic.Retained[*Message]
@@ -87,6 +89,7 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 	b := &Broker{
 		log:       log,
 		errs:      lograte.New(log, time.Minute),
+		refusals:  lograte.New(log, time.Minute),
 		subs:      topic.NewTrie[*session, *subscription](),
 		retained:  topic.NewRetained[*Message](),
 		sessions:  make(map[string]*session),

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"errors"
+	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -19,7 +21,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 	v5 := c.version == packet.V5
 	ack := packet.ConnAck{}
 	refuse := func(code packet.ReasonCode, reason string) bool {
-		c.log.Debug("refusing connection", "client", cp.ClientID, "remote", c.conn.RemoteAddr().String(), "reason", code.String(), "detail", reason)
+		c.logRefusal(code, cp.ClientID, reason)
 		c.b.stats.refused.Add(1)
 		ack.ReasonCode = code
 		if v5 {
@@ -184,4 +186,17 @@ func (c *client) resumeLocked() {
 		}
 	}
 	s.drainLocked(c.b, now)
+}
+
+// logRefusal logs a refused CONNECT at info, once a minute per reason and
+// client address: a client retrying with bad credentials every second
+// must not fill the log, and the first refusal is still there to see.
+func (c *client) logRefusal(code packet.ReasonCode, clientID, detail string) {
+	remote := c.conn.RemoteAddr().String()
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	c.b.refusals.Log(slog.LevelInfo, code.String()+" "+c.ls.name+" "+host, "refused a client",
+		"listener", c.ls.name, "client", clientID, "remote", remote, "reason", code.String(), "detail", detail)
 }

@@ -25,17 +25,52 @@ import (
 	"github.com/edgeport/edgeport/internal/otlp"
 )
 
-// Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3"
+// (scripts/build.sh sets it from git describe).
 var Version = ""
 
 func version() string {
-	if Version != "" {
-		return Version
+	bi, _ := debug.ReadBuildInfo()
+	return versionOf(Version, bi)
+}
+
+// versionOf names a build, from the most to the least deliberate source:
+// the version set at link time; the main module's version, which
+// `go install module@v1.2.3` sets and which go build (since Go 1.24) derives
+// from the VCS tag or revision (v0.0.0-20261206031500-abcdef123456+dirty);
+// the VCS revision itself (12 digits, "+dirty" when the tree had changes),
+// for builds whose module version says nothing; else "(devel)", which only
+// a build without version control information gives (go run, -buildvcs=false).
+func versionOf(ldflag string, bi *debug.BuildInfo) string {
+	if ldflag != "" {
+		return ldflag
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	if bi == nil {
+		return "(devel)"
 	}
-	return "dev"
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev string
+	var dirty bool
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "(devel)"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
 }
 
 // Main runs the command line and returns the process exit code.

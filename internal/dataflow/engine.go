@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edgeport/edgeport/internal/lograte"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -58,6 +59,7 @@ type Options struct {
 type Engine struct {
 	o       Options
 	log     *slog.Logger
+	errLog  *lograte.Limiter // errors that repeat per message (dropped messages), once a minute per flow
 	latency *prometheus.HistogramVec
 
 	mu      sync.Mutex // guards flows, ctx and started
@@ -82,7 +84,7 @@ func New(o Options) (*Engine, error) {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 10 * time.Second
 	}
-	e := &Engine{o: o, log: o.Logger, latency: newLatencyVec(), flows: make(map[string]*flowRun)}
+	e := &Engine{o: o, log: o.Logger, errLog: lograte.New(o.Logger, time.Minute), latency: newLatencyVec(), flows: make(map[string]*flowRun)}
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(collector{e}); err != nil {
 			return nil, fmt.Errorf("dataflow metrics: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgeport/edgeport/internal/lograte"
 	"log/slog"
 	"sync"
 	"time"
@@ -51,6 +52,7 @@ type runner struct {
 	backoff  backoff
 	m        *flowMetrics
 	log      *slog.Logger
+	errLog   *lograte.Limiter // per-message errors, once a minute per flow and kind
 	now      func() time.Time
 	notify   func() // readiness changed (the destination started or stopped failing)
 
@@ -281,7 +283,8 @@ func (r *runner) send(ctx context.Context, msgs []*stage.Message) bool {
 func (r *runner) deadLetter(ctx context.Context, m *stage.Message, kind stage.ErrorKind, cause error) bool {
 	r.m.deadLettered.Inc()
 	if r.dead == nil {
-		r.log.Error("message dropped: no deadLetter destination", "dataflow", r.name, "topic", m.Topic, "kind", string(kind), "err", cause)
+		r.errLog.Log(slog.LevelError, "dropped "+r.name+" "+string(kind), "message dropped: no deadLetter destination",
+			"dataflow", r.name, "topic", m.Topic, "kind", string(kind), "err", cause)
 		return true
 	}
 	dl := m.Clone()
@@ -317,7 +320,8 @@ func (r *runner) deadLetter(ctx context.Context, m *stage.Message, kind stage.Er
 			return false
 		}
 		if errors.Is(err, stage.ErrPermanent) {
-			r.log.Error("dead-letter destination rejected a message; dropped", "dataflow", r.name, "topic", m.Topic, "err", err)
+			r.errLog.Log(slog.LevelError, "dead-letter rejected "+r.name, "dead-letter destination rejected a message; dropped",
+				"dataflow", r.name, "topic", m.Topic, "err", err)
 			return true
 		}
 		r.m.retries.Inc()

@@ -247,7 +247,7 @@ func (f *flowRun) runPlan(ctx context.Context, p *Plan) error {
 	var wg sync.WaitGroup
 	for i := range p.Instances {
 		r := &runner{
-			name: f.name, src: srcs[i], tr: tr[i], dst: dsts[i], m: f.metrics, log: f.e.log, now: time.Now, notify: f.report,
+			name: f.name, src: srcs[i], tr: tr[i], dst: dsts[i], m: f.metrics, log: f.e.log, errLog: f.e.errLog, now: time.Now, notify: f.report,
 			backoff: backoff{
 				initial: time.Duration(*p.Spec.Retry.InitialBackoffMs) * time.Millisecond,
 				max:     time.Duration(*p.Spec.Retry.MaxBackoffMs) * time.Millisecond,

@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -324,7 +325,7 @@ func (e *executor) isolate(batch []*request, c *chunk, l *link, cause error) {
 			e.delta.errors[errKindQuota]++
 			e.respondPayload(r, c, l, appendError(e.out[:0], errQuotaExceeded), nil, false)
 		} else {
-			e.s.log.Error("storing a change failed", "err", err)
+			e.s.errLog.Log(slog.LevelError, "store", "storing a change failed", "err", err)
 			e.delta.errors[errKindStorage]++
 			e.respondStatus(r, c, l, 500, "the state store could not store the change", false)
 		}
@@ -691,7 +692,7 @@ func (e *executor) notify(c *chunk, l *link, key string, value []byte, version H
 		// SDKs expect (they register a handler and never subscribe).
 		p.Properties.User = append(props[:len(props):len(props)], packet.UserProperty{Key: broker.DeliverToProperty, Value: w.clientID})
 		if mp := l.maxPacket(); mp > 0 && p.Size(packet.V5) > mp {
-			e.s.log.Warn("notification exceeds the broker's maximum packet size; not sent",
+			e.s.errLog.Log(slog.LevelWarn, "notification size "+w.clientID, "notification exceeds the broker's maximum packet size; not sent",
 				"client", w.clientID, "bytes", p.Size(packet.V5))
 			continue
 		}

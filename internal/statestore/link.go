@@ -3,6 +3,7 @@ package statestore
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -167,6 +168,6 @@ func (l *link) enqueue(c *chunk) {
 func (l *link) published(code packet.ReasonCode, err error) {
 	var re *mqtt.ReasonError
 	if errors.As(err, &re) {
-		l.s.log.Warn("the broker refused a response or notification", "reason", code.String())
+		l.s.errLog.Log(slog.LevelWarn, "refused "+code.String(), "the broker refused a response or notification", "reason", code.String())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgeport/edgeport/internal/lograte"
 	"log/slog"
 	"net"
 	"strings"
@@ -111,6 +112,7 @@ func (o Options) Validate() error {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
+	errLog  *lograte.Limiter // errors that repeat per request or notification, once a minute each
 	metrics *metrics
 
 	st       *store.Store // nil: in memory only
@@ -174,6 +176,7 @@ func New(st *store.Store, serve func(net.Conn), opts Options) (*Server, error) {
 	s := &Server{
 		opts:     opts,
 		log:      log,
+		errLog:   lograte.New(log, time.Minute),
 		metrics:  m,
 		st:       st,
 		serve:    serve,

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -38,6 +39,40 @@ func TestVersion(t *testing.T) {
 	out, code := runEdgeport(t, "version")
 	if code != 0 || !regexp.MustCompile(`^edgeport \S+\n$`).MatchString(out) {
 		t.Fatalf("edgeport version: exit %d, output %q", code, out)
+	}
+}
+
+// TestReleaseBuildVersion builds the binary as a release is built
+// (scripts/build.sh) and checks that it reports the checkout's git
+// describe in `version` and `--version` (the "edgeport started" log line
+// and /statusz print the same function's answer).
+func TestReleaseBuildVersion(t *testing.T) {
+	t.Parallel()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	desc := exec.CommandContext(ctx, "git", "describe", "--tags", "--always", "--dirty")
+	desc.Dir = root
+	want, err := desc.Output()
+	if err != nil {
+		t.Fatalf("git describe (the tests run from a git checkout): %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "edgeport")
+	build := exec.CommandContext(ctx, filepath.Join(root, "scripts", "build.sh"), bin)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build.sh: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out, err := exec.CommandContext(ctx, bin, args...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(out)); got != "edgeport "+strings.TrimSpace(string(want)) {
+			t.Fatalf("edgeport %s: %q, want %q", args[0], got, "edgeport "+strings.TrimSpace(string(want)))
+		}
 	}
 }
 

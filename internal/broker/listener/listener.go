@@ -116,6 +116,19 @@ type Stats struct {
 	Open       int64      // Handler.ServeConn calls still running
 }
 
+// LogValue logs the counters as fields (stats.accepted=3 ...), with a
+// rejection reason only when it happened.
+func (s Stats) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.Uint64("accepted", s.Accepted), slog.Uint64("rejected", s.Rejected), slog.Int64("open", s.Open)}
+	r := s.Rejections
+	for i, n := range [...]uint64{r.ListenerLimit, r.TotalLimit, r.AddressLimit, r.RateLimit, r.TLSHandshake, r.Origin} {
+		if n > 0 {
+			attrs = append(attrs, slog.Uint64("rejected_"+rejectReasons[i], n))
+		}
+	}
+	return slog.GroupValue(attrs...)
+}
+
 // Rejections count refused connections by reason (see the Reject constants).
 type Rejections struct {
 	ListenerLimit, TotalLimit, AddressLimit, RateLimit, TLSHandshake, Origin uint64
@@ -320,8 +333,15 @@ func (l *Listener) Stats() Stats {
 	}
 }
 
-// reject counts a refused connection, here and in the Handler's metrics.
-func (l *Listener) reject(reason string) {
+// reject counts a refused connection, here and in the Handler's metrics,
+// and logs it at info once a minute per reason and client address: enough
+// to see who is refused and why without a line per attempt.
+func (l *Listener) reject(reason, remote string) {
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	l.errs.Log(slog.LevelInfo, "refused "+reason+" "+host, "refused a connection", "reason", reason, "remote", remote)
 	l.rejected.Add(1)
 	for i, r := range rejectReasons {
 		if r == reason {

@@ -44,7 +44,7 @@ func (l *Listener) acceptLoop(ln net.Listener) {
 				// Counted before the close, so that a client seeing the
 				// close also sees the count.
 				l.log.Debug("connection refused", "reason", reason, "remote", conn.RemoteAddr().String())
-				l.reject(reason)
+				l.reject(reason, conn.RemoteAddr().String())
 				_ = conn.Close()
 				continue
 			}
@@ -54,7 +54,7 @@ func (l *Listener) acceptLoop(ln net.Listener) {
 		if l.cfg.Protocol == ProtocolTCP && !l.reserve() {
 			l.log.Debug("connection limit reached; closing", "remote", conn.RemoteAddr().String())
 			l.unguard(ip)
-			l.reject(RejectListenerLimit)
+			l.reject(RejectListenerLimit, conn.RemoteAddr().String())
 			_ = conn.Close()
 			continue
 		}
@@ -86,7 +86,7 @@ func (l *Listener) prepare(conn net.Conn, ip netip.Addr) {
 		}
 		if err != nil {
 			l.log.Debug("TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
-			l.reject(RejectTLSHandshake)
+			l.reject(RejectTLSHandshake, conn.RemoteAddr().String())
 			_ = conn.Close()
 			if l.cfg.Protocol == ProtocolTCP {
 				l.release()

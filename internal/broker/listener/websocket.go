@@ -50,13 +50,13 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// Refusing before the upgrade lets the client see why.
 	if !originAllowed(r, l.cfg.AllowedOrigins) {
 		l.log.Debug("websocket upgrade from a page of another origin refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "host", r.Host)
-		l.reject(RejectOrigin)
+		l.reject(RejectOrigin, r.RemoteAddr)
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
 	if !l.reserve() {
 		l.log.Debug("connection limit reached; refusing upgrade", "remote", r.RemoteAddr)
-		l.reject(RejectListenerLimit)
+		l.reject(RejectListenerLimit, r.RemoteAddr)
 		http.Error(w, "connection limit reached", http.StatusServiceUnavailable)
 		return
 	}
