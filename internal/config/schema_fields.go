@@ -422,6 +422,12 @@ func (n *schemaNode) ValidateMessage(payload []byte) error {
 	}
 	if kp := first.ErrorKind.KeywordPath(); len(kp) > 0 {
 		me.Keyword = kp[len(kp)-1]
+	} else {
+		// Kinds without a keyword of their own: the false schema, not.
+		me.Keyword = strings.ToLower(strings.TrimPrefix(fmt.Sprintf("%T", first.ErrorKind), "*kind."))
+		if me.Keyword == "falseschema" {
+			me.Keyword = "false"
+		}
 	}
 	return me
 }

@@ -76,8 +76,8 @@ type GetRequest struct {
 	} `json:"getSchemaRequest"`
 }
 
-// Response is both commands' response payload; Schema is nil when get
-// finds nothing.
+// Response is both commands' response payload. When get finds nothing the
+// response has no payload at all.
 type Response struct {
 	Schema *Schema `json:"schema,omitempty"`
 }
@@ -210,7 +210,12 @@ func (s *Service) handle(ctx context.Context, msg *client.Message) {
 	case err != nil:
 		user = append(user, packet.UserProperty{Key: propStatus, Value: "500"}, packet.UserProperty{Key: propStatusMessage, Value: err.Error()})
 	default:
-		payload, _ = json.Marshal(resp)
+		// get of an unknown name or version: an empty payload, as Azure
+		// IoT Operations' registry answers (the SDKs' client takes the
+		// payload that does not decode at offset 0 for "not found").
+		if resp.Schema != nil {
+			payload, _ = json.Marshal(resp)
+		}
 		user = append(user, packet.UserProperty{Key: propStatus, Value: "200"})
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
