@@ -50,8 +50,9 @@ type Broker struct {
 	listenerMu sync.Mutex // guards listeners
 	listeners  map[string]*listenerStats
 
-	sec securityRegistry // per listener authentication and authorization
-	st  *store.Store     // nil: in memory only
+	sec     securityRegistry // per listener authentication and authorization
+	st      *store.Store     // nil: in memory only
+	commits commitQueue      // transactions on their way to st, in change order
 
 	disconnectHooks []func(clientID string) // set before serving, read-only after
 	sessionEndHooks []func(clientID string) // set before serving, read-only after
@@ -99,6 +100,7 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 		started:   time.Now(),
 		clk:       clock.Or(o.Clock),
 	}
+	b.commits.cond.L = &b.commits.mu
 	b.opts.Store(&o)
 	return b, nil
 }
@@ -262,6 +264,9 @@ func (b *Broker) Stop(ctx context.Context) error {
 	b.willsDone = true
 	b.willMu.Unlock()
 	b.willWG.Wait()
+	// Everything queued is handed to the store before the broker counts as
+	// stopped: its owner stops the store next.
+	b.flushAll()
 	b.stopped.Store(true)
 	return err
 }
@@ -426,6 +431,7 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		b.reroute(s, d)
 		b.dropEntry(s, &d)
 	}
+	b.flush()
 	if !c.trusted {
 		for _, f := range b.disconnectHooks {
 			f(c.id)
@@ -475,6 +481,7 @@ func (b *Broker) expireSession(s *session) {
 	s.mu.Unlock()
 	b.endSessionLocked(s)
 	b.sessMu.Unlock()
+	b.flush()
 	if !s.internal {
 		b.sessionEnded(s.id)
 	}
@@ -562,16 +569,18 @@ func (b *Broker) delayedWill(s *session) {
 	tx := b.saveSessionLocked(s, s.offlineSince)
 	s.mu.Unlock()
 	b.publishWillAfter(tx, w)
+	b.flush()
 }
 
-// publishWillAfter commits tx, which removes will w from its stored
+// publishWillAfter submits tx, which removes will w from its stored
 // session, and publishes w (when it is still authorised) once that is
 // durable: a will goes out at most once, even across a crash. Should the
 // removal fail (a full disk), w is published all the same, and a restart
-// may publish it again. A nil w only commits tx.
+// may publish it again. A nil w only submits tx. It may be called under
+// broker locks; the caller flushes once it holds none.
 func (b *Broker) publishWillAfter(tx *txnCtx, w *Message) {
 	if w == nil {
-		b.commit(tx, nil)
+		b.submit(tx, nil)
 		return
 	}
 	b.willMu.Lock()
@@ -584,7 +593,7 @@ func (b *Broker) publishWillAfter(tx *txnCtx, w *Message) {
 	}
 	b.willWG.Add(1)
 	b.willMu.Unlock()
-	b.commit(tx, func(err error) {
+	b.submit(tx, func(err error) {
 		if err != nil {
 			b.log.Warn("publishing a will whose removal from the store failed: a restart may publish it again", "client", w.Origin, "err", err)
 		}

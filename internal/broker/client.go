@@ -813,6 +813,10 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 	}
 	s := c.sess
 	now := c.b.clk.Now().UnixNano()
+	// Deletions of acknowledged entries and the transactions of deliveries
+	// sent from the queue are queued under s.mu; they go to the store once
+	// it is released.
+	defer c.b.flush()
 	switch h.Type {
 	case packet.PUBREL:
 		s.mu.Lock()
@@ -879,7 +883,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 			// then resends PUBREL, never the PUBLISH, so it is not
 			// delivered twice.
 			tx.write(func(t *store.Txn) { s.putEntry(t, &f.delivery, f.id, true) }, func() { c.writePacket(rel) })
-			c.b.commit(tx, nil)
+			c.b.submit(tx, nil)
 		}
 		s.mu.Unlock()
 	case packet.PUBCOMP:
@@ -979,9 +983,10 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 			}
 			tx := c.b.newTxn()
 			s.deliver(c.b, &d, now, tx)
-			c.b.commit(tx, nil)
+			c.b.submit(tx, nil) // under the retained index's read lock
 			return true
 		})
+		c.b.flush()
 	}
 	return nil
 }

@@ -144,7 +144,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 	if present {
 		c.pruneOnResume(s)
 	}
-	c.b.commit(c.b.saveSessionLocked(s, 0), nil)
+	c.b.submit(c.b.saveSessionLocked(s, 0), nil)
 	ack.SessionPresent = present
 	c.outMu.Lock()
 	c.out = ack.Append(c.out, c.version)
@@ -153,6 +153,9 @@ func (c *client) connect(cp *packet.Connect) bool {
 	c.outMu.Unlock()
 	c.resumeLocked()
 	s.mu.Unlock()
+	// The session record, and what taking the session over or resuming it
+	// changed, go to the store now that no lock is held.
+	c.b.flush()
 	c.ls.connects.Add(1)
 	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present)
 	return true

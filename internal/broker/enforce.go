@@ -140,10 +140,11 @@ func (b *Broker) recheck(c *client, s *session, sec *listenerSecurity) bool {
 		c.disconnect(packet.NotAuthorized, "not authorized")
 		return false
 	}
+	defer b.flush() // after the unlock below
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.client == c && b.pruneSubscriptionsLocked(s, sec, p) > 0 {
-		b.commit(b.saveSessionLocked(s, 0), nil)
+		b.submit(b.saveSessionLocked(s, 0), nil)
 	}
 	return true
 }

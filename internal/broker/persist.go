@@ -29,9 +29,11 @@ import (
 //   - sessions (subscriptions, expiry, will) are written on connect,
 //     disconnect and subscription change; SUBACK waits for durability.
 //
-// Commit callbacks run on the store's committer goroutine and only ever take
-// client.outMu, never session.mu, so committing while holding session.mu
-// cannot deadlock.
+// The store's Commit is never called with a broker lock held: changes made
+// under session.mu or Broker.sessMu queue their transaction on the broker's
+// commitQueue, and whoever made them flushes it once the locks are
+// released (see commitQueue). Commit callbacks run on the store's committer
+// goroutine and only ever take client.outMu.
 
 // txnCtx gathers one operation's writes and the actions that must wait for
 // them to be durable.
@@ -43,14 +45,14 @@ import (
 // stay on disk for ever; so until the txnCtx is submitted they go into it
 // (write reports whether it still takes them).
 //
-// mu is held only inside txnCtx's methods (write, empty, discard, commit):
+// mu is held only inside txnCtx's methods (write, empty, discard, submit):
 // no function returns with it held, and nothing is called under it but the
-// store.Txn's own methods and, in commit, store.Commit.
+// store.Txn's own methods and, in submit, commitQueue.push.
 type txnCtx struct {
 	mu        sync.Mutex // guards txn, post and submitted
 	txn       *store.Txn
 	post      []func()
-	submitted bool // handed to the store (or discarded): txn is no longer ours
+	submitted bool // queued for the store (or discarded): txn is no longer ours
 	// failed is set when the store refused the writes (quota, I/O): the
 	// publisher was told so, and deliveries made under tx that have not
 	// reached a subscriber yet are dropped rather than sent.
@@ -121,15 +123,28 @@ func (b *Broker) newTxn() *txnCtx {
 	return &txnCtx{txn: b.st.NewTxn()}
 }
 
-// commit hands the writes to the store; then runs the post actions and done
-// once they are durable. With nothing to write, it runs them at once.
-func (b *Broker) commit(tx *txnCtx, done func(error)) {
+// submit queues tx's writes for the store (see commitQueue); the post
+// actions and done run once they are durable. With nothing to write, done
+// runs at once. It takes no lock but tx's and the queue's, so it may be
+// called under any broker lock; the caller flushes once it holds none.
+func (b *Broker) submit(tx *txnCtx, done func(error)) {
 	if tx == nil {
 		if done != nil {
 			done(nil)
 		}
 		return
 	}
+	tx.submit(b, done)
+}
+
+// commit submits tx and flushes: the caller holds no broker lock.
+func (b *Broker) commit(tx *txnCtx, done func(error)) {
+	b.submit(tx, done)
+	b.flush()
+}
+
+// submit is Broker.submit for a non-nil tx.
+func (tx *txnCtx) submit(b *Broker, done func(error)) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
 	tx.submitted = true
@@ -138,9 +153,10 @@ func (b *Broker) commit(tx *txnCtx, done func(error)) {
 		return
 	}
 	post := tx.post
-	// Submitting under tx.mu puts every write another goroutine adds for
-	// one of tx's deliveries either into tx or after it.
-	b.st.Commit(tx.txn, func(err error) {
+	// Queued under tx.mu, so every write another goroutine adds for one
+	// of tx's deliveries goes either into tx or into a transaction queued
+	// after it.
+	b.commits.push(tx.txn, func(err error) {
 		if err != nil {
 			tx.failed.Store(true)
 			b.stats.storeErrors.Add(1)
@@ -156,6 +172,94 @@ func (b *Broker) commit(tx *txnCtx, done func(error)) {
 			done(err)
 		}
 	})
+}
+
+// commitQueue hands the broker's transactions to the store in the order
+// their changes were made, without anyone holding a broker lock while
+// store.Commit runs (it blocks while the store's queue is full).
+//
+// Code that changes durable state under session.mu or Broker.sessMu pushes
+// the transaction here, which only appends, and once it has released those
+// locks calls Broker.flush, which submits everything queued so far in
+// queue order. Each change is pushed under the lock that orders it, the
+// queue keeps that order and the store commits in submission order; so two
+// records of one session, an entry's put and its deletion, or an ended
+// session's range deletion and the records of the session that replaces
+// it, reach the disk in the order they were made.
+//
+// One goroutine submits at a time; a flush that finds another one
+// submitting leaves its transactions to it and returns, unless more than
+// the store's own queue is waiting: then it waits until the submitter has
+// taken them, so that producers still slow down to the store's pace rather
+// than growing the queue.
+type commitQueue struct {
+	mu         sync.Mutex // guards every field below
+	cond       sync.Cond  // broadcast when the submitter takes the queue or stops
+	q, spare   []queuedCommit
+	submitting bool
+}
+
+type queuedCommit struct {
+	txn  *store.Txn
+	done func(error)
+}
+
+// commitQueueLimit is how many transactions may wait before a flush waits
+// for the submitter: the store's own queue length.
+const commitQueueLimit = store.DefaultQueueSize
+
+// push queues t; done runs once t is durable (or refused).
+func (q *commitQueue) push(t *store.Txn, done func(error)) {
+	q.mu.Lock()
+	q.q = append(q.q, queuedCommit{t, done})
+	q.mu.Unlock()
+}
+
+// flush submits every queued transaction to the store, in order. Call it
+// with no broker lock held, and never from a commit callback (the store's
+// committer would wait for itself).
+func (b *Broker) flush() {
+	if b.st == nil {
+		return // nothing is ever queued
+	}
+	q := &b.commits
+	q.mu.Lock()
+	for q.submitting {
+		if len(q.q) < commitQueueLimit {
+			q.mu.Unlock()
+			return // the submitter takes ours
+		}
+		q.cond.Wait()
+	}
+	q.submitting = true
+	for len(q.q) > 0 {
+		batch := q.q
+		q.q, q.spare = q.spare[:0], nil
+		q.cond.Broadcast()
+		q.mu.Unlock()
+		for i := range batch {
+			b.st.Commit(batch[i].txn, batch[i].done)
+			batch[i] = queuedCommit{}
+		}
+		q.mu.Lock()
+		q.spare = batch[:0]
+	}
+	q.submitting = false
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// flushAll returns once everything queued so far is submitted, by this
+// goroutine or by another.
+func (b *Broker) flushAll() {
+	b.flush()
+	q := &b.commits
+	q.mu.Lock()
+	for q.submitting {
+		q.cond.Wait()
+	}
+	q.mu.Unlock()
+	b.flush() // anything queued while we waited
 }
 
 // persistent reports whether s is written to the store. s.mu is held.
@@ -533,18 +637,20 @@ func (s *session) putEntry(tx *store.Txn, d *delivery, id uint16, released bool)
 	tx.PutEntry(s.id, &e)
 }
 
-// deleteEntry removes a persisted delivery, asynchronously.
+// deleteEntry queues the deletion of a persisted delivery; the caller
+// flushes once it holds no broker lock.
 func (b *Broker) deleteEntry(s *session, seq uint64) {
 	if seq == 0 || b.st == nil || b.stopped.Load() {
 		return
 	}
 	tx := b.st.NewTxn()
 	tx.DeleteEntry(s.id, seq)
-	b.st.Commit(tx, nil)
+	b.commits.push(tx, nil)
 }
 
 // dropEntry removes d's store entry: inside the txnCtx that puts it while
-// that is not yet submitted, otherwise asynchronously.
+// that is not yet submitted, otherwise in a transaction of its own, queued
+// for the caller to flush.
 func (b *Broker) dropEntry(s *session, d *delivery) {
 	if d.seq == 0 || b.dropPending(s, d) {
 		return
@@ -559,8 +665,9 @@ func (b *Broker) dropPending(s *session, d *delivery) bool {
 	return d.seq != 0 && d.tx.deleteEntry(s.id, d.seq)
 }
 
-// saveSession writes s (or deletes it when it is no longer persistent) and
-// returns the transaction for the caller to commit. s.mu is held.
+// saveSessionLocked writes s (or deletes it when it is no longer
+// persistent) and returns the transaction for the caller to submit. s.mu
+// is held.
 func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
 	if b.st == nil {
 		return nil

@@ -274,7 +274,7 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 		}
 		if own := b.newTxn(); own != nil {
 			own.write(put, send)
-			b.commit(own, nil)
+			b.submit(own, nil) // flushed by whoever took s.mu
 			return
 		}
 		// The broker has stopped: nothing more is stored.
