@@ -1,6 +1,8 @@
 package app
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -104,17 +106,16 @@ func report(b *testing.B, n int, start time.Time, u0 usage) {
 
 func waitSent(b *testing.B, a *App, name string, n int) {
 	b.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
+	sent := testwait.Within(5*time.Minute, func() bool {
 		for _, st := range a.flows.States() {
 			if st.Name == name && st.Status.Sent >= uint64(n) {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: not all %d messages sent", name, n)
-		}
-		time.Sleep(time.Millisecond)
+		return false
+	})
+	if !sent {
+		b.Fatalf("%s: not all %d messages sent", name, n)
 	}
 }
 
@@ -188,17 +189,10 @@ spec:
     sourceSettings: {dataSources: ["plant/+/telemetry"]}`+fmt.Sprintf(benchTransform, format)+fmt.Sprintf(`  - operationType: Destination
     destinationSettings: {endpointRef: %s, dataDestination: %s}
 `, endpoint, dest))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.For(b, "the flow to be ready", func() bool {
 		o, _ := a.Resources().Get(config.Key{Kind: "Dataflow", Name: "bench"})
-		if o.Ready().Status == config.ConditionTrue {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("flow not ready: %+v", o.Ready())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return o.Ready().Status == config.ConditionTrue
+	})
 	u0, start := rusage(), time.Now()
 	b.ResetTimer()
 	publishBench(b, a.Addrs()["mqtt"].String(), "plant/line1/telemetry", b.N)

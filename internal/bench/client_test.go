@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"context"
 	"errors"
 	"net"
@@ -152,10 +154,7 @@ func TestClientWindowFollowsReceiveMaximum(t *testing.T) {
 	s.expectAck(packet.PUBREL, p.PacketID)
 	s.send(&packet.Ack{Type: packet.PUBCOMP, PacketID: p.PacketID})
 	s.send(&packet.Ack{Type: packet.PUBACK, PacketID: ids[1], ReasonCode: packet.QuotaExceeded})
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Inflight() != 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Within(testwait.Timeout, func() bool { return c.Inflight() == 0 })
 	if c.Inflight() != 0 || c.Acked() != 2 || c.Rejected() != 1 {
 		t.Fatalf("inflight %d acked %d rejected %d, want 0 2 1", c.Inflight(), c.Acked(), c.Rejected())
 	}
@@ -238,13 +237,7 @@ func TestPoolWaitsAndWakes(t *testing.T) {
 
 func waitParked(t *testing.T, p *pool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.waiters.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("publisher never waited")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, "the publisher to wait", func() bool { return p.waiters.Load() != 0 })
 }
 
 func TestClientPublishDoesNotAllocate(t *testing.T) {

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -55,23 +57,29 @@ func startMosquitto(t *testing.T) string {
 		cmd.Process.Kill()
 		<-exited
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var dialErr error
+	up := testwait.Within(testwait.Timeout, func() bool {
+		select {
+		case <-exited:
+			return true // reported below
+		default:
+		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return addr
 		}
-		select {
-		case <-exited:
-			t.Fatalf("mosquitto exited: %s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not accept on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		dialErr = err
+		return err == nil
+	})
+	select {
+	case <-exited:
+		t.Fatalf("mosquitto exited: %s", out.String())
+	default:
 	}
+	if !up {
+		t.Fatalf("mosquitto did not accept on %s: %v", addr, dialErr)
+	}
+	return addr
 }
 
 func TestScenariosAgainstMosquitto(t *testing.T) {

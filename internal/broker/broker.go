@@ -62,6 +62,7 @@ type Broker struct {
 	willMu    sync.Mutex     // orders willWG.Add against Shutdown's Wait
 	willsDone bool           // Shutdown is waiting: no more willWG.Add
 	willWG    sync.WaitGroup // will publications under way; Shutdown waits for them
+	willsOut  atomic.Int64   // willWG's count, readable: tests wait for 0 before proving no will went out
 
 	clk      clock.Clock // Options.Clock as New found it: timers and expiry deadlines
 	stats    stats
@@ -592,6 +593,7 @@ func (b *Broker) publishWillAfter(tx *txnCtx, w *Message) {
 		return
 	}
 	b.willWG.Add(1)
+	b.willsOut.Add(1)
 	b.willMu.Unlock()
 	b.submit(tx, func(err error) {
 		if err != nil {
@@ -600,6 +602,7 @@ func (b *Broker) publishWillAfter(tx *txnCtx, w *Message) {
 		// Not on the committer's goroutine: publishing commits too.
 		go func() {
 			defer b.willWG.Done()
+			defer b.willsOut.Add(-1)
 			b.publishWill(w)
 		}()
 	})

@@ -17,10 +17,6 @@ import (
 // pahoWait bounds every wait for something that must happen.
 const pahoWait = 5 * time.Second
 
-// pahoQuiet is how long a "nothing else arrives" check keeps listening after
-// its positive control message has arrived.
-const pahoQuiet = 100 * time.Millisecond
-
 // inbox collects what a client receives. Paho calls handlers from a single
 // goroutine that also drives acknowledgements, so adding never blocks.
 type inbox[T any] struct {
@@ -183,20 +179,47 @@ const markerTopic = "marker"
 
 var markerSub = paho.SubscribeOptions{Topic: markerTopic, QoS: 0}
 
-// settle publishes a marker from pub, waits until every observer has it and
-// then listens a little longer, so that whatever the broker would have sent
-// before the marker has arrived: afterwards an observer's inbox is final.
+// settle makes every observer's inbox final for what happened before the
+// call, by ordering rather than by waiting a while (a positive barrier):
+//
+//  1. each observer makes a round trip on its own connection (it
+//     subscribes to the marker topic again): the broker handles one
+//     connection's packets in order, so it has finished everything the
+//     observer sent before (a SUBSCRIBE's retained messages, a resumed
+//     session's resends, the deliveries its acknowledgements release);
+//  2. pub publishes a marker, and settle waits until every observer has it.
+//
+// The broker routes pub's packets in order and writes each session's
+// deliveries in the order it routes them, and Paho hands messages over in
+// the order they arrive. So anything pub published before the marker, and
+// anything another client had published and seen acknowledged before
+// settle, has reached an observer before its marker or never will.
+// (Broker-initiated publications, wills, need their own barrier first: see
+// waitWillsDone.)
 func settle(t testing.TB, pub *p5, observers ...*p5) {
 	t.Helper()
 	want := make([]int, len(observers))
 	for i, o := range observers {
+		o.sub(t, markerSub)
 		want[i] = len(o.onTopic(markerTopic)) + 1
 	}
 	pub.pub(t, &paho.Publish{Topic: markerTopic, Payload: []byte("m")})
 	for i, o := range observers {
 		o.waitTopic(t, markerTopic, want[i])
 	}
-	time.Sleep(pahoQuiet)
+}
+
+// waitWillsDone returns once every will publication the broker has decided
+// on has been routed. A connection's end decides on its will under
+// Broker.sessMu, and a will timer fired by a fake clock's Advance decides
+// on the test's goroutine; so once a test knows the decision was made (the
+// connection counted as gone, or Advance returned), taking sessMu once
+// and then seeing no publication under way proves every will is out.
+func waitWillsDone(t testing.TB, b *Broker) {
+	t.Helper()
+	b.sessMu.Lock()
+	b.sessMu.Unlock() //nolint:staticcheck // an empty critical section: a barrier behind any detach under way
+	testwait.For(t, "will publications finished", func() bool { return b.willsOut.Load() == 0 })
 }
 
 // payloads lists the payloads of msgs as strings.
@@ -320,13 +343,13 @@ func settle3(t testing.TB, pub *p3, observers ...*p3) {
 	t.Helper()
 	want := make([]int, len(observers))
 	for i, o := range observers {
+		o.sub(t, markerTopic, 0)
 		want[i] = len(o.onTopic(markerTopic)) + 1
 	}
 	pub.pub(t, markerTopic, 0, false, "m")
 	for i, o := range observers {
 		o.waitTopic(t, markerTopic, want[i])
 	}
-	time.Sleep(pahoQuiet)
 }
 
 // closeSocket drops the client's TCP connection without DISCONNECT.

@@ -100,6 +100,7 @@ func TestPahoV311Will(t *testing.T) {
 		w := mustP3(t, addr, "v3-will-normal", true, withWill("v3/will/normal"))
 		w.Disconnect(250)
 		waitConnected(t, b, 2)
+		waitWillsDone(t, b)
 		settle3(t, pub, watcher)
 		if got := watcher.onTopic("v3/will/normal"); len(got) != 0 {
 			t.Fatalf("will published after DISCONNECT: %q", messagePayloads(got))

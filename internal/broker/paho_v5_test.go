@@ -271,7 +271,9 @@ func TestPahoV5Wildcards(t *testing.T) {
 		const uptime = "$SYS/broker/uptime"
 		sys.in.waitFor(t, "retained "+uptime, 1, func(p *paho.Publish) bool { return p.Topic == uptime && p.Retain })
 		// A live update reached $SYS/# after o subscribed: o had its chance.
-		sys.in.waitFor(t, "live "+uptime, 1, func(p *paho.Publish) bool { return p.Topic == uptime && !p.Retain })
+		// The second one proves the first was routed to every subscriber
+		// (the broker publishes them one after the other), o included.
+		sys.in.waitFor(t, "live "+uptime, 2, func(p *paho.Publish) bool { return p.Topic == uptime && !p.Retain })
 		settle(t, pub, o)
 		for _, m := range o.in.all() {
 			if strings.HasPrefix(m.Topic, "$") {
@@ -642,6 +644,7 @@ func TestPahoV5Will(t *testing.T) {
 	}
 	expectNoWill := func(t *testing.T, id string) {
 		t.Helper()
+		waitWillsDone(t, b)
 		settle(t, pub, watcher)
 		if got := watcher.onTopic("will/" + id); len(got) != 0 {
 			t.Fatalf("will published: %q", payloads(got))

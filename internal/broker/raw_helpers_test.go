@@ -221,6 +221,22 @@ func (c *rawClient) expectDisconnect(code packet.ReasonCode) *packet.Disconnect 
 	return d
 }
 
+// expectSilenceFor asserts that for d the broker sends nothing and keeps
+// the connection open.
+func (c *rawClient) expectSilenceFor(d time.Duration) {
+	c.t.Helper()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case p, ok := <-c.in:
+		if !ok {
+			c.t.Fatalf("connection ended (%v) within %v", c.end.Load(), d)
+		}
+		c.t.Fatalf("got %s within %v, want nothing", p, d)
+	case <-t.C:
+	}
+}
+
 // ping sends PINGREQ and requires PINGRESP to be the very next packet: a
 // deterministic way to show that nothing else was sent before it.
 func (c *rawClient) ping() {

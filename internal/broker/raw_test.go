@@ -218,8 +218,11 @@ func TestRawKeepAliveTimeout(t *testing.T) {
 		t.Parallel()
 		// PINGREQ within the keep alive holds the connection open past the limit.
 		c, _ := connectRaw(t, addr, packet.V5, &packet.Connect{ClientID: "pinger", CleanStart: true, KeepAlive: 1})
+		// Keep-alive is a socket read deadline on real time (see
+		// ARCHITECTURE.md), so real time must pass: each interval is
+		// watched, and nothing (no DISCONNECT, no close) may arrive in it.
 		for range 3 {
-			time.Sleep(800 * time.Millisecond)
+			c.expectSilenceFor(800 * time.Millisecond)
 			c.ping()
 		}
 		c.expectDisconnect(packet.KeepAliveTimeout)

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"context"
 	"errors"
 	"flag"
@@ -9,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 var steadyEntries = flag.Int("store.steady", 200_000, "entries written and deleted in TestSteadyStateDisk")
@@ -66,11 +67,11 @@ func TestQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Pebble deletes the compacted-away files in the background.
-	after := s.Usage()
-	for deadline := time.Now().Add(10 * time.Second); after >= full/2 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+	var after int64
+	testwait.Within(testwait.Timeout, func() bool {
 		after = s.Usage()
-	}
+		return after < full/2
+	})
 	t.Logf("usage after deleting everything and compacting: %d (dir %d)", after, dirSize(t, dir))
 	if after >= full/2 {
 		breakdown(t, s)

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"encoding/json"
 	"os"
 	"slices"
@@ -54,14 +56,18 @@ func runCheck(t *testing.T, e *edgeport, extra ...string) (checkReport, int, str
 // for conditions the server reaches shortly after start (a self-test round).
 func checkUntil(t *testing.T, e *edgeport, name, want string) (checkReport, int, string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		rep, code, out := runCheck(t, e)
-		if st, _ := rep.check(t, name); st == want || time.Now().After(deadline) {
-			return rep, code, out
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var (
+		rep  checkReport
+		code int
+		out  string
+	)
+	// The caller judges the last report, reached or not.
+	testwait.Within(15*time.Second, func() bool {
+		rep, code, out = runCheck(t, e)
+		st, _ := rep.check(t, name)
+		return st == want
+	})
+	return rep, code, out
 }
 
 func TestCheckHealthyInstance(t *testing.T) {

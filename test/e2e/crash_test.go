@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"context"
 	"flag"
 	"fmt"
@@ -150,12 +152,28 @@ func TestCrashRecovery(t *testing.T) {
 			state, _, _, _ := p.snapshot()
 			firstSeq[i] = len(state)
 		}
-		load := time.Duration(100+rng.IntN(401)) * time.Millisecond
+		// The kill comes once a random number of this cycle's messages
+		// were acknowledged: mid-flow, at a point that differs per cycle.
+		load := 200 + rng.IntN(3000)
 		sent := make(chan int, len(pubs))
 		for _, p := range pubs {
 			go func() { sent <- p.run(50000) }()
 		}
-		time.Sleep(load) // the load runs for this long: there is nothing to poll
+		testwait.For(t, fmt.Sprintf("%d messages acknowledged under load", load), func() bool {
+			acked := 0
+			for i, p := range pubs {
+				state, _, _, err := p.snapshot()
+				if err != nil {
+					return true // the publisher failed: reported by the checks below
+				}
+				for _, st := range state[firstSeq[i]:] {
+					if st != msgSent {
+						acked++
+					}
+				}
+			}
+			return acked >= load
+		})
 		e.kill()
 		total := 0
 		for _, p := range pubs {
@@ -262,30 +280,25 @@ func TestCrashRecovery(t *testing.T) {
 
 // awaitAll waits until s has received every message the publishers sent.
 func awaitAll(s *crashSub, pubs []*crashPub, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		missing := ""
+	missing := ""
+	testwait.Within(timeout, func() bool {
+		missing = ""
 		for _, p := range pubs {
 			state, _, _, _ := p.snapshot()
 			counts := s.counts(p.name)
 			for seq := range state {
 				if seq >= len(counts) || counts[seq] == 0 {
 					missing = fmt.Sprintf("%s:%d (state %d)", p.name, seq, state[seq])
-					break
+					return false
 				}
 			}
-			if missing != "" {
-				break
-			}
 		}
-		if missing == "" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s never received %s (and maybe more)", s.name, missing)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return true
+	})
+	if missing != "" {
+		return fmt.Errorf("%s never received %s (and maybe more)", s.name, missing)
 	}
+	return nil
 }
 
 // checkCounts requires every QoS 1 message at least once and every QoS 2

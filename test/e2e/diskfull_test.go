@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"fmt"
 	"os"
 	"os/exec"
@@ -84,22 +86,21 @@ func TestDiskFull(t *testing.T) {
 	payload := make([]byte, 64<<10)
 	publishUntil := func(what string, want packet.ReasonCode) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for id := uint16(1); ; id++ {
+		// Polled: the store re-measures the disk every few milliseconds.
+		id := uint16(0)
+		var code packet.ReasonCode
+		if !testwait.Within(20*time.Second, func() bool {
+			id++
 			if err := pub.write(&packet.Publish{QoS: 1, PacketID: id, Topic: "full/q1", Payload: payload}); err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
-			code, err := pub.await(id)
-			if err != nil {
+			var err error
+			if code, err = pub.await(id); err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
-			if code == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: still %v after 20 s, want %v", what, code, want)
-			}
-			time.Sleep(20 * time.Millisecond) // let the store measure the disk again
+			return code == want
+		}) {
+			t.Fatalf("%s: still %v after 20 s, want %v", what, code, want)
 		}
 	}
 	publishUntil("with room", packet.Success)

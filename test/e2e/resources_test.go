@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -90,23 +92,30 @@ type resourceJSON struct {
 // resource is observed, and returns it.
 func waitApplied(t *testing.T, server, kind, name string, gen int64, extra ...string) resourceJSON {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, errOut, code := cli(t, "", nil, append([]string{"get", kind, name, "-o", "json", "--server", server}, extra...)...)
-		var r resourceJSON
-		if code == 0 {
-			if err := json.Unmarshal([]byte(out), &r); err != nil {
-				t.Fatalf("get -o json: %v\n%s", err, out)
-			}
-			if r.Metadata.Generation == gen && r.Status.ObservedGeneration == gen {
-				return r
-			}
+	var (
+		r           resourceJSON
+		out, errOut string
+		code        int
+		badJSON     error
+	)
+	applied := testwait.Within(testwait.Timeout, func() bool {
+		out, errOut, code = cli(t, "", nil, append([]string{"get", kind, name, "-o", "json", "--server", server}, extra...)...)
+		if code != 0 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s/%s generation %d not applied: exit %d\n%s%s", kind, name, gen, code, out, errOut)
+		r = resourceJSON{}
+		if badJSON = json.Unmarshal([]byte(out), &r); badJSON != nil {
+			return true // reported below
 		}
-		time.Sleep(50 * time.Millisecond)
+		return r.Metadata.Generation == gen && r.Status.ObservedGeneration == gen
+	})
+	if badJSON != nil {
+		t.Fatalf("get -o json: %v\n%s", badJSON, out)
 	}
+	if !applied {
+		t.Fatalf("%s/%s generation %d not applied: exit %d\n%s%s", kind, name, gen, code, out, errOut)
+	}
+	return r
 }
 
 const listenerFile = `apiVersion: edgeport.io/v1
@@ -161,16 +170,11 @@ func TestConfigDirLive(t *testing.T) {
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, errOut, code := cli(t, "", nil, "get", "brokerlistener", "second", "--server", server)
-		if code == 1 && strings.Contains(errOut, "not found") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("removed file's resource still there: %d %s", code, errOut)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testwait.Within(testwait.Timeout, func() bool {
+		_, errOut, code = cli(t, "", nil, "get", "brokerlistener", "second", "--server", server)
+		return code == 1 && strings.Contains(errOut, "not found")
+	}) {
+		t.Fatalf("removed file's resource still there: %d %s", code, errOut)
 	}
 }
 

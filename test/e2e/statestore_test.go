@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -177,6 +179,7 @@ func TestStateStore(t *testing.T) {
 	}
 	mustState("OK\n", "set", "lease", "holder", "--nex", "--px", "1m")
 	mustState("OK\n", "set", "brief", "x", "--px", "1500ms")
+	briefGone := time.Now().Add(1500 * time.Millisecond) // at the latest
 	mustState("OK\n", "--hex", "set", "00ff", "c0ffee")
 	mustState("c0ffee\n", "--hex", "get", "00ff")
 	mustState("hex:00ff\nbrief\nconfig/mode\nlease\n", "list")
@@ -202,7 +205,9 @@ func TestStateStore(t *testing.T) {
 	if err := e.stop(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1600 * time.Millisecond) // "brief" expires while Edgeport is down
+	// "brief" expires while Edgeport is down: the store's PX is wall-clock
+	// time in another process, so the test waits for that deadline to pass.
+	testwait.For(t, `"brief"'s expiry deadline`, func() bool { return time.Now().After(briefGone) })
 	e = startEdgeport(t, "--data-dir", dir)
 	addr = e.addr(t, "mqtt")
 	mustState("eco\n", "get", "config/mode")

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -216,12 +218,8 @@ func TestTLSWithRealPeers(t *testing.T) {
 			}
 			f.pair(t, f.serverCA, pki.Request{CommonName: "second", IPAddresses: local},
 				filepath.Join(f.data, "secrets", "plant-cert", "tls.crt"), filepath.Join(f.data, "secrets", "plant-cert", "tls.key"))
-			deadline := time.Now().Add(lineWait)
-			for served() != "second" {
-				if time.Now().After(deadline) {
-					t.Fatal("new handshakes still get the old certificate")
-				}
-				time.Sleep(50 * time.Millisecond)
+			if !testwait.Within(lineWait, func() bool { return served() == "second" }) {
+				t.Fatal("new handshakes still get the old certificate")
 			}
 			m.publish("--cafile", serverCAFile, "-q", "1", "-t", "tls/manual", "-m", "after the swap")
 			if got, want := messages(held.wait(t, lineWait)), []string{"tls/manual|1|0||after the swap"}; !slices.Equal(got, want) {

@@ -1,6 +1,8 @@
 package file
 
 import (
+	"github.com/edgeport/edgeport/internal/testwait"
+
 	"bufio"
 	"context"
 	"os"
@@ -108,19 +110,13 @@ func TestRotateByAge(t *testing.T) {
 		t.Fatalf("published before its age: %v", files)
 	}
 	c.add(time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		files, _ := Files(dir)
-		if len(files) == 1 {
-			if got := lines(t, files[0]); len(got) != 3 {
-				t.Fatalf("published file has %d lines", len(got))
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("an old file was not published without new messages")
-		}
-		time.Sleep(20 * time.Millisecond)
+	var files []string
+	testwait.For(t, "an old file published without new messages", func() bool {
+		files, _ = Files(dir)
+		return len(files) == 1
+	})
+	if got := lines(t, files[0]); len(got) != 3 {
+		t.Fatalf("published file has %d lines", len(got))
 	}
 }
 

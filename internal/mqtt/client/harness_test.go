@@ -129,18 +129,9 @@ func newClient(t testing.TB, opts Options) *Client {
 // Register it first, so that it runs after every other cleanup.
 func noLeaks(t *testing.T) {
 	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			left := clientGoroutines()
-			if left == "" {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("goroutines left running:\n%s", left)
-				return
-			}
-			runtime.Gosched()
-			time.Sleep(10 * time.Millisecond)
+		var left string
+		if !testwait.Within(5*time.Second, func() bool { left = clientGoroutines(); return left == "" }) {
+			t.Errorf("goroutines left running:\n%s", left)
 		}
 	})
 }
