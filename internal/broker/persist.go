@@ -224,6 +224,10 @@ func (b *Broker) flush() {
 	}
 	q := &b.commits
 	q.mu.Lock()
+	if len(q.q) == 0 {
+		q.mu.Unlock()
+		return // the common case: nothing waits, or a submitter took it
+	}
 	for q.submitting {
 		if len(q.q) < commitQueueLimit {
 			q.mu.Unlock()
@@ -255,6 +259,10 @@ func (b *Broker) flushAll() {
 	b.flush()
 	q := &b.commits
 	q.mu.Lock()
+	if len(q.q) == 0 {
+		q.mu.Unlock()
+		return // the common case: nothing waits, or a submitter took it
+	}
 	for q.submitting {
 		q.cond.Wait()
 	}
