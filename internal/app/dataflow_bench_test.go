@@ -1,8 +1,6 @@
 package app
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +15,7 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // The dataflow benchmarks measure messages per second from a publisher on

@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"context"
 	"errors"
 	"net"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // fakeServer accepts one connection, answers CONNECT with connack and

@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 const mosquittoPath = "/usr/sbin/mosquitto"

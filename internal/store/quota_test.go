@@ -1,8 +1,6 @@
 package store
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"context"
 	"errors"
 	"flag"
@@ -11,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 var steadyEntries = flag.Int("store.steady", 200_000, "entries written and deleted in TestSteadyStateDisk")

@@ -1,8 +1,6 @@
 package store
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"errors"
 	"os"
 	"os/exec"
@@ -10,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // smallFS mounts a tmpfs of size bytes for the test: a file system that

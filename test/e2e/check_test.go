@@ -1,14 +1,14 @@
 package e2e
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"encoding/json"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // checkReport is the part of `edgeport check -o json` the tests read.

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"context"
 	"flag"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // crashCyclesFlag sets how many kill -9 cycles TestCrashRecovery runs

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // cli runs an edgeport management command and returns stdout, stderr and

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"context"
 	"crypto/rand"
 	"encoding/hex"

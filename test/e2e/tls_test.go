@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/pki"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 const opensslPkg = "openssl (Debian)"

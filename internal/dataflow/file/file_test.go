@@ -1,8 +1,6 @@
 package file
 
 import (
-	"github.com/edgeport/edgeport/internal/testwait"
-
 	"bufio"
 	"context"
 	"os"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 type clock struct {
