@@ -15,6 +15,7 @@ func (r *resources) syncFlows() {
 		r.store.List("DataflowEndpoint", all),
 		r.store.List("DataflowProfile", all),
 		r.store.List("Schema", all),
+		r.store.List("Asset", all)...,
 	))
 	// Endpoints and profiles are ready when they are valid; whether they
 	// work shows in the flows that use them.

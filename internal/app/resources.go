@@ -221,8 +221,9 @@ func (r *resources) reconcile(k config.Key) {
 		r.reconcileBroker(k)
 	case "BrokerListener":
 		r.reconcileListener(k)
-	case "Dataflow", "DataflowEndpoint", "DataflowProfile", "Schema":
-		// A Schema changes what a flow's schemaRef resolves to.
+	case "Dataflow", "DataflowEndpoint", "DataflowProfile", "Schema", "Asset":
+		// A Schema changes what a flow's schemaRef resolves to, an Asset
+		// the topics of a flow's assetRef.
 		r.syncFlows()
 	case "BrokerAuthentication", "BrokerAuthorization":
 		if k.Kind == "BrokerAuthentication" {

@@ -41,8 +41,8 @@ var _ Builder = (*StageBuilder)(nil)
 func (b *StageBuilder) Source(ctx context.Context, p *Plan, instance int) (stage.Source, error) {
 	src := p.Spec.Source()
 	ep := p.Source
-	if src.AssetRef != "" {
-		return nil, errors.New("assetRef sources are not built yet: name the asset's dataset topics in dataSources")
+	if src.AssetRef != "" && ep.EndpointType != config.EndpointMqtt {
+		return nil, fmt.Errorf("assetRef %q needs an Mqtt source endpoint (the broker the asset's connector publishes to), not %s", src.AssetRef, ep.EndpointType)
 	}
 	switch ep.EndpointType {
 	case config.EndpointMqtt:

@@ -168,6 +168,25 @@ type Plan struct {
 	// PrevFilters are the source filters of the plan this one replaces,
 	// for the source to unsubscribe what it no longer needs.
 	PrevFilters []string `json:"-"`
+	// AssetTopics are the MQTT topics the source's assetRef publishes its
+	// datasets to (part of the key: a changed asset restarts the flow).
+	AssetTopics []string `json:",omitempty"`
+}
+
+// SourceFilters are the topic filters the source subscribes to: its
+// dataSources and its asset's dataset topics.
+func (p *Plan) SourceFilters() []string {
+	src := p.Spec.Source()
+	if src == nil {
+		return nil
+	}
+	out := append([]string(nil), src.DataSources...)
+	for _, t := range p.AssetTopics {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Instances returns the flow instances' client-ID suffixes and the
@@ -205,8 +224,9 @@ func Resolve(flows, endpoints, profiles []*config.Object) []*Plan {
 }
 
 // ResolveAll builds the plans of flows from the current resources, the
-// Schemas their schemaRefs name included.
-func ResolveAll(flows, endpoints, profiles, schemas []*config.Object) []*Plan {
+// Schemas their schemaRefs name and the Assets their sources' assetRef
+// names included.
+func ResolveAll(flows, endpoints, profiles, schemas []*config.Object, assets ...*config.Object) []*Plan {
 	sch := make(map[string]*config.Object, len(schemas))
 	for _, o := range schemas {
 		sch[o.Metadata.Name] = o
@@ -242,6 +262,13 @@ func ResolveAll(flows, endpoints, profiles, schemas []*config.Object) []*Plan {
 			if p.DeadLetter = eps[dl.EndpointRef]; p.DeadLetter == nil {
 				errs = append(errs, fmt.Errorf("deadLetter endpointRef %q: no such DataflowEndpoint", dl.EndpointRef))
 			}
+		}
+		if src != nil && src.AssetRef != "" {
+			topics, err := assetTopics(src.AssetRef, assets)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			p.AssetTopics = topics
 		}
 		if prof, ok := profs[spec.ProfileRef]; ok {
 			p.Instances = *prof.InstanceCount

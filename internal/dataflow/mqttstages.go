@@ -68,7 +68,7 @@ func (m *MQTTStages) Source(_ context.Context, p *Plan, ep *config.MqttEndpointS
 		expiry = time.Duration(*ep.SessionExpirySeconds) * time.Second
 	}
 	return mqtt.NewSource(mqtt.SourceOptions{
-		Endpoint: m.endpoint(ep), ClientID: sourceID(p, ep, instance), Filters: p.Spec.Source().DataSources,
+		Endpoint: m.endpoint(ep), ClientID: sourceID(p, ep, instance), Filters: p.SourceFilters(),
 		SharedGroup: p.sharedGroup(), SessionExpiry: expiry, Window: *ep.MaxInflightMessages,
 		Unsubscribe: p.PrevFilters,
 	}), nil

@@ -43,8 +43,8 @@ func (f *flowRun) setPlan(p *Plan) {
 	f.mu.Lock()
 	if old := f.plan; old != nil && old != p && old.Spec.Source() != nil && p.Spec.Source() != nil {
 		var gone []string
-		for _, fl := range old.Spec.Source().DataSources {
-			if !slices.Contains(p.Spec.Source().DataSources, fl) {
+		for _, fl := range old.SourceFilters() {
+			if !slices.Contains(p.SourceFilters(), fl) {
 				gone = append(gone, fl)
 			}
 		}
