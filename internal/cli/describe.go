@@ -106,6 +106,7 @@ func describe(w io.Writer, o *config.Object, raw []byte, events []config.Event, 
 
 	if s, ok := o.Spec.(*config.SchemaSpec); ok {
 		describeSchemaVersions(w, s)
+		describeSchemaUses(w, o.Status)
 	}
 
 	fmt.Fprintln(w, "Status:")

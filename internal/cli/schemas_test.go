@@ -66,3 +66,32 @@ func TestSchemasGetDescribe(t *testing.T) {
 		t.Fatalf("changed version: exit %d: %s", code, out)
 	}
 }
+
+// describe lists what uses a schema, from its status.
+func TestDescribeSchemaUses(t *testing.T) {
+	var b strings.Builder
+	describeSchemaUses(&b, &config.Status{UsedBy: []config.SchemaUse{
+		{Kind: "Dataflow", Name: "archive", Role: "source", Version: "1", Topics: []string{"plant/+/t", "lab/#"}},
+		{Kind: "Dataflow", Name: "archive", Role: "output", Version: "2", Destination: "files:t"},
+		{Kind: "Asset", Name: "line1/temps", Role: "publish", Version: "1", Topics: []string{"plant/line1/temps"}},
+	}})
+	out := b.String()
+	for _, want := range []string{"Used by:", "KIND", "TOPICS", "Dataflow  archive      source", "plant/+/t,lab/#", "to files:t", "Asset     line1/temps  publish"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	describeSchemaUses(&b, nil)
+	if b.String() != "Used by: nothing\n" {
+		t.Errorf("unused: %q", b.String())
+	}
+	o := &config.Object{Kind: "Schema", Spec: &config.SchemaSpec{}, Status: &config.Status{UsedBy: []config.SchemaUse{{Kind: "Dataflow"}, {Kind: "Dataflow"}, {Kind: "Asset"}}}}
+	for _, c := range config.Builtin().LookupKind("Schema").Columns {
+		if c.Header == "USED-BY" {
+			if got := c.Value(o); got != "2 dataflows,1 asset" {
+				t.Errorf("USED-BY %q", got)
+			}
+		}
+	}
+}

@@ -77,6 +77,9 @@ type Status struct {
 	Dataflow *DataflowStatus `json:"dataflow,omitempty"`
 	// Versions is set for Schema: each stored version and its content hash.
 	Versions []SchemaVersionStatus `json:"versions,omitempty"`
+	// UsedBy is set for Schema: the dataflows and asset datasets that name
+	// it, with the topics their messages travel on.
+	UsedBy []SchemaUse `json:"usedBy,omitempty"`
 }
 
 // EndpointStatus is one device endpoint as its connector runs it.
@@ -98,6 +101,11 @@ type DatasetStatus struct {
 	Messages      uint64     `json:"messages"`
 	Dropped       uint64     `json:"dropped,omitempty"`
 	Error         string     `json:"error,omitempty"`
+	// Topic is the MQTT topic the dataset publishes on; SchemaRef the
+	// schema its connector registered for those messages
+	// (aio-sr://<name>:<version>).
+	Topic     string `json:"topic,omitempty"`
+	SchemaRef string `json:"schemaRef,omitempty"`
 	// DataPoints has an entry per configured data point, in order.
 	DataPoints []DataPointStatus `json:"dataPoints,omitempty"`
 }

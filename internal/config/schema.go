@@ -116,6 +116,27 @@ func schemaKind() KindDef {
 			}
 			return strings.Join(names, ",")
 		}},
+		{"USED-BY", func(o *Object) string {
+			if o.Status == nil || len(o.Status.UsedBy) == 0 {
+				return ""
+			}
+			n := map[string]int{}
+			var kinds []string
+			for _, u := range o.Status.UsedBy {
+				if n[u.Kind] == 0 {
+					kinds = append(kinds, u.Kind)
+				}
+				n[u.Kind]++
+			}
+			parts := make([]string, len(kinds))
+			for i, k := range kinds {
+				parts[i] = strconv.Itoa(n[k]) + " " + strings.ToLower(k)
+				if n[k] > 1 {
+					parts[i] += "s"
+				}
+			}
+			return strings.Join(parts, ",")
+		}},
 		{"LATEST-HASH", func(o *Object) string {
 			if v := o.Spec.(*SchemaSpec).Latest(); v != nil {
 				return SchemaContentHash(v.SchemaContent)[:12]

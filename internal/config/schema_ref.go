@@ -137,3 +137,64 @@ func ApplyRank(kind string) int {
 	}
 	return 1
 }
+
+// SchemaUse is one user of a schema: a dataflow's schemaRef (role source
+// or output) or an asset dataset whose connector registered the schema of
+// what it publishes (role publish).
+type SchemaUse struct {
+	Kind    string `json:"kind"`
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	Version string `json:"version"`
+	// Topics are the topic filters the messages come from (source), or
+	// the topics they are published on (publish).
+	Topics []string `json:"topics,omitempty"`
+	// Destination is where an output goes: endpoint and dataDestination.
+	Destination string `json:"destination,omitempty"`
+}
+
+// SchemaRolePublish is an asset dataset publishing messages of the schema.
+const SchemaRolePublish = "publish"
+
+// SchemaUses lists the dataflows and asset datasets that use the schema
+// named name, in the order given.
+func SchemaUses(name string, flows, assets []*Object) []SchemaUse {
+	var out []SchemaUse
+	for _, o := range flows {
+		s, ok := o.Spec.(*DataflowSpec)
+		if !ok {
+			continue
+		}
+		for _, u := range s.SchemaRefs() {
+			r, err := ParseSchemaRef(u.Ref)
+			if err != nil || r.Name != name {
+				continue
+			}
+			use := SchemaUse{Kind: o.Kind, Name: o.Metadata.Name, Role: u.Role, Version: r.Version}
+			if src := s.Source(); u.Role == SchemaRoleSource && src != nil {
+				use.Topics = src.DataSources
+			}
+			if d := s.Destination(); u.Role == SchemaRoleOutput && d != nil {
+				use.Destination = d.EndpointRef + ":" + d.DataDestination
+			}
+			out = append(out, use)
+		}
+	}
+	for _, o := range assets {
+		if o.Status == nil {
+			continue
+		}
+		for _, ds := range o.Status.Datasets {
+			r, err := ParseSchemaRef(ds.SchemaRef)
+			if err != nil || r.Name != name {
+				continue
+			}
+			use := SchemaUse{Kind: o.Kind, Name: o.Metadata.Name + "/" + ds.Name, Role: SchemaRolePublish, Version: r.Version}
+			if ds.Topic != "" {
+				use.Topics = []string{ds.Topic}
+			}
+			out = append(out, use)
+		}
+	}
+	return out
+}

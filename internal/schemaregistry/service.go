@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,7 +96,14 @@ type Service struct {
 	log     *slog.Logger
 	running atomic.Bool    // between Start and Stop: serve requests and write status
 	wg      sync.WaitGroup // requests in progress
+	stop    chan struct{}  // closed by Stop: ends the usage refresh
+	loop    sync.WaitGroup // the usage refresh
+	refresh time.Duration  // the usage refresh's period (usageRefresh)
 }
+
+// usageRefresh is how often every Schema's usedBy is recomputed, for the
+// asset datasets whose status (which notifies no watcher) names a schema.
+const usageRefresh = 5 * time.Second
 
 var _ lifecycle.Component = (*Service)(nil)
 
@@ -105,10 +113,16 @@ func New(st *config.Store, cl *client.Client, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{store: st, client: cl, log: log}
+	s := &Service{store: st, client: cl, log: log, stop: make(chan struct{}), refresh: usageRefresh}
 	st.Watch(func(k config.Key) {
-		if k.Kind == "Schema" && s.running.Load() {
+		if !s.running.Load() {
+			return
+		}
+		switch k.Kind {
+		case "Schema":
 			s.writeStatus(k)
+		case "Dataflow", "Asset":
+			s.writeAllStatus() // what uses which schema changed
 		}
 	})
 	return s
@@ -119,9 +133,21 @@ func New(st *config.Store, cl *client.Client, log *slog.Logger) *Service {
 // seconds Start returns anyway: the client subscribes when it connects.
 func (s *Service) Start(ctx context.Context) error {
 	s.running.Store(true)
-	for _, o := range s.store.List("Schema", config.Selector{}) {
-		s.writeStatus(o.Key())
-	}
+	s.writeAllStatus()
+	s.loop.Add(1)
+	go func() {
+		defer s.loop.Done()
+		t := time.NewTicker(s.refresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				s.writeAllStatus()
+			}
+		}
+	}()
 	err := s.client.SubscribeWithin(ctx, client.Subscription{
 		Filters: []packet.Subscription{{Filter: TopicPrefix + "+", QoS: 1}},
 		Handler: s.handle,
@@ -131,6 +157,8 @@ func (s *Service) Start(ctx context.Context) error {
 		s.log.Warn("schema registry API unavailable until its client connects", "err", err)
 	case err != nil:
 		s.running.Store(false)
+		close(s.stop)
+		s.loop.Wait()
 		return fmt.Errorf("schema registry: subscribing: %w", err)
 	}
 	return nil
@@ -139,6 +167,8 @@ func (s *Service) Start(ctx context.Context) error {
 // Stop unsubscribes and waits for requests in progress.
 func (s *Service) Stop(ctx context.Context) error {
 	s.running.Store(false)
+	close(s.stop)
+	s.loop.Wait()
 	uctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := s.client.Unsubscribe(uctx, TopicPrefix+"+"); err != nil {
@@ -148,6 +178,14 @@ func (s *Service) Stop(ctx context.Context) error {
 	return nil
 }
 
+func (s *Service) writeAllStatus() {
+	for _, o := range s.store.List("Schema", config.Selector{}) {
+		s.writeStatus(o.Key())
+	}
+}
+
+// writeStatus writes a Schema's status: Ready, its versions with their
+// hashes, and what uses it. Unchanged status is not rewritten.
 func (s *Service) writeStatus(k config.Key) {
 	o, ok := s.store.Get(k)
 	if !ok {
@@ -160,6 +198,13 @@ func (s *Service) writeStatus(k config.Key) {
 	}}}
 	for _, v := range spec.Versions {
 		st.Versions = append(st.Versions, config.SchemaVersionStatus{Name: v.Name, Hash: config.SchemaContentHash(v.SchemaContent)})
+	}
+	all := config.Selector{}
+	st.UsedBy = config.SchemaUses(k.Name, s.store.List("Dataflow", all), s.store.List("Asset", all))
+	if o.Status != nil && o.Status.ObservedGeneration == o.Metadata.Generation &&
+		reflect.DeepEqual(o.Status.Versions, st.Versions) && reflect.DeepEqual(o.Status.UsedBy, st.UsedBy) &&
+		len(o.Status.Conditions) == 1 && o.Status.Conditions[0].Message == st.Conditions[0].Message {
+		return
 	}
 	s.store.SetStatus(k, o.Metadata.UID, o.Metadata.Generation, st)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/connector/connectortest"
 	"github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -79,6 +80,7 @@ func start(t *testing.T) (*config.Store, *invoker) {
 	b, addr := connectortest.Broker(t)
 	st := connectortest.Store(t)
 	svc := New(st, connectortest.Client(t, b, "$edgeport/schemaregistry"), nil)
+	svc.refresh = 50 * time.Millisecond
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -173,4 +175,79 @@ func must(b []byte, err error) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestSchemaUsedBy: a Schema's status lists the dataflows that name it
+// (with their source topic filters or their destination) and the asset
+// datasets whose connector registered it (with their topic), and follows
+// changes to either.
+func TestSchemaUsedBy(t *testing.T) {
+	st, _ := start(t)
+	connectortest.Apply(t, st, `apiVersion: edgeport.io/v1
+kind: Schema
+metadata: {name: thermostat}
+spec:
+  format: JsonSchema/draft-07
+  versions: [{name: "1", schemaContent: '{"type": "object", "properties": {"t": {"type": "number"}}}'}]
+---
+apiVersion: edgeport.io/v1
+kind: Dataflow
+metadata: {name: check}
+spec:
+  operations:
+  - operationType: Source
+    sourceSettings: {dataSources: ["plant/+/thermostat"], schemaRef: "aio-sr://thermostat:1"}
+  - operationType: BuiltInTransformation
+    builtInTransformationSettings: {schemaRef: "aio-sr://thermostat:1"}
+  - operationType: Destination
+    destinationSettings: {endpointRef: default, dataDestination: checked}
+`)
+	k := config.Key{Kind: "Schema", Name: "thermostat"}
+	usedBy := func() []config.SchemaUse {
+		o, _ := st.Get(k)
+		if o.Status == nil {
+			return nil
+		}
+		return o.Status.UsedBy
+	}
+	testwait.For(t, "dataflow uses", func() bool { return len(usedBy()) == 2 })
+	u := usedBy()
+	if u[0].Kind != "Dataflow" || u[0].Name != "check" || u[0].Role != "source" || u[0].Version != "1" ||
+		len(u[0].Topics) != 1 || u[0].Topics[0] != "plant/+/thermostat" {
+		t.Errorf("source use: %+v", u[0])
+	}
+	if u[1].Role != "output" || u[1].Destination != "default:checked" {
+		t.Errorf("output use: %+v", u[1])
+	}
+	// An asset dataset whose connector registered the schema: its status
+	// names it (SetStatus notifies nobody; the refresh picks it up).
+	connectortest.Apply(t, st, `apiVersion: edgeport.io/v1
+kind: Device
+metadata: {name: plc}
+spec:
+  endpoints:
+    inbound:
+      main: {endpointType: Microsoft.Modbus, address: "modbus-tcp://127.0.0.1:502"}
+---
+apiVersion: edgeport.io/v1
+kind: Asset
+metadata: {name: line1}
+spec:
+  deviceRef: {deviceName: plc, endpointName: main}
+  datasets:
+  - name: temps
+    destinations: [{target: Mqtt, configuration: {topic: plant/line1/temps}}]
+    dataPoints: [{name: t, dataSource: "holding:1"}]
+`)
+	a, _ := st.Get(config.Key{Kind: "Asset", Name: "line1"})
+	st.SetStatus(a.Key(), a.Metadata.UID, a.Metadata.Generation, config.Status{Datasets: []config.DatasetStatus{
+		{Name: "temps", Topic: "plant/line1/temps", SchemaRef: "aio-sr://thermostat:1"}}})
+	testwait.For(t, "asset use", func() bool { return len(usedBy()) == 3 })
+	if u := usedBy()[2]; u.Kind != "Asset" || u.Name != "line1/temps" || u.Role != "publish" || u.Topics[0] != "plant/line1/temps" {
+		t.Errorf("asset use: %+v", u)
+	}
+	if _, err := st.Delete(config.Key{Kind: "Dataflow", Name: "check"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "dataflow gone", func() bool { return len(usedBy()) == 1 })
 }
