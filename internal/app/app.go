@@ -295,10 +295,14 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 			}
 			return ls
 		}
-		a.http.AddReadyCheck("broker", telemetry.BrokerReadyCheck(b, listeners))
+		ready := telemetry.ReadinessSource{Broker: b, Listeners: listeners, DataDir: cfg.DataDir}
+		if a.store != nil {
+			ready.StoreFull = a.store.Full
+		}
+		a.http.AddReadyCheck("broker", ready.ReadyCheck())
 		// Mounted with the API, under its token rules: it names the data
 		// path, every listener and the policies.
-		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners}
+		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners, Readiness: ready.Readiness}
 		g.Add("api", lifecycle.Hook{OnStart: func(context.Context) error { return a.mountAPI() }})
 		g.Add("http", &httpEndpoint{HTTPServer: a.http, addr: cfg.HTTPAddr, log: log})
 		// After the endpoint, so that it stops before: its live streams

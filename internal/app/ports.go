@@ -313,5 +313,13 @@ func (r *resources) listenerStatus(obj *config.Object, spec *config.BrokerListen
 	for _, n := range secNotes {
 		msg += "; " + n
 	}
+	// A port that refuses every client is bound but serves nobody: not
+	// Ready, so that `get` and the portal show it (its note says why).
+	for _, p := range spec.Ports {
+		if r.a.broker.ListenerAdmission(config.PortName(obj.Metadata.Name, *p.Port)) == broker.AdmitsNobody {
+			r.setStatus(obj, st, false, "AdmitsNobody", msg)
+			return
+		}
+	}
 	r.setStatus(obj, st, true, "Listening", msg)
 }

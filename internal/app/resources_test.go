@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"log/slog"
 	"net"
 	"os"
@@ -463,5 +464,50 @@ func TestSysIntervalLive(t *testing.T) {
 	waitStatus(t, a, config.Key{Kind: "Broker", Name: "default"}, config.ConditionTrue)
 	if p := c.next(); p != packet.PUBLISH {
 		t.Fatalf("got %v, want a $SYS PUBLISH", p)
+	}
+}
+
+// TestReadyzWithAPortThatCannotBind: a BrokerListener port that cannot be
+// bound leaves /readyz at 200 while another MQTT listener admits clients
+// (a Kubernetes probe must not take the broker out of its Service for it),
+// names the port in the body and in /statusz, and makes /readyz 503 once
+// no MQTT listener is left.
+func TestReadyzWithAPortThatCannotBind(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+	get := func(a *App, path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + a.Addrs()["http"].String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	notBound := fmt.Sprintf("listener clash:%d: not bound: listen tcp 127.0.0.1:%d: bind: address already in use", port, port)
+
+	a := startApp(t, Config{HTTPAddr: "127.0.0.1:0"})
+	apply(t, a, listenerYAML("clash", fmt.Sprintf("{port: %d}", port)))
+	waitStatus(t, a, config.Key{Kind: "BrokerListener", Name: "clash"}, config.ConditionFalse)
+	code, body := get(a, "/readyz")
+	if code != http.StatusOK || !strings.HasPrefix(body, "ok\nbroker: degraded: "+notBound) {
+		t.Fatalf("GET /readyz = %d %q, want 200 naming the port", code, body)
+	}
+	if _, st := get(a, "/statusz"); !strings.Contains(st, `"ready": true`) || !strings.Contains(st, notBound) {
+		t.Fatalf("/statusz readiness: %s", st)
+	}
+
+	// Without the serve flags' listener, the failing port was the only one.
+	b := startApp(t, Config{MQTTAddr: Off, HTTPAddr: "127.0.0.1:0"})
+	apply(t, b, listenerYAML("clash", fmt.Sprintf("{port: %d}", port)))
+	waitStatus(t, b, config.Key{Kind: "BrokerListener", Name: "clash"}, config.ConditionFalse)
+	code, body = get(b, "/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "no MQTT listener is bound and admits clients; "+notBound) {
+		t.Fatalf("GET /readyz = %d %q, want 503", code, body)
 	}
 }

@@ -142,9 +142,10 @@ spec:
 	plantKey := config.Key{Kind: "BrokerListener", Name: "plant"}
 	o := waitStatus(t, a, plantKey, config.ConditionTrue)
 	addr := portAddr(t, o, 0)
-	open := waitStatus(t, a, config.Key{Kind: "BrokerListener", Name: "open"}, config.ConditionTrue)
-	if msg := open.Ready().Message; !strings.Contains(msg, "every client is refused") {
-		t.Fatalf("open listener status %q", msg)
+	// Bound, but admitting nobody: not Ready, and the message says why.
+	open := waitStatus(t, a, config.Key{Kind: "BrokerListener", Name: "open"}, config.ConditionFalse)
+	if c := open.Ready(); c.Reason != "AdmitsNobody" || !strings.Contains(c.Message, "every client is refused") {
+		t.Fatalf("open listener status %+v", c)
 	}
 	anon := waitStatus(t, a, config.Key{Kind: "BrokerListener", Name: "anon"}, config.ConditionTrue)
 

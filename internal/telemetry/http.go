@@ -178,16 +178,31 @@ func (s *HTTPServer) serveReady(w http.ResponseWriter, _ *http.Request) {
 	s.checksMu.Unlock()
 
 	// Checks run outside the lock so a slow one cannot block registration.
-	var failed strings.Builder
+	var failed, degraded strings.Builder
 	for _, c := range checks {
-		if err := c.check(); err != nil {
+		err := c.check()
+		var d *degradedError
+		switch {
+		case err == nil:
+		case errors.As(err, &d):
+			fmt.Fprintf(&degraded, "%s: degraded: %v\n", c.name, d.err)
+		default:
 			fmt.Fprintf(&failed, "%s: %v\n", c.name, err)
 		}
 	}
 	if failed.Len() > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(failed.String()))
+		_, _ = w.Write([]byte(failed.String() + degraded.String()))
 		return
 	}
-	_, _ = w.Write([]byte("ok\n"))
+	_, _ = w.Write([]byte("ok\n" + degraded.String()))
 }
+
+// Degraded marks a ready check's error as not making the instance unready:
+// /readyz answers 200 and lists it after "ok".
+func Degraded(err error) error { return &degradedError{err} }
+
+type degradedError struct{ err error }
+
+func (d *degradedError) Error() string { return "degraded: " + d.err.Error() }
+func (d *degradedError) Unwrap() error { return d.err }

@@ -67,6 +67,7 @@ type Status struct {
 	Storage       *StorageStatus `json:"storage,omitempty"`  // nil without a data directory
 	SelfTest      *ProbeStatus   `json:"selftest,omitempty"` // nil when the probe is disabled
 	Broker        BrokerStatus   `json:"broker"`
+	Readiness     *Readiness     `json:"readiness,omitempty"` // what /readyz says
 	Time          time.Time      `json:"time"`
 }
 
@@ -76,6 +77,7 @@ type StatusSource struct {
 	Probe     *Probe // nil when the self-test is disabled
 	DataDir   string // "" when there is none
 	Listeners func() []ListenerInfo
+	Readiness func() Readiness // nil: not reported
 }
 
 // Status collects the current status.
@@ -107,6 +109,10 @@ func (src StatusSource) Status() Status {
 	if src.Probe != nil {
 		ps := src.Probe.Status()
 		st.SelfTest = &ps
+	}
+	if src.Readiness != nil {
+		r := src.Readiness()
+		st.Readiness = &r
 	}
 	return st
 }
@@ -162,29 +168,88 @@ func checkWritable(dir string) error {
 	return nil
 }
 
-// BrokerReadyCheck returns a readiness check that fails while the broker is
-// not accepting connections or a listener is not bound.
-func BrokerReadyCheck(b *broker.Broker, listeners func() []ListenerInfo) func() error {
-	return func() error {
-		if !b.Accepting() {
-			return errors.New("broker is shutting down")
-		}
-		var unbound []string
-		if listeners != nil {
-			for _, l := range listeners() {
-				if l.Address == "" {
-					unbound = append(unbound, l.Name)
-				}
+// Readiness is the verdict of /readyz, also carried by /statusz.
+//
+// An instance is ready while the broker accepts connections, at least one
+// MQTT listener is bound and admits clients (everyone or authenticated
+// ones), and the data directory is writable. A listener that is not bound
+// or admits nobody, or a store that is full, does not make it unready: a
+// Kubernetes readiness probe that failed would take the pod out of its
+// Service and so cut off the clients of every other port too (and the
+// subscribers whose draining frees a full store). They are reported as
+// degraded instead, in the body of /readyz, here and by `edgeport check`.
+type Readiness struct {
+	Ready    bool     `json:"ready"`
+	Problems []string `json:"problems,omitempty"` // why it is not ready
+	Degraded []string `json:"degraded,omitempty"` // what is not served although it is ready
+}
+
+// ReadinessSource is what BrokerReadiness judges.
+type ReadinessSource struct {
+	Broker    *broker.Broker
+	Listeners func() []ListenerInfo // with Admits filled in
+	DataDir   string                // "" when there is none
+	StoreFull func() bool           // nil without a store
+}
+
+// Readiness judges the instance now (see Readiness).
+func (src ReadinessSource) Readiness() Readiness {
+	var r Readiness
+	if !src.Broker.Accepting() {
+		r.Problems = append(r.Problems, "broker is shutting down")
+	}
+	admitting := 0
+	var ls []ListenerInfo
+	if src.Listeners != nil {
+		ls = src.Listeners()
+	}
+	for _, l := range ls {
+		switch {
+		case l.Address == "":
+			why := "not bound"
+			if l.Error != "" {
+				why += ": " + l.Error
+			} else if l.Configured != "" {
+				why += " (" + l.Configured + ")"
 			}
+			r.Degraded = append(r.Degraded, fmt.Sprintf("listener %s: %s", l.Name, why))
+		case l.Admits == string(broker.AdmitsNobody):
+			r.Degraded = append(r.Degraded, fmt.Sprintf("listener %s (%s): admits nobody: every client is refused", l.Name, l.Address))
+		default:
+			admitting++
 		}
-		if len(unbound) > 0 {
-			return fmt.Errorf("listeners not bound: %s", strings.Join(unbound, ", "))
+	}
+	if admitting == 0 {
+		r.Problems = append(r.Problems, "no MQTT listener is bound and admits clients")
+	}
+	if src.DataDir != "" {
+		if err := checkWritable(src.DataDir); err != nil {
+			r.Problems = append(r.Problems, fmt.Sprintf("data directory %s: %v", src.DataDir, err))
+		}
+	}
+	if src.StoreFull != nil && src.StoreFull() {
+		r.Degraded = append(r.Degraded, "store is full: publishers get 0x97 quota exceeded until subscribers drain it or space is freed")
+	}
+	r.Ready = len(r.Problems) == 0
+	return r
+}
+
+// ReadyCheck adapts the verdict to HTTPServer.AddReadyCheck: an error when
+// not ready, a Degraded error when ready with something not served.
+func (src ReadinessSource) ReadyCheck() func() error {
+	return func() error {
+		r := src.Readiness()
+		if !r.Ready {
+			return errors.New(strings.Join(append(r.Problems, r.Degraded...), "; "))
+		}
+		if len(r.Degraded) > 0 {
+			return Degraded(errors.New(strings.Join(r.Degraded, "; ")))
 		}
 		return nil
 	}
 }
 
-// DescribeListeners lists ls for Status and BrokerReadyCheck. Listeners not
+// DescribeListeners lists ls for Status and ReadinessSource. Listeners not
 // yet started have an empty Address.
 func DescribeListeners(ls []*listener.Listener) []ListenerInfo {
 	out := make([]ListenerInfo, 0, len(ls))

@@ -35,8 +35,9 @@ func TestStatusz(t *testing.T) {
 	listeners := []*listener.Listener{ln, unstarted}
 	describe := func() []ListenerInfo { return DescribeListeners(listeners) }
 	s := startServer(t, nil, func(s *HTTPServer) {
-		s.Handle("GET /statusz", StatusSource{Broker: b, Probe: p, DataDir: dir, Listeners: describe})
-		s.AddReadyCheck("broker", BrokerReadyCheck(b, describe))
+		rs := ReadinessSource{Broker: b, Listeners: describe, DataDir: dir}
+		s.Handle("GET /statusz", StatusSource{Broker: b, Probe: p, DataDir: dir, Listeners: describe, Readiness: rs.Readiness})
+		s.AddReadyCheck("broker", rs.ReadyCheck())
 	})
 	// Reading the status writes nothing in the data directory: creating
 	// and removing a file there would change its modification time.
@@ -73,12 +74,17 @@ func TestStatusz(t *testing.T) {
 	if st.SelfTest == nil || st.SelfTest.Runs == 0 {
 		t.Errorf("selftest %+v", st.SelfTest)
 	}
-	// An unbound listener makes the instance unready.
-	if code, body := get(t, s, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "listeners not bound: mqtt") {
+	// An unbound listener beside a bound one leaves the instance ready,
+	// and is named.
+	if st.Readiness == nil || !st.Readiness.Ready || len(st.Readiness.Degraded) != 1 ||
+		st.Readiness.Degraded[0] != "listener mqtt: not bound (127.0.0.1:0)" {
+		t.Errorf("readiness %+v", st.Readiness)
+	}
+	if code, body := get(t, s, "/readyz"); code != http.StatusOK || body != "ok\nbroker: degraded: listener mqtt: not bound (127.0.0.1:0)\n" {
 		t.Errorf("GET /readyz with an unbound listener = %d %q", code, body)
 	}
 	listeners = listeners[:1]
-	if code, body := get(t, s, "/readyz"); code != http.StatusOK {
+	if code, body := get(t, s, "/readyz"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("GET /readyz = %d %q", code, body)
 	}
 }
@@ -126,19 +132,64 @@ func TestCheckStorage(t *testing.T) {
 	}
 }
 
-func TestBrokerReadyCheckAfterShutdown(t *testing.T) {
+// TestReadinessVerdicts: what /readyz answers for each state of the
+// listeners, the data directory and the store (see Readiness).
+func TestReadinessVerdicts(t *testing.T) {
 	b, err := broker.New(broker.Options{SysInterval: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := BrokerReadyCheck(b, nil)
-	if err := check(); err != nil {
-		t.Fatalf("before shutdown: %v", err)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
+	open := ListenerInfo{Name: "mqtt", Address: "127.0.0.1:1883", Admits: "everyone"}
+	authed := ListenerInfo{Name: "secure:8883", Address: "0.0.0.0:8883", Admits: "authenticated"}
+	unbound := ListenerInfo{Name: "ws", Configured: "127.0.0.1:8083", Error: "listen tcp 127.0.0.1:8083: bind: address already in use"}
+	nobody := ListenerInfo{Name: "edge:1883", Address: "0.0.0.0:1883", Admits: "nobody"}
+	for _, tc := range []struct {
+		name      string
+		ls        []ListenerInfo
+		dataDir   string
+		full      bool
+		wantCode  int
+		wantBody  string
+		wantReady bool
+	}{
+		{"all served", []ListenerInfo{open, authed}, dir, false, 200, "ok\n", true},
+		{"one port failed to bind", []ListenerInfo{open, unbound}, dir, false, 200,
+			"ok\nbroker: degraded: listener ws: not bound: listen tcp 127.0.0.1:8083: bind: address already in use\n", true},
+		{"one port admits nobody", []ListenerInfo{authed, nobody}, dir, false, 200,
+			"ok\nbroker: degraded: listener edge:1883 (0.0.0.0:1883): admits nobody: every client is refused\n", true},
+		{"every port failed", []ListenerInfo{unbound}, dir, false, 503,
+			"broker: no MQTT listener is bound and admits clients; listener ws: not bound: listen tcp 127.0.0.1:8083: bind: address already in use\n", false},
+		{"the only port admits nobody", []ListenerInfo{nobody}, dir, false, 503,
+			"broker: no MQTT listener is bound and admits clients; listener edge:1883 (0.0.0.0:1883): admits nobody: every client is refused\n", false},
+		{"no MQTT listener", nil, dir, false, 503, "broker: no MQTT listener is bound and admits clients\n", false},
+		{"data directory not writable", []ListenerInfo{open}, file, false, 503,
+			"broker: data directory " + file + ": not writable: " + file + " is not a directory\n", false},
+		{"store full", []ListenerInfo{open}, dir, true, 200,
+			"ok\nbroker: degraded: store is full: publishers get 0x97 quota exceeded until subscribers drain it or space is freed\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := ReadinessSource{Broker: b, Listeners: func() []ListenerInfo { return tc.ls }, DataDir: tc.dataDir,
+				StoreFull: func() bool { return tc.full }}
+			s := startServer(t, nil, func(s *HTTPServer) { s.AddReadyCheck("broker", rs.ReadyCheck()) })
+			if code, body := get(t, s, "/readyz"); code != tc.wantCode || body != tc.wantBody {
+				t.Errorf("GET /readyz = %d %q, want %d %q", code, body, tc.wantCode, tc.wantBody)
+			}
+			if r := rs.Readiness(); r.Ready != tc.wantReady {
+				t.Errorf("readiness %+v, want ready %v", r, tc.wantReady)
+			}
+		})
+	}
+	// Shutting down is not ready, whatever the listeners.
 	if err := b.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := check(); err == nil || !strings.Contains(err.Error(), "shutting down") {
+	rs := ReadinessSource{Broker: b, Listeners: func() []ListenerInfo { return []ListenerInfo{open} }}
+	if err := rs.ReadyCheck()(); err == nil || !strings.Contains(err.Error(), "shutting down") {
 		t.Fatalf("after shutdown: %v", err)
 	}
 }
