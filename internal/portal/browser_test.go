@@ -453,9 +453,14 @@ func TestPortalInBrowser(t *testing.T) {
 			}
 			// Scripts, styles and the page itself; the live streams never
 			// finish and are not counted.
-			if n := w.loaded(); n > 300<<10 {
+			n := w.loaded()
+			if n > 300<<10 {
 				t.Errorf("%s transferred %d bytes (over 300 KB)", pg.Path, n)
 			}
+			// Measured, not asserted (a loaded CI machine is no baseline).
+			fcp := get(t, ctx, "first paint", chromedp.Evaluate[float64](
+				`(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`))
+			t.Logf("%-12s %6d bytes transferred, first contentful paint %.0f ms", pg.Path, n, fcp)
 		}
 	})
 

@@ -28,7 +28,7 @@ func secretKey(k string) bool {
 	if strings.HasSuffix(l, "ref") || strings.HasSuffix(l, "file") || strings.HasSuffix(l, "name") {
 		return false
 	}
-	for _, s := range []string{"password", "secret", "token", "privatekey", "credential", "apikey", "headers"} {
+	for _, s := range []string{"password", "secret", "token", "privatekey", "credential", "apikey"} {
 		if strings.Contains(l, s) {
 			return true
 		}
@@ -41,9 +41,14 @@ func redact(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, x := range t {
-			if secretKey(k) {
+			switch _, nested := x.(map[string]any); {
+			case strings.EqualFold(k, "headers"):
+				t[k] = redactAll(x) // header values carry authorization
+			case secretKey(k) && !nested:
 				t[k] = redactAll(x)
-			} else {
+			default:
+				// A settings object named after a secret
+				// (usernamePasswordSettings) is judged field by field.
 				t[k] = redact(x)
 			}
 		}

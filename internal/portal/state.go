@@ -154,5 +154,8 @@ func parseKeys(b []byte) (keys [][]byte, next []byte, ok bool) {
 		}
 		keys = append(keys, k)
 	}
-	return keys, next, len(rest) == 0
+	if len(rest) != 0 {
+		return nil, nil, false
+	}
+	return keys, next, true
 }
