@@ -254,8 +254,10 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	g.Add("connectors", a.conn)
 	a.modbusCmd = modbus.NewCommands(a.modbus, a.connClient, log.With("component", "modbus-commands"))
+	a.modbusCmd.AuthorizeResponse = mayReceive(b)
 	g.Add("modbus commands", a.modbusCmd)
-	a.opcuaCmd = opcua.NewCommands(a.opcua, serve, log.With("component", "opcua-commands"))
+	a.opcuaCmd = opcua.NewCommands(a.opcua, a.connClient, log.With("component", "opcua-commands"))
+	a.opcuaCmd.AuthorizeResponse = mayReceive(b)
 	g.Add("opcua commands", a.opcuaCmd)
 	// The schema registry API (put/get over MQTT) shares the connectors'
 	// client: connectors are its first users.

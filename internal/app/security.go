@@ -232,3 +232,18 @@ func (s stateStoreAuthorizer) AuthorizeResponse(clientID, topic string) bool {
 	}
 	return s.b.ClientAllowed(clientID, broker.OpSubscribe, topic)
 }
+
+// mayReceive reports whether a client may subscribe to a topic, for the
+// services that answer requests (the connectors' write and call servers):
+// they publish a response only where the requester could read it, or a
+// client could have them deliver to topics it may not see. A requester
+// that is not a connected network client is refused once any listener
+// enforces authorization.
+func mayReceive(b *broker.Broker) func(origin, topic string) bool {
+	return func(origin, topic string) bool {
+		if _, _, ok := b.ClientPrincipal(origin); !ok {
+			return !b.AuthorizationInUse()
+		}
+		return b.ClientAllowed(origin, broker.OpSubscribe, topic)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/simonvetter/modbus"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -78,9 +79,15 @@ func (c *Connector) routeOf(asset string) *route {
 
 // Commands serves write requests through an internal MQTT client.
 type Commands struct {
-	conn    *Connector
-	client  *client.Client
-	log     *slog.Logger
+	conn   *Connector
+	client *client.Client
+	log    *slog.Logger
+	// AuthorizeResponse, when set, says whether the requester (the client
+	// ID the broker vouches for in $edgeport.origin) may subscribe to the
+	// response topic it named; when not, the write is refused without a
+	// response. Set it before Start.
+	AuthorizeResponse func(origin, topic string) bool
+
 	wg      sync.WaitGroup // writes in progress
 	stopped atomic.Bool    // set by Stop: no new writes
 }
@@ -135,6 +142,14 @@ func (m *Commands) handle(ctx context.Context, msg *client.Message) {
 	if msg.ResponseTopic == "" {
 		m.log.Warn("modbus write without a response topic ignored", "topic", msg.Topic)
 		return
+	}
+	if m.AuthorizeResponse != nil {
+		origin, _ := msg.UserValue(broker.OriginProperty)
+		if !m.AuthorizeResponse(origin, msg.ResponseTopic) {
+			m.log.Warn("modbus write refused: the requester may not subscribe to its response topic",
+				"topic", msg.Topic, "client", origin, "responseTopic", msg.ResponseTopic)
+			return
+		}
 	}
 	asset := strings.TrimSuffix(strings.TrimPrefix(msg.Topic, CommandTopicPrefix+"/"), "/write")
 	resp := m.write(ctx, asset, msg.Payload)

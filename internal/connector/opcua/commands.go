@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
@@ -48,99 +49,67 @@ type CommandResponse struct {
 	Outputs []any `json:"outputs,omitempty"`
 }
 
-// Commands serves write and call requests over MQTT through an in-process
-// client of the broker (internal/mqtt/client). A request is acknowledged
+// Commands serves write and call requests over MQTT on the connectors'
+// shared internal client (internal/mqtt/client). A request is acknowledged
 // once its response is published.
 type Commands struct {
-	conn  *Connector
-	serve func(net.Conn)
-	log   *slog.Logger
-
+	conn   *Connector
 	client *mqttclient.Client
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // request workers and the subscriber
-	sem    chan struct{}  // bounds concurrent requests
+	log    *slog.Logger
+	// AuthorizeResponse, when set, says whether the requester (the client
+	// ID the broker vouches for in $edgeport.origin) may subscribe to the
+	// response topic it named; when not, the request is refused without a
+	// response, so that nobody can make the connector publish where they
+	// could not read. Set it before Start.
+	AuthorizeResponse func(origin, topic string) bool
+
+	stopped atomic.Bool    // set by Stop: no new requests
+	wg      sync.WaitGroup // request workers
+	sem     chan struct{}  // bounds concurrent requests
 }
 
 // maxConcurrentCommands bounds the requests in flight; more wait in the
 // client's receive path, which is the broker's flow control.
 const maxConcurrentCommands = 16
 
-// NewCommands returns the command server of a connector. serve runs the
-// broker's side of a connection (b.ServeConn(c, broker.InternalListener))
-// until it closes.
-func NewCommands(c *Connector, serve func(net.Conn), log *slog.Logger) *Commands {
+// NewCommands returns the command server of a connector on cl, the
+// connectors' internal client.
+func NewCommands(c *Connector, cl *mqttclient.Client, log *slog.Logger) *Commands {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Commands{conn: c, serve: serve, log: log, sem: make(chan struct{}, maxConcurrentCommands)}
+	return &Commands{conn: c, client: cl, log: log, sem: make(chan struct{}, maxConcurrentCommands)}
 }
 
-// Start starts the client, which connects in the background (a broker
-// that refuses internal clients does not stop Edgeport), and subscribes to
-// the command topics as soon as it can.
+var commandFilters = []string{CommandTopicPrefix + "/+/write", CommandTopicPrefix + "/+/call"}
+
+// Start subscribes to the command topics. When the client is not connected
+// within a few seconds Start returns anyway (a broker that refuses internal
+// clients does not stop Edgeport): the client subscribes when it connects.
 func (m *Commands) Start(ctx context.Context) error {
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	refused := make(chan error, 1)
-	c, err := mqttclient.New(mqttclient.Options{
-		Dialer:     mqttclient.NewInProcess(m.serve),
-		ClientID:   "$edgeport/connector/opcua",
-		CleanStart: true,
-		Logger:     m.log,
-		OnConnectError: func(err error) {
-			select {
-			case refused <- err:
-			default:
-			}
-		},
-	})
-	if err != nil {
-		cancel()
-		return fmt.Errorf("opc ua commands: %w", err)
+	subs := make([]packet.Subscription, len(commandFilters))
+	for i, f := range commandFilters {
+		subs[i] = packet.Subscription{Filter: f, QoS: 1}
 	}
-	if err := c.Start(ctx); err != nil {
-		cancel()
-		return fmt.Errorf("opc ua commands: %w", err)
-	}
-	m.client, m.cancel = c, cancel
-	subscribed := make(chan error, 1)
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		subscribed <- c.Subscribe(rctx, mqttclient.Subscription{
-			Filters: []packet.Subscription{
-				{Filter: CommandTopicPrefix + "/+/write", QoS: 1},
-				{Filter: CommandTopicPrefix + "/+/call", QoS: 1},
-			},
-			Handler:   m.receive,
-			ManualAck: true,
-		})
-	}()
-	// Return subscribed when the broker lets us within a moment, so that
-	// a request right after Start is served; otherwise keep trying.
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case err := <-subscribed:
-		if err != nil {
-			m.log.Warn("opc ua commands: subscribing", "err", err)
-		}
-	case err := <-refused:
-		// Do not hold up the rest of Edgeport for a broker that refuses us.
-		m.log.Error("opc ua commands unavailable until the broker accepts their client; still trying", "err", err)
-	case <-t.C:
-		m.log.Warn("opc ua commands: not subscribed yet; still trying")
+	err := m.client.SubscribeWithin(ctx, mqttclient.Subscription{Filters: subs, Handler: m.receive, ManualAck: true}, 5*time.Second)
+	switch {
+	case errors.Is(err, mqttclient.ErrSubscribePending):
+		m.log.Warn("opc ua commands unavailable until the connectors' client connects", "err", err)
+	case err != nil:
+		return fmt.Errorf("opc ua commands: subscribing: %w", err)
 	}
 	return nil
 }
 
-// Stop waits for the requests in flight, then disconnects.
+// Stop unsubscribes (briefly: the shared client may be disconnected, and
+// it stops after this anyway) and waits for the requests in flight.
 func (m *Commands) Stop(ctx context.Context) error {
-	if m.cancel == nil {
-		return nil
+	m.stopped.Store(true)
+	uctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := m.client.Unsubscribe(uctx, commandFilters...); err != nil {
+		m.log.Debug("opc ua commands: unsubscribing", "err", err)
 	}
-	m.cancel()
-	m.cancel = nil
 	done := make(chan struct{})
 	go func() {
 		m.wg.Wait()
@@ -148,18 +117,29 @@ func (m *Commands) Stop(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		return nil
 	case <-ctx.Done():
-		_ = m.client.Stop(ctx)
 		return ctx.Err()
 	}
-	return m.client.Stop(ctx)
 }
 
 func (m *Commands) receive(ctx context.Context, p *mqttclient.Message) {
+	if m.stopped.Load() {
+		return // not acknowledged: redelivered to whoever serves next
+	}
 	if p.ResponseTopic == "" {
 		m.log.Warn("opc ua command without a response topic ignored", "topic", p.Topic)
 		p.Ack()
 		return
+	}
+	if m.AuthorizeResponse != nil {
+		origin, _ := p.UserValue(broker.OriginProperty)
+		if !m.AuthorizeResponse(origin, p.ResponseTopic) {
+			m.log.Warn("opc ua command refused: the requester may not subscribe to its response topic",
+				"topic", p.Topic, "client", origin, "responseTopic", p.ResponseTopic)
+			p.Ack()
+			return
+		}
 	}
 	select {
 	case m.sem <- struct{}{}:
@@ -170,7 +150,7 @@ func (m *Commands) receive(ctx context.Context, p *mqttclient.Message) {
 	go func() {
 		defer m.wg.Done()
 		defer func() { <-m.sem }()
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		resp := m.handle(rctx, p.Topic, p.Payload)
 		m.respond(rctx, p, resp)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/connector/connectortest"
 )
 
@@ -37,7 +36,7 @@ func mosquittoRR(t *testing.T, addr, topic, payload string) CommandResponse {
 // request gets an error response naming the problem.
 func TestCommands(t *testing.T) {
 	env := startConnector(t)
-	cmds := NewCommands(env.conn, func(c net.Conn) { env.broker.ServeConn(c, broker.InternalListener) }, nil)
+	cmds := NewCommands(env.conn, connectortest.Client(t, env.broker, "$edgeport/connector"), nil)
 	if err := cmds.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
