@@ -106,7 +106,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout), newState(stdout, stderr),
-		newCA(stdout, stderr), newPasswd(stdout, stderr), newConnector(stdout), newApprove(stdout), newPub(), newSub(stdout), newCRDs(stdout))
+		newCA(stdout, stderr), newPasswd(stdout, stderr), newConnector(stdout), newApprove(stdout), newPub(), newSub(stdout), newCRDs(stdout),
+		newSecret(stdout), newConfigMap(stdout))
 	addResourceCommands(root, stdout, stderr)
 	return root
 }
