@@ -53,6 +53,8 @@ type Broker struct {
 	sec     securityRegistry // per listener authentication and authorization
 	st      *store.Store     // nil: in memory only
 	commits commitQueue      // transactions on their way to st, in change order
+	// commitsDone is closed when runCommits exits; nil until Start runs it.
+	commitsDone chan struct{}
 
 	disconnectHooks []func(clientID string) // set before serving, read-only after
 	sessionEndHooks []func(clientID string) // set before serving, read-only after
@@ -101,7 +103,8 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 		started:   time.Now(),
 		clk:       clock.Or(o.Clock),
 	}
-	b.commits.cond.L = &b.commits.mu
+	b.commits.work.L = &b.commits.mu
+	b.commits.room.L = &b.commits.mu
 	b.opts.Store(&o)
 	return b, nil
 }
@@ -142,6 +145,8 @@ func (b *Broker) Start(ctx context.Context) error {
 			b.stopTimers() // of the sessions restored before the failure
 			return fmt.Errorf("restoring broker state: %w", err)
 		}
+		b.commitsDone = make(chan struct{})
+		go b.runCommits(b.commitsDone)
 	}
 	ctx, b.stopSys = context.WithCancel(context.WithoutCancel(ctx))
 	b.sysDone = make(chan struct{})
@@ -267,7 +272,7 @@ func (b *Broker) Stop(ctx context.Context) error {
 	b.willWG.Wait()
 	// Everything queued is handed to the store before the broker counts as
 	// stopped: its owner stops the store next.
-	b.flushAll()
+	b.stopCommits()
 	b.stopped.Store(true)
 	return err
 }

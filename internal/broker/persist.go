@@ -180,23 +180,27 @@ func (tx *txnCtx) submit(b *Broker, done func(error)) {
 //
 // Code that changes durable state under session.mu or Broker.sessMu pushes
 // the transaction here, which only appends, and once it has released those
-// locks calls Broker.flush, which submits everything queued so far in
-// queue order. Each change is pushed under the lock that orders it, the
-// queue keeps that order and the store commits in submission order; so two
-// records of one session, an entry's put and its deletion, or an ended
-// session's range deletion and the records of the session that replaces
-// it, reach the disk in the order they were made.
+// locks calls Broker.flush. Each change is pushed under the lock that
+// orders it, the queue keeps that order, one goroutine at a time hands
+// queued transactions to the store, and the store commits in submission
+// order; so two records of one session, an entry's put and its deletion, or
+// an ended session's range deletion and the records of the session that
+// replaces it, reach the disk in the order they were made.
 //
-// One goroutine submits at a time; a flush that finds another one
-// submitting leaves its transactions to it and returns, unless more than
-// the store's own queue is waiting: then it waits until the submitter has
-// taken them, so that producers still slow down to the store's pace rather
-// than growing the queue.
+// flush submits what is queued itself when nobody else is submitting (the
+// common, uncontended case costs no goroutine switch), but one batch only:
+// what was pushed meanwhile is left to the broker's submitter goroutine
+// (runCommits), so a connection's goroutine never works for others for
+// long. A flush that finds a submitter at work returns at once, unless more
+// than the store's own queue is waiting: then it waits for room, so that
+// producers still slow down to the store's pace.
 type commitQueue struct {
 	mu         sync.Mutex // guards every field below
-	cond       sync.Cond  // broadcast when the submitter takes the queue or stops
+	work       sync.Cond  // signals runCommits: a batch is left over, or closing
+	room       sync.Cond  // broadcast when a submitter takes the queue or finishes
 	q, spare   []queuedCommit
-	submitting bool
+	submitting bool // a goroutine is handing a batch to the store
+	closed     bool // Stop: runCommits drains the queue and exits
 }
 
 type queuedCommit struct {
@@ -205,7 +209,7 @@ type queuedCommit struct {
 }
 
 // commitQueueLimit is how many transactions may wait before a flush waits
-// for the submitter: the store's own queue length.
+// for room: the store's own queue length.
 const commitQueueLimit = store.DefaultQueueSize
 
 // push queues t; done runs once t is durable (or refused).
@@ -215,7 +219,34 @@ func (q *commitQueue) push(t *store.Txn, done func(error)) {
 	q.mu.Unlock()
 }
 
-// flush submits every queued transaction to the store, in order. Call it
+// take makes the caller the submitter of everything queued. q.mu is held.
+func (q *commitQueue) take() []queuedCommit {
+	batch := q.q
+	q.q, q.spare = q.spare[:0], nil
+	q.submitting = true
+	q.room.Broadcast()
+	return batch
+}
+
+// taken ends a submission; what was pushed meanwhile goes to runCommits.
+// q.mu is held.
+func (q *commitQueue) taken(batch []queuedCommit) {
+	clear(batch)
+	q.spare = batch[:0]
+	q.submitting = false
+	q.room.Broadcast()
+	if len(q.q) > 0 || q.closed {
+		q.work.Signal()
+	}
+}
+
+func (b *Broker) submitBatch(batch []queuedCommit) {
+	for i := range batch {
+		b.st.Commit(batch[i].txn, batch[i].done)
+	}
+}
+
+// flush hands queued transactions to the store (see commitQueue). Call it
 // with no broker lock held, and never from a commit callback (the store's
 // committer would wait for itself).
 func (b *Broker) flush() {
@@ -228,46 +259,70 @@ func (b *Broker) flush() {
 		q.mu.Unlock()
 		return // the common case: nothing waits, or a submitter took it
 	}
-	for q.submitting {
-		if len(q.q) < commitQueueLimit {
-			q.mu.Unlock()
-			return // the submitter takes ours
+	if q.submitting {
+		for q.submitting && len(q.q) >= commitQueueLimit {
+			q.room.Wait()
 		}
-		q.cond.Wait()
-	}
-	q.submitting = true
-	for len(q.q) > 0 {
-		batch := q.q
-		q.q, q.spare = q.spare[:0], nil
-		q.cond.Broadcast()
 		q.mu.Unlock()
-		for i := range batch {
-			b.st.Commit(batch[i].txn, batch[i].done)
-			batch[i] = queuedCommit{}
-		}
+		return // the submitter or runCommits takes ours
+	}
+	// A few batches at most: pushes that come while this one submits are
+	// usually few and taken here without waking runCommits; under a
+	// steady stream, runCommits takes over.
+	for i := 1; ; i++ {
+		batch := q.take()
+		q.mu.Unlock()
+		b.submitBatch(batch)
 		q.mu.Lock()
+		if len(q.q) == 0 || i == flushBatches {
+			q.taken(batch)
+			break
+		}
+		clear(batch)
 		q.spare = batch[:0]
 	}
-	q.submitting = false
-	q.cond.Broadcast()
 	q.mu.Unlock()
 }
 
-// flushAll returns once everything queued so far is submitted, by this
-// goroutine or by another.
-func (b *Broker) flushAll() {
-	b.flush()
+// flushBatches bounds the batches one flush submits before it leaves the
+// rest to runCommits.
+const flushBatches = 4
+
+// runCommits submits what flushes leave over, until stopCommits; Start
+// runs it on a goroutine of its own when a store is attached.
+func (b *Broker) runCommits(done chan<- struct{}) {
+	defer close(done)
 	q := &b.commits
 	q.mu.Lock()
-	if len(q.q) == 0 {
-		q.mu.Unlock()
-		return // the common case: nothing waits, or a submitter took it
+	defer q.mu.Unlock()
+	for {
+		switch {
+		case len(q.q) > 0 && !q.submitting:
+			batch := q.take()
+			q.mu.Unlock()
+			b.submitBatch(batch)
+			q.mu.Lock()
+			q.taken(batch)
+		case q.closed && len(q.q) == 0 && !q.submitting:
+			return
+		default:
+			q.work.Wait()
+		}
 	}
-	for q.submitting {
-		q.cond.Wait()
+}
+
+// stopCommits returns once everything queued is handed to the store and
+// runCommits has exited. Later pushes are submitted by their own flush.
+func (b *Broker) stopCommits() {
+	if b.commitsDone == nil {
+		return
 	}
+	q := &b.commits
+	q.mu.Lock()
+	q.closed = true
+	q.work.Signal()
 	q.mu.Unlock()
-	b.flush() // anything queued while we waited
+	<-b.commitsDone
 }
 
 // persistent reports whether s is written to the store. s.mu is held.
