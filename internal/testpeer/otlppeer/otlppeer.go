@@ -35,6 +35,8 @@ import (
 type Options struct {
 	// CertFile and KeyFile turn TLS on for both protocols.
 	CertFile, KeyFile string
+	// ClientCAFile, with TLS, requires client certificates signed by it.
+	ClientCAFile string
 }
 
 // Request is one export the receiver accepted, with the request's
@@ -102,6 +104,7 @@ func (r *Receiver) config() *otlpreceiver.Config {
 	if r.opts.CertFile != "" {
 		tls := configtls.NewDefaultServerConfig()
 		tls.CertFile, tls.KeyFile = r.opts.CertFile, r.opts.KeyFile
+		tls.ClientCAFile = r.opts.ClientCAFile
 		grpc.TLS = configoptional.Some(tls)
 		http.ServerConfig.TLS = configoptional.Some(tls)
 	}
