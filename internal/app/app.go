@@ -72,6 +72,12 @@ type Config struct {
 	// URL) with token and returns the JSON report, for the portal's
 	// support bundle; nil leaves the report out. The CLI provides it.
 	CheckReport func(ctx context.Context, server, token string) ([]byte, error)
+	// HTTPTLSCert and HTTPTLSKey serve the HTTP address (API, portal,
+	// metrics) over TLS with these PEM files, reloaded when they change;
+	// HTTPTLSAuto does with a certificate issued by the data directory's
+	// CA (as a listener port's tls mode Automatic). Neither: plain HTTP.
+	HTTPTLSCert, HTTPTLSKey string
+	HTTPTLSAuto             bool
 	// PortalSampleInterval is the resolution of the portal's charts (0:
 	// portal.DefaultSampleInterval).
 	PortalSampleInterval time.Duration
@@ -306,6 +312,13 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		// path, every listener and the policies.
 		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners, Readiness: ready.Readiness}
 		g.Add("api", lifecycle.Hook{OnStart: func(context.Context) error { return a.mountAPI() }})
+		if cfg.HTTPTLSAuto || cfg.HTTPTLSCert != "" {
+			closeCert := func() {}
+			g.Add("http tls", lifecycle.Hook{
+				OnStart: func(context.Context) (err error) { closeCert, err = a.httpTLS(); return err },
+				OnStop:  func(context.Context) error { closeCert(); return nil },
+			})
+		}
 		g.Add("http", &httpEndpoint{HTTPServer: a.http, addr: cfg.HTTPAddr, log: log})
 		// After the endpoint, so that it stops before: its live streams
 		// end and the server's graceful shutdown does not wait for them.
@@ -314,7 +327,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 				if err := a.portal.Start(ctx); err != nil {
 					return err
 				}
-				log.Info("operations portal", "url", "http://"+dialable(a.http.Addr())+"/")
+				log.Info("operations portal", "url", a.httpURL()+"/")
 				return nil
 			},
 			OnStop: func(ctx context.Context) error { return a.portal.Stop(ctx) },

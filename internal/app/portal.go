@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	"github.com/edgeport/edgeport/internal/api"
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/pki"
 	"github.com/edgeport/edgeport/internal/portal"
 )
 
@@ -34,7 +36,7 @@ func (a *App) newPortal(srv *api.Server, token string, require bool) error {
 	}
 	if a.cfg.CheckReport != nil {
 		opts.Check = func(ctx context.Context) ([]byte, error) {
-			return a.cfg.CheckReport(ctx, "http://"+dialable(a.http.Addr()), token)
+			return a.cfg.CheckReport(ctx, a.httpURL(), token)
 		}
 	}
 	p, err := portal.New(opts)
@@ -44,6 +46,46 @@ func (a *App) newPortal(srv *api.Server, token string, require bool) error {
 	a.portal = p
 	a.http.Handle("/", p)
 	return nil
+}
+
+// httpURL is the URL of the HTTP endpoint, once bound.
+func (a *App) httpURL() string {
+	scheme := "http"
+	if a.cfg.HTTPTLSAuto || a.cfg.HTTPTLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + dialable(a.http.Addr())
+}
+
+// httpTLS gives the HTTP endpoint its TLS configuration from the same
+// certificate sources as listener ports: files watched for changes, or a
+// certificate issued and renewed by the data directory's CA. closeCert
+// ends the renewal.
+func (a *App) httpTLS() (closeCert func(), err error) {
+	closeCert = func() {}
+	log := a.log.With("component", "http")
+	o := pki.ServerOptions{}
+	if a.cfg.HTTPTLSAuto {
+		host, _, _ := net.SplitHostPort(a.cfg.HTTPAddr)
+		ac, err := a.res.autoCert(host, nil, log)
+		if err != nil {
+			return closeCert, fmt.Errorf("http tls: %w", err)
+		}
+		o.GetCertificate, closeCert = ac.GetCertificate, ac.Close
+	} else {
+		fc, err := pki.NewFileCert(a.cfg.HTTPTLSCert, a.cfg.HTTPTLSKey, pki.WatchOptions{Log: log})
+		if err != nil {
+			return closeCert, fmt.Errorf("http tls: %w", err)
+		}
+		o.GetCertificate = fc.GetCertificate
+	}
+	tc, err := pki.ServerConfig(o)
+	if err != nil {
+		closeCert()
+		return func() {}, fmt.Errorf("http tls: %w", err)
+	}
+	a.http.SetTLS(tc)
+	return closeCert, nil
 }
 
 // dialable turns a bound address into one to connect to: a wildcard

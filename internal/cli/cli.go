@@ -192,6 +192,9 @@ picks a free port (the chosen addresses are logged).`,
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", `health and metrics listen address ("off" to disable)`)
 	f.StringVar(&cfg.DataDir, "data-dir", "edgeport-data", "directory for persistent data")
 	f.StringVar(&cfg.ConfigDir, "config", "", "directory of resource files (*.yaml, *.yml) applied at start and whenever they change")
+	f.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "PEM certificate: serve --http-addr (API, portal, metrics) over HTTPS; reloaded when it changes (with --http-tls-key)")
+	f.StringVar(&cfg.HTTPTLSKey, "http-tls-key", "", "PEM private key of --http-tls-cert")
+	f.BoolVar(&cfg.HTTPTLSAuto, "http-tls-auto", false, "serve --http-addr over HTTPS with a certificate issued by the data directory's CA (edgeport ca export gives clients the CA)")
 	f.BoolVar(&cfg.APIRequireToken, "api-require-token", false, "require the REST API's bearer token even on a loopback HTTP address (always required on other addresses)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
@@ -236,6 +239,12 @@ func checkServeFlags(cfg *app.Config) error {
 	addr("mqtt-addr", cfg.MQTTAddr)
 	addr("ws-addr", cfg.WSAddr)
 	addr("http-addr", cfg.HTTPAddr)
+	if (cfg.HTTPTLSCert == "") != (cfg.HTTPTLSKey == "") {
+		errs = append(errs, errors.New("--http-tls-cert and --http-tls-key: give both or neither"))
+	}
+	if cfg.HTTPTLSAuto && cfg.HTTPTLSCert != "" {
+		errs = append(errs, errors.New("--http-tls-auto: excludes --http-tls-cert"))
+	}
 	if !strings.HasPrefix(cfg.WSPath, "/") {
 		errs = append(errs, fmt.Errorf("--ws-path: %q must start with /", cfg.WSPath))
 	}

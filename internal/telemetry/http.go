@@ -4,6 +4,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,8 @@ type HTTPServer struct {
 	checksMu sync.Mutex
 	checks   []readyCheck
 
+	tlsConfig *tls.Config // set by SetTLS before Start; nil serves plain HTTP
+
 	mu      sync.Mutex
 	srv     *http.Server
 	ln      net.Listener
@@ -83,6 +86,13 @@ func (s *HTTPServer) Handle(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, h)
 }
 
+// SetTLS makes the server speak HTTPS with c. Call it before Start.
+func (s *HTTPServer) SetTLS(c *tls.Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tlsConfig = c
+}
+
 // AddReadyCheck registers a check consulted on every /readyz request; a
 // non-nil error marks the server unready. Checks should be cheap and must be
 // safe for concurrent use. It may be called at any time.
@@ -106,6 +116,9 @@ func (s *HTTPServer) Start(ctx context.Context) error {
 	ln, err := lc.Listen(ctx, "tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("telemetry: listen on %s: %w", s.addr, err)
+	}
+	if s.tlsConfig != nil {
+		ln = tls.NewListener(ln, s.tlsConfig)
 	}
 	s.srv = &http.Server{
 		Handler:           s.mux,
