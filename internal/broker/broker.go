@@ -43,6 +43,9 @@ type Broker struct {
 	connMu   sync.Mutex // guards conns
 	conns    map[*client]struct{}
 	connsWG  sync.WaitGroup
+	// park holds idle TCP connections without their reader goroutines
+	// (park_linux.go).
+	park parker
 
 	sharedMu sync.RWMutex // guards sharedRR
 	sharedRR map[sharedRef]*atomic.Uint32
@@ -106,6 +109,7 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 	b.commits.work.L = &b.commits.mu
 	b.commits.room.L = &b.commits.mu
 	b.opts.Store(&o)
+	b.park.init()
 	return b, nil
 }
 
@@ -206,23 +210,49 @@ func (b *Broker) inBackground(f func()) {
 
 // ServeConn serves one client connection until it closes. It owns conn.
 func (b *Broker) ServeConn(conn net.Conn, listener string) {
+	b.serveConn(conn, listener, nil)
+}
+
+// ServeConnAsync serves conn like ServeConn, but may return while the
+// connection is still open: an idle plain TCP connection is then held by
+// the broker without a goroutine of its own. ended is called once the
+// connection has ended and its socket is closed (also when the broker
+// refuses it at once). The listeners use it for their TCP connections.
+func (b *Broker) ServeConnAsync(conn net.Conn, listener string, ended func()) {
+	if ended == nil {
+		ended = func() {}
+	}
+	b.serveConn(conn, listener, ended)
+}
+
+func (b *Broker) serveConn(conn net.Conn, listener string, ended func()) {
 	if b.closing.Load() {
 		conn.Close()
+		if ended != nil {
+			ended()
+		}
 		return
 	}
 	c := newClient(b, conn, b.listenerStats(listener))
 	c.trusted = listener == InternalListener // see InternalListener
+	c.ended = ended
 	b.connMu.Lock()
 	b.conns[c] = struct{}{}
 	b.connsWG.Add(1)
 	b.connMu.Unlock()
-	defer func() {
-		b.connMu.Lock()
-		delete(b.conns, c)
-		b.connMu.Unlock()
-		b.connsWG.Done()
-	}()
 	c.serve()
+}
+
+// forget removes an ended connection, once its reader has finished; its
+// end is reported before Stop can see it gone.
+func (b *Broker) forget(c *client) {
+	b.connMu.Lock()
+	delete(b.conns, c)
+	b.connMu.Unlock()
+	if c.ended != nil {
+		c.ended()
+	}
+	b.connsWG.Done()
 }
 
 // Stop disconnects every client (MQTT 5 clients are told 0x8B, server
@@ -252,11 +282,14 @@ func (b *Broker) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		b.connMu.Lock()
 		for c := range b.conns {
-			c.conn.Close()
+			c.closeNow()
 		}
 		b.connMu.Unlock()
 		err = ctx.Err()
 	}
+	// Every connection has ended (or was closed just now): nothing is
+	// parked any more.
+	b.park.stop()
 	// Offline sessions keep their state in the store; their timers must not
 	// fire into a store that is about to close.
 	b.stopTimers()

@@ -48,6 +48,21 @@ type client struct {
 	// ending is set once the connection is closing: the reader stops
 	// handling packets and leaves what still arrives to finish's drain.
 	ending atomic.Bool
+	// dead is set before the socket is closed from outside the reader (a
+	// failed write, Stop's deadline): the reader must not park any more.
+	dead atomic.Bool
+
+	// Parking (park_linux.go). ended is ServeConnAsync's callback, nil
+	// for ServeConn, whose caller waits: such a connection never parks.
+	ended    func()
+	canPark  bool  // set after CONNECT: a plain TCP connection served async
+	parkedFD int32 // the socket while parked, else -1; guarded by Broker.park.mu
+	// kaDeadline is the keep-alive deadline (Unix nanoseconds, 0: none) of
+	// the current wait for input; resuming keeps it, so that a parked
+	// connection is not given a fresh keep-alive period. Reader goroutine,
+	// and the parker while parked.
+	kaDeadline int64
+	resuming   bool // the next Read continues the wait kaDeadline belongs to
 
 	// Reader goroutine only. Packets are decoded into locals rather than
 	// reusable fields here: an idle connection should not carry a kilobyte
@@ -74,19 +89,60 @@ type clientStats struct {
 }
 
 func newClient(b *Broker, conn net.Conn, ls *listenerStats) *client {
-	c := &client{b: b, conn: conn, ls: ls, log: b.log}
+	c := &client{b: b, conn: conn, ls: ls, log: b.log, parkedFD: -1}
 	c.r = packet.NewReader(deadlineReader{c}, 4096)
 	ls.open.Add(1)
 	return c
 }
 
 // deadlineReader sets the keep-alive deadline before each socket read, so a
-// burst of packets read in one call costs one deadline update.
+// burst of packets read in one call costs one deadline update. For a
+// connection that may park it also sets an earlier deadline, parkAfter
+// from now, when the reader is between packets, and turns that deadline's
+// expiry into packet.ErrIdle (see parker).
 type deadlineReader struct{ c *client }
 
+// parkAfter is how long a connection is quiet before it parks.
+const parkAfter = time.Second
+
 func (d deadlineReader) Read(p []byte) (int, error) {
-	if d.c.keepAlive > 0 {
-		_ = d.c.conn.SetReadDeadline(time.Now().Add(d.c.keepAlive * 3 / 2))
+	c := d.c
+	if !c.canPark {
+		if c.keepAlive > 0 {
+			_ = c.conn.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		}
+	} else {
+		now := time.Now()
+		if !c.resuming {
+			c.kaDeadline = 0
+			if c.keepAlive > 0 {
+				c.kaDeadline = now.Add(c.keepAlive * 3 / 2).UnixNano()
+			}
+		}
+		c.resuming = false
+		var deadline time.Time
+		if c.kaDeadline != 0 {
+			deadline = time.Unix(0, c.kaDeadline)
+		}
+		idle := false
+		if c.r.AtBoundary() {
+			if at := now.Add(parkAfter); deadline.IsZero() || at.Before(deadline) {
+				deadline, idle = at, true
+			}
+		}
+		_ = c.conn.SetReadDeadline(deadline)
+		if idle {
+			if d.c.ending.Load() {
+				return 0, errEnding
+			}
+			n, err := c.conn.Read(p)
+			c.stats.bytesIn.Add(uint64(n))
+			if n == 0 && isTimeout(err) && !c.ending.Load() {
+				c.resuming = true // keep kaDeadline
+				return 0, packet.ErrIdle
+			}
+			return n, err
+		}
 	}
 	// Checked after setting the deadline: closeAfterFlush sets ending and
 	// then a deadline of now, so either this sees ending or its deadline
@@ -118,14 +174,36 @@ const drainTimeout = 2 * time.Second
 // cannot hold sockets for drainTimeout each.
 const maxDraining = 1024
 
-// serve runs the connection: CONNECT, then packets until it ends.
+// serve runs the connection: CONNECT, then packets until it ends or, for
+// an idle connection, until it parks (then resume goes on).
 func (c *client) serve() {
-	defer c.finish()
 	// The handshake runs in its own frame, popped before the read loop, so
 	// an idle connection's stack holds only the loop.
-	if c.handshake() {
-		c.readLoop()
+	if !c.handshake() {
+		c.end()
+		return
 	}
+	if c.ended != nil {
+		_, c.canPark = c.conn.(*net.TCPConn)
+	}
+	c.run()
+}
+
+// run reads packets until the connection ends or parks.
+func (c *client) run() {
+	if c.readLoop() {
+		return // parked: the parker calls resume
+	}
+	c.end()
+}
+
+// resume continues a parked connection on a new goroutine.
+func (c *client) resume() { c.run() }
+
+// end finishes the connection and forgets it.
+func (c *client) end() {
+	c.finish()
+	c.b.forget(c)
 }
 
 // handshake reads and answers CONNECT; it reports whether the connection goes on.
@@ -215,31 +293,42 @@ func (c *client) finish() {
 	c.b.connMu.Unlock()
 }
 
-// readLoop handles packets until the connection ends, then detaches.
-func (c *client) readLoop() {
+// readLoop handles packets until the connection ends, then detaches, or
+// until it parks, which it reports.
+func (c *client) readLoop() (parked bool) {
 	publishWill := true
-	defer func() { c.b.detach(c, publishWill) }()
+	defer func() {
+		if !parked {
+			c.b.detach(c, publishWill)
+		}
+	}()
 	// The loop's frame stays small (decoding and handling happen in callees
 	// whose frames are popped again), so an idle connection's goroutine
 	// blocks in Read on a stack the runtime can shrink to its minimum.
 	for {
 		h, body, err := c.r.Next(c.maxIn)
 		if c.ending.Load() {
-			return // the server ended the connection; finish drains the rest
+			return false // the server ended the connection; finish drains the rest
+		}
+		if err == packet.ErrIdle {
+			if c.b.park.park(c) {
+				return true
+			}
+			continue
 		}
 		if err != nil {
 			c.readFailed(err)
-			return
+			return false
 		}
 		stop, will, err := c.dispatch(h, body)
 		if err != nil {
 			c.failPacket(err)
-			return
+			return false
 		}
 		if stop {
 			publishWill = will
 			c.closeAfterFlush()
-			return
+			return false
 		}
 	}
 }
@@ -349,6 +438,11 @@ func (c *client) closeAfterFlush() {
 		c.outMu.Unlock()
 		return
 	}
+	// Stop the reader: it may be blocked in Read (a takeover, a shutdown;
+	// see deadlineReader) or parked. Before closing is set, which lets the
+	// writer close the socket: a parked socket must not be closed.
+	c.ending.Store(true)
+	c.b.park.unpark(c)
 	c.closing = true
 	if c.writerDone == nil {
 		c.writerDone = make(chan struct{})
@@ -358,10 +452,15 @@ func (c *client) closeAfterFlush() {
 		go c.writeLoop()
 	}
 	c.outMu.Unlock()
-	// Stop the reader: it may be blocked in Read (a takeover, a shutdown);
-	// see deadlineReader.
-	c.ending.Store(true)
 	_ = c.conn.SetReadDeadline(time.Now())
+}
+
+// closeNow closes the socket from outside the reader, which then sees
+// the error and ends the connection.
+func (c *client) closeNow() {
+	c.dead.Store(true)
+	c.b.park.unpark(c)
+	c.conn.Close()
 }
 
 // writePacket encodes a control packet into the outbound buffer.
@@ -423,7 +522,7 @@ func (c *client) writeLoop() {
 		}
 		c.outMu.Unlock()
 		if err != nil {
-			c.conn.Close()
+			c.closeNow()
 		}
 	}
 }

@@ -60,6 +60,14 @@ type Handler interface {
 	ServeConn(conn net.Conn, listener string)
 }
 
+// AsyncHandler is implemented by Handlers that may hold a connection
+// without a goroutine (the broker parks idle TCP connections): the
+// listener's plain TCP and TLS connections are given to ServeConnAsync,
+// which may return before the connection ends and calls ended once it has.
+type AsyncHandler interface {
+	ServeConnAsync(conn net.Conn, listener string, ended func())
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(conn net.Conn, listener string)
 
@@ -113,7 +121,7 @@ type Stats struct {
 	Accepted   uint64     // connections handed to the Handler since Start
 	Rejected   uint64     // connections refused, for any reason
 	Rejections Rejections // Rejected by reason
-	Open       int64      // Handler.ServeConn calls still running
+	Open       int64      // connections handed to the Handler and not yet ended
 }
 
 // LogValue logs the counters as fields (stats.accepted=3 ...), with a
@@ -389,9 +397,20 @@ func (l *Listener) reserve() bool {
 
 func (l *Listener) release() { l.open.Add(-1) }
 
-// handOff runs the Handler for a connection whose slot is already reserved.
-func (l *Listener) handOff(conn net.Conn) {
-	defer l.release()
+// handOff runs the Handler for a connection whose slot is already
+// reserved; after is called once the connection has ended.
+func (l *Listener) handOff(conn net.Conn, after func()) {
 	l.accepted.Add(1)
+	if ah, ok := l.h.(AsyncHandler); ok && after != nil {
+		ah.ServeConnAsync(conn, l.cfg.Name, func() {
+			l.release()
+			after()
+		})
+		return
+	}
+	defer l.release()
+	if after != nil {
+		defer after()
+	}
 	l.h.ServeConn(conn, l.cfg.Name)
 }

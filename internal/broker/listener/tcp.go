@@ -100,8 +100,7 @@ func (l *Listener) prepare(conn net.Conn, ip netip.Addr) {
 		l.queue.put(conn)
 		return
 	}
-	defer l.unguard(ip)
-	l.handOff(conn)
+	l.handOff(conn, func() { l.unguard(ip) })
 }
 
 // remoteIP is the peer's address without port, IPv4-mapped IPv6 unmapped,

@@ -89,7 +89,7 @@ func (l *Listener) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// context is Background because the connection outlives this request;
 	// its lifetime ends with Close.
 	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
-	l.handOff(&wsConn{Conn: nc, raw: raw, closeGrace: l.closeGrace})
+	l.handOff(&wsConn{Conn: nc, raw: raw, closeGrace: l.closeGrace}, nil)
 }
 
 // wsConn bounds the WebSocket close handshake and reports the TCP peer's

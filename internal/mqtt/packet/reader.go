@@ -38,8 +38,15 @@ type Reader struct {
 	err      error  // read error held back until buffered data is used up
 	size     int    // full buffer size
 	lastRead int    // bytes returned by the latest read
+	inLarge  bool   // readLarge is assembling a packet (buf is empty meanwhile)
 	idle     [idleSize]byte
 }
+
+// ErrIdle may be returned, with no data, by the io.Reader under a Reader
+// that is AtBoundary: Next then returns it and the stream stays usable, so
+// the caller can stop reading an idle connection and call Next again
+// later. Any other error ends the stream.
+var ErrIdle = errors.New("packet: idle")
 
 // NewReader returns a Reader over r with a buffer of size bytes
 // (DefaultReaderSize if size <= 0).
@@ -90,6 +97,10 @@ func (r *Reader) shrink() {
 
 // Buffered is the number of bytes read from the stream but not yet returned.
 func (r *Reader) Buffered() int { return r.end - r.start }
+
+// AtBoundary reports whether the Reader holds no part of a packet: the
+// next byte of the stream starts a new one.
+func (r *Reader) AtBoundary() bool { return r.start == r.end && !r.inLarge }
 
 // Next reads one packet and returns its fixed header and body. The body is
 // valid only until the next call to Next. A packet whose total size exceeds
@@ -156,6 +167,8 @@ func (r *Reader) readLarge(n, remaining int) ([]byte, error) {
 	// packet and sending nothing costs no memory.
 	body := append(r.large[:0], r.buf[r.start+n:r.end]...)
 	r.start, r.end = 0, 0
+	r.inLarge = true
+	defer func() { r.inLarge = false }()
 	for len(body) < remaining {
 		if r.err != nil {
 			return nil, noEOF(r.err)
@@ -201,6 +214,9 @@ func (r *Reader) fill() error {
 			if n > 0 {
 				r.err = err
 				return nil
+			}
+			if err == ErrIdle {
+				return err // not sticky: the stream goes on
 			}
 			r.err = err
 			return err
