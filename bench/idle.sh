@@ -34,7 +34,13 @@ trap 'stop; rm -rf "$tmp"' EXIT
 go build -o "$tmp/edgeport" ./cmd/edgeport
 server=${SERVER_BIN:-$tmp/edgeport}
 port() { echo $((20000 + RANDOM % 40000)); }
-rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+rss() {
+  if ! awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; then
+    echo "broker (pid $1) is gone; logs:" >&2
+    tail -20 "$tmp/m.log" "$tmp/e.log" >&2 2>/dev/null || true
+    exit 1
+  fi
+}
 metric() { curl -s "http://$http/metrics" | awk -v m="$1" '$1 == m {printf "%.0f", $2}'; }
 
 # measure NAME: runs the idle scenario against $addr (broker $pid) and
@@ -72,11 +78,23 @@ echo "$n idle connections with one QoS 1 subscription each, held ${settle} s bef
 echo
 echo "| broker | RSS before (KiB) | RSS with $n (KiB) | RSS per connection (KiB) | Go heap in use per connection (KiB) | goroutine stacks per connection (KiB) | goroutines per connection |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
-p=$(port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1024\nmax_queued_messages 10000\n' "$p" >"$tmp/m.conf"
-"$mosquitto" -c "$tmp/m.conf" >"$tmp/m.log" 2>&1 &
-pid=$!
-addr=127.0.0.1:$p
+# A random port may be taken: try a few.
+for _ in 1 2 3 4 5; do
+  p=$(port)
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1024\nmax_queued_messages 10000\n' "$p" >"$tmp/m.conf"
+  "$mosquitto" -c "$tmp/m.conf" >"$tmp/m.log" 2>&1 &
+  pid=$!
+  addr=127.0.0.1:$p
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && break
+  wait "$pid" 2>/dev/null || true
+  pid=""
+done
+[ -n "$pid" ] || { echo "mosquitto did not start:" >&2; cat "$tmp/m.log" >&2; exit 1; }
 measure mosquitto
 stop
 
