@@ -77,6 +77,7 @@ type checkOptions struct {
 	detail  int
 	output  string
 	timeout time.Duration
+	kube    kubeFlags
 }
 
 func newCheck(stdout io.Writer) *cobra.Command {
@@ -93,7 +94,13 @@ Ready, and authentication and authorization must guard non-loopback listeners.
 --detail-level 0 prints one summary line, 1 one line per check (and the items
 that are not ok), 2 every item with its details. Marks are ✔ ⚠ ✖ on a
 terminal and [ok] [warn] [fail] otherwise. The exit status is 1 when any
-check fails; warnings alone exit 0.`,
+check fails; warnings alone exit 0.
+
+--kubernetes evaluates a release of the Helm chart through the Kubernetes
+API instead (--kubeconfig, --context, --namespace, --release): its Helm
+revision, that its pods are ready, its volume claims bound, its Services
+have ready endpoints, and that Edgeport's custom resources in the namespace
+are Ready.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.detail < 0 || o.detail > 2 {
@@ -101,6 +108,9 @@ check fails; warnings alone exit 0.`,
 			}
 			if o.output != "table" && o.output != "json" {
 				return fmt.Errorf("-o: %q is not table or json", o.output)
+			}
+			if o.kube.enabled {
+				return writeReport(stdout, runKubeChecks(cmd.Context(), o.kube, o.timeout), o)
 			}
 			var err error
 			if o.server, o.token, err = o.api.resolve(); err != nil {
@@ -112,20 +122,7 @@ check fails; warnings alone exit 0.`,
 			if _, err := o.mqtt.protocolVersion(); err != nil {
 				return err
 			}
-			rep := runChecks(cmd.Context(), o)
-			if o.output == "json" {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
-					return fmt.Errorf("writing the report: %w", err)
-				}
-			} else {
-				printReport(stdout, rep, o.detail, useUnicodeMarks(stdout))
-			}
-			if rep.Status == statusFail {
-				return exitError(1)
-			}
-			return nil
+			return writeReport(stdout, runChecks(cmd.Context(), o), o)
 		},
 	}
 	f := cmd.Flags()
@@ -134,7 +131,30 @@ check fails; warnings alone exit 0.`,
 	f.IntVar(&o.detail, "detail-level", 1, "0 summary, 1 per check, 2 with details")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "timeout of each request and connection attempt")
+	f.BoolVar(&o.kube.enabled, "kubernetes", false, "evaluate an installed Helm release through the Kubernetes API instead of --server")
+	f.StringVar(&o.kube.kubeconfig, "kubeconfig", "", "kubeconfig file for --kubernetes (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+	f.StringVar(&o.kube.context, "context", "", "kubeconfig context for --kubernetes (default: the current one)")
+	f.StringVarP(&o.kube.namespace, "namespace", "n", "", "namespace of the release for --kubernetes (default: the context's)")
+	f.StringVar(&o.kube.release, "release", "edgeport", "Helm release name for --kubernetes")
 	return cmd
+}
+
+// writeReport prints rep as o asks and turns a failed report into exit
+// status 1.
+func writeReport(stdout io.Writer, rep checkReport, o checkOptions) error {
+	if o.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return fmt.Errorf("writing the report: %w", err)
+		}
+	} else {
+		printReport(stdout, rep, o.detail, useUnicodeMarks(stdout))
+	}
+	if rep.Status == statusFail {
+		return exitError(1)
+	}
+	return nil
 }
 
 // runChecks evaluates the instance behind o.server.

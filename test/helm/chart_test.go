@@ -246,6 +246,27 @@ func TestChartContract(t *testing.T) {
 		}
 	}
 	role := find(t, objs, "Role", "edgeport")
+	// Edgeport's resources are named one by one: the CRDs of crds/.
+	var plurals []any
+	crds, _ := filepath.Glob(filepath.Join(chartDir(t), "crds", "*.yaml"))
+	for _, f := range crds {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var crd map[string]any
+		if err := yaml.Unmarshal(b, &crd); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		plurals = append(plurals, get(crd, "spec", "names", "plural"))
+	}
+	slices.SortFunc(plurals, func(a, b any) int { return strings.Compare(a.(string), b.(string)) })
+	if len(plurals) == 0 {
+		plurals = []any{"*"} // no CRDs in the chart yet: the whole group
+	}
+	if got := get(role, "rules", 0, "resources"); !slices.Equal(got.([]any), plurals) {
+		t.Errorf("Role's edgeport.io resources %v, want the CRDs' %v", got, plurals)
+	}
 	for _, r := range get(role, "rules").([]any) {
 		verbs := get(r, "verbs").([]any)
 		res := get(r, "resources").([]any)
