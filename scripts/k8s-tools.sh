@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds, or reuses, the Kubernetes tools the tests run against: kube-apiserver, etcd and kubectl
-# (envtest's KUBEBUILDER_ASSETS), helm v4 and kwok, all from the Go module proxy into one cache
-# directory, and prints that directory on stdout (progress goes to stderr).
+# (envtest's KUBEBUILDER_ASSETS), kube-controller-manager and kube-scheduler (test/helm installs
+# the chart: StatefulSets make pods and claims, pods get scheduled and endpoints), helm v4 and
+# kwok, all from the Go module proxy into one cache directory, and prints that directory on
+# stdout (progress goes to stderr).
 #
 #   dir="$(scripts/k8s-tools.sh)"; export KUBEBUILDER_ASSETS="$dir" EDGEPORT_K8S_BIN="$dir"
-#   scripts/k8s-tools.sh helm kwok        # only these (default: all five)
+#   scripts/k8s-tools.sh helm kwok        # only these (default: all seven)
 #
 # The directory is /var/cache/k8s-bins/$K8S_VERSION unless K8S_BIN says otherwise. A tool is
 # rebuilt only when its stamp file (.built-<tool>-<version>) is missing, so a machine pays the
@@ -26,9 +28,9 @@ STAGING_VERSION="v0.${K8S_VERSION#v1.}" # v1.37.2 -> v0.37.2
 log() { echo "[k8s-tools] $*" >&2; }
 
 WANT=("$@")
-[ ${#WANT[@]} -gt 0 ] || WANT=(kube-apiserver etcd kubectl helm kwok)
+[ ${#WANT[@]} -gt 0 ] || WANT=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler helm kwok)
 for w in "${WANT[@]}"; do
-  case "$w" in kube-apiserver | etcd | kubectl | helm | kwok) ;; *) log "unknown tool $w" && exit 2 ;; esac
+  case "$w" in kube-apiserver | etcd | kubectl | kube-controller-manager | kube-scheduler | helm | kwok) ;; *) log "unknown tool $w" && exit 2 ;; esac
 done
 
 version_of() {
@@ -53,9 +55,9 @@ t0=$(date +%s)
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export CGO_ENABLED=0
 
-# ---- kube-apiserver, etcd, kubectl from k8s.io/kubernetes ------------------------------------
+# ---- kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler from k8s.io/kubernetes
 control_plane=()
-for c in kube-apiserver etcd kubectl; do
+for c in kube-apiserver etcd kubectl kube-controller-manager kube-scheduler; do
   if wanted "$c" && ! have "$c"; then control_plane+=("$c"); fi
 done
 if [ ${#control_plane[@]} -gt 0 ]; then

@@ -41,8 +41,8 @@ if [ ! -d test/parquet/node_modules/parquet-wasm ]; then
   (cd test/parquet && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
-# The Kubernetes tests run a real kube-apiserver and etcd (envtest), helm v4
-# and kwok, built from the Go module proxy into a persistent cache
+# The Kubernetes tests run a real kube-apiserver and etcd (envtest),
+# kube-controller-manager, kube-scheduler, helm v4 and kwok, built from the Go module proxy into a persistent cache
 # (/var/cache/k8s-bins): the first run on a machine pays ~10 min, later
 # runs nothing.
 k8s_bin="$(scripts/k8s-tools.sh)"

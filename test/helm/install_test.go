@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/edgeport/edgeport/internal/cli"
@@ -90,8 +91,18 @@ func TestChartInstall(t *testing.T) {
 		t.Fatalf("claim %s phase %s volume %q", pvc.Name, pvc.Status.Phase, pvc.Spec.VolumeName)
 	}
 
-	// A good release: every check passes (the resources check warns while
-	// no CRDs are installed).
+	// The chart installed the CRDs: a resource in the namespace that no
+	// operator has applied yet has no Ready condition.
+	listener := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "edgeport.io/v1", "kind": "BrokerListener",
+		"metadata": map[string]any{"name": "plant", "namespace": "edgeport"},
+		"spec":     map[string]any{"ports": []any{map[string]any{"port": int64(8884), "protocol": "Mqtt", "address": "0.0.0.0"}}},
+	}}
+	if err := cl.c.Create(ctx, listener); err != nil {
+		t.Fatalf("creating a BrokerListener: %v", err)
+	}
+
+	// A good release: every check passes.
 	var rep report
 	var code int
 	var raw string
@@ -103,17 +114,17 @@ func TestChartInstall(t *testing.T) {
 		t.Fatalf("check --kubernetes of the good release: exit %d\n%s", code, raw)
 	}
 	for name, want := range map[string]string{
-		"cluster":  "ok",
-		"release":  "ok",
-		"pods":     "ok",
-		"volumes":  "ok",
-		"services": "ok",
+		"cluster":   "ok",
+		"release":   "ok",
+		"pods":      "ok",
+		"volumes":   "ok",
+		"services":  "ok",
+		"resources": "warn",
 	} {
 		if s, msg, items := rep.check(name); s != want {
 			t.Errorf("good release: %s is %s (%s) %v, want %s", name, s, msg, items, want)
 		}
 	}
-	t.Logf("good release:\n%s", raw)
 	if _, msg, _ := rep.check("pods"); msg != "1 of 1 pods ready" {
 		t.Errorf("pods: %q", msg)
 	}
@@ -122,6 +133,31 @@ func TestChartInstall(t *testing.T) {
 	}
 	if _, msg, _ := rep.check("services"); msg != "3 of 3 Services have ready endpoints" {
 		t.Errorf("services: %q", msg)
+	}
+	if _, msg, items := rep.check("resources"); msg != "0 of 1 resources Ready" || len(items) != 1 ||
+		items[0] != "warn BrokerListener/plant: no Ready condition yet" {
+		t.Errorf("resources: %q %v", msg, items)
+	}
+
+	// Once its status says Ready at its generation, the resource passes.
+	// The test writes the status through the status subresource as the
+	// operator does; operator mode itself is tested where it is built.
+	if err := cl.c.Get(ctx, client.ObjectKeyFromObject(listener), listener); err != nil {
+		t.Fatal(err)
+	}
+	setReady := func(u *unstructured.Unstructured, status, reason, message string) {
+		t.Helper()
+		_ = unstructured.SetNestedField(u.Object, u.GetGeneration(), "status", "observedGeneration")
+		_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{"type": "Ready", "status": status,
+			"reason": reason, "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z"}}, "status", "conditions")
+		if err := cl.c.Status().Update(ctx, u); err != nil {
+			t.Fatalf("writing the status of %s: %v", u.GetName(), err)
+		}
+	}
+	setReady(listener, "True", "Applied", "")
+	code, rep, raw = cl.checkKubernetes(t, "edgeport", "edgeport")
+	if s, msg, _ := rep.check("resources"); code != 0 || rep.Status != "ok" || s != "ok" || msg != "1 of 1 resources Ready" {
+		t.Errorf("a Ready resource: exit %d, resources %s %q\n%s", code, s, msg, raw)
 	}
 
 	// A broken release: its claim asks for more than any volume offers, so
@@ -149,6 +185,21 @@ func TestChartInstall(t *testing.T) {
 	}
 	if _, _, items := rep.check("pods"); !strings.Contains(items[0], "unbound immediate PersistentVolumeClaims") {
 		t.Errorf("broken release pods: %v", items)
+	}
+
+	// A resource that is not Ready fails the check, with its reason.
+	bad := listener.DeepCopy()
+	bad.SetNamespace("broken")
+	bad.SetResourceVersion("")
+	unstructured.RemoveNestedField(bad.Object, "status")
+	if err := cl.c.Create(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	setReady(bad, "False", "TLSError", "secret plant-cert not found")
+	_, rep, raw = cl.checkKubernetes(t, "broken", "broken")
+	if s, _, items := rep.check("resources"); s != "fail" || len(items) != 1 ||
+		items[0] != "fail BrokerListener/plant: not Ready: TLSError: secret plant-cert not found" {
+		t.Errorf("a resource not Ready: %s %v\n%s", s, items, raw)
 	}
 
 	// No release at all.
