@@ -256,5 +256,6 @@ var columns = map[string]map[string]string{
 		"COMPATIBILITY": ".spec.compatibility",
 		"VERSIONS":      ".spec.versions[*].name",
 		"LATEST-HASH":   "",
+		"USED-BY":       "",
 	},
 }
