@@ -107,7 +107,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout), newState(stdout, stderr),
 		newCA(stdout, stderr), newPasswd(stdout, stderr), newConnector(stdout), newApprove(stdout), newPub(), newSub(stdout), newCRDs(stdout),
-		newSecret(stdout), newConfigMap(stdout))
+		newSecret(stdout), newConfigMap(stdout), newSchema(stdout, stderr))
 	addResourceCommands(root, stdout, stderr)
 	return root
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -104,6 +105,16 @@ var (
 
 // validateName applies Kubernetes' DNS label rule, so names work as file
 // names, URL segments and (later) Kubernetes object names.
+// CheckName says why name is not a valid resource name, or nil.
+func CheckName(name string) error {
+	var errs Errors
+	validateName(name, "name", &errs)
+	if len(errs) > 0 {
+		return errors.New(errs[0].Msg)
+	}
+	return nil
+}
+
 func validateName(name, path string, errs *Errors) {
 	switch {
 	case name == "":

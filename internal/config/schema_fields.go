@@ -431,3 +431,33 @@ func (n *schemaNode) ValidateMessage(payload []byte) error {
 	}
 	return me
 }
+
+// DeltaSchema renders fields as a Delta/1.0 schema document (Azure IoT
+// Operations' envelope); a FieldJSON field becomes a string.
+func DeltaSchema(fields []SchemaField) map[string]any {
+	return map[string]any{
+		"$schema":    SchemaFormatDelta,
+		"type":       "object",
+		"properties": deltaTypeOf(SchemaField{Type: FieldStruct, Fields: fields}),
+	}
+}
+
+func deltaTypeOf(f SchemaField) any {
+	switch f.Type {
+	case FieldStruct:
+		fields := make([]any, len(f.Fields))
+		for i, sf := range f.Fields {
+			fields[i] = map[string]any{"name": sf.Name, "type": deltaTypeOf(sf), "nullable": sf.Nullable, "metadata": map[string]any{}}
+		}
+		return map[string]any{"type": "struct", "fields": fields}
+	case FieldArray:
+		return map[string]any{"type": "array", "elementType": deltaTypeOf(*f.Elem), "containsNull": f.Elem.Nullable}
+	case FieldMap:
+		return map[string]any{"type": "map", "keyType": "string", "valueType": deltaTypeOf(*f.Elem), "valueContainsNull": f.Elem.Nullable}
+	case FieldDecimal:
+		return fmt.Sprintf("decimal(%d,%d)", f.Precision, f.Scale)
+	case FieldJSON:
+		return FieldString
+	}
+	return f.Type
+}
