@@ -172,7 +172,7 @@ func checkWritable(dir string) error {
 //
 // An instance is ready while the broker accepts connections, at least one
 // MQTT listener is bound and admits clients (everyone or authenticated
-// ones), and the data directory is writable. A listener that is not bound
+// ones) — or none is configured at all — and the data directory is writable. A listener that is not bound
 // or admits nobody, or a store that is full, does not make it unready: a
 // Kubernetes readiness probe that failed would take the pod out of its
 // Service and so cut off the clients of every other port too (and the
@@ -219,7 +219,13 @@ func (src ReadinessSource) Readiness() Readiness {
 			admitting++
 		}
 	}
-	if admitting == 0 {
+	switch {
+	case len(ls) == 0:
+		// Every MQTT port switched off (--mqtt-addr off, no BrokerListener) is
+		// a choice, not a failure: internal clients, connectors, dataflows and
+		// the API still run, so a probe must not restart the instance.
+		r.Degraded = append(r.Degraded, "no MQTT listener is configured")
+	case admitting == 0:
 		r.Problems = append(r.Problems, "no MQTT listener is bound and admits clients")
 	}
 	if src.DataDir != "" {

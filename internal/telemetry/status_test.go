@@ -166,7 +166,7 @@ func TestReadinessVerdicts(t *testing.T) {
 			"broker: no MQTT listener is bound and admits clients; listener ws: not bound: listen tcp 127.0.0.1:8083: bind: address already in use\n", false},
 		{"the only port admits nobody", []ListenerInfo{nobody}, dir, false, 503,
 			"broker: no MQTT listener is bound and admits clients; listener edge:1883 (0.0.0.0:1883): admits nobody: every client is refused\n", false},
-		{"no MQTT listener", nil, dir, false, 503, "broker: no MQTT listener is bound and admits clients\n", false},
+		{"no MQTT listener configured", nil, dir, false, 200, "ok\nbroker: degraded: no MQTT listener is configured\n", true},
 		{"data directory not writable", []ListenerInfo{open}, file, false, 503,
 			"broker: data directory " + file + ": not writable: " + file + " is not a directory\n", false},
 		{"store full", []ListenerInfo{open}, dir, true, 200,
