@@ -452,7 +452,12 @@ func (c *client) closeAfterFlush() {
 		go c.writeLoop()
 	}
 	c.outMu.Unlock()
-	_ = c.conn.SetReadDeadline(time.Now())
+	if dc, ok := c.conn.(interface{ DeadlineEndsConn() bool }); !ok || !dc.DeadlineEndsConn() {
+		_ = c.conn.SetReadDeadline(time.Now())
+	}
+	// Else (WebSocket) a read deadline that fires tears the connection down
+	// at once, racing the DISCONNECT still being written; the reader stays
+	// in Read until the writer's close ends it.
 }
 
 // closeNow closes the socket from outside the reader, which then sees

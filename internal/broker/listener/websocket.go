@@ -118,6 +118,11 @@ func (c *wsConn) Close() error {
 	return err
 }
 
+// DeadlineEndsConn tells the broker that a read deadline firing during a
+// Read closes this connection (coder/websocket's NetConn does), rather
+// than only interrupting the Read as a TCP socket does.
+func (c *wsConn) DeadlineEndsConn() bool { return true }
+
 // TLSConnectionState implements TLSStater: the WebSocket layer hides the
 // *tls.Conn of a WSS connection.
 func (c *wsConn) TLSConnectionState() (tls.ConnectionState, bool) {
