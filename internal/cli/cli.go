@@ -141,6 +141,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 func newServe(stderr io.Writer) *cobra.Command {
 	cfg := app.Config{}
+	var kf serveKubeFlags
 	var logLevel, logFormat string
 	var sysInterval time.Duration
 	cmd := &cobra.Command{
@@ -166,6 +167,11 @@ picks a free port (the chosen addresses are logged).`,
 			cfg.Broker.MaxQueuedBytes = broker.BoundMaxQueuedBytes.FromUser(cfg.Broker.MaxQueuedBytes)
 			if sysInterval == 0 {
 				cfg.Broker.SysInterval = broker.Unlimited
+			}
+			if kf.enabled {
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return serveKubernetes(ctx, cfg, kf, log)
 			}
 			a, err := app.New(cfg, log)
 			if err != nil {
@@ -214,6 +220,11 @@ picks a free port (the chosen addresses are logged).`,
 	f.StringVar(&cfg.OTLP.LogLevel, "otlp-log-level", "info", "lowest level of the log records pushed to --otlp-endpoint (debug, info, warn, error, or off)")
 	f.Int64Var(&cfg.Broker.MaxQueuedBytes, "max-queued-bytes", 0, "payload bytes queued per session before the queue policy drops (0 = unlimited)")
 	f.IntVar(&cfg.Broker.MaxInflight, "max-inflight", broker.DefaultMaxInflight, "unacknowledged QoS 1/2 deliveries per session")
+	f.BoolVar(&kf.enabled, "kubernetes", false, "operator mode: apply the edgeport.io custom resources of --namespace (and the Secrets and ConfigMaps they reference) and write their status")
+	f.StringVar(&kf.kubeconfig, "kubeconfig", "", "with --kubernetes: kubeconfig file (default $KUBECONFIG, else the pod's service account)")
+	f.StringVar(&kf.namespace, "namespace", "", "with --kubernetes: namespace to watch (default the pod's: $POD_NAMESPACE or the service account's)")
+	f.BoolVar(&kf.leaderElect, "leader-elect", true, "with --kubernetes: take a Lease so that one replica runs Edgeport and the others wait (not ready) until it stops")
+	f.StringVar(&kf.leaseName, "lease-name", "edgeport", "with --kubernetes: name of the leader Lease")
 	return cmd
 }
 

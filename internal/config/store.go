@@ -49,9 +49,10 @@ type Store struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu       sync.Mutex
-	entries  map[Key]*entry
-	watchers []func(Key)
+	mu             sync.Mutex
+	entries        map[Key]*entry
+	watchers       []func(Key)
+	statusWatchers []func(Key)
 }
 
 type entry struct {
@@ -101,6 +102,15 @@ func (s *Store) Watch(fn func(Key)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.watchers = append(s.watchers, fn)
+}
+
+// WatchStatus registers fn to be called, outside the store's lock, with the
+// key of every resource whose status was set (the Kubernetes operator
+// copies status to the custom resource). Register before use.
+func (s *Store) WatchStatus(fn func(Key)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.statusWatchers = append(s.statusWatchers, fn)
 }
 
 func (s *Store) notify(k Key) {
@@ -315,10 +325,21 @@ func (s *Store) Keys() map[Key]string {
 // event.
 func (s *Store) SetStatus(k Key, uid string, gen int64, st Status) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	if !s.setStatusLocked(k, uid, gen, st) {
+		s.mu.Unlock()
+		return
+	}
+	ws := slices.Clone(s.statusWatchers)
+	s.mu.Unlock()
+	for _, w := range ws {
+		w(k)
+	}
+}
+
+func (s *Store) setStatusLocked(k Key, uid string, gen int64, st Status) bool {
 	e := s.entries[k]
 	if e == nil || e.obj.Metadata.UID != uid || gen > e.obj.Metadata.Generation {
-		return
+		return false
 	}
 	now := s.now().UTC().Truncate(time.Second)
 	st.ObservedGeneration = gen
@@ -339,6 +360,7 @@ func (s *Store) SetStatus(k Key, uid string, gen int64, st Status) {
 		}
 	}
 	e.obj.Status = &st
+	return true
 }
 
 // Event records something that happened to a resource.
