@@ -183,20 +183,20 @@ func New(o Options) (*Operator, error) {
 		}
 	}
 	mgr, err := manager.New(o.Config, manager.Options{
-		Scheme:                        scheme,
-		Logger:                        lg,
-		Cache:                         cache.Options{DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}},
-		Metrics:                       metricsserver.Options{BindAddress: "0"}, // Edgeport serves /metrics itself
-		HealthProbeBindAddress:        "0",
-		LeaderElection:                o.LeaderElection,
-		LeaderElectionID:              o.LeaseName,
-		LeaderElectionNamespace:       o.Namespace,
-		LeaderElectionReleaseOnCancel: true, // a replica stopping hands over at once
+		Scheme:                              scheme,
+		Logger:                              lg,
+		Cache:                               cache.Options{DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}},
+		Metrics:                             metricsserver.Options{BindAddress: "0"}, // Edgeport serves /metrics itself
+		HealthProbeBindAddress:              "0",
+		LeaderElection:                      o.LeaderElection,
+		LeaderElectionID:                    o.LeaseName,
+		LeaderElectionNamespace:             o.Namespace,
+		LeaderElectionReleaseOnCancel:       true, // a replica stopping hands over at once
 		LeaderElectionResourceLockInterface: lock,
-		LeaseDuration:                 &o.LeaseDuration,
-		RenewDeadline:                 &o.RenewDeadline,
-		RetryPeriod:                   &o.RetryPeriod,
-		GracefulShutdownTimeout:       ptr(10 * time.Second),
+		LeaseDuration:                       &o.LeaseDuration,
+		RenewDeadline:                       &o.RenewDeadline,
+		RetryPeriod:                         &o.RetryPeriod,
+		GracefulShutdownTimeout:             ptr(10 * time.Second),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: %w", err)
