@@ -73,8 +73,8 @@ spec:
   endpoints:
     inbound:
       plc:
-        endpointType: Microsoft.Modbus
-        address: modbus-tcp://127.0.0.1:502
+        endpointType: Microsoft.OpcUa
+        address: opc.tcp://127.0.0.1:4840
         authentication:
           method: UsernamePassword
           usernamePasswordCredentials: {usernameSecretName: plc-creds/user, passwordSecretName: plc-creds/pass}
