@@ -124,6 +124,7 @@ type Client struct {
 	connected chan struct{} // closed while cur != nil; replaced when the connection ends
 	clientID  string        // the id in use (assigned by the server when Options.ClientID is empty)
 	lastErr   error         // why the last connection attempt or connection failed
+	failed    chan struct{} // closed when a connection attempt fails; then replaced
 	ids       [1 << 16]bool // packet identifiers in use by publishes, subscribes and unsubscribes
 	nextID    uint16
 	seq       uint64              // orders in-flight publishes for resending
@@ -215,6 +216,7 @@ func New(opts Options) (*Client, error) {
 		opts:      opts,
 		log:       log.With("client", opts.ClientID),
 		connected: make(chan struct{}),
+		failed:    make(chan struct{}),
 		clientID:  opts.ClientID,
 		inflight:  make(map[uint16]*outPub),
 		ctrl:      make(map[uint16]*ctrlReq),
@@ -438,6 +440,8 @@ func (c *Client) manage(ctx context.Context, cn *conn) {
 			if err != nil {
 				c.mu.Lock()
 				c.lastErr = err
+				close(c.failed)
+				c.failed = make(chan struct{})
 				c.mu.Unlock()
 				if errors.Is(err, ErrDialerClosed) {
 					return

@@ -678,3 +678,26 @@ func TestLargeBatches(t *testing.T) {
 		}
 	}
 }
+
+// A component starting against a broker that refuses its client is not held
+// for its whole bound: SubscribeWithin gives up at the first failed attempt
+// (the hour-long bound would otherwise outlast the test's timeout) and the
+// subscription stays registered for when the client connects.
+func TestSubscribeWithinStopsAtRefusal(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: every dial fails
+	c := newClient(t, Options{Dialer: TCP(addr, nil), ClientID: "refused"})
+	if err := c.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the first call may come before any attempt, the second after one
+		err := c.SubscribeWithin(context.Background(), Subscription{Filters: filters("x", 1), Handler: func(context.Context, *Message) {}}, time.Hour)
+		if !errors.Is(err, ErrSubscribePending) {
+			t.Fatalf("SubscribeWithin: %v, want ErrSubscribePending", err)
+		}
+	}
+}

@@ -449,9 +449,29 @@ func (c *Client) deliver(ctx context.Context, m *Message) {
 // when the client connects; a component logs that and starts anyway, so a
 // broker that refuses internal clients does not keep Edgeport from
 // starting. Any other error is a refusal by a connected server.
+//
+// It stops waiting as soon as a connection attempt fails (or already has):
+// several components start one after the other on the same client, and
+// each waiting out its bound against a broker that refuses it would add up
+// to a start that looks hung.
 func (c *Client) SubscribeWithin(ctx context.Context, s Subscription, wait time.Duration) error {
 	sctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	c.mu.Lock()
+	refused := c.cur == nil && c.lastErr != nil
+	failed := c.failed
+	c.mu.Unlock()
+	if refused {
+		cancel()
+	} else {
+		go func() {
+			select {
+			case <-failed:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+	}
 	err := c.Subscribe(sctx, s)
 	switch {
 	case err == nil:
