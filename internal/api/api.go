@@ -270,6 +270,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, def *config.KindDe
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
+	if v := r.URL.Query().Get("watch"); v == "true" || v == "1" {
+		s.watch(w, r, def, sel)
+		return
+	}
 	items := s.store.List(def.Kind, sel)
 	if items == nil {
 		items = []*config.Object{}

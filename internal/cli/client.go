@@ -143,6 +143,68 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ct
 	return data, resp.Header, nil
 }
 
+// watch follows GET <plural>?watch=true, calling fn with each event (and
+// its line) until ctx ends (nil), the stream ends (an error: the server
+// went away or dropped a watcher that fell behind) or fn fails.
+func (c *apiClient) watch(ctx context.Context, def *config.KindDef, selector string, fn func(api.WatchEvent, json.RawMessage) error) error {
+	path := "/" + def.Plural + "?watch=true"
+	if selector != "" {
+		path += "&labelSelector=" + urlQueryEscape(selector)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	// No client timeout: the stream lasts until interrupted.
+	resp, err := (&http.Client{Transport: c.hc.Transport}).Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("cannot reach the Edgeport API (is `edgeport serve` running? --server %s): %w",
+			strings.TrimSuffix(c.base, api.Prefix), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb api.ErrorBody
+		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+			eb.Error = fmt.Sprintf("GET %s: %s", path, resp.Status)
+		}
+		return &apiError{status: resp.StatusCode, msg: eb.Error, details: eb.Details}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line json.RawMessage
+		if err := dec.Decode(&line); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("the watch ended: %w", err)
+		}
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("decoding a watch event: %w", err)
+		}
+		out := api.WatchEvent{Type: ev.Type}
+		if len(ev.Object) > 0 && string(ev.Object) != "null" {
+			if out.Object, err = c.kinds.DecodeJSON(ev.Object); err != nil {
+				return err
+			}
+		}
+		if err := fn(out, line); err != nil {
+			return err
+		}
+	}
+}
+
 // list fetches a kind's resources.
 func (c *apiClient) list(ctx context.Context, def *config.KindDef, selector string) ([]*config.Object, error) {
 	path := "/" + def.Plural

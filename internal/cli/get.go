@@ -2,7 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -12,12 +14,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgeport/edgeport/internal/api"
 	"github.com/edgeport/edgeport/internal/config"
 )
 
 func newGet(stdout, stderr io.Writer) *cobra.Command {
 	var cf clientFlags
 	var output, selector string
+	var watch bool
 	cmd := &cobra.Command{
 		Use:   "get KIND[,KIND...]|all [NAME...]",
 		Short: "List resources, or show one, as a table, YAML or JSON",
@@ -40,6 +44,9 @@ edgeport apply accepts (as does -o json, a List).`,
 				return err
 			}
 			ctx := cmd.Context()
+			if watch {
+				return watchGet(ctx, c, args, selector, output, stdout, stderr)
+			}
 			var defs []*config.KindDef
 			if strings.EqualFold(args[0], "all") {
 				if len(args) > 1 {
@@ -151,7 +158,73 @@ edgeport apply accepts (as does -o json, a List).`,
 	cf.add(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, wide, name, yaml or json")
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. env=prod,tier!=db")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "after the list, print a line (or document) per change until interrupted (one kind)")
 	return cmd
+}
+
+// watchGet lists a kind and then prints every change, from the API's watch
+// stream: the table and then a row per change (-o name: kind/name; yaml:
+// a document per change; json: one {"type","object"} event per line).
+func watchGet(ctx context.Context, c *apiClient, args []string, selector, output string, stdout, stderr io.Writer) error {
+	if strings.EqualFold(args[0], "all") || strings.Contains(args[0], ",") {
+		return errors.New("--watch takes one kind")
+	}
+	def, err := lookupKind(c.kinds, args[0])
+	if err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	for _, n := range args[1:] {
+		names[n] = true
+	}
+	var initial []*config.Object
+	listed, header := false, false
+	return c.watch(ctx, def, selector, func(ev api.WatchEvent, raw json.RawMessage) error {
+		if ev.Type == "BOOKMARK" {
+			listed = true
+			if output == "table" || output == "wide" {
+				if len(initial) == 0 {
+					fmt.Fprintln(stderr, "No resources found.")
+				} else {
+					printTable(stdout, def, initial, false, output == "wide", time.Now())
+					header = true
+				}
+			}
+			return nil
+		}
+		o := ev.Object
+		if o == nil || len(names) > 0 && !names[o.Metadata.Name] {
+			return nil
+		}
+		if !listed && (output == "table" || output == "wide") {
+			initial = append(initial, o)
+			return nil
+		}
+		switch output {
+		case "table", "wide":
+			printRows(stdout, def, []*config.Object{o}, false, output == "wide", time.Now(), !header)
+			header = true
+		case "name":
+			fmt.Fprintln(stdout, ref(def, o.Metadata.Name))
+		case "json":
+			_, err := fmt.Fprintf(stdout, "%s\n", raw)
+			return err
+		case "yaml":
+			y, err := config.JSONToYAML(mustJSON(o))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, "---")
+			_, err = stdout.Write(y)
+			return err
+		}
+		return nil
+	})
+}
+
+func mustJSON(o *config.Object) []byte {
+	b, _ := json.Marshal(o)
+	return b
 }
 
 func writeIndented(w io.Writer, data []byte) error {
@@ -166,6 +239,12 @@ func writeIndented(w io.Writer, data []byte) error {
 
 // printTable prints NAME, READY, REASON, AGE and the kind's columns.
 func printTable(w io.Writer, def *config.KindDef, items []*config.Object, qualify, wide bool, now time.Time) {
+	printRows(w, def, items, qualify, wide, now, true)
+}
+
+// printRows is printTable with or without the header (a watch prints one
+// row per change under the first table, as kubectl get --watch does).
+func printRows(w io.Writer, def *config.KindDef, items []*config.Object, qualify, wide bool, now time.Time, header bool) {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	hdr := []string{"NAME", "READY", "REASON", "AGE"}
 	for _, c := range def.Columns {
@@ -174,7 +253,9 @@ func printTable(w io.Writer, def *config.KindDef, items []*config.Object, qualif
 	if wide {
 		hdr = append(hdr, "LABELS", "MESSAGE")
 	}
-	fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+	if header {
+		fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+	}
 	for _, o := range items {
 		name := o.Metadata.Name
 		if qualify {

@@ -49,10 +49,13 @@ type Store struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu             sync.Mutex
+	mu             sync.Mutex // guards entries, the watchers, streams and nextID
 	entries        map[Key]*entry
 	watchers       []func(Key)
 	statusWatchers []func(Key)
+	// streams are watchers that come and go (API watch requests).
+	streams map[uint64]func(Key)
+	nextID  uint64
 }
 
 type entry struct {
@@ -113,9 +116,31 @@ func (s *Store) WatchStatus(fn func(Key)) {
 	s.statusWatchers = append(s.statusWatchers, fn)
 }
 
+// WatchUntilRemoved is Watch for a watcher that ends (an API watch
+// stream): the returned function unregisters fn, after which it is not
+// called again once a notification already under way has returned.
+func (s *Store) WatchUntilRemoved(fn func(Key)) (remove func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams == nil {
+		s.streams = map[uint64]func(Key){}
+	}
+	id := s.nextID
+	s.nextID++
+	s.streams[id] = fn
+	return func() {
+		s.mu.Lock()
+		delete(s.streams, id)
+		s.mu.Unlock()
+	}
+}
+
 func (s *Store) notify(k Key) {
 	s.mu.Lock()
 	ws := slices.Clone(s.watchers)
+	for _, fn := range s.streams {
+		ws = append(ws, fn)
+	}
 	s.mu.Unlock()
 	for _, w := range ws {
 		w(k)
