@@ -183,7 +183,7 @@ Keys that are not printable UTF-8 are shown as hex:<HEX>.`,
 					if err != nil {
 						return err
 					}
-					items, next, ok := parseKeys(res)
+					items, next, ok := statestore.ParseKeys(res)
 					if !ok {
 						return unexpected(res)
 					}
@@ -243,49 +243,8 @@ func unexpected(res []byte) error {
 
 // parseBulk reads a RESP bulk string that is the whole payload.
 func parseBulk(b []byte) ([]byte, bool) {
-	v, rest, ok := readBulk(b)
+	v, rest, ok := statestore.ReadBulk(b)
 	return v, ok && v != nil && len(rest) == 0
-}
-
-// readBulk reads one RESP bulk string; a null one gives nil.
-func readBulk(b []byte) (v, rest []byte, ok bool) {
-	i := bytes.Index(b, []byte("\r\n"))
-	if len(b) < 4 || b[0] != '$' || i < 0 {
-		return nil, nil, false
-	}
-	if string(b[1:i]) == "-1" {
-		return nil, b[i+2:], true
-	}
-	n, err := strconv.Atoi(string(b[1:i]))
-	if err != nil || n < 0 || len(b) < i+2+n+2 || string(b[i+2+n:i+4+n]) != "\r\n" {
-		return nil, nil, false
-	}
-	return b[i+2 : i+2+n : i+2+n], b[i+4+n:], true
-}
-
-// parseKeys reads an EDGEPORT.KEYS answer: the next cursor (nil when the
-// listing is complete) and the keys.
-func parseKeys(b []byte) (keys [][]byte, next []byte, ok bool) {
-	i := bytes.Index(b, []byte("\r\n"))
-	if len(b) < 4 || b[0] != '*' || i < 0 {
-		return nil, nil, false
-	}
-	n, err := strconv.Atoi(string(b[1:i]))
-	if err != nil || n < 1 {
-		return nil, nil, false
-	}
-	rest := b[i+2:]
-	if next, rest, ok = readBulk(rest); !ok {
-		return nil, nil, false
-	}
-	for range n - 1 {
-		var k []byte
-		if k, rest, ok = readBulk(rest); !ok || k == nil {
-			return nil, nil, false
-		}
-		keys = append(keys, k)
-	}
-	return keys, next, len(rest) == 0
 }
 
 // stateConn is a state store client: one request at a time, over the

@@ -71,7 +71,7 @@ func (s stateClient) list(ctx context.Context, prefix, cursor string) ([]StateKe
 	if err != nil {
 		return nil, "", err
 	}
-	keys, next, ok := parseKeys(res)
+	keys, next, ok := statestore.ParseKeys(res)
 	if !ok {
 		return nil, "", fmt.Errorf("state store: unexpected answer to %s: %q", statestore.KeysCommand, res)
 	}
@@ -96,7 +96,7 @@ func (s stateClient) get(ctx context.Context, key []byte) ([]byte, string, error
 	if err != nil {
 		return nil, "", err
 	}
-	v, rest, ok := readBulk(res)
+	v, rest, ok := statestore.ReadBulk(res)
 	if !ok || len(rest) != 0 {
 		return nil, "", fmt.Errorf("state store: unexpected answer to GET: %q", res)
 	}
@@ -114,48 +114,4 @@ func (s stateClient) set(ctx context.Context, key, value []byte) (string, error)
 func (s stateClient) del(ctx context.Context, key []byte) error {
 	_, _, err := s.call(ctx, []byte("DEL"), key)
 	return err
-}
-
-// readBulk reads one RESP bulk string; a null one gives nil.
-func readBulk(b []byte) (v, rest []byte, ok bool) {
-	i := bytes.Index(b, []byte("\r\n"))
-	if len(b) < 4 || b[0] != '$' || i < 0 {
-		return nil, nil, false
-	}
-	if string(b[1:i]) == "-1" {
-		return nil, b[i+2:], true
-	}
-	n, err := strconv.Atoi(string(b[1:i]))
-	if err != nil || n < 0 || len(b) < i+2+n+2 || string(b[i+2+n:i+4+n]) != "\r\n" {
-		return nil, nil, false
-	}
-	return b[i+2 : i+2+n : i+2+n], b[i+4+n:], true
-}
-
-// parseKeys reads an EDGEPORT.KEYS answer: the next cursor (nil at the
-// end) and the keys.
-func parseKeys(b []byte) (keys [][]byte, next []byte, ok bool) {
-	i := bytes.Index(b, []byte("\r\n"))
-	if len(b) < 4 || b[0] != '*' || i < 0 {
-		return nil, nil, false
-	}
-	n, err := strconv.Atoi(string(b[1:i]))
-	if err != nil || n < 1 {
-		return nil, nil, false
-	}
-	rest := b[i+2:]
-	if next, rest, ok = readBulk(rest); !ok {
-		return nil, nil, false
-	}
-	for range n - 1 {
-		var k []byte
-		if k, rest, ok = readBulk(rest); !ok || k == nil {
-			return nil, nil, false
-		}
-		keys = append(keys, k)
-	}
-	if len(rest) != 0 {
-		return nil, nil, false
-	}
-	return keys, next, true
 }

@@ -80,18 +80,3 @@ func TestPreview(t *testing.T) {
 		t.Fatalf("long preview %q", p)
 	}
 }
-
-func FuzzParseKeys(f *testing.F) {
-	f.Add([]byte("*3\r\n$1\r\nb\r\n$1\r\na\r\n$1\r\nb\r\n"))
-	f.Add([]byte("*1\r\n$-1\r\n"))
-	f.Add([]byte("*2\r\n$-1\r\n$3\r\nkey\r\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		keys, _, ok := parseKeys(b)
-		if !ok && keys != nil {
-			t.Fatalf("keys %q from a refused answer", keys)
-		}
-		if v, rest, ok := readBulk(b); ok && len(v)+len(rest) > len(b) {
-			t.Fatal("readBulk returned more than it read")
-		}
-	})
-}
