@@ -272,6 +272,9 @@ func lookupKind(kinds *config.Kinds, name string) (*config.KindDef, error) {
 func ref(def *config.KindDef, name string) string { return def.Singular() + "/" + name }
 
 func addResourceCommands(root *cobra.Command, stdout, stderr io.Writer) {
-	root.AddCommand(newApply(stdout, stderr), newGet(stdout, stderr), newDescribe(stdout),
-		newDelete(stdout, stderr), newToken(stdout))
+	get, describe, del := newGet(stdout, stderr), newDescribe(stdout), newDelete(stdout, stderr)
+	get.ValidArgsFunction = completeResources(true)
+	describe.ValidArgsFunction = completeResources(false)
+	del.ValidArgsFunction = completeResources(false)
+	root.AddCommand(newApply(stdout, stderr), get, describe, del, newToken(stdout))
 }

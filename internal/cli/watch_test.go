@@ -124,3 +124,28 @@ func TestGetWatch(t *testing.T) {
 		t.Fatalf("interrupted watch: %v (stderr %s)", err, errOut.String())
 	}
 }
+
+// TestCompletion: the shell's completion request (cobra's hidden
+// __complete) offers kinds, then the names the API has for that kind.
+func TestCompletion(t *testing.T) {
+	url, st := apiServer(t)
+	storeApply(t, st, listenerDoc("plant", ""))
+	storeApply(t, st, listenerDoc("press", ""))
+	dir := t.TempDir()
+	out, _, code := runCLI(t, "__complete", "get", "broker")
+	if code != 0 || !strings.Contains(out, "brokerlisteners\n") || !strings.Contains(out, "brokerlistener\n") || strings.Contains(out, "devices") {
+		t.Fatalf("kinds: exit %d\n%s", code, out)
+	}
+	out, _, code = runCLI(t, "__complete", "describe", "brokerlisteners", "--server", url, "--data-dir", dir, "p")
+	if code != 0 || !strings.HasPrefix(out, "plant\npress\n:4\n") {
+		t.Fatalf("names: exit %d\n%s", code, out)
+	}
+	// A name already given is not offered again.
+	out, _, _ = runCLI(t, "__complete", "delete", "bl", "plant", "--server", url, "--data-dir", dir, "")
+	if !strings.HasPrefix(out, "press\n:4\n") {
+		t.Fatalf("names after one: %s", out)
+	}
+	if out, _, code := runCLI(t, "completion", "bash"); code != 0 || !strings.Contains(out, "bash completion") {
+		t.Fatalf("completion bash: exit %d", code)
+	}
+}
