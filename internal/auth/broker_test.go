@@ -217,7 +217,7 @@ func TestBrokerWebhook(t *testing.T) {
 	if got := refused(t, addr, userConn("w3", "ban-dave", "pw")); got != 0x8A {
 		t.Fatalf("webhook ban: 0x%02X", got)
 	}
-	ws.srv.Close()
+	ws.close()
 	mustDial(t, addr, userConn("w4", "bob", "b-pw"))
 	if p := principal(t, b, "w4"); p.Method != MethodUsernamePassword {
 		t.Fatalf("fallback principal %+v", p)
