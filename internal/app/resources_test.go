@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testlog"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -360,7 +359,7 @@ func TestBindFailedLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	a, err := New(Config{MQTTAddr: "127.0.0.1:0", WSAddr: Off, HTTPAddr: Off, DataDir: t.TempDir(), InMemory: true,
 		Broker: broker.Options{SysInterval: -1}}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
@@ -378,24 +377,6 @@ func TestBindFailedLoggedOnce(t *testing.T) {
 	if n := strings.Count(logs.String(), "listener port failed"); n != 1 {
 		t.Fatalf("%d log lines for a port failing at every retry, want 1:\n%s", n, logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestConfigDirAndStoredResources(t *testing.T) {

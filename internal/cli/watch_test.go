@@ -2,34 +2,16 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/testlog"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
-
-type syncBuf struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func storeApply(t *testing.T, st *config.Store, doc string) {
 	t.Helper()
@@ -107,7 +89,7 @@ func TestWatchStream(t *testing.T) {
 func TestGetWatch(t *testing.T) {
 	url, st := apiServer(t)
 	storeApply(t, st, listenerDoc("one", ""))
-	var out, errOut syncBuf
+	var out, errOut testlog.Buffer
 	root := newRoot(&out, &errOut)
 	root.SetArgs([]string{"get", "brokerlisteners", "--watch", "--server", url, "--data-dir", t.TempDir()})
 	ctx, cancel := context.WithCancel(t.Context())

@@ -1,42 +1,24 @@
 package listener
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/testlog"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRefusalsAndStatsLogged: connections refused for the same reason from
 // the same address are logged at info once a minute, and the stop line
 // carries the counters as fields, not a printed Go struct.
 func TestRefusalsAndStatsLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	l, err := New(Config{Name: "limited", Addr: "127.0.0.1:0", Protocol: ProtocolTCP, MaxConnections: 1}, echoHandler(),
 		slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
