@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -96,4 +97,34 @@ func respCommand(args ...string) []byte {
 		b = append(b, "\r\n"...)
 	}
 	return b
+}
+
+// commandSubscribeWait bounds how long a command server's start waits for
+// its subscription: beyond it (or at the client's first refused connection)
+// the server starts anyway and the client subscribes when it connects, so a
+// broker that refuses internal clients does not keep Edgeport from starting.
+const commandSubscribeWait = 5 * time.Second
+
+// SubscribeCommands makes a command server's subscription at its start;
+// what names the server in the log and errors (e.g. "modbus writes").
+func SubscribeCommands(ctx context.Context, cl *client.Client, sub client.Subscription, what string, log *slog.Logger) error {
+	err := cl.SubscribeWithin(ctx, sub, commandSubscribeWait)
+	switch {
+	case errors.Is(err, client.ErrSubscribePending):
+		log.Warn(what+" unavailable until the connectors' client connects", "err", err)
+	case err != nil:
+		return fmt.Errorf("%s: subscribing: %w", what, err)
+	}
+	return nil
+}
+
+// UnsubscribeCommands ends a command server's subscription at its stop,
+// briefly: the shared client may be disconnected, and it stops after the
+// command servers anyway.
+func UnsubscribeCommands(ctx context.Context, cl *client.Client, what string, log *slog.Logger, filters ...string) {
+	uctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := cl.Unsubscribe(uctx, filters...); err != nil {
+		log.Debug(what+": unsubscribing", "err", err)
+	}
 }

@@ -3,7 +3,6 @@ package modbus
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
@@ -100,33 +100,19 @@ func NewCommands(c *Connector, cl *client.Client, log *slog.Logger) *Commands {
 	return &Commands{conn: c, client: cl, log: log}
 }
 
-// Start subscribes to the write topics. When the client is not connected
-// within a few seconds Start returns anyway: the client subscribes as soon
-// as it connects.
+// Start subscribes to the write topics (see connector.SubscribeCommands).
 func (m *Commands) Start(ctx context.Context) error {
-	err := m.client.SubscribeWithin(ctx, client.Subscription{
+	return connector.SubscribeCommands(ctx, m.client, client.Subscription{
 		Filters: []packet.Subscription{{Filter: CommandTopicPrefix + "/+/write", QoS: 1}},
 		Handler: m.handle,
-	}, 5*time.Second)
-	switch {
-	case errors.Is(err, client.ErrSubscribePending):
-		m.log.Warn("modbus writes unavailable until the connectors' client connects", "err", err)
-	case err != nil:
-		return fmt.Errorf("modbus writes: subscribing: %w", err)
-	}
-	return nil
+	}, "modbus writes", m.log)
 }
 
-// Stop unsubscribes (briefly: the client may be disconnected, and it
-// stops after this anyway) and waits for writes in progress; requests
-// arriving after Stop are not served.
+// Stop unsubscribes and waits for writes in progress; requests arriving
+// after Stop are not served.
 func (m *Commands) Stop(ctx context.Context) error {
 	m.stopped.Store(true)
-	uctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if err := m.client.Unsubscribe(uctx, CommandTopicPrefix+"/+/write"); err != nil {
-		m.log.Debug("modbus writes: unsubscribing", "err", err)
-	}
+	connector.UnsubscribeCommands(ctx, m.client, "modbus writes", m.log, CommandTopicPrefix+"/+/write")
 	m.wg.Wait()
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/connector"
 	mqttclient "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
@@ -83,33 +84,20 @@ func NewCommands(c *Connector, cl *mqttclient.Client, log *slog.Logger) *Command
 
 var commandFilters = []string{CommandTopicPrefix + "/+/write", CommandTopicPrefix + "/+/call"}
 
-// Start subscribes to the command topics. When the client is not connected
-// within a few seconds Start returns anyway (a broker that refuses internal
-// clients does not stop Edgeport): the client subscribes when it connects.
+// Start subscribes to the command topics (see connector.SubscribeCommands).
 func (m *Commands) Start(ctx context.Context) error {
 	subs := make([]packet.Subscription, len(commandFilters))
 	for i, f := range commandFilters {
 		subs[i] = packet.Subscription{Filter: f, QoS: 1}
 	}
-	err := m.client.SubscribeWithin(ctx, mqttclient.Subscription{Filters: subs, Handler: m.receive, ManualAck: true}, 5*time.Second)
-	switch {
-	case errors.Is(err, mqttclient.ErrSubscribePending):
-		m.log.Warn("opc ua commands unavailable until the connectors' client connects", "err", err)
-	case err != nil:
-		return fmt.Errorf("opc ua commands: subscribing: %w", err)
-	}
-	return nil
+	return connector.SubscribeCommands(ctx, m.client,
+		mqttclient.Subscription{Filters: subs, Handler: m.receive, ManualAck: true}, "opc ua commands", m.log)
 }
 
-// Stop unsubscribes (briefly: the shared client may be disconnected, and
-// it stops after this anyway) and waits for the requests in flight.
+// Stop unsubscribes and waits for the requests in flight.
 func (m *Commands) Stop(ctx context.Context) error {
 	m.stopped.Store(true)
-	uctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if err := m.client.Unsubscribe(uctx, commandFilters...); err != nil {
-		m.log.Debug("opc ua commands: unsubscribing", "err", err)
-	}
+	connector.UnsubscribeCommands(ctx, m.client, "opc ua commands", m.log, commandFilters...)
 	done := make(chan struct{})
 	go func() {
 		m.wg.Wait()
