@@ -30,11 +30,16 @@ const (
 	statusFail = "fail"
 )
 
-// Thresholds of the storage and self-test checks.
+// Thresholds of the storage and self-test checks. Free space is judged by
+// ratio and amount together: a 10% rule alone warns about 25 GiB free on a
+// 250 GiB disk (what a broker holding sessions and retained messages never
+// needs), and an amount alone misses a small edge card filling up.
 const (
-	storageWarnFree  = 0.10 // warn below 10% free
-	storageFailFree  = 0.02 // fail below 2% free
-	selfTestWarnSlow = 50 * time.Millisecond
+	storageWarnFree      = 0.10     // warn below 10% free ...
+	storageWarnFreeBytes = 10 << 30 // ... that is also under 10 GiB
+	storageFailFree      = 0.02     // fail below 2% free ...
+	storageFailFreeBytes = 2 << 30  // ... that is also under 2 GiB
+	selfTestWarnSlow     = 50 * time.Millisecond
 )
 
 // checkResult is one check, or one item of a check (a listener, a resource).
@@ -441,12 +446,12 @@ func checkStorage(s *telemetry.StorageStatus) checkResult {
 	res.Details["freeRatio"] = free
 	res.Message = fmt.Sprintf("%s writable, %s free of %s (%.0f%%)", s.Path, bytesIEC(s.FreeBytes), bytesIEC(s.TotalBytes), free*100)
 	switch {
-	case free < storageFailFree:
+	case free < storageFailFree && s.FreeBytes < storageFailFreeBytes:
 		res.Status = statusFail
-		res.Hint = "free space below 2%: persistent sessions and retained messages will soon be refused"
-	case free < storageWarnFree:
+		res.Hint = "free space below 2% and 2 GiB: persistent sessions and retained messages will soon be refused"
+	case free < storageWarnFree && s.FreeBytes < storageWarnFreeBytes:
 		res.Status = statusWarn
-		res.Hint = "free space below 10%"
+		res.Hint = "free space below 10% and 10 GiB"
 	default:
 		res.Status = statusOK
 	}

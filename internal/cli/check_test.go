@@ -21,6 +21,12 @@ func TestCheckStorageThresholds(t *testing.T) {
 		{"plenty", &telemetry.StorageStatus{Path: "/d", TotalBytes: 100 * gib, FreeBytes: 50 * gib, Writable: true}, statusOK},
 		{"below 10%", &telemetry.StorageStatus{Path: "/d", TotalBytes: 100 * gib, FreeBytes: 9 * gib, Writable: true}, statusWarn},
 		{"below 2%", &telemetry.StorageStatus{Path: "/d", TotalBytes: 100 * gib, FreeBytes: gib, Writable: true}, statusFail},
+		// A large disk: a low ratio that still leaves many GiB is not a problem.
+		{"below 10% of a large disk", &telemetry.StorageStatus{Path: "/d", TotalBytes: 252 * gib, FreeBytes: 24 * gib, Writable: true}, statusOK},
+		{"below 2% of a large disk", &telemetry.StorageStatus{Path: "/d", TotalBytes: 1000 * gib, FreeBytes: 5 * gib, Writable: true}, statusWarn},
+		// A small card: a low ratio is a low amount.
+		{"below 10% of a small card", &telemetry.StorageStatus{Path: "/d", TotalBytes: 16 * gib, FreeBytes: gib, Writable: true}, statusWarn},
+		{"below 2% of a small card", &telemetry.StorageStatus{Path: "/d", TotalBytes: 16 * gib, FreeBytes: gib / 4, Writable: true}, statusFail},
 		{"unwritable", &telemetry.StorageStatus{Path: "/d", TotalBytes: 100 * gib, FreeBytes: 50 * gib, Error: "read-only"}, statusFail},
 		{"size unknown", &telemetry.StorageStatus{Path: "/d", Writable: true, Error: "statfs"}, statusWarn},
 	} {
