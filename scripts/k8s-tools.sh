@@ -28,9 +28,9 @@ STAGING_VERSION="v0.${K8S_VERSION#v1.}" # v1.37.2 -> v0.37.2
 log() { echo "[k8s-tools] $*" >&2; }
 
 WANT=("$@")
-[ ${#WANT[@]} -gt 0 ] || WANT=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler helm kwok)
+[ ${#WANT[@]} -gt 0 ] || WANT=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet helm kwok)
 for w in "${WANT[@]}"; do
-  case "$w" in kube-apiserver | etcd | kubectl | kube-controller-manager | kube-scheduler | helm | kwok) ;; *) log "unknown tool $w" && exit 2 ;; esac
+  case "$w" in kube-apiserver | etcd | kubectl | kube-controller-manager | kube-scheduler | kubelet | helm | kwok) ;; *) log "unknown tool $w" && exit 2 ;; esac
 done
 
 version_of() {
@@ -57,7 +57,7 @@ export CGO_ENABLED=0
 
 # ---- kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler from k8s.io/kubernetes
 control_plane=()
-for c in kube-apiserver etcd kubectl kube-controller-manager kube-scheduler; do
+for c in kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet; do
   if wanted "$c" && ! have "$c"; then control_plane+=("$c"); fi
 done
 if [ ${#control_plane[@]} -gt 0 ]; then

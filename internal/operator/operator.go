@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/crd"
@@ -126,6 +127,7 @@ type Operator struct {
 
 	mirror *mirror
 	status *statusWriter
+	events recorder.EventRecorder // Events on the custom resources (events.go)
 }
 
 var setLoggersOnce sync.Once
@@ -207,6 +209,7 @@ func New(o Options) (*Operator, error) {
 		mgr:      mgr,
 		c:        mgr.GetClient(),
 		storeSet: make(chan struct{}),
+		events:   mgr.GetEventRecorder(EventController),
 	}
 	op.mirror = newMirror(o.DataDir, o.Namespace, op.c, op.log)
 	op.status = newStatusWriter(op)

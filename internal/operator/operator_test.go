@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -621,4 +622,102 @@ spec:
 	if h := *lease.Spec.HolderIdentity; h != "replica-2" {
 		t.Errorf("lease holder %q, want replica-2", h)
 	}
+}
+
+// eventsOf lists the Events recorded on the custom resource kind/name in
+// ns, as "Type Reason: note" (" (xN)" when recorded N times) in the order they were recorded (through the
+// core API, which also serves events.k8s.io Events: `kubectl describe`'s view).
+func eventsOf(t *testing.T, ns, kind, name string) []string {
+	t.Helper()
+	var list corev1.EventList
+	if err := kc.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortStableFunc(list.Items, func(a, b corev1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
+	var out []string
+	for _, e := range list.Items {
+		if e.InvolvedObject.Kind != kind || e.InvolvedObject.Name != name {
+			continue
+		}
+		if e.ReportingController != EventController || e.InvolvedObject.UID == "" || e.InvolvedObject.APIVersion != "edgeport.io/v1" {
+			t.Errorf("event %s: controller %q, involved object %+v", e.Name, e.ReportingController, e.InvolvedObject)
+		}
+		s := e.Type + " " + e.Reason + ": " + e.Message
+		if e.Series != nil && e.Series.Count > 1 {
+			s += fmt.Sprintf(" (x%d)", e.Series.Count) // recorded again: a series
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestEventsRecorded follows the Events operator mode records on a
+// resource: its generation applied, Ready, a generation refused with the
+// field errors `edgeport apply` prints, and a port that cannot bind
+// (Ready=False with its reason).
+func TestEventsRecorded(t *testing.T) {
+	ns := newNamespace(t)
+	op := runOperator(t, Options{Namespace: ns, DataDir: t.TempDir()})
+	startApp(t, op, t.TempDir())
+	ctx := context.Background()
+
+	if err := kc.Create(ctx, object(t, ns, `
+apiVersion: edgeport.io/v1
+kind: BrokerListener
+metadata: {name: evented}
+spec:
+  ports:
+  - {port: 0, protocol: Mqtt, address: 127.0.0.1}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	var evs []string
+	has := func(want string) bool { return slices.Contains(evs, want) }
+	testwait.For(t, "Applied and Ready events", func() bool {
+		evs = eventsOf(t, ns, "BrokerListener", "evented")
+		return has("Normal Applied: generation 1 created") && len(evs) == 2 && strings.HasPrefix(evs[1], "Normal Ready: ready")
+	})
+
+	// Refused by our validation (the CRD schema cannot see a duplicate):
+	// a Warning with the field path.
+	update(t, ns, "BrokerListener", "evented", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedSlice(u.Object, []any{
+			map[string]any{"port": int64(0), "protocol": "Mqtt", "address": "127.0.0.1"},
+			map[string]any{"port": int64(0), "protocol": "WebSockets", "address": "127.0.0.1"},
+		}, "spec", "ports")
+	})
+	invalid := "Warning Invalid: generation 2 rejected: spec.ports[1].port: duplicate of spec.ports[0].port (one entry per port number)"
+	testwait.For(t, "the Invalid event", func() bool {
+		evs = eventsOf(t, ns, "BrokerListener", "evented")
+		return has(invalid)
+	})
+
+	// A port another program holds: Ready turns False, recorded with the
+	// condition's reason.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := int64(busy.Addr().(*net.TCPAddr).Port)
+	update(t, ns, "BrokerListener", "evented", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedSlice(u.Object, []any{
+			map[string]any{"port": port, "protocol": "Mqtt", "address": "127.0.0.1"},
+		}, "spec", "ports")
+	})
+	testwait.For(t, "Applied generation 3 and the BindFailed warning", func() bool {
+		evs = eventsOf(t, ns, "BrokerListener", "evented")
+		for _, e := range evs {
+			if strings.HasPrefix(e, "Warning BindFailed: not ready: ") && strings.Contains(e, "address already in use") {
+				return has("Normal Applied: generation 3 configured")
+			}
+		}
+		return false
+	})
+	// The refusal was recorded once, not a series (a repeated reconcile of
+	// the refused generation records nothing new).
+	if !has(invalid) {
+		t.Errorf("the Invalid event was recorded more than once: %q", evs)
+	}
+	t.Logf("events: %q", evs)
 }

@@ -59,8 +59,7 @@ func (r *kindReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	gen := u.GetGeneration()
 	obj, err := decode(op.o.Kinds, u)
 	if err != nil {
-		op.log.Warn("resource rejected", "resource", key.String(), "generation", gen, "err", err)
-		op.status.rejected(key, gen, ReasonInvalid, fieldErrors(err))
+		op.reject(u, key, gen, ReasonInvalid, err)
 		return reconcile.Result{}, nil
 	}
 	// The Secrets and ConfigMaps it references are on disk before the
@@ -74,15 +73,26 @@ func (r *kindReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 		if errors.Is(err, config.ErrConflict) {
 			reason = ReasonConflict
 		}
-		op.log.Warn("resource rejected", "resource", key.String(), "generation", gen, "err", err)
-		op.status.rejected(key, gen, reason, fieldErrors(err))
+		op.reject(u, key, gen, reason, err)
 		return reconcile.Result{}, nil
 	}
 	if res != config.Unchanged {
 		op.log.Info("resource "+string(res), "resource", key.String(), "generation", gen)
+		op.recordApplied(u, gen, res)
 	}
 	op.status.accepted(key, gen, out.Metadata.Generation)
 	return reconcile.Result{}, nil
+}
+
+// reject reports that generation gen of u was refused: in the log, in
+// its Accepted condition and, once per generation and message, as a
+// Warning Event.
+func (op *Operator) reject(u *unstructured.Unstructured, key config.Key, gen int64, reason string, err error) {
+	msg := fieldErrors(err)
+	op.log.Warn("resource rejected", "resource", key.String(), "generation", gen, "err", err)
+	if op.status.rejected(key, gen, reason, msg) {
+		op.recordRejected(u, gen, reason, msg)
+	}
 }
 
 // fieldErrors is the message of a rejection: every field error as

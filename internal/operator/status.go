@@ -48,6 +48,9 @@ type keyStatus struct {
 	written   []byte // the status last written
 	signature string // its conditions and generation
 	writtenAt time.Time
+	// ready is the Ready condition (status and reason) last recorded as
+	// an Event: a change of it is recorded once it is written.
+	ready config.Condition
 }
 
 func newStatusWriter(op *Operator) *statusWriter {
@@ -88,13 +91,19 @@ func (w *statusWriter) accepted(k config.Key, gen, storeGen int64) {
 	w.enqueue(k)
 }
 
-func (w *statusWriter) rejected(k config.Key, gen int64, reason, msg string) {
+// rejected sets k's Accepted condition False for generation gen; false
+// when that generation was already refused for the same reason and
+// message (a repeated reconcile, which records no second Event).
+func (w *statusWriter) rejected(k config.Key, gen int64, reason, msg string) bool {
 	w.mu.Lock()
 	ks := w.state(k)
+	repeated := ks.rejectedGen == gen && ks.accepted.Status == config.ConditionFalse &&
+		ks.accepted.Reason == reason && ks.accepted.Message == msg
 	ks.rejectedGen = gen
 	setCondition(&ks.accepted, config.ConditionFalse, reason, msg)
 	w.mu.Unlock()
 	w.enqueue(k)
+	return !repeated
 }
 
 func (w *statusWriter) forget(k config.Key) {
@@ -204,10 +213,23 @@ func (w *statusWriter) write(ctx context.Context, store *config.Store, k config.
 		w.op.log.Warn("status not written", "resource", k.String(), "err", err)
 		return false
 	}
+	var ready *config.Condition
+	if c := st.Condition(config.ConditionReady); c != nil {
+		ready = c
+	}
+	note := false
 	w.mu.Lock()
 	if ks := w.keys[k]; ks != nil {
 		ks.written, ks.signature, ks.writtenAt = data, string(sig), now
+		if ready != nil && (ready.Status != ks.ready.Status || ready.Reason != ks.ready.Reason) {
+			ks.ready, note = *ready, true
+		}
 	}
 	w.mu.Unlock()
+	if note {
+		// u is the object the API server returned: it has the UID the
+		// Event refers to.
+		w.op.recordReady(u, *ready)
+	}
 	return true
 }
