@@ -3,7 +3,14 @@
 //
 //   {"port":0, "pki":"/tmp/x/pki", "allowAnonymous":true,
 //    "users":{"operator":"secret"}, "autoAccept":true, "bulk":0,
-//    "bulkIntervalMs":100}
+//    "bulkIntervalMs":100, "userPki":"/tmp/x/userpki",
+//    "trustedUserCerts":["<base64 DER>"]}
+//
+// User certificates (X509IdentityToken) are checked against their own
+// trust store, userPki (default: "userpki" beside pki), which never accepts
+// an unknown certificate: only those in trustedUserCerts (or put into
+// userPki/trusted/certs) log in; any other is refused with
+// BadIdentityTokenRejected and lands in userPki/rejected.
 //
 // With bulk > 0 the per-publish notification limit is raised to bulk.
 //
@@ -47,6 +54,16 @@ async function main() {
   });
   await serverCertificateManager.initialize();
 
+  const userCertificateManager = new OPCUACertificateManager({
+    name: "UserPKI",
+    rootFolder: cfg.userPki || path.join(path.dirname(pki), "userpki"),
+    automaticallyAcceptUnknownCertificate: false,
+  });
+  await userCertificateManager.initialize();
+  for (const b64 of cfg.trustedUserCerts || []) {
+    await userCertificateManager.trustCertificate(Buffer.from(b64, "base64"));
+  }
+
   const users = cfg.users || {};
   const userManager = {
     isValidUser(userName, password) {
@@ -64,6 +81,7 @@ async function main() {
     allowAnonymous: cfg.allowAnonymous !== false,
     userManager,
     serverCertificateManager,
+    userCertificateManager,
     buildInfo: { productName: "edgeport-test-server", buildNumber: "1" },
     serverInfo: { applicationUri: "urn:edgeport:test-server", applicationName: { text: "edgeport-test-server" } },
     maxConnectionsPerEndpoint: 1000,

@@ -3,6 +3,7 @@ package opcua
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -206,6 +207,9 @@ func (d *Dialer) Dial(ctx context.Context, ep *Endpoint) (*opcua.Client, error) 
 	}
 	if err := c.Connect(ctx); err != nil {
 		c.Close(context.Background())
+		if uerr := userRejected(err, &ep.Auth); uerr != nil {
+			return nil, fmt.Errorf("%w (connecting to %s, %s/%s)", uerr, ep.URL, policy, mode)
+		}
 		return nil, fmt.Errorf("connecting to %s (%s/%s): %w", ep.URL, policy, mode, explain(err))
 	}
 	return c, nil
@@ -225,12 +229,53 @@ func explain(err error) error {
 		switch sc {
 		case ua.StatusBadSecurityChecksFailed, ua.StatusBadCertificateUntrusted:
 			return fmt.Errorf("%w: the server does not trust Edgeport's certificate yet; trust it on the server (`edgeport connector opcua certs show-own` prints it)", err)
-		case ua.StatusBadIdentityTokenInvalid, ua.StatusBadIdentityTokenRejected, ua.StatusBadUserAccessDenied:
-			return fmt.Errorf("%w: the server refused the user credentials", err)
 		}
 	}
 	return err
 }
+
+// ErrUserRejected says the server refused the session's user identity: a
+// wrong username or password, or a user certificate it does not trust.
+var ErrUserRejected = errors.New("user rejected by the server")
+
+// userRejected turns ActivateSession's refusal of the user token into a
+// message that names the user and what to do; nil when err is something else.
+func userRejected(err error, a *Auth) error {
+	var sc ua.StatusCode
+	if !errors.As(err, &sc) {
+		return nil
+	}
+	switch sc {
+	case ua.StatusBadIdentityTokenInvalid, ua.StatusBadIdentityTokenRejected, ua.StatusBadUserAccessDenied, ua.StatusBadUserSignatureInvalid:
+	default:
+		return nil
+	}
+	switch a.Kind {
+	case AuthCertificate:
+		subject := "unparsable certificate"
+		if c, perr := x509.ParseCertificate(a.CertDER); perr == nil {
+			subject = c.Subject.String()
+		}
+		return &userRejectedError{status: sc, msg: fmt.Sprintf("user certificate rejected by the server: %s (subject %q, thumbprint %s): add it to the server's trusted user certificates",
+			StatusName(uint32(sc)), subject, Thumbprint(a.CertDER))}
+	case AuthUserPass:
+		return &userRejectedError{status: sc, msg: fmt.Sprintf("user %q rejected by the server: %s: check the username and password secrets",
+			a.Username, StatusName(uint32(sc)))}
+	}
+	return &userRejectedError{status: sc, msg: fmt.Sprintf("anonymous user rejected by the server: %s: the endpoint needs a username or a certificate", StatusName(uint32(sc)))}
+}
+
+// userRejectedError is ErrUserRejected with the server's status code.
+type userRejectedError struct {
+	status ua.StatusCode
+	msg    string
+}
+
+func (e *userRejectedError) Error() string { return e.msg }
+
+func (e *userRejectedError) Is(target error) bool { return target == ErrUserRejected }
+
+func (e *userRejectedError) Unwrap() error { return e.status }
 
 func offersToken(ep *ua.EndpointDescription, t ua.UserTokenType) bool {
 	for _, p := range ep.UserIdentityTokens {

@@ -529,6 +529,8 @@ func errorKind(err error) string {
 		return "untrusted_certificate"
 	case errors.Is(err, ErrWatchdog):
 		return "watchdog"
+	case errors.Is(err, ErrUserRejected):
+		return "user_rejected"
 	case errors.Is(err, ErrNoEndpoint):
 		return "no_endpoint"
 	case err != nil && strings.Contains(err.Error(), "getting endpoints"):

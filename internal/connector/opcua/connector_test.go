@@ -28,11 +28,12 @@ import (
 // connectorEnv is the OPC UA connector on the real connector runtime and
 // broker, with the API served over HTTP.
 type connectorEnv struct {
-	broker *broker.Broker
-	store  *config.Store
-	conn   *Connector
-	addr   string // MQTT
-	api    string // base URL of the opcua API
+	broker  *broker.Broker
+	store   *config.Store
+	conn    *Connector
+	addr    string // MQTT
+	api     string // base URL of the opcua API
+	secrets string // the secrets dir: <secrets>/<name>/<key>
 }
 
 func startConnector(t *testing.T) *connectorEnv {
@@ -70,7 +71,7 @@ func startConnector(t *testing.T) *connectorEnv {
 	mux.Handle(APIPath, &API{Trust: conn.Trust(), App: conn.App(), Sessions: conn})
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	return &connectorEnv{broker: b, store: st, conn: conn, addr: addr, api: hs.URL + strings.TrimSuffix(APIPath, "/")}
+	return &connectorEnv{broker: b, store: st, conn: conn, addr: addr, api: hs.URL + strings.TrimSuffix(APIPath, "/"), secrets: secrets}
 }
 
 // mosquittoSub runs mosquitto_sub (MQTT 5) on filter and returns its lines:

@@ -75,8 +75,8 @@ func TestBadPassword(t *testing.T) {
 		BackoffInitial: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
 	}, rec)
 	waitFor(t, 20*time.Second, "an error status", func() bool { return rec.lastStatus().State == StateError })
-	if err := rec.lastStatus().Err; !strings.Contains(err.Error(), "refused the user credentials") {
-		t.Fatalf("error %q does not say the credentials were refused", err)
+	if err := rec.lastStatusIn(StateError).Err; !errors.Is(err, ErrUserRejected) || !strings.HasPrefix(err.Error(), `user "operator" rejected by the server: BadUserAccessDenied`) {
+		t.Fatalf("error %q does not say the server refused the user", err)
 	}
 	if n := rec.count("counter"); n != 0 {
 		t.Fatalf("%d samples delivered without a session", n)

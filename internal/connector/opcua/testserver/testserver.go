@@ -28,6 +28,12 @@ type Config struct {
 	AutoAccept     bool              `json:"autoAccept"`
 	Bulk           int               `json:"bulk,omitempty"`
 	BulkIntervalMs int               `json:"bulkIntervalMs,omitempty"`
+	// UserPKI is the user-certificate trust store (default: "userpki" in
+	// the server's dir); it never accepts an unknown certificate.
+	UserPKI string `json:"userPki"`
+	// TrustedUserCerts are DER certificates the server accepts as
+	// X509IdentityTokens (encoded as base64 in the JSON).
+	TrustedUserCerts [][]byte `json:"trustedUserCerts,omitempty"`
 }
 
 // Server is a running node-opcua server.
@@ -81,6 +87,9 @@ func Start(dir string, cfg Config) (*Server, error) {
 	}
 	if cfg.PKI == "" {
 		cfg.PKI = filepath.Join(dir, "pki")
+	}
+	if cfg.UserPKI == "" {
+		cfg.UserPKI = filepath.Join(dir, "userpki")
 	}
 	s := &Server{cfg: cfg, dir: dir, script: script}
 	if err := s.start(); err != nil {
@@ -220,6 +229,9 @@ func (s *Server) TrustedDir() string { return filepath.Join(s.cfg.PKI, "trusted"
 
 // RejectedDir is where the server puts client certificates it refused.
 func (s *Server) RejectedDir() string { return filepath.Join(s.cfg.PKI, "rejected") }
+
+// UserPKI is the server's user-certificate trust store (node-opcua layout).
+func (s *Server) UserPKI() string { return s.cfg.UserPKI }
 
 type lockedWriter struct {
 	mu *sync.Mutex
