@@ -54,6 +54,7 @@ type Broker struct {
 	listeners  map[string]*listenerStats
 
 	sec     securityRegistry // per listener authentication and authorization
+	owner   Ownership        // cluster mode: who owns which session; nil on a single node
 	st      *store.Store     // nil: in memory only
 	commits commitQueue      // transactions on their way to st, in change order
 	// commitsDone is closed when runCommits exits; nil until Start runs it.
@@ -420,6 +421,7 @@ func (b *Broker) attachLocked(c *client, cleanStart bool, expiry time.Duration) 
 	}
 	s.mu.Lock()
 	s.client = c
+	s.claim = c.claimToken
 	s.setOwner(c)
 	s.online.Store(true)
 	s.expiry = expiry
@@ -548,6 +550,10 @@ func (b *Broker) endSessionLocked(s *session) {
 	}
 	will := s.will
 	s.will = nil
+	if s.claim != 0 && b.owner != nil {
+		b.owner.Release(s.id, s.claim)
+		s.claim = 0
+	}
 	dropped := s.queue.len() + len(s.inflight)
 	tx := b.newTxn()
 	if s.stored && tx != nil {

@@ -40,6 +40,7 @@ type client struct {
 	problemInfo bool   // client wants reason strings and user properties
 	authMethod  string
 	auth        *clientAuth // principal and listener security; nil for trusted clients
+	claimToken  uint64      // cluster mode: the token of the claim on the client's session
 	// What CONNACK told the client; live option changes do not alter them
 	// for a connection that is already up.
 	maxIn, recvMaxIn, aliasMaxIn int

@@ -120,6 +120,10 @@ func (c *client) connect(cp *packet.Connect) bool {
 	if will != nil {
 		will.owner = c.auth // checked against the principal when published
 	}
+	// Only an authenticated client may take its session from another node.
+	if ok, reason := c.claim(); !ok {
+		return refuse(packet.ServerUnavailable, reason)
+	}
 	// Counted and its expiry watched before CONNACK leaves, so that a
 	// client that has its CONNACK is already under the expiry timer.
 	c.authenticated()

@@ -84,6 +84,7 @@ type session struct {
 	ended         bool   // removed from the broker; late deliveries are dropped
 	seq           uint64 // last store entry sequence number
 	stored        bool   // a session record is in the store
+	claim         uint64 // cluster mode: the token of this node's claim (Ownership), 0 when none
 	version       packet.Version
 }
 

@@ -1,0 +1,219 @@
+package jsstate
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// nats.go's package-level timer pool and the server's process-wide
+		// helpers outlive any one test.
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+	)
+}
+
+// natsCluster starts n embedded NATS servers with JetStream on 127.0.0.1
+// (random client ports, data in t.TempDir) joined in one cluster, and
+// waits until JetStream's meta group counts all n. Every server stops when
+// the test ends.
+//
+// A JetStream cluster needs its routes configured before it starts (the
+// first server cannot learn its peers later), so the route ports are
+// reserved first: each is bound on 127.0.0.1:0 and released just before
+// the servers bind it.
+func natsCluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	routes := make([]*url.URL, n)
+	ports := make([]int, n)
+	var reserved []net.Listener
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		routes[i] = &url.URL{Scheme: "nats-route", Host: ln.Addr().String()}
+		reserved = append(reserved, ln)
+	}
+	var servers []*server.Server
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("nats-%d", i),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			Cluster:    server.ClusterOpts{Name: "edgeport-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:     routes,
+			NoLog:      true,
+			NoSigs:     true,
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("nats server %d: %v", i, err)
+		}
+		servers = append(servers, s)
+	}
+	for _, ln := range reserved {
+		ln.Close()
+	}
+	for i, s := range servers {
+		s.Start()
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("nats server %d not ready", i)
+		}
+	}
+	testwait.For(t, "a JetStream meta leader with every server a peer", func() bool {
+		leader := false
+		for _, s := range servers {
+			if !s.JetStreamIsCurrent() {
+				return false
+			}
+			// Only the leader answers with its peers.
+			leader = leader || len(s.JetStreamClusterPeers()) == n
+		}
+		return leader
+	})
+	return servers
+}
+
+// node is one Edgeport node of a test cluster: a broker with a TCP
+// listener, its own NATS connection and the cluster state.
+type node struct {
+	name  string
+	b     *broker.Broker
+	addr  string // the MQTT listener
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	owner *Ownership
+}
+
+// startNode starts node name on NATS server s: the broker, its session
+// ownership and a listener, stopped in reverse order when the test ends.
+func startNode(t testing.TB, name string, s *server.Server) *node {
+	t.Helper()
+	nd := &node{name: name}
+	var err error
+	nd.nc, err = nats.Connect(s.ClientURL(), nats.Name(name))
+	if err != nil {
+		t.Fatalf("%s: connecting to NATS: %v", name, err)
+	}
+	t.Cleanup(nd.nc.Close)
+	nd.js, err = jetstream.New(nd.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.b, err = broker.New(broker.Options{SysInterval: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.owner, err = NewOwnership(nd.js, nd.b, Options{Node: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.b.AttachOwnership(nd.owner)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := nd.b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop := func(c interface{ Stop(context.Context) error }) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			t.Errorf("%s: stop: %v", name, err)
+		}
+	}
+	t.Cleanup(func() { stop(nd.b) })
+	if err := nd.owner.Start(ctx); err != nil {
+		t.Fatalf("%s: starting ownership: %v", name, err)
+	}
+	t.Cleanup(func() { stop(nd.owner) })
+	ln, err := listener.New(listener.Config{Name: "mqtt", Addr: "127.0.0.1:0", Protocol: listener.ProtocolTCP}, nd.b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(ln) })
+	nd.addr = ln.Addr().String()
+	return nd
+}
+
+// testCluster starts three NATS servers and a node on each.
+func testCluster(t testing.TB) []*node {
+	t.Helper()
+	servers := natsCluster(t, 3)
+	nodes := make([]*node, len(servers))
+	for i, s := range servers {
+		nodes[i] = startNode(t, fmt.Sprintf("node-%d", i), s)
+	}
+	return nodes
+}
+
+// mqttClient is a Paho MQTT 5 client of one node, recording what the
+// server sends it.
+type mqttClient struct {
+	*paho.Client
+	msgs  chan *paho.Publish
+	discs chan *paho.Disconnect
+}
+
+// dial connects a Paho MQTT 5 client to addr with cp; it disconnects when
+// the test ends.
+func dial(t testing.TB, addr string, cp *paho.Connect) *mqttClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &mqttClient{msgs: make(chan *paho.Publish, 1000), discs: make(chan *paho.Disconnect, 1)}
+	c.Client = paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { c.msgs <- pr.Packet; return true, nil },
+		},
+		OnServerDisconnect: func(d *paho.Disconnect) { c.discs <- d },
+		PacketTimeout:      10 * time.Second,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, cp)
+	if err != nil {
+		t.Fatalf("connecting %s to %s: %v", cp.ClientID, addr, err)
+	}
+	if ack.ReasonCode != 0 {
+		t.Fatalf("connecting %s to %s: CONNACK 0x%02X", cp.ClientID, addr, ack.ReasonCode)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// disconnected waits for the server's DISCONNECT and returns it.
+func (c *mqttClient) disconnected(t testing.TB) *paho.Disconnect {
+	t.Helper()
+	select {
+	case d := <-c.discs:
+		return d
+	case <-time.After(testwait.Timeout):
+		t.Fatal("no DISCONNECT from the server")
+		return nil
+	}
+}
