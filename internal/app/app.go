@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/modbus"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
@@ -83,6 +84,11 @@ type Config struct {
 	PortalSampleInterval time.Duration
 	// OTLP pushes metrics and logs to an OpenTelemetry collector.
 	OTLP OTLPConfig
+	// ClusterEnabled runs this instance as a node of a cluster on NATS
+	// (serve --cluster or --nats-url), configured by Cluster; its
+	// StoreDir is DataDir/cluster. Off: no NATS at all.
+	ClusterEnabled bool
+	Cluster        cluster.Config
 }
 
 // App is a running Edgeport instance: components built by New from the
@@ -116,6 +122,7 @@ type App struct {
 	logs       *portal.LogRing              // recent log records, for the portal
 	portal     *portal.Portal               // built by mountAPI; nil without an HTTP address
 	push       *otlp.Pusher                 // metrics and logs to an OpenTelemetry collector, when configured
+	node       *cluster.Node                // cluster membership and NATS; nil in single-node mode
 }
 
 // New validates cfg and builds the components without starting them: the
@@ -175,6 +182,11 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	// The resources are loaded before the broker serves anyone, so that
 	// the Broker resource's limits and sync policy are in force.
 	g.Add("resources", lifecycle.Hook{OnStart: a.res.load})
+	if cfg.ClusterEnabled {
+		if err := a.newCluster(log); err != nil {
+			return nil, err
+		}
+	}
 	g.Add("broker", b)
 
 	ssOpts := cfg.StateStore
@@ -310,7 +322,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		a.http.AddReadyCheck("broker", ready.ReadyCheck())
 		// Mounted with the API, under its token rules: it names the data
 		// path, every listener and the policies.
-		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners, Readiness: ready.Readiness}
+		a.status = telemetry.StatusSource{Broker: b, Probe: a.probe, DataDir: cfg.DataDir, Listeners: listeners, Readiness: ready.Readiness, Cluster: a.node}
 		g.Add("api", lifecycle.Hook{OnStart: func(context.Context) error { return a.mountAPI() }})
 		if cfg.HTTPTLSAuto || cfg.HTTPTLSCert != "" {
 			closeCert := func() {}

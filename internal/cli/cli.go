@@ -22,6 +22,7 @@ import (
 	"github.com/edgeport/edgeport/internal/app"
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/otlp"
 )
 
@@ -158,6 +159,9 @@ picks a free port (the chosen addresses are logged).`,
 				return err
 			}
 			cfg.Broker.SysInterval = sysInterval
+			if cfg.Cluster.NATSURL != "" {
+				cfg.ClusterEnabled = true
+			}
 			if err := checkServeFlags(&cfg); err != nil {
 				return err
 			}
@@ -220,6 +224,14 @@ picks a free port (the chosen addresses are logged).`,
 	f.StringVar(&cfg.OTLP.LogLevel, "otlp-log-level", "info", "lowest level of the log records pushed to --otlp-endpoint (debug, info, warn, error, or off)")
 	f.Int64Var(&cfg.Broker.MaxQueuedBytes, "max-queued-bytes", 0, "payload bytes queued per session before the queue policy drops (0 = unlimited)")
 	f.IntVar(&cfg.Broker.MaxInflight, "max-inflight", broker.DefaultMaxInflight, "unacknowledged QoS 1/2 deliveries per session")
+	f.BoolVar(&cfg.ClusterEnabled, "cluster", false, "run as a node of a cluster: an embedded NATS server with routes to the other nodes and JetStream storing under <data-dir>/cluster (see docs/cluster.md)")
+	f.StringVar(&cfg.Cluster.NATSURL, "nats-url", "", "run as a node of a cluster on this external NATS (comma-separated URLs) instead of an embedded server; implies --cluster")
+	f.StringVar(&cfg.Cluster.Name, "node-name", "", "with --cluster: this node's name, unique in the cluster (default the host name)")
+	f.StringVar(&cfg.Cluster.ClusterName, "cluster-name", "", "with --cluster: the cluster's name, the same on every node (default edgeport; a Broker resource's spec.cluster.name when set)")
+	f.StringVar(&cfg.Cluster.Listen, "cluster-listen", cluster.DefaultListen, "with --cluster: the embedded NATS server's route address, where the other nodes connect")
+	f.StringSliceVar(&cfg.Cluster.Routes, "routes", nil, "with --cluster: route addresses (host:port) of the cluster's nodes; list every node, this one included (default: this node's own, a cluster of one that others join)")
+	f.StringVar(&cfg.Cluster.ClientListen, "nats-listen", "", "with --cluster: also open the embedded NATS server's client port here (for the nats CLI; default none)")
+	f.IntVar(&cfg.Cluster.Replicas, "cluster-replicas", 0, "with --cluster: replication of the JetStream streams and buckets (default 3)")
 	f.BoolVar(&kf.enabled, "kubernetes", false, "operator mode: apply the edgeport.io custom resources of --namespace (and the Secrets and ConfigMaps they reference) and write their status")
 	f.StringVar(&kf.kubeconfig, "kubeconfig", "", "with --kubernetes: kubeconfig file (default $KUBECONFIG, else the pod's service account)")
 	f.StringVar(&kf.namespace, "namespace", "", "with --kubernetes: namespace to watch (default the pod's: $POD_NAMESPACE or the service account's)")

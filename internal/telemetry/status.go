@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/cluster"
 )
 
 // ListenerInfo describes one MQTT listener in /statusz.
@@ -68,6 +70,8 @@ type Status struct {
 	SelfTest      *ProbeStatus   `json:"selftest,omitempty"` // nil when the probe is disabled
 	Broker        BrokerStatus   `json:"broker"`
 	Readiness     *Readiness     `json:"readiness,omitempty"` // what /readyz says
+	// Cluster is the node's view of its cluster; nil in single-node mode.
+	Cluster *cluster.Status `json:"cluster,omitempty"`
 	Time          time.Time      `json:"time"`
 }
 
@@ -78,6 +82,7 @@ type StatusSource struct {
 	DataDir   string // "" when there is none
 	Listeners func() []ListenerInfo
 	Readiness func() Readiness // nil: not reported
+	Cluster   *cluster.Node    // nil in single-node mode
 }
 
 // Status collects the current status.
@@ -113,6 +118,10 @@ func (src StatusSource) Status() Status {
 	if src.Readiness != nil {
 		r := src.Readiness()
 		st.Readiness = &r
+	}
+	if src.Cluster != nil {
+		cs := src.Cluster.Status(context.Background())
+		st.Cluster = &cs
 	}
 	return st
 }

@@ -1,0 +1,103 @@
+// Package clustertest starts real cluster nodes (embedded NATS servers with
+// routes and JetStream) on loopback for tests; imported by tests only.
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+// Configs returns the configurations of n nodes named node1..nodeN on
+// 127.0.0.1, each listing every node's route address, with their stores
+// under the test's temporary directory.
+//
+// NATS routes need each other's addresses before any node starts, and
+// nats-server takes a port, not a listener: so the ports are picked by
+// binding port 0 and closing just before the servers bind them. Every
+// other server in the tests binds port 0 itself.
+func Configs(t testing.TB, n int) []cluster.Config {
+	t.Helper()
+	ports := make([]string, n)
+	var ls []net.Listener
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().String()
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	dir := t.TempDir()
+	cfgs := make([]cluster.Config, n)
+	for i := range cfgs {
+		cfgs[i] = cluster.Config{
+			Name:              fmt.Sprintf("node%d", i+1),
+			ClusterName:       "test",
+			Listen:            ports[i],
+			Routes:            ports,
+			StoreDir:          filepath.Join(dir, fmt.Sprintf("node%d", i+1)),
+			Replicas:          min(n, 3),
+			HeartbeatInterval: 200 * time.Millisecond,
+		}
+	}
+	return cfgs
+}
+
+// StartNodes starts n nodes and waits until each knows every member and
+// JetStream has a meta leader; they stop at the test's end.
+func StartNodes(t testing.TB, n int) []*cluster.Node {
+	t.Helper()
+	var nodes []*cluster.Node
+	for _, cfg := range Configs(t, n) {
+		nd, err := cluster.New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = nd.Start(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nd.Stop(context.Background()) })
+		nodes = append(nodes, nd)
+	}
+	WaitFormed(t, nodes...)
+	return nodes
+}
+
+// WaitFormed waits until every node knows all of them as members and
+// sees a JetStream meta leader with every peer current.
+func WaitFormed(t testing.TB, nodes ...*cluster.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, nd := range nodes {
+		if err := nd.WaitMembers(ctx, len(nodes)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nd := range nodes {
+		var why []string
+		// JetStream elects its meta leader in seconds, slower on a loaded
+		// machine: a longer bound than testwait.For's.
+		if !testwait.Within(30*time.Second, func() bool {
+			st := nd.Status(ctx)
+			var ok bool
+			ok, why = st.Healthy()
+			return ok && len(st.JetStream.Peers) == len(nodes)-1
+		}) {
+			t.Fatalf("%s: cluster not formed: %v", nd.Name(), why)
+		}
+	}
+}

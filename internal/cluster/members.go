@@ -1,0 +1,205 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Member is one node as this node knows it from its heartbeats.
+type Member struct {
+	Name string `json:"name"`
+	// Self is this node.
+	Self bool `json:"self,omitempty"`
+	// Healthy: heard from within three heartbeat intervals.
+	Healthy bool `json:"healthy"`
+	// LastSeen is when its last heartbeat arrived (this node's clock).
+	LastSeen time.Time `json:"lastSeen"`
+	// Started is when the node started (its clock).
+	Started time.Time `json:"started"`
+	// Route is its embedded server's route address ("" when external).
+	Route string `json:"route,omitempty"`
+}
+
+// heartbeat is what a node publishes on the members subject.
+type heartbeat struct {
+	Name    string    `json:"name"`
+	Started time.Time `json:"started"`
+	Route   string    `json:"route,omitempty"`
+	Leaving bool      `json:"leaving,omitempty"`
+	// Hello asks the others to answer at once, so that a node that starts
+	// learns the members without waiting for their next beat.
+	Hello bool `json:"hello,omitempty"`
+}
+
+// members is the member table.
+type members struct {
+	self     string
+	interval time.Duration
+	started  time.Time
+
+	mu      sync.Mutex // guards byName and changed
+	byName  map[string]*Member
+	changed chan struct{} // closed and replaced on every join or leave
+}
+
+func newMembers(self string, interval time.Duration) *members {
+	now := time.Now()
+	return &members{
+		self: self, interval: interval, started: now,
+		byName:  map[string]*Member{self: {Name: self, Self: true, Healthy: true, LastSeen: now, Started: now}},
+		changed: make(chan struct{}),
+	}
+}
+
+// seen records a heartbeat; it reports whether the member is new.
+func (m *members) seen(hb heartbeat, now time.Time) (joined bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if hb.Name == m.self {
+		return false
+	}
+	if hb.Leaving {
+		if _, ok := m.byName[hb.Name]; ok {
+			delete(m.byName, hb.Name)
+			m.notifyLocked()
+		}
+		return false
+	}
+	mb, ok := m.byName[hb.Name]
+	if !ok || !mb.Started.Equal(hb.Started) {
+		mb = &Member{Name: hb.Name}
+		m.byName[hb.Name] = mb
+		m.notifyLocked()
+		joined = true
+	}
+	mb.LastSeen, mb.Started, mb.Route = now, hb.Started, hb.Route
+	return joined
+}
+
+func (m *members) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// list returns the members sorted by name, health judged at now.
+func (m *members) list(now time.Time) []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Member, 0, len(m.byName))
+	for _, mb := range m.byName {
+		c := *mb
+		if c.Self {
+			c.LastSeen = now
+		}
+		c.Healthy = c.Self || now.Sub(c.LastSeen) <= 3*m.interval
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// wait returns the channel closed at the next join or leave, with the
+// current count.
+func (m *members) wait() (<-chan struct{}, int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed, len(m.byName)
+}
+
+func (n *Node) membersSubject() string { return "edgeport.cluster." + n.cfg.ClusterName + ".members" }
+
+// SyncSubject is where node name answers a ping: a request that reaches
+// it has passed every subscription its sender made before (routes keep
+// order), which is the readiness signal of WaitRouted.
+func (n *Node) SyncSubject(name string) string {
+	return "edgeport.cluster." + n.cfg.ClusterName + ".sync." + name
+}
+
+func (n *Node) startMembership() error {
+	var err error
+	n.hbSub, err = n.nc.Subscribe(n.membersSubject(), func(msg *nats.Msg) {
+		var hb heartbeat
+		if json.Unmarshal(msg.Data, &hb) != nil {
+			return
+		}
+		if joined := n.members.seen(hb, time.Now()); (joined || hb.Hello) && hb.Name != n.cfg.Name {
+			n.announce(false)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribing to members: %w", err)
+	}
+	if n.syncSub, err = n.nc.Subscribe(n.SyncSubject(n.cfg.Name), func(msg *nats.Msg) { _ = msg.Respond(nil) }); err != nil {
+		return fmt.Errorf("subscribing to sync: %w", err)
+	}
+	if n.statusSub, err = n.nc.Subscribe(n.statusSubject(n.cfg.Name), n.serveStatus); err != nil {
+		return fmt.Errorf("subscribing to status: %w", err)
+	}
+	if err := n.nc.Flush(); err != nil {
+		return fmt.Errorf("flushing to NATS: %w", err)
+	}
+	n.hello()
+	n.stop = make(chan struct{})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		t := time.NewTicker(n.cfg.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-t.C:
+				n.announce(false)
+			}
+		}
+	}()
+	return nil
+}
+
+func (n *Node) hello() { n.publishBeat(heartbeat{Hello: true}) }
+
+func (n *Node) announce(leaving bool) { n.publishBeat(heartbeat{Leaving: leaving}) }
+
+func (n *Node) publishBeat(hb heartbeat) {
+	hb.Name, hb.Started, hb.Route = n.cfg.Name, n.members.started, n.routeAddrString()
+	b, _ := json.Marshal(hb)
+	_ = n.nc.Publish(n.membersSubject(), b) // a lost beat is repeated
+}
+
+// Members lists the nodes this node has heard from, itself included.
+func (n *Node) Members() []Member {
+	if n.members == nil {
+		return nil
+	}
+	return n.members.list(time.Now())
+}
+
+// WaitMembers waits until count nodes (this one included) are members.
+func (n *Node) WaitMembers(ctx context.Context, count int) error {
+	for {
+		ch, have := n.members.wait()
+		if have >= count {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d members (have %d): %w", count, have, ctx.Err())
+		}
+	}
+}

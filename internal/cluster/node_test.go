@@ -1,0 +1,74 @@
+package cluster_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestThreeNodesForm(t *testing.T) {
+	nodes := clustertest.StartNodes(t, 3)
+	st := nodes[0].Status(context.Background())
+	if len(st.Members) != 3 || st.JetStream.MetaLeader == "" || len(st.Routes) != 2 {
+		t.Fatalf("status: %+v", st)
+	}
+	for _, m := range st.Members {
+		if !m.Healthy {
+			t.Errorf("member %s unhealthy", m.Name)
+		}
+	}
+	// JetStream works with replication 3 across the nodes.
+	ctx := context.Background()
+	kv, err := nodes[1].JetStream().CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t", Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	kv2, err := nodes[2].JetStream().KeyValue(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv2.Get(ctx, "k")
+	if err != nil || string(e.Value()) != "v" {
+		t.Fatalf("get from another node: %v %v", e, err)
+	}
+
+	// A node that leaves is gone from the others' member lists at once.
+	if err := nodes[2].Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "node3 gone from node1's members", func() bool {
+		return len(nodes[0].Members()) == 2
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		cfg  cluster.Config
+		want string
+	}{
+		{cluster.Config{Name: "a b", StoreDir: "x"}, `--node-name "a b"`},
+		{cluster.Config{Name: "a", Listen: "nohost", StoreDir: "x"}, `--cluster-listen "nohost"`},
+		{cluster.Config{Name: "a", Routes: []string{"h"}, StoreDir: "x"}, `--routes[0] "h": needs a port`},
+		{cluster.Config{Name: "a"}, "needs a data directory"},
+		{cluster.Config{Name: "a", StoreDir: "x", Replicas: 7}, "replicas 7: must be between 1 and 5"},
+		{cluster.Config{Name: "a", StoreDir: "x", Shards: -1}, "shards -1"},
+	} {
+		_, err := cluster.New(c.cfg, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: got %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
