@@ -72,7 +72,7 @@ type Status struct {
 	Readiness     *Readiness     `json:"readiness,omitempty"` // what /readyz says
 	// Cluster is the node's view of its cluster; nil in single-node mode.
 	Cluster *cluster.Status `json:"cluster,omitempty"`
-	Time          time.Time      `json:"time"`
+	Time    time.Time       `json:"time"`
 }
 
 // StatusSource gathers a Status from the running components.
