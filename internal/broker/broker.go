@@ -19,7 +19,6 @@ import (
 	"github.com/edgeport/edgeport/internal/lograte"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
-	"github.com/edgeport/edgeport/internal/store"
 )
 
 // Broker routes messages between the clients of any number of listeners.
@@ -53,10 +52,13 @@ type Broker struct {
 	listenerMu sync.Mutex // guards listeners
 	listeners  map[string]*listenerStats
 
-	sec     securityRegistry // per listener authentication and authorization
-	owner   Ownership        // cluster mode: who owns which session; nil on a single node
-	st      *store.Store     // nil: in memory only
-	commits commitQueue      // transactions on their way to st, in change order
+	sec   securityRegistry // per listener authentication and authorization
+	owner Ownership        // cluster mode: who owns which session; nil on a single node
+	// sharedRet, in cluster mode, makes retained messages cluster-wide:
+	// the index is then written only by ApplyRetained.
+	sharedRet SharedRetained
+	st        Durable     // nil: in memory only
+	commits   commitQueue // transactions on their way to st, in change order
 	// commitsDone is closed when runCommits exits; nil until Start runs it.
 	commitsDone chan struct{}
 
@@ -339,11 +341,22 @@ func (b *Broker) publishWill(m *Message) {
 // regenerated.
 func (b *Broker) setRetained(m *Message, tx *txnCtx) {
 	persist := tx != nil && !strings.HasPrefix(m.Topic, "$SYS/")
+	if persist && b.sharedRet != nil {
+		// Cluster mode: the change comes back through ApplyRetained, in
+		// the order every node applies.
+		if len(m.Payload) == 0 {
+			tx.write(func(t Txn) { t.DeleteRetained(m.Topic) }, nil)
+			return
+		}
+		r := messageRecord(m)
+		tx.write(func(t Txn) { t.PutRetained(&r) }, nil)
+		return
+	}
 	if len(m.Payload) == 0 {
 		if b.retained.Delete(m.Topic) {
 			b.stats.retained.Add(-1)
 			if persist {
-				tx.write(func(t *store.Txn) { t.DeleteRetained(m.Topic) }, nil)
+				tx.write(func(t Txn) { t.DeleteRetained(m.Topic) }, nil)
 			}
 		}
 		return
@@ -354,7 +367,7 @@ func (b *Broker) setRetained(m *Message, tx *txnCtx) {
 	b.retained.Set(m.Topic, m)
 	if persist {
 		r := messageRecord(m)
-		tx.write(func(t *store.Txn) { t.PutRetained(&r) }, nil)
+		tx.write(func(t Txn) { t.PutRetained(&r) }, nil)
 	}
 }
 
@@ -563,7 +576,7 @@ func (b *Broker) endSessionLocked(s *session) {
 			b.dropPending(s, &f.delivery)
 		}
 		s.queue.filter(func(d *delivery) bool { b.dropPending(s, d); return true })
-		tx.write(func(t *store.Txn) { t.DeleteSession(s.id) }, nil)
+		tx.write(func(t Txn) { t.DeleteSession(s.id) }, nil)
 		s.stored = false
 	}
 	// The will goes out once the deletion is durable.

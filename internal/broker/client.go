@@ -755,7 +755,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 			}
 			s.awaitingRel[p.PacketID] = struct{}{}
 			if tx != nil && s.persistent(c.b) {
-				tx.write(func(t *store.Txn) { t.PutInbound(s.id, p.PacketID) }, nil)
+				tx.write(func(t Txn) { t.PutInbound(s.id, p.PacketID) }, nil)
 			}
 		}
 		s.mu.Unlock()
@@ -942,7 +942,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		// The identifier must be forgotten durably before PUBCOMP lets the
 		// client reuse it, or a restart would drop its next message as a
 		// duplicate.
-		tx.write(func(t *store.Txn) { t.DeleteInbound(s.id, a.PacketID) }, nil)
+		tx.write(func(t Txn) { t.DeleteInbound(s.id, a.PacketID) }, nil)
 		c.pendingAcks.Add(1)
 		c.b.commit(tx, func(error) {
 			c.writePacket(comp)
@@ -987,7 +987,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 			// PUBREL only once the released state is durable: a restart
 			// then resends PUBREL, never the PUBLISH, so it is not
 			// delivered twice.
-			tx.write(func(t *store.Txn) { s.putEntry(t, &f.delivery, f.id, true) }, func() { c.writePacket(rel) })
+			tx.write(func(t Txn) { s.putEntry(t, &f.delivery, f.id, true) }, func() { c.writePacket(rel) })
 			c.b.submit(tx, nil)
 		}
 		s.mu.Unlock()
@@ -1075,6 +1075,9 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		retained = nil
 	}
 	c.writePacket(&ack)
+	if len(retained) > 0 {
+		c.b.syncRetained()
+	}
 	now := c.b.clk.Now().UnixNano()
 	for _, rq := range retained {
 		sub := rq.sub

@@ -2,9 +2,12 @@ package broker
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/store"
 )
 
 // Ownership is asked, in cluster mode, which node owns a client's session:
@@ -91,5 +94,61 @@ func (b *Broker) TakenOver(clientID string, token uint64) bool {
 	b.sessMu.Unlock()
 	b.flush()
 	b.sessionEnded(clientID)
+	return true
+}
+
+// SharedRetained keeps, in cluster mode, one set of retained messages for
+// every node. The broker writes a retained change through its Durable
+// (PutRetained, DeleteRetained) and does not apply it itself: every
+// change, this node's too, comes back through ApplyRetained in the one
+// order the cluster committed them, so all nodes converge on the same
+// index.
+type SharedRetained interface {
+	// Sync returns once this node has applied every retained change the
+	// cluster had committed when Sync was called: a subscription made
+	// after a retained message was acknowledged, on any node, gets it.
+	Sync(ctx context.Context) error
+}
+
+// AttachSharedRetained makes retained messages cluster-wide (see
+// SharedRetained). Call it after New and before Start.
+func (b *Broker) AttachSharedRetained(r SharedRetained) { b.sharedRet = r }
+
+// ApplyRetained sets (rec non-nil) or clears the retained message of topic
+// as the cluster committed it. An expired message clears the topic.
+func (b *Broker) ApplyRetained(topic string, rec *store.Message) error {
+	if rec == nil {
+		if b.retained.Delete(topic) {
+			b.stats.retained.Add(-1)
+		}
+		return nil
+	}
+	m, err := messageFromRecord(rec)
+	if err != nil {
+		return fmt.Errorf("retained message %q: %w", topic, err)
+	}
+	m.Topic = topic
+	if m.expired(b.clk.Now().UnixNano()) || len(m.Payload) == 0 {
+		return b.ApplyRetained(topic, nil)
+	}
+	if _, existed := b.retained.Get(topic); !existed {
+		b.stats.retained.Add(1)
+	}
+	b.retained.Set(topic, m)
+	return nil
+}
+
+// syncRetained waits, in cluster mode, until the retained index holds
+// every change committed before; it reports false when it could not.
+func (b *Broker) syncRetained() bool {
+	if b.sharedRet == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ClaimTimeout)
+	defer cancel()
+	if err := b.sharedRet.Sync(ctx); err != nil {
+		b.errs.Log(slog.LevelWarn, "retained-sync", "sending retained messages without the cluster's latest changes", "err", err)
+		return false
+	}
 	return true
 }

@@ -50,7 +50,7 @@ import (
 // store.Txn's own methods and, in submit, commitQueue.push.
 type txnCtx struct {
 	mu        sync.Mutex // guards txn, post and submitted
-	txn       *store.Txn
+	txn       Txn
 	post      []func()
 	submitted bool // queued for the store (or discarded): txn is no longer ours
 	// failed is set when the store refused the writes (quota, I/O): the
@@ -73,7 +73,7 @@ func (tx *txnCtx) empty() bool {
 // nil) to run once the writes are durable, unless tx was submitted already;
 // it reports whether it did. A nil tx (no store, or the broker stopped)
 // takes nothing.
-func (tx *txnCtx) write(f func(*store.Txn), post func()) bool {
+func (tx *txnCtx) write(f func(Txn), post func()) bool {
 	if tx == nil {
 		return false
 	}
@@ -94,13 +94,13 @@ func (tx *txnCtx) write(f func(*store.Txn), post func()) bool {
 // putEntry writes delivery d of s with packet identifier id (0: queued)
 // into tx; false when tx no longer takes writes.
 func (tx *txnCtx) putEntry(s *session, d *delivery, id uint16, released bool) bool {
-	return tx.write(func(t *store.Txn) { s.putEntry(t, d, id, released) }, nil)
+	return tx.write(func(t Txn) { s.putEntry(t, d, id, released) }, nil)
 }
 
 // deleteEntry deletes entry seq of clientID in tx; false when tx no longer
 // takes writes.
 func (tx *txnCtx) deleteEntry(clientID string, seq uint64) bool {
-	return tx.write(func(t *store.Txn) { t.DeleteEntry(clientID, seq) }, nil)
+	return tx.write(func(t Txn) { t.DeleteEntry(clientID, seq) }, nil)
 }
 
 // discard drops tx's writes and post actions unsubmitted.
@@ -204,7 +204,7 @@ type commitQueue struct {
 }
 
 type queuedCommit struct {
-	txn  *store.Txn
+	txn  Txn
 	done func(error)
 }
 
@@ -213,7 +213,7 @@ type queuedCommit struct {
 const commitQueueLimit = store.DefaultQueueSize
 
 // push queues t; done runs once t is durable (or refused).
-func (q *commitQueue) push(t *store.Txn, done func(error)) {
+func (q *commitQueue) push(t Txn, done func(error)) {
 	q.mu.Lock()
 	q.q = append(q.q, queuedCommit{t, done})
 	q.mu.Unlock()
@@ -328,15 +328,6 @@ func (b *Broker) stopCommits() {
 // persistent reports whether s is written to the store. s.mu is held.
 func (s *session) persistent(b *Broker) bool { return b.st != nil && s.expiry > 0 && !s.ended }
 
-// AttachStore makes the broker durable on st, a dependency given at
-// construction: call it after New and before Start. Start restores every
-// session, queue, in-flight message and retained message from st (which
-// must be started first); from then on the broker writes through to it.
-//
-// Restored wills are held: those due are removed from the store by Start
-// and published by ReleaseWills, which also starts the delays of the others.
-func (b *Broker) AttachStore(st *store.Store) { b.st = st }
-
 // restore loads the attached store's contents; Start calls it.
 func (b *Broker) restore() error {
 	st := b.st
@@ -384,7 +375,7 @@ func (b *Broker) restore() error {
 		for i := range fx.entries {
 			tx.PutEntry(fx.entries[i].clientID, &fx.entries[i].e)
 		}
-		if err := b.st.CommitSync(tx); err != nil {
+		if err := b.commitSync(tx); err != nil {
 			return fmt.Errorf("updating restored sessions: %w", err)
 		}
 	}
@@ -692,7 +683,7 @@ func (s *session) record(disconnectedAt int64) *store.Session {
 }
 
 // putEntry writes delivery d of s with packet identifier id (0: queued).
-func (s *session) putEntry(tx *store.Txn, d *delivery, id uint16, released bool) {
+func (s *session) putEntry(tx Txn, d *delivery, id uint16, released bool) {
 	e := store.Entry{Seq: d.seq, Msg: messageRecord(d.msg), QoS: d.qos, Retain: d.retain, SubIDs: d.subIDs, PacketID: id, Released: released}
 	if d.shared != nil {
 		e.SharedGroup, e.SharedFilter = d.shared.group, d.shared.filter
@@ -741,9 +732,9 @@ func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
 	}
 	if s.persistent(b) {
 		rec := s.record(disconnectedAt)
-		tx.write(func(t *store.Txn) { t.PutSession(rec) }, nil)
+		tx.write(func(t Txn) { t.PutSession(rec) }, nil)
 	} else if s.stored {
-		tx.write(func(t *store.Txn) { t.DeleteSession(s.id) }, nil)
+		tx.write(func(t Txn) { t.DeleteSession(s.id) }, nil)
 	}
 	s.stored = s.persistent(b)
 	return tx

@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
-	"github.com/edgeport/edgeport/internal/store"
 )
 
 // target collects, for one session, every subscription a message matched:
@@ -263,7 +262,7 @@ func (s *session) sendFlight(b *Broker, c *client, d *delivery, now int64, tx *t
 		// queue (tx nil), the txnCtx that queued the entry may still be
 		// pending: the identifier then goes into it, after the put;
 		// otherwise into a transaction of its own.
-		put := func(t *store.Txn) { s.putEntry(t, &f.delivery, f.id, false) }
+		put := func(t Txn) { s.putEntry(t, &f.delivery, f.id, false) }
 		send := func() { c.writeFlight(f, now) }
 		if tx != nil {
 			tx.write(put, send)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -102,6 +103,7 @@ type node struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	owner *Ownership
+	st    *Store
 }
 
 // startNode starts node name on NATS server s: the broker, its session
@@ -130,15 +132,33 @@ func startNode(t testing.TB, name string, s *server.Server) *node {
 	nd.b.AttachOwnership(nd.owner)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := nd.b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	stop := func(c interface{ Stop(context.Context) error }) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := c.Stop(ctx); err != nil {
 			t.Errorf("%s: stop: %v", name, err)
 		}
+	}
+	local, err := store.New(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(local) })
+	nd.st, err = NewStore(nd.js, nd.b, local, Options{Node: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.b.AttachDurable(nd.st)
+	nd.b.AttachSharedRetained(nd.st)
+	if err := nd.st.Start(ctx); err != nil {
+		t.Fatalf("%s: starting the cluster store: %v", name, err)
+	}
+	t.Cleanup(func() { stop(nd.st) })
+	if err := nd.b.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { stop(nd.b) })
 	if err := nd.owner.Start(ctx); err != nil {
@@ -215,5 +235,45 @@ func (c *mqttClient) disconnected(t testing.TB) *paho.Disconnect {
 	case <-time.After(testwait.Timeout):
 		t.Fatal("no DISCONNECT from the server")
 		return nil
+	}
+}
+
+// next waits for the next message the client receives.
+func (c *mqttClient) next(t testing.TB) *paho.Publish {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-time.After(testwait.Timeout):
+		t.Fatal("no message")
+		return nil
+	}
+}
+
+// subscribe subscribes to filter at QoS 1 and waits for the SUBACK.
+func (c *mqttClient) subscribe(t testing.TB, filter string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	if err != nil {
+		t.Fatalf("subscribing to %s: %v", filter, err)
+	}
+	if sa.Reasons[0] > 2 {
+		t.Fatalf("subscribing to %s: SUBACK 0x%02X", filter, sa.Reasons[0])
+	}
+}
+
+// publish publishes at QoS 1 and waits for a successful PUBACK.
+func (c *mqttClient) publish(t testing.TB, topic, payload string, retain bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	r, err := c.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: 1, Retain: retain})
+	if err != nil {
+		t.Fatalf("publishing to %s: %v", topic, err)
+	}
+	if r.ReasonCode >= 0x80 {
+		t.Fatalf("publishing to %s: PUBACK 0x%02X", topic, r.ReasonCode)
 	}
 }
