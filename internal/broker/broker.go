@@ -391,6 +391,11 @@ func (b *Broker) attachLocked(c *client, cleanStart bool, expiry time.Duration) 
 	s = b.sessions[c.id]
 	if s != nil {
 		s.mu.Lock()
+		// A session whose expiry is 0 (3.1.1: clean session) ends with its
+		// connection [MQTT-3.1.2-23], and a takeover ends that connection:
+		// such a session is never resumed, however quickly the new
+		// connection came (the old one's DISCONNECT may still be unread).
+		endsWithConn := s.expiry == 0
 		if old := s.client; old != nil {
 			s.client = nil
 			s.online.Store(false)
@@ -408,7 +413,7 @@ func (b *Broker) attachLocked(c *client, cleanStart bool, expiry time.Duration) 
 			// so nothing queued or in flight for its owner reaches c.
 			b.log.Info("session of another principal discarded, not resumed", "client", c.id, "listener", c.ls.name)
 		}
-		if cleanStart || !resumable {
+		if cleanStart || !resumable || endsWithConn {
 			s.mu.Unlock()
 			b.endSessionLocked(s)
 			s = nil

@@ -198,3 +198,27 @@ func TestPahoV311Unsubscribe(t *testing.T) {
 		t.Fatalf("received %q, want only the message before UNSUBSCRIBE", got)
 	}
 }
+
+// TestPahoV311TakeoverOfCleanSession: a clean session lasts as long as its
+// network connection [MQTT-3.1.2-6], so a CleanSession 0 CONNECT that takes
+// it over while it is still open starts a new session (session present 0
+// [MQTT-3.2.2-2]) without the old subscriptions.
+func TestPahoV311TakeoverOfCleanSession(t *testing.T) {
+	addr, _ := startBroker(t, Options{})
+	first := mustP3(t, addr, "v3-take", true)
+	first.sub(t, "v3/take", 1)
+	second, tok := dialP3(t, addr, "v3-take", false)
+	if err := tok.Error(); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if tok.SessionPresent() {
+		t.Fatal("session present after taking over a clean session")
+	}
+	second.sub(t, markerTopic, 0)
+	pub := mustP3(t, addr, "v3-take-pub", true)
+	pub.pub(t, "v3/take", 1, false, "x")
+	settle3(t, pub, second)
+	if got := second.onTopic("v3/take"); len(got) != 0 {
+		t.Fatalf("the clean session's subscription delivered %q", messagePayloads(got))
+	}
+}

@@ -617,6 +617,29 @@ func TestPahoV5Session(t *testing.T) {
 		second.sub(t, markerSub)
 		settle(t, second, second)
 	})
+
+	// A session with expiry 0 ends with its connection [MQTT-3.1.2-23], and
+	// taking it over ends that connection: a Clean Start 0 CONNECT that
+	// arrives while it is still open (Paho's interoperability test
+	// reconnects right after DISCONNECT, before the broker may have read
+	// it) must not resume it, nor get what it subscribed to.
+	t.Run("takeover of a session with expiry 0 does not resume it", func(t *testing.T) {
+		addr, _ := startBroker(t, Options{})
+		first := dialP5(t, addr, v5persistent("dup0", true, 0))
+		first.sub(t, paho.SubscribeOptions{Topic: "dup0/t", QoS: 1})
+		second := dialP5(t, addr, v5persistent("dup0", false, 60))
+		if second.ack.SessionPresent {
+			t.Fatal("session present after taking over a session with expiry 0")
+		}
+		first.discs.waitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })
+		second.sub(t, markerSub)
+		pub := dialP5(t, addr, v5conn("dup0-pub"))
+		pub.pub(t, &paho.Publish{Topic: "dup0/t", QoS: 1, Payload: []byte("x")})
+		settle(t, pub, second)
+		if got := second.onTopic("dup0/t"); len(got) != 0 {
+			t.Fatalf("the ended session's subscription delivered %q", payloads(got))
+		}
+	})
 }
 
 func TestPahoV5Will(t *testing.T) {
