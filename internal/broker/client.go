@@ -425,7 +425,7 @@ func (c *client) disconnect(code packet.ReasonCode, reason string) {
 			d.Properties.ReasonString = reason
 			d.Properties.Set(packet.PropReasonString)
 		}
-		c.out = d.Append(c.out, c.version)
+		c.appendLocked(&d)
 	}
 	c.outMu.Unlock()
 	c.closeAfterFlush()
@@ -473,10 +473,47 @@ func (c *client) closeNow() {
 func (c *client) writePacket(p packet.Packet) {
 	c.outMu.Lock()
 	if !c.closing {
-		c.out = p.Append(c.out, c.version)
+		c.appendLocked(p)
 		c.kickLocked()
 	}
 	c.outMu.Unlock()
+}
+
+// appendLocked encodes a control packet into the outbound buffer. An MQTT 5
+// packet that would exceed the client's Maximum Packet Size goes without
+// its Reason String and User Properties, which the sender must leave out
+// rather than exceed it ([MQTT-3.2.2-19] [MQTT-3.2.2-20] CONNACK,
+// [MQTT-3.4.2-2] [MQTT-3.4.2-3] PUBACK and likewise the other
+// acknowledgements, [MQTT-3.14.2-3] [MQTT-3.14.2-4] DISCONNECT,
+// [MQTT-3.15.2-2] [MQTT-3.15.2-3] AUTH). c.outMu is held.
+func (c *client) appendLocked(p packet.Packet) {
+	if c.maxOut > 0 && c.version == packet.V5 && p.Size(c.version) > c.maxOut {
+		if props := diagnosticProps(p); props != nil {
+			props.Unset(packet.PropReasonString)
+			props.User = nil
+		}
+	}
+	c.out = p.Append(c.out, c.version)
+}
+
+// diagnosticProps returns the properties of a packet the server sends that
+// may carry a Reason String and User Properties, nil for the others.
+func diagnosticProps(p packet.Packet) *packet.Properties {
+	switch p := p.(type) {
+	case *packet.ConnAck:
+		return &p.Properties
+	case *packet.Ack:
+		return &p.Properties
+	case *packet.SubAck:
+		return &p.Properties
+	case *packet.UnsubAck:
+		return &p.Properties
+	case *packet.Disconnect:
+		return &p.Properties
+	case *packet.Auth:
+		return &p.Properties
+	}
+	return nil
 }
 
 // kickLocked makes sure a writer is running. c.outMu is held.

@@ -151,7 +151,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 	c.b.submit(c.b.saveSessionLocked(s, 0), nil)
 	ack.SessionPresent = present
 	c.outMu.Lock()
-	c.out = ack.Append(c.out, c.version)
+	c.appendLocked(&ack)
 	c.acked = true
 	c.kickLocked()
 	c.outMu.Unlock()

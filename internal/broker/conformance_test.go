@@ -1,0 +1,47 @@
+package broker
+
+// Conformance checks on the wire for what the MQTT client libraries cannot
+// express, each citing the normative statements of the OASIS MQTT 5.0
+// specification it proves. The scenarios real clients can drive are in
+// test/e2e (Paho Python, MQTT.js) and the paho_*_test.go files here.
+
+import (
+	"testing"
+
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+)
+
+// TestRawReasonStringWithinMaxPacketSize: a Reason String (or User
+// Property) that would take an acknowledgement or a DISCONNECT beyond the
+// client's Maximum Packet Size is left out, the packet itself is still sent
+// ([MQTT-3.1.2-24], [MQTT-3.4.2-2], [MQTT-3.14.2-3]).
+func TestRawReasonStringWithinMaxPacketSize(t *testing.T) {
+	addr, _ := startBroker(t, Options{})
+	for _, tc := range []struct {
+		name   string
+		max    uint32 // 0: none given
+		reason bool   // the reason string is expected
+	}{{"no maximum", 0, true}, {"room for the reason", 1024, true}, {"no room", 16, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := connV5("rs-" + tc.name)
+			if tc.max > 0 {
+				cp.Properties.MaximumPacketSize = tc.max
+				cp.Properties.Set(packet.PropMaximumPacketSize)
+			}
+			c, _ := connectRaw(t, addr, packet.V5, cp)
+			// Topics beginning with $ are refused with 0x90 and a reason.
+			c.send(&packet.Publish{QoS: 1, PacketID: 7, Topic: "$not/yours", Payload: []byte("x")})
+			a := c.expectAck(packet.PUBACK, 7, packet.TopicNameInvalid)
+			if got := a.Properties.Has(packet.PropReasonString); got != tc.reason {
+				t.Errorf("PUBACK reason string present %v, want %v (%q)", got, tc.reason, a.Properties.ReasonString)
+			}
+			// A subscription identifier in a client's PUBLISH is a protocol
+			// error, answered with DISCONNECT 0x82 and a reason.
+			c.write(rawFrame(0x30, rawStr("a"), rawProps(0x0B, 5)))
+			d := c.expectDisconnect(packet.ProtocolError)
+			if got := d.Properties.Has(packet.PropReasonString); got != tc.reason {
+				t.Errorf("DISCONNECT reason string present %v, want %v (%q)", got, tc.reason, d.Properties.ReasonString)
+			}
+		})
+	}
+}
