@@ -33,8 +33,12 @@ type Broker struct {
 	subs     *topic.Trie[*session, *subscription]
 	retained *topic.Retained[*Message]
 
-	sessMu   sync.Mutex // guards sessions; taken before any session.mu
+	sessMu   sync.Mutex // guards sessions and leaving; taken before any session.mu
 	sessions map[string]*session
+	// leaving holds, per connection a CONNECT is about to take a session
+	// from, a channel closed when that connection has detached (see
+	// awaitLeaving); empty but for the moment of a takeover.
+	leaving map[*client]chan struct{}
 
 	// draining counts connections being drained after a half-close
 	// (client.endWrites), bounded by maxDraining.
@@ -371,6 +375,54 @@ func (b *Broker) setRetained(m *Message, tx *txnCtx) {
 	}
 }
 
+// takeoverGrace bounds how long a CONNECT that takes a session over waits
+// for the connection holding it to handle what it already received.
+const takeoverGrace = 500 * time.Millisecond
+
+// awaitLeaving lets the connection that holds c's session finish what its
+// client already sent before c takes the session over. A client that sends
+// DISCONNECT and reconnects at once (as Paho's interoperability tests do)
+// expects that DISCONNECT to count: no will, and the session expiry it set
+// (0 ends the session, so the new CONNACK says no session is present). The
+// new CONNECT can be read before the old connection's DISCONNECT, so when
+// the old socket has input waiting or its peer's close (the DISCONNECT or
+// its end), the takeover waits until that connection has detached, at most
+// takeoverGrace. A genuine takeover, of a connection whose client went
+// silent, has no input waiting and does not wait.
+func (b *Broker) awaitLeaving(c *client) {
+	b.sessMu.Lock()
+	var old *client
+	if s := b.sessions[c.id]; s != nil {
+		s.mu.Lock()
+		old = s.client
+		s.mu.Unlock()
+	}
+	if old == nil || !inputWaiting(old.conn) {
+		b.sessMu.Unlock()
+		return
+	}
+	ch := b.leaving[old]
+	if ch == nil {
+		ch = make(chan struct{})
+		if b.leaving == nil {
+			b.leaving = make(map[*client]chan struct{})
+		}
+		b.leaving[old] = ch
+	}
+	b.sessMu.Unlock()
+	t := time.NewTimer(takeoverGrace)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+		b.sessMu.Lock()
+		if b.leaving[old] == ch {
+			delete(b.leaving, old)
+		}
+		b.sessMu.Unlock()
+	}
+}
+
 // attach binds client c to its session, creating, resuming or replacing it
 // per clean start, and taking the session over from an older connection.
 // It returns the session and whether an existing one was resumed.
@@ -458,6 +510,10 @@ func (b *Broker) detach(c *client, publishWill bool) {
 		return
 	}
 	b.sessMu.Lock()
+	if ch := b.leaving[c]; ch != nil {
+		close(ch)
+		delete(b.leaving, c)
+	}
 	s.mu.Lock()
 	if s.client != c {
 		// Taken over: the new owner already dealt with the session.

@@ -45,3 +45,45 @@ func TestRawReasonStringWithinMaxPacketSize(t *testing.T) {
 		})
 	}
 }
+
+// TestRawDisconnectThenReconnectAtOnce: a client that sends DISCONNECT,
+// closes and reconnects at once (Paho's interoperability tests do, between
+// every step) gets what its DISCONNECT asked for, even when the broker reads
+// the new CONNECT first: no will after a normal DISCONNECT [MQTT-3.1.2-10],
+// and the session expiry it set [MQTT-3.1.2-23] (0 ends the session, so
+// the new CONNACK has Session Present 0 [MQTT-3.2.2-2]). Without waiting for the
+// old connection, about half of these reconnects took the session over
+// before its DISCONNECT was read.
+func TestRawDisconnectThenReconnectAtOnce(t *testing.T) {
+	addr, _ := startBroker(t, Options{})
+	watcher, _ := connectRaw(t, addr, packet.V5, connV5("dr-watch"))
+	watcher.subscribe(1, 1, "dr/#")
+	const rounds = 40
+	for i := range rounds {
+		cp := connV5("dr")
+		cp.CleanStart = i == 0
+		cp.Properties.SessionExpiry = 60
+		cp.Properties.Set(packet.PropSessionExpiry)
+		cp.Will = &packet.Will{Topic: "dr/will", QoS: 1, Payload: []byte("will")}
+		c, ack := connectRaw(t, addr, packet.V5, cp)
+		// Even rounds end the session on DISCONNECT, odd rounds keep it.
+		if want := i%2 == 0 && i > 0; ack.SessionPresent != want {
+			t.Fatalf("round %d: session present %v, want %v", i, ack.SessionPresent, want)
+		}
+		d := &packet.Disconnect{}
+		if i%2 == 0 {
+			d.Properties.SessionExpiry = 0
+			d.Properties.Set(packet.PropSessionExpiry)
+		}
+		c.send(d)
+		c.conn.Close()
+	}
+	// Barrier: the watcher's messages are in routing order.
+	pub, _ := connectRaw(t, addr, packet.V5, connV5("dr-pub"))
+	pub.send(&packet.Publish{QoS: 1, PacketID: 1, Topic: "dr/end", Payload: []byte("end")})
+	pub.expectAck(packet.PUBACK, 1, packet.Success)
+	p := rawRecv[packet.Publish](watcher)
+	if p.Topic != "dr/end" {
+		t.Fatalf("watcher got %q %q before the barrier: a will after a normal DISCONNECT", p.Topic, p.Payload)
+	}
+}

@@ -141,6 +141,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 		}
 	}
 
+	c.b.awaitLeaving(c)
 	s, present := c.b.attach(c, cp.CleanStart, expiry)
 	c.sess = s
 	s.mu.Lock()
