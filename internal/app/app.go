@@ -199,7 +199,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		ssOpts.Disconnect = func(id, reason string) { b.DisconnectClient(id, packet.ProtocolError, reason) }
 	}
 	serve := func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }
-	if a.state, err = statestore.New(a.store, serve, ssOpts); err != nil {
+	if a.state, err = statestore.New(a.store, b, ssOpts); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	b.OnSessionEnd(a.state.ClientDisconnected)

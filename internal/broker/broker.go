@@ -50,6 +50,8 @@ type Broker struct {
 	// (park_linux.go).
 	park parker
 
+	svcs services // in-process services by topic name (service.go)
+
 	sharedMu sync.RWMutex // guards sharedRR
 	sharedRR map[sharedRef]*atomic.Uint32
 

@@ -623,7 +623,17 @@ func (c *client) writePublish(d *delivery, id uint16, dup bool, now int64) bool 
 	}
 	origin := c.trusted && m.Origin != "" && c.version == packet.V5
 	simple := c.version != packet.V5 || (len(d.subIDs) == 0 && m.Expiry == 0 && c.aliasMaxOut == 0 && !origin)
-	if simple {
+	if simple && d.single && !m.cached(c.version, d.qos) {
+		pub := packet.Publish{Dup: dup, QoS: d.qos, Retain: d.retain, Topic: m.Topic, PacketID: id, Payload: m.Payload}
+		if m.Props != nil && c.version == packet.V5 {
+			pub.Properties = *m.Props
+		}
+		if c.maxOut > 0 && pub.Size(c.version) > c.maxOut {
+			c.b.stats.drop(dropTooLarge, d.qos)
+			return false
+		}
+		c.out = pub.Append(c.out, c.version)
+	} else if simple {
 		enc := m.cachedEncoding(c.version, d.qos)
 		if c.maxOut > 0 && len(enc) > c.maxOut {
 			c.b.stats.drop(dropTooLarge, d.qos)

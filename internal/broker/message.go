@@ -53,6 +53,29 @@ func (m *Message) remainingExpiry(now int64) uint32 {
 	return uint32(left)
 }
 
+// ExpiryLeft is the Message Expiry Interval a receiver of m gets at now:
+// the seconds left until its deadline, at least 1 while it is still valid;
+// 0 when m does not expire.
+func (m *Message) ExpiryLeft(now time.Time) uint32 {
+	if m.Expiry == 0 {
+		return 0
+	}
+	return m.remainingExpiry(now.UnixNano())
+}
+
+// cached reports whether the encoding for protocol v and QoS class is
+// cached already.
+func (m *Message) cached(v packet.Version, qos byte) bool {
+	vi, qi := 0, 0
+	if v == packet.V5 {
+		vi = 1
+	}
+	if qos > 0 {
+		qi = 1
+	}
+	return m.enc[vi][qi].Load() != nil
+}
+
 // cachedEncoding returns the PUBLISH encoding with packet ID 0 for protocol v
 // and QoS class (0 or >0), building it on first use.
 func (m *Message) cachedEncoding(v packet.Version, qos byte) []byte {

@@ -149,19 +149,18 @@ func (b *Broker) route(m *Message, tx *txnCtx) int {
 		r.addDirect(m.DeliverTo)
 	}
 	n := len(r.targets)
+	var now int64
 	if n > 0 {
-		now := b.clk.Now().UnixNano()
+		now = b.clk.Now().UnixNano()
 		for i := range r.targets {
 			t := &r.targets[i]
-			d := delivery{msg: m, qos: t.qos, retain: t.retain, subIDs: t.ids}
+			d := delivery{msg: m, qos: t.qos, retain: t.retain, subIDs: t.ids, single: n == 1}
 			if t.shared != nil {
 				ref := *t.shared
 				d.shared = &ref
 			}
 			t.s.deliver(b, &d, now, tx)
 		}
-	} else {
-		b.stats.noSubscribers.Add(1)
 	}
 	for i := range r.targets {
 		r.targets[i].s, r.targets[i].shared = nil, nil
@@ -171,6 +170,21 @@ func (b *Broker) route(m *Message, tx *txnCtx) int {
 	r.index = nil
 	r.b, r.m = nil, nil
 	routerPool.Put(r)
+	if h := b.svcs.lookup(m.Topic); h != nil {
+		// After the subscribers: the service may block its publisher.
+		n++
+		if m.Expiry != 0 && now == 0 {
+			now = b.clk.Now().UnixNano()
+		}
+		if m.expired(now) {
+			b.stats.drop(dropExpired, m.QoS)
+		} else {
+			h(m)
+		}
+	}
+	if n == 0 {
+		b.stats.noSubscribers.Add(1)
+	}
 	return n
 }
 

@@ -28,6 +28,10 @@ type delivery struct {
 	qos    byte
 	retain bool
 	subIDs []uint32
+	// single marks a message routed to this session alone: its PUBLISH is
+	// encoded straight into the connection's buffer rather than into a
+	// cached encoding nobody else would reuse.
+	single bool
 	// shared names the shared subscription that chose this session, so the
 	// message can go to another member if this one leaves unacknowledged.
 	shared *sharedRef

@@ -12,37 +12,37 @@ import (
 // execute runs one request's command and answers it. Validation follows
 // the order: syntax and argument count, authorization, timestamps, fencing
 // token, condition (NX/NEX), quota.
-func (e *executor) execute(r *request, tx *store.Txn, c *chunk, l *link) {
+func (e *executor) execute(r *request, tx *store.Txn, c *chunk) {
 	args, err := parseRequest(r.payload, e.args)
 	e.args = args
 	if err != nil {
-		e.fail(r, c, l, cmdUnknown, errKindSyntax, errSyntaxError)
+		e.fail(r, c, cmdUnknown, errKindSyntax, errSyntaxError)
 		return
 	}
 	name := args[0]
 	switch {
 	case equalFold(name, "SET"):
-		e.set(r, args, tx, c, l)
+		e.set(r, args, tx, c)
 	case equalFold(name, "GET"):
-		e.get(r, args, c, l)
+		e.get(r, args, c)
 	case equalFold(name, "DEL"):
-		e.del(r, args, tx, c, l, false)
+		e.del(r, args, tx, c, false)
 	case equalFold(name, "VDEL"):
-		e.del(r, args, tx, c, l, true)
+		e.del(r, args, tx, c, true)
 	case equalFold(name, "KEYNOTIFY"):
-		e.keyNotify(r, args, c, l)
+		e.keyNotify(r, args, c)
 	case equalFold(name, KeysCommand):
-		e.listKeys(r, args, c, l)
+		e.listKeys(r, args, c)
 	default:
-		e.fail(r, c, l, cmdUnknown, errKindSyntax, errUnknownCommand)
+		e.fail(r, c, cmdUnknown, errKindSyntax, errUnknownCommand)
 	}
 }
 
 // fail answers with "-ERR msg".
-func (e *executor) fail(r *request, c *chunk, l *link, cmd, kind int, msg string) {
+func (e *executor) fail(r *request, c *chunk, cmd, kind int, msg string) {
 	e.delta.requests[cmd]++
 	e.delta.errors[kind]++
-	e.respondPayload(r, c, l, appendError(e.out[:0], msg), nil, true)
+	e.respondPayload(r, c, appendError(e.out[:0], msg), "", true)
 }
 
 func (e *executor) allowed(r *request, key []byte, write bool) bool {
@@ -83,19 +83,19 @@ func (e *executor) times(r *request, needTS bool) (ts, ft HLC, msg string) {
 // against the key's current entry — and answers the request with the first
 // failure. It returns the request's times and the current entry (nil when
 // the key is absent).
-func (e *executor) checkWrite(r *request, c *chunk, l *link, cmd int, key []byte, needTS bool) (ts, ft HLC, cur *entry, ok bool) {
+func (e *executor) checkWrite(r *request, c *chunk, cmd int, key []byte, needTS bool) (ts, ft HLC, cur *entry, ok bool) {
 	if !e.allowed(r, key, true) {
-		e.fail(r, c, l, cmd, errKindAuth, errNotAuthorized)
+		e.fail(r, c, cmd, errKindAuth, errNotAuthorized)
 		return ts, ft, nil, false
 	}
 	ts, ft, msg := e.times(r, needTS)
 	if msg != "" {
-		e.fail(r, c, l, cmd, errKindTimestamp, msg)
+		e.fail(r, c, cmd, errKindTimestamp, msg)
 		return ts, ft, nil, false
 	}
 	cur = e.keys[string(key)]
 	if msg := fence(cur, r, ft); msg != "" {
-		e.fail(r, c, l, cmd, errKindFencing, msg)
+		e.fail(r, c, cmd, errKindFencing, msg)
 		return ts, ft, nil, false
 	}
 	return ts, ft, cur, true
@@ -124,14 +124,14 @@ func nameProp(name string) packet.UserProperty {
 //
 // NEX takes no argument: it sets when the key is absent or already holds
 // value, which is how the SDKs renew a lease (SET lock me NEX PX 10000).
-func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk, l *link) {
+func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk) {
 	if len(args) < 3 {
-		e.fail(r, c, l, cmdSet, errKindSyntax, errWrongArgs)
+		e.fail(r, c, cmdSet, errKindSyntax, errWrongArgs)
 		return
 	}
 	key, value := args[1], args[2]
 	if len(key) == 0 {
-		e.fail(r, c, l, cmdSet, errKindSyntax, errKeyLengthZero)
+		e.fail(r, c, cmdSet, errKindSyntax, errKeyLengthZero)
 		return
 	}
 	var nx, nex bool
@@ -146,23 +146,23 @@ func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk, l *li
 		case equalFold(a, "PX") && px == 0 && i+1 < len(args):
 			ms, ok := parseMillis(args[i+1])
 			if !ok {
-				e.fail(r, c, l, cmdSet, errKindSyntax, errSyntaxError)
+				e.fail(r, c, cmdSet, errKindSyntax, errSyntaxError)
 				return
 			}
 			px = ms
 			i++
 		default:
-			e.fail(r, c, l, cmdSet, errKindSyntax, errSyntaxError)
+			e.fail(r, c, cmdSet, errKindSyntax, errSyntaxError)
 			return
 		}
 	}
-	ts, ft, cur, ok := e.checkWrite(r, c, l, cmdSet, key, true)
+	ts, ft, cur, ok := e.checkWrite(r, c, cmdSet, key, true)
 	if !ok {
 		return
 	}
 	if cur != nil && (nx || nex && !bytes.Equal(cur.value, value)) {
 		e.delta.requests[cmdSet]++
-		e.respondPayload(r, c, l, appendInt(e.out[:0], -1), &cur.version, true)
+		e.respondPayload(r, c, appendInt(e.out[:0], -1), cur.ts, true)
 		return
 	}
 	newBytes := e.bytes + int64(len(key)+len(value))
@@ -171,7 +171,7 @@ func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk, l *li
 	}
 	if cur == nil && e.opts.MaxKeys > 0 && e.count >= e.opts.MaxKeys ||
 		e.opts.MaxBytes > 0 && newBytes > e.opts.MaxBytes && newBytes > e.bytes {
-		e.fail(r, c, l, cmdSet, errKindQuota, errQuotaExceeded)
+		e.fail(r, c, cmdSet, errKindQuota, errQuotaExceeded)
 		return
 	}
 	en := &entry{value: bytes.Clone(value), version: e.clock.tick(e.now, &ts)}
@@ -188,6 +188,7 @@ func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk, l *li
 	if px > 0 {
 		en.expiry = e.now.UnixMilli() + px
 	}
+	en.ts = en.version.String()
 	k := string(key)
 	e.setKey(tx, k, en, cur)
 	if cur == nil {
@@ -196,65 +197,65 @@ func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk, l *li
 		e.delta.modifications++
 	}
 	e.delta.requests[cmdSet]++
-	e.notify(c, l, k, en.value, en.version)
-	e.respondPayload(r, c, l, appendOK(e.out[:0]), &en.version, true)
+	e.notify(c, k, en.value, en.version)
+	e.respondPayload(r, c, appendOK(e.out[:0]), en.ts, true)
 }
 
 // get: GET key.
-func (e *executor) get(r *request, args [][]byte, c *chunk, l *link) {
+func (e *executor) get(r *request, args [][]byte, c *chunk) {
 	if len(args) != 2 {
-		e.fail(r, c, l, cmdGet, errKindSyntax, errWrongArgs)
+		e.fail(r, c, cmdGet, errKindSyntax, errWrongArgs)
 		return
 	}
 	key := args[1]
 	if len(key) == 0 {
-		e.fail(r, c, l, cmdGet, errKindSyntax, errKeyLengthZero)
+		e.fail(r, c, cmdGet, errKindSyntax, errKeyLengthZero)
 		return
 	}
 	if !e.allowed(r, key, false) {
-		e.fail(r, c, l, cmdGet, errKindAuth, errNotAuthorized)
+		e.fail(r, c, cmdGet, errKindAuth, errNotAuthorized)
 		return
 	}
 	if _, _, msg := e.times(r, false); msg != "" {
-		e.fail(r, c, l, cmdGet, errKindTimestamp, msg)
+		e.fail(r, c, cmdGet, errKindTimestamp, msg)
 		return
 	}
 	e.delta.requests[cmdGet]++
 	e.delta.retrievals++
 	cur := e.keys[string(key)]
 	if cur == nil {
-		e.respondPayload(r, c, l, appendNull(e.out[:0]), nil, true)
+		e.respondPayload(r, c, appendNull(e.out[:0]), "", true)
 		return
 	}
-	e.respondPayload(r, c, l, appendBulk(e.out[:0], cur.value), &cur.version, true)
+	e.respondPayload(r, c, appendBulk(e.out[:0], cur.value), cur.ts, true)
 }
 
 // del: DEL key, or VDEL key value (delete only if the key holds value).
-func (e *executor) del(r *request, args [][]byte, tx *store.Txn, c *chunk, l *link, vdel bool) {
+func (e *executor) del(r *request, args [][]byte, tx *store.Txn, c *chunk, vdel bool) {
 	cmd, want := cmdDel, 2
 	if vdel {
 		cmd, want = cmdVDel, 3
 	}
 	if len(args) != want {
-		e.fail(r, c, l, cmd, errKindSyntax, errWrongArgs)
+		e.fail(r, c, cmd, errKindSyntax, errWrongArgs)
 		return
 	}
 	key := args[1]
 	if len(key) == 0 {
-		e.fail(r, c, l, cmd, errKindSyntax, errKeyLengthZero)
+		e.fail(r, c, cmd, errKindSyntax, errKeyLengthZero)
 		return
 	}
-	ts, _, cur, ok := e.checkWrite(r, c, l, cmd, key, false)
+	ts, _, cur, ok := e.checkWrite(r, c, cmd, key, false)
 	if !ok {
 		return
 	}
 	e.delta.requests[cmd]++
 	if cur == nil {
-		e.respondPayload(r, c, l, appendInt(e.out[:0], 0), nil, true)
+		e.respondPayload(r, c, appendInt(e.out[:0], 0), "", true)
 		return
 	}
 	if vdel && !bytes.Equal(cur.value, args[2]) {
-		e.respondPayload(r, c, l, appendInt(e.out[:0], -1), nil, true)
+		e.respondPayload(r, c, appendInt(e.out[:0], -1), "", true)
 		return
 	}
 	k := string(key)
@@ -264,25 +265,25 @@ func (e *executor) del(r *request, args [][]byte, tx *store.Txn, c *chunk, l *li
 	if r.hasTS {
 		remote = &ts
 	}
-	e.notify(c, l, k, nil, e.clock.tick(e.now, remote))
-	e.respondPayload(r, c, l, appendInt(e.out[:0], 1), &cur.version, true)
+	e.notify(c, k, nil, e.clock.tick(e.now, remote))
+	e.respondPayload(r, c, appendInt(e.out[:0], 1), cur.ts, true)
 }
 
 // keyNotify: KEYNOTIFY key [STOP]. Registrations belong to the invoker's
 // client ID and are kept in memory only, as the protocol specifies.
-func (e *executor) keyNotify(r *request, args [][]byte, c *chunk, l *link) {
+func (e *executor) keyNotify(r *request, args [][]byte, c *chunk) {
 	if len(args) != 2 && len(args) != 3 {
-		e.fail(r, c, l, cmdKeyNotify, errKindSyntax, errWrongArgs)
+		e.fail(r, c, cmdKeyNotify, errKindSyntax, errWrongArgs)
 		return
 	}
 	key := args[1]
 	if len(key) == 0 {
-		e.fail(r, c, l, cmdKeyNotify, errKindSyntax, errKeyLengthZero)
+		e.fail(r, c, cmdKeyNotify, errKindSyntax, errKeyLengthZero)
 		return
 	}
 	stop := len(args) == 3
 	if stop && !equalFold(args[2], "STOP") {
-		e.fail(r, c, l, cmdKeyNotify, errKindSyntax, errSyntaxError)
+		e.fail(r, c, cmdKeyNotify, errKindSyntax, errSyntaxError)
 		return
 	}
 	if r.invoker == "" {
@@ -290,16 +291,16 @@ func (e *executor) keyNotify(r *request, args [][]byte, c *chunk, l *link) {
 		// does not tell subscribers; the SDKs send it in __invId/__srcId.
 		e.delta.requests[cmdKeyNotify]++
 		e.delta.errors[errKindProtocol]++
-		e.respondStatus(r, c, l, 400, "KEYNOTIFY needs the requesting client's ID in the __srcId user property", true,
+		e.respondStatus(r, c, 400, "KEYNOTIFY needs the requesting client's ID in the __srcId user property", true,
 			nameProp(propSourceID))
 		return
 	}
 	if !stop && !e.allowed(r, key, false) {
-		e.fail(r, c, l, cmdKeyNotify, errKindAuth, errNotAuthorized)
+		e.fail(r, c, cmdKeyNotify, errKindAuth, errNotAuthorized)
 		return
 	}
 	if _, _, msg := e.times(r, false); msg != "" {
-		e.fail(r, c, l, cmdKeyNotify, errKindTimestamp, msg)
+		e.fail(r, c, cmdKeyNotify, errKindTimestamp, msg)
 		return
 	}
 	e.delta.requests[cmdKeyNotify]++
@@ -308,7 +309,7 @@ func (e *executor) keyNotify(r *request, args [][]byte, c *chunk, l *link) {
 	present := e.watching(r.invoker, k)
 	switch {
 	case stop && !present:
-		e.respondPayload(r, c, l, appendInt(e.out[:0], 0), nil, true)
+		e.respondPayload(r, c, appendInt(e.out[:0], 0), "", true)
 		return
 	case stop:
 		e.removeWatch(r.invoker, k)
@@ -318,22 +319,22 @@ func (e *executor) keyNotify(r *request, args [][]byte, c *chunk, l *link) {
 	if stop != !present {
 		e.undo = append(e.undo, undoRecord{kind: undoWatch, key: k, client: r.invoker, present: present})
 	}
-	e.respondPayload(r, c, l, appendOK(e.out[:0]), nil, true)
+	e.respondPayload(r, c, appendOK(e.out[:0]), "", true)
 }
 
 // maxListCount bounds one page of EDGEPORT.KEYS.
 const maxListCount = 1000
 
 // listKeys: EDGEPORT.KEYS prefix cursor count (see KeysCommand).
-func (e *executor) listKeys(r *request, args [][]byte, c *chunk, l *link) {
+func (e *executor) listKeys(r *request, args [][]byte, c *chunk) {
 	if len(args) != 4 {
-		e.fail(r, c, l, cmdKeys, errKindSyntax, errWrongArgs)
+		e.fail(r, c, cmdKeys, errKindSyntax, errWrongArgs)
 		return
 	}
 	prefix, cursor := string(args[1]), string(args[2])
 	n, ok := parseMillis(args[3])
 	if !ok || n > maxListCount {
-		e.fail(r, c, l, cmdKeys, errKindSyntax, errSyntaxError)
+		e.fail(r, c, cmdKeys, errKindSyntax, errSyntaxError)
 		return
 	}
 	e.delta.requests[cmdKeys]++
@@ -365,5 +366,5 @@ func (e *executor) listKeys(r *request, args [][]byte, c *chunk, l *link) {
 		out = appendBulk(out, []byte(k))
 	}
 	e.out = out
-	e.respondPayload(r, c, l, out, nil, true)
+	e.respondPayload(r, c, out, "", true)
 }

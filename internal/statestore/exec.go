@@ -12,9 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgeport/edgeport/internal/broker"
 	wallclock "github.com/edgeport/edgeport/internal/clock"
-	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 )
@@ -252,37 +250,29 @@ func (e *executor) stopTimer() {
 // which bounds the memory a batch of large values holds.
 func (e *executor) process() {
 	e.now = e.opts.Clock.Now()
-	l := e.s.cur.get()
 	c := e.s.getChunk()
 	tx := e.newTxn()
 	e.begin()
-	e.sweep(tx, c, l)
+	e.sweep(tx, c)
 	n := 0
 	for _, r := range e.batch {
 		if n > 0 && c.size >= maxChunk {
 			break
 		}
-		if r.link == l {
-			e.handle(r, tx, c, l)
-		}
+		e.handle(r, tx, c)
 		n++
 	}
 	batch := e.batch[:n]
 	if err := e.commit(tx); err != nil {
 		e.rollback()
 		c.reset()
-		e.isolate(batch, c, l, err)
+		e.isolate(batch, c, err)
 	} else {
 		e.finish()
 	}
 	e.cache.sweep(e.now)
-	if l != nil && len(c.items) > 0 {
-		l.enqueue(c)
-	} else {
-		e.s.putChunk(c)
-	}
-	// Answered (or dropped with a lost connection): their clients' GETs
-	// may take the fast path again.
+	e.s.publish(c)
+	// Answered: their clients' GETs may take the fast path again.
 	e.s.pending.done(batch)
 	for _, r := range batch {
 		e.s.putRequest(r)
@@ -294,43 +284,38 @@ func (e *executor) process() {
 
 // isolate re-executes a failed batch one request per Txn, so that a
 // request the store refuses (its disk quota) does not fail the others.
-func (e *executor) isolate(batch []*request, c *chunk, l *link, cause error) {
+func (e *executor) isolate(batch []*request, c *chunk, cause error) {
 	e.s.log.Warn("a batch could not be stored; retrying its requests one by one", "err", cause)
 	tx := e.newTxn()
 	e.begin()
-	e.sweep(tx, c, l)
+	e.sweep(tx, c)
 	if err := e.commit(tx); err != nil {
 		e.rollback()
 	} else {
 		e.finish()
 	}
 	for _, r := range batch {
-		if r.link != l {
-			continue
-		}
-		mark, size := len(c.items), c.size
+		mark, size := len(c.msgs), c.size
 		tx := e.newTxn()
 		e.begin()
-		e.handle(r, tx, c, l)
+		e.handle(r, tx, c)
 		err := e.commit(tx)
 		if err == nil {
 			e.finish()
 			continue
 		}
 		e.rollback()
-		clear(c.items[mark:])
-		c.items, c.size = c.items[:mark], size
+		clear(c.msgs[mark:])
+		c.msgs, c.size = c.msgs[:mark], size
 		e.delta = delta{}
 		if errors.Is(err, store.ErrQuotaExceeded) {
 			e.delta.errors[errKindQuota]++
-			e.respondPayload(r, c, l, appendError(e.out[:0], errQuotaExceeded), nil, false)
+			e.respondPayload(r, c, appendError(e.out[:0], errQuotaExceeded), "", false)
 		} else {
 			e.s.errLog.Log(slog.LevelError, "store", "storing a change failed", "err", err)
 			e.delta.errors[errKindStorage]++
-			e.respondStatus(r, c, l, 500, "the state store could not store the change", false)
+			e.respondStatus(r, c, 500, "the state store could not store the change", false)
 		}
-		// The acknowledgement went with the rolled-back answers.
-		e.puback(r, c)
 		e.finish()
 	}
 }
@@ -478,7 +463,7 @@ func (e *executor) deleteKey(tx *store.Txn, key string, prev *entry) {
 }
 
 // sweep deletes the keys whose expiry has passed and notifies their watchers.
-func (e *executor) sweep(tx *store.Txn, c *chunk, l *link) {
+func (e *executor) sweep(tx *store.Txn, c *chunk) {
 	nowMs := e.now.UnixMilli()
 	for len(e.exp) > 0 && e.exp[0].at <= nowMs {
 		it := heap.Pop(&e.exp).(expiryItem)
@@ -487,7 +472,7 @@ func (e *executor) sweep(tx *store.Txn, c *chunk, l *link) {
 		}
 		e.deleteKey(tx, it.key, it.e)
 		e.delta.expired++
-		e.notify(c, l, it.key, nil, e.clock.tick(e.now, nil))
+		e.notify(c, it.key, nil, e.clock.tick(e.now, nil))
 	}
 }
 
@@ -500,14 +485,13 @@ func (e *executor) mayRespond(r *request) bool {
 }
 
 // handle answers one request into c.
-func (e *executor) handle(r *request, tx *store.Txn, c *chunk, l *link) {
-	defer e.puback(r, c)
+func (e *executor) handle(r *request, tx *store.Txn, c *chunk) {
 	if !r.hasRespTopic || !validResponseTopic(r.respTopic) || !e.mayRespond(r) {
 		// Nowhere to answer, or an answer there would be a forged request
 		// or notification, or a publish to a topic reserved for Edgeport
-		// (the state store may publish to $ topics). Azure IoT Operations
-		// disconnects such a client; the state store cannot, so it
-		// acknowledges and drops the request.
+		// (the state store may publish to $ topics): dropped. A response
+		// topic equal to the invoke topic disconnects its client, as Azure
+		// IoT Operations does.
 		e.delta.errors[errKindProtocol]++
 		if r.respTopic == InvokeTopic && r.invoker != "" && e.opts.Disconnect != nil {
 			// Answering there would loop through the state store itself.
@@ -520,29 +504,29 @@ func (e *executor) handle(r *request, tx *store.Txn, c *chunk, l *link) {
 	}
 	if len(r.corr) > 0 {
 		if hit := e.cache.get(e.cacheKey(r), e.now); hit != nil {
-			e.encodeResponse(r, c, l, hit.payload, hit.props)
+			e.encodeResponse(r, c, hit.payload, hit.props)
 			return
 		}
 	}
 	if r.hasProtVer && !supportedVersion(r.protVer) {
 		e.delta.errors[errKindProtocol]++
-		e.respondStatus(r, c, l, 505, "unsupported protocol version", true,
+		e.respondStatus(r, c, 505, "unsupported protocol version", true,
 			packet.UserProperty{Key: propSupportedMajor, Value: supportedMajorVersions},
 			packet.UserProperty{Key: propRequestVersion, Value: r.protVer})
 		return
 	}
 	if len(r.corr) == 0 {
 		e.delta.errors[errKindProtocol]++
-		e.respondStatus(r, c, l, 400, "correlation data missing", false,
+		e.respondStatus(r, c, 400, "correlation data missing", false,
 			packet.UserProperty{Key: propInvalidName, Value: "Correlation Data"})
 		return
 	}
 	if r.qos != 1 {
 		e.delta.errors[errKindProtocol]++
-		e.respondStatus(r, c, l, 400, "state store requests must be published with QoS 1", true)
+		e.respondStatus(r, c, 400, "state store requests must be published with QoS 1", true)
 		return
 	}
-	e.execute(r, tx, c, l)
+	e.execute(r, tx, c)
 }
 
 // supportedVersion accepts protocol 1.x; an empty version means 1.0.
@@ -564,13 +548,6 @@ func validResponseTopic(t string) bool {
 		t[0] != '$' && !strings.ContainsAny(t, "+#") && packet.ValidUTF8String(t)
 }
 
-// puback queues the request's acknowledgement behind its answer.
-func (e *executor) puback(r *request, c *chunk) {
-	if r.msg != nil && r.qos > 0 {
-		c.items = append(c.items, item{ack: r.msg})
-	}
-}
-
 func (e *executor) cacheKey(r *request) []byte {
 	e.ckey = e.ckey[:0]
 	if r.invoker != "" {
@@ -586,30 +563,30 @@ func (e *executor) cacheKey(r *request) []byte {
 
 // respondStatus answers with an RPC-level error: no payload, __stat and
 // __stMsg and any extra properties.
-func (e *executor) respondStatus(r *request, c *chunk, l *link, status int, msg string, cache bool, extra ...packet.UserProperty) {
+func (e *executor) respondStatus(r *request, c *chunk, status int, msg string, cache bool, extra ...packet.UserProperty) {
 	props := append(e.props[:0],
 		packet.UserProperty{Key: propStatus, Value: strconv.Itoa(status)},
 		packet.UserProperty{Key: propProtocolVersion, Value: protocolVersion},
 		packet.UserProperty{Key: propStatusMessage, Value: msg})
 	props = append(props, extra...)
 	e.props = props
-	e.finishResponse(r, c, l, nil, props, cache)
+	e.finishResponse(r, c, nil, props, cache)
 }
 
 // respondPayload answers with status 200 and a RESP payload, with the
-// version in __ts when there is one.
-func (e *executor) respondPayload(r *request, c *chunk, l *link, payload []byte, version *HLC, cache bool) {
+// version ts in __ts when there is one.
+func (e *executor) respondPayload(r *request, c *chunk, payload []byte, ts string, cache bool) {
 	props := append(e.props[:0],
 		packet.UserProperty{Key: propStatus, Value: "200"},
 		packet.UserProperty{Key: propProtocolVersion, Value: protocolVersion})
-	if version != nil {
-		props = append(props, packet.UserProperty{Key: propTimestamp, Value: version.String()})
+	if ts != "" {
+		props = append(props, packet.UserProperty{Key: propTimestamp, Value: ts})
 	}
 	e.props = props
-	e.finishResponse(r, c, l, payload, props, cache)
+	e.finishResponse(r, c, payload, props, cache)
 }
 
-func (e *executor) finishResponse(r *request, c *chunk, l *link, payload []byte, props []packet.UserProperty, cache bool) {
+func (e *executor) finishResponse(r *request, c *chunk, payload []byte, props []packet.UserProperty, cache bool) {
 	if cache && len(r.corr) > 0 {
 		key := e.cacheKey(r)
 		ttl := e.opts.CacheTTL
@@ -620,13 +597,13 @@ func (e *executor) finishResponse(r *request, c *chunk, l *link, payload []byte,
 			e.undo = append(e.undo, undoRecord{kind: undoCache, key: k})
 		}
 	}
-	e.encodeResponse(r, c, l, payload, props)
+	e.encodeResponse(r, c, payload, props)
 }
 
 // encodeResponse appends the response PUBLISH: QoS 1 to the request's
 // response topic with its correlation data and (as the SDKs' executors do)
 // its message expiry.
-func (e *executor) encodeResponse(r *request, c *chunk, l *link, payload []byte, props []packet.UserProperty) {
+func (e *executor) encodeResponse(r *request, c *chunk, payload []byte, props []packet.UserProperty) {
 	p := packet.Publish{QoS: 1, PacketID: 1, Topic: r.respTopic, Payload: payload}
 	p.Properties.CorrelationData = r.corr
 	if len(r.corr) > 0 {
@@ -637,8 +614,8 @@ func (e *executor) encodeResponse(r *request, c *chunk, l *link, payload []byte,
 		p.Properties.Set(packet.PropMessageExpiry)
 	}
 	p.Properties.User = props
-	if mp := l.maxPacket(); mp > 0 && p.Size(packet.V5) > mp {
-		// The broker would refuse it and drop the connection.
+	if mp := e.s.b.MaxPacketSize(); mp > 0 && p.Size(packet.V5) > mp {
+		// Larger than the broker takes from any publisher.
 		p.Payload = nil
 		p.Properties.User = []packet.UserProperty{
 			{Key: propStatus, Value: "500"},
@@ -646,32 +623,18 @@ func (e *executor) encodeResponse(r *request, c *chunk, l *link, payload []byte,
 			{Key: propStatusMessage, Value: "the response exceeds the broker's maximum packet size"},
 		}
 	}
-	appendPublish(c, &p)
-}
-
-// appendPublish queues a QoS 1 publish of p, copying what p borrows from
-// the executor's reused buffers.
-func appendPublish(c *chunk, p *packet.Publish) {
-	pr := &p.Properties
-	m := mqtt.Message{
-		Topic: p.Topic, QoS: 1, Payload: bytes.Clone(p.Payload),
-		User: slices.Clone(pr.User),
+	var expiry uint32
+	if p.Properties.Has(packet.PropMessageExpiry) {
+		expiry = p.Properties.MessageExpiry
 	}
-	if pr.Has(packet.PropCorrelationData) {
-		m.CorrelationData = bytes.Clone(pr.CorrelationData)
-	}
-	if pr.Has(packet.PropMessageExpiry) {
-		m.MessageExpiry = pr.MessageExpiry
-	}
-	c.items = append(c.items, item{msg: m})
-	c.size += len(m.Topic) + len(m.Payload)
+	c.add(e.s.newMessage(p.Topic, p.Payload, p.Properties.CorrelationData, expiry, p.Properties.User, e.now))
 }
 
 // notify publishes a change of key to its watchers: the new value, or a
 // deletion when value is nil.
-func (e *executor) notify(c *chunk, l *link, key string, value []byte, version HLC) {
+func (e *executor) notify(c *chunk, key string, value []byte, version HLC) {
 	ws := e.watched[key]
-	if len(ws) == 0 || l == nil {
+	if len(ws) == 0 {
 		return
 	}
 	if value != nil {
@@ -687,16 +650,18 @@ func (e *executor) notify(c *chunk, l *link, key string, value []byte, version H
 	}
 	for w := range ws {
 		p := packet.Publish{QoS: 1, PacketID: 1, Topic: w.prefix + string(e.hexBuf), Payload: e.out}
-		// Delivered to the registering client's session whether or not it
-		// subscribed to its notification topic, as Azure IoT Operations'
-		// SDKs expect (they register a handler and never subscribe).
-		p.Properties.User = append(props[:len(props):len(props)], packet.UserProperty{Key: broker.DeliverToProperty, Value: w.clientID})
-		if mp := l.maxPacket(); mp > 0 && p.Size(packet.V5) > mp {
+		p.Properties.User = props
+		if mp := e.s.b.MaxPacketSize(); mp > 0 && p.Size(packet.V5) > mp {
 			e.s.errLog.Log(slog.LevelWarn, "notification size "+w.clientID, "notification exceeds the broker's maximum packet size; not sent",
 				"client", w.clientID, "bytes", p.Size(packet.V5))
 			continue
 		}
-		appendPublish(c, &p)
+		m := e.s.newMessage(p.Topic, p.Payload, nil, 0, props, e.now)
+		// Delivered to the registering client's session whether or not it
+		// subscribed to its notification topic, as Azure IoT Operations'
+		// SDKs expect (they register a handler and never subscribe).
+		m.DeliverTo = w.clientID
+		c.add(m)
 		e.delta.notifications++
 	}
 }

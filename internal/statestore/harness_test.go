@@ -113,7 +113,7 @@ func (e *env) start() {
 		// As the app does.
 		opts.Disconnect = func(id, reason string) { b.DisconnectClient(id, packet.ProtocolError, reason) }
 	}
-	ss, err := New(st, func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }, opts)
+	ss, err := New(st, b, opts)
 	if err != nil {
 		t.Fatalf("statestore.New: %v", err)
 	}

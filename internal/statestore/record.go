@@ -11,8 +11,9 @@ import (
 type entry struct {
 	value   []byte
 	version HLC
-	fence   HLC   // zero when the key is not protected by a fencing token
-	expiry  int64 // Unix milliseconds; 0 = never
+	fence   HLC    // zero when the key is not protected by a fencing token
+	expiry  int64  // Unix milliseconds; 0 = never
+	ts      string // version's wire form, the __ts of answers that read the entry
 }
 
 func (e *entry) fenced() bool { return !e.fence.IsZero() }
@@ -85,6 +86,7 @@ func decodeRecord(b []byte, node func([]byte) string) (*entry, error) {
 		}
 	}
 	e.value = append(make([]byte, 0, len(b)), b...)
+	e.ts = e.version.String()
 	return e, nil
 }
 

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"github.com/edgeport/edgeport/internal/lograte"
 	"log/slog"
-	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,7 +14,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	wallclock "github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/lifecycle"
-	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 )
 
@@ -107,8 +105,9 @@ func (o Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Server is the state store: an MQTT client of the broker that executes
-// requests against an in-memory copy of the keys, persisted in a store.Store.
+// Server is the state store: an in-process service of the broker
+// (service.go) that executes requests against an in-memory copy of the
+// keys, persisted in a store.Store.
 type Server struct {
 	opts    Options
 	log     *slog.Logger
@@ -116,23 +115,22 @@ type Server struct {
 	metrics *metrics
 
 	st       *store.Store // nil: in memory only
-	serve    func(net.Conn)
+	b        *broker.Broker
 	clientID string // set by Start
 
-	reqs     chan *request
-	control  chan func()
-	stopping chan struct{}
-	exDone   chan struct{} // closed when the executor has finished its last batch
-	stopOnce sync.Once
-	started  bool
-	wg       sync.WaitGroup // run loop and executor
+	reqs      chan *request
+	control   chan func()
+	stopping  chan struct{}
+	stopOnce  sync.Once
+	started   bool
+	stopServe func()         // set by Start: ends broker.Serve
+	wg        sync.WaitGroup // the executor
 
-	reqPool   sync.Pool
-	chunkPool sync.Pool
+	reqPool     sync.Pool
+	chunkPool   sync.Pool
+	scratchPool sync.Pool // *fastScratch, for GETs answered on publishers' goroutines
 
-	cur linkRef // the live connection, read by the executor
-
-	view    view    // durable keys, for GETs on the dispatch goroutine
+	view    view    // durable keys, for GETs answered outside the executor
 	pending pending // requests in the executor, per invoker
 
 	ex *executor
@@ -142,12 +140,11 @@ var _ lifecycle.Component = (*Server)(nil)
 
 // New validates opts and registers the metrics; the Server does nothing
 // until Start. It keeps its keys in st (nil: in memory only; st is started
-// before the Server) and connects to the broker through serve, which must
-// serve the connection as the broker's InternalListener
-// (b.ServeConn(c, broker.InternalListener)).
-func New(st *store.Store, serve func(net.Conn), opts Options) (*Server, error) {
-	if serve == nil {
-		return nil, errors.New("statestore: no broker to serve the connection")
+// before the Server) and serves the invoke topic of b (started before the
+// Server, stopped after it).
+func New(st *store.Store, b *broker.Broker, opts Options) (*Server, error) {
+	if b == nil {
+		return nil, errors.New("statestore: no broker to serve")
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -179,99 +176,58 @@ func New(st *store.Store, serve func(net.Conn), opts Options) (*Server, error) {
 		errLog:   lograte.New(log, time.Minute),
 		metrics:  m,
 		st:       st,
-		serve:    serve,
-		reqs:     make(chan *request, receiveMaximum),
+		b:        b,
+		reqs:     make(chan *request, queueLength),
 		control:  make(chan func()),
 		stopping: make(chan struct{}),
-		exDone:   make(chan struct{}),
 	}
 	s.pending.n = make(map[string]int)
 	s.reqPool.New = func() any { return new(request) }
 	s.chunkPool.New = func() any { return new(chunk) }
+	s.scratchPool.New = func() any { return new(fastScratch) }
 	return s, nil
 }
 
-// Start restores the keys from the store and connects to the broker. It
-// returns an error only when the keys cannot be restored: when the broker
-// refuses the connection the state store logs it and keeps trying, so that
-// a broker misconfiguration does not stop the rest of Edgeport.
+// queueLength bounds the requests waiting for the executor; beyond it
+// their publishers wait.
+const queueLength = 1024
+
+// Start restores the keys from the store and starts serving the invoke
+// topic; it returns an error only when the keys cannot be restored.
 func (s *Server) Start(ctx context.Context) error {
 	if s.started {
 		return errors.New("statestore: already started")
 	}
 	// The identifier is in the broker's reserved internal space, which no
-	// network client may claim: nobody can take the session over.
+	// network client may claim. It is the origin of the state store's
+	// answers and notifications (No Local, $edgeport.origin).
 	s.clientID = ClientID
 	ex, err := newExecutor(s)
 	if err != nil {
 		return err
 	}
 	s.ex = ex
-	failed := make(chan struct{})
-	l, err := s.newLink(ctx, failed)
-	if err != nil {
-		return err // nothing runs yet: the Server is still unstarted
-	}
 	s.started = true
-	s.cur.set(l)
 	keys, bytes := ex.count, ex.bytes // read before the executor runs
-	subCtx, cancelSub := context.WithCancel(context.WithoutCancel(ctx))
-	ready := make(chan struct{})
-	s.wg.Add(3)
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer close(s.exDone)
 		s.ex.run()
 	}()
-	go func() {
-		defer s.wg.Done()
-		l.subscribe(subCtx, ready)
-	}()
-	go func() {
-		defer s.wg.Done()
-		// Once the executor has handed over its last answers, the client
-		// sends what is queued, then DISCONNECT.
-		<-s.exDone
-		cancelSub()
-		ctx, cancel := context.WithTimeout(context.Background(), stopFlush)
-		defer cancel()
-		_ = l.c.Stop(ctx)
-	}()
-	// Serve from the moment Start returns when the broker lets us; when
-	// it does not, say so and keep trying, so that a broker
-	// misconfiguration does not stop the rest of Edgeport.
-	t := time.NewTimer(readyTimeout)
-	defer t.Stop()
-	select {
-	case <-ready:
-		s.log.Info("state store started", "keys", keys, "bytes", bytes, "topic", InvokeTopic)
-	case <-failed:
-		s.log.Warn("the broker refused the state store's connection; retrying", "err", l.c.WaitConnected(expired))
-	case <-t.C:
-		s.log.Warn("the state store is not subscribed yet; retrying in the background", "topic", InvokeTopic)
-	case <-ctx.Done():
-	}
+	s.stopServe = s.b.Serve(InvokeTopic, s.serve)
+	s.log.Info("state store started", "keys", keys, "bytes", bytes, "topic", InvokeTopic)
 	return nil
 }
 
-// expired is an ended context, to read a client's last connection error.
-var expired = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
-
-// stopFlush bounds how long Stop lets the client write what the executor
-// queued last.
-const stopFlush = 5 * time.Second
-
-// Stop stops taking requests, answers those in progress, disconnects and
-// waits for everything to end or ctx to expire. The store is left open: its
-// owner closes it after Stop.
+// Stop stops taking requests, finishes the batch in progress and waits for
+// the executor or ctx to expire. Requests still queued stay unanswered:
+// their clients retry. The store is left open: its owner closes it after
+// Stop.
 func (s *Server) Stop(ctx context.Context) error {
 	if !s.started {
 		return nil
 	}
+	s.stopServe()
 	s.stopOnce.Do(func() { close(s.stopping) })
 	done := make(chan struct{})
 	go func() {
@@ -282,9 +238,6 @@ func (s *Server) Stop(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		if l := s.cur.get(); l != nil {
-			_ = l.c.Stop(ctx) // ctx has ended: the connection closes at once
-		}
 		<-done
 		return fmt.Errorf("statestore: stopping: %w", ctx.Err())
 	}
@@ -341,15 +294,6 @@ func (s *Server) ClientID() string { return s.clientID }
 // ClientID is the state store's MQTT client identifier.
 const ClientID = broker.InternalClientIDPrefix + "statestore"
 
-type linkRef struct {
-	mu sync.Mutex
-	l  *link
-}
-
-func (r *linkRef) set(l *link) { r.mu.Lock(); r.l = l; r.mu.Unlock() }
-
-func (r *linkRef) get() *link { r.mu.Lock(); defer r.mu.Unlock(); return r.l }
-
 func (s *Server) getChunk() *chunk { return s.chunkPool.Get().(*chunk) }
 
 // maxPooledChunk keeps one huge response from pinning its buffer.
@@ -363,76 +307,66 @@ func (s *Server) putChunk(c *chunk) {
 	s.chunkPool.Put(c)
 }
 
-// request is one received PUBLISH on the invoke topic, copied out of the
-// reader's buffer.
+// request is one message received on the invoke topic. Its fields alias
+// the broker.Message, which is immutable: nothing is copied.
 type request struct {
-	link *link
-	msg  *mqtt.Message // acknowledged once the answer is durable
-	qos  byte
+	qos byte
 
 	respTopic    string
 	hasRespTopic bool
 	corr         []byte
-	expiry       uint32
+	expiry       uint32 // seconds left of the request's Message Expiry Interval
 	hasExpiry    bool
 	ts, ft       string // __ts, __ft
 	hasTS, hasFT bool
-	invoker      string // __invId, else __srcId
+	invoker      string // the publisher's client ID, else __invId, else __srcId
 	protVer      string
 	hasProtVer   bool
 	payload      []byte
 	pkey         string // its entry in Server.pending; "" when none
 }
 
-// maxPooledRequest keeps one huge request from pinning its buffer.
-const maxPooledRequest = 64 << 10
-
-// newRequest reads a request from a received message; the message owns
-// its buffers, so only the payload and correlation data are copied into
-// the pooled request's own.
-func (s *Server) newRequest(l *link, m *mqtt.Message) *request {
+// newRequest reads a request from a routed message.
+func (s *Server) newRequest(m *broker.Message) *request {
 	r := s.reqPool.Get().(*request)
-	r.link, r.msg, r.qos = l, m, m.QoS
-	r.hasRespTopic = m.ResponseTopic != ""
-	r.respTopic = m.ResponseTopic
-	r.corr = append(r.corr[:0], m.CorrelationData...)
-	r.hasExpiry = m.MessageExpiry > 0
-	r.expiry = m.MessageExpiry
-	r.ts, r.ft, r.invoker, r.protVer = "", "", "", ""
-	r.hasTS, r.hasFT, r.hasProtVer = false, false, false
-	src, origin := "", ""
-	for _, u := range m.User {
-		switch u.Key {
-		case broker.OriginProperty:
-			origin = u.Value
-		case propTimestamp:
-			r.ts, r.hasTS = strings.Clone(u.Value), true
-		case propFencingToken:
-			r.ft, r.hasFT = strings.Clone(u.Value), true
-		case propInvokerClientID:
-			r.invoker = strings.Clone(u.Value)
-		case propSourceID:
-			src = u.Value
-		case propProtocolVersion:
-			r.protVer, r.hasProtVer = strings.Clone(u.Value), true
+	*r = request{qos: m.QoS, payload: m.Payload}
+	if m.Expiry != 0 {
+		r.expiry, r.hasExpiry = m.ExpiryLeft(s.opts.Clock.Now()), true
+	}
+	src := ""
+	if p := m.Props; p != nil {
+		r.respTopic = p.ResponseTopic
+		r.hasRespTopic = p.Has(packet.PropResponseTopic) && p.ResponseTopic != ""
+		if p.Has(packet.PropCorrelationData) {
+			r.corr = p.CorrelationData
+		}
+		for _, u := range p.User {
+			switch u.Key {
+			case propTimestamp:
+				r.ts, r.hasTS = u.Value, true
+			case propFencingToken:
+				r.ft, r.hasFT = u.Value, true
+			case propInvokerClientID:
+				r.invoker = u.Value
+			case propSourceID:
+				src = u.Value
+			case propProtocolVersion:
+				r.protVer, r.hasProtVer = u.Value, true
+			}
 		}
 	}
-	if r.invoker == "" && src != "" {
-		r.invoker = strings.Clone(src)
+	if r.invoker == "" {
+		r.invoker = src
 	}
-	if origin != "" {
+	if m.Origin != "" {
 		// The broker vouches for the publisher's client ID: it wins over
 		// whatever the request claims, for authorization and KEYNOTIFY.
-		r.invoker = strings.Clone(origin)
+		r.invoker = m.Origin
 	}
-	r.payload = append(r.payload[:0], m.Payload...)
 	return r
 }
 
 func (s *Server) putRequest(r *request) {
-	if cap(r.payload) > maxPooledRequest {
-		r.payload = nil
-	}
-	r.link, r.msg = nil, nil
+	*r = request{}
 	s.reqPool.Put(r)
 }

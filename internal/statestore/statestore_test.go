@@ -2,6 +2,7 @@ package statestore
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	wallclock "github.com/edgeport/edgeport/internal/clock"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -773,26 +775,35 @@ func TestStoreFailureIsolated(t *testing.T) {
 	expect(t, c.do(nil, "GET", "other"), "$-1\r\n")
 }
 
-// TestReconnect: when the broker drops the state store's connection, it
-// reconnects and keeps serving with its state intact.
-func TestReconnect(t *testing.T) {
+// TestServedInProcess: the state store is a service of the broker, not a
+// client: it has no session to lose, it answers while the internal
+// listener's connections are dropped, and once stopped a request gets
+// "no matching subscribers" (0x10) like one to a topic nobody serves.
+func TestServedInProcess(t *testing.T) {
 	e := startEnv(t, Options{})
-	c := e.dial("rc")
+	c := e.dial("inproc")
 	expect(t, c.do(nil, "SET", "k", "v"), "+OK\r\n")
-	l := e.ss.cur.get()
-	before := l.c.Stats().Connects
+	if _, ok := e.b.Session(ClientID); ok {
+		t.Errorf("the broker has a session %q; the state store should be served in-process", ClientID)
+	}
 	e.b.DisconnectListener(broker.InternalListener, "test")
-	testwait.For(t, "a new connection", func() bool { return l.c.Stats().Connects > before && l.c.Connected() })
-	var r *paho.Publish
-	testwait.For(t, "an answer after reconnecting", func() bool {
-		select {
-		case r = <-c.send(req{payload: resp("GET", "k")}):
-			return true
-		case <-time.After(200 * time.Millisecond):
-			return false
-		}
-	})
-	expect(t, r, bulk("v"))
+	expect(t, c.do(nil, "GET", "k"), bulk("v"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.ss.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	expiry := uint32(10)
+	pr, err := c.pc.Publish(ctx, &paho.Publish{QoS: 1, Topic: InvokeTopic, Payload: resp("GET", "k"), Properties: &paho.PublishProperties{
+		ResponseTopic: c.respTopic, CorrelationData: []byte("after-stop"), User: c.standard(), MessageExpiry: &expiry,
+	}})
+	if err != nil && (pr == nil || pr.ReasonCode == 0) {
+		t.Fatalf("publish after Stop: %v", err)
+	}
+	if pr == nil || pr.ReasonCode != byte(packet.NoMatchingSubscribers) {
+		t.Fatalf("PUBACK after Stop = %+v, want reason 0x10 (no matching subscribers)", pr)
+	}
 }
 
 func TestMetrics(t *testing.T) {

@@ -3,11 +3,10 @@ package statestore
 import (
 	"sync"
 
-	mqtt "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
 
-// GETs are answered on the client's dispatch goroutine from view, a copy
+// GETs are answered on their publisher's goroutine from view, a copy
 // of the key map that holds only durable entries: the executor updates it
 // after each batch's Txn is durable and before the batch's answers leave.
 // A GET so never waits for a commit nor queues behind SETs, and still
@@ -58,6 +57,24 @@ func (p *pending) idle(k []byte) bool {
 	return n == 0
 }
 
+// forget forgets the write of a request that leaves unanswered.
+func (p *pending) forget(r *request) {
+	if r.pkey == "" {
+		return
+	}
+	p.mu.Lock()
+	p.forgetLocked(r.pkey)
+	p.mu.Unlock()
+}
+
+func (p *pending) forgetLocked(k string) {
+	if n := p.n[k] - 1; n > 0 {
+		p.n[k] = n
+	} else {
+		delete(p.n, k)
+	}
+}
+
 // done forgets the writes of a batch, taking the lock once.
 func (p *pending) done(batch []*request) {
 	locked := false
@@ -69,34 +86,29 @@ func (p *pending) done(batch []*request) {
 			p.mu.Lock()
 			locked = true
 		}
-		if n := p.n[r.pkey] - 1; n > 0 {
-			p.n[r.pkey] = n
-		} else {
-			delete(p.n, r.pkey)
-		}
+		p.forgetLocked(r.pkey)
 	}
 	if locked {
 		p.mu.Unlock()
 	}
 }
 
-// fastScratch is reused by the dispatch goroutine, which runs one handler
-// at a time.
+// fastScratch is what route and fastGet reuse, from Server.scratchPool:
+// GETs are answered on many publishers' goroutines at once.
 type fastScratch struct {
 	args  [][]byte
 	wkey  []byte
 	out   []byte
-	ts    []byte
 	props [3]packet.UserProperty
-	msg   mqtt.Message
 }
 
-// route answers r on the dispatch goroutine when it is a valid GET of a
+// route answers r on the publisher's goroutine when it is a valid GET of a
 // key its client has no write of in the executor, and reports whether it
 // did. Otherwise it notes r's write, if r is one, in s.pending, for the
 // executor to forget once it has answered it.
-func (l *link) route(r *request) bool {
-	sc := &l.fast
+func (s *Server) route(r *request) bool {
+	sc := s.scratchPool.Get().(*fastScratch)
+	defer s.scratchPool.Put(sc)
 	args, err := parseRequest(r.payload, sc.args)
 	sc.args = args
 	r.pkey = ""
@@ -105,23 +117,21 @@ func (l *link) route(r *request) bool {
 	}
 	switch {
 	case equalFold(args[0], "GET"):
-		return len(args) == 2 && l.fastGet(r, args[1])
+		return len(args) == 2 && s.fastGet(r, args[1], sc)
 	case equalFold(args[0], "SET"), equalFold(args[0], "DEL"), equalFold(args[0], "VDEL"):
 		r.pkey = string(appendWriteKey(sc.wkey[:0], r.invoker, args[1]))
-		l.s.pending.add(r.pkey)
+		s.pending.add(r.pkey)
 	}
 	return false
 }
 
-func (l *link) fastGet(r *request, key []byte) bool {
-	s := l.s
+func (s *Server) fastGet(r *request, key []byte, sc *fastScratch) bool {
 	if r.qos != 1 || len(r.corr) == 0 || !r.hasRespTopic || (r.hasProtVer && !supportedVersion(r.protVer)) ||
 		!validResponseTopic(r.respTopic) {
 		return false
 	}
-	sc := &l.fast
 	sc.wkey = appendWriteKey(sc.wkey[:0], r.invoker, key)
-	if s.cur.get() != l || !l.c.Connected() || !s.pending.idle(sc.wkey) {
+	if !s.pending.idle(sc.wkey) {
 		return false
 	}
 	if a := s.opts.Authorizer; a != nil {
@@ -150,29 +160,23 @@ func (l *link) fastGet(r *request, key []byte) bool {
 	if en != nil && en.expiry != 0 && en.expiry <= now.UnixMilli() {
 		en = nil // expired; the executor's next sweep deletes it
 	}
-	m := &sc.msg
-	*m = mqtt.Message{Topic: r.respTopic, QoS: 1, CorrelationData: r.corr}
 	sc.props[0] = packet.UserProperty{Key: propStatus, Value: "200"}
 	sc.props[1] = packet.UserProperty{Key: propProtocolVersion, Value: protocolVersion}
-	m.User = sc.props[:2]
+	props := sc.props[:2]
 	if en == nil {
 		sc.out = appendNull(sc.out[:0])
 	} else {
 		sc.out = appendBulk(sc.out[:0], en.value)
-		sc.ts = en.version.AppendTo(sc.ts[:0])
-		sc.props[2] = packet.UserProperty{Key: propTimestamp, Value: string(sc.ts)}
-		m.User = sc.props[:3]
+		sc.props[2] = packet.UserProperty{Key: propTimestamp, Value: en.ts}
+		props = sc.props[:3]
 	}
-	m.Payload = sc.out
-	if r.hasExpiry {
-		m.MessageExpiry = r.expiry
-	}
-	if mp := l.maxPacket(); mp > 0 && len(m.Payload)+len(m.Topic)+len(m.CorrelationData)+256 > mp {
+	if mp := s.b.MaxPacketSize(); mp > 0 && len(sc.out)+len(r.respTopic)+len(r.corr)+256 > mp {
 		return false // the executor answers that it does not fit
 	}
+	m := s.newMessage(r.respTopic, sc.out, r.corr, r.expiry, props, now)
 	// Counted before the answer leaves, as the executor does.
 	s.metrics.requestsBy[cmdGet].Inc()
 	s.metrics.retrievals.Inc()
-	l.c.PublishAsync(m, l.published)
+	s.b.Publish(m)
 	return true
 }
