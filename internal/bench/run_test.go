@@ -220,3 +220,21 @@ func TestParseVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendHLC: the load generator's __ts has the wire form the state
+// store parses (15-digit wall, 5-digit counter, node).
+func TestAppendHLC(t *testing.T) {
+	for _, c := range []struct {
+		ms      int64
+		counter uint64
+		want    string
+	}{
+		{1733476800123, 0, "001733476800123:00000:n1"},
+		{7, 42, "000000000000007:00042:n1"},
+		{123456789012345678, 123456, "123456789012345678:123456:n1"},
+	} {
+		if got := string(appendHLC(nil, c.ms, c.counter, "n1")); got != c.want || got != fmt.Sprintf("%015d:%05d:%s", c.ms, c.counter, "n1") {
+			t.Errorf("appendHLC(%d, %d) = %q, want %q", c.ms, c.counter, got, c.want)
+		}
+	}
+}

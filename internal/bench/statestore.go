@@ -85,6 +85,25 @@ func (s *ssClient) onPublish(p *packet.Publish) {
 	<-s.tokens
 }
 
+// appendHLC appends the wire form of a hybrid logical clock, as the SDKs
+// send it in __ts: wall milliseconds (15 digits), counter (5), node.
+func appendHLC(dst []byte, ms int64, counter uint64, node string) []byte {
+	dst = appendPadded(dst, uint64(ms), 15)
+	dst = append(dst, ':')
+	dst = appendPadded(dst, counter, 5)
+	dst = append(dst, ':')
+	return append(dst, node...)
+}
+
+func appendPadded(dst []byte, v uint64, width int) []byte {
+	var digits [20]byte
+	d := strconv.AppendUint(digits[:0], v, 10)
+	for i := len(d); i < width; i++ {
+		dst = append(dst, '0')
+	}
+	return append(dst, d...)
+}
+
 // appendRESP appends a RESP3 array of bulk strings, the form of a state
 // store request.
 func appendRESP(dst []byte, args ...[]byte) []byte {
@@ -117,7 +136,7 @@ func (r *runner) stateStore(ctx context.Context) (*Result, error) {
 	respTopic := func(i int) string { return fmt.Sprintf("%s/ss/%d", r.prefix, i) }
 	r.progress("statestore: connecting %d clients", o.Clients)
 	clients, _, err := r.dialMany(ctx, o.Clients, func(i int) ClientOptions {
-		return ClientOptions{ClientID: fmt.Sprintf("%s-ss%d", r.id, i), Window: o.Window, OnPublish: ss[i].onPublish, ReadBuffer: 64 << 10}
+		return ClientOptions{ClientID: fmt.Sprintf("%s-ss%d", r.id, i), Window: o.Window, OnPublish: ss[i].onPublish}
 	}, func(ctx context.Context, i int, c *Client) error {
 		return c.Subscribe(ctx, packet.Subscription{Filter: respTopic(i), QoS: 1})
 	})
@@ -144,10 +163,16 @@ func (r *runner) stateStore(ctx context.Context) (*Result, error) {
 		clientID := fmt.Sprintf("%s-ss%d", r.id, i)
 		p.Properties.User = []packet.UserProperty{{Key: "__ts"}, {Key: "__protVer", Value: "1.0"}, {Key: "__srcId", Value: clientID}}
 		var lastMs int64
-		var counter int
+		var counter uint64
 		corr := make([]byte, corrLen)
 		binary.LittleEndian.PutUint32(corr[12:], r.tag)
-		var key, payload []byte
+		// The keys and the requests' fixed parts are built once: the load
+		// generator shares the cores with the server it measures.
+		keys := make([][]byte, o.Keys)
+		for k := range keys {
+			keys[k] = fmt.Appendf(nil, "%s-k%d-%d", clientID, i, k)
+		}
+		var payload, ts []byte
 		done := ctx.Done()
 		for k := int64(0); n == 0 || k < n; k++ {
 			select {
@@ -161,7 +186,7 @@ func (r *runner) stateStore(ctx context.Context) (*Result, error) {
 			if n == 0 {
 				kn = int64(rng.IntN(o.Keys))
 			}
-			key = fmt.Appendf(key[:0], "%s-k%d-%d", clientID, i, kn)
+			key := keys[kn]
 			if gets > 0 && rng.IntN(100) < gets {
 				corr[8] = opGet
 				payload = appendRESP(payload[:0], []byte("GET"), key)
@@ -175,7 +200,8 @@ func (r *runner) stateStore(ctx context.Context) (*Result, error) {
 			} else {
 				counter++
 			}
-			p.Properties.User[0].Value = fmt.Sprintf("%015d:%05d:%s", lastMs, counter, clientID)
+			ts = appendHLC(ts[:0], lastMs, counter, clientID)
+			p.Properties.User[0].Value = string(ts)
 			binary.LittleEndian.PutUint64(corr, uint64(now.UnixNano()))
 			p.Payload = payload
 			p.Properties.CorrelationData = corr

@@ -721,13 +721,22 @@ func (c *client) applyAliasLocked(pub *packet.Publish) bool {
 	return true
 }
 
+// inbound is a received PUBLISH and the Message routed from it, in one
+// allocation: the message keeps the decoded properties (messageProps), so
+// both live as long as the message does.
+type inbound struct {
+	pub packet.Publish
+	msg Message
+}
+
 // handlePublish routes an inbound PUBLISH and acknowledges it.
 func (c *client) handlePublish(flags byte, body []byte) error {
 	// The message outlives the read buffer: one copy of the packet body
 	// is shared by every subscriber.
 	owned := make([]byte, len(body))
 	copy(owned, body)
-	p := new(packet.Publish)
+	in := new(inbound)
+	p := &in.pub
 	if err := p.Decode(flags, owned, c.version); err != nil {
 		return err
 	}
@@ -812,7 +821,8 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 			return nil
 		}
 	}
-	m := &Message{Topic: name, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Origin: c.id}
+	m := &in.msg
+	m.Topic, m.Payload, m.QoS, m.Retain, m.Origin = name, p.Payload, p.QoS, p.Retain, c.id
 	if c.version == packet.V5 {
 		c.messageProps(m, &p.Properties)
 	}
@@ -884,8 +894,12 @@ func (c *client) writeFlight(f *flight, now int64) {
 	c.writePublish(&f.delivery, f.id, false, now)
 }
 
-// messageProps copies the properties that travel with the message and turns
-// the expiry interval into a deadline.
+// messageProps makes in the message's properties, in place, those that
+// travel with it (payload format, content type, response topic,
+// correlation data, user properties but the broker's own), and turns the
+// expiry interval into a deadline. The decoded PUBLISH is the message's
+// for good, so its properties need no copy: one allocation less per
+// message, and none for the filtered user properties.
 func (c *client) messageProps(m *Message, in *packet.Properties) {
 	if in.Has(packet.PropMessageExpiry) {
 		exp := time.Duration(in.MessageExpiry) * time.Second
@@ -894,30 +908,15 @@ func (c *client) messageProps(m *Message, in *packet.Properties) {
 		}
 		m.Expiry = c.b.clk.Now().Add(exp).UnixNano()
 	}
-	var out packet.Properties
-	keep := false
-	if in.Has(packet.PropPayloadFormat) {
-		out.PayloadFormat = in.PayloadFormat
-		out.Set(packet.PropPayloadFormat)
-		keep = true
-	}
-	if in.Has(packet.PropContentType) {
-		out.ContentType = in.ContentType
-		out.Set(packet.PropContentType)
-		keep = true
-	}
-	if in.Has(packet.PropResponseTopic) {
-		out.ResponseTopic = in.ResponseTopic
-		out.Set(packet.PropResponseTopic)
-		keep = true
-	}
-	if in.Has(packet.PropCorrelationData) {
-		out.CorrelationData = in.CorrelationData
-		out.Set(packet.PropCorrelationData)
-		keep = true
-	}
+	// Per delivery, never forwarded as received: the expiry left is
+	// computed at each delivery, an alias is the sender's.
+	// A will's delay is the session's business, not the message's.
+	in.Unset(packet.PropMessageExpiry)
+	in.Unset(packet.PropTopicAlias)
+	in.Unset(packet.PropWillDelay)
+	in.MessageExpiry, in.TopicAlias, in.WillDelay = 0, 0, 0
 	if len(in.User) > 0 {
-		out.User = make([]packet.UserProperty, 0, len(in.User))
+		kept := in.User[:0]
 		for _, u := range in.User {
 			if u.Key == OriginProperty && !c.trusted {
 				continue // only the broker vouches for an origin
@@ -928,12 +927,16 @@ func (c *client) messageProps(m *Message, in *packet.Properties) {
 				}
 				continue
 			}
-			out.User = append(out.User, u)
+			kept = append(kept, u)
 		}
-		keep = len(out.User) > 0 || keep
+		clear(in.User[len(kept):])
+		in.User = kept
+		if len(kept) == 0 {
+			in.User = nil
+		}
 	}
-	if keep {
-		m.Props = &out
+	if !in.Empty() {
+		m.Props = in
 	}
 }
 
@@ -946,7 +949,15 @@ func (c *client) ackPublish(qos byte, id uint16, code packet.ReasonCode, reason 
 	}
 	a := packet.Ack{Type: t, PacketID: id, ReasonCode: code}
 	c.setReason(&a.Properties, reason)
-	c.writePacket(&a)
+	// Encoded here rather than through writePacket, whose interface
+	// argument would move the Ack to the heap: one allocation less per
+	// acknowledged PUBLISH.
+	c.outMu.Lock()
+	if !c.closing {
+		c.out = a.Append(c.out, c.version)
+		c.kickLocked()
+	}
+	c.outMu.Unlock()
 }
 
 // setReason adds a reason string when the client asked for problem information.

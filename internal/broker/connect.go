@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,7 +107,11 @@ func (c *client) connect(cp *packet.Connect) bool {
 		}
 		will = &Message{Topic: strings.Clone(w.Topic), Payload: append([]byte(nil), w.Payload...), QoS: w.QoS, Retain: w.Retain, Origin: c.id}
 		if v5 {
-			c.messageProps(will, &w.Properties)
+			// A copy: messageProps trims what it is given in place, and
+			// the will's delay and expiry are read from w below.
+			props := w.Properties
+			props.User = slices.Clone(props.User)
+			c.messageProps(will, &props)
 			// The will's expiry counts from its publication, not from CONNECT.
 			will.Expiry = 0
 			will.willExpiry = time.Duration(w.Properties.MessageExpiry) * time.Second

@@ -201,6 +201,10 @@ type commitQueue struct {
 	q, spare   []queuedCommit
 	submitting bool // a goroutine is handing a batch to the store
 	closed     bool // Stop: runCommits drains the queue and exits
+	// queued mirrors len(q), written under mu: flush reads it without the
+	// lock, so a publish with nothing to store (the common case) does not
+	// contend on mu with every other connection's.
+	queued atomic.Int32
 }
 
 type queuedCommit struct {
@@ -216,6 +220,7 @@ const commitQueueLimit = store.DefaultQueueSize
 func (q *commitQueue) push(t Txn, done func(error)) {
 	q.mu.Lock()
 	q.q = append(q.q, queuedCommit{t, done})
+	q.queued.Store(int32(len(q.q)))
 	q.mu.Unlock()
 }
 
@@ -223,6 +228,7 @@ func (q *commitQueue) push(t Txn, done func(error)) {
 func (q *commitQueue) take() []queuedCommit {
 	batch := q.q
 	q.q, q.spare = q.spare[:0], nil
+	q.queued.Store(0)
 	q.submitting = true
 	q.room.Broadcast()
 	return batch
@@ -254,10 +260,16 @@ func (b *Broker) flush() {
 		return // nothing is ever queued
 	}
 	q := &b.commits
+	if q.queued.Load() == 0 {
+		// The common case: nothing waits, or a submitter took it. What
+		// this goroutine pushed is seen here (it stored queued), unless a
+		// submitter took it since.
+		return
+	}
 	q.mu.Lock()
 	if len(q.q) == 0 {
 		q.mu.Unlock()
-		return // the common case: nothing waits, or a submitter took it
+		return
 	}
 	if q.submitting {
 		for q.submitting && len(q.q) >= commitQueueLimit {

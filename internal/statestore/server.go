@@ -21,13 +21,11 @@ import (
 // Authorizer decides whether a client may read (GET, KEYNOTIFY, key
 // listing) or write (SET, DEL, VDEL) a key. It is called for every
 // request, on the executor goroutine and, for GETs, concurrently on the
-// state store client's dispatch goroutine, so it must be quick and safe
-// for concurrent use.
+// publishers' goroutines, so it must be quick and safe for concurrent use.
 //
 // The requester is the publishing client's ID as the broker vouches for it
-// (broker.OriginProperty), falling back to the __invId or __srcId user
-// property the SDKs send when the state store is reached without the
-// broker's internal listener; username and attrs come with the security
+// (broker.Message.Origin), falling back to the __invId or __srcId user
+// property the SDKs send for a message without an origin; username and attrs come with the security
 // issue's principal lookup (see docs/statestore.md).
 type Authorizer interface {
 	Authorize(clientID, username string, attrs map[string]string, key []byte, write bool) bool
@@ -52,8 +50,8 @@ type Options struct {
 	Authorizer Authorizer
 	// Disconnect, when set, ends a client's connection for a protocol
 	// violation (a response topic equal to the invoke topic), as Azure IoT
-	// Operations does; without it such a request is dropped. It must not
-	// wait for the state store.
+	// Operations does; without it such a request is dropped. It is called
+	// on the executor and must not wait for the state store.
 	Disconnect func(clientID, reason string)
 	// Registerer receives the state store's metrics; nil keeps them unregistered.
 	Registerer prometheus.Registerer

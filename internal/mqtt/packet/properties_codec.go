@@ -303,6 +303,12 @@ func (p *Properties) decodeValue(c *cursor, id Property, kind propKind, name str
 		if err != nil {
 			return err
 		}
+		if p.User == nil {
+			// Room for the few a message usually carries (the Azure IoT
+			// Operations SDKs send three or four): one allocation, not
+			// one per doubling.
+			p.User = make([]UserProperty, 0, 4)
+		}
 		p.User = append(p.User, UserProperty{Key: k, Value: v})
 		return nil
 	}
