@@ -947,10 +947,14 @@ func (c *client) ackPublish(qos byte, id uint16, code packet.ReasonCode, reason 
 	if qos == 2 {
 		t = packet.PUBREC
 	}
+	if reason != "" {
+		c.refuseAck(t, id, code, reason)
+		return
+	}
 	a := packet.Ack{Type: t, PacketID: id, ReasonCode: code}
-	c.setReason(&a.Properties, reason)
-	// Encoded here rather than through writePacket, whose interface
-	// argument would move the Ack to the heap: one allocation less per
+	// Without properties (every acknowledgement but a refusal's), encoded
+	// here rather than through writePacket, whose interface argument
+	// would move the Ack to the heap: one allocation less per
 	// acknowledged PUBLISH.
 	c.outMu.Lock()
 	if !c.closing {
@@ -958,6 +962,14 @@ func (c *client) ackPublish(qos byte, id uint16, code packet.ReasonCode, reason 
 		c.kickLocked()
 	}
 	c.outMu.Unlock()
+}
+
+// refuseAck writes an acknowledgement with a reason string, fitted to the
+// client's Maximum Packet Size (writePacket).
+func (c *client) refuseAck(t packet.Type, id uint16, code packet.ReasonCode, reason string) {
+	a := &packet.Ack{Type: t, PacketID: id, ReasonCode: code}
+	c.setReason(&a.Properties, reason)
+	c.writePacket(a)
 }
 
 // setReason adds a reason string when the client asked for problem information.
