@@ -130,8 +130,8 @@ spec:
 		Handler: func(_ context.Context, m *mqttc.Message) { mu.Lock(); got = append(got, m); mu.Unlock() }}); err != nil {
 		t.Fatal(err)
 	}
-	// Both flows subscribe before the first publish: their SUBACKs came
-	// before Ready.
+	// Both flows receive from the first publish on: a flow is Ready only
+	// once its subscription is granted (TestFlowReadyOnlyOnceSubscribed).
 	pub := tcpClient(t, a, "line1")
 	const n = 300
 	publishSeq(t, pub, "plant/line1/telemetry", 0, n)

@@ -64,7 +64,7 @@ func checkDataflows(ctx context.Context, hc *http.Client, server, token string) 
 				running++
 			case c.Reason == "Disabled":
 				item.Status, item.Message = statusOK, "disabled"
-			case c.Reason == "Retrying" || c.Reason == "Restarting":
+			case c.Reason == "Retrying" || c.Reason == "Restarting" || c.Reason == "Subscribing":
 				item.Status, item.Message = statusWarn, strings.ToLower(c.Reason)+": "+c.Message
 				running++
 			default:

@@ -62,12 +62,16 @@ type Engine struct {
 	errLog  *lograte.Limiter // errors that repeat per message (dropped messages), once a minute per flow
 	latency *prometheus.HistogramVec
 
-	mu      sync.Mutex // guards flows, ctx and started
+	mu      sync.Mutex // guards flows, ctx, started and stopped
 	flows   map[string]*flowRun
 	ctx     context.Context // the engine's run context, from Start
 	cancel  context.CancelFunc
 	started bool
-	wg      sync.WaitGroup // flow supervisors and the status loop
+	// stopped is set by Stop: a Sync that comes later (the reconciler
+	// outlives the engine during shutdown) starts and stops nothing, so
+	// no goroutine is added to wg while Stop waits for it.
+	stopped bool
+	wg      sync.WaitGroup // flow supervisors, deleted flows' stops and the status loop
 }
 
 // New builds an engine; it runs nothing until Start.
@@ -119,10 +123,11 @@ func (e *Engine) Start(ctx context.Context) error {
 // delivered by then stays in the sources for the next start.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.mu.Lock()
-	if !e.started || e.cancel == nil {
+	if !e.started || e.cancel == nil || e.stopped {
 		e.mu.Unlock()
 		return nil
 	}
+	e.stopped = true
 	flows := make([]*flowRun, 0, len(e.flows))
 	for _, f := range e.flows {
 		flows = append(flows, f)
@@ -289,6 +294,11 @@ func ResolveAll(flows, endpoints, profiles, schemas []*config.Object, assets ...
 func (e *Engine) Sync(plans []*Plan) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.stopped {
+		// The flows were drained and stopped; what changed since is
+		// applied at the next start.
+		return
+	}
 	want := make(map[string]*Plan, len(plans))
 	for _, p := range plans {
 		want[p.Name] = p

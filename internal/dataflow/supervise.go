@@ -276,11 +276,34 @@ func (f *flowRun) runPlan(ctx context.Context, p *Plan) error {
 		}()
 	}
 	f.metrics.failing.Store(false)
-	f.setState(true, true, "Running", fmt.Sprintf("%d instance(s)", p.Instances))
-	f.e.log.Info("dataflow running", "dataflow", f.name, "instances", p.Instances)
+	// Ready once every source receives what is published from now on:
+	// a source that subscribes first says so (stage.Subscriber).
+	var subscribing []<-chan struct{}
+	for _, s := range srcs {
+		if sub, ok := s.(stage.Subscriber); ok {
+			subscribing = append(subscribing, sub.Subscribed())
+		}
+	}
+	running := func() {
+		f.setState(true, true, "Running", fmt.Sprintf("%d instance(s)", p.Instances))
+		f.e.log.Info("dataflow running", "dataflow", f.name, "instances", p.Instances)
+	}
+	if len(subscribing) == 0 {
+		running()
+	} else {
+		f.setState(false, true, "Subscribing", "connecting to the source and subscribing")
+	}
 	var result error
 	for waiting := true; waiting; {
+		var next <-chan struct{} // nil (never ready) when none is left
+		if len(subscribing) > 0 {
+			next = subscribing[0]
+		}
 		select {
+		case <-next:
+			if subscribing = subscribing[1:]; len(subscribing) == 0 {
+				running()
+			}
 		case <-ctx.Done():
 			waiting = false
 		case err := <-errs:

@@ -106,13 +106,22 @@ type SourceOptions struct {
 // Source subscribes with QoS 1 in a persistent session and acknowledges
 // each message only when the flow acknowledges it.
 type Source struct {
-	o SourceOptions
+	o          SourceOptions
+	subscribed chan struct{} // closed by Run once the broker granted the subscription
 }
 
-var _ stage.Source = (*Source)(nil)
+var (
+	_ stage.Source     = (*Source)(nil)
+	_ stage.Subscriber = (*Source)(nil)
+)
 
-// NewSource returns a source; it connects in Run.
-func NewSource(o SourceOptions) *Source { return &Source{o: o} }
+// NewSource returns a source; it connects in Run. Run is called once.
+func NewSource(o SourceOptions) *Source { return &Source{o: o, subscribed: make(chan struct{})} }
+
+// Subscribed implements stage.Subscriber: closed once the broker answered
+// Run's SUBSCRIBE, from when every message published to the filters is
+// delivered.
+func (s *Source) Subscribed() <-chan struct{} { return s.subscribed }
 
 // Run connects, subscribes and delivers until ctx ends. A message that
 // arrives for a subscription of an earlier run before this run subscribed
@@ -191,6 +200,7 @@ func (s *Source) Run(ctx context.Context, deliver func(context.Context, stage.De
 		}
 		return fmt.Errorf("subscribing to %s: %w", strings.Join(s.o.Filters, ", "), err)
 	}
+	close(s.subscribed)
 	if len(s.o.Unsubscribe) > 0 {
 		old := make([]string, len(s.o.Unsubscribe))
 		for i, f := range s.o.Unsubscribe {

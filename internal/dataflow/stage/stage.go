@@ -83,6 +83,15 @@ type Source interface {
 	Run(ctx context.Context, deliver func(context.Context, Delivery) error) error
 }
 
+// Subscriber is implemented by a source that receives only what is
+// published after a step Run takes first (an MQTT subscription in a new
+// session). Subscribed is closed once that step is done; the flow reports
+// Ready only then, so that a message published after Ready is never
+// missed. A source without it is taken as receiving from the start of Run.
+type Subscriber interface {
+	Subscribed() <-chan struct{}
+}
+
 // Destination accepts messages. Send returns nil once the destination
 // accepted every message of the batch (durably, as far as it can say);
 // an error means none may be assumed delivered, and the flow resends the
