@@ -199,7 +199,7 @@ func TestBrokerWebhook(t *testing.T) {
 	addr, b := startBroker(t)
 	ws := newWebhookServer(t)
 	var logs bytes.Buffer
-	hook := testWebhook(t, ws, &logs, 2*time.Second)
+	hook := testWebhook(t, ws, &logs, wait) // a bound: every answer comes at once
 	pw, err := NewPasswords("", []PasswordUser{user(t, "bob", "b-pw", nil)}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -544,7 +544,7 @@ func TestReauthWebhookUnavailable(t *testing.T) {
 	addr, b := startBroker(t)
 	ws := newWebhookServer(t)
 	var logs bytes.Buffer
-	b.SetListenerSecurity(listener, NewChain([]Method{testWebhook(t, ws, &logs, time.Second)}, nil, testLogger()), nil, false)
+	b.SetListenerSecurity(listener, NewChain([]Method{testWebhook(t, ws, &logs, wait)}, nil, testLogger()), nil, false)
 	cp := &packet.Connect{ClientID: "custom", KeepAlive: 0}
 	cp.Properties.AuthMethod, cp.Properties.AuthData = "TOKEN", []byte("expire-alice")
 	cp.Properties.Set(packet.PropAuthMethod)

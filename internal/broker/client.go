@@ -419,7 +419,10 @@ func (c *client) disconnect(code packet.ReasonCode, reason string) {
 		return
 	}
 	// DISCONNECT may only follow CONNACK; before it a connection just closes.
-	if c.version == packet.V5 && c.acked {
+	// acked first: version is written during CONNECT by the reader, and is
+	// only safe to read here (Stop's goroutine) once acked, set under
+	// outMu after it, says CONNECT is done.
+	if c.acked && c.version == packet.V5 {
 		d := packet.Disconnect{ReasonCode: code}
 		if reason != "" {
 			d.Properties.ReasonString = reason
