@@ -29,23 +29,77 @@ import (
 	"github.com/edgeport/edgeport/internal/connector/opcua/testserver"
 )
 
+// params are the benchmark's flags.
+type params struct {
+	items, datasets     int
+	interval, sampling  time.Duration
+	onChange            bool
+	queue               int
+	duration, warmup    time.Duration
+	policy, bin         string
+	sessions, subs, out int
+	nodeProf            bool
+	serverCap           int
+}
+
 func main() {
-	items := flag.Int("items", 10000, "monitored items (server variables)")
-	datasets := flag.Int("datasets", 10, "datasets the items are split into (one MQTT message per dataset per publishing interval)")
-	interval := flag.Duration("interval", 100*time.Millisecond, "value change and publishing interval")
-	sampling := flag.Duration("sampling", 0, "sampling interval (default: -interval)")
-	queue := flag.Int("queue", 1, "monitored item queue size")
-	duration := flag.Duration("duration", 30*time.Second, "measurement window")
-	warmup := flag.Duration("warmup", 15*time.Second, "time after the first message before measuring")
-	policy := flag.String("policy", "None", "security policy (None, Basic256Sha256, ...)")
-	bin := flag.String("edgeport", "", "edgeport binary (default: build one)")
+	var p params
+	flag.IntVar(&p.items, "items", 10000, "monitored items (server variables)")
+	flag.IntVar(&p.datasets, "datasets", 10, "datasets the items are split into (one MQTT message per dataset per publishing interval)")
+	flag.DurationVar(&p.interval, "interval", 100*time.Millisecond, "value change and publishing interval")
+	flag.DurationVar(&p.sampling, "sampling", 0, "sampling interval (default: -interval)")
+	flag.BoolVar(&p.onChange, "onchange", false, "request sampling interval 0: node-opcua then reports every change from the write itself, with no sampling timer")
+	flag.IntVar(&p.queue, "queue", 1, "monitored item queue size")
+	flag.DurationVar(&p.duration, "duration", 30*time.Second, "measurement window")
+	flag.DurationVar(&p.warmup, "warmup", 15*time.Second, "time after the first message before measuring")
+	flag.StringVar(&p.policy, "policy", "None", "security policy (None, Basic256Sha256, ...)")
+	flag.StringVar(&p.bin, "edgeport", "", "edgeport binary (default: build one)")
+	raw := flag.Bool("raw", false, "measure gopcua against node-opcua alone (no Edgeport, no MQTT)")
+	flag.IntVar(&p.sessions, "sessions", 1, "with -raw: OPC UA sessions the items are split across")
+	flag.IntVar(&p.subs, "subs", 1, "with -raw: subscriptions per session (0: none, the server's own cost)")
+	flag.IntVar(&p.out, "outstanding", 0, "with -raw: publish requests in flight per session (0: gopcua's own loop, one)")
+	flag.BoolVar(&p.nodeProf, "node-prof", false, "run node with --cpu-prof and print where it spent its CPU")
+	flag.IntVar(&p.serverCap, "server-cap", 0, "the server's cap on notifications per publish response (default: -items)")
 	flag.Parse()
-	if *sampling == 0 {
-		*sampling = *interval
+	if p.sampling == 0 {
+		p.sampling = p.interval
 	}
-	if err := run(*items, *datasets, *interval, *sampling, *queue, *duration, *warmup, *policy, *bin); err != nil {
+	run := run
+	if *raw {
+		run = runRaw
+	}
+	if err := run(p); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/opcua:", err)
 		os.Exit(1)
+	}
+}
+
+// samplingMs is the OPC UA sampling interval to request, in milliseconds.
+func (p params) samplingMs() int {
+	if p.onChange {
+		return 0
+	}
+	return int(p.sampling / time.Millisecond)
+}
+
+// startServer starts node-opcua with the bulk variables, under node's CPU
+// profiler with -node-prof.
+func startServer(dir string, p params) (*testserver.Server, error) {
+	fmt.Fprintf(os.Stderr, "starting node-opcua with %d variables changing every %s\n", p.items, p.interval)
+	cfg := testserver.Config{AllowAnonymous: true, AutoAccept: true, Bulk: p.items, BulkIntervalMs: int(p.interval / time.Millisecond), MaxNotificationsPerPublish: p.serverCap}
+	if p.nodeProf {
+		cfg.NodeArgs = []string{"--cpu-prof", "--cpu-prof-dir=" + filepath.Join(dir, "prof")}
+	}
+	return testserver.Start(filepath.Join(dir, "server"), cfg)
+}
+
+// stopServer stops the server and, with -node-prof, prints its profile.
+func stopServer(dir string, srv *testserver.Server, p params) {
+	srv.Stop()
+	if p.nodeProf {
+		if err := summarizeNodeProfile(filepath.Join(dir, "prof"), os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "node profile:", err)
+		}
 	}
 }
 
@@ -58,7 +112,8 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func run(items, datasets int, interval, sampling time.Duration, queue int, duration, warmup time.Duration, policy, bin string) error {
+func run(p params) error {
+	items, datasets, interval, queue, duration, warmup, policy, bin := p.items, p.datasets, p.interval, p.queue, p.duration, p.warmup, p.policy, p.bin
 	dir, err := os.MkdirTemp("", "bench-opcua-")
 	if err != nil {
 		return err
@@ -72,14 +127,16 @@ func run(items, datasets int, interval, sampling time.Duration, queue int, durat
 			return fmt.Errorf("building edgeport: %w", err)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "starting node-opcua with %d variables changing every %s\n", items, interval)
-	srv, err := testserver.Start(filepath.Join(dir, "server"), testserver.Config{
-		AllowAnonymous: true, AutoAccept: true, Bulk: items, BulkIntervalMs: int(interval / time.Millisecond),
-	})
+	srv, err := startServer(dir, p)
 	if err != nil {
 		return err
 	}
-	defer srv.Stop()
+	stopped := false
+	defer func() {
+		if !stopped {
+			srv.Stop()
+		}
+	}()
 
 	mqttPort, httpPort := freePort(), freePort()
 	data := filepath.Join(dir, "data")
@@ -131,7 +188,7 @@ func run(items, datasets int, interval, sampling time.Duration, queue int, durat
 				"deviceRef": map[string]any{"deviceName": "bench", "endpointName": "opc"},
 				"datasets": []any{map[string]any{
 					"name":                 "bulk",
-					"datasetConfiguration": map[string]any{"publishingInterval": ms, "samplingInterval": int(sampling / time.Millisecond), "queueSize": queue},
+					"datasetConfiguration": map[string]any{"publishingInterval": ms, "samplingInterval": p.samplingMs(), "queueSize": queue},
 					"destinations":         []any{map[string]any{"target": "Mqtt", "configuration": map[string]any{"topic": fmt.Sprintf("bench/%d", d), "qos": "Qos0"}}},
 					"dataPoints":           pts,
 				}},
@@ -195,8 +252,7 @@ func run(items, datasets int, interval, sampling time.Duration, queue int, durat
 	time.Sleep(warmup)
 
 	pid := ep.Process.Pid
-	cpu0, t0 := cpuSeconds(pid), time.Now()
-	nodeCPU0 := cpuSeconds(srv.PID())
+	w := startWindow(srv.URL, srv.PID(), pid, srv.PID())
 	mu.Lock()
 	measuring = true
 	mu.Unlock()
@@ -212,9 +268,9 @@ func run(items, datasets int, interval, sampling time.Duration, queue int, durat
 	tick.Stop()
 	mu.Lock()
 	measuring = false
-	el := time.Since(t0).Seconds()
-	cpu := (cpuSeconds(pid) - cpu0) / el
-	nodeCPU := (cpuSeconds(srv.PID()) - nodeCPU0) / el
+	res := w.end()
+	el := res.seconds
+	cpu, nodeCPU := res.cpu[0], res.cpu[1]
 	n, msgs := samples, messages
 	l := slices.Clone(lat)
 	mu.Unlock()
@@ -226,8 +282,8 @@ func run(items, datasets int, interval, sampling time.Duration, queue int, durat
 		return l[min(len(l)-1, int(p*float64(len(l))))] * 1000
 	}
 	expected := float64(items) / interval.Seconds()
-	fmt.Printf("items=%d datasets=%d publishing=%s sampling=%s queue=%d policy=%s duration=%.0fs\n", items, datasets, interval, sampling, queue, policy, el)
-	fmt.Printf("samples/s delivered: %.0f (server changes: %.0f/s, %.1f%%), messages/s: %.1f\n", float64(n)/el, expected, 100*float64(n)/el/expected, float64(msgs)/el)
+	fmt.Printf("items=%d datasets=%d publishing=%s sampling=%dms queue=%d policy=%s duration=%.0fs\n", items, datasets, interval, p.samplingMs(), queue, policy, el)
+	fmt.Printf("samples/s delivered: %.0f (target %.0f/s: %.1f%%; server generated %.0f/s), messages/s: %.1f\n", float64(n)/el, expected, 100*float64(n)/el/expected, res.generated, float64(msgs)/el)
 	fmt.Printf("latency source->subscriber: p50 %.1f ms, p99 %.1f ms\n", pct(0.50), pct(0.99))
 	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)); err == nil {
 		var b strings.Builder
@@ -248,7 +304,11 @@ func run(items, datasets int, interval, sampling time.Duration, queue int, durat
 			}
 		}
 	}
-	fmt.Printf("edgeport CPU: %.0f%% of one core, RSS avg %d MB max %d MB; node-opcua CPU: %.0f%%\n", cpu*100, rssSum/max(rssN, 1)/1024, rssMax/1024, nodeCPU*100)
+	fmt.Printf("edgeport CPU: %.0f%% of one core (%.1f µs per delivered sample), RSS avg %d MB max %d MB; node-opcua CPU: %.0f%%\n",
+		cpu*100, cpu*1e6/max(float64(n)/el, 1), rssSum/max(rssN, 1)/1024, rssMax/1024, nodeCPU*100)
+	res.print()
+	stopped = true
+	stopServer(dir, srv, p)
 	return nil
 }
 
@@ -311,4 +371,23 @@ func rssKB(pid int) int {
 		}
 	}
 	return 0
+}
+
+// mainThread is a process's main thread's CPU time and the time it spent
+// runnable but waiting for a CPU (/proc/PID/task/PID/schedstat): on a
+// shared machine the sum of both near 100% of the wall time says the thread
+// is saturated (Node.js runs JavaScript on that one thread), a small sum
+// that it is idle.
+func mainThread(pid int) (cpu, wait float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/schedstat", pid, pid))
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, 0
+	}
+	c, _ := strconv.ParseFloat(f[0], 64)
+	w, _ := strconv.ParseFloat(f[1], 64)
+	return c / 1e9, w / 1e9
 }

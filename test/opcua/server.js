@@ -12,7 +12,8 @@
 // userPki/trusted/certs) log in; any other is refused with
 // BadIdentityTokenRejected and lands in userPki/rejected.
 //
-// With bulk > 0 the per-publish notification limit is raised to bulk.
+// With bulk > 0 the per-publish notification limit is raised to bulk, or
+// set to maxNotificationsPerPublish when given.
 //
 // It prints one line "READY <endpointUrl> <serverCertSha1>" on stdout when it
 // listens, and exits when stdin closes (so a killed test never leaves it
@@ -27,6 +28,7 @@
 //   ns=2;s=Bulk/<i>      Double, bulk variables for the benchmark; each holds
 //                        the current time in ms since the epoch, so a reader
 //                        can measure source-to-consumer latency
+//   ns=2;s=BulkChanges   Double, bulk value changes made since start
 //   ns=2;s=Boiler        object, event notifier: a BaseEventType event every
 //                        200 ms, severity alternating 100 and 800
 //   ns=2;s=Boiler.Add    method (a Double, b Double) -> sum Double
@@ -38,6 +40,7 @@ const {
   OPCUAServer,
   OPCUACertificateManager,
   DataType,
+  Variant,
   StatusCodes,
   makeRoles,
   WellKnownRoles,
@@ -175,7 +178,8 @@ async function main() {
     // default; a benchmark with 10,000 items changing together needs all
     // of a cycle's changes in one response (servers differ here; the
     // client asks for up to 10,000).
-    require("node-opcua").Subscription.maxNotificationPerPublishHighLimit = Math.max(1000, bulk);
+    // maxNotificationsPerPublish keeps a smaller cap, as many servers have.
+    require("node-opcua").Subscription.maxNotificationPerPublishHighLimit = cfg.maxNotificationsPerPublish || Math.max(1000, bulk);
     const bulkFolder = ns.addFolder(folder, { nodeId: "s=Bulk", browseName: "Bulk" });
     const vars = [];
     for (let i = 0; i < bulk; i++) {
@@ -189,11 +193,24 @@ async function main() {
         })
       );
     }
+    // BulkChanges counts the value changes made so far: a benchmark reads
+    // it before and after its window to know what the server generated
+    // (an overloaded Node.js event loop runs the timer late, so it can
+    // generate less than bulk per interval).
+    let changes = 0;
+    ns.addVariable({
+      componentOf: bulkFolder,
+      nodeId: "s=BulkChanges",
+      browseName: "BulkChanges",
+      dataType: "Double",
+      value: { get: () => new Variant({ dataType: DataType.Double, value: changes }) },
+    });
     setInterval(() => {
       const now = Date.now();
       for (const v of vars) {
         v.setValueFromSource({ dataType: DataType.Double, value: now });
       }
+      changes += vars.length;
     }, cfg.bulkIntervalMs || 100);
   }
 

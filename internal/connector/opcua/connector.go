@@ -213,7 +213,7 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 					ds.SetPointError(p.Name, configErr(errs))
 					continue
 				}
-				it := ItemSpec{Name: p.Name, Dataset: name, NodeID: p.DataSource, SamplingInterval: sampling(dc.SamplingInterval), QueueSize: u32(dc.QueueSize), Heartbeat: hb}
+				it := ItemSpec{Name: p.Name, Dataset: name, Point: j, NodeID: p.DataSource, SamplingInterval: sampling(dc.SamplingInterval), QueueSize: u32(dc.QueueSize), Heartbeat: hb}
 				if pc.SamplingInterval != nil {
 					it.SamplingInterval = sampling(pc.SamplingInterval)
 				}
@@ -236,7 +236,7 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 			if dc.KeyFrameCount != nil {
 				keyframes = *dc.KeyFrameCount
 			}
-			h.datasets[name] = &dsState{ds: ds, keyframes: keyframes, last: map[string]connector.Sample{}}
+			h.datasets[name] = newDSState(ds, keyframes)
 		}
 		if len(a.Events) > 0 {
 			g := GroupSpec{Name: a.Name + "/events", PublishingInterval: 500 * time.Millisecond}
@@ -405,12 +405,31 @@ func NormalizeMode(m string) string {
 	return m
 }
 
-// dsState is one dataset's publishing state.
+// dsState is one dataset's publishing state. The per-point slices are
+// indexed by ItemSpec.Point, so a publish response of thousands of samples
+// costs no map operation and, once the buffers have grown, no allocation
+// per sample.
 type dsState struct {
 	ds        *connector.Dataset
 	keyframes int // every Nth message carries every point; 0: never
 	n         int
-	last      map[string]connector.Sample
+	last      []connector.Sample // by point, for key frames (nil without)
+	seen      []bool             // by point: last holds a value
+
+	// call is the handler's call in which mark/count/rounds were last reset.
+	call   uint64
+	mark   []uint64 // by point: the call in which count was last reset
+	count  []int    // by point: values in the current call
+	rounds [][]connector.Sample
+}
+
+func newDSState(ds *connector.Dataset, keyframes int) *dsState {
+	n := len(ds.DataPoints)
+	st := &dsState{ds: ds, keyframes: keyframes, mark: make([]uint64, n), count: make([]int, n)}
+	if keyframes > 0 {
+		st.last, st.seen = make([]connector.Sample, n), make([]bool, n)
+	}
+	return st
 }
 
 // handler turns session deliveries into dataset publications and status.
@@ -419,6 +438,9 @@ type handler struct {
 	ep       *connector.Endpoint
 	datasets map[string]*dsState
 	events   map[string]*connector.Dataset
+
+	call  uint64     // Samples calls so far
+	order []*dsState // datasets of the current call, in first-seen order
 }
 
 func toSample(s Sample, now time.Time) connector.Sample {
@@ -439,42 +461,59 @@ func toSample(s Sample, now time.Time) connector.Sample {
 // Samples publishes one publish response's changes as one message per
 // dataset: the batching per publishing interval. When an item's queue
 // delivered several values at once, they go out as consecutive messages, so
-// no message names a data point twice.
+// no message names a data point twice. The frames' buffers are reused from
+// call to call: Dataset.Publish keeps no reference to them.
 func (h *handler) Samples(group string, samples []Sample) {
 	now := time.Now()
-	var order []string
-	rounds := map[string][][]connector.Sample{}
-	seen := map[string]int{} // dataset/point -> values seen so far
-	for _, s := range samples {
-		if h.datasets[s.Dataset] == nil {
+	h.call++
+	h.order = h.order[:0]
+	var cur *dsState
+	curName := ""
+	for i := range samples {
+		s := &samples[i]
+		if cur == nil || s.Dataset != curName {
+			curName = s.Dataset
+			if cur = h.datasets[curName]; cur == nil {
+				continue
+			}
+			if cur.call != h.call {
+				cur.call = h.call
+				for r := range cur.rounds {
+					cur.rounds[r] = cur.rounds[r][:0]
+				}
+				h.order = append(h.order, cur)
+			}
+		}
+		p := s.Point
+		if p < 0 || p >= len(cur.mark) {
 			continue
 		}
-		k := s.Dataset + "/" + s.Name
-		r := seen[k]
-		seen[k] = r + 1
-		rs := rounds[s.Dataset]
-		if rs == nil {
-			order = append(order, s.Dataset)
+		if cur.mark[p] != h.call {
+			cur.mark[p], cur.count[p] = h.call, 0
 		}
-		for len(rs) <= r {
-			rs = append(rs, nil)
+		r := cur.count[p]
+		cur.count[p]++
+		for len(cur.rounds) <= r {
+			cur.rounds = append(cur.rounds, make([]connector.Sample, 0, len(cur.mark)))
 		}
-		rs[r] = append(rs[r], toSample(s, now))
-		rounds[s.Dataset] = rs
+		cs := toSample(*s, now)
+		cur.rounds[r] = append(cur.rounds[r], cs)
+		if cur.last != nil {
+			cur.last[p], cur.seen[p] = cs, true
+		}
 	}
-	for _, name := range order {
-		st := h.datasets[name]
-		for _, out := range rounds[name] {
-			for _, cs := range out {
-				st.last[cs.Name] = cs
+	for _, st := range h.order {
+		for _, out := range st.rounds {
+			if len(out) == 0 {
+				break
 			}
 			st.n++
 			key := st.keyframes > 0 && st.n%st.keyframes == 0
 			if key {
 				out = make([]connector.Sample, 0, len(st.ds.DataPoints))
-				for _, p := range st.ds.DataPoints {
-					if s, ok := st.last[p.Name]; ok {
-						out = append(out, s)
+				for p := range st.ds.DataPoints {
+					if st.seen[p] {
+						out = append(out, st.last[p])
 					}
 				}
 			}

@@ -22,7 +22,10 @@ type ItemSpec struct {
 	// Dataset is an opaque key the handler gets back with each sample, for
 	// groups that carry the items of several datasets.
 	Dataset string
-	NodeID  string // ns=2;s=..., ns=2;i=..., nsu=<uri>;s=...
+	// Point is another opaque key the handler gets back with each sample
+	// (the connector's index of the data point in its dataset).
+	Point  int
+	NodeID string // ns=2;s=..., ns=2;i=..., nsu=<uri>;s=...
 	// SamplingInterval is how often the server samples; 0 uses the
 	// group's publishing interval, SamplingFastest asks for the server's
 	// fastest practical rate (OPC UA's 0: for many servers, on change).
@@ -63,6 +66,7 @@ type GroupSpec struct {
 type Sample struct {
 	Name            string
 	Dataset         string // the item's ItemSpec.Dataset
+	Point           int    // the item's ItemSpec.Point
 	NodeID          string
 	Value           any // JSON-ready (see jsonValue)
 	SourceTimestamp time.Time
@@ -103,7 +107,8 @@ type Status struct {
 type Handler interface {
 	// Samples delivers the changes one publish response carried for one
 	// group, in server order; an item with a queue may appear more than
-	// once. The slice belongs to the callee.
+	// once. The callee must not modify the slice: the session keeps
+	// pointers into it for heartbeats.
 	Samples(group string, samples []Sample)
 	// Event delivers one event of one group.
 	Event(group string, ev Event)
@@ -511,26 +516,7 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 			g.lastPublish = now
 			switch v := n.Value.(type) {
 			case *ua.DataChangeNotification:
-				var out []Sample
-				for _, mi := range v.MonitoredItems {
-					it := items[mi.ClientHandle]
-					if it == nil || it.event != nil || mi.Value == nil {
-						continue
-					}
-					smp := Sample{
-						Name:            it.spec.Name,
-						Dataset:         it.spec.Dataset,
-						NodeID:          it.nodeID,
-						Value:           jsonValue(mi.Value.Value),
-						SourceTimestamp: mi.Value.SourceTimestamp,
-						ServerTimestamp: mi.Value.ServerTimestamp,
-						Status:          uint32(mi.Value.Status),
-					}
-					it.last = &smp
-					it.lastSent = now
-					out = append(out, smp)
-				}
-				if len(out) > 0 {
+				if out := dataChange(v, items, now); len(out) > 0 {
 					healthy = true
 					s.samples.Add(uint64(len(out)))
 					s.h.Samples(g.spec.Name, out)
@@ -569,6 +555,32 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 			s.heartbeats(now, items)
 		}
 	}
+}
+
+// dataChange turns one DataChangeNotification into samples, in server
+// order, and remembers each item's value for heartbeats. The samples are
+// one allocation; an item's last value points into it.
+func dataChange(v *ua.DataChangeNotification, items map[uint32]*item, now time.Time) []Sample {
+	out := make([]Sample, 0, len(v.MonitoredItems))
+	for _, mi := range v.MonitoredItems {
+		it := items[mi.ClientHandle]
+		if it == nil || it.event != nil || mi.Value == nil {
+			continue
+		}
+		out = append(out, Sample{
+			Name:            it.spec.Name,
+			Dataset:         it.spec.Dataset,
+			Point:           it.spec.Point,
+			NodeID:          it.nodeID,
+			Value:           jsonValue(mi.Value.Value),
+			SourceTimestamp: mi.Value.SourceTimestamp,
+			ServerTimestamp: mi.Value.ServerTimestamp,
+			Status:          uint32(mi.Value.Status),
+		})
+		it.last = &out[len(out)-1]
+		it.lastSent = now
+	}
+	return out
 }
 
 // heartbeats re-delivers unchanged values whose heartbeat is due, batched

@@ -43,6 +43,9 @@ func jsonAny(x any) any {
 	case float32:
 		return jsonFloat(float64(t))
 	case float64:
+		if !math.IsNaN(t) && !math.IsInf(t, 0) {
+			return x // the variant's own interface: no new allocation per sample
+		}
 		return jsonFloat(t)
 	case bool, string, int8, uint8, int16, uint16, int32, uint32, int64, uint64:
 		return t

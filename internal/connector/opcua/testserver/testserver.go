@@ -28,12 +28,18 @@ type Config struct {
 	AutoAccept     bool              `json:"autoAccept"`
 	Bulk           int               `json:"bulk,omitempty"`
 	BulkIntervalMs int               `json:"bulkIntervalMs,omitempty"`
+	// MaxNotificationsPerPublish caps a publish response (with Bulk; the
+	// default is Bulk).
+	MaxNotificationsPerPublish int `json:"maxNotificationsPerPublish,omitempty"`
 	// UserPKI is the user-certificate trust store (default: "userpki" in
 	// the server's dir); it never accepts an unknown certificate.
 	UserPKI string `json:"userPki"`
 	// TrustedUserCerts are DER certificates the server accepts as
 	// X509IdentityTokens (encoded as base64 in the JSON).
 	TrustedUserCerts [][]byte `json:"trustedUserCerts,omitempty"`
+	// NodeArgs go to node before the script (e.g. --cpu-prof for a
+	// benchmark).
+	NodeArgs []string `json:"-"`
 }
 
 // Server is a running node-opcua server.
@@ -110,7 +116,8 @@ func (s *Server) start() error {
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		return err
 	}
-	cmd := exec.Command("node", s.script, string(arg))
+	cmd := exec.Command("node", append(append([]string{}, s.cfg.NodeArgs...), s.script, string(arg))...)
+	cmd.Dir = s.dir
 	// node-opcua writes under ~/.config; keep it out of the real home.
 	cmd.Env = append(os.Environ(), "HOME="+home)
 	stdin, err := cmd.StdinPipe()
