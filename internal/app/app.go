@@ -123,6 +123,7 @@ type App struct {
 	portal     *portal.Portal               // built by mountAPI; nil without an HTTP address
 	push       *otlp.Pusher                 // metrics and logs to an OpenTelemetry collector, when configured
 	node       *cluster.Node                // cluster membership and NATS; nil in single-node mode
+	router     *cluster.Router              // live routing between the nodes; nil in single-node mode
 }
 
 // New validates cfg and builds the components without starting them: the

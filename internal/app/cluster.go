@@ -25,6 +25,10 @@ func (a *App) newCluster(log *slog.Logger) error {
 	}
 	a.node = node
 	a.group.Add("cluster", node)
+	// Before the broker: restored sessions' subscriptions are reported to
+	// it as the broker starts.
+	a.router = cluster.NewRouter(node, a.broker, log.With("component", "cluster-routing"))
+	a.group.Add("cluster routing", a.router)
 	return nil
 }
 

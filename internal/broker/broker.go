@@ -60,6 +60,7 @@ type Broker struct {
 
 	sec   securityRegistry // per listener authentication and authorization
 	owner Ownership        // cluster mode: who owns which session; nil on a single node
+	fwd   Forwarder        // cluster mode: live routing between nodes; nil on a single node
 	// sharedRet, in cluster mode, makes retained messages cluster-wide:
 	// the index is then written only by ApplyRetained.
 	sharedRet SharedRetained
@@ -328,6 +329,9 @@ func (b *Broker) Publish(m *Message) int {
 	}
 	n := b.route(m, tx)
 	b.commit(tx, nil)
+	if b.fwd != nil && forwards(m) {
+		b.fwd.Forward(m)
+	}
 	return n
 }
 
@@ -614,7 +618,7 @@ func (b *Broker) endSessionLocked(s *session) {
 	}
 	s.ended = true
 	for _, sub := range s.subs {
-		b.subs.Unsubscribe(sub.inner, sub.group, s)
+		b.unsubscribe(s, sub)
 		s.count(&b.stats.subscriptions, -1)
 	}
 	s.subs = nil

@@ -836,12 +836,18 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 		c.b.setRetained(m, tx)
 	}
 	n := c.b.route(m, tx)
+	forwarded := c.b.fwd != nil && forwards(m)
+	if forwarded {
+		c.b.fwd.Forward(m)
+	}
 	if p.QoS == 0 {
 		c.b.commit(tx, nil)
 		return nil
 	}
 	code := packet.Success
-	if n == 0 && c.version == packet.V5 {
+	// Forwarded, it may match another node's subscribers: this node
+	// cannot tell, so it does not claim there were none.
+	if n == 0 && !forwarded && c.version == packet.V5 {
 		code = packet.NoMatchingSubscribers
 	}
 	c.ackAfter(tx, p.QoS, p.PacketID, code)
@@ -1129,7 +1135,7 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		}
 		s.subs[sub.filter] = sub
 		_ = old
-		c.b.subs.Subscribe(sub.inner, sub.group, s, sub)
+		c.b.subscribe(s, sub)
 		s.mu.Unlock()
 		if !existed {
 			s.count(&c.b.stats.subscriptions, 1)
@@ -1192,7 +1198,7 @@ func (c *client) handleUnsubscribe(flags byte, body []byte) error {
 		sub, ok := s.subs[f]
 		if ok {
 			delete(s.subs, f)
-			c.b.subs.Unsubscribe(sub.inner, sub.group, s)
+			c.b.unsubscribe(s, sub)
 		}
 		s.mu.Unlock()
 		if ok {

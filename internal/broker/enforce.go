@@ -170,7 +170,7 @@ func (b *Broker) pruneSubscriptionsLocked(s *session, sec *listenerSecurity, p *
 			continue
 		}
 		delete(s.subs, filter)
-		b.subs.Unsubscribe(sub.inner, sub.group, s)
+		b.unsubscribe(s, sub)
 		s.count(&b.stats.subscriptions, -1)
 		b.log.Info("subscription no longer authorized: removed", "client", s.id, "filter", filter)
 		n++

@@ -493,7 +493,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 			s.subs = make(map[string]*subscription)
 		}
 		s.subs[sub.filter] = sub
-		b.subs.Subscribe(sub.inner, sub.group, s, sub)
+		b.subscribe(s, sub)
 		s.count(&b.stats.subscriptions, 1)
 	}
 	if err := b.restoreDeliveries(s, entries, fx); err != nil {

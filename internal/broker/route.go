@@ -141,13 +141,26 @@ func (b *Broker) sharedCounter(ref sharedRef) *atomic.Uint32 {
 
 // route delivers m to every matching session and reports how many it
 // reached. Writes for persistent sessions go into tx (nil without a store).
+// In a cluster, shared subscriptions are left to the cluster, which picks
+// one member per group across the nodes (RouteSharedFromPeer).
 func (b *Broker) route(m *Message, tx *txnCtx) int {
 	r := routerPool.Get().(*router)
 	r.b, r.m = b, m
-	b.subs.Match(m.Topic, r.add, r.addShared)
+	shared := r.addShared
+	if b.fwd != nil {
+		shared = nil
+	}
+	b.subs.Match(m.Topic, r.add, shared)
 	if m.DeliverTo != "" {
 		r.addDirect(m.DeliverTo)
 	}
+	return r.deliver(tx)
+}
+
+// deliver hands the message to every collected target, puts r back in
+// its pool and returns how many targets there were.
+func (r *router) deliver(tx *txnCtx) int {
+	b, m := r.b, r.m
 	n := len(r.targets)
 	var now int64
 	if n > 0 {

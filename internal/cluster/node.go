@@ -189,6 +189,7 @@ type Node struct {
 	js    jetstream.JetStream
 
 	members *members
+	router  *Router        // set by NewRouter, for Status
 	stop    chan struct{}  // closed by Stop: ends the heartbeat loop
 	wg      sync.WaitGroup // the heartbeat loop
 	hbSub   *nats.Subscription

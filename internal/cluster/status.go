@@ -24,8 +24,10 @@ type Status struct {
 	// Routes are the embedded server's route peers (server names).
 	Routes    []string       `json:"routes,omitempty"`
 	JetStream JetStreamState `json:"jetStream"`
-	Replicas  int            `json:"replicas"`
-	Shards    int            `json:"shards"`
+	// Routing is live routing's counters; nil without a router.
+	Routing  *RouterStats `json:"routing,omitempty"`
+	Replicas int          `json:"replicas"`
+	Shards   int          `json:"shards"`
 }
 
 // JetStreamState is the JetStream meta group as this node sees it.
@@ -130,6 +132,10 @@ func (n *Node) serveStatus(msg *nats.Msg) {
 func (n *Node) localStatus(ctx context.Context) Status {
 	st := Status{Node: n.cfg.Name, ClusterName: n.cfg.ClusterName, External: n.cfg.NATSURL != "",
 		Members: n.Members(), Replicas: n.cfg.Replicas, Shards: n.cfg.Shards}
+	if n.router != nil {
+		rs := n.router.Stats()
+		st.Routing = &rs
+	}
 	if nc := n.nc; nc != nil {
 		st.Connected = nc.IsConnected()
 		if st.External {

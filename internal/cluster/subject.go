@@ -159,7 +159,10 @@ func Topic(subject string) (string, error) {
 	}
 }
 
-func unescapeLevel(b *strings.Builder, tok string) error {
+func unescapeLevel(b *strings.Builder, tok string) error { return unescape(b, tok, false) }
+
+// unescape undoes appendLevel; slash allows '/' (a queue name's filter).
+func unescape(b *strings.Builder, tok string, slash bool) error {
 	switch tok {
 	case emptyLevel:
 		return nil
@@ -184,7 +187,7 @@ func unescapeLevel(b *strings.Builder, tok string) error {
 		} else if needsEscape(c) {
 			return fmt.Errorf("unescaped %q in %q", c, tok)
 		}
-		if c == '/' {
+		if c == '/' && !slash {
 			return fmt.Errorf("'/' in %q", tok)
 		}
 		b.WriteByte(c)

@@ -107,3 +107,16 @@ func FuzzFilterMatchAgrees(f *testing.F) {
 		}
 	})
 }
+
+func TestQueueNameRoundTrip(t *testing.T) {
+	for _, c := range [][2]string{{"g", "s/#"}, {"a b", "x.y/+/z"}, {"%", "/"}, {"g", "$SYS/#"}} {
+		q := QueueName(c[0], c[1])
+		if strings.ContainsAny(q, " \t\r\n") {
+			t.Errorf("QueueName(%q, %q) = %q has whitespace", c[0], c[1], q)
+		}
+		g, f, ok := parseQueueName(q)
+		if !ok || g != c[0] || f != c[1] {
+			t.Errorf("parseQueueName(%q) = %q, %q, %v", q, g, f, ok)
+		}
+	}
+}

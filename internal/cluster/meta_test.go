@@ -1,0 +1,58 @@
+package cluster
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+)
+
+func TestMetaRoundTrip(t *testing.T) {
+	sent := time.Unix(1000, 0)
+	props := &packet.Properties{ContentType: "text/plain", ResponseTopic: "r", CorrelationData: []byte{1, 2},
+		User: []packet.UserProperty{{Key: "k", Value: "v"}}}
+	props.Set(packet.PropContentType)
+	props.Set(packet.PropResponseTopic)
+	props.Set(packet.PropCorrelationData)
+	m := &broker.Message{Topic: "a/b", QoS: 2, Retain: true, Origin: "client-1", Props: props,
+		Expiry: sent.Add(10 * time.Second).UnixNano()}
+	id := [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
+	b := encodeMeta(nil, id, 42, m, sent.Add(3*time.Second))
+
+	// Received on a node whose clock reads something else: the expiry
+	// left when it was sent (7 s) counts from the arrival.
+	recv := time.Unix(5000, 0)
+	var got broker.Message
+	gid, seq, err := decodeMeta(b, &got, recv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gid != id || seq != 42 || got.QoS != 2 || !got.Retain || got.Origin != "client-1" {
+		t.Fatalf("decoded %v %d %+v", gid, seq, got)
+	}
+	if want := recv.Add(7 * time.Second).UnixNano(); got.Expiry != want {
+		t.Errorf("expiry %v, want %v", time.Unix(0, got.Expiry), time.Unix(0, want))
+	}
+	p := got.Props
+	if p == nil || p.ContentType != "text/plain" || p.ResponseTopic != "r" || !bytes.Equal(p.CorrelationData, []byte{1, 2}) || len(p.User) != 1 {
+		t.Errorf("properties %+v", p)
+	}
+
+	// No expiry, no properties.
+	b = encodeMeta(b[:0], id, 43, &broker.Message{Topic: "x"}, sent)
+	got = broker.Message{}
+	if _, _, err := decodeMeta(b, &got, recv); err != nil || got.Expiry != 0 || got.Props != nil || got.QoS != 0 {
+		t.Errorf("plain message: %+v %v", got, err)
+	}
+}
+
+func FuzzDecodeMeta(f *testing.F) {
+	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c"}, time.Now()))
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m broker.Message
+		_, _, _ = decodeMeta(b, &m, time.Now()) // must not panic
+	})
+}
