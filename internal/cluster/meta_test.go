@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/base64"
 	"testing"
 	"time"
 
@@ -56,3 +57,7 @@ func FuzzDecodeMeta(f *testing.F) {
 		_, _, _ = decodeMeta(b, &m, time.Now()) // must not panic
 	})
 }
+
+func nowForBench() time.Time { return time.Now() }
+
+func encodeB64(b []byte) string { return base64.RawStdEncoding.EncodeToString(b) }

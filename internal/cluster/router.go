@@ -59,11 +59,18 @@ type Router struct {
 	meta  []byte
 	b64   []byte
 	hdr   []string // out.Header[metaHeader], reused
+	// subjects caches topic → subject: devices publish on few topics
+	// over and over (bounded: cleared when full).
+	subjects map[string]string
 
 	drainMu sync.Mutex // guards drains
 	drains  map[*nats.Msg]chan struct{}
 
 	last map[[8]byte]uint64 // receive goroutine only: last sequence seen per router
+	// topics caches subject → topic and raw is the decoded header, for
+	// the plain subscriptions' receive goroutine only.
+	topics map[string]string
+	raw    []byte
 
 	quit chan struct{}  // closed by Stop: ends the receive goroutines
 	wg   sync.WaitGroup // the two receive goroutines
@@ -93,6 +100,9 @@ const metaHeader = "Edgeport-Mqtt"
 // inboundQueue bounds the messages received and not yet routed; beyond it
 // nats.go counts the subscription a slow consumer and drops.
 const inboundQueue = 1 << 16
+
+// subjectCache bounds the topic ↔ subject caches (entries).
+const subjectCache = 4096
 
 // NewRouter builds the router of node for b; Start attaches it to the
 // broker, so it starts before the broker does.
@@ -130,6 +140,7 @@ func (r *Router) Start(context.Context) error {
 	}
 	r.in, r.qin = make(chan *nats.Msg, inboundQueue), make(chan *nats.Msg, inboundQueue)
 	r.last = make(map[[8]byte]uint64)
+	r.subjects, r.topics = make(map[string]string), make(map[string]string)
 	r.hdr = make([]string, 1)
 	r.out.Header = nats.Header{metaHeader: r.hdr}
 	if _, err := r.pub.ChanSubscribe(r.routerSyncSubject(r.node.Name()), r.in); err != nil {
@@ -240,7 +251,15 @@ func (r *Router) Forward(m *broker.Message) {
 	r.meta = encodeMeta(r.meta[:0], r.id, r.seq, m, now)
 	r.b64 = base64.RawStdEncoding.AppendEncode(r.b64[:0], r.meta)
 	r.hdr[0] = string(r.b64)
-	r.out.Subject = Subject(m.Topic)
+	subj, ok := r.subjects[m.Topic]
+	if !ok {
+		if len(r.subjects) >= subjectCache {
+			clear(r.subjects)
+		}
+		subj = Subject(m.Topic)
+		r.subjects[m.Topic] = subj
+	}
+	r.out.Subject = subj
 	r.out.Data = m.Payload
 	err := r.pub.PublishMsg(&r.out)
 	r.out.Data = nil
@@ -361,14 +380,21 @@ func (r *Router) receive(ch chan *nats.Msg, shared bool) {
 func (r *Router) route(msg *nats.Msg, shared bool) {
 	now := time.Now()
 	m := &broker.Message{Payload: msg.Data}
-	raw, err := base64.RawStdEncoding.DecodeString(msg.Header.Get(metaHeader))
+	var raw []byte
+	var err error
+	if shared {
+		raw, err = base64.RawStdEncoding.DecodeString(msg.Header.Get(metaHeader))
+	} else {
+		r.raw, err = base64.RawStdEncoding.AppendDecode(r.raw[:0], []byte(msg.Header.Get(metaHeader)))
+		raw = r.raw
+	}
 	var id [8]byte
 	var seq uint64
 	if err == nil {
 		id, seq, err = decodeMeta(raw, m, now)
 	}
 	if err == nil {
-		m.Topic, err = Topic(msg.Subject)
+		m.Topic, err = r.topic(msg.Subject, shared)
 	}
 	if err != nil {
 		r.stats.undecodable.Add(1)
@@ -399,6 +425,25 @@ func (r *Router) route(msg *nats.Msg, shared bool) {
 	if r.b.RouteFromPeer(m) == 0 {
 		r.stats.unmatched.Add(1)
 	}
+}
+
+// topic maps a subject back, through the cache on the plain goroutine.
+func (r *Router) topic(subject string, shared bool) (string, error) {
+	if shared {
+		return Topic(subject)
+	}
+	if t, ok := r.topics[subject]; ok {
+		return t, nil
+	}
+	t, err := Topic(subject)
+	if err != nil {
+		return "", err
+	}
+	if len(r.topics) >= subjectCache {
+		clear(r.topics)
+	}
+	r.topics[subject] = t
+	return t, nil
 }
 
 func parseQueueName(q string) (group, filter string, ok bool) {
