@@ -2,6 +2,7 @@ package statestore
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
@@ -33,8 +34,11 @@ func (v *view) get(key []byte) *entry {
 // pending counts the writes (SET, DEL, VDEL) handed to the executor and
 // not yet answered, per invoker and key (see writeKey).
 type pending struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	n  map[string]int // guarded by mu; absent = 0
+	// total is the sum of n, written under mu: a GET-only load (no write
+	// in the executor) reads it and skips the lock and the map.
+	total atomic.Int64
 }
 
 // writeKey is the pending map's key of a write of key by invoker.
@@ -47,13 +51,20 @@ func appendWriteKey(dst []byte, invoker string, key []byte) []byte {
 func (p *pending) add(k string) {
 	p.mu.Lock()
 	p.n[k]++
+	p.total.Add(1)
 	p.mu.Unlock()
 }
 
+// idle reports whether no write of k is in the executor. A client's write
+// is added on its publisher's goroutine before its next request is routed
+// there, so the client's own GET after it always sees it.
 func (p *pending) idle(k []byte) bool {
-	p.mu.Lock()
+	if p.total.Load() == 0 {
+		return true
+	}
+	p.mu.RLock()
 	n := p.n[string(k)]
-	p.mu.Unlock()
+	p.mu.RUnlock()
 	return n == 0
 }
 
@@ -68,6 +79,7 @@ func (p *pending) forget(r *request) {
 }
 
 func (p *pending) forgetLocked(k string) {
+	p.total.Add(-1)
 	if n := p.n[k] - 1; n > 0 {
 		p.n[k] = n
 	} else {
