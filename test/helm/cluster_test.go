@@ -39,13 +39,39 @@ type cluster struct {
 	dir        string
 }
 
-func startCluster(t *testing.T) *cluster {
+// clusterOptions vary the control plane.
+type clusterOptions struct {
+	// realNode prepares it for a real kubelet (startNode) instead of
+	// kwok's fake node: the API server serves on the node network's
+	// gateway address, which pods reach, admits pods with their service
+	// account token and CA (the ServiceAccount admission plugin, which
+	// envtest turns off), reaches kubelets by host name (the node is
+	// "localhost"), and kube-controller-manager publishes the CA as
+	// kube-root-ca.crt.
+	realNode bool
+}
+
+func startCluster(t *testing.T) *cluster { return startClusterWith(t, clusterOptions{}) }
+
+func startClusterWith(t *testing.T, o clusterOptions) *cluster {
 	t.Helper()
 	binDir := filepath.Dir(k8sBin(t, "kube-apiserver"))
 	for _, b := range []string{"etcd", "kubectl", "kube-controller-manager", "kube-scheduler", "kwok", "helm"} {
 		k8sBin(t, b)
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: binDir}
+	controllers := "statefulset-controller,persistentvolume-binder-controller,endpointslice-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller"
+	if o.realNode {
+		nodeNetwork(t)
+		api := env.ControlPlane.GetAPIServer()
+		// The serving certificate envtest makes names this address.
+		api.SecureServing.Address = nodeGateway
+		api.SecurePort = freePortOn(t, nodeGateway)
+		api.Configure().
+			Disable("disable-admission-plugins").
+			Set("kubelet-preferred-address-types", "Hostname")
+		controllers += ",root-ca-certificate-publisher-controller"
+	}
 	if _, err := env.Start(); err != nil {
 		t.Fatalf("starting etcd and kube-apiserver: %v", err)
 	}
@@ -76,8 +102,11 @@ func startCluster(t *testing.T) *cluster {
 		"--use-service-account-credentials=false",
 		// What a chart release needs: StatefulSets, claims bound to
 		// volumes, endpoints, garbage collection for uninstall.
-		"--controllers=statefulset-controller,persistentvolume-binder-controller,endpointslice-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller")
+		"--controllers="+controllers)
 	cl.run(t, "kube-scheduler", "--kubeconfig="+cl.kubeconfig, "--secure-port=0", "--leader-elect=false")
+	if o.realNode {
+		return cl
+	}
 	cl.run(t, "kwok", "--kubeconfig="+cl.kubeconfig, "--config="+kwokStages(t, dir),
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
 		"--node-ip=127.0.0.1", "--node-port=0", "--server-address=127.0.0.1:"+strconv.Itoa(freePort(t)))
@@ -91,13 +120,20 @@ func startCluster(t *testing.T) *cluster {
 			Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("32Gi"), corev1.ResourcePods: resource.MustParse("110")},
 		},
 	}
-	ctx := t.Context()
-	if err := cl.c.Create(ctx, node); err != nil {
+	if err := cl.c.Create(t.Context(), node); err != nil {
 		t.Fatalf("creating the kwok node: %v", err)
 	}
+	cl.waitNodeReady(t, node.Name)
+	return cl
+}
+
+// waitNodeReady waits until node name is Ready and schedulable.
+func (cl *cluster) waitNodeReady(t *testing.T, name string) {
+	t.Helper()
+	ctx := t.Context()
 	ready := testwait.Within(60*time.Second, func() bool {
 		var n corev1.Node
-		if err := cl.c.Get(ctx, client.ObjectKey{Name: node.Name}, &n); err != nil {
+		if err := cl.c.Get(ctx, client.ObjectKey{Name: name}, &n); err != nil {
 			return false
 		}
 		// The node-lifecycle controller would lift the not-ready taint the
@@ -121,21 +157,26 @@ func startCluster(t *testing.T) *cluster {
 		return false
 	})
 	if !ready {
-		t.Fatal("timed out waiting for the kwok node to be Ready and schedulable")
+		t.Fatalf("timed out waiting for node %s to be Ready and schedulable", name)
 	}
-	return cl
 }
 
 // run starts a control plane program for the test's lifetime, its output
 // in a log file shown when the test fails.
 func (cl *cluster) run(t *testing.T, name string, args ...string) {
 	t.Helper()
+	cl.runPath(t, name, k8sBin(t, name), args...)
+}
+
+// runPath is run of the program at path.
+func (cl *cluster) runPath(t *testing.T, name, path string, args ...string) {
+	t.Helper()
 	logPath := filepath.Join(cl.dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(k8sBin(t, name), args...)
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
@@ -156,8 +197,8 @@ func (cl *cluster) run(t *testing.T, name string, args ...string) {
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			if len(b) > 4000 {
-				b = b[len(b)-4000:]
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
 			}
 			t.Logf("%s log (tail):\n%s", name, b)
 		}
@@ -194,9 +235,12 @@ func kwokStages(t *testing.T, dir string) string {
 	return p
 }
 
-func freePort(t *testing.T) int {
+func freePort(t *testing.T) int { return freePortOn(t, "127.0.0.1") }
+
+// freePortOn is a TCP port free on host at the time of the call.
+func freePortOn(t *testing.T, host string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
