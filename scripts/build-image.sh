@@ -8,7 +8,7 @@
 #        scripts/build-image.sh --check [out-dir]  builds twice, fails unless the digests match
 # Env:   IMAGE (default ghcr.io/edgeport/edgeport), VERSION (default git describe),
 #        PLATFORMS (default "linux/amd64 linux/arm64"),
-#        SOURCE_DATE_EPOCH (default the commit time of HEAD),
+#        SOURCE_DATE_EPOCH (default the commit time of HEAD), REVISION (default HEAD's hash),
 #        CA_BUNDLE (a PEM bundle to install as /etc/ssl/certs/ca-certificates.crt; default none)
 # Output: <out>/oci/ (OCI layout), <out>/image-oci.tar (oci-archive, all platforms),
 #         <out>/image-linux-<arch>.docker.tar (per platform: ctr -n k8s.io images import,
@@ -23,7 +23,7 @@ IMAGE="${IMAGE:-ghcr.io/edgeport/edgeport}"
 VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
 PLATFORMS="${PLATFORMS:-linux/amd64 linux/arm64}"
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
-REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+REVISION="${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
 export SOURCE_DATE_EPOCH
 
 build() {

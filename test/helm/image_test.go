@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -38,14 +39,84 @@ var (
 	platformLine = regexp.MustCompile(`^\s+(\S+/\S+) (sha256:[0-9a-f]{64})\s+([0-9.]+ MiB) compressed`)
 )
 
+// imagePlatforms are the platforms the image is built for.
+var imagePlatforms = []string{"linux/amd64", "linux/arm64"}
+
+// The commit the images of this test binary describe, read once: the
+// script's defaults, pinned so that a commit made while the tests run
+// (a developer's) does not change the second build's inputs.
+var (
+	commitOnce          sync.Once
+	commitEpoch, commit string
+)
+
+func commitInputs(t *testing.T) (epoch, revision string) {
+	t.Helper()
+	commitOnce.Do(func() {
+		git := func(args ...string) string {
+			cmd := exec.Command("git", args...)
+			cmd.Dir = repoRoot(t)
+			out, err := cmd.Output()
+			if err != nil {
+				return ""
+			}
+			return strings.TrimSpace(string(out))
+		}
+		commitEpoch, commit = git("log", "-1", "--format=%ct"), git("rev-parse", "HEAD")
+		if commitEpoch == "" {
+			commitEpoch, commit = "0", "unknown" // not a git checkout: the script's own fallbacks
+		}
+	})
+	return commitEpoch, commit
+}
+
+// The image built once per test binary for both platforms, shared by the
+// reproducibility test (its first build) and the real node (which imports
+// the machine's platform): a build links two large binaries, minutes on a
+// loaded 2-core machine.
+var shared struct {
+	mu  sync.Mutex // guards img
+	img *builtImage
+}
+
+// sharedImageDir holds the shared image until the test binary exits.
+var sharedImageDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedImageDir != "" {
+		_ = os.RemoveAll(sharedImageDir)
+	}
+	os.Exit(code)
+}
+
+func sharedImage(t *testing.T) builtImage {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.img == nil {
+		dir, err := os.MkdirTemp("", "edgeport-image-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sharedImageDir = dir
+		img := buildImage(t, filepath.Join(dir, "image"), imagePlatforms...)
+		shared.img = &img
+	}
+	return *shared.img
+}
+
 // buildImage runs the image build users run, scripts/build-image.sh, for
 // platforms into out: static binaries (go build -trimpath, no VCS stamp)
-// and cmd/ociimage. The commit time is SOURCE_DATE_EPOCH, as in the script.
+// and cmd/ociimage. SOURCE_DATE_EPOCH and the revision label are the
+// commit's, as the script takes them.
 func buildImage(t *testing.T, out string, platforms ...string) builtImage {
 	t.Helper()
+	epoch, revision := commitInputs(t)
 	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(repoRoot(t), "scripts", "build-image.sh"), out)
 	cmd.Dir = repoRoot(t)
-	cmd.Env = append(os.Environ(), "IMAGE="+testImageRepo, "VERSION="+testImageTag, "PLATFORMS="+strings.Join(platforms, " "))
+	cmd.Env = append(os.Environ(), "IMAGE="+testImageRepo, "VERSION="+testImageTag, "PLATFORMS="+strings.Join(platforms, " "),
+		"SOURCE_DATE_EPOCH="+epoch, "REVISION="+revision)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -88,8 +159,8 @@ func fileDigest(t *testing.T, p string) string {
 // CHECK_GOCACHE=<empty dir> proves a build from nothing, see
 // docs/kubernetes.md).
 func TestImageReproducible(t *testing.T) {
-	platforms := []string{"linux/amd64", "linux/arm64"}
-	a := buildImage(t, filepath.Join(t.TempDir(), "a"), platforms...)
+	platforms := imagePlatforms
+	a := sharedImage(t)
 	b := buildImage(t, filepath.Join(t.TempDir(), "b"), platforms...)
 	if a.index != b.index {
 		t.Errorf("index digests differ: %s, %s", a.index, b.index)

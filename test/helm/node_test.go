@@ -165,7 +165,7 @@ func (cl *cluster) startNode(t *testing.T, images ...string) *node {
 	t.Cleanup(func() { conn.Close() })
 	n.cri = runtimeapi.NewRuntimeServiceClient(conn)
 	ctx := t.Context()
-	testwait.For(t, "containerd's CRI to answer", func() bool {
+	waitFor(t, "containerd's CRI to answer", func() bool {
 		_, err := n.cri.Version(ctx, &runtimeapi.VersionRequest{})
 		return err == nil
 	})

@@ -177,7 +177,10 @@ func (cl *cluster) localVolume(t *testing.T, class, name, size string) string {
 func TestChartOnRealNode(t *testing.T) {
 	requireRoot(t)
 	platform := "linux/" + runtime.GOARCH
-	img := buildImage(t, filepath.Join(t.TempDir(), "image"), platform)
+	img := sharedImage(t)
+	if img.digests[platform] == "" {
+		t.Fatalf("no %s image: the image is built for %v", platform, imagePlatforms)
+	}
 	cl := startClusterWith(t, clusterOptions{realNode: true})
 	cl.startNode(t, img.dockerArchive(platform))
 	ctx := t.Context()
@@ -256,7 +259,7 @@ func TestChartOnRealNode(t *testing.T) {
 	if err := cl.c.Create(ctx, extra); err != nil {
 		t.Fatalf("creating a BrokerListener: %v", err)
 	}
-	testwait.For(t, "the pod to write BrokerListener extra's status", func() bool {
+	waitFor(t, "the pod to write BrokerListener extra's status", func() bool {
 		u := extra.DeepCopy()
 		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(extra), u); err != nil {
 			return false
@@ -271,7 +274,7 @@ func TestChartOnRealNode(t *testing.T) {
 		}
 		return g == 1 && ready && accepted
 	})
-	testwait.For(t, "the pod's Applied and Ready Events on BrokerListener extra", func() bool {
+	waitFor(t, "the pod's Applied and Ready Events on BrokerListener extra", func() bool {
 		var evs corev1.EventList
 		if err := cl.c.List(ctx, &evs, client.InNamespace(ns)); err != nil {
 			return false
@@ -313,6 +316,17 @@ func TestChartOnRealNode(t *testing.T) {
 		}
 	}
 	t.Logf("edgeport check --kubernetes:\n%s", raw)
+}
+
+// nodeWait bounds what waits on the node and its pod: a real kubelet and
+// container on a loaded machine take longer than testwait.Timeout.
+const nodeWait = 90 * time.Second
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if !testwait.Within(nodeWait, cond) {
+		t.Fatalf("timed out after %v waiting for %s", nodeWait, what)
+	}
 }
 
 // ownedBy lists the files under dir owned by uid.
