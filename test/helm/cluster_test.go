@@ -66,7 +66,7 @@ func startClusterWith(t *testing.T, o clusterOptions) *cluster {
 		api := env.ControlPlane.GetAPIServer()
 		// The serving certificate envtest makes names this address.
 		api.SecureServing.Address = nodeGateway
-		api.SecurePort = freePortOn(t, nodeGateway)
+		api.SecureServing.Port = strconv.Itoa(freePortOn(t, nodeGateway))
 		api.Configure().
 			Disable("disable-admission-plugins").
 			Set("kubelet-preferred-address-types", "Hostname")
