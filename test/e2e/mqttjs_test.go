@@ -140,3 +140,28 @@ func TestMQTTJS(t *testing.T) {
 		})
 	}
 }
+
+// TestMQTTJSConformance runs the scenarios of node/conformance.js with
+// MQTT.js against one Edgeport, each as a subtest: a resumed MQTT 5 session
+// with subscription identifiers and retain handling, wills with
+// properties, request/response, and the MQTT 3.1.1 and 3.1 protocol levels.
+// Each scenario asserts itself (citing the specification) and prints PASS.
+func TestMQTTJSConformance(t *testing.T) {
+	t.Parallel()
+	dir := nodeDir(t)
+	e := startEdgeport(t)
+	url := "mqtt://" + e.addr(t, "mqtt")
+	names := runProc(t, 30*time.Second, dir, "node", "conformance.js", "list")
+	if len(names) < 5 {
+		t.Fatalf("only %d scenarios listed: %q", len(names), names)
+	}
+	for i, name := range names {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			out := runProc(t, 60*time.Second, dir, "node", "conformance.js", url, name, fmt.Sprintf("js%d", i))
+			if len(out) == 0 || out[len(out)-1] != "PASS "+name {
+				t.Fatalf("scenario %s did not pass:\n%s", name, strings.Join(out, "\n"))
+			}
+		})
+	}
+}
