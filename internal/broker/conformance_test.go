@@ -6,7 +6,9 @@ package broker
 // test/e2e (Paho Python, MQTT.js) and the paho_*_test.go files here.
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 )
@@ -85,5 +87,29 @@ func TestRawDisconnectThenReconnectAtOnce(t *testing.T) {
 	p := rawRecv[packet.Publish](watcher)
 	if p.Topic != "dr/end" {
 		t.Fatalf("watcher got %q %q before the barrier: a will after a normal DISCONNECT", p.Topic, p.Payload)
+	}
+}
+
+// TestRawServerKeepAlive: with a keep-alive cap, a client asking for more
+// (or for none) is told the Server Keep Alive in CONNACK [MQTT-3.2.2-21]
+// and held to it: one and a half times it without a packet ends the
+// connection with 0x8D [MQTT-3.1.2-22]. A client asking less keeps its own
+// value and gets no Server Keep Alive.
+func TestRawServerKeepAlive(t *testing.T) {
+	t.Parallel()
+	addr, _ := startBroker(t, Options{MaxKeepAlive: 2 * time.Second})
+	for _, tc := range []struct {
+		asked, told uint16 // told 0: no Server Keep Alive
+	}{{0, 2}, {60, 2}, {1, 0}} {
+		t.Run(fmt.Sprintf("asked %d", tc.asked), func(t *testing.T) {
+			t.Parallel()
+			c, ack := connectRaw(t, addr, packet.V5, &packet.Connect{ClientID: fmt.Sprintf("ska-%d", tc.asked), CleanStart: true, KeepAlive: tc.asked})
+			if got := ack.Properties.Has(packet.PropServerKeepAlive); got != (tc.told != 0) || ack.Properties.ServerKeepAlive != tc.told {
+				t.Fatalf("CONNACK Server Keep Alive present %v value %d, want %d", got, ack.Properties.ServerKeepAlive, tc.told)
+			}
+			// Keep-alive is a socket read deadline on real time: the idle
+			// client is disconnected within rawWait only if it is enforced.
+			c.expectDisconnect(packet.KeepAliveTimeout)
+		})
 	}
 }
