@@ -1039,6 +1039,12 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 	case packet.PUBREC:
 		s.mu.Lock()
 		f := s.inflight[a.PacketID]
+		if f != nil && f.qos == 2 && f.held {
+			// Received on an earlier connection, acknowledged before it
+			// was resent on this one: the exchange goes on from here.
+			f.held = false
+			s.held--
+		}
 		switch {
 		case f == nil || f.qos != 2:
 			s.mu.Unlock()

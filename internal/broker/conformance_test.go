@@ -7,6 +7,8 @@ package broker
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,6 +112,100 @@ func TestRawServerKeepAlive(t *testing.T) {
 			// Keep-alive is a socket read deadline on real time: the idle
 			// client is disconnected within rawWait only if it is enforced.
 			c.expectDisconnect(packet.KeepAliveTimeout)
+		})
+	}
+}
+
+// TestRawReceiveMaximumOnResume: the Receive Maximum of the connection
+// that resumes a session bounds the resent PUBLISHes too [MQTT-3.3.4-9]:
+// they keep their packet identifiers and DUP [MQTT-4.4.0-1], but beyond
+// the new maximum they wait for acknowledgements.
+func TestRawReceiveMaximumOnResume(t *testing.T) {
+	addr, _ := startBroker(t, Options{})
+	conn := func(clean bool, recvMax uint16) *packet.Connect {
+		cp := connV5("rmr")
+		cp.CleanStart = clean
+		cp.Properties.SessionExpiry = 60
+		cp.Properties.Set(packet.PropSessionExpiry)
+		cp.Properties.ReceiveMaximum = recvMax
+		cp.Properties.Set(packet.PropReceiveMaximum)
+		return cp
+	}
+	sub, _ := connectRaw(t, addr, packet.V5, conn(true, 10))
+	sub.subscribe(1, 1, "rmr/#")
+	pub, _ := connectRaw(t, addr, packet.V5, connV5("rmr-pub"))
+	for i := range 5 {
+		pub.send(&packet.Publish{QoS: 1, PacketID: uint16(i + 1), Topic: "rmr/t", Payload: []byte{byte('0' + i)}})
+		pub.expectAck(packet.PUBACK, uint16(i+1), packet.Success)
+	}
+	var ids []uint16
+	for i := range 5 {
+		ids = append(ids, sub.expectPublish("rmr/t", string(rune('0'+i))).PacketID)
+	}
+	sub.conn.Close() // nothing acknowledged
+	sub, ack := connectRaw(t, addr, packet.V5, conn(false, 2))
+	if !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	// Two resent, then one more per PUBACK, in order, with DUP and the
+	// original identifiers; the barrier shows nothing else was sent early.
+	next := 0
+	expect := func(n int) {
+		t.Helper()
+		for range n {
+			p := sub.expectPublish("rmr/t", string(rune('0'+next)))
+			if !p.Dup || p.PacketID != ids[next] {
+				t.Fatalf("resent PUBLISH %d: DUP %v id %d, want DUP and id %d", next, p.Dup, p.PacketID, ids[next])
+			}
+			next++
+		}
+	}
+	expect(2)
+	sub.send(&packet.Subscribe{PacketID: 9, Subscriptions: []packet.Subscription{{Filter: "rmr-bar", QoS: 0}}})
+	rawRecv[packet.SubAck](sub)
+	pub.send(&packet.Publish{Topic: "rmr-bar", Payload: []byte("bar")})
+	sub.expectPublish("rmr-bar", "bar")
+	for next < 5 {
+		sub.send(&packet.Ack{Type: packet.PUBACK, PacketID: ids[next-2]})
+		expect(1)
+	}
+}
+
+// denySubscribe is an Authorizer refusing subscriptions under a prefix.
+type denySubscribe string
+
+func (d denySubscribe) Allow(_ *Principal, op Op, topic string) bool {
+	return op != OpSubscribe || !strings.HasPrefix(topic, string(d))
+}
+
+// TestRawSubAckReasonCodes: SUBACK answers every filter of a SUBSCRIBE on
+// its own [MQTT-3.8.4-6] [MQTT-3.9.3-1]: granted QoS, 0x8F for a malformed
+// filter, 0x87 for one not authorized, 0x97 beyond the subscription quota
+// (a replaced subscription does not count again [MQTT-3.8.4-3]); 3.1.1
+// has 0x80 for all of them [MQTT-3.9.3-2]. The connection goes on.
+func TestRawSubAckReasonCodes(t *testing.T) {
+	addr, b := startBroker(t, Options{MaxSubscriptionsPerClient: 3})
+	b.SetListenerSecurity("test", nil, denySubscribe("deny/"), true)
+	for _, v := range []packet.Version{packet.V5, packet.V311} {
+		t.Run(fmt.Sprintf("version %d", v), func(t *testing.T) {
+			c, _ := connectRaw(t, addr, v, &packet.Connect{ClientID: fmt.Sprintf("suback-%d", v), CleanStart: true})
+			fail := func(code packet.ReasonCode) packet.ReasonCode {
+				if v == packet.V5 {
+					return code
+				}
+				return packet.UnspecifiedError
+			}
+			subs := []packet.Subscription{
+				{Filter: "ok/a", QoS: 1}, {Filter: "a/#/b", QoS: 1}, {Filter: "deny/x", QoS: 1},
+				{Filter: "ok/b", QoS: 2}, {Filter: "ok/c", QoS: 0}, {Filter: "ok/d", QoS: 1}, {Filter: "ok/a", QoS: 2},
+			}
+			want := []packet.ReasonCode{1, fail(packet.TopicFilterInvalid), fail(packet.NotAuthorized), 2, 0, fail(packet.QuotaExceeded), 2}
+			c.send(&packet.Subscribe{PacketID: 5, Subscriptions: subs})
+			ack := rawRecv[packet.SubAck](c)
+			if ack.PacketID != 5 || !slices.Equal(ack.ReasonCodes, want) {
+				t.Fatalf("SUBACK id %d codes % X, want id 5 codes % X", ack.PacketID, ack.ReasonCodes, want)
+			}
+			c.ping()
 		})
 	}
 }

@@ -172,33 +172,58 @@ func (c *client) connect(cp *packet.Connect) bool {
 }
 
 // resumeLocked resends unacknowledged deliveries (PUBLISH with DUP, or PUBREL
-// for released QoS 2) in their original order, then drains the queue.
-// c.sess.mu is held.
+// for released QoS 2) in their original order and with their original
+// packet identifiers [MQTT-4.4.0-1], as many as the connection's Receive
+// Maximum allows [MQTT-3.3.4-9]: the rest are held, and go out as
+// acknowledgements free the window (sendHeldLocked). Then it drains the
+// queue. c.sess.mu is held.
 func (c *client) resumeLocked() {
 	s := c.sess
 	now := c.b.clk.Now().UnixNano()
+	s.held = 0
+	for f := s.oldest; f != nil; f = f.next {
+		f.held = false
+	}
+	sent := 0
 	for f, next := s.oldest, (*flight)(nil); f != nil; f = next {
 		next = f.next
-		if f.released {
-			c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: f.id})
+		if sent >= c.sendQuota && !f.refused() {
+			f.held = true
+			s.held++
 			continue
 		}
-		if f.refused() {
-			// Never sent: its publisher was refused with 0x97.
-			s.removeFlight(f)
-			c.b.stats.dropped[dropQuota].Add(1)
-			continue
-		}
-		dup := !f.fresh
-		f.fresh = false
-		if !c.writePublish(&f.delivery, f.id, dup, now) {
-			// Too large for this connection's Maximum Packet Size: discarded
-			// as if delivered (MQTT-3.1.2-25), so it frees its window slot.
-			s.removeFlight(f)
-			c.b.dropEntry(s, &f.delivery)
+		if c.resendLocked(f, now) {
+			sent++
 		}
 	}
 	s.drainLocked(c.b, now)
+}
+
+// resendLocked sends an unacknowledged delivery again and reports whether
+// it went out; one that cannot (refused, too large) leaves the window.
+// c.sess.mu is held.
+func (c *client) resendLocked(f *flight, now int64) bool {
+	s := c.sess
+	if f.released {
+		c.writePacket(&packet.Ack{Type: packet.PUBREL, PacketID: f.id})
+		return true
+	}
+	if f.refused() {
+		// Never sent: its publisher was refused with 0x97.
+		s.removeFlight(f)
+		c.b.stats.dropped[dropQuota].Add(1)
+		return false
+	}
+	dup := !f.fresh
+	f.fresh = false
+	if !c.writePublish(&f.delivery, f.id, dup, now) {
+		// Too large for this connection's Maximum Packet Size: discarded
+		// as if delivered (MQTT-3.1.2-25), so it frees its window slot.
+		s.removeFlight(f)
+		c.b.dropEntry(s, &f.delivery)
+		return false
+	}
+	return true
 }
 
 // logRefusal logs a refused CONNECT at info, once a minute per reason and

@@ -341,6 +341,9 @@ func (s *session) drainLocked(b *Broker, now int64) {
 	if c == nil {
 		return
 	}
+	if s.held > 0 && !s.sendHeldLocked(c, now) {
+		return
+	}
 	for s.queue.len() > 0 {
 		if len(s.inflight) >= c.sendQuota {
 			return
@@ -361,6 +364,24 @@ func (s *session) drainLocked(b *Broker, now int64) {
 		}
 		s.sendFlight(b, c, &d, now, nil)
 	}
+}
+
+// sendHeldLocked resends held deliveries, oldest first, while the window
+// has room, and reports whether none is left held. s.mu is held.
+func (s *session) sendHeldLocked(c *client, now int64) bool {
+	for f, next := s.oldest, (*flight)(nil); f != nil && s.held > 0; f = next {
+		next = f.next
+		if !f.held {
+			continue
+		}
+		if len(s.inflight)-s.held >= c.sendQuota {
+			return false
+		}
+		f.held = false
+		s.held--
+		c.resendLocked(f, now)
+	}
+	return s.held == 0
 }
 
 // takeShared removes the deliveries that reached s through a shared

@@ -51,7 +51,10 @@ type flight struct {
 	released bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
 	// fresh marks a restored delivery given a new packet identifier: it
 	// is resent as a new PUBLISH, without DUP (see restoreDeliveries).
-	fresh      bool
+	fresh bool
+	// held marks a delivery not yet resent to the connection that resumed
+	// the session, beyond its Receive Maximum (see client.resumeLocked).
+	held       bool
 	prev, next *flight
 }
 
@@ -71,6 +74,7 @@ type session struct {
 	// inflight: by packet ID and in send order (oldest first) for redelivery.
 	inflight       map[uint16]*flight
 	oldest, newest *flight
+	held           int // flights marked held, awaiting room in the window
 	nextID         uint16
 	queue          ring
 	awaitingRel    map[uint16]struct{} // inbound QoS 2 IDs between PUBREC and PUBREL
@@ -118,6 +122,10 @@ func (s *session) addFlight(f *flight) {
 }
 
 func (s *session) removeFlight(f *flight) {
+	if f.held {
+		f.held = false
+		s.held--
+	}
 	delete(s.inflight, f.id)
 	if f.prev != nil {
 		f.prev.next = f.next
