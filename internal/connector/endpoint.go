@@ -29,6 +29,7 @@ type Endpoint struct {
 	reconnect prometheus.Counter
 	m         *metrics
 	out       *outbox
+	reg       SchemaRegistry // nil: datasets register no schema
 	now       func() time.Time
 }
 
@@ -128,13 +129,19 @@ func (d *Dataset) Publish(f Frame) {
 		d.st.addDropped()
 		return
 	}
+	// The registered schema's reference, as Azure IoT Operations'
+	// connectors set it; before one is registered, the typeRef.
+	schema := d.st.schemaRef()
+	if schema == "" {
+		schema = d.TypeRef
+	}
 	ce := CloudEvent{
 		ID:         newID(),
 		Source:     d.ep.Spec.Address,
 		Type:       EventType(d.ep.typ, f.Keyframe),
 		Subject:    d.Asset.Name + "/" + d.Name,
 		Time:       now,
-		DataSchema: d.TypeRef,
+		DataSchema: schema,
 	}
 	user := ce.UserProperties()
 	for _, dst := range d.Destinations {
@@ -216,6 +223,9 @@ type datasetStats struct {
 
 	mu         sync.Mutex
 	last       time.Time // guarded by mu, as are the fields below
+	topic      string    // the first MQTT destination's topic
+	schemaHash string    // the content hash of the schema registered last
+	ref        string    // its reference (aio-sr://...)
 	samples    uint64
 	messages   uint64
 	dropped    uint64
@@ -284,6 +294,35 @@ func (st *datasetStats) setPointError(name string, err error) {
 	}
 }
 
+func (st *datasetStats) setTopic(topic string) {
+	st.mu.Lock()
+	st.topic = topic
+	st.mu.Unlock()
+}
+
+// registered returns the reference of the schema with this content hash
+// when it is the one registered last.
+func (st *datasetStats) registered(hash string) string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.schemaHash == hash {
+		return st.ref
+	}
+	return ""
+}
+
+func (st *datasetStats) setSchema(hash, ref string) {
+	st.mu.Lock()
+	st.schemaHash, st.ref = hash, ref
+	st.mu.Unlock()
+}
+
+func (st *datasetStats) schemaRef() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.ref
+}
+
 func (st *datasetStats) addMessage() {
 	st.mu.Lock()
 	st.messages++
@@ -306,7 +345,8 @@ func (st *datasetStats) setPublishError(err error) {
 func (st *datasetStats) status() config.DatasetStatus {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	s := config.DatasetStatus{Name: st.name, LastValueTime: timePtr(st.last), Samples: st.samples, Messages: st.messages, Dropped: st.dropped, Error: st.err}
+	s := config.DatasetStatus{Name: st.name, LastValueTime: timePtr(st.last), Samples: st.samples, Messages: st.messages, Dropped: st.dropped, Error: st.err,
+		Topic: st.topic, SchemaRef: st.ref}
 	if s.Error == "" {
 		s.Error = st.publishErr
 	}

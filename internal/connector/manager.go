@@ -23,6 +23,9 @@ type Options struct {
 	// StateStore serves BrokerStateStore destinations; nil drops their
 	// messages (counted as no_state_store).
 	StateStore StateStore
+	// Schemas registers the schemas of what datasets publish
+	// (Dataset.RegisterSchema); nil: none are registered.
+	Schemas SchemaRegistry
 	// SecretsDir holds the secrets credentials refer to
 	// (<data-dir>/secrets).
 	SecretsDir string
@@ -344,7 +347,7 @@ func (m *Manager) startLocked(ctx context.Context, k string, p *plan) {
 		typ:     typ, st: m.endpointStats(k),
 		connected: m.m.connected.WithLabelValues(typ, devName, p.name),
 		reconnect: m.m.reconnects.WithLabelValues(typ, devName, p.name),
-		m:         m.m, out: m.out, now: m.opts.Now,
+		m:         m.m, out: m.out, reg: m.opts.Schemas, now: m.opts.Now,
 	}
 	slices.SortFunc(p.assets, func(a, b *config.Object) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
 	for _, a := range p.assets {
@@ -399,6 +402,14 @@ func (m *Manager) dataset(ep *Endpoint, a *Asset, key, name, src, typeRef string
 		st = newDatasetStats(a.Name, key, points)
 		m.dsStats[sk] = st
 	}
+	topic := ""
+	for _, d := range dst {
+		if d.Target == config.TargetMqtt {
+			topic = d.Configuration.Topic
+			break
+		}
+	}
+	st.setTopic(topic)
 	return &Dataset{
 		Asset: a, Name: name, DataSource: src, TypeRef: typeRef, DataPoints: points,
 		Configuration: cfg, Destinations: dst,

@@ -25,6 +25,9 @@
 //   ns=2;s=Level         Double analog item (EURange 0..100), +1 every 100 ms
 //   ns=2;s=Constant      Double, never changes (heartbeat tests)
 //   ns=2;s=Setpoint      Double, writable
+//   ns=2;s=Running       Boolean true; s=Label String "line 1"; s=Started
+//                        DateTime 2026-01-02T03:04:05Z; s=History Double[3]
+//                        [1.5, 2.5, 3.5]; s=Total UInt64 7 (constants)
 //   ns=2;s=Bulk/<i>      Double, bulk variables for the benchmark; each holds
 //                        the current time in ms since the epoch, so a reader
 //                        can measure source-to-consumer latency
@@ -171,6 +174,20 @@ async function main() {
     userAccessLevel: "CurrentRead | CurrentWrite",
   });
   setpoint.setValueFromSource({ dataType: DataType.Double, value: 0 });
+
+  // One variable of each further kind, for the schemas the connector
+  // derives from DataType and ValueRank.
+  ns.addVariable({ componentOf: folder, nodeId: "s=Running", browseName: "Running", dataType: "Boolean",
+    value: { dataType: DataType.Boolean, value: true } });
+  ns.addVariable({ componentOf: folder, nodeId: "s=Label", browseName: "Label", dataType: "String",
+    value: { dataType: DataType.String, value: "line 1" } });
+  ns.addVariable({ componentOf: folder, nodeId: "s=Started", browseName: "Started", dataType: "DateTime",
+    value: { dataType: DataType.DateTime, value: new Date(Date.UTC(2026, 0, 2, 3, 4, 5)) } });
+  ns.addVariable({ componentOf: folder, nodeId: "s=History", browseName: "History", dataType: "Double",
+    valueRank: 1, arrayDimensions: [3],
+    value: { dataType: DataType.Double, arrayType: require("node-opcua").VariantArrayType.Array, value: [1.5, 2.5, 3.5] } });
+  ns.addVariable({ componentOf: folder, nodeId: "s=Total", browseName: "Total", dataType: "UInt64",
+    value: { dataType: DataType.UInt64, arrayType: require("node-opcua").VariantArrayType.Scalar, value: [0, 7] } });
 
   const bulk = cfg.bulk || 0;
   if (bulk > 0) {

@@ -138,6 +138,7 @@ func prepare(spec *config.AssetSpec, i int, ds *connector.Dataset, ecfg config.M
 }
 
 func (c *Connector) pollLoop(ctx context.Context, dev *device, d *dataset) {
+	registerSchema(ctx, dev.ep, d)
 	t := time.NewTicker(d.interval)
 	defer t.Stop()
 	for {

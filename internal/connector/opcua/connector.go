@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gopcua/opcua"
+
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/connector"
 )
@@ -183,6 +185,7 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 	// session, so every extra subscription costs a round trip per interval.
 	// The handler splits each publish response by dataset again.
 	byInterval := map[time.Duration]int{} // publishing interval -> index in opts.Groups
+	var schemas []schemaDataset           // the datasets whose schemas are registered at each connection
 	for _, a := range ep.Assets {
 		for i, ds := range a.Datasets {
 			var dc config.OpcUaDatasetConfiguration
@@ -205,6 +208,7 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 			}
 			g := &opts.Groups[gi]
 			hb := ms(dc.HeartbeatInterval)
+			sd := schemaDataset{ds: ds}
 			for j, p := range ds.DataPoints {
 				var pc config.OpcUaDataPointConfiguration
 				var errs config.Errors
@@ -231,7 +235,9 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 					continue
 				}
 				g.Items = append(g.Items, it)
+				sd.points = append(sd.points, schemaPoint{name: p.Name, nodeID: p.DataSource})
 			}
+			schemas = append(schemas, sd)
 			keyframes := 0
 			if dc.KeyFrameCount != nil {
 				keyframes = *dc.KeyFrameCount
@@ -266,6 +272,7 @@ func (c *Connector) build(ep *connector.Endpoint) (Options, *handler, error) {
 			opts.Groups = append(opts.Groups, g)
 		}
 	}
+	opts.OnConnect = func(ctx context.Context, c *opcua.Client) { registerSchemas(ctx, c, ep, schemas) }
 	return opts, h, nil
 }
 

@@ -135,6 +135,11 @@ type Options struct {
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
 	Logger         *slog.Logger
+	// OnConnect, when set, is called on the session's goroutine after each
+	// connection, before the subscriptions are created: the connector
+	// reads its data points' types there and registers their schemas, so
+	// that the first message already names its schema.
+	OnConnect func(ctx context.Context, c *opcua.Client)
 }
 
 // SamplingFastest is the SamplingInterval that requests OPC UA sampling
@@ -397,6 +402,10 @@ func (s *Session) runOnce(ctx context.Context) (healthy bool, err error) {
 		c.Close(cctx)
 		cancel()
 	}()
+
+	if s.opts.OnConnect != nil {
+		s.opts.OnConnect(ctx, c)
+	}
 
 	// Buffered so gopcua's publish loop rarely waits on us; our handler
 	// calls do not block either.
