@@ -69,12 +69,15 @@ type DataflowSource struct {
 const (
 	FormatJSON    = "Json"
 	FormatParquet = "Parquet"
+	// FormatDelta writes a Delta Lake table (Parquet files and a
+	// transaction log) to a LocalStorage destination.
+	FormatDelta = "Delta"
 )
 
 // DataflowTransformation enriches, filters and maps messages.
 type DataflowTransformation struct {
-	// SerializationFormat is the output's: Json, or Parquet for
-	// LocalStorage destinations.
+	// SerializationFormat is the output's: Json, or Parquet or Delta (a
+	// Delta Lake table; schemaRef required) for LocalStorage destinations.
 	SerializationFormat string            `json:"serializationFormat,omitempty"`
 	SchemaRef           string            `json:"schemaRef,omitempty"`
 	Datasets            []DataflowDataset `json:"datasets,omitempty"`
@@ -568,8 +571,11 @@ func validateTransformation(t *DataflowTransformation, p string, errs *Errors) {
 		errs.Add(p, "required with operationType BuiltInTransformation")
 		return
 	}
-	oneOf(errs, field(p, "serializationFormat"), t.SerializationFormat, FormatJSON, FormatParquet)
+	oneOf(errs, field(p, "serializationFormat"), t.SerializationFormat, FormatJSON, FormatParquet, FormatDelta)
 	validateSchemaRefSyntax(t.SchemaRef, field(p, "schemaRef"), errs)
+	if t.SerializationFormat == FormatDelta && t.SchemaRef == "" {
+		errs.Add(field(p, "schemaRef"), "required with serializationFormat Delta: a Delta table's columns come from a schema")
+	}
 	before := len(*errs)
 	for i, d := range t.Datasets {
 		dp := index(field(p, "datasets"), i)

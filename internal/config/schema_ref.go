@@ -113,7 +113,7 @@ func validateDataflowRefs(obj *Object, lookup func(Key) (*Object, bool), errs *E
 			errs.Add(u.Path, "%v", err)
 			continue
 		}
-		if u.Role != SchemaRoleOutput || t == nil || t.SerializationFormat != FormatParquet {
+		if u.Role != SchemaRoleOutput || t == nil || (t.SerializationFormat != FormatParquet && t.SerializationFormat != FormatDelta) {
 			continue
 		}
 		c, err := CompileSchemaContent(o.Spec.(*SchemaSpec).Format, v.SchemaContent)
@@ -122,7 +122,7 @@ func validateDataflowRefs(obj *Object, lookup func(Key) (*Object, bool), errs *E
 			continue
 		}
 		if _, err := c.Fields(); err != nil {
-			errs.Add(u.Path, "cannot define Parquet columns: %v", err)
+			errs.Add(u.Path, "cannot define %s columns: %v", t.SerializationFormat, err)
 		}
 	}
 }

@@ -30,7 +30,7 @@ func TestDatasetSchemaDescribesEncodedPayloads(t *testing.T) {
 	one := func() string {
 		return DatasetSchema([]PointSchema{{Name: "count", Value: IntegerValue(math.MinInt32, math.MaxInt32)}})
 	}
-	if one() != one() || one() == content {
+	if a, b := one(), one(); a != b || a == content {
 		t.Fatal("the same points must give the same text, other points another")
 	}
 	c, err := config.CompileSchemaContent(config.SchemaFormatJSONDraft07, content)

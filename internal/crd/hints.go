@@ -157,7 +157,7 @@ var hints = map[string]map[string]Hint{
 		"spec.mode":       enum(config.ModeEnabled, config.ModeDisabled),
 		"spec.operations": requiredList,
 		"spec.operations[].sourceSettings.serializationFormat":                  enum(config.FormatJSON),
-		"spec.operations[].builtInTransformationSettings.serializationFormat":   enum(config.FormatJSON, config.FormatParquet),
+		"spec.operations[].builtInTransformationSettings.serializationFormat":   enum(config.FormatJSON, config.FormatParquet, config.FormatDelta),
 		"spec.operations[].builtInTransformationSettings.datasets[].inputs":     requiredList,
 		"spec.operations[].builtInTransformationSettings.datasets[].expression": required,
 		"spec.operations[].builtInTransformationSettings.filter[].type":         enum("Filter"),

@@ -63,8 +63,9 @@ func (b *StageBuilder) Destination(ctx context.Context, p *Plan, ep *config.Data
 		// The dead-letter destination gets the messages as they came.
 		format = t.SerializationFormat
 	}
-	if format == config.FormatParquet && ep.EndpointType != config.EndpointLocalStorage {
-		return nil, fmt.Errorf("serializationFormat Parquet needs a LocalStorage destination (got %s)", ep.EndpointType)
+	columnar := format == config.FormatParquet || format == config.FormatDelta
+	if columnar && ep.EndpointType != config.EndpointLocalStorage {
+		return nil, fmt.Errorf("serializationFormat %s needs a LocalStorage destination (got %s)", format, ep.EndpointType)
 	}
 	switch ep.EndpointType {
 	case config.EndpointMqtt:
@@ -84,10 +85,10 @@ func (b *StageBuilder) Destination(ctx context.Context, p *Plan, ep *config.Data
 			dir = filepath.Join(b.Env.DataDir, dir)
 		}
 		var fields []config.SchemaField
-		if s := p.OutputSchema; s != nil && format == config.FormatParquet {
+		if s := p.OutputSchema; s != nil && columnar {
 			var err error
 			if fields, err = s.Compiled().Fields(); err != nil {
-				return nil, fmt.Errorf("schema %s cannot define Parquet columns: %w", s.Ref, err)
+				return nil, fmt.Errorf("schema %s cannot define %s columns: %w", s.Ref, format, err)
 			}
 		}
 		return file.New(file.Options{

@@ -27,25 +27,48 @@ type Field struct {
 // test/parquet; scripts/test.sh installs it.
 func Read(t testing.TB, path string) ([]Field, []map[string]any) {
 	t.Helper()
+	var res File
+	run(t, &res, path)
+	return res.Fields, res.Rows
+}
+
+// File is one Parquet file as Arrow reads it.
+type File struct {
+	Fields []Field          `json:"fields"`
+	Rows   []map[string]any `json:"rows"`
+}
+
+// ReadAll reads several files with one start of the reader.
+func ReadAll(t testing.TB, paths ...string) []File {
+	t.Helper()
+	switch len(paths) {
+	case 0:
+		return nil
+	case 1:
+		f, r := Read(t, paths[0])
+		return []File{{Fields: f, Rows: r}}
+	}
+	var res []File
+	run(t, &res, paths...)
+	return res
+}
+
+func run(t testing.TB, out any, paths ...string) {
+	t.Helper()
 	_, self, _, _ := runtime.Caller(0)
 	dir := filepath.Join(filepath.Dir(self), "..", "..", "test", "parquet")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "parquet-wasm")); err != nil {
 		t.Fatalf("the independent Parquet reader is not installed: run scripts/test.sh (or npm ci in test/parquet): %v", err)
 	}
-	out, err := exec.Command("node", filepath.Join(dir, "read.mjs"), path).Output()
+	b, err := exec.Command("node", append([]string{filepath.Join(dir, "read.mjs")}, paths...)...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			t.Fatalf("reading %s with Arrow: %v\n%s", path, err, ee.Stderr)
+			t.Fatalf("reading %v with Arrow: %v\n%s", paths, err, ee.Stderr)
 		}
 		t.Fatal(err)
 	}
-	var res struct {
-		Fields []Field          `json:"fields"`
-		Rows   []map[string]any `json:"rows"`
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("%v: %s", err, b)
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	return res.Fields, res.Rows
 }

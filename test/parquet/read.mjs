@@ -3,7 +3,8 @@
 // JSON, for the Go tests: {"fields": [{name, type, nullable, children}],
 // "rows": [{column: value}]}. Values: 64-bit integers and decimals as
 // strings, dates as YYYY-MM-DD, timestamps as RFC 3339 (milliseconds),
-// binary as base64.
+// binary as base64. Given several files, it prints an array of such
+// objects, one per file (one Node start for a whole Delta table).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { initSync, readParquet } from "parquet-wasm/esm";
@@ -11,7 +12,6 @@ import { tableFromIPC, DataType } from "apache-arrow";
 
 const require = createRequire(import.meta.url);
 initSync({ module: readFileSync(require.resolve("parquet-wasm/esm/parquet_wasm_bg.wasm")) });
-const table = tableFromIPC(readParquet(new Uint8Array(readFileSync(process.argv[2]))).intoIPCStream());
 
 function describe(f) {
   const d = { name: f.name, type: String(f.type), nullable: f.nullable };
@@ -48,11 +48,17 @@ function norm(type, v) {
   return v;
 }
 
-const fields = table.schema.fields;
-const rows = [];
-for (let i = 0; i < table.numRows; i++) {
-  const r = {};
-  for (const f of fields) r[f.name] = norm(f.type, table.getChild(f.name).get(i));
-  rows.push(r);
+function read(path) {
+  const table = tableFromIPC(readParquet(new Uint8Array(readFileSync(path))).intoIPCStream());
+  const fields = table.schema.fields;
+  const rows = [];
+  for (let i = 0; i < table.numRows; i++) {
+    const r = {};
+    for (const f of fields) r[f.name] = norm(f.type, table.getChild(f.name).get(i));
+    rows.push(r);
+  }
+  return { fields: fields.map(describe), rows };
 }
-console.log(JSON.stringify({ fields: fields.map(describe), rows }));
+
+const paths = process.argv.slice(2);
+console.log(JSON.stringify(paths.length === 1 ? read(paths[0]) : paths.map(read)));

@@ -277,14 +277,23 @@ func jsonText(v any) string {
 }
 
 // writeSchemaParquet converts a staging file into a Parquet file with the
-// schema's columns. Every staged message was converted once already
-// (Send); one that no longer converts (a file staged under another schema
-// before a crash) is kept in a <name>.rejected.jsonl file beside it, so
-// nothing acknowledged is lost.
+// schema's columns.
 func (d *Destination) writeSchemaParquet(src, dst string) error {
+	rows, err := d.schemaRows(src, filepath.Join(d.o.Dir, strings.TrimSuffix(filepath.Base(dst), ".parquet.tmp")+".rejected.jsonl"))
+	if err != nil {
+		return err
+	}
+	return writeRows(dst, d.o.Fields, rows)
+}
+
+// schemaRows reads a staging file's rows. Every staged message was
+// converted once already (Send); one that no longer converts (a file
+// staged under another schema before a crash) is kept in the rejected
+// file, so nothing acknowledged is lost.
+func (d *Destination) schemaRows(src, rejectedPath string) ([]map[string]any, error) {
 	envs, err := readEnvelopes(src)
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", src, err)
+		return nil, fmt.Errorf("reading %s: %w", src, err)
 	}
 	rows := make([]map[string]any, 0, len(envs))
 	var rejected bytes.Buffer
@@ -298,16 +307,21 @@ func (d *Destination) writeSchemaParquet(src, dst string) error {
 		rows = append(rows, row)
 	}
 	if rejected.Len() > 0 {
-		rp := filepath.Join(d.o.Dir, strings.TrimSuffix(filepath.Base(dst), ".parquet.tmp")+".rejected.jsonl")
-		if err := os.WriteFile(rp, rejected.Bytes(), 0o640); err != nil {
-			return fmt.Errorf("writing %s: %w", rp, err)
+		if err := os.WriteFile(rejectedPath, rejected.Bytes(), 0o640); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", rejectedPath, err)
 		}
 	}
+	return rows, nil
+}
+
+// writeRows writes a Parquet file of rows with the fields' columns,
+// fsynced.
+func writeRows(dst string, fields []config.SchemaField, rows []map[string]any) error {
 	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", dst, err)
 	}
-	w := parquet.NewGenericWriter[map[string]any](f, parquetSchema(d.o.Fields))
+	w := parquet.NewGenericWriter[map[string]any](f, parquetSchema(fields))
 	_, err = w.Write(rows)
 	if err == nil {
 		err = w.Close()

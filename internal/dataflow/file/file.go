@@ -23,9 +23,12 @@ import (
 
 // Options configure a Destination.
 type Options struct {
-	Dir      string // the folder of finished files
-	Format   string // config.FormatJSON (JSON Lines) or config.FormatParquet
-	MaxBytes int64  // rotate when the staged data reaches this size
+	Dir string // the folder of finished files
+	// Format is config.FormatJSON (JSON Lines), config.FormatParquet, or
+	// config.FormatDelta (a Delta Lake table in Dir: Parquet files and
+	// their commits in _delta_log; Fields are required).
+	Format   string
+	MaxBytes int64 // rotate when the staged data reaches this size
 	MaxAge   time.Duration
 	Prefix   string // file name prefix (the flow's name)
 	// Fields, when set, are a Parquet file's columns (from the flow's
@@ -54,6 +57,8 @@ type Destination struct {
 	seq     int
 	closed  bool
 
+	delta *deltaTable // Format Delta: the table's log as this writer knows it (guarded by mu)
+
 	stop chan struct{}
 	wg   sync.WaitGroup // the age ticker
 }
@@ -72,6 +77,15 @@ func New(o Options) (*Destination, error) {
 	d := &Destination{o: o, staging: filepath.Join(o.Dir, ".staging"), stop: make(chan struct{})}
 	if err := os.MkdirAll(d.staging, 0o750); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", d.staging, err)
+	}
+	if o.Format == config.FormatDelta {
+		if o.Fields == nil {
+			return nil, errors.New("a Delta table needs the columns of a schema (builtInTransformationSettings.schemaRef)")
+		}
+		var err error
+		if d.delta, err = openDelta(o.Dir); err != nil {
+			return nil, err
+		}
 	}
 	if err := d.recover(); err != nil {
 		return nil, err
@@ -142,7 +156,7 @@ func truncateTornLine(p string) error {
 func (d *Destination) Send(ctx context.Context, batch []*stage.Message) error {
 	var buf bytes.Buffer
 	for _, m := range batch {
-		if d.o.Fields != nil && d.o.Format == config.FormatParquet {
+		if d.o.Fields != nil && d.columnar() {
 			// Refused now, while it can still be dead-lettered.
 			if _, err := rowOf(d.o.Fields, m.Payload); err != nil {
 				return stage.Permanent(err)
@@ -187,6 +201,12 @@ func (d *Destination) Send(ctx context.Context, batch []*stage.Message) error {
 	return nil
 }
 
+// columnar says whether finished files are Parquet (a file or a Delta
+// table's data file): lines are then staged as envelopes.
+func (d *Destination) columnar() bool {
+	return d.o.Format == config.FormatParquet || d.o.Format == config.FormatDelta
+}
+
 // envelope is a staged line of a Parquet file: the payload with what the
 // file's extra columns need.
 type envelope struct {
@@ -200,7 +220,7 @@ type envelope struct {
 // envelope for Parquet.
 func (d *Destination) line(buf *bytes.Buffer, m *stage.Message) error {
 	payload := compactJSON(m.Payload)
-	if d.o.Format != config.FormatParquet {
+	if !d.columnar() {
 		buf.Write(payload)
 		buf.WriteByte('\n')
 		return nil
@@ -239,6 +259,9 @@ func (d *Destination) finishLocked() error {
 func (d *Destination) publish(name string) error {
 	src := filepath.Join(d.staging, name)
 	base := strings.TrimSuffix(name, ".jsonl")
+	if d.o.Format == config.FormatDelta {
+		return d.publishDelta(src, base)
+	}
 	if d.o.Format != config.FormatParquet {
 		if err := os.Rename(src, filepath.Join(d.o.Dir, base+".jsonl")); err != nil {
 			return fmt.Errorf("publishing %s: %w", name, err)
