@@ -260,11 +260,6 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		OnStart: a.connClient.Start,
 		OnStop:  func(ctx context.Context) error { return a.connClient.Stop(ctx) },
 	})
-	// The schema registry API (put/get over MQTT) shares the connectors'
-	// client: connectors are its first users, so it starts before them
-	// (and stops after them).
-	a.schemas = schemaregistry.New(a.res.store, a.connClient, log.With("component", "schemaregistry"))
-	g.Add("schema registry", a.schemas)
 	if a.conn, err = connector.New(connector.Options{
 		Store:      a.res.store,
 		Schemas:    &schemaregistry.Client{MQTT: a.connClient},
@@ -284,6 +279,12 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a.opcuaCmd = opcua.NewCommands(a.opcua, a.connClient, log.With("component", "opcua-commands"))
 	a.opcuaCmd.AuthorizeResponse = mayReceive(b)
 	g.Add("opcua commands", a.opcuaCmd)
+	// The schema registry API (put/get over MQTT) shares the connectors'
+	// client: connectors are its first users. It starts after them (a
+	// driver that registers before the API subscribed is answered "no
+	// responder" and asks again, Dataset.RegisterSchema).
+	a.schemas = schemaregistry.New(a.res.store, a.connClient, log.With("component", "schemaregistry"))
+	g.Add("schema registry", a.schemas)
 
 	// Dataflows read and write the broker as clients, each source with its
 	// own persistent session; they stop first, draining while the broker

@@ -219,7 +219,7 @@ spec:
 `, out))
 	flow := `apiVersion: edgeport.io/v1
 kind: Dataflow
-metadata: {name: thermostat-lake}
+metadata: {name: NAME}
 spec:
   operations:
   - operationType: Source
@@ -232,18 +232,21 @@ spec:
   - operationType: Destination
     destinationSettings: {endpointRef: lake, dataDestination: thermostat}
 `
-	if _, err := config.Builtin().Decode([]byte(strings.Replace(flow, `      schemaRef: "aio-sr://archive-row:1"`+"\n", "", 1))); err == nil ||
+	if _, err := config.Builtin().Decode([]byte(strings.Replace(strings.Replace(flow, "NAME", "lake", 1), `      schemaRef: "aio-sr://archive-row:1"`+"\n", "", 1))); err == nil ||
 		!strings.Contains(err.Error(), "builtInTransformationSettings.schemaRef: required with serializationFormat Delta") {
 		t.Fatalf("a Delta flow without schemaRef: %v", err)
 	}
-	k := config.Key{Kind: "Dataflow", Name: "thermostat-lake"}
 	pub := tcpClient(t, a, "thermostats")
 	dir := filepath.Join(out, "thermostat")
 	for run, payloads := range [][]string{
 		{`{"line": "l1", "temperature": 20, "unit": "C"}`, `{"line": "l2", "temperature": 30.5}`},
 		{`{"line": "l3", "temperature": 19}`},
 	} {
-		apply(t, a, flow)
+		// A flow of its own name per run: the status of a deleted flow
+		// cannot pass for the new one's.
+		name := fmt.Sprintf("thermostat-lake-%d", run)
+		k := config.Key{Kind: "Dataflow", Name: name}
+		apply(t, a, strings.Replace(flow, "NAME", name, 1))
 		waitStatus(t, a, k, config.ConditionTrue)
 		for _, p := range payloads {
 			ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -252,7 +255,10 @@ spec:
 			}
 			cancel()
 		}
-		testwait.For(t, "the messages written", func() bool { _, st := flowStatus(t, a, "thermostat-lake"); return st.Sent == uint64(len(payloads)) })
+		var st config.DataflowStatus
+		if !testwait.Within(wait, func() bool { _, st = flowStatus(t, a, name); return st.Sent == uint64(len(payloads)) }) {
+			t.Fatalf("run %d: status %+v", run, st)
+		}
 		// Deleting the flow finishes its file: one commit per run.
 		if _, err := a.Resources().Delete(k, "test"); err != nil {
 			t.Fatal(err)

@@ -150,7 +150,7 @@ func AnyValue() map[string]any { return map[string]any{} }
 // the same reference without asking again.
 //
 // A registry that is not answering yet (Edgeport starting) is asked again
-// twice, after half a second and a second.
+// three times, after half a second, one and two seconds.
 func (d *Dataset) RegisterSchema(ctx context.Context, content string) (string, error) {
 	reg := d.ep.reg
 	if reg == nil {
@@ -163,7 +163,7 @@ func (d *Dataset) RegisterSchema(ctx context.Context, content string) (string, e
 	var ref string
 	var err error
 	for attempt, wait := 0, 500*time.Millisecond; ; attempt, wait = attempt+1, 2*wait {
-		if ref, err = reg.Register(ctx, config.SchemaFormatJSONDraft07, content); err == nil || attempt == 2 || ctx.Err() != nil {
+		if ref, err = reg.Register(ctx, config.SchemaFormatJSONDraft07, content); err == nil || attempt == 3 || ctx.Err() != nil {
 			break
 		}
 		t := time.NewTimer(wait)
