@@ -395,6 +395,8 @@ func TestPortalInBrowser(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(`[data-kind="BrokerAuthentication"] tr[data-name="operators"]`)))
 	})
 
+	t.Run("schemas", func(t *testing.T) { testSchemasPage(t, ctx, a, base, mqttAddr, shots) })
+
 	t.Run("state", func(t *testing.T) {
 		run(t, ctx, "state page",
 			chromedp.Navigate(base+"/state"),
@@ -444,7 +446,7 @@ func TestPortalInBrowser(t *testing.T) {
 			if name == "" {
 				name = "overview"
 			}
-			if !slices.Contains([]string{"topics", "clients", "resources", "state", "diagnostics"}, name) {
+			if !slices.Contains([]string{"topics", "clients", "resources", "schemas", "state", "diagnostics"}, name) {
 				if name == "overview" {
 					// The charts have a few seconds of the sensor's traffic.
 					run(t, ctx, "charts", poll(`document.querySelectorAll("svg polyline").length === 4`))

@@ -30,7 +30,7 @@ var Pages = []Page{
 	{Path: "/resources", Title: "Resources", Template: "resources"},
 	{Path: "/devices", Title: "Devices & assets", Template: "resources", Kinds: []string{"Device", "Asset", "DiscoveredDevice"}},
 	{Path: "/dataflows", Title: "Dataflows", Template: "resources", Kinds: []string{"Dataflow", "DataflowEndpoint", "DataflowProfile"}},
-	{Path: "/schemas", Title: "Schemas", Template: "resources", Kinds: []string{"Schema"}},
+	{Path: "/schemas", Title: "Schemas", Template: "schemas"},
 	{Path: "/state", Title: "State store", Template: "state"},
 	{Path: "/diagnostics", Title: "Diagnostics", Template: "diagnostics"},
 }
@@ -109,6 +109,7 @@ func (p *Portal) routes() {
 	m.HandleFunc("GET /ui/events/topics", p.authed(false, p.topicEvents))
 	m.HandleFunc("GET /ui/topic", p.authed(false, p.topicMessage))
 	m.HandleFunc("GET /ui/kinds", p.authed(false, p.kinds))
+	m.HandleFunc("GET /ui/schemas", p.authed(false, p.schemas))
 	m.HandleFunc("GET /ui/yaml/{plural}/{name}", p.authed(false, p.yaml))
 	m.Handle("/ui/api/v1/", p.authed(false, p.proxyAPI))
 	m.HandleFunc("GET /ui/state", p.authed(false, p.stateList))

@@ -377,6 +377,56 @@ pages.resources = () => {
   setInterval(load, 10000);
 };
 
+pages.schemas = () => {
+  let selected = null, list = [];
+  const total = (sc, f) => sc.validations.reduce((n, v) => n + v[f], 0);
+  const uses = (sc) => {
+    const flows = new Set(sc.usedBy.filter((u) => u.kind === "Dataflow").map((u) => u.name)).size;
+    const sets = sc.usedBy.filter((u) => u.kind !== "Dataflow").length;
+    return [flows ? fmtCount(flows, "dataflow", "dataflows") : "", sets ? fmtCount(sets, "asset dataset", "asset datasets") : ""].filter(Boolean).join(", ") || "–";
+  };
+  const pretty = (text) => { try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) { return text; } };
+  const table = (label, id, head, rows) => rows.length
+    ? h("table", { class: "list", "aria-label": label, id }, h("thead", {}, h("tr", {}, head.map(([t, c]) => h("th", { scope: "col", class: c }, t)))), h("tbody", {}, rows))
+    : h("p", { class: "hint", id: id + "-none" }, "None.");
+  const show = () => {
+    const sc = list.find((x) => x.name === selected);
+    if (!sc) { $("schema-body").replaceChildren(); return; }
+    $("schema-title").textContent = `Schema ${sc.name}` + (sc.displayName ? ` (${sc.displayName})` : "");
+    $("schema-hint").textContent = [sc.format, sc.compatibility + " compatibility", sc.registeredBy === "mqtt" ? "registered through the schema registry API" : "", sc.description].filter(Boolean).join(" · ");
+    $("schema-body").replaceChildren(
+      h("h3", {}, "Used by"),
+      table("Users", "schema-users", [["Kind"], ["Name"], ["Role"], ["Version"], ["Topics or destination"]],
+        sc.usedBy.map((u) => h("tr", {}, h("td", {}, u.kind), h("td", { class: "wrap" }, u.name), h("td", {}, u.role), h("td", {}, u.version),
+          h("td", { class: "wrap" }, (u.topics || []).map((t) => h("code", {}, t)), u.destination ? h("code", {}, u.destination) : null)))),
+      h("h3", {}, "Validations"),
+      table("Validations", "schema-validations", [["Dataflow"], ["Version"], ["Validations", "num"], ["Failures", "num"]],
+        sc.validations.map((v) => h("tr", {}, h("td", {}, v.dataflow), h("td", {}, v.version), h("td", { class: "num" }, fmtNum(v.validations)),
+          h("td", { class: v.failures ? "num fail" : "num" }, fmtNum(v.failures))))),
+      h("h3", {}, "Versions"),
+      ...sc.versions.slice().reverse().map((v) => h("details", { class: "schema-version", "data-version": v.name, open: v === sc.versions[sc.versions.length - 1] },
+        h("summary", {}, `Version ${v.name} `, h("code", { class: "hint" }, v.hash.slice(0, 12))),
+        h("pre", { class: "schema-content" }, pretty(v.content)))));
+  };
+  const load = async () => {
+    const r = await call("GET", "/ui/schemas");
+    if (!r.ok) return;
+    list = r.data;
+    $("schema-count").textContent = fmtCount(list.length, "schema", "schemas");
+    $("schema-list").replaceChildren(...list.map((sc) => selectable(h("tr", { "data-name": sc.name, "aria-selected": sc.name === selected ? "true" : "false" },
+      h("td", { class: "wrap" }, sc.name), h("td", {}, sc.format), h("td", { class: "num" }, String(sc.versions.length)),
+      h("td", {}, uses(sc)), h("td", { class: "num" }, fmtNum(total(sc, "validations"))),
+      h("td", { class: total(sc, "failures") ? "num fail" : "num" }, fmtNum(total(sc, "failures")))), () => {
+      selected = sc.name;
+      select($("schema-list"), $("schema-list").querySelector(`tr[data-name="${CSS.escape(sc.name)}"]`));
+      show();
+    })));
+    show();
+  };
+  load();
+  setInterval(load, 5000);
+};
+
 pages.state = () => {
   const show = (v) => {
     const bytes = Uint8Array.from(atob(v || ""), (c) => c.charCodeAt(0));
