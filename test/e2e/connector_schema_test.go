@@ -50,8 +50,10 @@ func schemaOf(t *testing.T, server, name string) (map[string]any, []map[string]a
 	}
 	var s struct {
 		Metadata struct{ Labels map[string]string }
-		Spec     struct{ Versions []struct{ Name, SchemaContent string } }
-		Status   struct{ UsedBy []map[string]any }
+		Spec     struct {
+			Versions []struct{ Name, SchemaContent string }
+		}
+		Status struct{ UsedBy []map[string]any }
 	}
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatal(err)
