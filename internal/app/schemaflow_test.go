@@ -248,6 +248,20 @@ spec:
 		k := config.Key{Kind: "Dataflow", Name: name}
 		apply(t, a, strings.Replace(flow, "NAME", name, 1))
 		waitStatus(t, a, k, config.ConditionTrue)
+		// Ready comes before the source's SUBACK: wait for the
+		// subscription itself.
+		testwait.For(t, "the flow's subscription", func() bool {
+			for _, s := range a.Broker().Sessions() {
+				if strings.Contains(s.ClientID, name) && s.Online {
+					for _, sub := range s.Subscriptions {
+						if sub.Filter == "plant/+/thermostat" {
+							return true
+						}
+					}
+				}
+			}
+			return false
+		})
 		for _, p := range payloads {
 			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			if err := pub.Publish(ctx, &mqttc.Message{Topic: "plant/l1/thermostat", QoS: 1, Payload: []byte(p)}); err != nil {

@@ -149,6 +149,15 @@ spec:
 		}
 		return true
 	})
+	// Ready comes before the source's SUBACK: wait for the subscription.
+	testwait.For(t, "the thermostat flow's subscription", func() bool {
+		for _, s := range a.Broker().Sessions() {
+			if strings.Contains(s.ClientID, "thermostat-checked") && s.Online && len(s.Subscriptions) > 0 {
+				return true
+			}
+		}
+		return false
+	})
 	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID("thermostat-1"))
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("paho connect: %v", tok.Error())
