@@ -116,7 +116,7 @@ type CloudEvent struct {
 	Type    string // e.g. ua-deltaframe, modbus-keyframe
 	Subject string // asset/dataset
 	Time    time.Time
-	// DataSchema is the dataset's typeRef, when set.
+	// DataSchema is the registered schema's reference (or the typeRef).
 	DataSchema string
 }
 
