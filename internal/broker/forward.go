@@ -62,7 +62,7 @@ func (b *Broker) unsubscribe(s *session, sub *subscription) {
 // forwarded again. It returns how many sessions it reached.
 func (b *Broker) RouteFromPeer(m *Message) int {
 	tx := b.newTxn()
-	n := b.route(m, tx)
+	n := b.routeFrom(m, tx, false)
 	b.commit(tx, nil)
 	return n
 }
@@ -80,7 +80,7 @@ func (b *Broker) RouteSharedFromPeer(m *Message, group, filter string) bool {
 		}
 	})
 	tx := b.newTxn()
-	n := r.deliver(tx)
+	n := r.deliver(tx, false)
 	b.commit(tx, nil)
 	return n > 0
 }

@@ -144,6 +144,13 @@ func (b *Broker) sharedCounter(ref sharedRef) *atomic.Uint32 {
 // In a cluster, shared subscriptions are left to the cluster, which picks
 // one member per group across the nodes (RouteSharedFromPeer).
 func (b *Broker) route(m *Message, tx *txnCtx) int {
+	return b.routeFrom(m, tx, true)
+}
+
+// routeFrom is route; local is false for a message another node published,
+// which this node's services (Serve) do not take: each node's state store
+// answers its own clients, the publisher's node answers its request.
+func (b *Broker) routeFrom(m *Message, tx *txnCtx, local bool) int {
 	r := routerPool.Get().(*router)
 	r.b, r.m = b, m
 	shared := r.addShared
@@ -154,12 +161,12 @@ func (b *Broker) route(m *Message, tx *txnCtx) int {
 	if m.DeliverTo != "" {
 		r.addDirect(m.DeliverTo)
 	}
-	return r.deliver(tx)
+	return r.deliver(tx, local)
 }
 
 // deliver hands the message to every collected target, puts r back in
 // its pool and returns how many targets there were.
-func (r *router) deliver(tx *txnCtx) int {
+func (r *router) deliver(tx *txnCtx, local bool) int {
 	b, m := r.b, r.m
 	n := len(r.targets)
 	var now int64
@@ -183,7 +190,9 @@ func (r *router) deliver(tx *txnCtx) int {
 	r.index = nil
 	r.b, r.m = nil, nil
 	routerPool.Put(r)
-	if h := b.svcs.lookup(m.Topic); h != nil {
+	// Another node's message (not local) was given to that node's
+	// services there.
+	if h := b.svcs.lookup(m.Topic); h != nil && local {
 		// After the subscribers: the service may block its publisher.
 		n++
 		if m.Expiry != 0 && now == 0 {

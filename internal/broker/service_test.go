@@ -10,7 +10,8 @@ import (
 // TestService: a service receives what is published to its topic, straight
 // from the router, and answers with Publish; the publisher's PUBACK counts
 // it as a subscriber, the topic's subscribers still get the message, an
-// expired message is not handed over, and stop ends it.
+// expired message and another cluster node's are not handed over, and stop
+// ends it.
 func TestService(t *testing.T) {
 	addr, b := startBroker(t, Options{})
 	got := make(chan *Message, 4)
@@ -45,6 +46,17 @@ func TestService(t *testing.T) {
 	select {
 	case m := <-got:
 		t.Errorf("the service got an expired message %q", m.Payload)
+	default:
+	}
+
+	// Another node's message is its node's services' business.
+	if n := b.RouteFromPeer(&Message{Topic: "svc/in", Payload: []byte("peer"), QoS: 1, Origin: "elsewhere"}); n != 1 {
+		t.Errorf("RouteFromPeer reached %d, want 1 (the subscriber only)", n)
+	}
+	watcher.expectPublish("svc/in", "peer")
+	select {
+	case m := <-got:
+		t.Errorf("the service got another node's message %q", m.Payload)
 	default:
 	}
 
