@@ -131,12 +131,7 @@ func run(p params) error {
 	if err != nil {
 		return err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			srv.Stop()
-		}
-	}()
+	defer srv.Stop() // a second Stop (stopServer's) returns at once
 
 	mqttPort, httpPort := freePort(), freePort()
 	data := filepath.Join(dir, "data")
@@ -307,7 +302,6 @@ func run(p params) error {
 	fmt.Printf("edgeport CPU: %.0f%% of one core (%.1f µs per delivered sample), RSS avg %d MB max %d MB; node-opcua CPU: %.0f%%\n",
 		cpu*100, cpu*1e6/max(float64(n)/el, 1), rssSum/max(rssN, 1)/1024, rssMax/1024, nodeCPU*100)
 	res.print()
-	stopped = true
 	stopServer(dir, srv, p)
 	return nil
 }

@@ -30,12 +30,7 @@ func runRaw(p params) error {
 	if err != nil {
 		return err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			srv.Stop()
-		}
-	}()
+	defer srv.Stop() // a second Stop (stopServer's) returns at once
 
 	var measuring atomic.Bool
 	var samples, responses atomic.Int64
@@ -180,7 +175,6 @@ func runRaw(p params) error {
 	fmt.Printf("samples/s received: %.0f (target %.0f/s, server generated %.0f/s), publish responses/s: %.1f\n", float64(n)/el, float64(items)/interval.Seconds(), res.generated, float64(responses.Load())/el)
 	fmt.Printf("latency source->client: p50 %.1f ms, p99 %.1f ms; client CPU %.0f%%, node-opcua CPU %.0f%%\n", pct(0.5), pct(0.99), selfCPU*100, nodeCPU*100)
 	res.print()
-	stopped = true
 	stopServer(dir, srv, p)
 	return nil
 }

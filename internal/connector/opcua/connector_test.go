@@ -126,6 +126,13 @@ func post(t *testing.T, url string) (int, string) {
 }
 
 func deviceYAML(name, url, policy, mode string) string {
+	return deviceAuthYAML(name, url, policy, mode, `          method: UsernamePassword
+          usernamePasswordCredentials: {usernameSecretName: opc/username, passwordSecretName: opc/password}`)
+}
+
+// deviceAuthYAML is a device with one OPC UA endpoint whose authentication
+// block is auth (indented under authentication:).
+func deviceAuthYAML(name, url, policy, mode, auth string) string {
 	return fmt.Sprintf(`apiVersion: edgeport.io/v1
 kind: Device
 metadata: {name: %s}
@@ -136,13 +143,12 @@ spec:
         endpointType: Microsoft.OpcUa
         address: %s
         authentication:
-          method: UsernamePassword
-          usernamePasswordCredentials: {usernameSecretName: opc/username, passwordSecretName: opc/password}
+%s
         additionalConfiguration:
           securityPolicy: %s
           securityMode: %s
           session: {keepAliveIntervalMilliseconds: 1000, reconnectPeriodMilliseconds: 100, reconnectExponentialBackOffMilliseconds: 500}
-`, name, url, policy, mode)
+`, name, url, auth, policy, mode)
 }
 
 func assetYAML(name, device string) string {

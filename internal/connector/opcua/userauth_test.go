@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -57,22 +56,7 @@ func writeSecret(t *testing.T, dir, ref string, data []byte) {
 }
 
 func userDeviceYAML(name, url, auth string) string {
-	return fmt.Sprintf(`apiVersion: edgeport.io/v1
-kind: Device
-metadata: {name: %s}
-spec:
-  endpoints:
-    inbound:
-      opc:
-        endpointType: Microsoft.OpcUa
-        address: %s
-        authentication:
-%s
-        additionalConfiguration:
-          securityPolicy: Basic256Sha256
-          securityMode: SignAndEncrypt
-          session: {keepAliveIntervalMilliseconds: 1000, reconnectPeriodMilliseconds: 100, reconnectExponentialBackOffMilliseconds: 500}
-`, name, url, auth)
+	return deviceAuthYAML(name, url, "Basic256Sha256", "SignAndEncrypt", auth)
 }
 
 // TestConnectorUserIdentity: the user identity tokens against a node-opcua
