@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds, or reuses, the Kubernetes tools the tests run against: kube-apiserver, etcd and kubectl
 # (envtest's KUBEBUILDER_ASSETS), kube-controller-manager and kube-scheduler (test/helm installs
-# the chart: StatefulSets make pods and claims, pods get scheduled and endpoints), helm v4 and
-# kwok, all from the Go module proxy into one cache directory, and prints that directory on
-# stdout (progress goes to stderr).
+# the chart: StatefulSets make pods and claims, pods get scheduled and endpoints), the kubelet
+# (test/helm's real node, with Debian's containerd), helm v4 and kwok, all from the Go module
+# proxy into one cache directory, and prints that directory on stdout (progress goes to stderr).
 #
 #   dir="$(scripts/k8s-tools.sh)"; export KUBEBUILDER_ASSETS="$dir" EDGEPORT_K8S_BIN="$dir"
-#   scripts/k8s-tools.sh helm kwok        # only these (default: all seven)
+#   scripts/k8s-tools.sh helm kwok        # only these (default: all eight)
 #
 # The directory is /var/cache/k8s-bins/$K8S_VERSION unless K8S_BIN says otherwise. A tool is
 # rebuilt only when its stamp file (.built-<tool>-<version>) is missing, so a machine pays the
