@@ -129,13 +129,15 @@ func mqttRoundTrip(t *testing.T, port int, topic, payload string) {
 // localVolume is a local PersistentVolume on the node, as an
 // administrator provides one, of a StorageClass that binds a claim when
 // its pod is scheduled (WaitForFirstConsumer). The kubelet gives the
-// directory the pod's fsGroup, so that uid 65532 writes to a directory
-// root created.
+// directory the pod's fsGroup, so that uid 65532 writes to a private
+// directory root created.
 func (cl *cluster) localVolume(t *testing.T, class, name, size string) string {
 	t.Helper()
 	ctx := t.Context()
 	path := filepath.Join(cl.dir, name)
-	if err := os.Mkdir(path, 0o755); err != nil {
+	// Root's and private: the pod's user gets in through the fsGroup
+	// the kubelet gives the directory (mode 2770), not by its mode.
+	if err := os.Mkdir(path, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	mode := storagev1.VolumeBindingWaitForFirstConsumer
