@@ -533,7 +533,7 @@ func (b *Broker) detach(c *client, publishWill bool) {
 	if !publishWill {
 		s.will = nil
 	}
-	moved := s.takeShared()
+	moved := s.takeShared(func(d *delivery) bool { return b.otherMemberOnline(s, d) })
 	ended := s.expiry == 0
 	if ended {
 		s.mu.Unlock()

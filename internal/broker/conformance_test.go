@@ -209,3 +209,32 @@ func TestRawSubAckReasonCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestRawSharedUnackedKeptWithoutAnotherMember: a shared subscription's
+// unacknowledged QoS 1 messages move to another member when their session's
+// connection ends (allowed by 4.8.2), but when no other member is online
+// they stay in the session, which outlives its connection, and are sent
+// again when it resumes [MQTT-4.4.0-1]: at least once.
+func TestRawSharedUnackedKeptWithoutAnotherMember(t *testing.T) {
+	addr, _ := startBroker(t, Options{})
+	conn := func(clean bool) *packet.Connect {
+		cp := connV5("sh-only")
+		cp.CleanStart = clean
+		cp.Properties.SessionExpiry = 60
+		cp.Properties.Set(packet.PropSessionExpiry)
+		return cp
+	}
+	sub, _ := connectRaw(t, addr, packet.V5, conn(true))
+	sub.subscribe(1, 1, "$share/g/sho/#")
+	pub, _ := connectRaw(t, addr, packet.V5, connV5("sh-only-pub"))
+	pub.send(&packet.Publish{QoS: 1, PacketID: 1, Topic: "sho/a", Payload: []byte("inflight")})
+	pub.expectAck(packet.PUBACK, 1, packet.Success)
+	sub.expectPublish("sho/a", "inflight") // not acknowledged
+	sub.conn.Close()
+	sub, ack := connectRaw(t, addr, packet.V5, conn(false))
+	if !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	p := sub.expectPublish("sho/a", "inflight")
+	sub.send(&packet.Ack{Type: packet.PUBACK, PacketID: p.PacketID})
+}

@@ -394,24 +394,45 @@ func (s *session) sendHeldLocked(c *client, now int64) bool {
 }
 
 // takeShared removes the deliveries that reached s through a shared
-// subscription and are not yet acknowledged, for another member to take.
-// s.mu is held.
-func (s *session) takeShared() []delivery {
+// subscription and are not yet acknowledged, for another member to take,
+// when canMove says one can. What no other member can take stays: the
+// session outlives its connection (or ends, and drops it), and a resumed
+// session sends it again, at least once. s.mu is held.
+func (s *session) takeShared(canMove func(*delivery) bool) []delivery {
 	var moved []delivery
 	for f := s.oldest; f != nil; {
 		next := f.next
-		if f.shared != nil && !f.released {
+		if f.shared != nil && !f.released && canMove(&f.delivery) {
 			moved = append(moved, f.delivery)
 			s.removeFlight(f)
 		}
 		f = next
 	}
 	s.queue.filter(func(d *delivery) bool {
-		if d.shared != nil {
+		if d.shared != nil && canMove(d) {
 			moved = append(moved, *d)
 			return false
 		}
 		return true
 	})
 	return moved
+}
+
+// otherMemberOnline reports whether a member of the shared subscription
+// that chose d, other than from, is online to take it. Called under
+// from.mu (trie read locks nest under session.mu).
+func (b *Broker) otherMemberOnline(from *session, d *delivery) bool {
+	found := false
+	b.subs.Match(d.msg.Topic, nil, func(group, filter string, members []topic.Member[*session, *subscription]) {
+		if found || group != d.shared.group || filter != d.shared.filter {
+			return
+		}
+		for _, mb := range members {
+			if mb.Key != from && mb.Key.online.Load() {
+				found = true
+				return
+			}
+		}
+	})
+	return found
 }
