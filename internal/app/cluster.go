@@ -1,12 +1,15 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 
 	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/lifecycle"
 )
 
 // newCluster builds the cluster node (serve --cluster or --nats-url) and
@@ -24,12 +27,47 @@ func (a *App) newCluster(log *slog.Logger) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	a.node = node
+	// After the resources are loaded: the Broker resource's spec.cluster
+	// fills what the serve flags leave unset.
+	a.group.Add("cluster config", lifecycle.Hook{OnStart: func(context.Context) error {
+		obj, ok := a.res.store.Get(config.Key{Kind: "Broker", Name: "default"})
+		if !ok {
+			return nil
+		}
+		spec := obj.Spec.(*config.BrokerSpec).Cluster
+		if spec == nil {
+			return nil
+		}
+		merged := mergeCluster(node.Config(), a.cfg.Cluster, spec)
+		if err := node.Configure(merged); err != nil {
+			return fmt.Errorf("Broker spec.cluster: %w", err)
+		}
+		return nil
+	}})
 	a.group.Add("cluster", node)
 	// Before the broker: restored sessions' subscriptions are reported to
 	// it as the broker starts.
 	a.router = cluster.NewRouter(node, a.broker, log.With("component", "cluster-routing"))
 	a.group.Add("cluster routing", a.router)
 	return nil
+}
+
+// mergeCluster fills the fields the serve flags (flags) left unset from
+// the Broker resource's spec.cluster.
+func mergeCluster(cur, flags cluster.Config, spec *config.BrokerCluster) cluster.Config {
+	if flags.ClusterName == "" && spec.Name != "" {
+		cur.ClusterName = spec.Name
+	}
+	if len(flags.Routes) == 0 && len(spec.Routes) > 0 {
+		cur.Routes = spec.Routes
+	}
+	if flags.Replicas == 0 && spec.Replicas != nil {
+		cur.Replicas = *spec.Replicas
+	}
+	if flags.Shards == 0 && spec.Shards != nil {
+		cur.Shards = *spec.Shards
+	}
+	return cur
 }
 
 // Cluster is the cluster node, nil in single-node mode.

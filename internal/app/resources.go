@@ -301,6 +301,13 @@ func (r *resources) reconcileBroker(k config.Key) {
 	if r.a.cfg.InMemory {
 		msg += "; persistence is off (serve --in-memory)"
 	}
+	if spec.Cluster != nil {
+		if r.a.node == nil {
+			msg += "; spec.cluster is not used: serve runs without --cluster"
+		} else {
+			msg += "; spec.cluster is read when the node starts"
+		}
+	}
 	r.setReady(obj, true, "Applied", msg)
 	r.log.Info("broker limits applied", "generation", obj.Metadata.Generation)
 }

@@ -194,6 +194,9 @@ func runChecks(ctx context.Context, o checkOptions) checkReport {
 	rep.add(checkListeners(ctx, st.Listeners, serverHost, o.timeout, &o.mqtt))
 	rep.add(checkStorage(st.Storage))
 	rep.add(checkSelfTest(st.SelfTest))
+	if c, ok := checkCluster(st.Cluster); ok {
+		rep.add(c)
+	}
 	rep.add(checkResources(ctx, hc, rep.Server, o.token))
 	rep.add(checkConnectors(ctx, hc, rep.Server, o.token))
 	rep.add(checkDataflows(ctx, hc, rep.Server, o.token))

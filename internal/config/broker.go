@@ -17,6 +17,8 @@ type BrokerSpec struct {
 	Persistence BrokerPersistence `json:"persistence"`
 	Diagnostics BrokerDiagnostics `json:"diagnostics"`
 	StateStore  StateStoreLimits  `json:"stateStore"`
+	// Cluster configures cluster mode (Edgeport); nil: the serve flags'.
+	Cluster *BrokerCluster `json:"cluster,omitempty"`
 }
 
 // StateStoreLimits are the state store's quotas (Edgeport): a SET that would
@@ -179,6 +181,7 @@ func defaultBroker(s *BrokerSpec) {
 	}
 	setDefault(&s.Diagnostics.SysIntervalSeconds, DefaultSysIntervalSeconds)
 	defaultBrokerOTLP(s.Diagnostics.OTLP)
+	defaultBrokerCluster(s.Cluster)
 }
 
 func validateBroker(s *BrokerSpec, errs *Errors) {
@@ -211,6 +214,7 @@ func validateBroker(s *BrokerSpec, errs *Errors) {
 	oneOf(errs, "spec.persistence.syncPolicy", s.Persistence.SyncPolicy, SyncAlways, SyncBatch, SyncNone)
 	bound(broker.BoundSysInterval, int64(*s.Diagnostics.SysIntervalSeconds))
 	validateBrokerOTLP(s.Diagnostics.OTLP, errs)
+	validateBrokerCluster(s.Cluster, errs)
 	between(errs, "spec.stateStore.maxKeys", s.StateStore.MaxKeys, 0, 1<<40)
 	between(errs, "spec.stateStore.maxBytes", s.StateStore.MaxBytes, 0, 1<<50)
 }

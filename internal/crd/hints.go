@@ -91,6 +91,8 @@ var hints = map[string]map[string]Hint{
 		"spec.advanced.connections.maxConnectionsPerAddress":  between(0, 1<<30),
 		"spec.advanced.connections.connectRatePerSecond":      between(0, 1<<30),
 		"spec.advanced.connections.connectBurst":              between(0, 1<<30),
+		"spec.cluster.replicas":                               between(1, 5),
+		"spec.cluster.shards":                                 between(1, 1024),
 		"spec.persistence.syncPolicy":                         enum(config.SyncAlways, config.SyncBatch, config.SyncNone),
 		"spec.diagnostics.sysIntervalSeconds":                 bound(broker.BoundSysInterval),
 		"spec.stateStore.maxKeys":                             between(0, 1<<40),

@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+// TestClusterThreeProcesses runs three `edgeport serve --cluster`
+// processes, one command each, checks that `edgeport check` sees the
+// cluster formed on every node, and routes between them with mosquitto
+// clients connected to different nodes.
+func TestClusterThreeProcesses(t *testing.T) {
+	t.Parallel()
+	// Every node lists every route address before any starts: the ports
+	// are picked by binding port 0 and closing (nats-server takes a port,
+	// not a listener).
+	var routes []string
+	var held []net.Listener
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, l.Addr().String())
+		held = append(held, l)
+	}
+	for _, l := range held {
+		l.Close()
+	}
+	var nodes []*edgeport
+	for i := range 3 {
+		nodes = append(nodes, startEdgeportAt(t, t.TempDir(), "--cluster", "--node-name", fmt.Sprintf("n%d", i+1),
+			"--cluster-listen", routes[i], "--routes", strings.Join(routes, ","), "--http-addr", "127.0.0.1:0"))
+	}
+	for i, e := range nodes {
+		rep, _, out := checkUntil(t, e, "cluster", "ok")
+		if st, msg := rep.check(t, "cluster"); st != "ok" {
+			t.Fatalf("node n%d: cluster check %s: %s\n%s", i+1, st, msg, out)
+		} else {
+			t.Logf("n%d: %s", i+1, msg)
+		}
+	}
+
+	m1, m2, m3 := newMosquitto(t, nodes[0]), newMosquitto(t, nodes[1]), newMosquitto(t, nodes[2])
+	sub2 := m2.subscribe("-V", "mqttv5", "-q", "1", "-t", "e2e/#")
+	sub3 := m3.subscribe("-V", "mqttv5", "-q", "0", "-t", "e2e/+")
+	got := func(p *proc, topic string) []string {
+		var out []string
+		all, _, _ := p.out.snapshot()
+		for _, m := range messages(all) {
+			if strings.HasPrefix(m, topic+"|") {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	// Readiness: the subscriptions have reached node 1 once a probe
+	// published there arrives on both nodes.
+	if !testwait.Within(20*time.Second, func() bool {
+		m1.publish("-t", "e2e/probe", "-m", "p")
+		return len(got(sub2, "e2e/probe")) > 0 && len(got(sub3, "e2e/probe")) > 0
+	}) {
+		t.Fatal("a probe published on n1 never reached the subscribers on n2 and n3")
+	}
+	m1.publish("-V", "mqttv5", "-q", "1", "-t", "e2e/x", "-m", "hello", "-D", "publish", "user-property", "site", "plant-1")
+	// n1's publications reach each node in order: once the end marker is
+	// there, so is everything published before it, duplicates included.
+	m1.publish("-V", "mqttv5", "-q", "1", "-t", "e2e/end", "-m", "end")
+	for _, p := range []*proc{sub2, sub3} {
+		p.waitLine(t, 10*time.Second, "end marker", func(l string) bool { return strings.HasPrefix(l, msgPrefix+"e2e/end|") })
+	}
+	if g := got(sub2, "e2e/x"); len(g) != 1 || g[0] != "e2e/x|1|0|site:plant-1|hello" {
+		t.Errorf("n2 (QoS 1 subscription) got %q, want once e2e/x|1|0|site:plant-1|hello", g)
+	}
+	if g := got(sub3, "e2e/x"); len(g) != 1 || g[0] != "e2e/x|0|0|site:plant-1|hello" {
+		t.Errorf("n3 (QoS 0 subscription) got %q, want once e2e/x|0|0|site:plant-1|hello", g)
+	}
+}
