@@ -1,0 +1,39 @@
+package cli
+
+import (
+	"testing"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/cluster"
+)
+
+func TestCheckClusterVerdicts(t *testing.T) {
+	if _, ok := checkCluster(nil); ok {
+		t.Fatal("a single node got a cluster check")
+	}
+	healthy := func() *cluster.Status {
+		return &cluster.Status{Node: "n1", ClusterName: "c", Connected: true,
+			Members: []cluster.Member{{Name: "n1", Self: true, Healthy: true}, {Name: "n2", Healthy: true}},
+			JetStream: cluster.JetStreamState{Enabled: true, Current: true, MetaLeader: "n2",
+				Peers: []cluster.PeerInfo{{Name: "n1", Current: true}, {Name: "n2", Current: true}}}}
+	}
+	for _, c := range []struct {
+		name   string
+		change func(*cluster.Status)
+		want   string
+	}{
+		{"healthy", func(*cluster.Status) {}, statusOK},
+		{"peer lagging", func(s *cluster.Status) { s.JetStream.Peers[1].Current = false }, statusWarn},
+		{"peer offline", func(s *cluster.Status) { s.JetStream.Peers[1].Offline = true }, statusFail},
+		{"member unheard", func(s *cluster.Status) { s.Members[1].Healthy = false; s.Members[1].LastSeen = time.Now() }, statusFail},
+		{"no meta leader", func(s *cluster.Status) { s.JetStream.MetaLeader = "" }, statusFail},
+		{"disconnected", func(s *cluster.Status) { s.Connected = false }, statusFail},
+	} {
+		st := healthy()
+		c.change(st)
+		res, _ := checkCluster(st)
+		if res.Status != c.want {
+			t.Errorf("%s: %s (%s; %s), want %s", c.name, res.Status, res.Message, res.Hint, c.want)
+		}
+	}
+}
