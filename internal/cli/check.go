@@ -518,14 +518,17 @@ type apiObject struct {
 		Generation int64  `json:"generation"`
 	} `json:"metadata"`
 	Status struct {
-		ObservedGeneration int64 `json:"observedGeneration"`
-		Conditions         []struct {
-			Type    string `json:"type"`
-			Status  string `json:"status"`
-			Reason  string `json:"reason"`
-			Message string `json:"message"`
-		} `json:"conditions"`
+		ObservedGeneration int64          `json:"observedGeneration"`
+		Conditions         []apiCondition `json:"conditions"`
 	} `json:"status"`
+}
+
+// apiCondition is a status condition as the checks read it.
+type apiCondition struct {
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }
 
 // checkResources reads every resource through the REST API and reports

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -18,38 +17,25 @@ import (
 // cannot run at all.
 func checkConnectors(ctx context.Context, hc *http.Client, server, token string) checkResult {
 	res := checkResult{Name: "connectors", Status: statusOK}
-	var devices struct {
-		Items []struct {
-			Metadata struct {
-				Name string `json:"name"`
-			} `json:"metadata"`
-			Spec struct {
-				Enabled   *bool `json:"enabled"`
-				Endpoints struct {
-					Inbound map[string]struct {
-						EndpointType string `json:"endpointType"`
-						Address      string `json:"address"`
-					} `json:"inbound"`
-				} `json:"endpoints"`
-			} `json:"spec"`
-			Status struct {
-				Endpoints map[string]struct {
-					Connected  bool   `json:"connected"`
-					State      string `json:"state"`
-					LastError  string `json:"lastError"`
-					Reconnects uint64 `json:"reconnects"`
-				} `json:"endpoints"`
-			} `json:"status"`
-		} `json:"items"`
+	type endpointSpec struct {
+		EndpointType string `json:"endpointType"`
+		Address      string `json:"address"`
 	}
-	err := getJSON(ctx, hc, server+"/api/v1/devices", token, &devices)
-	var se *httpStatusError
-	if errors.As(err, &se) && se.code == http.StatusNotFound {
-		res.Status, res.Message = statusWarn, "not available (this server has no Device resources)"
-		return res
+	type endpointStatus struct {
+		Connected  bool   `json:"connected"`
+		State      string `json:"state"`
+		LastError  string `json:"lastError"`
+		Reconnects uint64 `json:"reconnects"`
 	}
-	if err != nil {
-		res.Status, res.Message = statusWarn, err.Error()
+	devices, ok := listForCheck[struct {
+		Enabled   *bool `json:"enabled"`
+		Endpoints struct {
+			Inbound map[string]endpointSpec `json:"inbound"`
+		} `json:"endpoints"`
+	}, struct {
+		Endpoints map[string]endpointStatus `json:"endpoints"`
+	}](ctx, hc, server, token, "devices", "Device", &res)
+	if !ok {
 		return res
 	}
 	total, up := 0, 0

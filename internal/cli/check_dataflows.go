@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -15,40 +14,21 @@ import (
 // referring to a missing endpoint is a failure.
 func checkDataflows(ctx context.Context, hc *http.Client, server, token string) checkResult {
 	res := checkResult{Name: "dataflows", Status: statusOK}
-	var flows struct {
-		Items []struct {
-			Metadata struct {
-				Name string `json:"name"`
-			} `json:"metadata"`
-			Status struct {
-				Conditions []struct {
-					Type    string `json:"type"`
-					Status  string `json:"status"`
-					Reason  string `json:"reason"`
-					Message string `json:"message"`
-				} `json:"conditions"`
-				Dataflow *struct {
-					Received         uint64     `json:"received"`
-					Sent             uint64     `json:"sent"`
-					Filtered         uint64     `json:"filtered"`
-					Errors           uint64     `json:"errors"`
-					DeadLettered     uint64     `json:"deadLettered"`
-					BufferedMessages int64      `json:"bufferedMessages"`
-					BufferedBytes    int64      `json:"bufferedBytes"`
-					LastError        string     `json:"lastError"`
-					LastErrorTime    *time.Time `json:"lastErrorTime"`
-				} `json:"dataflow"`
-			} `json:"status"`
-		} `json:"items"`
-	}
-	err := getJSON(ctx, hc, server+"/api/v1/dataflows", token, &flows)
-	var se *httpStatusError
-	if errors.As(err, &se) && se.code == http.StatusNotFound {
-		res.Status, res.Message = statusWarn, "not available (this server has no Dataflow resources)"
-		return res
-	}
-	if err != nil {
-		res.Status, res.Message = statusWarn, err.Error()
+	flows, ok := listForCheck[struct{}, struct {
+		Conditions []apiCondition `json:"conditions"`
+		Dataflow   *struct {
+			Received         uint64     `json:"received"`
+			Sent             uint64     `json:"sent"`
+			Filtered         uint64     `json:"filtered"`
+			Errors           uint64     `json:"errors"`
+			DeadLettered     uint64     `json:"deadLettered"`
+			BufferedMessages int64      `json:"bufferedMessages"`
+			BufferedBytes    int64      `json:"bufferedBytes"`
+			LastError        string     `json:"lastError"`
+			LastErrorTime    *time.Time `json:"lastErrorTime"`
+		} `json:"dataflow"`
+	}](ctx, hc, server, token, "dataflows", "Dataflow", &res)
+	if !ok {
 		return res
 	}
 	running, buffered := 0, int64(0)
