@@ -18,6 +18,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -49,32 +50,18 @@ func startBrokerOn(t *testing.T, clk clock.Clock) (string, *broker.Broker) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Start(ctx)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.ServeConn(conn, listener)
-		}
-	}()
+	ln := testserve.Loopback(t, func(conn net.Conn) { b.ServeConn(conn, listener) })
 	t.Cleanup(func() {
 		ln.Close()
-		<-done
 		sctx, scancel := context.WithTimeout(context.Background(), wait)
 		defer scancel()
 		if err := b.Stop(sctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 		cancel()
+		ln.Wait()
 	})
-	return ln.Addr().String(), b
+	return ln.Addr(), b
 }
 
 // box collects what a client receives.

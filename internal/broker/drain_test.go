@@ -11,11 +11,11 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -204,35 +204,26 @@ func TestDisconnectReasonTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				// The broker is handed the handshaken *tls.Conn, as by
-				// the listener package.
-				tc := conn.(*tls.Conn)
-				if tc.Handshake() != nil {
-					tc.Close()
-					return
-				}
-				b.ServeConn(tc, "tls")
-			})
+	srv := testserve.Serve(ln, func(conn net.Conn) {
+		// The broker is handed the handshaken *tls.Conn, as by the
+		// listener package.
+		tc := conn.(*tls.Conn)
+		if tc.Handshake() != nil {
+			tc.Close()
+			return
 		}
+		b.ServeConn(tc, "tls")
 	})
 	t.Cleanup(func() {
-		ln.Close()
+		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := b.Stop(ctx); err != nil {
 			t.Errorf("Stop: %v", err)
 		}
-		wg.Wait()
+		srv.Wait()
 	})
-	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true}) // the test's own throwaway certificate
+	conn, err := tls.Dial("tcp", srv.Addr(), &tls.Config{InsecureSkipVerify: true}) // the test's own throwaway certificate
 	if err != nil {
 		t.Fatal(err)
 	}

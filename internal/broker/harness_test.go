@@ -2,13 +2,13 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/testserve"
 )
 
 // testLogger logs broker debug output when EDGEPORT_TEST_LOG is set.
@@ -32,29 +32,7 @@ func startBroker(t testing.TB, opts Options) (string, *Broker) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Start(ctx)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.ServeConn(conn, "test")
-			}()
-		}
-	}()
+	ln := testserve.Loopback(t, func(conn net.Conn) { b.ServeConn(conn, "test") })
 	t.Cleanup(func() {
 		ln.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -63,7 +41,7 @@ func startBroker(t testing.TB, opts Options) (string, *Broker) {
 			t.Errorf("Shutdown: %v", err)
 		}
 		cancel()
-		wg.Wait()
+		ln.Wait()
 	})
-	return ln.Addr().String(), b
+	return ln.Addr(), b
 }

@@ -4,14 +4,13 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -26,30 +25,8 @@ func startBrokerAsync(t *testing.T) (addr string, b *Broker, ended *atomic.Int64
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Start(ctx)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
 	ended = new(atomic.Int64)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.ServeConnAsync(conn, "test", func() { ended.Add(1) })
-			}()
-		}
-	}()
+	ln := testserve.Loopback(t, func(conn net.Conn) { b.ServeConnAsync(conn, "test", func() { ended.Add(1) }) })
 	t.Cleanup(func() {
 		ln.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -58,9 +35,9 @@ func startBrokerAsync(t *testing.T) (addr string, b *Broker, ended *atomic.Int64
 			t.Errorf("Stop: %v", err)
 		}
 		cancel()
-		wg.Wait()
+		ln.Wait()
 	})
-	return ln.Addr().String(), b, ended
+	return ln.Addr(), b, ended
 }
 
 func waitParked(t *testing.T, b *Broker, n int) {

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -38,9 +39,8 @@ type durableBroker struct {
 	// store is restored, as the app does, before wills are released.
 	security func(*Broker)
 
-	ln     net.Listener
+	ln     *testserve.Listener
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
 	once   sync.Once
 }
 
@@ -84,29 +84,8 @@ func startDurableBrokerWith(t testing.TB, opts Options, dir string, sopts store.
 	b.ReleaseWills()
 	d.b, d.st = b, st
 	d.cancel = cancel
-	d.ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	d.addr = d.ln.Addr().String()
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		for {
-			conn, err := d.ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			d.wg.Add(1)
-			go func() {
-				defer d.wg.Done()
-				b.ServeConn(conn, "test")
-			}()
-		}
-	}()
+	d.ln = testserve.Loopback(t, func(conn net.Conn) { b.ServeConn(conn, "test") })
+	d.addr = d.ln.Addr()
 	t.Cleanup(d.stop)
 	return d
 }
@@ -122,7 +101,7 @@ func (d *durableBroker) stop() {
 			d.t.Errorf("Shutdown: %v", err)
 		}
 		d.cancel()
-		d.wg.Wait()
+		d.ln.Wait()
 		if err := d.st.Close(); err != nil {
 			d.t.Errorf("store Close: %v", err)
 		}

@@ -10,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/api"
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/telemetry"
+	"github.com/edgeport/edgeport/internal/testserve"
 )
 
 // A listener whose port failed to bind fails the check, naming the
@@ -43,32 +43,16 @@ func startCheckBroker(t *testing.T, name string) (*broker.Broker, string) {
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); b.ServeConn(c, name) }()
-		}
-	}()
+	ln := testserve.Loopback(t, func(c net.Conn) { b.ServeConn(c, name) })
 	t.Cleanup(func() {
 		ln.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
 		_ = b.Stop(sctx)
 		cancel()
-		wg.Wait()
+		ln.Wait()
 	})
-	return b, ln.Addr().String()
+	return b, ln.Addr()
 }
 
 // Against a real broker: an open port passes; a port that refuses every

@@ -3,7 +3,6 @@ package statestore
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +21,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testserve"
 )
 
 // wait bounds every wait for something that must happen.
@@ -82,29 +82,7 @@ func (e *env) start() {
 		t.Fatalf("broker.Start: %v", err)
 	}
 	b.ReleaseWills()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.ServeConn(conn, "test")
-			}()
-		}
-	}()
+	ln := testserve.Loopback(t, func(conn net.Conn) { b.ServeConn(conn, "test") })
 	opts := e.opts
 	e.reg = prometheus.NewRegistry()
 	opts.Registerer = e.reg
@@ -122,7 +100,7 @@ func (e *env) start() {
 	if err := ss.Start(ctx); err != nil {
 		t.Fatalf("statestore Start: %v", err)
 	}
-	e.addr, e.ss, e.b = ln.Addr().String(), ss, b
+	e.addr, e.ss, e.b = ln.Addr(), ss, b
 	e.stop = func() {
 		sctx, scancel := context.WithTimeout(context.Background(), wait)
 		defer scancel()
@@ -134,7 +112,7 @@ func (e *env) start() {
 			t.Errorf("broker Shutdown: %v", err)
 		}
 		cancel()
-		wg.Wait()
+		ln.Wait()
 		if err := st.Close(); err != nil {
 			t.Errorf("store Close: %v", err)
 		}

@@ -20,12 +20,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -58,26 +58,7 @@ func startBroker(t testing.TB, opts broker.Options) *testBroker {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Start(ctx)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.ServeConn(c, "test")
-			}()
-		}
-	}()
+	ln := testserve.Loopback(t, func(c net.Conn) { b.ServeConn(c, "test") })
 	t.Cleanup(func() {
 		ln.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -86,9 +67,9 @@ func startBroker(t testing.TB, opts broker.Options) *testBroker {
 			t.Errorf("broker shutdown: %v", err)
 		}
 		cancel()
-		wg.Wait()
+		ln.Wait()
 	})
-	return &testBroker{b: b, addr: ln.Addr().String()}
+	return &testBroker{b: b, addr: ln.Addr()}
 }
 
 // connect makes a client with opts and connects it; it is stopped when
