@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
@@ -370,4 +371,44 @@ func sameStrings(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// TestClusterExternalNATS: two nodes on an external NATS (--nats-url), a
+// standalone nats-server with JetStream, form a cluster and route.
+func TestClusterExternalNATS(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{ServerName: "external", Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	var apps []*App
+	for _, name := range []string{"e1", "e2"} {
+		apps = append(apps, startApp(t, Config{ClusterEnabled: true,
+			Cluster: cluster.Config{Name: name, NATSURL: srv.ClientURL(), HeartbeatInterval: 200 * time.Millisecond}}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, a := range apps {
+		if err := a.Cluster().WaitMembers(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := apps[0].Cluster().Status(ctx)
+	if ok, why := st.Healthy(); !ok || !st.External || !st.JetStream.Enabled {
+		t.Fatalf("status %+v: %v", st, why)
+	}
+	sub := dialNode(t, apps[1], "x-sub")
+	sub.subscribe(t, paho.SubscribeOptions{Topic: "x/#", QoS: 1})
+	pub := dialNode(t, apps[0], "x-pub")
+	syncCluster(t, apps)
+	pub.publish(t, &paho.Publish{Topic: "x/1", QoS: 1, Payload: []byte("via external")})
+	settleAll(t, apps, sub)
+	if got := sub.take("x/"); len(got) != 1 || string(got[0].Payload) != "via external" {
+		t.Fatalf("got %v", topics(got))
+	}
 }

@@ -353,6 +353,15 @@ func (n *Node) startServer(ctx context.Context) error {
 		u, _ := routeURL(r) // validated
 		opts.Routes = append(opts.Routes, u)
 	}
+	if port != server.RANDOM_PORT {
+		// nats-server only logs a route port it cannot bind and waits:
+		// say at once which flag to change.
+		l, err := net.Listen("tcp", n.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--cluster-listen %s: %w", n.cfg.Listen, err)
+		}
+		l.Close()
+	}
 	if err := os.MkdirAll(n.cfg.StoreDir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", n.cfg.StoreDir, err)
 	}

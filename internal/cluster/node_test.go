@@ -2,7 +2,10 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,5 +73,21 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: got %v, want %q", c.cfg, err, c.want)
 		}
+	}
+}
+
+func TestRouteAddressTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	nd, err := cluster.New(cluster.Config{Name: "n1", Listen: l.Addr().String(), StoreDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = nd.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "--cluster-listen "+l.Addr().String()) || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("start with a taken route port: %v", err)
 	}
 }
