@@ -248,8 +248,8 @@ spec:
 		k := config.Key{Kind: "Dataflow", Name: name}
 		apply(t, a, strings.Replace(flow, "NAME", name, 1))
 		waitStatus(t, a, k, config.ConditionTrue)
-		// Ready comes before the source's SUBACK: wait for the
-		// subscription itself.
+		// Ready follows the source's SUBACK (stage.Subscriber); the
+		// broker's own view of the subscription is checked as well.
 		testwait.For(t, "the flow's subscription", func() bool {
 			for _, s := range a.Broker().Sessions() {
 				if strings.Contains(s.ClientID, name) && s.Online {

@@ -149,7 +149,7 @@ spec:
 		}
 		return true
 	})
-	// Ready comes before the source's SUBACK: wait for the subscription.
+	// Ready follows the source's SUBACK; the broker's view is checked too.
 	testwait.For(t, "the thermostat flow's subscription", func() bool {
 		for _, s := range a.Broker().Sessions() {
 			if strings.Contains(s.ClientID, "thermostat-checked") && s.Online && len(s.Subscriptions) > 0 {
