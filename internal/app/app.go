@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -385,10 +386,30 @@ func (a *App) checkDataDirMode() {
 	if err != nil {
 		return // opening the store reports it
 	}
-	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+	groups, _ := os.Getgroups()
+	if dataDirExposed(fi, append(groups, os.Getegid())) {
 		a.log.Warn("data directory is accessible to other users; restrict it with chmod 700",
-			"dir", a.cfg.DataDir, "mode", fmt.Sprintf("%#o", mode))
+			"dir", a.cfg.DataDir, "mode", fmt.Sprintf("%#o", fi.Mode().Perm()))
 	}
+}
+
+// dataDirExposed reports whether users other than the process's own may
+// enter a directory. Group access counts only when the directory's group is
+// not one the process is in: Kubernetes gives a pod's volume its fsGroup
+// with mode 2770, and that group is the pod's own, not other users.
+func dataDirExposed(fi os.FileInfo, groups []int) bool {
+	mode := fi.Mode().Perm()
+	if mode&0o007 != 0 {
+		return true
+	}
+	if mode&0o070 == 0 {
+		return false
+	}
+	gid, ok := fileGroup(fi)
+	if !ok {
+		return true // no owner information: judge by the mode alone
+	}
+	return !slices.Contains(groups, gid)
 }
 
 // Addrs returns the bound addresses by name ("mqtt", "ws", "http", and
