@@ -2,20 +2,17 @@ package jsstate
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/cluster/clustertest"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -28,104 +25,32 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// natsCluster starts n embedded NATS servers with JetStream on 127.0.0.1
-// (random client ports, data in t.TempDir) joined in one cluster, and
-// waits until JetStream's meta group counts all n. Every server stops when
-// the test ends.
-//
-// A JetStream cluster needs its routes configured before it starts (the
-// first server cannot learn its peers later), so the route ports are
-// reserved first: each is bound on 127.0.0.1:0 and released just before
-// the servers bind it.
-func natsCluster(t testing.TB, n int) []*server.Server {
-	t.Helper()
-	routes := make([]*url.URL, n)
-	ports := make([]int, n)
-	var reserved []net.Listener
-	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		routes[i] = &url.URL{Scheme: "nats-route", Host: ln.Addr().String()}
-		reserved = append(reserved, ln)
-	}
-	var servers []*server.Server
-	for i := range n {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("nats-%d", i),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			Cluster:    server.ClusterOpts{Name: "edgeport-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:     routes,
-			NoLog:      true,
-			NoSigs:     true,
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("nats server %d: %v", i, err)
-		}
-		servers = append(servers, s)
-	}
-	for _, ln := range reserved {
-		ln.Close()
-	}
-	for i, s := range servers {
-		s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("nats server %d not ready", i)
-		}
-	}
-	testwait.For(t, "a JetStream meta leader with every server a peer", func() bool {
-		leader := false
-		for _, s := range servers {
-			if !s.JetStreamIsCurrent() {
-				return false
-			}
-			// Only the leader answers with its peers.
-			leader = leader || len(s.JetStreamClusterPeers()) == n
-		}
-		return leader
-	})
-	return servers
-}
-
 // node is one Edgeport node of a test cluster: a broker with a TCP
-// listener, its own NATS connection and the cluster state.
+// listener on a cluster node (its embedded NATS server) and the cluster
+// state.
 type node struct {
 	name  string
+	cn    *cluster.Node
 	b     *broker.Broker
 	addr  string // the MQTT listener
-	nc    *nats.Conn
-	js    jetstream.JetStream
 	owner *Ownership
 	st    *Store
 }
 
-// startNode starts node name on NATS server s: the broker, its session
-// ownership and a listener, stopped in reverse order when the test ends.
-func startNode(t testing.TB, name string, s *server.Server) *node {
+// startNode starts an Edgeport node on cluster node cn: the broker, its
+// cluster state and a listener, stopped in reverse order when the test
+// ends.
+func startNode(t testing.TB, cn *cluster.Node) *node {
 	t.Helper()
-	nd := &node{name: name}
+	name := cn.Name()
+	nd := &node{name: name, cn: cn}
+	js := cn.JetStream()
 	var err error
-	nd.nc, err = nats.Connect(s.ClientURL(), nats.Name(name))
-	if err != nil {
-		t.Fatalf("%s: connecting to NATS: %v", name, err)
-	}
-	t.Cleanup(nd.nc.Close)
-	nd.js, err = jetstream.New(nd.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	nd.b, err = broker.New(broker.Options{SysInterval: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nd.owner, err = NewOwnership(nd.js, nd.b, Options{Node: name})
+	nd.owner, err = NewOwnership(js, nd.b, Options{Node: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +72,7 @@ func startNode(t testing.TB, name string, s *server.Server) *node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stop(local) })
-	nd.st, err = NewStore(nd.js, nd.b, local, Options{Node: name})
+	nd.st, err = NewStore(js, nd.b, local, Options{Node: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,13 +102,15 @@ func startNode(t testing.TB, name string, s *server.Server) *node {
 	return nd
 }
 
-// testCluster starts three NATS servers and a node on each.
+// testCluster starts three cluster nodes (embedded NATS servers with
+// JetStream, routed to each other on loopback) and an Edgeport node on
+// each.
 func testCluster(t testing.TB) []*node {
 	t.Helper()
-	servers := natsCluster(t, 3)
-	nodes := make([]*node, len(servers))
-	for i, s := range servers {
-		nodes[i] = startNode(t, fmt.Sprintf("node-%d", i), s)
+	cns := clustertest.StartNodes(t, 3)
+	nodes := make([]*node, len(cns))
+	for i, cn := range cns {
+		nodes[i] = startNode(t, cn)
 	}
 	return nodes
 }

@@ -49,10 +49,10 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 		t.Fatalf("first connection told 0x%02X, want 0x8E", d.ReasonCode)
 	}
 	e, err := nodes[2].owner.kv.Get(context.Background(), clientKey("dev"))
-	if err != nil || string(e.Value()) != "node-1" {
-		t.Fatalf("owner entry: %v, %v; want node-1", e, err)
+	if err != nil || string(e.Value()) != "node2" {
+		t.Fatalf("owner entry: %v, %v; want node2", e, err)
 	}
-	testwait.For(t, "the session gone from node-0", func() bool {
+	testwait.For(t, "the session gone from node1", func() bool {
 		_, ok := nodes[0].b.Session("dev")
 		return !ok
 	})
