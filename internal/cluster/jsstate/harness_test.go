@@ -17,13 +17,7 @@ import (
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// nats.go's package-level timer pool and the server's process-wide
-		// helpers outlive any one test.
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // node is one Edgeport node of a test cluster: a broker with a TCP
 // listener on a cluster node (its embedded NATS server) and the cluster
