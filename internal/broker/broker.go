@@ -630,12 +630,17 @@ func (b *Broker) endSessionLocked(s *session) {
 	}
 	will := s.will
 	s.will = nil
-	if s.claim != 0 && b.owner != nil {
-		b.owner.Release(s.id, s.claim)
-		s.claim = 0
-	}
 	dropped := s.queue.len() + len(s.inflight)
 	tx := b.newTxn()
+	if s.claim != 0 && b.owner != nil {
+		// Given up once the deletion is durable: a node that claims the
+		// client next must not see its records deleted after its own.
+		id, claim := s.id, s.claim
+		if !tx.write(nil, func() { b.owner.Release(id, claim) }) {
+			b.owner.Release(id, claim)
+		}
+		s.claim = 0
+	}
 	if s.stored && tx != nil {
 		// The range deletion does not cover puts still pending in some
 		// publisher's txnCtx: those are deleted there.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -60,16 +61,56 @@ func (c *client) claim() (ok bool, reason string) {
 }
 
 // TakenOver is how the cluster tells this node that another node claimed
-// clientID's session with token: a connection of the client here that was
-// claimed before is told 0x8E (Session taken over) and its session leaves
-// this node, its will published as when a clean start replaces a session.
-// It reports whether a session was here to give up.
-func (b *Broker) TakenOver(clientID string, token uint64) bool {
+// clientID's session with token. A connection of the client here that
+// was claimed before is told 0x8E (Session taken over), its will going
+// out under the usual rules (a will without delay now; a delayed will
+// stays with the session, which the new owner resumes or ends). A
+// persistent session is then handed over: its record is written, it
+// leaves this node's memory and routing, and nothing of it is deleted,
+// for the new owner to load (AdoptSession). A session that is not
+// persistent ends here.
+//
+// TakenOver returns once everything this node wrote before, for this
+// session too, is durable (or ctx ends), so that the new owner, told so,
+// loads it all. It reports whether a session was here to give up.
+func (b *Broker) TakenOver(ctx context.Context, clientID string, token uint64) bool {
+	gone, wait := b.takenOver(clientID, token)
+	// A barrier: its callback runs once every transaction queued before
+	// it is durable, the handed-over session's record included.
+	barrier := make(chan struct{})
+	if tx := b.newTxn(); tx != nil {
+		b.commit(tx, func(error) { close(barrier) })
+	} else {
+		close(barrier)
+	}
+	select {
+	case <-barrier:
+	case <-ctx.Done():
+	}
+	waitCtx(ctx, wait)
+	return gone
+}
+
+// waitCtx waits for wg, or for ctx to end.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// takenOver is TakenOver without the waiting: the returned group is done
+// once the publishers' transactions still holding deliveries of the
+// session are durable.
+func (b *Broker) takenOver(clientID string, token uint64) (bool, *sync.WaitGroup) {
+	wait := new(sync.WaitGroup)
 	b.sessMu.Lock()
 	s := b.sessions[clientID]
 	if s == nil || s.internal {
 		b.sessMu.Unlock()
-		return false
+		return false, wait
 	}
 	s.mu.Lock()
 	if s.claim >= token {
@@ -77,24 +118,124 @@ func (b *Broker) TakenOver(clientID string, token uint64) bool {
 		// this one's is older news.
 		s.mu.Unlock()
 		b.sessMu.Unlock()
-		return false
+		return false, wait
 	}
 	if old := s.client; old != nil {
 		s.client = nil
 		s.online.Store(false)
 		s.count(&b.stats.connected, -1)
 		old.disconnect(packet.SessionTakenOver, "another node took over the session")
+		s.offlineSince = b.clk.Now().UnixNano()
 		if due := b.scheduleWillLocked(s); due != nil {
-			b.publishWillAfter(b.saveSessionLocked(s, 0), due)
+			b.publishWillAfter(b.saveSessionLocked(s, s.offlineSince), due)
 		}
 	}
 	s.claim = 0 // ours no longer: nothing to release
+	if !s.persistent(b) {
+		s.mu.Unlock()
+		b.endSessionLocked(s)
+		b.sessMu.Unlock()
+		b.flush()
+		b.sessionEnded(clientID)
+		return true, wait
+	}
+	b.handOverLocked(s, wait, true)
 	s.mu.Unlock()
-	b.endSessionLocked(s)
+	delete(b.sessions, s.id)
+	s.count(&b.stats.sessions, -1)
 	b.sessMu.Unlock()
 	b.flush()
-	b.sessionEnded(clientID)
-	return true
+	return true, wait
+}
+
+// handOverLocked writes s for its new owner (unless save is false: the
+// stored state is newer) and takes it out of this node: out of routing, its timers stopped, its window and queue dropped
+// from memory (they are in the store, for the new owner), so that a late
+// acknowledgement on the old connection changes nothing. Deliveries whose
+// publisher has not yet submitted their transaction are waited for
+// through wait. b.sessMu and s.mu are held.
+func (b *Broker) handOverLocked(s *session, wait *sync.WaitGroup, save bool) {
+	if s.willTimer != nil {
+		s.willTimer.Stop()
+		s.willTimer = nil
+	}
+	if s.expiryTimer != nil {
+		s.expiryTimer.Stop()
+		s.expiryTimer = nil
+	}
+	if s.offlineSince == 0 {
+		s.offlineSince = b.clk.Now().UnixNano()
+	}
+	pending := make(map[*txnCtx]bool)
+	hold := func(d *delivery) {
+		if d.tx != nil && !pending[d.tx] {
+			pending[d.tx] = true
+			wait.Add(1)
+			if !d.tx.write(nil, wait.Done) {
+				wait.Done() // submitted already: queued before the barrier
+			}
+		}
+	}
+	for f := s.oldest; f != nil; f = f.next {
+		hold(&f.delivery)
+	}
+	s.queue.filter(func(d *delivery) bool { hold(d); return false })
+	s.inflight, s.oldest, s.newest = nil, nil, nil
+	s.awaitingRel = nil
+	if save {
+		b.submit(b.saveSessionLocked(s, s.offlineSince), nil)
+	}
+	for _, sub := range s.subs {
+		b.subs.Unsubscribe(sub.inner, sub.group, s)
+		s.count(&b.stats.subscriptions, -1)
+	}
+	s.subs = nil
+	s.will = nil
+	s.ended = true // late deliveries are dropped
+}
+
+// AdoptSession makes a session stored by another node (which handed it
+// over) this node's, before the client's CONNECT attaches to it, as Start
+// restores a session from the store: subscriptions, the window with its
+// packet identifiers, the queue, inbound QoS 2 state, the will and its
+// delay. A session that expired meanwhile is deleted and its will
+// published. A session of the client already here is replaced.
+func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound []uint16) error {
+	b.sessMu.Lock()
+	if old := b.sessions[rec.ClientID]; old != nil {
+		// Stale: this node handed it over earlier and missed nothing
+		// since, or the claim raced; the stored state is the truth.
+		old.mu.Lock()
+		b.handOverLocked(old, new(sync.WaitGroup), false)
+		old.mu.Unlock()
+		delete(b.sessions, old.id)
+		old.count(&b.stats.sessions, -1)
+	}
+	b.sessMu.Unlock()
+	now := b.clk.Now()
+	fx := restoreEffects{adopt: true}
+	s, err := b.restoreSession(rec, entries, inbound, now, &fx)
+	if err != nil {
+		return fmt.Errorf("adopting the session of %q: %w", rec.ClientID, err)
+	}
+	tx := b.newTxn()
+	if s == nil {
+		tx.write(func(t Txn) { t.DeleteSession(rec.ClientID) }, nil)
+	}
+	for _, r := range fx.rewrite {
+		tx.write(func(t Txn) { t.PutSession(r) }, nil)
+	}
+	for i := range fx.entries {
+		e := &fx.entries[i]
+		tx.write(func(t Txn) { t.PutEntry(e.clientID, &e.e) }, nil)
+	}
+	var will *Message
+	if len(fx.wills) > 0 {
+		will = fx.wills[0]
+	}
+	b.publishWillAfter(tx, will)
+	b.flush()
+	return nil
 }
 
 // SharedRetained keeps, in cluster mode, one set of retained messages for

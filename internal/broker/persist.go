@@ -424,6 +424,9 @@ func (b *Broker) ReleaseWills() {
 // broker stopped while they were connected (the restart time stands for
 // their disconnection, so that later restarts count from it).
 type restoreEffects struct {
+	// adopt marks a session taken from another node (AdoptSession)
+	// rather than restored at Start: its will delay starts at once.
+	adopt   bool
 	wills   []*Message
 	rewrite []*store.Session
 	entries []restoredEntry // entries whose packet identifier changed
@@ -526,6 +529,12 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 			rec.Will = nil
 		} else {
 			s.willDelay = delay
+			if fx.adopt {
+				// Adopted from another node: the policies are in force.
+				b.scheduleWillLocked(s) // has a delay: returns nil
+				s.mu.Unlock()
+				return s, nil
+			}
 			// Held like the due wills: the delay may end before the
 			// listeners' policies are in force.
 			b.heldMu.Lock()

@@ -13,7 +13,6 @@ import (
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
-	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -38,17 +37,11 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 	t.Helper()
 	name := cn.Name()
 	nd := &node{name: name, cn: cn}
-	js := cn.JetStream()
 	var err error
 	nd.b, err = broker.New(broker.Options{SysInterval: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nd.owner, err = NewOwnership(js, nd.b, Options{Node: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd.b.AttachOwnership(nd.owner)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	stop := func(c interface{ Stop(context.Context) error }) {
@@ -58,20 +51,18 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 			t.Errorf("%s: stop: %v", name, err)
 		}
 	}
-	local, err := store.New(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := local.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stop(local) })
-	nd.st, err = NewStore(js, nd.b, local, Options{Node: name})
+	opts := Options{Node: name, Shards: 3}
+	nd.st, err = NewStore(cn, nd.b, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	nd.b.AttachDurable(nd.st)
 	nd.b.AttachSharedRetained(nd.st)
+	nd.owner, err = NewOwnership(cn, nd.b, nd.st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.b.AttachOwnership(nd.owner)
 	if err := nd.st.Start(ctx); err != nil {
 		t.Fatalf("%s: starting the cluster store: %v", name, err)
 	}
@@ -121,6 +112,14 @@ type mqttClient struct {
 // the test ends.
 func dial(t testing.TB, addr string, cp *paho.Connect) *mqttClient {
 	t.Helper()
+	c, _ := dialWith(t, addr, cp, false)
+	return c
+}
+
+// dialWith is dial, optionally with manual acknowledgement (the client
+// acknowledges nothing it receives until Ack), returning the CONNACK.
+func dialWith(t testing.TB, addr string, cp *paho.Connect, manualAck bool) (*mqttClient, *paho.Connack) {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -131,8 +130,9 @@ func dial(t testing.TB, addr string, cp *paho.Connect) *mqttClient {
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) { c.msgs <- pr.Packet; return true, nil },
 		},
-		OnServerDisconnect: func(d *paho.Disconnect) { c.discs <- d },
-		PacketTimeout:      10 * time.Second,
+		OnServerDisconnect:         func(d *paho.Disconnect) { c.discs <- d },
+		PacketTimeout:              10 * time.Second,
+		EnableManualAcknowledgment: manualAck,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -144,7 +144,7 @@ func dial(t testing.TB, addr string, cp *paho.Connect) *mqttClient {
 		t.Fatalf("connecting %s to %s: CONNACK 0x%02X", cp.ClientID, addr, ack.ReasonCode)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c
+	return c, ack
 }
 
 // disconnected waits for the server's DISCONNECT and returns it.
@@ -172,11 +172,14 @@ func (c *mqttClient) next(t testing.TB) *paho.Publish {
 }
 
 // subscribe subscribes to filter at QoS 1 and waits for the SUBACK.
-func (c *mqttClient) subscribe(t testing.TB, filter string) {
+func (c *mqttClient) subscribe(t testing.TB, filter string) { c.subscribeQoS(t, filter, 1) }
+
+// subscribeQoS subscribes to filter at qos and waits for the SUBACK.
+func (c *mqttClient) subscribeQoS(t testing.TB, filter string, qos byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 	defer cancel()
-	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
 	if err != nil {
 		t.Fatalf("subscribing to %s: %v", filter, err)
 	}
@@ -187,10 +190,16 @@ func (c *mqttClient) subscribe(t testing.TB, filter string) {
 
 // publish publishes at QoS 1 and waits for a successful PUBACK.
 func (c *mqttClient) publish(t testing.TB, topic, payload string, retain bool) {
+	c.publishQoS(t, topic, payload, 1, retain)
+}
+
+// publishQoS publishes at qos and waits for a successful PUBACK or
+// PUBCOMP.
+func (c *mqttClient) publishQoS(t testing.TB, topic, payload string, qos byte, retain bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 	defer cancel()
-	r, err := c.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: 1, Retain: retain})
+	r, err := c.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: qos, Retain: retain})
 	if err != nil {
 		t.Fatalf("publishing to %s: %v", topic, err)
 	}

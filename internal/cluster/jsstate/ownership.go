@@ -2,11 +2,14 @@ package jsstate
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgeport/edgeport/internal/broker"
@@ -24,14 +27,24 @@ const (
 // so that losing one loses nothing and a majority stays.
 const DefaultReplicas = 3
 
+// DefaultShards is how many streams hold the persistent sessions: each is
+// a Raft group of its own with its own leader, so the sessions' writes
+// spread over the servers (several leaders per server of a 3-node cluster).
+const DefaultShards = 8
+
 // Options configures the cluster state of one node.
 type Options struct {
 	// Node names this node; unique in the cluster (the cluster's member
 	// name). Required.
 	Node string
-	// Replicas is how many JetStream servers hold each bucket; 0 means
-	// DefaultReplicas. It cannot exceed the JetStream cluster's size.
+	// Replicas is how many JetStream servers hold each bucket and
+	// stream; 0 means DefaultReplicas. It cannot exceed the JetStream
+	// cluster's size.
 	Replicas int
+	// Shards is how many streams hold the persistent sessions; 0 means
+	// DefaultShards. Every node of a cluster must use the same number: it
+	// decides which stream holds a client's session.
+	Shards int
 	// Logger receives the component's messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -43,6 +56,12 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = DefaultReplicas
+	}
+	if c.Shards == 0 {
+		c.Shards = DefaultShards
+	}
+	if c.Shards < 1 || c.Shards > 1024 {
+		return c, fmt.Errorf("jsstate: shards %d out of range (1 to 1024)", c.Shards)
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return c, fmt.Errorf("jsstate: replicas %d out of range (1 to 5, as JetStream allows)", c.Replicas)
@@ -68,16 +87,23 @@ func (o *Options) withDefaults() (Options, error) {
 //
 // It implements broker.Ownership and lifecycle.Component.
 type Ownership struct {
-	js   jetstream.JetStream
-	b    *broker.Broker
-	opts Options
-	log  *slog.Logger
+	src      JetStreamSource
+	js       jetstream.JetStream // src's, from Start
+	b        *broker.Broker
+	sessions *Store // where taken-over sessions are read from; nil: not carried over
+	opts     Options
+	log      *slog.Logger
 
 	kv      jetstream.KeyValue
 	watcher jetstream.KeyWatcher
-	release chan released // Release's queue for the releaser goroutine
-	done    chan struct{} // closed by Stop: the releaser exits
-	wg      sync.WaitGroup
+	handoff *nats.Subscription // other nodes' requests to hand a session over
+
+	hmu      sync.Mutex     // guards stopping and hwg.Add
+	stopping bool           // Stop began: handoff requests are not served
+	hwg      sync.WaitGroup // handoff requests being served
+	release  chan released  // Release's queue for the releaser goroutine
+	done     chan struct{}  // closed by Stop: the releaser exits
+	wg       sync.WaitGroup
 }
 
 type released struct {
@@ -95,39 +121,71 @@ var (
 // replaces.
 const releaseQueue = 4096
 
-// NewOwnership returns the session ownership of the node opts.Node on js
+// NewOwnership returns the session ownership of the node opts.Node on src
 // for broker b; attach it with b.AttachOwnership before the broker serves.
-func NewOwnership(js jetstream.JetStream, b *broker.Broker, opts Options) (*Ownership, error) {
+// A session claimed from another node is read from sessions (the broker's
+// Durable) and adopted; with sessions nil it is not carried over.
+func NewOwnership(src JetStreamSource, b *broker.Broker, sessions *Store, opts Options) (*Ownership, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return &Ownership{js: js, b: b, opts: o, log: o.Logger}, nil
+	return &Ownership{src: src, b: b, sessions: sessions, opts: o, log: o.Logger}, nil
 }
 
-// Start creates (or joins) the owners bucket and applies every claim
-// made while this node was away before it returns, so that a session
-// restored here but claimed elsewhere is gone before clients connect.
-func (o *Ownership) Start(ctx context.Context) error {
-	kv, err := o.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// JetStreamSource gives the cluster's JetStream once it is connected:
+// *cluster.Node, started before the components that use it.
+type JetStreamSource interface {
+	JetStream() jetstream.JetStream
+}
+
+// createOwners creates (or joins) OwnersBucket.
+func createOwners(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      OwnersBucket,
 		Description: "Edgeport: the node that owns each client's session",
 		History:     1,
-		Replicas:    o.opts.Replicas,
+		Replicas:    replicas,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return fmt.Errorf("creating bucket %s: %w", OwnersBucket, err)
+		return nil, fmt.Errorf("creating bucket %s: %w", OwnersBucket, err)
+	}
+	return kv, nil
+}
+
+// handoffSubject is where node asks are sent to hand a session over.
+func handoffSubject(node string) string { return "edgeport.handoff." + clientKey(node) }
+
+// HandoffTimeout bounds how long a claim waits for the previous owner to
+// hand the session over; a node that does not answer (stopped, cut off)
+// is passed over, and what it had made durable is what the new owner gets.
+const HandoffTimeout = 2 * time.Second
+
+// Start creates (or joins) the owners bucket, answers other nodes'
+// handoff requests and applies every claim made while this node was away
+// before it returns, so that a session restored here but claimed
+// elsewhere is gone before clients connect.
+func (o *Ownership) Start(ctx context.Context) error {
+	o.js = o.src.JetStream()
+	kv, err := createOwners(ctx, o.js, o.opts.Replicas)
+	if err != nil {
+		return err
 	}
 	o.kv = kv
+	o.release = make(chan released, releaseQueue)
+	o.done = make(chan struct{})
+	o.handoff, err = o.js.Conn().Subscribe(handoffSubject(o.opts.Node), o.serveHandoff)
+	if err != nil {
+		return fmt.Errorf("serving handoffs: %w", err)
+	}
 	// The watcher outlives ctx, which bounds the start only.
 	w, err := kv.WatchAll(context.WithoutCancel(ctx), jetstream.IgnoreDeletes())
 	if err != nil {
+		_ = o.handoff.Unsubscribe()
 		return fmt.Errorf("watching bucket %s: %w", OwnersBucket, err)
 	}
 	o.watcher = w
-	o.release = make(chan released, releaseQueue)
-	o.done = make(chan struct{})
 	caughtUp := make(chan struct{})
 	o.wg.Add(2)
 	go o.watch(caughtUp)
@@ -144,6 +202,13 @@ func (o *Ownership) Start(ctx context.Context) error {
 // Stop ends the watch and the releaser; releases still queued are
 // dropped (their entries are replaced by the next claim).
 func (o *Ownership) Stop(ctx context.Context) error {
+	if o.handoff != nil {
+		o.hmu.Lock()
+		o.stopping = true
+		o.hmu.Unlock()
+		_ = o.handoff.Unsubscribe()
+		o.hwg.Wait() // the request being served, if any
+	}
 	if o.watcher != nil {
 		_ = o.watcher.Stop() // closes Updates: watch returns
 	}
@@ -171,7 +236,10 @@ func (o *Ownership) watch(caughtUp chan<- struct{}) {
 			o.log.Warn("ignoring a session owner entry", "err", err)
 			continue
 		}
-		if o.b.TakenOver(id, e.Revision()) {
+		ctx, cancel := context.WithTimeout(context.Background(), HandoffTimeout)
+		gone := o.b.TakenOver(ctx, id, e.Revision())
+		cancel()
+		if gone {
 			o.log.Debug("session taken over by another node", "client", id, "node", string(e.Value()), "revision", e.Revision())
 		}
 	}
@@ -195,22 +263,50 @@ func (o *Ownership) releaser() {
 	}
 }
 
-// Claim implements broker.Ownership.
+// serveHandoff answers another node's request to hand a session over
+// (token, 8 bytes big-endian, then the client identifier) once this node
+// has let it go and everything it wrote is durable.
+func (o *Ownership) serveHandoff(m *nats.Msg) {
+	if len(m.Data) < 8 {
+		return
+	}
+	o.hmu.Lock()
+	if o.stopping {
+		o.hmu.Unlock()
+		return
+	}
+	o.hwg.Add(1)
+	o.hmu.Unlock()
+	defer o.hwg.Done()
+	token := binary.BigEndian.Uint64(m.Data)
+	id := string(m.Data[8:])
+	ctx, cancel := context.WithTimeout(context.Background(), HandoffTimeout)
+	defer cancel()
+	o.b.TakenOver(ctx, id, token)
+	_ = m.Respond(nil)
+}
+
+// Claim implements broker.Ownership: the compare-and-set, then, when
+// another node owned the session, its handoff and the adoption of what it
+// stored.
 func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) {
 	key := clientKey(clientID)
 	node := []byte(o.opts.Node)
+	var prev string // the node that owned the session before
+	var token uint64
 	for {
 		e, err := o.kv.Get(ctx, key)
-		var rev uint64
+		prev = ""
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			rev, err = o.kv.Create(ctx, key, node)
+			token, err = o.kv.Create(ctx, key, node)
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				continue // claimed meanwhile
 			}
 		case err != nil:
 		default:
-			rev, err = o.kv.Update(ctx, key, node, e.Revision())
+			prev = string(e.Value())
+			token, err = o.kv.Update(ctx, key, node, e.Revision())
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				continue // claimed meanwhile
 			}
@@ -218,7 +314,39 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		if err != nil {
 			return 0, fmt.Errorf("claiming the session of %q: %w", clientID, err)
 		}
-		return rev, nil
+		break
+	}
+	if prev == "" || prev == o.opts.Node || o.sessions == nil {
+		return token, nil
+	}
+	o.awaitHandoff(ctx, prev, clientID, token)
+	st, err := o.sessions.loadSession(ctx, clientID)
+	if err != nil {
+		return 0, fmt.Errorf("loading the session of %q: %w", clientID, err)
+	}
+	if st != nil {
+		if err := o.b.AdoptSession(st.rec, st.entries, st.inbound); err != nil {
+			return 0, err
+		}
+	}
+	return token, nil
+}
+
+// awaitHandoff asks node prev to hand clientID's session over and waits
+// for its answer: at once when prev is not connected (no responders), at
+// most HandoffTimeout when it does not answer.
+func (o *Ownership) awaitHandoff(ctx context.Context, prev, clientID string, token uint64) {
+	ctx, cancel := context.WithTimeout(ctx, HandoffTimeout)
+	defer cancel()
+	req := binary.BigEndian.AppendUint64(nil, token)
+	req = append(req, clientID...)
+	_, err := o.js.Conn().RequestWithContext(ctx, handoffSubject(prev), req)
+	switch {
+	case err == nil:
+	case errors.Is(err, nats.ErrNoResponders):
+		o.log.Info("taking over a session from a node that is gone", "client", clientID, "node", prev)
+	default:
+		o.log.Warn("taking over a session without its previous owner's handoff", "client", clientID, "node", prev, "err", err)
 	}
 }
 

@@ -2,9 +2,10 @@ package jsstate
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,24 +31,36 @@ const AckTimeout = 10 * time.Second
 // Commit blocks beyond it, which slows producers to the cluster's pace.
 const commitQueue = 1024
 
-// Store is the broker's Durable in cluster mode. Retained messages go to
-// RetainedBucket, shared by every node: a change is published to the
-// bucket and reaches every node's index (this one's too) from one watch of
-// the bucket per node, in the bucket's order (broker.SharedRetained).
-// Session records still go to the node's local store.
+// Store is the broker's Durable in cluster mode: everything the broker
+// keeps durable is in JetStream, replicated on Options.Replicas servers.
 //
-// Commits are pipelined: Commit publishes a transaction's bucket writes
-// asynchronously and hands its session writes to the local store, and one
-// goroutine waits for both, in commit order, before calling done. So a
-// publisher's PUBACK leaves only once JetStream acknowledged its retained
-// change at the bucket's replication.
+//   - Sessions are sharded by client identifier (FNV-1a, modulo
+//     Options.Shards) into a fixed set of streams, EDGEPORT_SESSIONS_<n>
+//     on subjects edgeport.sessions.<n>.>; a client's records are
+//     <key>.s (the session), <key>.e.<seq> (a queued or in-flight
+//     delivery) and <key>.i.<id> (an inbound QoS 2 identifier), with
+//     key = clientKey(id). A stream keeps one message per subject, so a
+//     put replaces the record; a delete is a tombstone that expires a
+//     second later; deleting a session purges <key>.>.
+//   - Retained messages are RetainedBucket, shared by every node: a change
+//     is published to the bucket and reaches every node's index (this
+//     one's too) from one watch of the bucket per node, in the bucket's
+//     order (broker.SharedRetained).
+//
+// Commits are pipelined: Commit publishes a transaction's writes
+// asynchronously, and one goroutine waits for their acknowledgements, in
+// commit order, before calling done. So a publisher's PUBACK/PUBREC leaves
+// only once JetStream acknowledged every write of its publish at the
+// configured replication.
 type Store struct {
-	js    jetstream.JetStream
-	b     *broker.Broker
-	local *store.Store
-	opts  Options
-	log   *slog.Logger
+	src  JetStreamSource
+	js   jetstream.JetStream // src's, from Start
+	b    *broker.Broker
+	opts Options
+	log  *slog.Logger
 
+	streams  []jetstream.Stream // the session shards
+	owners   jetstream.KeyValue
 	retained jetstream.KeyValue
 	watcher  jetstream.KeyWatcher
 	// retainedSubject prefixes a retained key into the subject a write
@@ -70,23 +83,59 @@ var (
 	_ lifecycle.Component   = (*Store)(nil)
 )
 
-// NewStore returns the cluster-mode Durable of broker b on js, keeping
-// sessions in local (started before it). Attach it with b.AttachDurable
-// and b.AttachSharedRetained, and start it before the broker.
-func NewStore(js jetstream.JetStream, b *broker.Broker, local *store.Store, opts Options) (*Store, error) {
+// NewStore returns the cluster-mode Durable of broker b on src for the
+// node opts.Node. Attach it with b.AttachDurable and b.AttachSharedRetained,
+// and start it before the broker.
+func NewStore(src JetStreamSource, b *broker.Broker, opts Options) (*Store, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	if local == nil {
-		return nil, errors.New("jsstate: NewStore needs the local store")
-	}
-	return &Store{js: js, b: b, local: local, opts: o, log: o.Logger, changed: make(chan struct{})}, nil
+	return &Store{src: src, b: b, opts: o, log: o.Logger, changed: make(chan struct{})}, nil
 }
 
-// Start creates (or joins) the retained bucket and applies its content to
-// the broker's index before it returns.
+// shard is the session stream of clientID.
+func (s *Store) shard(clientID string) int {
+	h := fnv.New32a()
+	h.Write([]byte(clientID))
+	return int(h.Sum32() % uint32(s.opts.Shards))
+}
+
+// sessionSubject is the subject of one record (rest: "s", "e.<seq>",
+// "i.<id>", or ">" for all) of clientID.
+func (s *Store) sessionSubject(clientID, rest string) string {
+	return "edgeport.sessions." + strconv.Itoa(s.shard(clientID)) + "." + clientKey(clientID) + "." + rest
+}
+
+// sessionStream names the stream of shard n.
+func sessionStream(n int) string { return "EDGEPORT_SESSIONS_" + strconv.Itoa(n) }
+
+// Start creates (or joins) the session streams and the buckets, and
+// applies the retained bucket's content to the broker's index before it
+// returns.
 func (s *Store) Start(ctx context.Context) error {
+	s.js = s.src.JetStream()
+	for n := range s.opts.Shards {
+		st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:              sessionStream(n),
+			Description:       "Edgeport: the persistent sessions of one shard of client identifiers",
+			Subjects:          []string{"edgeport.sessions." + strconv.Itoa(n) + ".>"},
+			MaxMsgsPerSubject: 1,
+			Discard:           jetstream.DiscardOld,
+			Storage:           jetstream.FileStorage,
+			Replicas:          s.opts.Replicas,
+			AllowMsgTTL:       true,
+		})
+		if err != nil {
+			return fmt.Errorf("creating stream %s: %w", sessionStream(n), err)
+		}
+		s.streams = append(s.streams, st)
+	}
+	owners, err := createOwners(ctx, s.js, s.opts.Replicas)
+	if err != nil {
+		return err
+	}
+	s.owners = owners
 	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      RetainedBucket,
 		Description: "Edgeport: retained MQTT messages, one key per topic",
@@ -194,57 +243,92 @@ func (s *Store) Sync(ctx context.Context) error {
 	}
 }
 
-// Full implements broker.Durable: the local store's limits.
-func (s *Store) Full() bool { return s.local.Full() }
+// Full implements broker.Durable. JetStream enforces its own limits: a
+// write it refuses fails its commit, and the publisher is refused.
+func (s *Store) Full() bool { return false }
 
-// Load implements broker.Durable: sessions from the local store; retained
-// messages come from the bucket's watch instead.
-func (s *Store) Load(fn store.LoadFuncs) error {
-	return s.local.Load(store.LoadFuncs{Session: fn.Session})
+// txn is a Store transaction: the JetStream writes in the order they
+// were added.
+type txn struct {
+	s   *Store
+	ops []op
 }
 
-// txn is a Store transaction: session writes for the local store, retained
-// writes for the bucket.
-type txn struct {
-	s     *Store
-	local *store.Txn
-	msgs  []*nats.Msg
+// op is one write: a message to publish, or (purge set) the removal of
+// every record of a client, which waits for the writes before it.
+type op struct {
+	msg   *nats.Msg
+	ttl   bool   // a tombstone: published with a short TTL, so it leaves no trace
+	purge string // the subject filter of the records to remove
+	shard int
 }
 
 // NewTxn implements broker.Durable.
-func (s *Store) NewTxn() broker.Txn { return &txn{s: s, local: s.local.NewTxn()} }
+func (s *Store) NewTxn() broker.Txn { return &txn{s: s} }
 
-func (t *txn) PutSession(r *store.Session)              { t.local.PutSession(r) }
-func (t *txn) DeleteSession(id string)                  { t.local.DeleteSession(id) }
-func (t *txn) PutEntry(id string, e *store.Entry)       { t.local.PutEntry(id, e) }
-func (t *txn) DeleteEntry(id string, seq uint64)        { t.local.DeleteEntry(id, seq) }
-func (t *txn) PutInbound(id string, packetID uint16)    { t.local.PutInbound(id, packetID) }
-func (t *txn) DeleteInbound(id string, packetID uint16) { t.local.DeleteInbound(id, packetID) }
-func (t *txn) Len() int                                 { return t.local.Len() + len(t.msgs) }
-func (t *txn) Discard()                                 { t.local.Discard() }
+func (t *txn) put(subject string, data []byte) {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	t.ops = append(t.ops, op{msg: m})
+}
+
+// tombstone replaces a record with an empty message that expires: the
+// stream keeps one message per subject, so the record is gone at once
+// and the tombstone a second later.
+func (t *txn) tombstone(subject string) {
+	t.ops = append(t.ops, op{msg: nats.NewMsg(subject), ttl: true})
+}
+
+func (t *txn) PutSession(r *store.Session) {
+	t.put(t.s.sessionSubject(r.ClientID, "s"), store.AppendSession(nil, r))
+}
+
+func (t *txn) DeleteSession(id string) {
+	shard := t.s.shard(id)
+	t.ops = append(t.ops, op{purge: t.s.sessionSubject(id, ">"), shard: shard})
+}
+
+func (t *txn) PutEntry(id string, e *store.Entry) {
+	t.put(t.s.sessionSubject(id, "e."+strconv.FormatUint(e.Seq, 10)), store.AppendEntry(nil, e))
+}
+
+func (t *txn) DeleteEntry(id string, seq uint64) {
+	t.tombstone(t.s.sessionSubject(id, "e."+strconv.FormatUint(seq, 10)))
+}
+
+func (t *txn) PutInbound(id string, packetID uint16) {
+	t.put(t.s.sessionSubject(id, "i."+strconv.FormatUint(uint64(packetID), 10)), []byte{1})
+}
+
+func (t *txn) DeleteInbound(id string, packetID uint16) {
+	t.tombstone(t.s.sessionSubject(id, "i."+strconv.FormatUint(uint64(packetID), 10)))
+}
 
 func (t *txn) PutRetained(m *store.Message) {
-	msg := nats.NewMsg(t.s.retainedSubject + topicKey(m.Topic))
-	msg.Data = store.AppendMessage(nil, m)
-	t.msgs = append(t.msgs, msg)
+	t.put(t.s.retainedSubject+topicKey(m.Topic), store.AppendMessage(nil, m))
 }
 
 func (t *txn) DeleteRetained(topic string) {
 	msg := nats.NewMsg(t.s.retainedSubject + topicKey(topic))
 	msg.Header.Set("KV-Operation", "DEL") // a key-value delete, as watchers read it
-	t.msgs = append(t.msgs, msg)
+	t.ops = append(t.ops, op{msg: msg})
 }
+
+func (t *txn) Len() int { return len(t.ops) }
+func (t *txn) Discard() { t.ops = nil }
 
 // pending is a committed transaction waiting for its acknowledgements.
 type pending struct {
 	done     func(error)
-	err      error // a publish that failed at once
+	err      error // a write that failed at once
 	futures  []jetstream.PubAckFuture
-	local    chan error // the local store's result; nil when it had nothing
 	deadline time.Time
 }
 
-// Commit implements broker.Durable.
+// Commit implements broker.Durable. Writes are published without waiting;
+// a purge (DeleteSession) first waits until every write published before
+// it is acknowledged, so that it removes them, and what follows it in the
+// transaction is published after it.
 func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	t := bt.(*txn)
 	if done == nil {
@@ -253,27 +337,51 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	if s.closed {
-		t.local.Discard()
 		done(store.ErrClosed)
 		return
 	}
 	p := &pending{done: done, deadline: time.Now().Add(AckTimeout)}
-	for _, m := range t.msgs {
-		f, err := s.js.PublishMsgAsync(m)
+	for _, o := range t.ops {
+		if o.purge != "" {
+			if err := s.purge(o.shard, o.purge, p.deadline); err != nil {
+				p.err = err
+				break
+			}
+			continue
+		}
+		var opts []jetstream.PublishOpt
+		if o.ttl {
+			opts = append(opts, jetstream.WithMsgTTL(tombstoneTTL))
+		}
+		f, err := s.js.PublishMsgAsync(o.msg, opts...)
 		if err != nil {
-			p.err = fmt.Errorf("publishing to %s: %w", m.Subject, err)
+			p.err = fmt.Errorf("publishing to %s: %w", o.msg.Subject, err)
 			break
 		}
 		p.futures = append(p.futures, f)
 	}
-	if t.local.Len() > 0 {
-		p.local = make(chan error, 1)
-		s.local.Commit(t.local, func(err error) { p.local <- err })
-	} else {
-		t.local.Discard()
-	}
 	// Blocks while the queue is full: the completer takes no lock.
 	s.queue <- p
+}
+
+// tombstoneTTL is how long a deleted record's tombstone stays (JetStream's
+// smallest per-message TTL).
+const tombstoneTTL = time.Second
+
+// purge removes the records under filter from shard once every write
+// published before is acknowledged.
+func (s *Store) purge(shard int, filter string, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	select {
+	case <-s.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return fmt.Errorf("removing %s: earlier writes not acknowledged: %w", filter, ctx.Err())
+	}
+	if err := s.streams[shard].Purge(ctx, jetstream.WithPurgeSubject(filter)); err != nil {
+		return fmt.Errorf("removing %s: %w", filter, err)
+	}
+	return nil
 }
 
 // complete calls each commit's done once it is durable, in commit order.
@@ -281,24 +389,18 @@ func (s *Store) complete() {
 	defer s.wg.Done()
 	for p := range s.queue {
 		err := p.err
-		if p.local != nil {
-			if e := <-p.local; err == nil {
-				err = e
-			}
-		}
-		if len(p.futures) > 0 {
+		if len(p.futures) > 0 && err == nil {
 			timer := time.NewTimer(time.Until(p.deadline))
 			for _, f := range p.futures {
-				if err != nil {
-					break // the commit failed: the rest need no wait
-				}
 				select {
 				case <-f.Ok():
+					continue
 				case e := <-f.Err():
 					err = fmt.Errorf("writing to JetStream: %w", e)
 				case <-timer.C:
 					err = fmt.Errorf("writing to JetStream: no acknowledgement within %v", AckTimeout)
 				}
+				break // the commit failed: the rest need no wait
 			}
 			timer.Stop()
 		}

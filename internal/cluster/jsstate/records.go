@@ -1,0 +1,233 @@
+package jsstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgeport/edgeport/internal/store"
+)
+
+// stored is one client's records as read from its session stream.
+type stored struct {
+	rec     *store.Session
+	entries []store.Entry
+	inbound []uint16
+}
+
+// add decodes the record on subject (the part after the shard's prefix:
+// "<key>.s", "<key>.e.<seq>" or "<key>.i.<id>") into st.
+func (st *stored) add(clientID, kind, num string, data []byte) error {
+	switch kind {
+	case "s":
+		rec, err := store.DecodeSession(data, clientID)
+		if err != nil {
+			return err
+		}
+		st.rec = rec
+	case "e":
+		seq, err := strconv.ParseUint(num, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: entry number %q", store.ErrCorrupt, num)
+		}
+		e, err := store.DecodeEntry(data, seq)
+		if err != nil {
+			return err
+		}
+		st.entries = append(st.entries, *e)
+	case "i":
+		id, err := strconv.ParseUint(num, 10, 16)
+		if err != nil || id == 0 {
+			return fmt.Errorf("%w: packet identifier %q", store.ErrCorrupt, num)
+		}
+		st.inbound = append(st.inbound, uint16(id))
+	default:
+		return fmt.Errorf("%w: record kind %q", store.ErrCorrupt, kind)
+	}
+	return nil
+}
+
+// sorted puts entries in sequence order and inbound identifiers in
+// ascending order, as the broker restores them.
+func (st *stored) sorted() {
+	slices.SortFunc(st.entries, func(a, b store.Entry) int {
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return 0
+	})
+	slices.Sort(st.inbound)
+}
+
+// parseSubject splits a session record's subject into the client's key,
+// the record kind and its number.
+func parseSubject(subject string) (key, kind, num string, ok bool) {
+	rest, found := strings.CutPrefix(subject, "edgeport.sessions.")
+	if !found {
+		return "", "", "", false
+	}
+	parts := strings.Split(rest, ".")
+	switch {
+	case len(parts) == 3 && parts[2] == "s":
+		return parts[1], "s", "", true
+	case len(parts) == 4 && (parts[2] == "e" || parts[2] == "i"):
+		return parts[1], parts[2], parts[3], true
+	}
+	return "", "", "", false
+}
+
+// readRecords reads every record under filter in session stream n with
+// one ephemeral consumer, and passes the clients' records to keep (which
+// says, by client identifier, which clients to collect).
+func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func(clientID string) bool) (map[string]*stored, error) {
+	st := s.streams[n]
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     filter,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filter, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	out := make(map[string]*stored)
+	if cons.CachedInfo().NumPending == 0 {
+		return out, nil
+	}
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", filter, err)
+		}
+		got, last := 0, false
+		for m := range batch.Messages() {
+			got++
+			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+				last = true
+			}
+			if len(m.Data()) == 0 {
+				continue // a tombstone
+			}
+			key, kind, num, ok := parseSubject(m.Subject())
+			if !ok {
+				s.log.Warn("ignoring a session record", "subject", m.Subject())
+				continue
+			}
+			id, err := clientID(key)
+			if err != nil || !keep(id) {
+				continue
+			}
+			rec := out[id]
+			if rec == nil {
+				rec = &stored{}
+				out[id] = rec
+			}
+			if err := rec.add(id, kind, num, m.Data()); err != nil {
+				return nil, fmt.Errorf("reading %s: %w", m.Subject(), err)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("reading %s: %w", filter, err)
+		}
+		if got == 0 || last {
+			break
+		}
+	}
+	for _, rec := range out {
+		rec.sorted()
+	}
+	return out, nil
+}
+
+// Load implements broker.Durable: the sessions this node owns (per the
+// owners bucket), read with one consumer per shard that holds any.
+// Retained messages come from the bucket's watch instead.
+func (s *Store) Load(fn store.LoadFuncs) error {
+	if fn.Session == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*AckTimeout)
+	defer cancel()
+	owned, err := s.ownedClients(ctx)
+	if err != nil {
+		return err
+	}
+	shards := make(map[int]bool)
+	for id := range owned {
+		shards[s.shard(id)] = true
+	}
+	for n := range s.opts.Shards {
+		if !shards[n] {
+			continue
+		}
+		recs, err := s.readRecords(ctx, n, "edgeport.sessions."+strconv.Itoa(n)+".>", func(id string) bool { return owned[id] })
+		if err != nil {
+			return err
+		}
+		for id, r := range recs {
+			if r.rec == nil {
+				s.log.Warn("records of a session without its session record skipped", "client", id)
+				continue
+			}
+			if err := fn.Session(r.rec, r.entries, r.inbound); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ownedClients lists the clients the owners bucket gives to this node.
+func (s *Store) ownedClients(ctx context.Context) (map[string]bool, error) {
+	w, err := s.owners.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("reading bucket %s: %w", OwnersBucket, err)
+	}
+	defer w.Stop()
+	owned := make(map[string]bool)
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return owned, nil
+			}
+			if string(e.Value()) != s.opts.Node {
+				continue
+			}
+			if id, err := clientID(e.Key()); err == nil {
+				owned[id] = true
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading bucket %s: %w", OwnersBucket, ctx.Err())
+		}
+	}
+}
+
+// loadSession reads the stored session of clientID; nil when there is none.
+func (s *Store) loadSession(ctx context.Context, id string) (*stored, error) {
+	recs, err := s.readRecords(ctx, s.shard(id), s.sessionSubject(id, ">"), func(got string) bool { return got == id })
+	if err != nil {
+		return nil, err
+	}
+	r := recs[id]
+	if r == nil || r.rec == nil {
+		return nil, nil
+	}
+	return r, nil
+}
