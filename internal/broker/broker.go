@@ -395,10 +395,14 @@ const takeoverGrace = 500 * time.Millisecond
 // its end), the takeover waits until that connection has detached, at most
 // takeoverGrace. A genuine takeover, of a connection whose client went
 // silent, has no input waiting and does not wait.
-func (b *Broker) awaitLeaving(c *client) {
+func (b *Broker) awaitLeaving(c *client) { b.awaitLeavingOf(c.id) }
+
+// awaitLeavingOf is awaitLeaving for the connection of clientID; a
+// takeover from another node (TakenOver) waits the same way.
+func (b *Broker) awaitLeavingOf(clientID string) {
 	b.sessMu.Lock()
 	var old *client
-	if s := b.sessions[c.id]; s != nil {
+	if s := b.sessions[clientID]; s != nil {
 		s.mu.Lock()
 		old = s.client
 		s.mu.Unlock()

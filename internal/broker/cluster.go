@@ -74,6 +74,9 @@ func (c *client) claim() (ok bool, reason string) {
 // session too, is durable (or ctx ends), so that the new owner, told so,
 // loads it all. It reports whether a session was here to give up.
 func (b *Broker) TakenOver(ctx context.Context, clientID string, token uint64) bool {
+	// A client that sent DISCONNECT here and connected to another node at
+	// once expects the DISCONNECT to count (no will, its session expiry).
+	b.awaitLeavingOf(clientID)
 	gone, wait := b.takenOver(clientID, token)
 	// A barrier: its callback runs once every transaction queued before
 	// it is durable, the handed-over session's record included.

@@ -2,6 +2,7 @@ package jsstate
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/testlog"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -38,7 +40,15 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 	name := cn.Name()
 	nd := &node{name: name, cn: cn}
 	var err error
-	nd.b, err = broker.New(broker.Options{SysInterval: -1}, nil)
+	// What the node logs at Warn and above is shown when the test fails.
+	logs := new(testlog.Buffer)
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", name)
+	t.Cleanup(func() {
+		if t.Failed() && logs.String() != "" {
+			t.Logf("%s logged:\n%s", name, logs)
+		}
+	})
+	nd.b, err = broker.New(broker.Options{SysInterval: -1}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +61,7 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 			t.Errorf("%s: stop: %v", name, err)
 		}
 	}
-	opts := Options{Node: name, Shards: 3}
+	opts := Options{Node: name, Shards: 3, Logger: log}
 	nd.st, err = NewStore(cn, nd.b, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgeport/edgeport/internal/store"
@@ -90,16 +91,23 @@ func parseSubject(subject string) (key, kind, num string, ok bool) {
 // says, by client identifier, which clients to collect).
 func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func(clientID string) bool) (map[string]*stored, error) {
 	st := s.streams[n]
-	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     filter,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		AckPolicy:         jetstream.AckNonePolicy,
-		MemoryStorage:     true,
-		Replicas:          1,
-		InactiveThreshold: time.Minute,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", filter, err)
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cons, err = st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			FilterSubject:     filter,
+			DeliverPolicy:     jetstream.DeliverAllPolicy,
+			AckPolicy:         jetstream.AckNonePolicy,
+			MemoryStorage:     true,
+			Replicas:          1,
+			InactiveThreshold: time.Minute,
+		})
+		if err == nil {
+			break
+		}
+		if err := retryable(ctx, err); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", filter, err)
+		}
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -107,13 +115,17 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
 	out := make(map[string]*stored)
+	empty := 0
 	if cons.CachedInfo().NumPending == 0 {
 		return out, nil
 	}
 	for {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", filter, err)
+			if err := retryable(ctx, err); err != nil {
+				return nil, fmt.Errorf("reading %s: %w", filter, err)
+			}
+			continue
 		}
 		got, last := 0, false
 		for m := range batch.Messages() {
@@ -143,10 +155,29 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("reading %s: %w", filter, err)
+			if err := retryable(ctx, err); err != nil {
+				return nil, fmt.Errorf("reading %s: %w", filter, err)
+			}
+			continue
 		}
-		if got == 0 || last {
-			break
+		if last {
+			break // the consumer said nothing more is pending
+		}
+		if got > 0 {
+			empty = 0
+		} else {
+			// Nothing now, though the last message did not say so: the
+			// pull may have come before the consumer had its messages,
+			// or the last ones were tombstones that expired. A few short
+			// looks tell them apart.
+			if empty++; empty == emptyLooks {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("reading %s: %w", filter, ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 	for _, rec := range out {
@@ -230,4 +261,24 @@ func (s *Store) loadSession(ctx context.Context, id string) (*stored, error) {
 		return nil, nil
 	}
 	return r, nil
+}
+
+// emptyLooks is how many empty fetches in a row end a read whose last
+// message was not seen.
+const emptyLooks = 5
+
+// retryable returns nil after a short pause when err is NATS's "no
+// responders", which JetStream answers while a stream's leader is being
+// elected or a new consumer's interest has not yet reached this server;
+// otherwise (or once ctx ends) it returns err.
+func retryable(ctx context.Context, err error) error {
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return err
+	case <-time.After(20 * time.Millisecond):
+		return nil
+	}
 }

@@ -148,6 +148,9 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	s.retained = kv
 	s.retainedSubject = "$KV." + RetainedBucket + "."
+	if err := s.awaitLeaders(ctx); err != nil {
+		return err
+	}
 	w, err := kv.WatchAll(context.WithoutCancel(ctx))
 	if err != nil {
 		return fmt.Errorf("watching bucket %s: %w", RetainedBucket, err)
@@ -165,6 +168,33 @@ func (s *Store) Start(ctx context.Context) error {
 		_ = s.Stop(context.Background())
 		return fmt.Errorf("reading bucket %s: %w", RetainedBucket, ctx.Err())
 	}
+}
+
+// awaitLeaders waits until every session stream and bucket has a leader:
+// a stream just created (or whose leader is being elected) answers
+// nothing, and the first writes would fail.
+func (s *Store) awaitLeaders(ctx context.Context) error {
+	names := []string{"KV_" + OwnersBucket, "KV_" + RetainedBucket}
+	for n := range s.opts.Shards {
+		names = append(names, sessionStream(n))
+	}
+	for _, name := range names {
+		for {
+			st, err := s.js.Stream(ctx, name)
+			if err == nil {
+				info := st.CachedInfo()
+				if info.Cluster == nil || info.Cluster.Leader != "" {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for a leader of stream %s: %w (last: %v)", name, ctx.Err(), err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // Stop waits for the commits under way (each at most AckTimeout) and ends
