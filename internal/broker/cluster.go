@@ -189,7 +189,7 @@ func (b *Broker) handOverLocked(s *session, wait *sync.WaitGroup, save bool) {
 		b.submit(b.saveSessionLocked(s, s.offlineSince), nil)
 	}
 	for _, sub := range s.subs {
-		b.subs.Unsubscribe(sub.inner, sub.group, s)
+		b.unsubscribe(s, sub)
 		s.count(&b.stats.subscriptions, -1)
 	}
 	s.subs = nil

@@ -30,6 +30,7 @@ type node struct {
 	addr  string // the MQTT listener
 	owner *Ownership
 	st    *Store
+	r     *cluster.Router // live routing between the nodes
 }
 
 // startNode starts an Edgeport node on cluster node cn: the broker, its
@@ -77,6 +78,11 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 		t.Fatalf("%s: starting the cluster store: %v", name, err)
 	}
 	t.Cleanup(func() { stop(nd.st) })
+	nd.r = cluster.NewRouter(cn, nd.b, log)
+	if err := nd.r.Start(ctx); err != nil {
+		t.Fatalf("%s: starting the router: %v", name, err)
+	}
+	t.Cleanup(func() { stop(nd.r) })
 	if err := nd.b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -215,5 +221,16 @@ func (c *mqttClient) publishQoS(t testing.TB, topic, payload string, qos byte, r
 	}
 	if r.ReasonCode >= 0x80 {
 		t.Fatalf("publishing to %s: PUBACK 0x%02X", topic, r.ReasonCode)
+	}
+}
+
+// sync waits until the other nodes know every subscription of nd's
+// sessions and have routed what was published before.
+func (nd *node) sync(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	if err := nd.r.Sync(ctx); err != nil {
+		t.Fatalf("%s: router sync: %v", nd.name, err)
 	}
 }

@@ -19,8 +19,8 @@ func persistent(id string, cleanStart bool) *paho.Connect {
 }
 
 // A persistent session left on one node resumes on another: the messages
-// queued while it was offline arrive in order, and its subscription routes
-// on the new node.
+// queued while it was offline (published on its node and on a third one)
+// arrive in order, and its subscription routes on the new node.
 func TestResumeOnAnotherNodeWithQueued(t *testing.T) {
 	nodes := testCluster(t)
 	dev := dial(t, nodes[0].addr, persistent("dev", true))
@@ -32,10 +32,17 @@ func TestResumeOnAnotherNodeWithQueued(t *testing.T) {
 		info, ok := nodes[0].b.Session("dev")
 		return ok && !info.Online
 	})
+	nodes[0].sync(t)
 	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
-	for i := range 5 {
+	for i := range 3 {
 		pub.publish(t, "cmd/x", fmt.Sprintf("m%d", i), false) // acknowledged once JetStream has it
 	}
+	// Through node2: routed to node1, which queues them for dev.
+	pub2 := dial(t, nodes[1].addr, &paho.Connect{ClientID: "pub2", CleanStart: true})
+	for i := 3; i < 5; i++ {
+		pub2.publish(t, "cmd/x", fmt.Sprintf("m%d", i), false)
+	}
+	nodes[1].sync(t)
 
 	back, ack := dialWith(t, nodes[2].addr, persistent("dev", false), false)
 	if !ack.SessionPresent {
@@ -49,11 +56,17 @@ func TestResumeOnAnotherNodeWithQueued(t *testing.T) {
 	if _, ok := nodes[0].b.Session("dev"); ok {
 		t.Error("node1 still holds the session it handed over")
 	}
-	// The subscription came along: a message published on node3 reaches it.
+	// The subscription came along: messages published on node3 and on
+	// node1 reach it.
 	pub3 := dial(t, nodes[2].addr, &paho.Connect{ClientID: "pub3", CleanStart: true})
 	pub3.publish(t, "cmd/y", "after", false)
 	if m := back.next(t); string(m.Payload) != "after" {
 		t.Fatalf("after the move: %q", m.Payload)
+	}
+	nodes[2].sync(t)
+	pub.publish(t, "cmd/z", "from node1", false)
+	if m := back.next(t); string(m.Payload) != "from node1" {
+		t.Fatalf("after the move, from node1: %q", m.Payload)
 	}
 }
 
