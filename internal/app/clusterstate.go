@@ -13,12 +13,13 @@ import (
 // bucket, session ownership by compare-and-set. The store is added to the
 // group before the broker (which restores from it); the ownership, which
 // ends sessions claimed elsewhere, is returned to be added after it. The
-// local store keeps the resources and the state store.
+// local store (nil in memory) keeps the internal clients' sessions, the
+// resources and the state store.
 func (a *App) newClusterState(log *slog.Logger) (*jsstate.Ownership, error) {
 	cfg := a.node.Config()
 	cfg.Defaults()
 	opts := jsstate.Options{Node: cfg.Name, Replicas: cfg.Replicas, Shards: cfg.Shards, Logger: log.With("component", "cluster state")}
-	st, err := jsstate.NewStore(a.node, a.broker, opts)
+	st, err := jsstate.NewStore(a.node, a.broker, a.store, opts)
 	if err != nil {
 		return nil, fmt.Errorf("cluster state: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testlog"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -62,8 +63,16 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 			t.Errorf("%s: stop: %v", name, err)
 		}
 	}
+	local, err := store.New(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(local) })
 	opts := Options{Node: name, Shards: 3, Logger: log}
-	nd.st, err = NewStore(cn, nd.b, opts)
+	nd.st, err = NewStore(cn, nd.b, local, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +100,13 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 		t.Fatalf("%s: starting ownership: %v", name, err)
 	}
 	t.Cleanup(func() { stop(nd.owner) })
+	for _, ready := range []<-chan struct{}{nd.st.Ready(), nd.owner.Ready()} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			t.Fatalf("%s: cluster state not ready: %v", name, ctx.Err())
+		}
+	}
 	ln, err := listener.New(listener.Config{Name: "mqtt", Addr: "127.0.0.1:0", Protocol: listener.ProtocolTCP}, nd.b, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/lifecycle"
+	"github.com/edgeport/edgeport/internal/lograte"
 )
 
 // Bucket names. Every node of a cluster uses the same ones.
@@ -94,8 +96,10 @@ type Ownership struct {
 	opts     Options
 	log      *slog.Logger
 
-	kv      jetstream.KeyValue
-	watcher jetstream.KeyWatcher
+	kv      jetstream.KeyValue                   // set by setup before ready is closed
+	watcher atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
+	ready   chan struct{}                        // closed once setup is done
+	errs    *lograte.Limiter
 	handoff *nats.Subscription // other nodes' requests to hand a session over
 
 	hmu      sync.Mutex     // guards stopping and hwg.Add
@@ -130,7 +134,7 @@ func NewOwnership(src JetStreamSource, b *broker.Broker, sessions *Store, opts O
 	if err != nil {
 		return nil, err
 	}
-	return &Ownership{src: src, b: b, sessions: sessions, opts: o, log: o.Logger}, nil
+	return &Ownership{src: src, b: b, sessions: sessions, opts: o, log: o.Logger, errs: lograte.New(o.Logger, time.Minute)}, nil
 }
 
 // JetStreamSource gives the cluster's JetStream once it is connected:
@@ -141,7 +145,7 @@ type JetStreamSource interface {
 
 // createOwners creates (or joins) OwnersBucket.
 func createOwners(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      OwnersBucket,
 		Description: "Edgeport: the node that owns each client's session",
 		History:     1,
@@ -162,68 +166,130 @@ func handoffSubject(node string) string { return "edgeport.handoff." + clientKey
 // is passed over, and what it had made durable is what the new owner gets.
 const HandoffTimeout = 2 * time.Second
 
-// Start creates (or joins) the owners bucket, answers other nodes'
-// handoff requests and applies every claim made while this node was away
-// before it returns, so that a session restored here but claimed
-// elsewhere is gone before clients connect.
+// Start serves other nodes' handoff requests at once, and prepares the
+// owners bucket in the background, retrying until JetStream can (a node
+// that starts before the others has no quorum yet): until Ready, claims
+// fail and clients are refused with 0x88. Once ready, the claims made
+// while this node was away have been applied, so a session restored here
+// but claimed elsewhere is gone.
 func (o *Ownership) Start(ctx context.Context) error {
 	o.js = o.src.JetStream()
+	o.release = make(chan released, releaseQueue)
+	o.done = make(chan struct{})
+	o.ready = make(chan struct{})
+	var err error
+	o.handoff, err = o.js.Conn().Subscribe(handoffSubject(o.opts.Node), o.serveHandoff)
+	if err != nil {
+		return fmt.Errorf("serving handoffs: %w", err)
+	}
+	o.wg.Add(2)
+	go o.setup()
+	go o.releaser()
+	return nil
+}
+
+// sessionsReady is the sessions store's Ready, or a closed channel.
+func (o *Ownership) sessionsReady() <-chan struct{} {
+	if o.sessions == nil {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return o.sessions.Ready()
+}
+
+// Ready is closed once claims can be made.
+func (o *Ownership) Ready() <-chan struct{} { return o.ready }
+
+func (o *Ownership) isReady() bool {
+	select {
+	case <-o.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// setup prepares the bucket and its watch, retrying until it can.
+func (o *Ownership) setup() {
+	defer o.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-o.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		err := o.prepare(ctx)
+		if err == nil {
+			close(o.ready)
+			return
+		}
+		o.errs.Log(slog.LevelWarn, "setup", "session ownership not ready yet", "err", err)
+		select {
+		case <-o.done:
+			return
+		case <-time.After(setupRetry):
+		}
+	}
+}
+
+// prepare creates (or joins) the owners bucket and applies its claims.
+func (o *Ownership) prepare(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	defer cancel()
 	kv, err := createOwners(ctx, o.js, o.opts.Replicas)
 	if err != nil {
 		return err
 	}
 	o.kv = kv
-	o.release = make(chan released, releaseQueue)
-	o.done = make(chan struct{})
-	o.handoff, err = o.js.Conn().Subscribe(handoffSubject(o.opts.Node), o.serveHandoff)
-	if err != nil {
-		return fmt.Errorf("serving handoffs: %w", err)
-	}
-	// The watcher outlives ctx, which bounds the start only.
+	// The watcher outlives ctx; Stop ends it.
 	w, err := kv.WatchAll(context.WithoutCancel(ctx), jetstream.IgnoreDeletes())
 	if err != nil {
-		_ = o.handoff.Unsubscribe()
 		return fmt.Errorf("watching bucket %s: %w", OwnersBucket, err)
 	}
-	o.watcher = w
+	o.watcher.Store(&w)
 	caughtUp := make(chan struct{})
-	o.wg.Add(2)
-	go o.watch(caughtUp)
-	go o.releaser()
+	o.wg.Add(1)
+	go o.watch(w, caughtUp)
 	select {
 	case <-caughtUp:
 		return nil
 	case <-ctx.Done():
-		_ = o.Stop(context.Background())
 		return fmt.Errorf("reading bucket %s: %w", OwnersBucket, ctx.Err())
 	}
 }
 
-// Stop ends the watch and the releaser; releases still queued are
-// dropped (their entries are replaced by the next claim).
+// Stop ends the watch, the setup and the releaser; releases still queued
+// are dropped (their entries are replaced by the next claim).
 func (o *Ownership) Stop(ctx context.Context) error {
-	if o.handoff != nil {
-		o.hmu.Lock()
-		o.stopping = true
-		o.hmu.Unlock()
-		_ = o.handoff.Unsubscribe()
-		o.hwg.Wait() // the request being served, if any
+	if o.done == nil {
+		return nil
 	}
-	if o.watcher != nil {
-		_ = o.watcher.Stop() // closes Updates: watch returns
-	}
-	if o.done != nil {
-		close(o.done)
+	o.hmu.Lock()
+	o.stopping = true
+	o.hmu.Unlock()
+	_ = o.handoff.Unsubscribe()
+	o.hwg.Wait() // the request being served, if any
+	close(o.done)
+	if w := o.watcher.Load(); w != nil {
+		_ = (*w).Stop() // closes Updates: watch returns
 	}
 	o.wg.Wait()
+	if w := o.watcher.Load(); w != nil {
+		_ = (*w).Stop() // one made by a setup that was ending meanwhile
+	}
 	return nil
 }
 
 // watch applies other nodes' claims until the watcher stops; caughtUp is
 // closed once the claims present at the start are applied.
-func (o *Ownership) watch(caughtUp chan<- struct{}) {
+func (o *Ownership) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 	defer o.wg.Done()
-	for e := range o.watcher.Updates() {
+	for e := range w.Updates() {
 		if e == nil {
 			close(caughtUp)
 			continue
@@ -253,6 +319,9 @@ func (o *Ownership) releaser() {
 		case <-o.done:
 			return
 		case r := <-o.release:
+			if !o.isReady() {
+				continue // an entry left over is replaced by the next claim
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), broker.ClaimTimeout)
 			err := o.kv.Delete(ctx, r.key, jetstream.LastRevision(r.token))
 			cancel()
@@ -290,6 +359,15 @@ func (o *Ownership) serveHandoff(m *nats.Msg) {
 // another node owned the session, its handoff and the adoption of what it
 // stored.
 func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) {
+	// A node that has just started waits for its cluster state (at most
+	// ctx: the broker's ClaimTimeout).
+	for _, ready := range []<-chan struct{}{o.ready, o.sessionsReady()} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return 0, ErrNotReady
+		}
+	}
 	key := clientKey(clientID)
 	node := []byte(o.opts.Node)
 	var prev string // the node that owned the session before

@@ -186,14 +186,28 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 	return out, nil
 }
 
-// Load implements broker.Durable: the sessions this node owns (per the
-// owners bucket), read with one consumer per shard that holds any.
-// Retained messages come from the bucket's watch instead.
+// Load implements broker.Durable: the internal clients' sessions from the
+// local store (a store that held a single node's sessions before keeps
+// them, unused). The sessions this node owns in JetStream are restored by
+// setup once JetStream is ready (restoreOwned), and retained messages come
+// from the bucket's watch.
 func (s *Store) Load(fn store.LoadFuncs) error {
-	if fn.Session == nil {
+	if fn.Session == nil || s.local == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*AckTimeout)
+	return s.local.Load(store.LoadFuncs{Session: func(rec *store.Session, entries []store.Entry, inbound []uint16) error {
+		if !internal(rec.ClientID) {
+			return nil
+		}
+		return fn.Session(rec, entries, inbound)
+	}})
+}
+
+// restoreOwned restores the sessions the owners bucket gives this node,
+// read with one consumer per shard that holds any; a session a client has
+// meanwhile claimed and adopted is left as it is.
+func (s *Store) restoreOwned(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*AckTimeout)
 	defer cancel()
 	owned, err := s.ownedClients(ctx)
 	if err != nil {
@@ -216,7 +230,10 @@ func (s *Store) Load(fn store.LoadFuncs) error {
 				s.log.Warn("records of a session without its session record skipped", "client", id)
 				continue
 			}
-			if err := fn.Session(r.rec, r.entries, r.inbound); err != nil {
+			if _, ok := s.b.Session(id); ok {
+				continue
+			}
+			if err := s.b.AdoptSession(r.rec, r.entries, r.inbound); err != nil {
 				return err
 			}
 		}

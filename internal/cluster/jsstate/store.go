@@ -2,11 +2,14 @@ package jsstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/lifecycle"
+	"github.com/edgeport/edgeport/internal/lograte"
 	"github.com/edgeport/edgeport/internal/store"
 )
 
@@ -62,7 +66,11 @@ type Store struct {
 	streams  []jetstream.Stream // the session shards
 	owners   jetstream.KeyValue
 	retained jetstream.KeyValue
-	watcher  jetstream.KeyWatcher
+	watcher  atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
+	local    *store.Store                         // internal clients' sessions
+	errs     *lograte.Limiter
+	ready    chan struct{} // closed once setup is done
+	quit     chan struct{} // closed by Stop
 	// retainedSubject prefixes a retained key into the subject a write
 	// is published on ($KV.<bucket>.).
 	retainedSubject string
@@ -86,12 +94,12 @@ var (
 // NewStore returns the cluster-mode Durable of broker b on src for the
 // node opts.Node. Attach it with b.AttachDurable and b.AttachSharedRetained,
 // and start it before the broker.
-func NewStore(src JetStreamSource, b *broker.Broker, opts Options) (*Store, error) {
+func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Options) (*Store, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return &Store{src: src, b: b, opts: o, log: o.Logger, changed: make(chan struct{})}, nil
+	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{})}, nil
 }
 
 // shard is the session stream of clientID.
@@ -115,8 +123,64 @@ func sessionStream(n int) string { return "EDGEPORT_SESSIONS_" + strconv.Itoa(n)
 // returns.
 func (s *Store) Start(ctx context.Context) error {
 	s.js = s.src.JetStream()
+	s.queue = make(chan *pending, commitQueue)
+	s.ready = make(chan struct{})
+	s.quit = make(chan struct{})
+	s.wg.Add(2)
+	go s.complete()
+	go s.setup()
+	return nil
+}
+
+// setupRetry is how long setup waits before trying again.
+const setupRetry = 250 * time.Millisecond
+
+// prepareTimeout bounds one attempt of setup.
+const prepareTimeout = 5 * time.Second
+
+// setup prepares the streams and buckets, retrying until JetStream can
+// (a node that starts before the others has no quorum yet), then restores
+// the sessions this node owns and reports ready.
+func (s *Store) setup() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		err := s.prepare(ctx)
+		if err == nil {
+			err = s.restoreOwned(ctx)
+		}
+		if err == nil {
+			close(s.ready)
+			s.log.Info("cluster state ready", "shards", s.opts.Shards, "replicas", s.opts.Replicas)
+			return
+		}
+		s.errs.Log(slog.LevelWarn, "setup", "cluster state not ready yet", "err", err)
+		select {
+		case <-s.quit:
+			return
+		case <-time.After(setupRetry):
+		}
+	}
+}
+
+// prepare creates (or joins) the session streams and the buckets, waits
+// for their leaders and applies the retained bucket to the broker's index.
+func (s *Store) prepare(ctx context.Context) error {
+	// Short attempts: what one made is kept, and a request sent while
+	// JetStream had no meta leader may hang until its timeout.
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	defer cancel()
+	s.streams = s.streams[:0]
 	for n := range s.opts.Shards {
-		st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		st, err := ensureStream(ctx, s.js, jetstream.StreamConfig{
 			Name:              sessionStream(n),
 			Description:       "Edgeport: the persistent sessions of one shard of client identifiers",
 			Subjects:          []string{"edgeport.sessions." + strconv.Itoa(n) + ".>"},
@@ -136,7 +200,7 @@ func (s *Store) Start(ctx context.Context) error {
 		return err
 	}
 	s.owners = owners
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := ensureBucket(ctx, s.js, jetstream.KeyValueConfig{
 		Bucket:      RetainedBucket,
 		Description: "Edgeport: retained MQTT messages, one key per topic",
 		History:     1,
@@ -151,24 +215,73 @@ func (s *Store) Start(ctx context.Context) error {
 	if err := s.awaitLeaders(ctx); err != nil {
 		return err
 	}
+	// The watcher outlives ctx; Stop ends it.
 	w, err := kv.WatchAll(context.WithoutCancel(ctx))
 	if err != nil {
 		return fmt.Errorf("watching bucket %s: %w", RetainedBucket, err)
 	}
-	s.watcher = w
-	s.queue = make(chan *pending, commitQueue)
+	s.watcher.Store(&w)
 	caughtUp := make(chan struct{})
-	s.wg.Add(2)
-	go s.watch(caughtUp)
-	go s.complete()
+	s.wg.Add(1)
+	go s.watch(w, caughtUp)
 	select {
 	case <-caughtUp:
 		return nil
 	case <-ctx.Done():
-		_ = s.Stop(context.Background())
 		return fmt.Errorf("reading bucket %s: %w", RetainedBucket, ctx.Err())
 	}
 }
+
+// ensureStream joins the stream of cfg.Name, or creates it when no node
+// has yet. Nodes starting together would otherwise all update the same
+// stream while its creation is in flight, which JetStream answers slowly.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, cfg.Name)
+	if err == nil {
+		return st, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	st, err = js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.Stream(ctx, cfg.Name) // another node created it meanwhile
+	}
+	return st, err
+}
+
+// ensureBucket is ensureStream for a key-value bucket.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, err
+	}
+	kv, err = js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.KeyValue(ctx, cfg.Bucket)
+	}
+	return kv, err
+}
+
+// Ready is closed once the streams and buckets are usable and the
+// sessions this node owns are restored. Before, every write to JetStream
+// fails (clients are refused: their claims fail).
+func (s *Store) Ready() <-chan struct{} { return s.ready }
+
+func (s *Store) isReady() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// ErrNotReady fails writes to JetStream before the cluster state is ready.
+var ErrNotReady = errors.New("jsstate: cluster state not ready (no JetStream quorum yet)")
 
 // awaitLeaders waits until every session stream and bucket has a leader:
 // a stream just created (or whose leader is being elected) answers
@@ -198,25 +311,33 @@ func (s *Store) awaitLeaders(ctx context.Context) error {
 }
 
 // Stop waits for the commits under way (each at most AckTimeout) and ends
-// the watch. Call it after the broker stopped.
+// the watch and the setup. Call it after the broker stopped.
 func (s *Store) Stop(ctx context.Context) error {
+	if s.quit == nil {
+		return nil
+	}
 	s.qmu.Lock()
-	if !s.closed && s.queue != nil {
+	if !s.closed {
 		close(s.queue)
+		close(s.quit)
 	}
 	s.closed = true
 	s.qmu.Unlock()
-	if s.watcher != nil {
-		_ = s.watcher.Stop()
+	if w := s.watcher.Load(); w != nil {
+		_ = (*w).Stop()
 	}
 	s.wg.Wait()
+	// A watcher made by a setup that was ending as Stop looked.
+	if w := s.watcher.Load(); w != nil {
+		_ = (*w).Stop()
+	}
 	return nil
 }
 
 // watch applies the bucket's changes to the broker's retained index.
-func (s *Store) watch(caughtUp chan<- struct{}) {
+func (s *Store) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 	defer s.wg.Done()
-	for e := range s.watcher.Updates() {
+	for e := range w.Updates() {
 		if e == nil {
 			close(caughtUp)
 			continue
@@ -249,6 +370,11 @@ func (s *Store) watch(caughtUp chan<- struct{}) {
 // Sync implements broker.SharedRetained: it asks the bucket for its last
 // revision and waits until the watch has applied it.
 func (s *Store) Sync(ctx context.Context) error {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return ErrNotReady
+	}
 	st, err := s.retained.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the state of bucket %s: %w", RetainedBucket, err)
@@ -273,15 +399,18 @@ func (s *Store) Sync(ctx context.Context) error {
 	}
 }
 
-// Full implements broker.Durable. JetStream enforces its own limits: a
-// write it refuses fails its commit, and the publisher is refused.
-func (s *Store) Full() bool { return false }
+// Full implements broker.Durable: the local store's limits (internal
+// clients' sessions). JetStream enforces its own: a write it refuses fails
+// its commit, and the publisher is refused.
+func (s *Store) Full() bool { return s.local != nil && s.local.Full() }
 
 // txn is a Store transaction: the JetStream writes in the order they
-// were added.
+// were added, and the writes of internal clients' sessions, which stay in
+// the node's local store (each node runs its own internal clients).
 type txn struct {
-	s   *Store
-	ops []op
+	s     *Store
+	ops   []op
+	local *store.Txn // nil until an internal client's write
 }
 
 // op is one write: a message to publish, or (purge set) the removal of
@@ -295,6 +424,27 @@ type op struct {
 
 // NewTxn implements broker.Durable.
 func (s *Store) NewTxn() broker.Txn { return &txn{s: s} }
+
+// internal reports whether clientID's session stays on this node.
+func internal(clientID string) bool {
+	return strings.HasPrefix(clientID, broker.InternalClientIDPrefix)
+}
+
+// inLocal applies f to the local transaction (made on first use) when
+// id is an internal client's, and reports whether it was; with no local
+// store (a node kept in memory) such writes are dropped.
+func (t *txn) inLocal(id string, f func(*store.Txn)) bool {
+	if !internal(id) {
+		return false
+	}
+	if t.s.local != nil {
+		if t.local == nil {
+			t.local = t.s.local.NewTxn()
+		}
+		f(t.local)
+	}
+	return true
+}
 
 func (t *txn) put(subject string, data []byte) {
 	m := nats.NewMsg(subject)
@@ -310,27 +460,44 @@ func (t *txn) tombstone(subject string) {
 }
 
 func (t *txn) PutSession(r *store.Session) {
+	if t.inLocal(r.ClientID, func(l *store.Txn) { l.PutSession(r) }) {
+		return
+	}
 	t.put(t.s.sessionSubject(r.ClientID, "s"), store.AppendSession(nil, r))
 }
 
 func (t *txn) DeleteSession(id string) {
-	shard := t.s.shard(id)
-	t.ops = append(t.ops, op{purge: t.s.sessionSubject(id, ">"), shard: shard})
+	if t.inLocal(id, func(l *store.Txn) { l.DeleteSession(id) }) {
+		return
+	}
+	t.ops = append(t.ops, op{purge: t.s.sessionSubject(id, ">"), shard: t.s.shard(id)})
 }
 
 func (t *txn) PutEntry(id string, e *store.Entry) {
+	if t.inLocal(id, func(l *store.Txn) { l.PutEntry(id, e) }) {
+		return
+	}
 	t.put(t.s.sessionSubject(id, "e."+strconv.FormatUint(e.Seq, 10)), store.AppendEntry(nil, e))
 }
 
 func (t *txn) DeleteEntry(id string, seq uint64) {
+	if t.inLocal(id, func(l *store.Txn) { l.DeleteEntry(id, seq) }) {
+		return
+	}
 	t.tombstone(t.s.sessionSubject(id, "e."+strconv.FormatUint(seq, 10)))
 }
 
 func (t *txn) PutInbound(id string, packetID uint16) {
+	if t.inLocal(id, func(l *store.Txn) { l.PutInbound(id, packetID) }) {
+		return
+	}
 	t.put(t.s.sessionSubject(id, "i."+strconv.FormatUint(uint64(packetID), 10)), []byte{1})
 }
 
 func (t *txn) DeleteInbound(id string, packetID uint16) {
+	if t.inLocal(id, func(l *store.Txn) { l.DeleteInbound(id, packetID) }) {
+		return
+	}
 	t.tombstone(t.s.sessionSubject(id, "i."+strconv.FormatUint(uint64(packetID), 10)))
 }
 
@@ -344,21 +511,36 @@ func (t *txn) DeleteRetained(topic string) {
 	t.ops = append(t.ops, op{msg: msg})
 }
 
-func (t *txn) Len() int { return len(t.ops) }
-func (t *txn) Discard() { t.ops = nil }
+func (t *txn) Len() int {
+	n := len(t.ops)
+	if t.local != nil {
+		n += t.local.Len()
+	}
+	return n
+}
+
+func (t *txn) Discard() {
+	t.ops = nil
+	if t.local != nil {
+		t.local.Discard()
+		t.local = nil
+	}
+}
 
 // pending is a committed transaction waiting for its acknowledgements.
 type pending struct {
 	done     func(error)
 	err      error // a write that failed at once
 	futures  []jetstream.PubAckFuture
+	local    chan error // the local store's result; nil when it had nothing
 	deadline time.Time
 }
 
 // Commit implements broker.Durable. Writes are published without waiting;
 // a purge (DeleteSession) first waits until every write published before
 // it is acknowledged, so that it removes them, and what follows it in the
-// transaction is published after it.
+// transaction is published after it. Internal clients' writes go to the
+// local store.
 func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	t := bt.(*txn)
 	if done == nil {
@@ -367,10 +549,15 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	if s.closed {
+		t.Discard()
 		done(store.ErrClosed)
 		return
 	}
 	p := &pending{done: done, deadline: time.Now().Add(AckTimeout)}
+	if len(t.ops) > 0 && !s.isReady() {
+		p.err = ErrNotReady
+		t.ops = nil
+	}
 	for _, o := range t.ops {
 		if o.purge != "" {
 			if err := s.purge(o.shard, o.purge, p.deadline); err != nil {
@@ -389,6 +576,11 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 			break
 		}
 		p.futures = append(p.futures, f)
+	}
+	if t.local != nil {
+		p.local = make(chan error, 1)
+		s.local.Commit(t.local, func(err error) { p.local <- err })
+		t.local = nil
 	}
 	// Blocks while the queue is full: the completer takes no lock.
 	s.queue <- p
@@ -419,6 +611,11 @@ func (s *Store) complete() {
 	defer s.wg.Done()
 	for p := range s.queue {
 		err := p.err
+		if p.local != nil {
+			if e := <-p.local; err == nil {
+				err = e
+			}
+		}
 		if len(p.futures) > 0 && err == nil {
 			timer := time.NewTimer(time.Until(p.deadline))
 			for _, f := range p.futures {
