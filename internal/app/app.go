@@ -22,7 +22,6 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/cluster"
-	"github.com/edgeport/edgeport/internal/cluster/jsstate"
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/modbus"
 	"github.com/edgeport/edgeport/internal/connector/opcua"
@@ -185,19 +184,12 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	// The resources are loaded before the broker serves anyone, so that
 	// the Broker resource's limits and sync policy are in force.
 	g.Add("resources", lifecycle.Hook{OnStart: a.res.load})
-	var owner *jsstate.Ownership
 	if cfg.ClusterEnabled {
 		if err := a.newCluster(log); err != nil {
 			return nil, err
 		}
-		if owner, err = a.newClusterState(log); err != nil {
-			return nil, err
-		}
 	}
 	g.Add("broker", b)
-	if owner != nil {
-		g.Add("session ownership", owner)
-	}
 
 	ssOpts := cfg.StateStore
 	if ssOpts.Authorizer == nil {

@@ -47,12 +47,25 @@ type Options struct {
 	// DefaultShards. Every node of a cluster must use the same number: it
 	// decides which stream holds a client's session.
 	Shards int
+	// Sizing, when set, is asked at Start for the replicas and shards in
+	// force then (0: keep the field's): the cluster's configuration may
+	// change between construction and start (a Broker resource).
+	Sizing func() (replicas, shards int)
 	// Logger receives the component's messages; nil discards them.
 	Logger *slog.Logger
 }
 
 func (o *Options) withDefaults() (Options, error) {
 	c := *o
+	if c.Sizing != nil {
+		r, n := c.Sizing()
+		if r != 0 {
+			c.Replicas = r
+		}
+		if n != 0 {
+			c.Shards = n
+		}
+	}
 	if c.Node == "" {
 		return c, errors.New("jsstate: Options.Node is required")
 	}
@@ -173,11 +186,15 @@ const HandoffTimeout = 2 * time.Second
 // while this node was away have been applied, so a session restored here
 // but claimed elsewhere is gone.
 func (o *Ownership) Start(ctx context.Context) error {
+	opts, err := o.opts.withDefaults() // Sizing in force now
+	if err != nil {
+		return err
+	}
+	o.opts = opts
 	o.js = o.src.JetStream()
 	o.release = make(chan released, releaseQueue)
 	o.done = make(chan struct{})
 	o.ready = make(chan struct{})
-	var err error
 	o.handoff, err = o.js.Conn().Subscribe(handoffSubject(o.opts.Node), o.serveHandoff)
 	if err != nil {
 		return fmt.Errorf("serving handoffs: %w", err)
@@ -365,6 +382,8 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		select {
 		case <-ready:
 		case <-ctx.Done():
+			return 0, ErrNotReady
+		case <-o.done:
 			return 0, ErrNotReady
 		}
 	}

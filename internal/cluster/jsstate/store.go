@@ -122,6 +122,11 @@ func sessionStream(n int) string { return "EDGEPORT_SESSIONS_" + strconv.Itoa(n)
 // applies the retained bucket's content to the broker's index before it
 // returns.
 func (s *Store) Start(ctx context.Context) error {
+	opts, err := s.opts.withDefaults() // Sizing in force now
+	if err != nil {
+		return err
+	}
+	s.opts = opts
 	s.js = s.src.JetStream()
 	s.queue = make(chan *pending, commitQueue)
 	s.ready = make(chan struct{})
