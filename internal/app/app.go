@@ -324,6 +324,9 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		if a.store != nil {
 			ready.StoreFull = a.store.Full
 		}
+		if a.node != nil {
+			ready.Cluster = a.node.Ready
+		}
 		a.http.AddReadyCheck("broker", ready.ReadyCheck())
 		// Mounted with the API, under its token rules: it names the data
 		// path, every listener and the policies.

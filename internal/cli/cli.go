@@ -173,6 +173,9 @@ picks a free port (the chosen addresses are logged).`,
 				cfg.Broker.SysInterval = broker.Unlimited
 			}
 			if kf.enabled {
+				if err := clusterLeaderElection(cfg.ClusterEnabled, cmd.Flags().Changed("leader-elect"), &kf); err != nil {
+					return err
+				}
 				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
 				return serveKubernetes(ctx, cfg, kf, log)
@@ -235,12 +238,28 @@ picks a free port (the chosen addresses are logged).`,
 	f.BoolVar(&kf.enabled, "kubernetes", false, "operator mode: apply the edgeport.io custom resources of --namespace (and the Secrets and ConfigMaps they reference) and write their status")
 	f.StringVar(&kf.kubeconfig, "kubeconfig", "", "with --kubernetes: kubeconfig file (default $KUBECONFIG, else the pod's service account)")
 	f.StringVar(&kf.namespace, "namespace", "", "with --kubernetes: namespace to watch (default the pod's: $POD_NAMESPACE or the service account's)")
-	f.BoolVar(&kf.leaderElect, "leader-elect", true, "with --kubernetes: take a Lease so that one replica runs Edgeport and the others wait (not ready) until it stops")
+	f.BoolVar(&kf.leaderElect, "leader-elect", true, "with --kubernetes: take a Lease so that one replica runs Edgeport and the others wait (not ready) until it stops; off with --cluster, where every replica serves")
 	f.StringVar(&kf.leaseName, "lease-name", "edgeport", "with --kubernetes: name of the leader Lease")
 	return cmd
 }
 
 // checkServeFlags validates serve's flags so that every error names the flag.
+// clusterLeaderElection turns operator mode's leader election off for a
+// cluster node: every replica of a cluster serves (a standby replica
+// would never start its node, and the cluster would lack its quorum).
+// Each replica then applies the resources to its own node and writes
+// their status. --leader-elect=true given with --cluster is refused.
+func clusterLeaderElection(clustered, given bool, kf *serveKubeFlags) error {
+	if !clustered || !kf.leaderElect {
+		return nil
+	}
+	if given {
+		return errors.New("--leader-elect: a cluster node (--cluster or --nats-url) cannot wait on the leader lease: every node of a cluster serves; use --leader-elect=false")
+	}
+	kf.leaderElect = false
+	return nil
+}
+
 func checkServeFlags(cfg *app.Config) error {
 	var errs []error
 	addr := func(flag, v string) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -89,5 +90,48 @@ func TestRouteAddressTaken(t *testing.T) {
 	err = nd.Start(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "--cluster-listen "+l.Addr().String()) || !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("start with a taken route port: %v", err)
+	}
+}
+
+// TestReadyFollowsQuorum: a node is not ready alone (its cluster of three
+// has no quorum, so JetStream has no meta leader), is ready once a
+// majority has joined, and is not ready again when it loses the others.
+func TestReadyFollowsQuorum(t *testing.T) {
+	ctx := context.Background()
+	cfgs := clustertest.Configs(t, 3)
+	nodes := make([]*cluster.Node, len(cfgs))
+	start := func(i int) {
+		t.Helper()
+		nd, err := cluster.New(cfgs[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nd.Stop(context.Background()) })
+		nodes[i] = nd
+	}
+	start(0)
+	if err := nodes[0].Ready(ctx); err == nil || !strings.Contains(err.Error(), "no meta leader") {
+		t.Fatalf("a node alone of three: Ready = %v, want no meta leader", err)
+	}
+	start(1)
+	start(2)
+	for _, nd := range nodes {
+		if !testwait.Within(30*time.Second, func() bool { return nd.Ready(ctx) == nil }) {
+			t.Fatalf("%s not ready once the cluster formed: %v", nd.Name(), nd.Ready(ctx))
+		}
+	}
+	for _, nd := range nodes[1:] {
+		if err := nd.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !testwait.Within(30*time.Second, func() bool { return nodes[0].Ready(ctx) != nil }) {
+		t.Fatal("node1 still ready after losing both other nodes")
+	}
+	if err := nodes[0].Ready(ctx); !strings.Contains(err.Error(), "no meta leader") {
+		t.Fatalf("node1 alone: Ready = %v, want no meta leader", err)
 	}
 }

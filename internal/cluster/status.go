@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -115,6 +116,39 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	js.Peers, js.PeersFrom = lead.Peers, js.MetaLeader
 	return st
+}
+
+// Ready says why the node cannot serve as a member of its cluster yet, nil
+// when it can: its NATS connection is up and JetStream has a meta leader,
+// which a node sees only once it has joined a quorum of the cluster's
+// servers (nothing replicated can be written before). Unlike Status it
+// asks no other node, so /readyz may call it on every probe. With an
+// external NATS the meta group is not visible: JetStream answering for
+// the account stands for it.
+func (n *Node) Ready(ctx context.Context) error {
+	nc := n.nc
+	if nc == nil || !nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	if srv := n.srv; srv != nil {
+		jsz, err := srv.Jsz(&server.JSzOptions{})
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		if jsz.Disabled {
+			return errors.New("jetstream is not enabled")
+		}
+		if jsz.Meta == nil || jsz.Meta.Leader == "" {
+			return errors.New("jetstream has no meta leader: the cluster has no quorum yet")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := n.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
 }
 
 func (n *Node) statusSubject(name string) string {

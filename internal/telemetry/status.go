@@ -181,7 +181,9 @@ func checkWritable(dir string) error {
 //
 // An instance is ready while the broker accepts connections, at least one
 // MQTT listener is bound and admits clients (everyone or authenticated
-// ones) — or none is configured at all — and the data directory is writable. A listener that is not bound
+// ones) — or none is configured at all — and the data directory is writable;
+// in cluster mode, also while the node is connected to its cluster and
+// JetStream has a meta leader (a quorum has formed). A listener that is not bound
 // or admits nobody, or a store that is full, does not make it unready: a
 // Kubernetes readiness probe that failed would take the pod out of its
 // Service and so cut off the clients of every other port too (and the
@@ -199,6 +201,9 @@ type ReadinessSource struct {
 	Listeners func() []ListenerInfo // with Admits filled in
 	DataDir   string                // "" when there is none
 	StoreFull func() bool           // nil without a store
+	// Cluster says why this node is not (yet) a serving member of its
+	// cluster (cluster.Node.Ready); nil in single-node mode.
+	Cluster func(context.Context) error
 }
 
 // Readiness judges the instance now (see Readiness).
@@ -240,6 +245,13 @@ func (src ReadinessSource) Readiness() Readiness {
 	if src.DataDir != "" {
 		if err := checkWritable(src.DataDir); err != nil {
 			r.Problems = append(r.Problems, fmt.Sprintf("data directory %s: %v", src.DataDir, err))
+		}
+	}
+	if src.Cluster != nil {
+		// A node that has not joined a quorum cannot acknowledge what
+		// must be replicated: a Service must send it no client yet.
+		if err := src.Cluster(context.Background()); err != nil {
+			r.Problems = append(r.Problems, "cluster: "+err.Error())
 		}
 	}
 	if src.StoreFull != nil && src.StoreFull() {

@@ -12,6 +12,9 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/broker/listener"
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 func TestStatusz(t *testing.T) {
@@ -191,5 +194,48 @@ func TestReadinessVerdicts(t *testing.T) {
 	rs := ReadinessSource{Broker: b, Listeners: func() []ListenerInfo { return []ListenerInfo{open} }}
 	if err := rs.ReadyCheck()(); err == nil || !strings.Contains(err.Error(), "shutting down") {
 		t.Fatalf("after shutdown: %v", err)
+	}
+}
+
+// TestReadinessClusterMember: in cluster mode /readyz answers 503 while
+// the node's cluster has no quorum (real embedded NATS servers: one node
+// of three started alone), and 200 once the others joined.
+func TestReadinessClusterMember(t *testing.T) {
+	b, err := broker.New(broker.Options{SysInterval: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgs := clustertest.Configs(t, 3)
+	var nodes []*cluster.Node
+	for _, cfg := range cfgs {
+		nd, err := cluster.New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, nd)
+	}
+	start := func(nd *cluster.Node) {
+		t.Helper()
+		if err := nd.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nd.Stop(context.Background()) })
+	}
+	start(nodes[0])
+	open := ListenerInfo{Name: "mqtt", Address: "127.0.0.1:1883", Admits: "everyone"}
+	rs := ReadinessSource{Broker: b, Listeners: func() []ListenerInfo { return []ListenerInfo{open} }, Cluster: nodes[0].Ready}
+	s := startServer(t, nil, func(s *HTTPServer) { s.AddReadyCheck("broker", rs.ReadyCheck()) })
+	want := "broker: cluster: jetstream has no meta leader: the cluster has no quorum yet\n"
+	if code, body := get(t, s, "/readyz"); code != 503 || body != want {
+		t.Fatalf("alone: GET /readyz = %d %q, want 503 %q", code, body, want)
+	}
+	start(nodes[1])
+	start(nodes[2])
+	if !testwait.Within(30*time.Second, func() bool { code, _ := get(t, s, "/readyz"); return code == 200 }) {
+		code, body := get(t, s, "/readyz")
+		t.Fatalf("cluster formed: GET /readyz = %d %q, want 200", code, body)
+	}
+	if r := rs.Readiness(); !r.Ready {
+		t.Fatalf("readiness %+v, want ready", r)
 	}
 }
