@@ -286,6 +286,71 @@ func TestChartContract(t *testing.T) {
 	}
 }
 
+// TestChartCluster checks the clustered render (cluster.enabled): N pods,
+// each `serve --cluster` named after its pod, routing to every pod's name
+// in the headless Service (which publishes pods before they are ready and
+// carries the route port), no leader lease, and a PodDisruptionBudget.
+func TestChartCluster(t *testing.T) {
+	objs := manifests(t, render(t, "testdata/cluster.values.yaml", "--set", "cluster.replicas=5,cluster.routePort=7222"))
+	sts := find(t, objs, "StatefulSet", "edgeport")
+	if got := get(sts, "spec", "replicas"); got != 5 {
+		t.Errorf("replicas %v, want 5", got)
+	}
+	if got := get(sts, "spec", "podManagementPolicy"); got != "Parallel" {
+		t.Errorf("podManagementPolicy %v, want Parallel (a node is ready only once a quorum has started)", got)
+	}
+	c := get(sts, "spec", "template", "spec", "containers", 0)
+	var args []string
+	for _, a := range get(c, "args").([]any) {
+		args = append(args, a.(string))
+	}
+	var routes []string
+	for i := range 5 {
+		routes = append(routes, "edgeport-"+itoa(i)+".edgeport-headless.edgeport.svc.cluster.local:7222")
+	}
+	for _, want := range []string{"--cluster", "--node-name=$(POD_NAME)", "--cluster-listen=0.0.0.0:7222",
+		"--cluster-replicas=3", "--routes=" + strings.Join(routes, ","), "--kubernetes", "--leader-elect=false"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %v: missing %s", args, want)
+		}
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--lease-name") }) {
+		t.Errorf("args %v: a cluster node takes no lease", args)
+	}
+	var port any
+	for _, p := range get(c, "ports").([]any) {
+		if get(p, "name") == "cluster" {
+			port = get(p, "containerPort")
+		}
+	}
+	if port != 7222 {
+		t.Errorf("container port cluster = %v, want 7222", port)
+	}
+	hl := find(t, objs, "Service", "edgeport-headless")
+	if get(hl, "spec", "publishNotReadyAddresses") != true || get(hl, "spec", "clusterIP") != "None" {
+		t.Errorf("headless Service %v: want clusterIP None and publishNotReadyAddresses", get(hl, "spec"))
+	}
+	if get(hl, "spec", "ports", 1, "name") != "cluster" || get(hl, "spec", "ports", 1, "port") != 7222 {
+		t.Errorf("headless Service ports %v: want the route port", get(hl, "spec", "ports"))
+	}
+	pdb := find(t, objs, "PodDisruptionBudget", "edgeport")
+	if get(pdb, "spec", "maxUnavailable") != 1 {
+		t.Errorf("PodDisruptionBudget %v: want maxUnavailable 1", get(pdb, "spec"))
+	}
+
+	// Without cluster mode: no routes, the lease as configured, no PDB.
+	objs = manifests(t, render(t, "testdata/default.values.yaml"))
+	for _, o := range objs {
+		if o["kind"] == "PodDisruptionBudget" {
+			t.Error("a PodDisruptionBudget without cluster mode or podDisruptionBudget.enabled")
+		}
+	}
+	c = get(find(t, objs, "StatefulSet", "edgeport"), "spec", "template", "spec", "containers", 0)
+	if args := get(c, "args").([]any); slices.Contains(args, any("--cluster")) || !slices.Contains(args, any("--leader-elect=true")) {
+		t.Errorf("default args %v: want no --cluster and --leader-elect=true", args)
+	}
+}
+
 // TestChartConfigIsValid decodes the Edgeport resources each render writes
 // into the configuration ConfigMap with Edgeport's own validation: the chart
 // never ships a listener the server would refuse.
@@ -333,6 +398,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"tls mode", "tls.mode=Manual", "at '/tls/mode': value must be one of 'Automatic', 'CertManager', 'Secret'"},
 		{"cert-manager issuer", "listener.mqtts.enabled=true,tls.mode=CertManager", "tls.certManager.issuerRef.name: required with tls.mode CertManager"},
 		{"sync policy", "broker.syncPolicy=sometimes", "at '/broker/syncPolicy': value must be one of 'always', 'batch', 'none'"},
+		{"jetstream replicas", "cluster.jetStreamReplicas=7", "at '/cluster/jetStreamReplicas': maximum: got 7, want 5"},
+		{"cluster smaller than its replication", "cluster.enabled=true,cluster.replicas=2", "cluster.jetStreamReplicas: 3 is more than cluster.replicas (2)"},
 		{"resource kind", "config.resources[0].apiVersion=edgeport.io/v1,config.resources[0].metadata.name=x", "missing property 'kind'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
