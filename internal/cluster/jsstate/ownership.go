@@ -230,27 +230,8 @@ func (o *Ownership) isReady() bool {
 // setup prepares the bucket and its watch, retrying until it can.
 func (o *Ownership) setup() {
 	defer o.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-o.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	for {
-		err := o.prepare(ctx)
-		if err == nil {
-			close(o.ready)
-			return
-		}
-		o.errs.Log(slog.LevelWarn, "setup", "session ownership not ready yet", "err", err)
-		select {
-		case <-o.done:
-			return
-		case <-time.After(setupRetry):
-		}
+	if retrySetup(o.done, o.errs, "session ownership not ready yet", o.prepare) {
+		close(o.ready)
 	}
 }
 

@@ -148,29 +148,41 @@ const prepareTimeout = 5 * time.Second
 // the sessions this node owns and reports ready.
 func (s *Store) setup() {
 	defer s.wg.Done()
+	ok := retrySetup(s.quit, s.errs, "cluster state not ready yet", func(ctx context.Context) error {
+		if err := s.prepare(ctx); err != nil {
+			return err
+		}
+		return s.restoreOwned(ctx)
+	})
+	if ok {
+		close(s.ready)
+		s.log.Info("cluster state ready", "shards", s.opts.Shards, "replicas", s.opts.Replicas)
+	}
+}
+
+// retrySetup calls try until it succeeds (true) or quit closes (false;
+// closing also cancels the attempt under way). JetStream refuses or times out requests
+// while it has no quorum, so a node's first attempts may fail: each is
+// logged, rate-limited, and retried after setupRetry.
+func retrySetup(quit <-chan struct{}, errs *lograte.Limiter, msg string, try func(context.Context) error) bool {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
-		case <-s.quit:
+		case <-quit:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	for {
-		err := s.prepare(ctx)
+		err := try(ctx)
 		if err == nil {
-			err = s.restoreOwned(ctx)
+			return true
 		}
-		if err == nil {
-			close(s.ready)
-			s.log.Info("cluster state ready", "shards", s.opts.Shards, "replicas", s.opts.Replicas)
-			return
-		}
-		s.errs.Log(slog.LevelWarn, "setup", "cluster state not ready yet", "err", err)
+		errs.Log(slog.LevelWarn, "setup", msg, "err", err)
 		select {
-		case <-s.quit:
-			return
+		case <-quit:
+			return false
 		case <-time.After(setupRetry):
 		}
 	}
