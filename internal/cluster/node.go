@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -189,9 +190,9 @@ type Node struct {
 	js    jetstream.JetStream
 
 	members *members
-	router  *Router        // set by NewRouter, for Status
-	stop    chan struct{}  // closed by Stop: ends the heartbeat loop
-	wg      sync.WaitGroup // the heartbeat loop
+	router  atomic.Pointer[Router] // set by NewRouter (possibly after Start: status requests read it concurrently)
+	stop    chan struct{}          // closed by Stop: ends the heartbeat loop
+	wg      sync.WaitGroup         // the heartbeat loop
 	hbSub   *nats.Subscription
 	syncSub *nats.Subscription
 	// statusSub answers for this node's view of the meta group.

@@ -113,7 +113,7 @@ func NewRouter(node *Node, b *broker.Broker, log *slog.Logger) *Router {
 	r := &Router{node: node, b: b, log: log, errs: lograte.New(log, time.Minute),
 		interest: make(map[interestKey]*interest), drains: make(map[*nats.Msg]chan struct{})}
 	b.AttachForwarder(r)
-	node.router = r
+	node.router.Store(r)
 	return r
 }
 

@@ -166,8 +166,8 @@ func (n *Node) serveStatus(msg *nats.Msg) {
 func (n *Node) localStatus(ctx context.Context) Status {
 	st := Status{Node: n.cfg.Name, ClusterName: n.cfg.ClusterName, External: n.cfg.NATSURL != "",
 		Members: n.Members(), Replicas: n.cfg.Replicas, Shards: n.cfg.Shards}
-	if n.router != nil {
-		rs := n.router.Stats()
+	if r := n.router.Load(); r != nil {
+		rs := r.Stats()
 		st.Routing = &rs
 	}
 	if nc := n.nc; nc != nil {
