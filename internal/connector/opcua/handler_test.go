@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/connector"
 	"github.com/edgeport/edgeport/internal/connector/connectortest"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // captureConnector hands the runtime's Endpoint to the benchmark instead of
@@ -222,13 +223,7 @@ func BenchmarkDeliver(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(dcn.MonitoredItems)), "ns/sample")
-	deadline := time.Now().Add(10 * time.Second)
-	for pub.n.Load() < int64(b.N*datasets) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if got := pub.n.Load(); got < int64(b.N*datasets) {
-		b.Fatalf("%d messages published, want %d", got, b.N*datasets)
-	}
+	testwait.For(b, "every dataset's messages published", func() bool { return pub.n.Load() >= int64(b.N*datasets) })
 }
 
 // BenchmarkDecodePublish measures gopcua v0.8.0 decoding one PublishResponse
