@@ -244,21 +244,7 @@ func (o *Ownership) prepare(ctx context.Context) error {
 		return err
 	}
 	o.kv = kv
-	// The watcher outlives ctx; Stop ends it.
-	w, err := kv.WatchAll(context.WithoutCancel(ctx), jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("watching bucket %s: %w", OwnersBucket, err)
-	}
-	o.watcher.Store(&w)
-	caughtUp := make(chan struct{})
-	o.wg.Add(1)
-	go o.watch(w, caughtUp)
-	select {
-	case <-caughtUp:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("reading bucket %s: %w", OwnersBucket, ctx.Err())
-	}
+	return watchBucket(ctx, kv, OwnersBucket, &o.watcher, &o.wg, o.watch, jetstream.IgnoreDeletes())
 }
 
 // Stop ends the watch, the setup and the releaser; releases still queued

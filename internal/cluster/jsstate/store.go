@@ -232,20 +232,27 @@ func (s *Store) prepare(ctx context.Context) error {
 	if err := s.awaitLeaders(ctx); err != nil {
 		return err
 	}
-	// The watcher outlives ctx; Stop ends it.
-	w, err := kv.WatchAll(context.WithoutCancel(ctx))
+	return watchBucket(ctx, kv, RetainedBucket, &s.watcher, &s.wg, s.watch)
+}
+
+// watchBucket starts run on a watch of the whole bucket kv (which outlives
+// ctx: Stop ends it through slot, and wg waits for run) and returns once
+// run has caught up with the bucket's current entries.
+func watchBucket(ctx context.Context, kv jetstream.KeyValue, bucket string, slot *atomic.Pointer[jetstream.KeyWatcher],
+	wg *sync.WaitGroup, run func(jetstream.KeyWatcher, chan<- struct{}), opts ...jetstream.WatchOpt) error {
+	w, err := kv.WatchAll(context.WithoutCancel(ctx), opts...)
 	if err != nil {
-		return fmt.Errorf("watching bucket %s: %w", RetainedBucket, err)
+		return fmt.Errorf("watching bucket %s: %w", bucket, err)
 	}
-	s.watcher.Store(&w)
+	slot.Store(&w)
 	caughtUp := make(chan struct{})
-	s.wg.Add(1)
-	go s.watch(w, caughtUp)
+	wg.Add(1)
+	go run(w, caughtUp)
 	select {
 	case <-caughtUp:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("reading bucket %s: %w", RetainedBucket, ctx.Err())
+		return fmt.Errorf("reading bucket %s: %w", bucket, ctx.Err())
 	}
 }
 
