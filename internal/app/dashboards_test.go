@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/simonvetter/modbus"
 
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -298,12 +298,4 @@ func sortedKeys(m map[string][]string) []string {
 
 // freeAddr returns a loopback address whose port was free a moment ago,
 // for a server that cannot report the port it picked.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testserve.FreeAddr(t) }

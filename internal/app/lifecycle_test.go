@@ -19,20 +19,13 @@ import (
 
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	"github.com/edgeport/edgeport/internal/store"
+	"github.com/edgeport/edgeport/internal/testserve"
 )
 
 var errInjected = errors.New("injected failure")
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port for a listener the test configures by number.
+func freePort(t *testing.T) int { return testserve.FreePort(t, "127.0.0.1") }
 
 // fullConfig is an App with every component: a real store, both built-in
 // listeners, a BrokerListener resource (the reconciler binds it), the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -27,12 +28,7 @@ func startMosquitto(t *testing.T) string {
 	if _, err := os.Stat(mosquittoPath); err != nil {
 		t.Fatalf("mosquitto is not installed at %s: run ./scripts/test.sh, which installs it (apt-get install -y mosquitto)", mosquittoPath)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testserve.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")

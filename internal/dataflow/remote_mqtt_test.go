@@ -20,6 +20,7 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -41,12 +42,7 @@ func startMosquittoBroker(t *testing.T) *mosquitto {
 	if _, err := os.Stat(mosquittoPath); err != nil {
 		t.Fatalf("mosquitto is not installed at %s: run ./scripts/test.sh, which installs it (apt-get install -y mosquitto)", mosquittoPath)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testserve.FreePort(t, "127.0.0.1")
 	dir := t.TempDir()
 	m := &mosquitto{t: t, addr: fmt.Sprintf("127.0.0.1:%d", port), conf: filepath.Join(dir, "mosquitto.conf")}
 	conf := fmt.Sprintf(`user root

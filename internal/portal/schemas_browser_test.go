@@ -3,7 +3,6 @@ package portal_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/app"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -62,12 +62,7 @@ func applyDoc(t *testing.T, a *app.App, doc string) {
 // dataflow validates with it, another with an applied schema, which a
 // valid and an invalid message pass through.
 func testSchemasPage(t *testing.T, ctx context.Context, a *app.App, base, mqttAddr, shots string) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	devAddr := l.Addr().String()
-	l.Close()
+	devAddr := testserve.FreeAddr(t)
 	dev, err := modbus.NewServer(&modbus.ServerConfiguration{URL: "tcp://" + devAddr, MaxClients: 4}, pressRegisters{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 // Package testserve puts a test's in-process server on a real loopback TCP
-// socket: an accept loop whose goroutines the test owns and waits for.
-// Imported by tests only.
+// socket (an accept loop whose goroutines the test owns and waits for), and
+// finds ports for the programs a test starts. Imported by tests only.
 package testserve
 
 import (

@@ -3,6 +3,7 @@ package testserve
 import (
 	"io"
 	"net"
+	"strconv"
 	"testing"
 )
 
@@ -32,4 +33,25 @@ func TestLoopback(t *testing.T) {
 	c.Close()
 	close(done)
 	l.Wait()
+}
+
+// FreePort hands distinct ports below the ephemeral range that can be bound.
+func TestFreePort(t *testing.T) {
+	low := ephemeralLow()
+	seen := map[int]bool{}
+	for range 20 {
+		p := FreePort(t, "127.0.0.1")
+		if seen[p] {
+			t.Fatalf("port %d handed twice", p)
+		}
+		seen[p] = true
+		if p < 20000 || p >= low {
+			t.Fatalf("port %d outside 20000-%d", p, low-1)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			t.Fatalf("port %d not bindable: %v", p, err)
+		}
+		ln.Close()
+	}
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/simonvetter/modbus"
 )
 
@@ -33,15 +34,7 @@ func requirePymodbus(t *testing.T) {
 	}
 }
 
-func freeTCPPort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
-}
+func freeTCPPort(t *testing.T) string { return strconv.Itoa(testserve.FreePort(t, "127.0.0.1")) }
 
 func startPymodbus(t *testing.T, port string, delay string) *pymodbus {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testserve"
 )
 
 // Grafana's interval variables, as the dashboard test substitutes them: a
@@ -76,15 +76,7 @@ func dashboardQueries(t *testing.T) map[string]string {
 
 // freePort returns a port that was free a moment ago, for a program that
 // cannot be told to pick its own and report it.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return testserve.FreeAddr(t) }
 
 // promResult is the part of a Prometheus instant query answer the test reads.
 type promResult struct {

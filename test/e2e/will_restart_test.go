@@ -2,11 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgeport/edgeport/internal/testserve"
 )
 
 const willPolicy = `apiVersion: edgeport.io/v1
@@ -56,12 +57,7 @@ func TestWillsAcrossRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A fixed port, so that clients find the broker again after restarts.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
+	port := fmt.Sprint(testserve.FreePort(t, "127.0.0.1"))
 	if err := os.WriteFile(filepath.Join(cfg, "security.yaml"), []byte(fmt.Sprintf(willPolicy, pwFile, port)), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -235,18 +235,10 @@ func kwokStages(t *testing.T, dir string) string {
 	return p
 }
 
-func freePort(t *testing.T) int { return freePortOn(t, "127.0.0.1") }
+func freePort(t *testing.T) int { return testserve.FreePort(t, "127.0.0.1") }
 
 // freePortOn is a TCP port free on host at the time of the call.
-func freePortOn(t *testing.T, host string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePortOn(t *testing.T, host string) int { return testserve.FreePort(t, host) }
 
 // helm runs the real helm against the cluster.
 func (cl *cluster) helm(t *testing.T, args ...string) (string, error) {

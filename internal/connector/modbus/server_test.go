@@ -1,10 +1,10 @@
 package modbus
 
 import (
-	"net"
 	"sync"
 	"testing"
 
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/simonvetter/modbus"
 )
 
@@ -28,15 +28,7 @@ type testServer struct {
 
 // freePort finds a loopback port for the server (simonvetter's server does
 // not report the port it bound, so port 0 cannot be used).
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+func freePort(t *testing.T) string { return testserve.FreeAddr(t) }
 
 func startServer(t *testing.T, addr string) *testServer {
 	t.Helper()

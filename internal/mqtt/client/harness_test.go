@@ -253,18 +253,9 @@ require_certificate false
 }
 
 func freePorts(t *testing.T, n int) []int {
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = testserve.FreePort(t, "127.0.0.1")
 	}
 	return ports
 }

@@ -12,11 +12,10 @@ package otlppeer
 import (
 	"context"
 	"errors"
-	"net"
-	"strconv"
 	"sync"
 	"testing"
 
+	"github.com/edgeport/edgeport/internal/testserve"
 	"go.opentelemetry.io/collector/client"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
@@ -73,16 +72,8 @@ func Start(t testing.TB, opts Options) *Receiver {
 
 // freeAddr finds a free loopback port. The collector's receiver binds its
 // own listener from an address and does not report the port it got, so
-// the port is reserved by binding and releasing it.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
+// the port is one testserve.FreePort found free.
+func freeAddr(t testing.TB) string { return testserve.FreeAddr(t) }
 
 // HTTPURL is the base URL for OTLP/HTTP exporters (http or https).
 func (r *Receiver) HTTPURL() string {
