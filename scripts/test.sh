@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real test peers it needs (Debian's
-# mosquitto, python3-paho-mqtt, python3-pymodbus, prometheus, openssl, chromium, skopeo, containerd, runc and the CNI plugins, MQTT.js, node-opcua and parquet-wasm from npm), checks formatting and
+# mosquitto, jq, python3-paho-mqtt, python3-pymodbus, prometheus, openssl, chromium, skopeo, containerd, runc and the CNI plugins, MQTT.js, node-opcua and parquet-wasm from npm), checks formatting and
 # vet, then runs every Go test with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# bench/cluster.sh (run as a smoke test by test/e2e) reads its results with jq.
+command -v jq >/dev/null 2>&1 || need+=(jq)
 /usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
 # pymodbus 3.0 (with the serial modules it imports) is the Modbus connector's
 # independent test device.

@@ -71,6 +71,9 @@ type Client struct {
 	flushed  chan struct{} // closed when the flusher has exited
 	readDone chan struct{} // closed when the read goroutine has exited
 	rerr     error         // why reading stopped; read only after readDone
+	doneAt   time.Time     // when reading stopped; read only after readDone
+
+	sessionPresent bool // from the CONNACK
 
 	window chan struct{} // one token per unacknowledged QoS 1/2 publish
 	out    *idSet        // packet identifiers of our unacknowledged publishes
@@ -195,6 +198,7 @@ func handshake(nc net.Conn, v packet.Version, o ClientOptions) (*Client, error) 
 		return nil, fmt.Errorf("clear deadline: %w", err)
 	}
 	c.keepAlive = ka
+	c.sessionPresent = ack.SessionPresent
 	return c, nil
 }
 
@@ -214,8 +218,23 @@ func (c *Client) Acked() int64 { return c.acked.Load() }
 // Rejected is the number of QoS 1/2 publishes refused by the server.
 func (c *Client) Rejected() int64 { return c.rejected.Load() }
 
-// Done is closed when the connection stops reading; Err then says why.
+// SessionPresent is the CONNACK's Session Present flag.
+func (c *Client) SessionPresent() bool { return c.sessionPresent }
+
+// Done is closed when the connection stops reading; Err then says why and
+// DoneAt when.
 func (c *Client) Done() <-chan struct{} { return c.readDone }
+
+// DoneAt is when the connection stopped reading (the zero time while it
+// reads): for a DISCONNECT from the server, just after it was decoded.
+func (c *Client) DoneAt() time.Time {
+	select {
+	case <-c.readDone:
+		return c.doneAt
+	default:
+		return time.Time{}
+	}
+}
 
 // Err is why the connection stopped, nil while it runs or after a clean Close.
 func (c *Client) Err() error {
@@ -434,6 +453,7 @@ func (c *Client) pingLoop(keepAlive time.Duration) {
 func (c *Client) readLoop() {
 	defer close(c.readDone)
 	err := c.read()
+	c.doneAt = time.Now()
 	c.mu.Lock()
 	closing := c.closing
 	if c.werr == nil {

@@ -22,10 +22,16 @@ const (
 	// StateStore runs Clients state store clients (Azure IoT Operations
 	// protocol over MQTT 5), each with Window requests in flight.
 	StateStore = "statestore"
+	// Takeover runs Clients persistent sessions, each connected again and
+	// again for Duration with the same client identifier, every time on
+	// the next of Servers, timing how long the session takes to move.
+	Takeover = "takeover"
 )
 
 // Scenarios lists the scenario names in a stable order.
-func Scenarios() []string { return []string{P2P, Fanout, FanIn, Shared, ConnStorm, Idle, StateStore} }
+func Scenarios() []string {
+	return []string{P2P, Fanout, FanIn, Shared, ConnStorm, Idle, StateStore, Takeover}
+}
 
 // MinPayload is the smallest payload: the send time (UnixNano, little
 // endian), the flow index and the run tag occupy the first 16 bytes.
@@ -33,7 +39,17 @@ const MinPayload = 16
 
 // Options describe one run. Zero fields take the defaults noted.
 type Options struct {
-	Addr     string // broker address; default 127.0.0.1:1883
+	Addr string // broker address; default 127.0.0.1:1883
+	// Servers, when set, replaces Addr with the addresses of several
+	// brokers, the nodes of one cluster: publisher i connects to
+	// Servers[i%n] and subscriber j to Servers[j%n], or with Cross to
+	// Servers[(j+1)%n], so that in p2p every message crosses from one
+	// node to another. connstorm, idle and statestore spread their
+	// connections round-robin; takeover moves each session to the next.
+	Servers []string
+	// Cross places each subscriber on the server after its publisher's
+	// (see Servers).
+	Cross    bool
 	Scenario string // default p2p
 	// Clients is the scenario's main count: pairs (p2p), subscribers
 	// (fanout), publishers (fanin, shared) or connections (connstorm, idle).
@@ -70,6 +86,9 @@ type Options struct {
 	Concurrency int
 	// DrainTimeout bounds the wait for deliveries after publishing stops; default 10s.
 	DrainTimeout time.Duration
+	// RoutesTimeout bounds the probing before a run over several Servers,
+	// until every publisher's messages reach its subscribers; default 30s.
+	RoutesTimeout time.Duration
 	// Persistent makes subscribers keep their sessions (clean start false,
 	// session expiry 1 h in 5.0), so a durable broker stores their QoS 1/2
 	// deliveries.
@@ -84,8 +103,22 @@ type Options struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
+	for i, a := range o.Servers {
+		if strings.TrimSpace(a) == "" {
+			return o, fmt.Errorf("servers[%d]: empty address", i)
+		}
+	}
+	if len(o.Servers) > 0 {
+		o.Addr = o.Servers[0]
+	}
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:1883"
+	}
+	if len(o.Servers) == 0 {
+		o.Servers = []string{o.Addr}
+	}
+	if o.Cross && len(o.Servers) < 2 {
+		return o, fmt.Errorf("cross-server placement needs at least two servers (got %d)", len(o.Servers))
 	}
 	if o.Scenario == "" {
 		o.Scenario = P2P
@@ -159,6 +192,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 10 * time.Second
+	}
+	if o.RoutesTimeout <= 0 {
+		o.RoutesTimeout = 30 * time.Second
 	}
 	return o, nil
 }

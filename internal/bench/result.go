@@ -13,17 +13,22 @@ import (
 // published; Expected, Received, Lost and Duplicates count deliveries (a
 // message to k subscribers is k deliveries).
 type Result struct {
-	Scenario     string  `json:"scenario"`
-	Addr         string  `json:"addr"`
-	MQTTVersion  string  `json:"mqtt_version"`
-	QoS          int     `json:"qos"`
-	Publishers   int     `json:"publishers"`
-	Subscribers  int     `json:"subscribers"`
-	Connections  int     `json:"connections"`
-	PayloadBytes int     `json:"payload_bytes"`
-	TargetRate   float64 `json:"target_rate"` // msg/s over all publishers; 0 = as fast as possible
-	Window       int     `json:"window"`
-	TopicPrefix  string  `json:"topic_prefix"`
+	Scenario string `json:"scenario"`
+	Addr     string `json:"addr"`
+	// Servers are the brokers the connections were spread over (Addr
+	// alone when one), Cross whether subscribers were on the server after
+	// their publisher's.
+	Servers      []string `json:"servers"`
+	Cross        bool     `json:"cross,omitempty"`
+	MQTTVersion  string   `json:"mqtt_version"`
+	QoS          int      `json:"qos"`
+	Publishers   int      `json:"publishers"`
+	Subscribers  int      `json:"subscribers"`
+	Connections  int      `json:"connections"`
+	PayloadBytes int      `json:"payload_bytes"`
+	TargetRate   float64  `json:"target_rate"` // msg/s over all publishers; 0 = as fast as possible
+	Window       int      `json:"window"`
+	TopicPrefix  string   `json:"topic_prefix"`
 	// Seconds is the publishing time, or for connstorm and idle the time to
 	// set up every connection.
 	Seconds      float64 `json:"seconds"`
@@ -48,8 +53,17 @@ type Result struct {
 	FirstError string   `json:"first_error,omitempty"`
 	SetLatency *Latency `json:"set_latency,omitempty"`
 	GetLatency *Latency `json:"get_latency,omitempty"`
+	// The takeover scenario's figures: sessions moved (Errors counts the
+	// moves that failed) and the time from the new connection's dial to
+	// its CONNACK with Session Present; Latency is the time to the old
+	// connection's DISCONNECT 0x8E (or its end, when Untold).
+	Takeovers      int64    `json:"takeovers,omitempty"`
+	Untold         int64    `json:"takeovers_untold,omitempty"` // old connection closed without DISCONNECT 0x8E
+	TakeoverRate   float64  `json:"takeovers_per_sec,omitempty"`
+	ConnAckLatency *Latency `json:"connack_latency,omitempty"`
 	// Latency is publish to delivery for the messaging scenarios, dial to
-	// CONNACK for connstorm and dial to SUBACK for idle.
+	// CONNACK for connstorm, dial to SUBACK for idle, and the new
+	// connection's dial to the old one's DISCONNECT 0x8E for takeover.
 	Latency Latency `json:"latency"`
 }
 
@@ -92,8 +106,28 @@ func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
 	row("scenario", "%s", r.describe())
-	row("broker", "%s (MQTT %s)", r.Addr, r.MQTTVersion)
+	if len(r.Servers) > 1 {
+		placement := "subscriber on its publisher's server"
+		if r.Cross {
+			placement = "subscriber on the server after its publisher's"
+		}
+		row("brokers", "%s (MQTT %s; %s)", strings.Join(r.Servers, ", "), r.MQTTVersion, placement)
+	} else {
+		row("broker", "%s (MQTT %s)", r.Addr, r.MQTTVersion)
+	}
 	switch r.Scenario {
+	case Takeover:
+		row("takeovers", "%d in %.2f s (%.0f/s), %d failed", r.Takeovers, r.Seconds, r.TakeoverRate, r.Errors)
+		if r.Untold > 0 {
+			row("untold", "%d old connections closed without DISCONNECT 0x8E", r.Untold)
+		}
+		row("to old 0x8E (ms)", "%s", r.Latency.row())
+		if r.ConnAckLatency != nil {
+			row("to CONNACK (ms)", "%s", r.ConnAckLatency.row())
+		}
+		if r.FirstError != "" {
+			row("first error", "%s", r.FirstError)
+		}
 	case ConnStorm:
 		row("connections", "%d in %.2f s", r.Connections, r.Seconds)
 		row("rate", "%.0f conn/s", r.ConnRate)
@@ -146,6 +180,8 @@ func (r *Result) describe() string {
 		fmt.Fprintf(&b, ", %d connections", r.Connections)
 	case Idle:
 		fmt.Fprintf(&b, ", %d connections, QoS %d subscriptions", r.Connections, r.QoS)
+	case Takeover:
+		fmt.Fprintf(&b, ", %d persistent sessions moved to the next server in turn", r.Connections)
 	case StateStore:
 		fmt.Fprintf(&b, ", %d clients, %d%% GET, %d B values, %d in flight per client", r.Connections, r.GetPercent, r.PayloadBytes, r.Window)
 	default:

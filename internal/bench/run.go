@@ -38,6 +38,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res, err = r.idle(ctx)
 	case StateStore:
 		res, err = r.stateStore(ctx)
+	case Takeover:
+		res, err = r.takeover(ctx)
 	default:
 		res, err = r.messaging(ctx)
 	}
@@ -64,6 +66,8 @@ func (r *runner) result() *Result {
 	return &Result{
 		Scenario:     r.o.Scenario,
 		Addr:         r.o.Addr,
+		Servers:      r.o.Servers,
+		Cross:        r.o.Cross,
 		MQTTVersion:  versionName(r.o.Version),
 		QoS:          int(r.o.QoS),
 		PayloadBytes: r.o.Payload,
@@ -73,10 +77,23 @@ func (r *runner) result() *Result {
 	}
 }
 
-// dialMany opens n connections, Concurrency at a time, calling setup on
-// each (to subscribe, say) before counting it. The histogram holds the time
-// from dial to the end of setup. On error every connection is closed.
-func (r *runner) dialMany(ctx context.Context, n int, opts func(i int) ClientOptions,
+// server is where connection i of a group goes: the servers in turn.
+func (r *runner) server(i int) string { return r.o.Servers[i%len(r.o.Servers)] }
+
+// subServer is where subscriber j goes: as server, or with Cross one
+// server further, away from the publisher of the same index.
+func (r *runner) subServer(j int) string {
+	if r.o.Cross {
+		j++
+	}
+	return r.server(j)
+}
+
+// dialMany opens n connections, Concurrency at a time, connection i to
+// addr(i), calling setup on each (to subscribe, say) before counting it.
+// The histogram holds the time from dial to the end of setup. On error
+// every connection is closed.
+func (r *runner) dialMany(ctx context.Context, n int, addr func(i int) string, opts func(i int) ClientOptions,
 	setup func(ctx context.Context, i int, c *Client) error) ([]*Client, *Histogram, error) {
 	clients := make([]*Client, n)
 	var (
@@ -104,7 +121,7 @@ func (r *runner) dialMany(ctx context.Context, n int, opts func(i int) ClientOpt
 					return
 				}
 				t0 := time.Now()
-				err := r.dialOne(ctx, i, opts(i), setup, &clients[i])
+				err := r.dialOne(ctx, i, addr(i), opts(i), setup, &clients[i])
 				if err != nil {
 					mu.Lock()
 					if firstEr == nil {
@@ -126,12 +143,12 @@ func (r *runner) dialMany(ctx context.Context, n int, opts func(i int) ClientOpt
 	return clients, hist, nil
 }
 
-func (r *runner) dialOne(ctx context.Context, i int, o ClientOptions,
+func (r *runner) dialOne(ctx context.Context, i int, addr string, o ClientOptions,
 	setup func(ctx context.Context, i int, c *Client) error, slot **Client) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	o.Version = r.o.Version
-	c, err := Dial(ctx, r.o.Addr, o)
+	c, err := Dial(ctx, addr, o)
 	if err != nil {
 		return err
 	}
@@ -166,7 +183,7 @@ func (r *runner) connStorm(ctx context.Context) (*Result, error) {
 	n := r.o.Clients
 	r.progress("connstorm: opening %d connections, %d at a time", n, r.o.Concurrency)
 	start := time.Now()
-	clients, hist, err := r.dialMany(ctx, n, func(i int) ClientOptions {
+	clients, hist, err := r.dialMany(ctx, n, r.server, func(i int) ClientOptions {
 		return ClientOptions{ClientID: fmt.Sprintf("%s-c%d", r.id, i), ReadBuffer: 512}
 	}, nil)
 	if err != nil {
@@ -186,7 +203,7 @@ func (r *runner) idle(ctx context.Context) (*Result, error) {
 	n := r.o.Clients
 	r.progress("idle: opening %d connections with one subscription each", n)
 	start := time.Now()
-	clients, hist, err := r.dialMany(ctx, n, func(i int) ClientOptions {
+	clients, hist, err := r.dialMany(ctx, n, r.server, func(i int) ClientOptions {
 		return ClientOptions{ClientID: fmt.Sprintf("%s-i%d", r.id, i), ReadBuffer: 512}
 	}, func(ctx context.Context, i int, c *Client) error {
 		return c.Subscribe(ctx, packet.Subscription{Filter: fmt.Sprintf("%s/idle/%d", r.prefix, i), QoS: r.o.QoS})
@@ -316,14 +333,22 @@ func watchPools(ctx context.Context, pools []*pool) {
 }
 
 // subscriber is the state of one receiving connection, touched only by its
-// read goroutine until the connection is closed.
+// read goroutine until the connection is closed (but for probed).
 type subscriber struct {
 	pools    []*pool
 	tag      uint32
 	hist     *Histogram
 	received int64
 	foreign  int64 // messages not from this run's publishers
+
+	mu     sync.Mutex
+	probed map[uint32]bool // publishers whose probe arrived; guarded by mu
 }
+
+// probeFlow in a payload's flow index marks a probe: a message sent before
+// the run, not counted, whose arrival shows that the route from its
+// publisher (index in bytes 16-19) to this subscriber is open.
+const probeFlow = 0xFFFFFFFF
 
 func (s *subscriber) onPublish(p *packet.Publish) {
 	now := time.Now().UnixNano()
@@ -333,6 +358,17 @@ func (s *subscriber) onPublish(p *packet.Publish) {
 		return
 	}
 	idx := binary.LittleEndian.Uint32(b[8:])
+	if idx == probeFlow {
+		if len(b) >= MinPayload+4 {
+			s.mu.Lock()
+			if s.probed == nil {
+				s.probed = make(map[uint32]bool)
+			}
+			s.probed[binary.LittleEndian.Uint32(b[16:])] = true
+			s.mu.Unlock()
+		}
+		return
+	}
 	if int(idx) >= len(s.pools) {
 		s.foreign++
 		return
@@ -342,14 +378,24 @@ func (s *subscriber) onPublish(p *packet.Publish) {
 	s.pools[idx].delivered()
 }
 
+func (s *subscriber) hasProbe(pub int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.probed[uint32(pub)]
+}
+
 // layout is who publishes where and who subscribes to what.
 type layout struct {
-	topics   []string // per publisher
-	poolOf   []int    // per publisher
-	filters  []string // per subscriber
-	pools    int
-	k        int64 // deliveries per message
-	limitPer int64 // backlog limit per pool, in deliveries
+	topics  []string // per publisher
+	poolOf  []int    // per publisher
+	filters []string // per subscriber
+	// receivers are the subscribers each publisher's messages reach; with
+	// anyOne (a shared subscription) one of them gets each message.
+	receivers [][]int
+	anyOne    bool
+	pools     int
+	k         int64 // deliveries per message
+	limitPer  int64 // backlog limit per pool, in deliveries
 }
 
 func (r *runner) layout() layout {
@@ -364,6 +410,9 @@ func (r *runner) layout() layout {
 			l.poolOf = append(l.poolOf, i)
 		}
 		l.pools, l.k, l.limitPer = n, 1, w
+		for i := range n {
+			l.receivers = append(l.receivers, []int{i})
+		}
 	case Fanout:
 		t := r.prefix + "/fanout"
 		l.topics, l.poolOf = []string{t}, []int{0}
@@ -371,6 +420,7 @@ func (r *runner) layout() layout {
 			l.filters = append(l.filters, t)
 		}
 		l.pools, l.k, l.limitPer = 1, int64(n), w*int64(n)
+		l.receivers = [][]int{all(n)}
 	case FanIn:
 		for i := range n {
 			l.topics = append(l.topics, fmt.Sprintf("%s/fanin/%d", r.prefix, i))
@@ -378,6 +428,9 @@ func (r *runner) layout() layout {
 		}
 		l.filters = []string{r.prefix + "/fanin/+"}
 		l.pools, l.k, l.limitPer = 1, 1, w
+		for range n {
+			l.receivers = append(l.receivers, []int{0})
+		}
 	case Shared:
 		for i := range n {
 			l.topics = append(l.topics, fmt.Sprintf("%s/shared/%d", r.prefix, i))
@@ -387,11 +440,75 @@ func (r *runner) layout() layout {
 			l.filters = append(l.filters, "$share/bench/"+r.prefix+"/shared/+")
 		}
 		l.pools, l.k, l.limitPer = 1, 1, w*int64(r.o.Subscribers)
+		for range n {
+			l.receivers = append(l.receivers, all(r.o.Subscribers))
+		}
+		l.anyOne = true
 	}
 	if r.o.QoS == 0 && r.o.OpenLoop {
 		l.limitPer = 0
 	}
 	return l
+}
+
+func all(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// awaitRoutes probes, before a run over several servers, until a message
+// from every publisher has reached its subscribers: a cluster learns of a
+// subscription on one node at the others a moment after the SUBACK, and
+// what is published before that is not routed there. Probes are QoS 0,
+// every 50 ms, and not counted.
+func (r *runner) awaitRoutes(ctx context.Context, l layout, subs []*subscriber, pubs []*Client) error {
+	r.progress("%s: waiting until every publisher's messages reach its subscribers on every server", r.o.Scenario)
+	probe := make([]byte, MinPayload+4)
+	binary.LittleEndian.PutUint32(probe[8:], probeFlow)
+	binary.LittleEndian.PutUint32(probe[12:], r.tag)
+	// reached: every receiver has the publisher's probe, or for a shared
+	// subscription one of them has.
+	reached := func(i int) bool {
+		got := 0
+		for _, j := range l.receivers[i] {
+			if subs[j].hasProbe(i) {
+				got++
+			}
+		}
+		return got == len(l.receivers[i]) || (l.anyOne && got > 0)
+	}
+	pending := all(len(pubs))
+	deadline := time.NewTimer(r.o.RoutesTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		left := pending[:0]
+		for _, i := range pending {
+			if reached(i) {
+				continue
+			}
+			left = append(left, i)
+			binary.LittleEndian.PutUint32(probe[16:], uint32(i))
+			if err := pubs[i].Publish(ctx, &packet.Publish{Topic: l.topics[i], Payload: probe}); err != nil {
+				return fmt.Errorf("probe on %s: %w", l.topics[i], err)
+			}
+		}
+		pending = left
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return fmt.Errorf("the messages of %d of %d publishers had not reached their subscribers after %s", len(pending), len(pubs), r.o.RoutesTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (r *runner) messaging(ctx context.Context) (*Result, error) {
@@ -406,7 +523,7 @@ func (r *runner) messaging(ctx context.Context) (*Result, error) {
 		subs[i] = &subscriber{pools: pools, tag: r.tag, hist: NewHistogram()}
 	}
 	r.progress("%s: connecting %d subscribers", o.Scenario, len(subs))
-	subClients, _, err := r.dialMany(ctx, len(subs), func(i int) ClientOptions {
+	subClients, _, err := r.dialMany(ctx, len(subs), r.subServer, func(i int) ClientOptions {
 		return ClientOptions{ClientID: fmt.Sprintf("%s-s%d", r.id, i), OnPublish: subs[i].onPublish, ReadBuffer: 64 << 10, Persistent: r.o.Persistent}
 	}, func(ctx context.Context, i int, c *Client) error {
 		return c.Subscribe(ctx, packet.Subscription{Filter: l.filters[i], QoS: o.QoS})
@@ -420,13 +537,18 @@ func (r *runner) messaging(ctx context.Context) (*Result, error) {
 	if o.QoS > 0 {
 		window = o.Window
 	}
-	pubClients, _, err := r.dialMany(ctx, len(l.topics), func(i int) ClientOptions {
+	pubClients, _, err := r.dialMany(ctx, len(l.topics), r.server, func(i int) ClientOptions {
 		return ClientOptions{ClientID: fmt.Sprintf("%s-p%d", r.id, i), Window: window, ReadBuffer: 16 << 10}
 	}, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(pubClients)
+	if len(o.Servers) > 1 {
+		if err := r.awaitRoutes(ctx, l, subs, pubClients); err != nil {
+			return nil, err
+		}
+	}
 
 	r.progress("%s: publishing for %s", o.Scenario, o.Duration)
 	start := time.Now()

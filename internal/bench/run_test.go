@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,18 +26,31 @@ const mosquittoPath = "/usr/sbin/mosquitto"
 // test and returns its address.
 func startMosquitto(t *testing.T) string {
 	t.Helper()
+	return startMosquittoListeners(t, 1)[0]
+}
+
+// startMosquittoListeners runs one mosquitto with n listeners on free
+// loopback ports: one broker at n addresses, the way a cluster's nodes are
+// one broker to their clients.
+func startMosquittoListeners(t *testing.T, n int) []string {
+	t.Helper()
 	if _, err := os.Stat(mosquittoPath); err != nil {
 		t.Fatalf("mosquitto is not installed at %s: run ./scripts/test.sh, which installs it (apt-get install -y mosquitto)", mosquittoPath)
 	}
-	addr := testserve.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "mosquitto.conf")
+	var addrs []string
 	// max_queued_messages 0: mosquitto's default (1,000 per client) drops
 	// QoS 1 messages for a subscriber that falls behind on a loaded
 	// machine; these tests check the load generator's counting, not
 	// mosquitto's queue policy.
-	body := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 0\n", port)
+	body := "allow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 0\n"
+	for range n {
+		addr := testserve.FreeAddr(t)
+		_, port, _ := net.SplitHostPort(addr)
+		addrs = append(addrs, addr)
+		body += fmt.Sprintf("listener %s 127.0.0.1\n", port)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -52,29 +66,31 @@ func startMosquitto(t *testing.T) string {
 		cmd.Process.Kill()
 		<-exited
 	})
-	var dialErr error
-	up := testwait.Within(testwait.Timeout, func() bool {
+	for _, addr := range addrs {
+		var dialErr error
+		up := testwait.Within(testwait.Timeout, func() bool {
+			select {
+			case <-exited:
+				return true // reported below
+			default:
+			}
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			dialErr = err
+			return err == nil
+		})
 		select {
 		case <-exited:
-			return true // reported below
+			t.Fatalf("mosquitto exited: %s", out.String())
 		default:
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
+		if !up {
+			t.Fatalf("mosquitto did not accept on %s: %v", addr, dialErr)
 		}
-		dialErr = err
-		return err == nil
-	})
-	select {
-	case <-exited:
-		t.Fatalf("mosquitto exited: %s", out.String())
-	default:
 	}
-	if !up {
-		t.Fatalf("mosquitto did not accept on %s: %v", addr, dialErr)
-	}
-	return addr
+	return addrs
 }
 
 func TestScenariosAgainstMosquitto(t *testing.T) {
@@ -126,7 +142,7 @@ func TestScenariosAgainstMosquitto(t *testing.T) {
 			}
 			t.Logf("\n%s", table.String())
 			var back Result
-			if err := json.Unmarshal(js.Bytes(), &back); err != nil || back != *res {
+			if err := json.Unmarshal(js.Bytes(), &back); err != nil || !reflect.DeepEqual(back, *res) {
 				t.Fatalf("JSON does not round-trip: %v\n%s", err, js.String())
 			}
 			switch o.Scenario {

@@ -135,7 +135,7 @@ func (r *runner) stateStore(ctx context.Context) (*Result, error) {
 	}
 	respTopic := func(i int) string { return fmt.Sprintf("%s/ss/%d", r.prefix, i) }
 	r.progress("statestore: connecting %d clients", o.Clients)
-	clients, _, err := r.dialMany(ctx, o.Clients, func(i int) ClientOptions {
+	clients, _, err := r.dialMany(ctx, o.Clients, r.server, func(i int) ClientOptions {
 		return ClientOptions{ClientID: fmt.Sprintf("%s-ss%d", r.id, i), Window: o.Window, OnPublish: ss[i].onPublish}
 	}, func(ctx context.Context, i int, c *Client) error {
 		return c.Subscribe(ctx, packet.Subscription{Filter: respTopic(i), QoS: 1})

@@ -21,6 +21,7 @@ func newBench(stdout io.Writer) *cobra.Command {
 		version  string
 		output   string
 		progress bool
+		servers  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -34,6 +35,18 @@ func newBench(stdout io.Writer) *cobra.Command {
   connstorm  open --clients connections (CONNECT/CONNACK) as fast as possible
   idle       open --clients connections with one subscription each and hold
              them for --duration
+  statestore --clients state store clients (Azure IoT Operations protocol)
+  takeover   --clients persistent sessions, each connected again and again
+             for --duration on the next of --servers (Clean Start 0), --rate
+             moves per second in all: the time to the new CONNACK (Session
+             Present) and to the old connection's DISCONNECT 0x8E
+
+--servers a,b,c spreads the connections over several brokers, the nodes of
+one cluster: publisher i on server i mod n, subscriber j on server j mod n,
+or with --cross on the next one, so that in p2p every message crosses from
+one node to another. Over several servers the run first probes until every
+publisher's messages reach their subscribers (subscriptions reach the
+other nodes a moment after their SUBACK).
 
 Payloads carry their send time, so latency is publish to delivery.
 Publishers keep at most --window messages undelivered per subscriber (and at
@@ -59,6 +72,12 @@ is 2 when a QoS 1/2 run lost messages.`,
 			if progress {
 				o.Progress = cmd.ErrOrStderr()
 			}
+			if servers != "" {
+				o.Servers = strings.Split(servers, ",")
+				if cmd.Flags().Changed("addr") {
+					return fmt.Errorf("--addr and --servers: give one of them")
+				}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := bench.Run(ctx, o)
@@ -82,13 +101,15 @@ is 2 when a QoS 1/2 run lost messages.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Addr, "addr", "127.0.0.1:1883", "broker address (host:port)")
+	f.StringVar(&servers, "servers", "", "comma-separated broker addresses (cluster nodes) to spread the connections over, instead of --addr")
+	f.BoolVar(&o.Cross, "cross", false, "with --servers: each subscriber on the server after its publisher's")
 	f.StringVar(&o.Scenario, "scenario", bench.P2P, "scenario: "+strings.Join(bench.Scenarios(), ", "))
-	f.IntVar(&o.Clients, "clients", 0, "pairs (p2p), subscribers (fanout), publishers (fanin, shared) or connections (connstorm, idle); 0: 1 for p2p, 1000 for connstorm and idle, else 10")
+	f.IntVar(&o.Clients, "clients", 0, "pairs (p2p), subscribers (fanout), publishers (fanin, shared), connections (connstorm, idle) or sessions (takeover); 0: 1 for p2p, 1000 for connstorm and idle, else 10")
 	f.IntVar(&o.Subscribers, "subscribers", 2, "members of the shared subscription group (shared)")
 	f.IntVar(&qos, "qos", 0, "QoS of publishes and subscriptions: 0, 1 or 2")
 	f.IntVar(&o.Payload, "payload", 64, fmt.Sprintf("payload bytes per message (at least %d)", bench.MinPayload))
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing time (idle: holding time)")
-	f.Float64Var(&o.Rate, "rate", 0, "total publishes per second over all publishers (0: as fast as possible)")
+	f.Float64Var(&o.Rate, "rate", 0, "total publishes (takeover: session moves) per second over all clients (0: as fast as possible)")
 	f.StringVar(&version, "mqtt-version", "5", "MQTT version: 5 or 3 (3.1.1)")
 	f.StringVar(&o.TopicPrefix, "topic-prefix", "edgeport-bench", "first topic level(s); a random level is added per run")
 	f.IntVar(&o.Window, "window", 0, "messages undelivered per subscriber, and QoS 1/2 publishes unacknowledged per publisher (statestore: requests in flight per client; 0: 1000, statestore 1)")
