@@ -73,10 +73,14 @@ else
 fi
 
 accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# free_port: a route port (nats-server cannot bind port 0 and report it),
+# below the kernel's ephemeral range, where the machine's outgoing
+# connections cannot take it between this check and the bind.
+eph_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % (eph_low - 20000)))
     accepts "$p" || { echo "$p"; return; }
   done
 }
@@ -98,8 +102,11 @@ start() {
   rm -rf "$tmp/$setup"
   mkdir -p "$tmp/$setup"
   if [ "$setup" = cluster ]; then
-    local r=()
-    for i in $(seq $n); do r+=("127.0.0.1:$(free_port)"); done
+    local r=() p
+    while [ ${#r[@]} -lt $n ]; do
+      p="127.0.0.1:$(free_port)"
+      [[ " ${r[*]} " == *" $p "* ]] || r+=("$p")
+    done
     routes=$(IFS=,; echo "${r[*]}")
   fi
   for i in $(seq $n); do
