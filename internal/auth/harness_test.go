@@ -133,9 +133,23 @@ func dial(t *testing.T, addr string, cp *paho.Connect) (*client, error) {
 
 // watchConn reports when reading from the connection fails: the broker
 // closed it (with or without DISCONNECT).
+//
+// It is a sync.Locker, and must be: Paho writes packets from several
+// goroutines at once with nothing of its own between them (its pinger's
+// first PINGREQ right after CONNACK, the PUBACKs of the session's reader,
+// the caller's SUBSCRIBE), each packet as net.Buffers (fixed header,
+// identifier, property length, properties, payload). On a bare
+// *net.TCPConn that is one writev under the socket's write lock; on a
+// wrapper like this one net.Buffers falls back to one Write per buffer, and
+// two packets interleave on the wire: a SUBSCRIBE with a PINGREQ or three
+// PUBACKs between its header and its body, which the broker rightly closes
+// as malformed ("truncated topic filter"). ControlPacket.WriteTo holds a
+// Conn that is a sync.Locker across the whole packet (see paho's
+// ClientConfig.Conn), which keeps every packet whole.
 type watchConn struct {
 	net.Conn
-	end func()
+	sync.Mutex // held by Paho across each packet it writes
+	end        func()
 }
 
 func (w *watchConn) Read(p []byte) (int, error) {
@@ -170,11 +184,9 @@ func userConn(id, user, pass string) *paho.Connect {
 		Password: []byte(pass), PasswordFlag: pass != ""}
 }
 
-// satConn is the CONNECT of a K8S-SAT client. Keep alive is off: Paho
-// writes its first PINGREQ unsynchronized with the AUTH of a
-// re-authentication, which can interleave their bytes on the wire.
+// satConn is the CONNECT of a K8S-SAT client.
 func satConn(id, token string) *paho.Connect {
-	return &paho.Connect{ClientID: id, CleanStart: true,
+	return &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
 		Properties: &paho.ConnectProperties{AuthMethod: SATMethod, AuthData: []byte(token)}}
 }
 

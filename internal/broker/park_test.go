@@ -4,6 +4,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -113,5 +114,50 @@ func TestStopWithParkedConnections(t *testing.T) {
 	c.expectDisconnect(packet.ServerShuttingDown)
 	if n := ended.Load(); n != 2 {
 		t.Fatalf("%d ends reported after Stop, want 2", n)
+	}
+}
+
+// TestPacketsAcrossWrites: the broker frames a client's packets the same
+// whatever writes carry them: CONNECT, SUBSCRIBE and PINGREQ in one write,
+// or one byte per write, before the connection parks and after (its reader
+// goroutine gone, the socket on epoll, a new reader started by the first
+// byte). A SUBSCRIBE right after CONNECT that the broker closed as
+// malformed ("truncated topic filter") was a client interleaving two
+// packets on the wire (see internal/auth's watchConn), not this.
+func TestPacketsAcrossWrites(t *testing.T) {
+	addr, b, _ := startBrokerAsync(t)
+	sub := func(id uint16) *packet.Subscribe {
+		return &packet.Subscribe{PacketID: id, Subscriptions: []packet.Subscription{{Filter: "plant/line1/#", QoS: 1}}}
+	}
+	for i, split := range []bool{false, true} {
+		c := dialRaw(t, addr, packet.V5)
+		write := func(ps ...packet.Packet) {
+			var buf []byte
+			for _, p := range ps {
+				buf = p.Append(buf, packet.V5)
+			}
+			if !split {
+				c.write(buf)
+				return
+			}
+			for j := range buf {
+				c.write(buf[j : j+1])
+			}
+		}
+		expect := func(id uint16) {
+			t.Helper()
+			if a := rawRecv[packet.SubAck](c); a.PacketID != id || len(a.ReasonCodes) != 1 || a.ReasonCodes[0] != 1 {
+				t.Fatalf("split %v: SUBACK %+v, want id %d granting QoS 1", split, a, id)
+			}
+			rawRecv[packet.PingResp](c)
+		}
+		write(connV5(fmt.Sprintf("writes-%d", i)), sub(1), &packet.PingReq{})
+		if a := rawRecv[packet.ConnAck](c); a.ReasonCode != packet.Success {
+			t.Fatalf("split %v: CONNACK %v", split, a.ReasonCode)
+		}
+		expect(1)
+		waitParked(t, b, i+1)
+		write(sub(2), &packet.PingReq{})
+		expect(2)
 	}
 }

@@ -1,6 +1,7 @@
 package packet
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"testing"
@@ -65,4 +66,89 @@ func TestReaderIdle(t *testing.T) {
 	if _, _, err := rd.Next(0); err != io.EOF {
 		t.Fatalf("Next = %v, want io.EOF", err)
 	}
+}
+
+// patternReader reads data in chunks whose sizes follow pattern; a 0 in the
+// pattern answers ErrIdle when the Reader is at a packet boundary (as the
+// broker's deadlineReader does when a connection goes quiet and parks),
+// never twice in a row, and reads one byte elsewhere.
+type patternReader struct {
+	data       []byte
+	pattern    []byte
+	i          int
+	wasIdle    bool
+	atBoundary func() bool
+}
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	step := byte(1)
+	if len(r.pattern) > 0 {
+		step = r.pattern[r.i%len(r.pattern)]
+		r.i++
+	}
+	if step == 0 {
+		if !r.wasIdle && r.atBoundary() {
+			r.wasIdle = true
+			return 0, ErrIdle
+		}
+		step = 1
+	}
+	r.wasIdle = false
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.data[:min(len(r.data), int(step))])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// FuzzReaderIdle: whatever the read sizes, and wherever the source says
+// ErrIdle between packets, the Reader returns exactly the stream's packets
+// in order, with the broker's buffer size and with the default one (whose
+// full-size buffer is borrowed from a pool and given back when the stream
+// goes quiet). No byte is lost or read twice across an idle return.
+func FuzzReaderIdle(f *testing.F) {
+	data, _ := stream()
+	f.Add(data, []byte{0, 1, 200, 3}, false)
+	f.Add(data, []byte{0, 255}, true)
+	big := (&Publish{Topic: "t", Payload: make([]byte, 40<<10)}).Append(nil, V5)
+	f.Add(append(append(AppendPingReq(nil), big...), AppendPingReq(nil)...), []byte{0, 127, 0, 255}, true)
+	f.Fuzz(func(t *testing.T, data, pattern []byte, defaultSize bool) {
+		size := 4096 // the broker's connections
+		if defaultSize {
+			size = 0
+		}
+		src := &patternReader{data: data, pattern: pattern}
+		rd := NewReader(src, size)
+		src.atBoundary = rd.AtBoundary
+		rest := data
+		for {
+			h, body, err := rd.Next(0)
+			if errors.Is(err, ErrIdle) {
+				continue
+			}
+			wh, n, werr := DecodeFixedHeader(rest)
+			switch {
+			case werr != nil:
+				if err == nil || reasonOf(t, err) != MalformedPacket {
+					t.Fatalf("Reader: %v, want malformed", err)
+				}
+				return
+			case len(rest) == 0:
+				if err != io.EOF {
+					t.Fatalf("at end: %v", err)
+				}
+				return
+			case n == 0 || n+wh.Remaining > len(rest):
+				if err != io.ErrUnexpectedEOF {
+					t.Fatalf("truncated: %v", err)
+				}
+				return
+			}
+			if err != nil || h != wh || !bytes.Equal(body, rest[n:n+wh.Remaining]) {
+				t.Fatalf("got %+v %d bytes %v, want %+v", h, len(body), err, wh)
+			}
+			rest = rest[n+wh.Remaining:]
+		}
+	})
 }
