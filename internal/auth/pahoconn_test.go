@@ -143,9 +143,7 @@ func TestWatchConnConcurrentPackets(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range each {
 				var p io.WriterTo
 				id := uint16(w*each + i + 1)
@@ -164,7 +162,7 @@ func TestWatchConnConcurrentPackets(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -160,36 +160,44 @@ func FuzzReader(f *testing.F) {
 	f.Add(hx(`30 ff ff ff 7f 00`), uint8(0), uint16(0))
 	f.Fuzz(func(t *testing.T, data []byte, size uint8, limit uint16) {
 		r := NewReader(iotest.HalfReader(bytes.NewReader(data)), int(size))
-		rest := data
-		for {
+		rest, more := data, true
+		for more {
 			h, body, err := r.Next(int(limit))
-			wh, n, werr := DecodeFixedHeader(rest)
-			switch {
-			case werr != nil:
-				if err == nil || reasonOf(t, err) != MalformedPacket {
-					t.Fatalf("Reader: %v, want malformed", err)
-				}
-				return
-			case len(rest) == 0:
-				if err != io.EOF {
-					t.Fatalf("at end: %v", err)
-				}
-				return
-			case limit > 0 && n > 0 && n+wh.Remaining > int(limit):
-				if err == nil || h != wh {
-					t.Fatalf("oversize packet: %+v %v", h, err)
-				}
-				return
-			case n == 0 || n+wh.Remaining > len(rest):
-				if err != io.ErrUnexpectedEOF {
-					t.Fatalf("truncated: %v", err)
-				}
-				return
-			}
-			if err != nil || h != wh || !bytes.Equal(body, rest[n:n+wh.Remaining]) {
-				t.Fatalf("got %+v % x %v, want %+v", h, body, err, wh)
-			}
-			rest = rest[n+wh.Remaining:]
+			rest, more = checkNext(t, rest, int(limit), h, body, err)
 		}
 	})
+}
+
+// checkNext checks what a Reader's Next returned against slicing the
+// stream left, rest, with DecodeFixedHeader, and returns the stream after
+// the packet; more is false once Next must have ended it (with an error).
+func checkNext(t *testing.T, rest []byte, limit int, h FixedHeader, body []byte, err error) (after []byte, more bool) {
+	t.Helper()
+	wh, n, werr := DecodeFixedHeader(rest)
+	switch {
+	case werr != nil:
+		if err == nil || reasonOf(t, err) != MalformedPacket {
+			t.Fatalf("Reader: %v, want malformed", err)
+		}
+		return nil, false
+	case len(rest) == 0:
+		if err != io.EOF {
+			t.Fatalf("at end: %v", err)
+		}
+		return nil, false
+	case limit > 0 && n > 0 && n+wh.Remaining > limit:
+		if err == nil || h != wh {
+			t.Fatalf("oversize packet: %+v %v", h, err)
+		}
+		return nil, false
+	case n == 0 || n+wh.Remaining > len(rest):
+		if err != io.ErrUnexpectedEOF {
+			t.Fatalf("truncated: %v", err)
+		}
+		return nil, false
+	}
+	if err != nil || h != wh || !bytes.Equal(body, rest[n:n+wh.Remaining]) {
+		t.Fatalf("got %+v % x %v, want %+v", h, body, err, wh)
+	}
+	return rest[n+wh.Remaining:], true
 }

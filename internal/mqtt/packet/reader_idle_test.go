@@ -1,7 +1,6 @@
 package packet
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"testing"
@@ -121,34 +120,13 @@ func FuzzReaderIdle(f *testing.F) {
 		src := &patternReader{data: data, pattern: pattern}
 		rd := NewReader(src, size)
 		src.atBoundary = rd.AtBoundary
-		rest := data
-		for {
+		rest, more := data, true
+		for more {
 			h, body, err := rd.Next(0)
 			if errors.Is(err, ErrIdle) {
 				continue
 			}
-			wh, n, werr := DecodeFixedHeader(rest)
-			switch {
-			case werr != nil:
-				if err == nil || reasonOf(t, err) != MalformedPacket {
-					t.Fatalf("Reader: %v, want malformed", err)
-				}
-				return
-			case len(rest) == 0:
-				if err != io.EOF {
-					t.Fatalf("at end: %v", err)
-				}
-				return
-			case n == 0 || n+wh.Remaining > len(rest):
-				if err != io.ErrUnexpectedEOF {
-					t.Fatalf("truncated: %v", err)
-				}
-				return
-			}
-			if err != nil || h != wh || !bytes.Equal(body, rest[n:n+wh.Remaining]) {
-				t.Fatalf("got %+v %d bytes %v, want %+v", h, len(body), err, wh)
-			}
-			rest = rest[n+wh.Remaining:]
+			rest, more = checkNext(t, rest, 0, h, body, err)
 		}
 	})
 }
