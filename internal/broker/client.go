@@ -78,6 +78,10 @@ type client struct {
 	closed     bool
 	halfClosed bool // the writer half-closed the socket; finish drains it (read after writerDone)
 	acked      bool // CONNACK is queued: DISCONNECT may be sent
+	// holdOut keeps what is queued (the CONNACK first) from being
+	// written until the session's record is durable (cluster mode,
+	// releaseOut); closing writes it all the same.
+	holdOut    bool
 	aliasesOut map[string]uint16
 	writerDone chan struct{} // closed by an exiting writer when closing
 
@@ -521,7 +525,7 @@ func diagnosticProps(p packet.Packet) *packet.Properties {
 
 // kickLocked makes sure a writer is running. c.outMu is held.
 func (c *client) kickLocked() {
-	if !c.writing {
+	if !c.writing && !c.holdOut {
 		c.writing = true
 		go c.writeLoop()
 	}
@@ -532,7 +536,7 @@ func (c *client) kickLocked() {
 func (c *client) writeLoop() {
 	for {
 		c.outMu.Lock()
-		if len(c.out) == 0 {
+		if len(c.out) == 0 || c.holdOut && !c.closing {
 			c.writing = false
 			last := c.closing && !c.closed
 			if last {

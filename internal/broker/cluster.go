@@ -78,8 +78,14 @@ func (b *Broker) TakenOver(ctx context.Context, clientID string, token uint64) b
 	// once expects the DISCONNECT to count (no will, its session expiry).
 	b.awaitLeavingOf(clientID)
 	gone, wait := b.takenOver(clientID, token)
-	// A barrier: its callback runs once every transaction queued before
-	// it is durable, the handed-over session's record included.
+	b.Settle(ctx) // the handed-over session's record included
+	waitCtx(ctx, wait)
+	return gone
+}
+
+// Settle returns once every transaction this node submitted before is
+// durable (or ctx ends): a barrier, whose callback runs after theirs.
+func (b *Broker) Settle(ctx context.Context) {
 	barrier := make(chan struct{})
 	if tx := b.newTxn(); tx != nil {
 		b.commit(tx, func(error) { close(barrier) })
@@ -90,8 +96,6 @@ func (b *Broker) TakenOver(ctx context.Context, clientID string, token uint64) b
 	case <-barrier:
 	case <-ctx.Done():
 	}
-	waitCtx(ctx, wait)
-	return gone
 }
 
 // waitCtx waits for wg, or for ctx to end.
@@ -197,13 +201,19 @@ func (b *Broker) handOverLocked(s *session, wait *sync.WaitGroup, save bool) {
 	s.ended = true // late deliveries are dropped
 }
 
-// AdoptSession makes a session stored by another node (which handed it
-// over) this node's, before the client's CONNECT attaches to it, as Start
-// restores a session from the store: subscriptions, the window with its
-// packet identifiers, the queue, inbound QoS 2 state, the will and its
-// delay. A session that expired meanwhile is deleted and its will
-// published. A session of the client already here is replaced.
-func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound []uint16) error {
+// AdoptSession makes a session stored by another node this node's, under
+// the claim token (0: none), as Start restores a session from the store:
+// subscriptions, the window with its packet identifiers, the queue,
+// inbound QoS 2 state, the will and its delay, the expiry. It is called
+// before the client's CONNECT attaches to a session another node handed
+// over, and for the sessions of a node that was lost (or of this node's
+// previous run), which then stay offline here until their client comes
+// back. A session whose connection was live when it was last written
+// (DisconnectedAt 0: its node died under it) counts as disconnected now,
+// so its will's delay and its expiry start now. A session that expired
+// meanwhile is deleted, its claim released and its will published. A
+// session of the client already here is replaced.
+func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound []uint16, token uint64) error {
 	b.sessMu.Lock()
 	if old := b.sessions[rec.ClientID]; old != nil {
 		// Stale: this node handed it over earlier and missed nothing
@@ -216,14 +226,21 @@ func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound
 	}
 	b.sessMu.Unlock()
 	now := b.clk.Now()
-	fx := restoreEffects{adopt: true}
+	fx := restoreEffects{adopt: true, claim: token}
 	s, err := b.restoreSession(rec, entries, inbound, now, &fx)
 	if err != nil {
 		return fmt.Errorf("adopting the session of %q: %w", rec.ClientID, err)
 	}
 	tx := b.newTxn()
 	if s == nil {
-		tx.write(func(t Txn) { t.DeleteSession(rec.ClientID) }, nil)
+		id := rec.ClientID
+		tx.write(func(t Txn) { t.DeleteSession(id) }, nil)
+		if token != 0 && b.owner != nil {
+			// Given up once the deletion is durable, as endSessionLocked does.
+			if !tx.write(nil, func() { b.owner.Release(id, token) }) {
+				b.owner.Release(id, token)
+			}
+		}
 	}
 	for _, r := range fx.rewrite {
 		tx.write(func(t Txn) { t.PutSession(r) }, nil)

@@ -154,9 +154,20 @@ func (c *client) connect(cp *packet.Connect) bool {
 	if present {
 		c.pruneOnResume(s)
 	}
-	c.b.submit(c.b.saveSessionLocked(s, 0), nil)
+	tx := c.b.saveSessionLocked(s, 0)
+	var durable chan error
+	if c.b.owner != nil && !c.trusted && tx != nil && !tx.empty() {
+		// Cluster mode: the CONNACK waits until the session's record (its
+		// will, and that a connection is live) is durable, so that if this
+		// node dies the node adopting the session knows of the will.
+		durable = make(chan error, 1)
+		c.b.submit(tx, func(err error) { durable <- err })
+	} else {
+		c.b.submit(tx, nil)
+	}
 	ack.SessionPresent = present
 	c.outMu.Lock()
+	c.holdOut = durable != nil
 	c.appendLocked(&ack)
 	c.acked = true
 	c.kickLocked()
@@ -166,9 +177,36 @@ func (c *client) connect(cp *packet.Connect) bool {
 	// The session record, and what taking the session over or resuming it
 	// changed, go to the store now that no lock is held.
 	c.b.flush()
+	if durable != nil {
+		c.releaseOut(durable)
+	}
 	c.ls.connects.Add(1)
 	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present)
 	return true
+}
+
+// releaseOut waits (at most ClaimTimeout) until the session record written
+// at CONNECT is durable, then lets the CONNACK and what followed it out.
+// Should the write fail or take longer, the client is served all the same
+// (the claim succeeded a moment ago) and the failure logged: the session's
+// will is then lost if this node dies before it is written.
+func (c *client) releaseOut(durable <-chan error) {
+	t := time.NewTimer(ClaimTimeout)
+	defer t.Stop()
+	select {
+	case err := <-durable:
+		if err != nil {
+			c.log.Warn("serving a client whose session record could not be written to the cluster", "client", c.id, "err", err)
+		}
+	case <-t.C:
+		c.log.Warn("serving a client whose session record is not durable yet", "client", c.id, "waited", ClaimTimeout.String())
+	}
+	c.outMu.Lock()
+	c.holdOut = false
+	if len(c.out) > 0 && !c.closing {
+		c.kickLocked()
+	}
+	c.outMu.Unlock()
 }
 
 // resumeLocked resends unacknowledged deliveries (PUBLISH with DUP, or PUBREL

@@ -340,6 +340,18 @@ func (b *Broker) stopCommits() {
 // persistent reports whether s is written to the store. s.mu is held.
 func (s *session) persistent(b *Broker) bool { return b.st != nil && s.expiry > 0 && !s.ended }
 
+// keepsWill reports whether s is written to the store for its will alone:
+// in cluster mode a network client's session that ends with its
+// connection (expiry 0) but has a will is stored while connected, so that
+// if its node dies the node that adopts the session publishes the will
+// (the connection ended without DISCONNECT). s.mu is held.
+func (s *session) keepsWill(b *Broker) bool {
+	return b.st != nil && b.owner != nil && !s.internal && s.will != nil && s.client != nil && !s.ended
+}
+
+// stores reports whether s is written to the store. s.mu is held.
+func (s *session) stores(b *Broker) bool { return s.persistent(b) || s.keepsWill(b) }
+
 // restore loads the attached store's contents; Start calls it.
 func (b *Broker) restore() error {
 	st := b.st
@@ -426,7 +438,9 @@ func (b *Broker) ReleaseWills() {
 type restoreEffects struct {
 	// adopt marks a session taken from another node (AdoptSession)
 	// rather than restored at Start: its will delay starts at once.
-	adopt   bool
+	adopt bool
+	// claim is the cluster claim token an adopted session is held under.
+	claim   uint64
 	wills   []*Message
 	rewrite []*store.Session
 	entries []restoredEntry // entries whose packet identifier changed
@@ -475,7 +489,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		return nil, nil
 	}
 	s := &session{id: rec.ClientID, expiry: rec.Expiry, version: packet.Version(rec.Version), will: will, willDelay: rec.WillDelay,
-		stored: true, offlineSince: offlineSince.UnixNano()}
+		stored: true, offlineSince: offlineSince.UnixNano(), claim: fx.claim}
 	if o := rec.Owner; o != nil && o.Listener == InternalListener {
 		s.internal = true
 	} else if o != nil {
@@ -751,13 +765,13 @@ func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
 	if tx == nil {
 		return nil
 	}
-	if s.persistent(b) {
+	if s.stores(b) {
 		rec := s.record(disconnectedAt)
 		tx.write(func(t Txn) { t.PutSession(rec) }, nil)
 	} else if s.stored {
 		tx.write(func(t Txn) { t.DeleteSession(s.id) }, nil)
 	}
-	s.stored = s.persistent(b)
+	s.stored = s.stores(b)
 	return tx
 }
 

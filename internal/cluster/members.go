@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -202,4 +203,55 @@ func (n *Node) WaitMembers(ctx context.Context, count int) error {
 			return fmt.Errorf("waiting for %d members (have %d): %w", count, have, ctx.Err())
 		}
 	}
+}
+
+// LiveMembers names the members heard from within three heartbeat
+// intervals, this node included, sorted.
+func (n *Node) LiveMembers() []string {
+	var out []string
+	for _, m := range n.Members() {
+		if m.Healthy {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// HeartbeatInterval is how often nodes announce themselves.
+func (n *Node) HeartbeatInterval() time.Duration { return n.cfg.HeartbeatInterval }
+
+// Lost reports whether node name is gone, not just slow: this node has
+// not heard its heartbeat for three intervals (counting from this node's
+// own start when it never did), and no server of the cluster holds its
+// subscriptions any more: a request to its sync subject finds no
+// responders. A node that is frozen or cut off behind a route that has
+// not failed yet still has its subscriptions, so its request times out
+// (one heartbeat interval) and it is not lost; NATS drops a dead route's
+// interest once the route's connection closes (at once for a process
+// that died, after the route's ping timeout for a silent one).
+func (n *Node) Lost(ctx context.Context, name string) bool {
+	if name == n.cfg.Name || n.members == nil {
+		return false
+	}
+	now := time.Now()
+	heard := false
+	for _, m := range n.members.list(now) {
+		if m.Name == name {
+			if m.Healthy {
+				return false
+			}
+			heard = true
+		}
+	}
+	if !heard && now.Sub(n.members.started) <= 3*n.cfg.HeartbeatInterval {
+		return false // too soon to tell
+	}
+	nc := n.nc
+	if nc == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.HeartbeatInterval)
+	defer cancel()
+	_, err := nc.RequestWithContext(ctx, n.SyncSubject(name), nil)
+	return errors.Is(err, nats.ErrNoResponders)
 }

@@ -484,7 +484,11 @@ func (r *Router) Sync(ctx context.Context) error {
 		if mb.Self {
 			continue
 		}
-		if _, err := r.pub.RequestWithContext(ctx, r.routerSyncSubject(mb.Name), nil); err != nil {
+		_, err := r.pub.RequestWithContext(ctx, r.routerSyncSubject(mb.Name), nil)
+		if errors.Is(err, nats.ErrNoResponders) && !mb.Healthy {
+			continue // a member that is gone has nothing to sync
+		}
+		if err != nil {
 			return fmt.Errorf("syncing with %s: %w", mb.Name, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,33 @@ type node struct {
 	owner *Ownership
 	st    *Store
 	r     *cluster.Router // live routing between the nodes
+	// stops stop the node's parts, in the order they started; each runs
+	// once (at the test's end, or when the test kills the node).
+	stops []func()
+}
+
+// onStop registers f to stop a part of the node: at the test's end, or
+// when the test kills the node, whichever comes first.
+func (nd *node) onStop(t testing.TB, f func()) {
+	var once sync.Once
+	g := func() { once.Do(f) }
+	nd.stops = append(nd.stops, g)
+	t.Cleanup(g)
+}
+
+// kill ends the node as kill -9 would, as far as the cluster can tell:
+// its NATS server shuts down first (the others see it gone, and nothing
+// the node does after reaches them), then its connection to NATS closes,
+// and only then do its broker and listener stop, dropping its clients.
+func (nd *node) kill(t testing.TB) {
+	t.Helper()
+	nd.cn.Server().Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = nd.cn.Stop(ctx)
+	for i := len(nd.stops) - 1; i >= 0; i-- {
+		nd.stops[i]()
+	}
 }
 
 // startNode starts an Edgeport node on cluster node cn: the broker, its
@@ -70,7 +98,7 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 	if err := local.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stop(local) })
+	nd.onStop(t, func() { stop(local) })
 	opts := Options{Node: name, Shards: 3, Logger: log}
 	nd.st, err = NewStore(cn, nd.b, local, opts)
 	if err != nil {
@@ -86,20 +114,20 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 	if err := nd.st.Start(ctx); err != nil {
 		t.Fatalf("%s: starting the cluster store: %v", name, err)
 	}
-	t.Cleanup(func() { stop(nd.st) })
+	nd.onStop(t, func() { stop(nd.st) })
 	nd.r = cluster.NewRouter(cn, nd.b, log)
 	if err := nd.r.Start(ctx); err != nil {
 		t.Fatalf("%s: starting the router: %v", name, err)
 	}
-	t.Cleanup(func() { stop(nd.r) })
+	nd.onStop(t, func() { stop(nd.r) })
 	if err := nd.b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stop(nd.b) })
+	nd.onStop(t, func() { stop(nd.b) })
 	if err := nd.owner.Start(ctx); err != nil {
 		t.Fatalf("%s: starting ownership: %v", name, err)
 	}
-	t.Cleanup(func() { stop(nd.owner) })
+	nd.onStop(t, func() { stop(nd.owner) })
 	for _, ready := range []<-chan struct{}{nd.st.Ready(), nd.owner.Ready()} {
 		select {
 		case <-ready:
@@ -114,7 +142,7 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 	if err := ln.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stop(ln) })
+	nd.onStop(t, func() { stop(ln) })
 	nd.addr = ln.Addr().String()
 	return nd
 }
@@ -136,6 +164,7 @@ func testCluster(t testing.TB) []*node {
 // server sends it.
 type mqttClient struct {
 	*paho.Client
+	conn  net.Conn // closing it drops the connection without DISCONNECT
 	msgs  chan *paho.Publish
 	discs chan *paho.Disconnect
 }
@@ -156,7 +185,7 @@ func dialWith(t testing.TB, addr string, cp *paho.Connect, manualAck bool) (*mqt
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &mqttClient{msgs: make(chan *paho.Publish, 1000), discs: make(chan *paho.Disconnect, 1)}
+	c := &mqttClient{conn: conn, msgs: make(chan *paho.Publish, 1000), discs: make(chan *paho.Disconnect, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,7 +99,10 @@ func (o *Options) withDefaults() (Options, error) {
 //     0x8E, Session taken over (broker.TakenOver); the claim's revision
 //     orders claims, so a late event never ends a newer connection;
 //   - a session that ends on its owner deletes the entry, under the
-//     revision of its own claim (a newer claim survives).
+//     revision of its own claim (a newer claim survives);
+//   - the sessions of a node that is lost are adopted by the survivors,
+//     and a node that restarts claims again what its entries name
+//     (orphans.go).
 //
 // It implements broker.Ownership and lifecycle.Component.
 type Ownership struct {
@@ -109,9 +113,12 @@ type Ownership struct {
 	opts     Options
 	log      *slog.Logger
 
-	kv      jetstream.KeyValue                   // set by setup before ready is closed
+	members Members // src's, when it has them: lost nodes' sessions are adopted
+
+	kv      jetstream.KeyValue                   // set by setup before bucket is closed
 	watcher atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
-	ready   chan struct{}                        // closed once setup is done
+	bucket  chan struct{}                        // closed once kv is set and the watch caught up
+	ready   chan struct{}                        // closed once setup is done (own sessions restored)
 	errs    *lograte.Limiter
 	handoff *nats.Subscription // other nodes' requests to hand a session over
 
@@ -121,6 +128,16 @@ type Ownership struct {
 	release  chan released  // Release's queue for the releaser goroutine
 	done     chan struct{}  // closed by Stop: the releaser exits
 	wg       sync.WaitGroup
+
+	amu      sync.Mutex                   // guards adopting, owners and ownerOf
+	adopting map[string]chan struct{}     // clients being adopted here, closed when done
+	owners   map[string]map[string]uint64 // the owners bucket from the watch: node → key → revision
+	ownerOf  map[string]string            // key → the node owners lists it under
+	adopted  atomic.Uint64
+	// unrestored holds sessions this node claimed to adopt but has not
+	// restored yet (key → token): setup's goroutine, then (after ready)
+	// reap's.
+	unrestored map[string]uint64
 }
 
 type released struct {
@@ -147,7 +164,13 @@ func NewOwnership(src JetStreamSource, b *broker.Broker, sessions *Store, opts O
 	if err != nil {
 		return nil, err
 	}
-	return &Ownership{src: src, b: b, sessions: sessions, opts: o, log: o.Logger, errs: lograte.New(o.Logger, time.Minute)}, nil
+	own := &Ownership{src: src, b: b, sessions: sessions, opts: o, log: o.Logger, errs: lograte.New(o.Logger, time.Minute),
+		adopting: make(map[string]chan struct{}), owners: make(map[string]map[string]uint64), ownerOf: make(map[string]string),
+		unrestored: make(map[string]uint64)}
+	if m, ok := src.(Members); ok && sessions != nil {
+		own.members = m
+	}
+	return own, nil
 }
 
 // JetStreamSource gives the cluster's JetStream once it is connected:
@@ -195,6 +218,7 @@ func (o *Ownership) Start(ctx context.Context) error {
 	o.release = make(chan released, releaseQueue)
 	o.done = make(chan struct{})
 	o.ready = make(chan struct{})
+	o.bucket = make(chan struct{})
 	o.handoff, err = o.js.Conn().Subscribe(handoffSubject(o.opts.Node), o.serveHandoff)
 	if err != nil {
 		return fmt.Errorf("serving handoffs: %w", err)
@@ -202,6 +226,10 @@ func (o *Ownership) Start(ctx context.Context) error {
 	o.wg.Add(2)
 	go o.setup()
 	go o.releaser()
+	if o.members != nil {
+		o.wg.Add(1)
+		go o.reap()
+	}
 	return nil
 }
 
@@ -227,12 +255,53 @@ func (o *Ownership) isReady() bool {
 	}
 }
 
-// setup prepares the bucket and its watch, retrying until it can.
+// setup prepares the bucket and its watch, then restores the sessions the
+// bucket gives this node, retrying each until it can.
 func (o *Ownership) setup() {
 	defer o.wg.Done()
-	if retrySetup(o.done, o.errs, "session ownership not ready yet", o.prepare) {
-		close(o.ready)
+	if !retrySetup(o.done, o.errs, "session ownership not ready yet", o.prepare) {
+		return
 	}
+	close(o.bucket)
+	if o.sessions != nil {
+		select {
+		case <-o.sessions.Ready():
+		case <-o.done:
+			return
+		}
+		resolved := make(map[string]bool) // across attempts
+		if !retrySetup(o.done, o.errs, "restoring the sessions this node owns", func(ctx context.Context) error {
+			return o.restoreOwned(ctx, resolved)
+		}) {
+			return
+		}
+	}
+	close(o.ready)
+}
+
+// restoreOwned restores the sessions whose entries name this node: they
+// were its own before it restarted. Each is claimed again by
+// compare-and-set first, so a session a survivor adopted meanwhile is not
+// restored here, and no survivor adopts one restored here. resolved holds
+// the keys done with by earlier attempts.
+func (o *Ownership) restoreOwned(ctx context.Context, resolved map[string]bool) error {
+	ctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+	defer cancel()
+	claims := make(map[string]uint64)
+	for key, rev := range o.entriesOf(o.opts.Node) {
+		if !resolved[key] {
+			claims[key] = rev
+		}
+	}
+	maps.Copy(claims, o.unrestored) // claimed already, under these tokens
+	done := o.adopt(ctx, claims, "")
+	for key := range done {
+		resolved[key] = true
+	}
+	if left := len(claims) - len(done); left > 0 {
+		return fmt.Errorf("%d of the %d sessions this node owns not restored yet", left, len(claims))
+	}
+	return nil
 }
 
 // prepare creates (or joins) the owners bucket and applies its claims.
@@ -244,7 +313,7 @@ func (o *Ownership) prepare(ctx context.Context) error {
 		return err
 	}
 	o.kv = kv
-	return watchBucket(ctx, kv, OwnersBucket, &o.watcher, &o.wg, o.watch, jetstream.IgnoreDeletes())
+	return watchBucket(ctx, o.done, kv, OwnersBucket, &o.watcher, &o.wg, o.watch)
 }
 
 // Stop ends the watch, the setup and the releaser; releases still queued
@@ -278,8 +347,9 @@ func (o *Ownership) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 			close(caughtUp)
 			continue
 		}
-		if string(e.Value()) == o.opts.Node {
-			continue // our own claim
+		o.indexEntry(e)
+		if e.Operation() != jetstream.KeyValuePut || string(e.Value()) == o.opts.Node {
+			continue // a release, or our own claim
 		}
 		id, err := clientID(e.Key())
 		if err != nil {
@@ -287,6 +357,7 @@ func (o *Ownership) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), HandoffTimeout)
+		o.awaitAdopt(ctx, id)
 		gone := o.b.TakenOver(ctx, id, e.Revision())
 		cancel()
 		if gone {
@@ -303,7 +374,9 @@ func (o *Ownership) releaser() {
 		case <-o.done:
 			return
 		case r := <-o.release:
-			if !o.isReady() {
+			select {
+			case <-o.bucket:
+			default:
 				continue // an entry left over is replaced by the next claim
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), broker.ClaimTimeout)
@@ -335,6 +408,7 @@ func (o *Ownership) serveHandoff(m *nats.Msg) {
 	id := string(m.Data[8:])
 	ctx, cancel := context.WithTimeout(context.Background(), HandoffTimeout)
 	defer cancel()
+	o.awaitAdopt(ctx, id)
 	o.b.TakenOver(ctx, id, token)
 	_ = m.Respond(nil)
 }
@@ -380,16 +454,34 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		}
 		break
 	}
-	if prev == "" || prev == o.opts.Node || o.sessions == nil {
+	if o.sessions == nil {
 		return token, nil
 	}
-	o.awaitHandoff(ctx, prev, clientID, token)
+	// This node may be adopting the session right now (its node was
+	// lost, or it is this node's own from before a restart): the claim
+	// above came after the adoption's, and the session is here once the
+	// adoption is done.
+	o.awaitAdopt(ctx, clientID)
+	if prev == o.opts.Node {
+		if _, ok := o.b.Session(clientID); ok {
+			return token, nil
+		}
+		// Ours on paper only: an adoption that lost the race to this
+		// claim, or a session that ended here, whose records are being
+		// deleted: what is read below comes after that deletion.
+		o.b.Settle(ctx)
+	} else if prev != "" {
+		o.awaitHandoff(ctx, prev, clientID, token)
+	}
+	if prev == "" {
+		return token, nil
+	}
 	st, err := o.sessions.loadSession(ctx, clientID)
 	if err != nil {
 		return 0, fmt.Errorf("loading the session of %q: %w", clientID, err)
 	}
 	if st != nil {
-		if err := o.b.AdoptSession(st.rec, st.entries, st.inbound); err != nil {
+		if err := o.b.AdoptSession(st.rec, st.entries, st.inbound, token); err != nil {
 			return 0, err
 		}
 	}

@@ -189,8 +189,8 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 // Load implements broker.Durable: the internal clients' sessions from the
 // local store (a store that held a single node's sessions before keeps
 // them, unused). The sessions this node owns in JetStream are restored by
-// setup once JetStream is ready (restoreOwned), and retained messages come
-// from the bucket's watch.
+// the Ownership once JetStream is ready (restoreOwned), and retained
+// messages come from the bucket's watch.
 func (s *Store) Load(fn store.LoadFuncs) error {
 	if fn.Session == nil || s.local == nil {
 		return nil
@@ -201,70 +201,6 @@ func (s *Store) Load(fn store.LoadFuncs) error {
 		}
 		return fn.Session(rec, entries, inbound)
 	}})
-}
-
-// restoreOwned restores the sessions the owners bucket gives this node,
-// read with one consumer per shard that holds any; a session a client has
-// meanwhile claimed and adopted is left as it is.
-func (s *Store) restoreOwned(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*AckTimeout)
-	defer cancel()
-	owned, err := s.ownedClients(ctx)
-	if err != nil {
-		return err
-	}
-	shards := make(map[int]bool)
-	for id := range owned {
-		shards[s.shard(id)] = true
-	}
-	for n := range s.opts.Shards {
-		if !shards[n] {
-			continue
-		}
-		recs, err := s.readRecords(ctx, n, "edgeport.sessions."+strconv.Itoa(n)+".>", func(id string) bool { return owned[id] })
-		if err != nil {
-			return err
-		}
-		for id, r := range recs {
-			if r.rec == nil {
-				s.log.Warn("records of a session without its session record skipped", "client", id)
-				continue
-			}
-			if _, ok := s.b.Session(id); ok {
-				continue
-			}
-			if err := s.b.AdoptSession(r.rec, r.entries, r.inbound); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// ownedClients lists the clients the owners bucket gives to this node.
-func (s *Store) ownedClients(ctx context.Context) (map[string]bool, error) {
-	w, err := s.owners.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("reading bucket %s: %w", OwnersBucket, err)
-	}
-	defer w.Stop()
-	owned := make(map[string]bool)
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil {
-				return owned, nil
-			}
-			if string(e.Value()) != s.opts.Node {
-				continue
-			}
-			if id, err := clientID(e.Key()); err == nil {
-				owned[id] = true
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("reading bucket %s: %w", OwnersBucket, ctx.Err())
-		}
-	}
 }
 
 // loadSession reads the stored session of clientID; nil when there is none.

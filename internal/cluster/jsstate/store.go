@@ -144,16 +144,11 @@ const setupRetry = 250 * time.Millisecond
 const prepareTimeout = 5 * time.Second
 
 // setup prepares the streams and buckets, retrying until JetStream can
-// (a node that starts before the others has no quorum yet), then restores
-// the sessions this node owns and reports ready.
+// (a node that starts before the others has no quorum yet), and reports
+// ready. The sessions this node owns are restored by the Ownership.
 func (s *Store) setup() {
 	defer s.wg.Done()
-	ok := retrySetup(s.quit, s.errs, "cluster state not ready yet", func(ctx context.Context) error {
-		if err := s.prepare(ctx); err != nil {
-			return err
-		}
-		return s.restoreOwned(ctx)
-	})
+	ok := retrySetup(s.quit, s.errs, "cluster state not ready yet", s.prepare)
 	if ok {
 		close(s.ready)
 		s.log.Info("cluster state ready", "shards", s.opts.Shards, "replicas", s.opts.Replicas)
@@ -232,18 +227,28 @@ func (s *Store) prepare(ctx context.Context) error {
 	if err := s.awaitLeaders(ctx); err != nil {
 		return err
 	}
-	return watchBucket(ctx, kv, RetainedBucket, &s.watcher, &s.wg, s.watch)
+	return watchBucket(ctx, s.quit, kv, RetainedBucket, &s.watcher, &s.wg, s.watch)
 }
 
 // watchBucket starts run on a watch of the whole bucket kv (which outlives
 // ctx: Stop ends it through slot, and wg waits for run) and returns once
-// run has caught up with the bucket's current entries.
-func watchBucket(ctx context.Context, kv jetstream.KeyValue, bucket string, slot *atomic.Pointer[jetstream.KeyWatcher],
+// run has caught up with the bucket's current entries. The watch's own
+// context ends when quit closes: nats.go waits on it, and a watch whose
+// connection closed before Stop could not be unsubscribed otherwise.
+func watchBucket(ctx context.Context, quit <-chan struct{}, kv jetstream.KeyValue, bucket string, slot *atomic.Pointer[jetstream.KeyWatcher],
 	wg *sync.WaitGroup, run func(jetstream.KeyWatcher, chan<- struct{}), opts ...jetstream.WatchOpt) error {
-	w, err := kv.WatchAll(context.WithoutCancel(ctx), opts...)
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := kv.WatchAll(wctx, opts...)
 	if err != nil {
+		cancel()
 		return fmt.Errorf("watching bucket %s: %w", bucket, err)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-quit
+		cancel()
+	}()
 	slot.Store(&w)
 	caughtUp := make(chan struct{})
 	wg.Add(1)
@@ -290,9 +295,8 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	return kv, err
 }
 
-// Ready is closed once the streams and buckets are usable and the
-// sessions this node owns are restored. Before, every write to JetStream
-// fails (clients are refused: their claims fail).
+// Ready is closed once the streams and buckets are usable. Before, every
+// write to JetStream fails (clients are refused: their claims fail).
 func (s *Store) Ready() <-chan struct{} { return s.ready }
 
 func (s *Store) isReady() bool {

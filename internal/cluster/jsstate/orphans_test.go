@@ -1,0 +1,258 @@
+package jsstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+func TestRank(t *testing.T) {
+	live := []string{"node1", "node2", "node3"}
+	for _, id := range []string{"a", "b", "dev/1", "sensor-42"} {
+		seen := make(map[int]string)
+		for _, n := range live {
+			r := rank(id, n, live)
+			if other, dup := seen[r]; dup || r < 0 || r >= len(live) {
+				t.Fatalf("client %q: %s has rank %d (also %q)", id, n, r, other)
+			}
+			seen[r] = n
+		}
+	}
+	// Spread: over many clients, each node is first for some.
+	first := make(map[string]int)
+	for i := range 300 {
+		id := fmt.Sprintf("client-%d", i)
+		for _, n := range live {
+			if rank(id, n, live) == 0 {
+				first[n]++
+			}
+		}
+	}
+	for _, n := range live {
+		if first[n] < 50 {
+			t.Errorf("%s first for %d of 300 clients: %v", n, first[n], first)
+		}
+	}
+}
+
+// ownerOf reads the node named by clientID's owner entry ("" when none),
+// through nd.
+func (nd *node) ownerOf(t testing.TB, clientID string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	e, err := nd.owner.kv.Get(ctx, clientKey(clientID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ""
+	}
+	if err != nil {
+		return "?" + err.Error()
+	}
+	return string(e.Value())
+}
+
+// willsPublished sums the wills the nodes' brokers published.
+func willsPublished(nodes ...*node) uint64 {
+	var n uint64
+	for _, nd := range nodes {
+		n += nd.b.Counters().WillsPublished
+	}
+	return n
+}
+
+// markers publishes a marker through each node and waits until c has
+// received them all, returning what c received before and with them: a
+// sender's messages reach a node in order, so whatever each node had
+// published to c before is among them.
+func markers(t testing.TB, c *mqttClient, topic string, nodes ...*node) []*paho.Publish {
+	t.Helper()
+	var got []*paho.Publish
+	for _, nd := range nodes {
+		p := dial(t, nd.addr, &paho.Connect{ClientID: "marker-" + nd.name, CleanStart: true})
+		p.publish(t, topic, "marker "+nd.name, false)
+	}
+	for n := 0; n < len(nodes); {
+		m := c.next(t)
+		got = append(got, m)
+		if m.Topic == topic {
+			n++
+		}
+	}
+	return got
+}
+
+// The will of a client connected to a node that dies is published by the
+// node that adopts its session, once in the whole cluster.
+func TestWillOfLostNodeOnce(t *testing.T) {
+	nodes := testCluster(t)
+	watcher := dial(t, nodes[1].addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, "wills/#")
+	nodes[1].sync(t)
+	dial(t, nodes[0].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30,
+		WillMessage: &paho.WillMessage{Topic: "wills/dev", Payload: []byte("dev is gone"), QoS: 1}})
+	if got := nodes[1].ownerOf(t, "dev"); got != "node1" {
+		t.Fatalf("owner of dev: %q, want node1", got)
+	}
+
+	nodes[0].kill(t)
+	if m := watcher.next(t); m.Topic != "wills/dev" || string(m.Payload) != "dev is gone" {
+		t.Fatalf("watcher got %s %q, want the will", m.Topic, m.Payload)
+	}
+	// The session ended on its adopter, which released its entry: no node
+	// can claim it any more.
+	testwait.For(t, "dev's owner entry released", func() bool { return nodes[1].ownerOf(t, "dev") == "" })
+	if n := willsPublished(nodes[1:]...); n != 1 {
+		t.Fatalf("survivors published %d wills, want 1", n)
+	}
+	if a := nodes[1].owner.Adopted() + nodes[2].owner.Adopted(); a != 1 {
+		t.Fatalf("survivors adopted %d sessions, want 1", a)
+	}
+	for _, m := range markers(t, watcher, "wills/marker", nodes[1:]...) {
+		if m.Topic == "wills/dev" {
+			t.Fatal("the will arrived twice")
+		}
+	}
+}
+
+// A persistent session left offline on a node that dies is adopted by a
+// survivor: its subscription routes there, messages published meanwhile
+// are queued, and its client, reconnecting to the third node, gets them.
+func TestOfflineSessionOfLostNode(t *testing.T) {
+	nodes := testCluster(t)
+	dev := dial(t, nodes[0].addr, persistent("dev", true))
+	dev.subscribe(t, "cmd/#")
+	if err := dev.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "dev offline on node1", func() bool {
+		info, ok := nodes[0].b.Session("dev")
+		return ok && !info.Online
+	})
+
+	nodes[0].kill(t)
+	var adopter *node
+	testwait.For(t, "dev's session adopted by a survivor", func() bool {
+		for _, nd := range nodes[1:] {
+			if info, ok := nd.b.Session("dev"); ok && !info.Online && len(info.Subscriptions) == 1 {
+				adopter = nd
+				return true
+			}
+		}
+		return false
+	})
+	if got := nodes[1].ownerOf(t, "dev"); got != adopter.name {
+		t.Fatalf("owner of dev: %q, want its adopter %s", got, adopter.name)
+	}
+	adopter.sync(t) // the other survivor routes cmd/# to the adopter
+	pub := dial(t, nodes[1].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	for i := range 3 {
+		pub.publish(t, "cmd/x", fmt.Sprintf("m%d", i), false)
+	}
+	nodes[1].sync(t)
+
+	back, ack := dialWith(t, nodes[2].addr, persistent("dev", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node3: session not present")
+	}
+	for i := range 3 {
+		if m := back.next(t); string(m.Payload) != fmt.Sprintf("m%d", i) || m.Topic != "cmd/x" {
+			t.Fatalf("message %d on node3: %s %q", i, m.Topic, m.Payload)
+		}
+	}
+	if got := nodes[1].ownerOf(t, "dev"); got != "node3" {
+		t.Fatalf("owner of dev after reconnecting: %q, want node3", got)
+	}
+}
+
+// The expiry of an offline session of a lost node runs on its adopter:
+// the session ends there (its will, delayed past the expiry, goes out
+// then), its records and owner entry are deleted, and its client finds
+// no session.
+func TestExpiryOfLostNodeSession(t *testing.T) {
+	nodes := testCluster(t)
+	watcher := dial(t, nodes[1].addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, "wills/#")
+	nodes[1].sync(t)
+	expiry, delay := uint32(3), uint32(3600)
+	dev := dial(t, nodes[0].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage:    &paho.WillMessage{Topic: "wills/dev", Payload: []byte("expired"), QoS: 1},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}})
+	dev.subscribe(t, "cmd/#")
+	// Without DISCONNECT: the will stays pending with the session.
+	dev.conn.Close()
+	testwait.For(t, "dev offline on node1 with its will", func() bool {
+		info, ok := nodes[0].b.Session("dev")
+		return ok && !info.Online && info.HasWill
+	})
+
+	nodes[0].kill(t)
+	if m := watcher.next(t); m.Topic != "wills/dev" || string(m.Payload) != "expired" {
+		t.Fatalf("watcher got %s %q, want the will", m.Topic, m.Payload)
+	}
+	testwait.For(t, "dev's owner entry released", func() bool { return nodes[1].ownerOf(t, "dev") == "" })
+	for _, nd := range nodes[1:] {
+		if _, ok := nd.b.Session("dev"); ok {
+			t.Fatalf("%s still holds the expired session", nd.name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	if st, err := nodes[2].st.loadSession(ctx, "dev"); err != nil || st != nil {
+		t.Fatalf("records of the expired session: %+v, %v", st, err)
+	}
+	_, ack := dialWith(t, nodes[2].addr, persistent("dev", false), false)
+	if ack.SessionPresent {
+		t.Fatal("CONNACK: session present after it expired")
+	}
+	if n := willsPublished(nodes[1:]...); n != 1 {
+		t.Fatalf("survivors published %d wills, want 1", n)
+	}
+}
+
+// A client whose node died comes back within its will delay: the session
+// adopted meanwhile resumes, and its will is never published.
+func TestWillDelayCancelledByReconnect(t *testing.T) {
+	nodes := testCluster(t)
+	expiry, delay := uint32(3600), uint32(3600)
+	dial(t, nodes[0].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage:    &paho.WillMessage{Topic: "wills/dev", Payload: []byte("gone"), QoS: 1},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}})
+
+	nodes[0].kill(t)
+	testwait.For(t, "dev's session adopted with its pending will", func() bool {
+		for _, nd := range nodes[1:] {
+			if info, ok := nd.b.Session("dev"); ok && !info.Online && info.HasWill {
+				return true
+			}
+		}
+		return false
+	})
+	_, ack := dialWith(t, nodes[2].addr, persistent("dev", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node3: session not present")
+	}
+	info, ok := nodes[2].b.Session("dev")
+	if !ok || !info.Online || info.HasWill {
+		t.Fatalf("dev on node3: %+v, %v; want online without the old will", info, ok)
+	}
+	if _, ok := nodes[1].b.Session("dev"); ok {
+		t.Fatal("node2 still holds dev's session")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	st, err := nodes[2].st.loadSession(ctx, "dev")
+	if err != nil || st == nil || st.rec.Will != nil || st.rec.DisconnectedAt != 0 {
+		t.Fatalf("dev's record after reconnecting: %+v, %v; want connected, no will", st, err)
+	}
+	if n := willsPublished(nodes[1:]...); n != 0 {
+		t.Fatalf("survivors published %d wills, want none", n)
+	}
+}
