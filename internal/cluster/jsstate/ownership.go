@@ -246,15 +246,6 @@ func (o *Ownership) sessionsReady() <-chan struct{} {
 // Ready is closed once claims can be made.
 func (o *Ownership) Ready() <-chan struct{} { return o.ready }
 
-func (o *Ownership) isReady() bool {
-	select {
-	case <-o.ready:
-		return true
-	default:
-		return false
-	}
-}
-
 // setup prepares the bucket and its watch, then restores the sessions the
 // bucket gives this node, retrying each until it can.
 func (o *Ownership) setup() {
