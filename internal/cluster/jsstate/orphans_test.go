@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/cluster/clustertest"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -254,5 +257,74 @@ func TestWillDelayCancelledByReconnect(t *testing.T) {
 	}
 	if n := willsPublished(nodes[1:]...); n != 0 {
 		t.Fatalf("survivors published %d wills, want none", n)
+	}
+}
+
+// A node killed and started again restores only what the owners bucket
+// still gives it: the sessions the survivors adopted stay with them, and
+// the will they published is not published again.
+func TestRestartedNodeRestoresOnlyItsOwn(t *testing.T) {
+	nodes := testCluster(t)
+	watcher := dial(t, nodes[1].addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, "wills/#")
+	nodes[1].sync(t)
+	dev := dial(t, nodes[0].addr, persistent("dev", true))
+	dev.subscribe(t, "cmd/#")
+	if err := dev.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	dial(t, nodes[0].addr, &paho.Connect{ClientID: "live", CleanStart: true, KeepAlive: 30,
+		WillMessage: &paho.WillMessage{Topic: "wills/live", Payload: []byte("gone"), QoS: 1}})
+
+	nodes[0].kill(t)
+	if m := watcher.next(t); m.Topic != "wills/live" {
+		t.Fatalf("watcher got %s %q, want the will", m.Topic, m.Payload)
+	}
+	testwait.For(t, "dev adopted by a survivor", func() bool {
+		o := nodes[1].ownerOf(t, "dev")
+		return o == "node2" || o == "node3"
+	})
+	adopter := nodes[1].ownerOf(t, "dev")
+
+	cn, err := cluster.New(nodes[0].cn.Config(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cn.Start(ctx); err != nil {
+		t.Fatalf("restarting node1: %v", err)
+	}
+	t.Cleanup(func() { _ = cn.Stop(context.Background()) })
+	clustertest.WaitFormed(t, cn, nodes[1].cn, nodes[2].cn)
+	again := startNode(t, cn) // returns once its sessions are restored
+
+	for _, id := range []string{"dev", "live"} {
+		if _, ok := again.b.Session(id); ok {
+			t.Errorf("restarted node1 resurrected %s's session", id)
+		}
+	}
+	if got := again.ownerOf(t, "dev"); got != adopter {
+		t.Fatalf("owner of dev after node1's restart: %q, want %s", got, adopter)
+	}
+	if n := willsPublished(again, nodes[1], nodes[2]); n != 1 {
+		t.Fatalf("%d wills published, want 1", n)
+	}
+	for _, m := range markers(t, watcher, "wills/marker", again, nodes[1], nodes[2]) {
+		if m.Topic == "wills/live" {
+			t.Fatal("the will arrived twice")
+		}
+	}
+	// dev's session, on its adopter, still works from any node.
+	back, ack := dialWith(t, again.addr, persistent("dev", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on the restarted node1: session not present")
+	}
+	again.sync(t)
+	nodes[2].sync(t)
+	pub := dial(t, nodes[2].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	pub.publish(t, "cmd/x", "after", false)
+	if m := back.next(t); m.Topic != "cmd/x" || string(m.Payload) != "after" {
+		t.Fatalf("dev got %s %q", m.Topic, m.Payload)
 	}
 }
