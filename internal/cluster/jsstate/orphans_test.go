@@ -60,6 +60,25 @@ func (nd *node) ownerOf(t testing.TB, clientID string) string {
 	return string(e.Value())
 }
 
+// withWill is the CONNECT (clean start) of clientID with a session expiry
+// and a will on wills/<clientID> delayed by delay seconds.
+func withWill(clientID string, expiry, delay uint32, payload string) *paho.Connect {
+	return &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage:    &paho.WillMessage{Topic: "wills/" + clientID, Payload: []byte(payload), QoS: 1},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}
+}
+
+// watchWills subscribes a client of nd to wills/# and returns once every
+// node routes them to it.
+func (nd *node) watchWills(t testing.TB) *mqttClient {
+	t.Helper()
+	w := dial(t, nd.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	w.subscribe(t, "wills/#")
+	nd.sync(t)
+	return w
+}
+
 // willsPublished sums the wills the nodes' brokers published.
 func willsPublished(nodes ...*node) uint64 {
 	var n uint64
@@ -94,11 +113,8 @@ func markers(t testing.TB, c *mqttClient, topic string, nodes ...*node) []*paho.
 // node that adopts its session, once in the whole cluster.
 func TestWillOfLostNodeOnce(t *testing.T) {
 	nodes := testCluster(t)
-	watcher := dial(t, nodes[1].addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
-	watcher.subscribe(t, "wills/#")
-	nodes[1].sync(t)
-	dial(t, nodes[0].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30,
-		WillMessage: &paho.WillMessage{Topic: "wills/dev", Payload: []byte("dev is gone"), QoS: 1}})
+	watcher := nodes[1].watchWills(t)
+	dial(t, nodes[0].addr, withWill("dev", 0, 0, "dev is gone"))
 	if got := nodes[1].ownerOf(t, "dev"); got != "node1" {
 		t.Fatalf("owner of dev: %q, want node1", got)
 	}
@@ -128,15 +144,7 @@ func TestWillOfLostNodeOnce(t *testing.T) {
 // are queued, and its client, reconnecting to the third node, gets them.
 func TestOfflineSessionOfLostNode(t *testing.T) {
 	nodes := testCluster(t)
-	dev := dial(t, nodes[0].addr, persistent("dev", true))
-	dev.subscribe(t, "cmd/#")
-	if err := dev.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatal(err)
-	}
-	testwait.For(t, "dev offline on node1", func() bool {
-		info, ok := nodes[0].b.Session("dev")
-		return ok && !info.Online
-	})
+	nodes[0].leaveOffline(t, "dev", "cmd/#")
 
 	nodes[0].kill(t)
 	var adopter *node
@@ -179,14 +187,8 @@ func TestOfflineSessionOfLostNode(t *testing.T) {
 // no session.
 func TestExpiryOfLostNodeSession(t *testing.T) {
 	nodes := testCluster(t)
-	watcher := dial(t, nodes[1].addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
-	watcher.subscribe(t, "wills/#")
-	nodes[1].sync(t)
-	expiry, delay := uint32(3), uint32(3600)
-	dev := dial(t, nodes[0].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30,
-		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
-		WillMessage:    &paho.WillMessage{Topic: "wills/dev", Payload: []byte("expired"), QoS: 1},
-		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}})
+	watcher := nodes[1].watchWills(t)
+	dev := dial(t, nodes[0].addr, withWill("dev", 3, 3600, "expired"))
 	dev.subscribe(t, "cmd/#")
 	// Without DISCONNECT: the will stays pending with the session.
 	dev.conn.Close()
@@ -223,11 +225,7 @@ func TestExpiryOfLostNodeSession(t *testing.T) {
 // adopted meanwhile resumes, and its will is never published.
 func TestWillDelayCancelledByReconnect(t *testing.T) {
 	nodes := testCluster(t)
-	expiry, delay := uint32(3600), uint32(3600)
-	dial(t, nodes[0].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30,
-		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
-		WillMessage:    &paho.WillMessage{Topic: "wills/dev", Payload: []byte("gone"), QoS: 1},
-		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}})
+	dial(t, nodes[0].addr, withWill("dev", 3600, 3600, "gone"))
 
 	nodes[0].kill(t)
 	testwait.For(t, "dev's session adopted with its pending will", func() bool {
@@ -265,16 +263,9 @@ func TestWillDelayCancelledByReconnect(t *testing.T) {
 // the will they published is not published again.
 func TestRestartedNodeRestoresOnlyItsOwn(t *testing.T) {
 	nodes := testCluster(t)
-	watcher := dial(t, nodes[1].addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
-	watcher.subscribe(t, "wills/#")
-	nodes[1].sync(t)
-	dev := dial(t, nodes[0].addr, persistent("dev", true))
-	dev.subscribe(t, "cmd/#")
-	if err := dev.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatal(err)
-	}
-	dial(t, nodes[0].addr, &paho.Connect{ClientID: "live", CleanStart: true, KeepAlive: 30,
-		WillMessage: &paho.WillMessage{Topic: "wills/live", Payload: []byte("gone"), QoS: 1}})
+	watcher := nodes[1].watchWills(t)
+	nodes[0].leaveOffline(t, "dev", "cmd/#")
+	dial(t, nodes[0].addr, withWill("live", 0, 0, "gone"))
 
 	nodes[0].kill(t)
 	if m := watcher.next(t); m.Topic != "wills/live" {
@@ -326,5 +317,37 @@ func TestRestartedNodeRestoresOnlyItsOwn(t *testing.T) {
 	pub.publish(t, "cmd/x", "after", false)
 	if m := back.next(t); m.Topic != "cmd/x" || string(m.Payload) != "after" {
 		t.Fatalf("dev got %s %q", m.Topic, m.Payload)
+	}
+}
+
+// A session whose first survivor in rendezvous order does not adopt it
+// (here its ownership stopped, while the node stays a live member) is
+// adopted by the next one, three heartbeat intervals later.
+func TestAdoptionFallsBack(t *testing.T) {
+	nodes := testCluster(t)
+	live := []string{"node2", "node3"}
+	id := ""
+	for i := 0; id == ""; i++ {
+		if c := fmt.Sprintf("dev%d", i); rank(c, "node2", live) == 0 {
+			id = c
+		}
+	}
+	nodes[0].leaveOffline(t, id, "cmd/#")
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	if err := nodes[1].owner.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	nodes[0].kill(t)
+	testwait.For(t, id+" adopted by node3", func() bool {
+		info, ok := nodes[2].b.Session(id)
+		return ok && !info.Online && len(info.Subscriptions) == 1
+	})
+	if got := nodes[2].ownerOf(t, id); got != "node3" {
+		t.Fatalf("owner of %s: %q, want node3", id, got)
+	}
+	if _, ok := nodes[1].b.Session(id); ok {
+		t.Fatal("node2 adopted it too")
 	}
 }

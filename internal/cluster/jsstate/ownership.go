@@ -307,15 +307,20 @@ func (o *Ownership) prepare(ctx context.Context) error {
 	return watchBucket(ctx, o.done, kv, OwnersBucket, &o.watcher, &o.wg, o.watch)
 }
 
-// Stop ends the watch, the setup and the releaser; releases still queued
-// are dropped (their entries are replaced by the next claim).
+// Stop ends the watch, the setup, the releaser and the adoption of lost
+// nodes' sessions; releases still queued are dropped (their entries are
+// replaced by the next claim). A second Stop does nothing.
 func (o *Ownership) Stop(ctx context.Context) error {
 	if o.done == nil {
 		return nil
 	}
 	o.hmu.Lock()
+	again := o.stopping
 	o.stopping = true
 	o.hmu.Unlock()
+	if again {
+		return nil
+	}
 	_ = o.handoff.Unsubscribe()
 	o.hwg.Wait() // the request being served, if any
 	close(o.done)

@@ -18,20 +18,27 @@ func persistent(id string, cleanStart bool) *paho.Connect {
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
 }
 
+// leaveOffline connects clientID to nd with a persistent session, subscribes
+// it to filter and disconnects it, returning once the session is offline.
+func (nd *node) leaveOffline(t testing.TB, clientID, filter string) {
+	t.Helper()
+	c := dial(t, nd.addr, persistent(clientID, true))
+	c.subscribe(t, filter)
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, clientID+" offline on "+nd.name, func() bool {
+		info, ok := nd.b.Session(clientID)
+		return ok && !info.Online
+	})
+}
+
 // A persistent session left on one node resumes on another: the messages
 // queued while it was offline (published on its node and on a third one)
 // arrive in order, and its subscription routes on the new node.
 func TestResumeOnAnotherNodeWithQueued(t *testing.T) {
 	nodes := testCluster(t)
-	dev := dial(t, nodes[0].addr, persistent("dev", true))
-	dev.subscribe(t, "cmd/#")
-	if err := dev.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatal(err)
-	}
-	testwait.For(t, "dev offline on node1", func() bool {
-		info, ok := nodes[0].b.Session("dev")
-		return ok && !info.Online
-	})
+	nodes[0].leaveOffline(t, "dev", "cmd/#")
 	nodes[0].sync(t)
 	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
 	for i := range 3 {
