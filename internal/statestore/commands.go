@@ -6,13 +6,12 @@ import (
 	"strings"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
-	"github.com/edgeport/edgeport/internal/store"
 )
 
 // execute runs one request's command and answers it. Validation follows
 // the order: syntax and argument count, authorization, timestamps, fencing
 // token, condition (NX/NEX), quota.
-func (e *executor) execute(r *request, tx *store.Txn, c *chunk) {
+func (e *executor) execute(r *request, c *chunk) {
 	args, err := parseRequest(r.payload, e.args)
 	e.args = args
 	if err != nil {
@@ -22,13 +21,13 @@ func (e *executor) execute(r *request, tx *store.Txn, c *chunk) {
 	name := args[0]
 	switch {
 	case equalFold(name, "SET"):
-		e.set(r, args, tx, c)
+		e.set(r, args, c)
 	case equalFold(name, "GET"):
 		e.get(r, args, c)
 	case equalFold(name, "DEL"):
-		e.del(r, args, tx, c, false)
+		e.del(r, args, c, false)
 	case equalFold(name, "VDEL"):
-		e.del(r, args, tx, c, true)
+		e.del(r, args, c, true)
 	case equalFold(name, "KEYNOTIFY"):
 		e.keyNotify(r, args, c)
 	case equalFold(name, KeysCommand):
@@ -93,6 +92,11 @@ func (e *executor) checkWrite(r *request, c *chunk, cmd int, key []byte, needTS 
 		e.fail(r, c, cmd, errKindTimestamp, msg)
 		return ts, ft, nil, false
 	}
+	if r.unavailable {
+		e.delta.requests[cmd]++
+		e.unavailable(r, c)
+		return ts, ft, nil, false
+	}
 	cur = e.keys[string(key)]
 	if msg := fence(cur, r, ft); msg != "" {
 		e.fail(r, c, cmd, errKindFencing, msg)
@@ -124,7 +128,7 @@ func nameProp(name string) packet.UserProperty {
 //
 // NEX takes no argument: it sets when the key is absent or already holds
 // value, which is how the SDKs renew a lease (SET lock me NEX PX 10000).
-func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk) {
+func (e *executor) set(r *request, args [][]byte, c *chunk) {
 	if len(args) < 3 {
 		e.fail(r, c, cmdSet, errKindSyntax, errWrongArgs)
 		return
@@ -190,14 +194,14 @@ func (e *executor) set(r *request, args [][]byte, tx *store.Txn, c *chunk) {
 	}
 	en.ts = en.version.String()
 	k := string(key)
-	e.setKey(tx, k, en, cur)
+	e.setKey(k, en, cur)
 	if cur == nil {
 		e.delta.insertions++
 	} else {
 		e.delta.modifications++
 	}
 	e.delta.requests[cmdSet]++
-	e.notify(c, k, en.value, en.version)
+	e.notifyWrite(c, k, en.value, en.version)
 	e.respondPayload(r, c, appendOK(e.out[:0]), en.ts, true)
 }
 
@@ -220,6 +224,11 @@ func (e *executor) get(r *request, args [][]byte, c *chunk) {
 		e.fail(r, c, cmdGet, errKindTimestamp, msg)
 		return
 	}
+	if r.unavailable {
+		e.delta.requests[cmdGet]++
+		e.unavailable(r, c)
+		return
+	}
 	e.delta.requests[cmdGet]++
 	e.delta.retrievals++
 	cur := e.keys[string(key)]
@@ -231,7 +240,7 @@ func (e *executor) get(r *request, args [][]byte, c *chunk) {
 }
 
 // del: DEL key, or VDEL key value (delete only if the key holds value).
-func (e *executor) del(r *request, args [][]byte, tx *store.Txn, c *chunk, vdel bool) {
+func (e *executor) del(r *request, args [][]byte, c *chunk, vdel bool) {
 	cmd, want := cmdDel, 2
 	if vdel {
 		cmd, want = cmdVDel, 3
@@ -259,13 +268,14 @@ func (e *executor) del(r *request, args [][]byte, tx *store.Txn, c *chunk, vdel 
 		return
 	}
 	k := string(key)
-	e.deleteKey(tx, k, cur)
-	e.delta.deletions++
 	var remote *HLC
 	if r.hasTS {
 		remote = &ts
 	}
-	e.notify(c, k, nil, e.clock.tick(e.now, remote))
+	ver := e.clock.tick(e.now, remote)
+	e.deleteKey(k, cur, ver)
+	e.delta.deletions++
+	e.notifyWrite(c, k, nil, ver)
 	e.respondPayload(r, c, appendInt(e.out[:0], 1), cur.ts, true)
 }
 

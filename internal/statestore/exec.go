@@ -45,18 +45,31 @@ type executor struct {
 
 	cache cmdCache
 
+	// A shared backend's (cluster mode). Run loop only.
+	shared bool
+	live   bool              // the backend's initial content is applied: its changes are notified
+	tomb   map[string]uint64 // the revision of each key deleted in the backend, which a write recreating it expects
+	// sweepAfter holds expiry back after a sweep's deletion failed (no
+	// quorum): the next sweep waits for it rather than retrying each round.
+	sweepAfter time.Time
+
 	// Per batch.
-	batch []*request
-	undo  []undoRecord
-	delta delta
-	now   time.Time
+	batch   []*request
+	undo    []undoRecord
+	delta   delta
+	now     time.Time
+	ws      []Write             // the batch's writes, for the backend
+	wen     []*entry            // per write: its new entry (nil: a deletion)
+	wreq    []int               // per write: its request's index in the batch; -1: the sweep's
+	wundo   []int               // per write: its undo record
+	marks   []mark              // per request executed: where its effects begin
+	written map[string]struct{} // shared: the keys the batch writes
+	retry   []*request          // shared: requests to execute again (their key changed meanwhile)
 
 	// Scratch, reused across requests.
 	args   [][]byte
 	out    []byte // RESP payload being built
 	props  []packet.UserProperty
-	rec    []byte // encoded record
-	kbuf   []byte // key for the Txn
 	ckey   []byte // cache key
 	hexBuf []byte
 	nodes  map[string]string
@@ -69,6 +82,13 @@ const (
 	maxBatch = 256
 	maxChunk = 4 << 20
 )
+
+// mark is where a request's effects begin in a batch: its answers in the
+// chunk, its undo records, and the metrics before it.
+type mark struct {
+	msgs, undo int
+	delta      delta
+}
 
 type watcher struct {
 	clientID string
@@ -109,6 +129,9 @@ func newExecutor(s *Server) (*executor, error) {
 		watchers: make(map[string]*watcher),
 		watched:  make(map[string]map[*watcher]struct{}),
 		nodes:    make(map[string]string),
+		tomb:     make(map[string]uint64),
+		written:  make(map[string]struct{}),
+		shared:   s.shared != nil,
 	}
 	e.clock.last.Node = s.opts.NodeID
 	e.cache.init(s.opts.CacheEntries)
@@ -121,26 +144,21 @@ func newExecutor(s *Server) (*executor, error) {
 	return e, nil
 }
 
-// restore loads the keys from the store and deletes those that expired
-// while the broker was down.
+// restore loads the keys from the backend and deletes those that expired
+// while the broker was down. A shared backend delivers its keys later,
+// through Watch.
 func (e *executor) restore() error {
-	st := e.s.st
-	if st == nil {
-		return nil
-	}
 	nowMs := e.opts.Clock.Now().UnixMilli()
-	var expired [][]byte
-	var derr error
-	err := st.ScanKV(Bucket, nil, func(k, v []byte) bool {
+	var expired []Write
+	err := e.s.be.Load(func(k, v []byte) error {
 		en, err := decodeRecord(v, e.intern)
 		if err != nil {
-			derr = fmt.Errorf("%w: state store key %q: %w", store.ErrCorrupt, k, err)
-			return false
+			return fmt.Errorf("%w: state store key %q: %w", store.ErrCorrupt, k, err)
 		}
 		e.clock.observe(en.version)
 		if en.expiry != 0 && en.expiry <= nowMs {
-			expired = append(expired, bytes.Clone(k))
-			return true
+			expired = append(expired, Write{Key: string(k), Delete: true})
+			return nil
 		}
 		key := string(k)
 		e.keys[key] = en
@@ -149,20 +167,13 @@ func (e *executor) restore() error {
 		if en.expiry != 0 {
 			heap.Push(&e.exp, expiryItem{at: en.expiry, key: key, e: en})
 		}
-		return true
+		return nil
 	})
-	if err == nil {
-		err = derr
-	}
 	if err != nil {
 		return fmt.Errorf("statestore: restoring keys: %w", err)
 	}
 	if len(expired) > 0 {
-		tx := st.NewTxn()
-		for _, k := range expired {
-			tx.DeleteKV(Bucket, k)
-		}
-		if err := st.CommitSync(tx); err != nil {
+		if err := e.s.be.Commit(expired); err != nil {
 			return fmt.Errorf("statestore: deleting keys that expired while stopped: %w", err)
 		}
 		e.s.metrics.expired.Add(float64(len(expired)))
@@ -194,6 +205,9 @@ func (e *executor) run() {
 				e.batch = append(e.batch, r)
 			case f := <-e.s.control:
 				f()
+				continue
+			case b := <-e.s.changes:
+				e.apply(b)
 				continue
 			case <-e.wake:
 			case <-e.s.stopping:
@@ -247,27 +261,38 @@ func (e *executor) stopTimer() {
 // process executes the queued batch (and due expiries) and hands the
 // answers to the connection once they are durable. Once the answers pass
 // maxChunk it stops and leaves the rest of the batch for the next round,
-// which bounds the memory a batch of large values holds.
+// which bounds the memory a batch of large values holds. With a shared
+// backend it also stops before a request for a key the batch already
+// writes: each write then depends only on what was there before the
+// batch, so one refused by a compare-and-set is undone alone.
 func (e *executor) process() {
 	e.now = e.opts.Clock.Now()
 	c := e.s.getChunk()
-	tx := e.newTxn()
 	e.begin()
-	e.sweep(tx, c)
+	e.sweep(c)
 	n := 0
 	for _, r := range e.batch {
 		if n > 0 && c.size >= maxChunk {
 			break
 		}
-		e.handle(r, tx, c)
+		if e.shared && len(e.written) > 0 && e.touchesWritten(r) {
+			break
+		}
+		e.marks = append(e.marks, mark{msgs: len(c.msgs), undo: len(e.undo), delta: e.delta})
+		e.handle(r, c)
 		n++
 	}
 	batch := e.batch[:n]
-	if err := e.commit(tx); err != nil {
+	err := e.s.be.Commit(e.ws)
+	switch {
+	case e.shared:
+		batch = e.settle(batch, c, err)
+		e.finish()
+	case err != nil:
 		e.rollback()
 		c.reset()
 		e.isolate(batch, c, err)
-	} else {
+	default:
 		e.finish()
 	}
 	e.cache.sweep(e.now)
@@ -277,29 +302,45 @@ func (e *executor) process() {
 	for _, r := range batch {
 		e.s.putRequest(r)
 	}
-	rest := copy(e.batch, e.batch[n:])
-	clear(e.batch[rest:])
-	e.batch = e.batch[:rest]
+	rest := e.batch[n:]
+	if len(e.retry) > 0 {
+		// Executed again first, in their order.
+		rest = append(e.retry, rest...)
+		e.retry = e.retry[:0]
+	}
+	k := copy(e.batch, rest)
+	clear(e.batch[k:])
+	e.batch = e.batch[:k]
 }
 
-// isolate re-executes a failed batch one request per Txn, so that a
-// request the store refuses (its disk quota) does not fail the others.
+// touchesWritten reports whether r names a key the batch writes.
+func (e *executor) touchesWritten(r *request) bool {
+	args, err := parseRequest(r.payload, e.args)
+	e.args = args
+	if err != nil || len(args) < 2 {
+		return false
+	}
+	_, ok := e.written[string(args[1])]
+	return ok
+}
+
+// isolate re-executes a failed batch one request per commit, so that a
+// request the local store refuses (its disk quota) does not fail the
+// others.
 func (e *executor) isolate(batch []*request, c *chunk, cause error) {
 	e.s.log.Warn("a batch could not be stored; retrying its requests one by one", "err", cause)
-	tx := e.newTxn()
 	e.begin()
-	e.sweep(tx, c)
-	if err := e.commit(tx); err != nil {
+	e.sweep(c)
+	if err := e.s.be.Commit(e.ws); err != nil {
 		e.rollback()
 	} else {
 		e.finish()
 	}
 	for _, r := range batch {
 		mark, size := len(c.msgs), c.size
-		tx := e.newTxn()
 		e.begin()
-		e.handle(r, tx, c)
-		err := e.commit(tx)
+		e.handle(r, c)
+		err := e.s.be.Commit(e.ws)
 		if err == nil {
 			e.finish()
 			continue
@@ -320,29 +361,17 @@ func (e *executor) isolate(batch []*request, c *chunk, cause error) {
 	}
 }
 
-func (e *executor) newTxn() *store.Txn {
-	if e.s.st == nil {
-		return nil
-	}
-	return e.s.st.NewTxn()
-}
-
-func (e *executor) commit(tx *store.Txn) error {
-	if tx == nil {
-		return nil
-	}
-	if tx.Len() == 0 && tx.Err() == nil {
-		// Nothing to write; everything read was made durable by an
-		// earlier batch, which this one waited for.
-		tx.Discard()
-		return nil
-	}
-	return e.s.st.CommitSync(tx)
-}
-
 func (e *executor) begin() {
 	e.undo = e.undo[:0]
 	e.delta = delta{}
+	clear(e.ws)
+	e.ws = e.ws[:0]
+	clear(e.wen)
+	e.wen = e.wen[:0]
+	e.wreq = e.wreq[:0]
+	e.wundo = e.wundo[:0]
+	e.marks = e.marks[:0]
+	clear(e.written)
 }
 
 // finish publishes the batch's metrics once it is durable.
@@ -430,10 +459,10 @@ func (e *executor) rollback() {
 	e.undo = e.undo[:0]
 }
 
-// setKey installs en under key (prev is the current entry or nil) in memory
-// and in tx.
-func (e *executor) setKey(tx *store.Txn, key string, en, prev *entry) {
-	e.undo = append(e.undo, undoRecord{kind: undoKey, key: key, prev: prev})
+// setKey installs en under key (prev is the current entry or nil) in
+// memory and adds its write to the batch.
+func (e *executor) setKey(key string, en, prev *entry) {
+	e.addWrite(key, en, Write{Key: key, Data: appendRecord(nil, en), Expect: e.revOf(key)})
 	if prev != nil {
 		e.bytes -= int64(len(key) + len(prev.value))
 	} else {
@@ -444,35 +473,54 @@ func (e *executor) setKey(tx *store.Txn, key string, en, prev *entry) {
 	if en.expiry != 0 {
 		heap.Push(&e.exp, expiryItem{at: en.expiry, key: key, e: en})
 	}
-	if tx != nil {
-		e.rec = appendRecord(e.rec[:0], en)
-		e.kbuf = append(e.kbuf[:0], key...)
-		tx.PutKV(Bucket, e.kbuf, e.rec)
-	}
 }
 
-func (e *executor) deleteKey(tx *store.Txn, key string, prev *entry) {
-	e.undo = append(e.undo, undoRecord{kind: undoKey, key: key, prev: prev})
+// deleteKey removes key (whose entry is prev) from memory and adds its
+// deletion, made at version ver, to the batch.
+func (e *executor) deleteKey(key string, prev *entry, ver HLC) {
+	e.addWrite(key, nil, Write{Key: key, Delete: true, Data: appendHLC(nil, ver), Expect: prev.rev})
 	e.count--
 	e.bytes -= int64(len(key) + len(prev.value))
 	delete(e.keys, key)
-	if tx != nil {
-		e.kbuf = append(e.kbuf[:0], key...)
-		tx.DeleteKV(Bucket, e.kbuf)
+}
+
+// addWrite notes a write of key, and what undoes it, for the request being
+// executed (the last mark; none: the sweep).
+func (e *executor) addWrite(key string, en *entry, w Write) {
+	e.wundo = append(e.wundo, len(e.undo))
+	e.undo = append(e.undo, undoRecord{kind: undoKey, key: key, prev: e.keys[key]})
+	e.ws = append(e.ws, w)
+	e.wen = append(e.wen, en)
+	e.wreq = append(e.wreq, len(e.marks)-1)
+	if e.shared {
+		e.written[key] = struct{}{}
 	}
 }
 
+// revOf is the revision of key in a shared backend that a write replacing
+// it expects: its entry's, its deletion's, or 0 when it was never written.
+func (e *executor) revOf(key string) uint64 {
+	if en := e.keys[key]; en != nil {
+		return en.rev
+	}
+	return e.tomb[key]
+}
+
 // sweep deletes the keys whose expiry has passed and notifies their watchers.
-func (e *executor) sweep(tx *store.Txn, c *chunk) {
+func (e *executor) sweep(c *chunk) {
+	if e.now.Before(e.sweepAfter) {
+		return
+	}
 	nowMs := e.now.UnixMilli()
 	for len(e.exp) > 0 && e.exp[0].at <= nowMs {
 		it := heap.Pop(&e.exp).(expiryItem)
 		if cur := e.keys[it.key]; cur == nil || cur != it.e {
 			continue // overwritten or deleted since
 		}
-		e.deleteKey(tx, it.key, it.e)
+		ver := e.clock.tick(e.now, nil)
+		e.deleteKey(it.key, it.e, ver)
 		e.delta.expired++
-		e.notify(c, it.key, nil, e.clock.tick(e.now, nil))
+		e.notifyWrite(c, it.key, nil, ver)
 	}
 }
 
@@ -485,7 +533,7 @@ func (e *executor) mayRespond(r *request) bool {
 }
 
 // handle answers one request into c.
-func (e *executor) handle(r *request, tx *store.Txn, c *chunk) {
+func (e *executor) handle(r *request, c *chunk) {
 	if !r.hasRespTopic || !validResponseTopic(r.respTopic) || !e.mayRespond(r) {
 		// Nowhere to answer, or an answer there would be a forged request
 		// or notification, or a publish to a topic reserved for Edgeport
@@ -526,7 +574,7 @@ func (e *executor) handle(r *request, tx *store.Txn, c *chunk) {
 		e.respondStatus(r, c, 400, "state store requests must be published with QoS 1", true)
 		return
 	}
-	e.execute(r, tx, c)
+	e.execute(r, c)
 }
 
 // supportedVersion accepts protocol 1.x; an empty version means 1.0.

@@ -14,6 +14,11 @@ type entry struct {
 	fence   HLC    // zero when the key is not protected by a fencing token
 	expiry  int64  // Unix milliseconds; 0 = never
 	ts      string // version's wire form, the __ts of answers that read the entry
+	// rev is the entry's revision in a shared backend (0 on a single
+	// node): what a write replacing it expects. Set once, by the executor,
+	// when the write that made the entry is acknowledged, before the entry
+	// is published to the view.
+	rev uint64
 }
 
 func (e *entry) fenced() bool { return !e.fence.IsZero() }

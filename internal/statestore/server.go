@@ -72,6 +72,14 @@ type Options struct {
 	// Clock drives key expiry (PX), the command cache and versions' wall
 	// time; nil is the system clock. Tests pass a wallclock.Fake.
 	Clock wallclock.Clock
+	// Backend, when set, keeps the keys instead of the store given to
+	// New: in cluster mode, the bucket every node shares (a
+	// SharedBackend). It is started before the Server and stopped after.
+	Backend Backend
+	// SyncTimeout bounds how long a GET waits for a shared backend to
+	// say which changes it must see; default 5s. Past it the GET is
+	// answered 503.
+	SyncTimeout time.Duration
 }
 
 // Defaults applied to zero Options fields.
@@ -80,6 +88,7 @@ const (
 	DefaultMaxClockSkew = time.Minute
 	DefaultCacheTTL     = 10 * time.Second
 	DefaultCacheEntries = 10000
+	DefaultSyncTimeout  = 5 * time.Second
 )
 
 // Validate reports options that are out of range, naming the field.
@@ -91,7 +100,7 @@ func (o Options) Validate() error {
 	if o.MaxBytes < 0 {
 		errs = append(errs, errors.New("stateStoreMaxBytes: must not be negative"))
 	}
-	if o.MaxClockSkew < 0 || o.CacheTTL < 0 || o.CacheEntries < 0 {
+	if o.MaxClockSkew < 0 || o.CacheTTL < 0 || o.CacheEntries < 0 || o.SyncTimeout < 0 {
 		errs = append(errs, errors.New("statestore: negative clock skew, cache TTL or cache size"))
 	}
 	for i := 0; i < len(o.NodeID); i++ {
@@ -112,12 +121,14 @@ type Server struct {
 	errLog  *lograte.Limiter // errors that repeat per request or notification, once a minute each
 	metrics *metrics
 
-	st       *store.Store // nil: in memory only
+	be       Backend       // where the keys are kept
+	shared   SharedBackend // be, when other nodes write it too; nil on a single node
 	b        *broker.Broker
 	clientID string // set by Start
 
 	reqs      chan *request
 	control   chan func()
+	changes   chan changeBatch // from shared.Watch, to the executor
 	stopping  chan struct{}
 	stopOnce  sync.Once
 	started   bool
@@ -132,14 +143,24 @@ type Server struct {
 	pending pending // requests in the executor, per invoker
 
 	ex *executor
+
+	amu       sync.Mutex    // guards applied and appliedCh
+	applied   uint64        // the last revision of the shared backend the executor applied
+	appliedCh chan struct{} // closed and replaced when applied grows
+}
+
+// changeBatch is one delivery of SharedBackend.Watch.
+type changeBatch struct {
+	cs   []Change
+	live bool
 }
 
 var _ lifecycle.Component = (*Server)(nil)
 
 // New validates opts and registers the metrics; the Server does nothing
-// until Start. It keeps its keys in st (nil: in memory only; st is started
-// before the Server) and serves the invoke topic of b (started before the
-// Server, stopped after it).
+// until Start. It keeps its keys in opts.Backend, else in st (nil: in
+// memory only; st is started before the Server), and serves the invoke
+// topic of b (started before the Server, stopped after it).
 func New(st *store.Store, b *broker.Broker, opts Options) (*Server, error) {
 	if b == nil {
 		return nil, errors.New("statestore: no broker to serve")
@@ -160,6 +181,9 @@ func New(st *store.Store, b *broker.Broker, opts Options) (*Server, error) {
 	if opts.CacheEntries == 0 {
 		opts.CacheEntries = DefaultCacheEntries
 	}
+	if opts.SyncTimeout == 0 {
+		opts.SyncTimeout = DefaultSyncTimeout
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -169,16 +193,26 @@ func New(st *store.Store, b *broker.Broker, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		opts:     opts,
-		log:      log,
-		errLog:   lograte.New(log, time.Minute),
-		metrics:  m,
-		st:       st,
-		b:        b,
-		reqs:     make(chan *request, queueLength),
-		control:  make(chan func()),
-		stopping: make(chan struct{}),
+		opts:      opts,
+		log:       log,
+		errLog:    lograte.New(log, time.Minute),
+		metrics:   m,
+		b:         b,
+		reqs:      make(chan *request, queueLength),
+		control:   make(chan func()),
+		changes:   make(chan changeBatch, 64),
+		stopping:  make(chan struct{}),
+		appliedCh: make(chan struct{}),
 	}
+	switch {
+	case opts.Backend != nil:
+		s.be = opts.Backend
+	case st != nil:
+		s.be = localBackend{st}
+	default:
+		s.be = memoryBackend{}
+	}
+	s.shared, _ = s.be.(SharedBackend)
 	s.pending.n = make(map[string]int)
 	s.reqPool.New = func() any { return new(request) }
 	s.chunkPool.New = func() any { return new(chunk) }
@@ -212,6 +246,9 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.ex.run()
 	}()
+	if s.shared != nil {
+		s.shared.Watch(s.deliver)
+	}
 	s.stopServe = s.b.Serve(InvokeTopic, s.serve)
 	s.log.Info("state store started", "keys", keys, "bytes", bytes, "topic", InvokeTopic)
 	return nil
@@ -322,6 +359,11 @@ type request struct {
 	hasProtVer   bool
 	payload      []byte
 	pkey         string // its entry in Server.pending; "" when none
+	// A shared backend's: how many times its write was refused because
+	// its key changed meanwhile, and (GET) whether it could not learn
+	// what it must see.
+	attempts    int
+	unavailable bool
 }
 
 // newRequest reads a request from a routed message.

@@ -52,6 +52,10 @@ type Options struct {
 	// force then (0: keep the field's): the cluster's configuration may
 	// change between construction and start (a Broker resource).
 	Sizing func() (replicas, shards int)
+	// AckTimeout bounds how long a state store write waits for
+	// JetStream's acknowledgement before it fails (no quorum); 0 means
+	// AckTimeout.
+	AckTimeout time.Duration
 	// Logger receives the component's messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -84,6 +88,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = AckTimeout
 	}
 	return c, nil
 }

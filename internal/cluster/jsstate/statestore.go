@@ -1,0 +1,419 @@
+package jsstate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgeport/edgeport/internal/lifecycle"
+	"github.com/edgeport/edgeport/internal/lograte"
+	"github.com/edgeport/edgeport/internal/statestore"
+)
+
+// StateStoreBucket holds the state store's keys in cluster mode: the key
+// is topicKey(state store key) (any bytes: letters, digits, '-', '_' and
+// '/' kept, the rest =XX), the value the state store's record (value,
+// version, fencing token, expiry). A deletion is a KV delete marker
+// whose payload is the deletion's version, so every node notifies it
+// with the same one.
+const StateStoreBucket = "edgeport-statestore"
+
+// StateBackend is the state store's statestore.SharedBackend in cluster
+// mode: a replicated key-value bucket every node reads and writes.
+//
+//   - A write is published with the revision it expects the key to have
+//     (Nats-Expected-Last-Subject-Sequence: 0 for a key never written);
+//     JetStream refuses it when another node wrote the key first
+//     (statestore.ErrConflict), and acknowledges it only once it is on a
+//     majority of the replicas. The writes of a batch are pipelined.
+//   - One watch of the bucket per node delivers every change, this node's
+//     too, to the state store, in the bucket's order.
+//   - LastRevision asks the bucket's stream leader for its last sequence;
+//     concurrent callers share one request (a request under way serves
+//     the callers that came before it was sent; the others share the
+//     next one).
+type StateBackend struct {
+	src  JetStreamSource
+	opts Options
+	log  *slog.Logger
+	errs *lograte.Limiter
+
+	js      jetstream.JetStream                  // src's, from Start
+	subject string                               // "$KV.<bucket>.", the prefix of a key's subject
+	kv      atomic.Pointer[jetstream.KeyValue]   // set by setup before ready is closed
+	watcher atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
+	apply   func([]statestore.Change, bool)      // from Watch
+	ready   chan struct{}                        // closed once the bucket is watched
+	quit    chan struct{}                        // closed by Stop
+	wg      sync.WaitGroup                       // setup, the watch, rounds
+
+	rmu     sync.Mutex // guards next, running and stopped
+	next    *round     // the LastRevision request callers wait for; nil: none yet
+	running bool       // rounds is sending requests
+	stopped bool       // Stop began: no new rounds
+}
+
+// round is one LastRevision request shared by its callers.
+type round struct {
+	done chan struct{}
+	rev  uint64
+	err  error
+}
+
+var (
+	_ statestore.SharedBackend = (*StateBackend)(nil)
+	_ lifecycle.Component      = (*StateBackend)(nil)
+)
+
+// NewStateBackend returns the state store's backend on src. Start it
+// before the state store (statestore.Options.Backend), stop it after.
+func NewStateBackend(src JetStreamSource, opts Options) (*StateBackend, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &StateBackend{src: src, opts: o, log: o.Logger, errs: lograte.New(o.Logger, time.Minute),
+		subject: "$KV." + StateStoreBucket + "."}, nil
+}
+
+// Start takes the node's JetStream; the bucket is created (or joined) by
+// Watch, in the background, once JetStream has a quorum.
+func (b *StateBackend) Start(context.Context) error {
+	opts, err := b.opts.withDefaults() // Sizing in force now
+	if err != nil {
+		return err
+	}
+	b.opts = opts
+	b.js = b.src.JetStream()
+	b.ready = make(chan struct{})
+	b.quit = make(chan struct{})
+	return nil
+}
+
+// Stop ends the watch and waits for the requests under way.
+func (b *StateBackend) Stop(context.Context) error {
+	if b.quit == nil {
+		return nil
+	}
+	b.rmu.Lock()
+	if !b.stopped {
+		b.stopped = true
+		close(b.quit)
+	}
+	b.rmu.Unlock()
+	if w := b.watcher.Load(); w != nil {
+		_ = (*w).Stop()
+	}
+	b.wg.Wait()
+	if w := b.watcher.Load(); w != nil {
+		_ = (*w).Stop() // one made by a setup that was ending meanwhile
+	}
+	return nil
+}
+
+// Ready is closed once the bucket is watched and its content delivered.
+func (b *StateBackend) Ready() <-chan struct{} { return b.ready }
+
+func (b *StateBackend) isReady() bool {
+	select {
+	case <-b.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Load implements statestore.Backend: the keys come through Watch.
+func (b *StateBackend) Load(func(key, rec []byte) error) error { return nil }
+
+// Watch implements statestore.SharedBackend: it creates (or joins) the
+// bucket, retrying until JetStream can, and delivers its content and
+// then its changes to apply.
+func (b *StateBackend) Watch(apply func(cs []statestore.Change, live bool)) {
+	b.apply = apply
+	b.wg.Add(1)
+	go b.setup()
+}
+
+func (b *StateBackend) setup() {
+	defer b.wg.Done()
+	ok := retrySetup(b.quit, b.errs, "state store bucket not ready yet", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+		defer cancel()
+		kv, err := ensureBucket(ctx, b.js, jetstream.KeyValueConfig{
+			Bucket:      StateStoreBucket,
+			Description: "Edgeport: the state store's keys",
+			History:     1,
+			Replicas:    b.opts.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
+		if err != nil {
+			return fmt.Errorf("creating bucket %s: %w", StateStoreBucket, err)
+		}
+		// The watch needs the bucket's stream leader: until there is one
+		// it fails, and the next attempt tries again.
+		b.kv.Store(&kv)
+		return watchBucket(ctx, kv, StateStoreBucket, &b.watcher, &b.wg, b.watch)
+	})
+	if ok {
+		close(b.ready)
+		b.log.Info("state store bucket ready", "bucket", StateStoreBucket, "replicas", b.opts.Replicas)
+	}
+}
+
+// maxDelivery bounds the changes handed to the state store at once.
+const maxDelivery = 256
+
+// watch delivers the bucket's entries: the initial content (live false),
+// then a live delivery with no change once it is caught up, then each
+// change as it comes, grouped while more are waiting.
+func (b *StateBackend) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
+	defer b.wg.Done()
+	live := false
+	var batch []statestore.Change
+	flush := func() {
+		if len(batch) > 0 {
+			b.apply(batch, live)
+			batch = nil
+		}
+	}
+	updates := w.Updates()
+	for e := range updates {
+		if e == nil {
+			flush()
+			live = true
+			b.apply(nil, true)
+			close(caughtUp)
+			continue
+		}
+		key, err := keyTopic(e.Key())
+		if err != nil {
+			b.errs.Log(slog.LevelWarn, "key", "ignoring a state store entry", "err", err)
+			continue
+		}
+		op := e.Operation()
+		batch = append(batch, statestore.Change{Key: key, Rev: e.Revision(), Data: e.Value(),
+			Delete: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge})
+		if len(batch) >= maxDelivery || len(updates) == 0 {
+			flush()
+		}
+	}
+	flush()
+}
+
+// Commit implements statestore.Backend: each write is a compare-and-set
+// on its key's revision, published without waiting; then every
+// acknowledgement is awaited (at most Options.AckTimeout in all).
+func (b *StateBackend) Commit(ws []statestore.Write) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	if !b.isReady() {
+		return fmt.Errorf("%w: bucket %s not ready (no JetStream quorum yet)", statestore.ErrUnavailable, StateStoreBucket)
+	}
+	futures := make([]jetstream.PubAckFuture, len(ws))
+	for i := range ws {
+		w := &ws[i]
+		m := nats.NewMsg(b.subject + topicKey(w.Key))
+		m.Data = w.Data
+		if w.Delete {
+			m.Header.Set(kvOperation, "DEL")
+		}
+		f, err := b.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(w.Expect))
+		if err != nil {
+			w.Err = fmt.Errorf("%w: %w", statestore.ErrUnavailable, err)
+			continue
+		}
+		futures[i] = f
+	}
+	timer := time.NewTimer(b.opts.AckTimeout)
+	defer timer.Stop()
+	var expired <-chan time.Time = timer.C // nil once it fired: later waits take what is there
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		if ack, ok, err := awaitAck(f, expired); ok {
+			ws[i].Rev, ws[i].Err = ack, err
+			continue
+		}
+		expired = nil
+		ws[i].Err = fmt.Errorf("%w: no acknowledgement from JetStream within %v", statestore.ErrUnavailable, b.opts.AckTimeout)
+	}
+	return nil
+}
+
+// awaitAck waits for f's outcome until expired fires (nil: only what is
+// there already) and returns the sequence it was stored at or why it was
+// refused; ok is false when there was no outcome in time.
+func awaitAck(f jetstream.PubAckFuture, expired <-chan time.Time) (seq uint64, ok bool, err error) {
+	if expired == nil {
+		select {
+		case ack := <-f.Ok():
+			return ack.Sequence, true, nil
+		case err := <-f.Err():
+			return 0, true, writeError(err)
+		default:
+			return 0, false, nil
+		}
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, true, nil
+	case err := <-f.Err():
+		return 0, true, writeError(err)
+	case <-expired:
+		return 0, false, nil
+	}
+}
+
+// kvOperation is the header JetStream's key-value clients read a
+// deletion from.
+const kvOperation = "KV-Operation"
+
+// writeError classifies a refused write: a conflict (the key's revision
+// was not the expected one), or the store being unavailable.
+func writeError(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return statestore.ErrConflict
+	}
+	return fmt.Errorf("%w: %w", statestore.ErrUnavailable, err)
+}
+
+// Get implements statestore.SharedBackend: the key's last message, as
+// the bucket's stream leader has it. (A direct get, which nats.go uses for
+// key-value buckets, may be answered by a replica that has not yet
+// applied the write a compare-and-set just lost to, so the retry would
+// lose again.)
+func (b *StateBackend) Get(ctx context.Context, key string) (statestore.Change, error) {
+	if !b.isReady() {
+		return statestore.Change{}, statestore.ErrUnavailable
+	}
+	req, err := json.Marshal(msgGetRequest{LastBySubject: b.subject + topicKey(key)})
+	if err != nil {
+		return statestore.Change{}, err
+	}
+	m, err := b.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+StateStoreBucket, req)
+	if err != nil {
+		return statestore.Change{}, fmt.Errorf("%w: reading %s: %w", statestore.ErrUnavailable, StateStoreBucket, err)
+	}
+	var resp msgGetResponse
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return statestore.Change{}, fmt.Errorf("%w: reading %s: %w", statestore.ErrUnavailable, StateStoreBucket, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return statestore.Change{Key: key, Delete: true}, nil
+	case resp.Error != nil:
+		return statestore.Change{}, fmt.Errorf("%w: reading %s: %w", statestore.ErrUnavailable, StateStoreBucket, resp.Error)
+	case resp.Message == nil:
+		return statestore.Change{}, fmt.Errorf("%w: reading %s: an answer without a message", statestore.ErrUnavailable, StateStoreBucket)
+	}
+	ch := statestore.Change{Key: key, Rev: resp.Message.Sequence, Data: resp.Message.Data}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return statestore.Change{}, fmt.Errorf("%w: reading %s: %w", statestore.ErrUnavailable, StateStoreBucket, err)
+		}
+		op := h.Get(kvOperation)
+		ch.Delete = op == "DEL" || op == "PURGE"
+	}
+	return ch, nil
+}
+
+// msgGetRequest and msgGetResponse are JetStream's STREAM.MSG.GET API.
+type msgGetRequest struct {
+	LastBySubject string `json:"last_by_subj"`
+}
+
+type msgGetResponse struct {
+	Error   *jetstream.APIError `json:"error,omitempty"`
+	Message *struct {
+		Sequence uint64 `json:"seq"`
+		Header   []byte `json:"hdrs,omitempty"`
+		Data     []byte `json:"data,omitempty"`
+	} `json:"message,omitempty"`
+}
+
+// LastRevision implements statestore.SharedBackend.
+func (b *StateBackend) LastRevision(ctx context.Context) (uint64, error) {
+	if !b.isReady() {
+		return 0, fmt.Errorf("%w: bucket %s not ready (no JetStream quorum yet)", statestore.ErrUnavailable, StateStoreBucket)
+	}
+	b.rmu.Lock()
+	if b.stopped {
+		b.rmu.Unlock()
+		return 0, statestore.ErrUnavailable
+	}
+	r := b.next
+	if r == nil {
+		r = &round{done: make(chan struct{})}
+		b.next = r
+		if !b.running {
+			b.running = true
+			b.wg.Add(1)
+			go b.rounds()
+		}
+	}
+	b.rmu.Unlock()
+	select {
+	case <-r.done:
+		return r.rev, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// rounds sends LastRevision requests one after the other while callers
+// wait for one.
+func (b *StateBackend) rounds() {
+	defer b.wg.Done()
+	for {
+		b.rmu.Lock()
+		r := b.next
+		b.next = nil
+		if r == nil {
+			b.running = false
+			b.rmu.Unlock()
+			return
+		}
+		b.rmu.Unlock()
+		r.rev, r.err = b.lastSeq()
+		close(r.done)
+	}
+}
+
+// lastSeq asks the bucket's stream leader for its last sequence, at most
+// AckTimeout, less if Stop comes.
+func (b *StateBackend) lastSeq() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.AckTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-b.quit:
+			cancel()
+		case <-done:
+		}
+	}()
+	st, err := (*b.kv.Load()).Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: reading the state of %s: %w", statestore.ErrUnavailable, StateStoreBucket, err)
+	}
+	kvs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, fmt.Errorf("bucket %s: unexpected status %T", StateStoreBucket, st)
+	}
+	return kvs.StreamInfo().State.LastSeq, nil
+}
