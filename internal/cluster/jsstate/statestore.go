@@ -161,7 +161,7 @@ func (b *StateBackend) setup() {
 		// The watch needs the bucket's stream leader: until there is one
 		// it fails, and the next attempt tries again.
 		b.kv.Store(&kv)
-		return watchBucket(ctx, kv, StateStoreBucket, &b.watcher, &b.wg, b.watch)
+		return watchBucket(ctx, b.quit, kv, StateStoreBucket, &b.watcher, &b.wg, b.watch)
 	})
 	if ok {
 		close(b.ready)
