@@ -64,7 +64,6 @@ type Store struct {
 	log  *slog.Logger
 
 	streams  []jetstream.Stream // the session shards
-	owners   jetstream.KeyValue
 	retained jetstream.KeyValue
 	watcher  atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
 	local    *store.Store                         // internal clients' sessions
@@ -207,11 +206,10 @@ func (s *Store) prepare(ctx context.Context) error {
 		}
 		s.streams = append(s.streams, st)
 	}
-	owners, err := createOwners(ctx, s.js, s.opts.Replicas)
-	if err != nil {
+	// The Ownership uses it; made here too, so awaitLeaders finds it.
+	if _, err := createOwners(ctx, s.js, s.opts.Replicas); err != nil {
 		return err
 	}
-	s.owners = owners
 	kv, err := ensureBucket(ctx, s.js, jetstream.KeyValueConfig{
 		Bucket:      RetainedBucket,
 		Description: "Edgeport: retained MQTT messages, one key per topic",
