@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,6 +19,8 @@ import (
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/statestore"
+	"github.com/edgeport/edgeport/internal/testpeer/httpsink"
+	"github.com/edgeport/edgeport/internal/testseq"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -188,50 +187,6 @@ func countLines(p string) int {
 	return strings.Count(string(b), "\n")
 }
 
-// flaky is an HTTP endpoint that refuses everything while down.
-type flaky struct {
-	down atomic.Bool
-	mu   sync.Mutex
-	seqs []int
-}
-
-func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	b, _ := io.ReadAll(r.Body)
-	if f.down.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	var arr []struct{ Seq int }
-	if err := json.Unmarshal(b, &arr); err != nil {
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	f.mu.Lock()
-	for _, v := range arr {
-		f.seqs = append(f.seqs, v.Seq)
-	}
-	f.mu.Unlock()
-	w.WriteHeader(http.StatusOK)
-}
-
-// checkInOrder verifies at-least-once in order: the first occurrences are
-// 0..n-1 in sequence.
-func checkInOrder(t *testing.T, seqs []int, n int) {
-	t.Helper()
-	next := 0
-	for _, s := range seqs {
-		switch {
-		case s == next:
-			next++
-		case s > next:
-			t.Fatalf("%d arrived before %d", s, next)
-		}
-	}
-	if next != n {
-		t.Fatalf("0..%d arrived, want 0..%d", next-1, n-1)
-	}
-}
-
 // While the destination is away the flow's persistent session buffers
 // more than the broker's per-session queue length (the outage buffer is
 // bounded by the storage quota), its fill level shows in the status, the
@@ -239,10 +194,8 @@ func checkInOrder(t *testing.T, seqs []int, n int) {
 // arrives in order.
 func TestDataflowOutageBufferSurvivesRestart(t *testing.T) {
 	dataDir := t.TempDir()
-	sink := &flaky{}
-	sink.down.Store(true)
-	srv := httptest.NewServer(sink)
-	t.Cleanup(srv.Close)
+	sink := httpsink.Start(t)
+	sink.SetDown(true)
 	cfg := Config{DataDir: dataDir}
 	cfg.Broker.MaxQueuedMessages = 1000 // the outage below is longer
 	a := startApp(t, cfg)
@@ -254,7 +207,7 @@ spec:
   httpSettings:
     url: %s
     batching: {maxMessages: 200, latencyMs: 5}
-`, srv.URL))
+`, sink.URL))
 	apply(t, a, `apiVersion: edgeport.io/v1
 kind: Dataflow
 metadata: {name: to-web}
@@ -284,15 +237,12 @@ spec:
 	cancel()
 	a2 := startApp(t, cfg)
 	waitStatus(t, a2, config.Key{Kind: "Dataflow", Name: "to-web"}, config.ConditionFalse)
-	sink.down.Store(false)
+	sink.SetDown(false)
 	testwait.For(t, "every message after the outage", func() bool {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		return len(sink.seqs) >= n && sink.seqs[len(sink.seqs)-1] == n-1
+		seqs := sink.Seqs()
+		return len(seqs) >= n && seqs[len(seqs)-1] == n-1
 	})
-	sink.mu.Lock()
-	checkInOrder(t, sink.seqs, n)
-	sink.mu.Unlock()
+	testseq.CheckInOrder(t, sink.Seqs(), n)
 	testwait.For(t, "buffer drained", func() bool { _, st := flowStatus(t, a2, "to-web"); return st.BufferedMessages == 0 })
 }
 

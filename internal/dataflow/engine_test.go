@@ -2,16 +2,11 @@ package dataflow
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +17,8 @@ import (
 
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
+	"github.com/edgeport/edgeport/internal/testpeer/httpsink"
+	"github.com/edgeport/edgeport/internal/testseq"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -32,41 +29,6 @@ func mustCheck(t *testing.T, kind, name string, spec any) *config.Object {
 		t.Fatal(err)
 	}
 	return obj
-}
-
-// sink is an HTTP server that refuses requests while down and records the
-// payloads it accepted.
-type sink struct {
-	down atomic.Bool
-	mu   sync.Mutex
-	got  []string
-	hits atomic.Int64
-}
-
-func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.hits.Add(1)
-	b, _ := io.ReadAll(r.Body)
-	if s.down.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	var arr []json.RawMessage
-	s.mu.Lock()
-	if json.Unmarshal(b, &arr) == nil {
-		for _, p := range arr {
-			s.got = append(s.got, string(p))
-		}
-	} else {
-		s.got = append(s.got, string(b))
-	}
-	s.mu.Unlock()
-	w.WriteHeader(http.StatusOK)
-}
-
-func (s *sink) received() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.got...)
 }
 
 // A flow from Kafka (kfake) to HTTP survives a long destination outage
@@ -81,9 +43,7 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 	}
 	t.Cleanup(kc.Close)
 	host := kc.ListenAddrs()[0]
-	s := &sink{}
-	srv := httptest.NewServer(s)
-	t.Cleanup(srv.Close)
+	s := httpsink.Start(t)
 
 	reg := prometheus.NewRegistry()
 	var repMu sync.Mutex
@@ -111,7 +71,7 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 		EndpointType: config.EndpointKafka, KafkaSettings: &config.KafkaEndpointSettings{Host: host}})
 	maxMsgs, latency := 50, 5
 	httpEP := mustCheck(t, "DataflowEndpoint", "web", &config.DataflowEndpointSpec{
-		EndpointType: config.EndpointHttp, HttpSettings: &config.HttpEndpointSettings{URL: srv.URL,
+		EndpointType: config.EndpointHttp, HttpSettings: &config.HttpEndpointSettings{URL: s.URL,
 			Batching: config.Batching{MaxMessages: &maxMsgs, LatencyMs: &latency}}})
 	initial, maxB := 5, 50
 	flow := mustCheck(t, "Dataflow", "k2h", &config.DataflowSpec{
@@ -138,39 +98,23 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 		}
 	}
 	produce(0, n/4)
-	testwait.For(t, "first records delivered", func() bool { return len(s.received()) > 0 })
-	s.down.Store(true)
-	hits := s.hits.Load()
+	testwait.For(t, "first records delivered", func() bool { return len(s.Payloads()) > 0 })
+	s.SetDown(true)
+	hits := s.Hits()
 	produce(n/4, n)
-	testwait.For(t, "retries during the outage", func() bool { return s.hits.Load() > hits+5 })
+	testwait.For(t, "retries during the outage", func() bool { return s.Hits() > hits+5 })
 	testwait.For(t, "status Retrying", func() bool {
 		repMu.Lock()
 		defer repMu.Unlock()
 		return !lastReady && lastReason == "Retrying" && last.LastError != "" && last.Retries > 0
 	})
-	s.down.Store(false)
+	s.SetDown(false)
 	testwait.For(t, "every record after the outage", func() bool {
 		return testutil.ToFloat64(sentCounter{e}) >= n
 	})
-	got := s.received()
 	// At least once, in order: duplicates may only repeat a suffix that
 	// was resent; the sequence of first occurrences is 0..n-1.
-	next := 0
-	for _, p := range got {
-		var v struct{ Seq int }
-		if err := json.Unmarshal([]byte(p), &v); err != nil {
-			t.Fatalf("payload %q", p)
-		}
-		switch {
-		case v.Seq == next:
-			next++
-		case v.Seq > next:
-			t.Fatalf("record %d arrived before %d: order or loss", v.Seq, next)
-		}
-	}
-	if next != n {
-		t.Fatalf("records 0..%d arrived, want 0..%d", next-1, n-1)
-	}
+	testseq.CheckInOrder(t, s.Seqs(), n)
 	testwait.For(t, "status Ready again", func() bool {
 		repMu.Lock()
 		defer repMu.Unlock()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/testpeer/otlppeer"
+	"github.com/edgeport/edgeport/internal/testseq"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -117,18 +118,7 @@ func testOTelOutage(t *testing.T, proto string) {
 	rcv.Restart()
 	testwait.For(t, "every record after the outage", func() bool { return testutil.ToFloat64(sentCounter{e}) >= n })
 	// At least once, in order of first arrival.
-	next := 0
-	for _, s := range seqs() {
-		switch {
-		case s == next:
-			next++
-		case s > next:
-			t.Fatalf("record %d arrived before %d: order or loss", s, next)
-		}
-	}
-	if next != n {
-		t.Fatalf("records 0..%d arrived, want 0..%d", next-1, n-1)
-	}
+	testseq.CheckInOrder(t, seqs(), n)
 	// The map rules' conversion and attributes reached the collector.
 	var temps []otlppeer.DataPoint
 	for _, p := range rcv.DataPoints() {

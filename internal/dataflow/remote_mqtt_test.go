@@ -3,10 +3,8 @@ package dataflow
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +18,8 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/testpeer/httpsink"
+	"github.com/edgeport/edgeport/internal/testseq"
 	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -126,9 +126,7 @@ func publishSeq(t *testing.T, addr string, from, to int) {
 // resumes it. First arrivals are in publication order.
 func TestEngineRemoteMosquittoSourceRestart(t *testing.T) {
 	mq := startMosquittoBroker(t)
-	s := &sink{}
-	srv := httptest.NewServer(s)
-	t.Cleanup(srv.Close)
+	s := httpsink.Start(t)
 
 	e, err := New(Options{
 		Builder:    &StageBuilder{MQTT: &MQTTStages{Env: stage.Env{}, Log: testLogger(t)}},
@@ -146,7 +144,7 @@ func TestEngineRemoteMosquittoSourceRestart(t *testing.T) {
 		EndpointType: config.EndpointMqtt, MqttSettings: &config.MqttEndpointSettings{Host: mq.addr, KeepAliveSeconds: &keepAlive}})
 	maxMsgs, latency := 50, 5
 	web := mustCheck(t, "DataflowEndpoint", "web", &config.DataflowEndpointSpec{
-		EndpointType: config.EndpointHttp, HttpSettings: &config.HttpEndpointSettings{URL: srv.URL,
+		EndpointType: config.EndpointHttp, HttpSettings: &config.HttpEndpointSettings{URL: s.URL,
 			Batching: config.Batching{MaxMessages: &maxMsgs, LatencyMs: &latency}}})
 	initial, maxB := 5, 100
 	flow := mustCheck(t, "Dataflow", "remote", &config.DataflowSpec{
@@ -160,44 +158,27 @@ func TestEngineRemoteMosquittoSourceRestart(t *testing.T) {
 	// The flow's subscription is in place once a probe message arrives.
 	testwait.For(t, "the flow subscribed at mosquitto", func() bool {
 		publishSeq(t, mq.addr, -1, 0)
-		return len(s.received()) > 0
+		return len(s.Payloads()) > 0
 	})
 
 	const n = 900
 	publishSeq(t, mq.addr, 0, n/3)
-	testwait.For(t, "first messages delivered", func() bool { return len(s.received()) > 10 })
-	s.down.Store(true)
+	testwait.For(t, "first messages delivered", func() bool { return len(s.Payloads()) > 10 })
+	s.SetDown(true)
 	publishSeq(t, mq.addr, n/3, 2*n/3)
-	hits := s.hits.Load()
-	testwait.For(t, "retries while the destination is away", func() bool { return s.hits.Load() > hits+3 })
+	hits := s.Hits()
+	testwait.For(t, "retries while the destination is away", func() bool { return s.Hits() > hits+3 })
 	mq.restart()
 	publishSeq(t, mq.addr, 2*n/3, n)
-	s.down.Store(false)
+	s.SetDown(false)
 	testwait.For(t, "every acknowledged message delivered", func() bool {
 		seen := map[int]bool{}
-		for _, p := range s.received() {
-			var v struct{ Seq int }
-			if json.Unmarshal([]byte(p), &v) == nil && v.Seq >= 0 {
-				seen[v.Seq] = true
+		for _, seq := range s.Seqs() {
+			if seq >= 0 {
+				seen[seq] = true
 			}
 		}
 		return len(seen) == n
 	})
-	next := 0
-	for _, p := range s.received() {
-		var v struct{ Seq int }
-		if err := json.Unmarshal([]byte(p), &v); err != nil {
-			t.Fatalf("payload %q", p)
-		}
-		switch {
-		case v.Seq < 0:
-		case v.Seq == next:
-			next++
-		case v.Seq > next:
-			t.Fatalf("message %d arrived before %d: order or loss", v.Seq, next)
-		}
-	}
-	if next != n {
-		t.Fatalf("messages 0..%d arrived in order, want 0..%d", next-1, n-1)
-	}
+	testseq.CheckInOrder(t, s.Seqs(), n)
 }

@@ -3,44 +3,18 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 
+	"github.com/edgeport/edgeport/internal/testpeer/httpsink"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
-// assetSink records the JSON objects an HTTP destination posts (one per
-// request or a batch as an array).
-type assetSink struct {
-	mu  sync.Mutex
-	got []map[string]any
-}
-
-func (s *assetSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	b, _ := io.ReadAll(r.Body)
-	var arr []map[string]any
-	if err := json.Unmarshal(b, &arr); err != nil {
-		var one map[string]any
-		if err := json.Unmarshal(b, &one); err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		arr = []map[string]any{one}
-	}
-	s.mu.Lock()
-	s.got = append(s.got, arr...)
-	s.mu.Unlock()
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *assetSink) saw(reading float64, topic string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, m := range s.got {
-		if m["reading"] == reading && m["topic"] == topic {
+// sawReading reports whether the sink accepted a payload with this
+// reading published on this topic.
+func sawReading(s *httpsink.Sink, reading float64, topic string) bool {
+	for _, p := range s.Payloads() {
+		var m map[string]any
+		if json.Unmarshal([]byte(p), &m) == nil && m["reading"] == reading && m["topic"] == topic {
 			return true
 		}
 	}
@@ -105,22 +79,20 @@ func TestDataflowAssetSourcePymodbus(t *testing.T) {
 	defer py.stop()
 	e := startEdgeport(t)
 	server := "http://" + e.addr(t, "http")
-	sink := &assetSink{}
-	srv := httptest.NewServer(sink)
-	defer srv.Close()
+	sink := httpsink.Start(t)
 
 	apply := func(topic string) {
 		t.Helper()
-		doc := fmt.Sprintf(assetFlowDoc, port, topic, srv.URL)
+		doc := fmt.Sprintf(assetFlowDoc, port, topic, sink.URL)
 		if out, errOut, code := cli(t, doc, nil, "apply", "-f", "-", "--server", server); code != 0 {
 			t.Fatalf("apply: %s%s", out, errOut)
 		}
 	}
 	apply("plant/line1/counters")
 	py.writeHolding(27, 4242)
-	testwait.For(t, "the device's value through the flow", func() bool { return sink.saw(4242, "plant/line1/counters") })
+	testwait.For(t, "the device's value through the flow", func() bool { return sawReading(sink, 4242, "plant/line1/counters") })
 
 	apply("plant/line1/v2/counters")
 	py.writeHolding(27, 4343)
-	testwait.For(t, "the flow following the asset's new topic", func() bool { return sink.saw(4343, "plant/line1/v2/counters") })
+	testwait.For(t, "the flow following the asset's new topic", func() bool { return sawReading(sink, 4343, "plant/line1/v2/counters") })
 }

@@ -2,11 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,44 +15,9 @@ import (
 
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testpeer/httpsink"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
-
-// flowSink is an HTTP destination that can be taken away: while down it
-// answers 503 (the flow retries); it records every accepted sequence
-// number in arrival order.
-type flowSink struct {
-	down atomic.Bool
-	mu   sync.Mutex
-	seqs []int
-	hits atomic.Int64
-}
-
-func (s *flowSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.hits.Add(1)
-	b, _ := io.ReadAll(r.Body)
-	if s.down.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	var batch []struct{ Seq int }
-	if err := json.Unmarshal(b, &batch); err != nil {
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	s.mu.Lock()
-	for _, m := range batch {
-		s.seqs = append(s.seqs, m.Seq)
-	}
-	s.mu.Unlock()
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *flowSink) received() []int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]int(nil), s.seqs...)
-}
 
 // flowPublisher publishes numbered QoS 1 messages and remembers which the
 // broker acknowledged: those must all arrive.
@@ -120,9 +81,7 @@ func (p *flowPublisher) run(t *testing.T, addr string, stop <-chan struct{}) {
 // destination at least once, first arrivals in publication order.
 func TestDataflowDeliveryAcrossOutagesAndKill9(t *testing.T) {
 	t.Parallel()
-	sink := &flowSink{}
-	srv := httptest.NewServer(sink)
-	t.Cleanup(srv.Close)
+	sink := httpsink.Start(t)
 	cfgDir, dataDir := t.TempDir(), t.TempDir()
 	resources := fmt.Sprintf(`apiVersion: edgeport.io/v1
 kind: DataflowEndpoint
@@ -143,7 +102,7 @@ spec:
   - operationType: Destination
     destinationSettings: {endpointRef: web, dataDestination: "/"}
   retry: {initialBackoffMs: 20, maxBackoffMs: 200}
-`, srv.URL)
+`, sink.URL)
 	if err := os.WriteFile(filepath.Join(cfgDir, "flow.yaml"), []byte(resources), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -162,36 +121,36 @@ spec:
 			defer close(done)
 			pub.run(t, e.addrs["mqtt"], stop)
 		}()
-		if sink.down.Load() {
+		if sink.Down() {
 			// Started with the destination away: it retries, then the
 			// destination comes back.
-			h := sink.hits.Load()
-			testwait.For(t, "retries after the restart", func() bool { return sink.hits.Load() > h+3 })
-			sink.down.Store(false)
+			h := sink.Hits()
+			testwait.For(t, "retries after the restart", func() bool { return sink.Hits() > h+3 })
+			sink.SetDown(false)
 		}
 		// Load flows; then the destination goes away (more than the
 		// 500-message queue limit of ordinary sessions piles up), and
 		// Edgeport is killed while the flow has a backlog.
-		before := len(sink.received())
-		testwait.For(t, "messages delivered", func() bool { return len(sink.received()) > before+500 })
-		sink.down.Store(true)
-		hits := sink.hits.Load()
-		testwait.For(t, "retries while the destination is away", func() bool { return sink.hits.Load() > hits+3 })
+		before := len(sink.Seqs())
+		testwait.For(t, "messages delivered", func() bool { return len(sink.Seqs()) > before+500 })
+		sink.SetDown(true)
+		hits := sink.Hits()
+		testwait.For(t, "retries while the destination is away", func() bool { return sink.Hits() > hits+3 })
 		testwait.For(t, "a backlog of acknowledged messages", func() bool {
 			pub.mu.Lock()
 			defer pub.mu.Unlock()
-			return len(pub.acked) > len(sink.received())+1500
+			return len(pub.acked) > len(sink.Seqs())+1500
 		})
 		if c == cycles-1 {
-			sink.down.Store(false) // the last kill happens mid-delivery
-			testwait.For(t, "delivery resumed", func() bool { return sink.hits.Load() > hits+20 })
+			sink.SetDown(false) // the last kill happens mid-delivery
+			testwait.For(t, "delivery resumed", func() bool { return sink.Hits() > hits+20 })
 		}
 		e.kill()
 		close(stop)
 		<-done
-		sink.down.Store(c%2 == 0) // the next start finds the destination away or back
+		sink.SetDown(c%2 == 0) // the next start finds the destination away or back
 	}
-	sink.down.Store(false)
+	sink.SetDown(false)
 	e := startEdgeportAt(t, dataDir, "--config", cfgDir, "--max-queued-messages", "500")
 	pub.mu.Lock()
 	acked := make(map[int]bool, len(pub.acked))
@@ -201,7 +160,7 @@ spec:
 	pub.mu.Unlock()
 	testwait.For(t, "every acknowledged message delivered", func() bool {
 		seen := map[int]bool{}
-		for _, s := range sink.received() {
+		for _, s := range sink.Seqs() {
 			seen[s] = true
 		}
 		for k := range acked {
@@ -217,7 +176,7 @@ spec:
 	// (internal/broker TestRestoreKeepsPublishOrderQoS1).
 	seen := map[int]bool{}
 	last, inversions := -1, 0
-	for _, s := range sink.received() {
+	for _, s := range sink.Seqs() {
 		if !acked[s] || seen[s] {
 			continue
 		}
@@ -225,14 +184,14 @@ spec:
 		if s < last {
 			inversions++
 			if inversions == 1 {
-				all := sink.received()
+				all := sink.Seqs()
 				i := slices.Index(all, s)
 				t.Errorf("first arrival out of publication order: %d arrived after %d; arrivals around it: %v", s, last, all[max(i-120, 0):min(i+20, len(all))])
 			}
 		}
 		last = max(last, s)
 	}
-	all := sink.received()
+	all := sink.Seqs()
 	t.Logf("%d acknowledged messages over %d kill -9 cycles; %d deliveries (%d duplicates); %d first arrivals out of order",
 		len(acked), cycles, len(all), len(all)-len(seen), inversions)
 	_ = e
@@ -242,10 +201,8 @@ spec:
 // is away (with the buffer's fill level), ok once it delivers.
 func TestCheckDataflows(t *testing.T) {
 	t.Parallel()
-	sink := &flowSink{}
-	sink.down.Store(true)
-	srv := httptest.NewServer(sink)
-	t.Cleanup(srv.Close)
+	sink := httpsink.Start(t)
+	sink.SetDown(true)
 	cfgDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(cfgDir, "flow.yaml"), []byte(fmt.Sprintf(`apiVersion: edgeport.io/v1
 kind: DataflowEndpoint
@@ -264,7 +221,7 @@ spec:
   - operationType: Destination
     destinationSettings: {endpointRef: web, dataDestination: "/"}
   retry: {initialBackoffMs: 10, maxBackoffMs: 50}
-`, srv.URL)), 0o600); err != nil {
+`, sink.URL)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e := startEdgeport(t, "--config", cfgDir)
@@ -293,7 +250,7 @@ spec:
 	}) {
 		t.Fatalf("dataflows while the destination is away: %s %q\n%s", st, msg, out)
 	}
-	sink.down.Store(false)
+	sink.SetDown(false)
 	code := 0
 	if !testwait.Within(testwait.Timeout, func() bool {
 		var rep checkReport
@@ -303,7 +260,7 @@ spec:
 	}) {
 		t.Fatalf("dataflows after recovery: %s %q (exit %d)\n%s", st, msg, code, out)
 	}
-	if got := len(sink.received()); got < 50 {
+	if got := len(sink.Seqs()); got < 50 {
 		t.Fatalf("%d of 50 messages delivered", got)
 	}
 }
