@@ -104,6 +104,30 @@ func dial(t *testing.T, addr, id string) (*client, *packet.ConnAck) {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
+	c, ack := dialAs(t, conn, &packet.Connect{ClientID: id})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("%s: CONNACK %+v", id, ack)
+	}
+	return c, ack
+}
+
+// dialAs connects with cp over conn (plain or TLS) and returns the client
+// and its CONNACK, whatever the reason code.
+func dialAs(t *testing.T, conn net.Conn, cp *packet.Connect) (*client, *packet.ConnAck) {
+	t.Helper()
+	c := newClient(t, conn)
+	cp.ProtocolName, cp.Version, cp.CleanStart = "MQTT", packet.V5, true
+	c.write(cp.Append(nil, packet.V5))
+	ack, ok := c.next().(*packet.ConnAck)
+	if !ok {
+		t.Fatalf("%s: no CONNACK", cp.ClientID)
+	}
+	return c, ack
+}
+
+// newClient reads conn's packets into the client's channel until the
+// connection ends, which the test's cleanup ensures.
+func newClient(t *testing.T, conn net.Conn) *client {
 	c := &client{t: t, conn: conn, in: make(chan any, 16)}
 	t.Cleanup(func() { conn.Close() })
 	go func() {
@@ -130,13 +154,7 @@ func dial(t *testing.T, addr, id string) (*client, *packet.ConnAck) {
 			}
 		}
 	}()
-	cp := packet.Connect{ProtocolName: "MQTT", Version: packet.V5, CleanStart: true, ClientID: id}
-	c.write(cp.Append(nil, packet.V5))
-	ack, ok := c.next().(*packet.ConnAck)
-	if !ok || ack.ReasonCode != 0 {
-		t.Fatalf("%s: CONNACK %+v", id, ack)
-	}
-	return c, ack
+	return c
 }
 
 func (c *client) write(b []byte) {

@@ -20,45 +20,6 @@ import (
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
-// dialAs connects with cp over conn (plain or TLS) and returns the client
-// and its CONNACK, whatever the reason code.
-func dialAs(t *testing.T, conn net.Conn, cp *packet.Connect) (*client, *packet.ConnAck) {
-	t.Helper()
-	t.Cleanup(func() { conn.Close() })
-	c := &client{t: t, conn: conn, in: make(chan any, 16)}
-	go func() {
-		defer close(c.in)
-		r := packet.NewReader(conn, 0)
-		for {
-			h, body, err := r.Next(0)
-			if err != nil {
-				return
-			}
-			switch h.Type {
-			case packet.CONNACK:
-				p := new(packet.ConnAck)
-				if p.Decode(h.Flags, body, packet.V5) == nil {
-					c.in <- p
-				}
-			case packet.DISCONNECT:
-				p := new(packet.Disconnect)
-				if p.Decode(h.Flags, body, packet.V5) == nil {
-					c.in <- p
-				}
-			default:
-				c.in <- h.Type
-			}
-		}
-	}()
-	cp.ProtocolName, cp.Version, cp.CleanStart = "MQTT", packet.V5, true
-	c.write(cp.Append(nil, packet.V5))
-	ack, ok := c.next().(*packet.ConnAck)
-	if !ok {
-		t.Fatalf("%s: no CONNACK", cp.ClientID)
-	}
-	return c, ack
-}
-
 func tcp(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, wait)

@@ -25,26 +25,7 @@ func dialTLS(t *testing.T, addr string, tc *tls.Config, id string) (*client, *x5
 	if err != nil {
 		return nil, nil, err
 	}
-	t.Cleanup(func() { conn.Close() })
-	c := &client{t: t, conn: conn, in: make(chan any, 16)}
-	go func() {
-		defer close(c.in)
-		r := packet.NewReader(conn, 0)
-		for {
-			h, body, err := r.Next(0)
-			if err != nil {
-				return
-			}
-			if h.Type == packet.CONNACK {
-				p := new(packet.ConnAck)
-				if p.Decode(h.Flags, body, packet.V5) == nil {
-					c.in <- p
-				}
-				continue
-			}
-			c.in <- h.Type
-		}
-	}()
+	c := newClient(t, conn)
 	cp := packet.Connect{ProtocolName: "MQTT", Version: packet.V5, CleanStart: true, ClientID: id}
 	_ = conn.SetWriteDeadline(time.Now().Add(wait))
 	if _, err := conn.Write(cp.Append(nil, packet.V5)); err != nil {
