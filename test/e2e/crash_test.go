@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -45,37 +44,7 @@ func startEdgeportAt(t *testing.T, dir string, extraArgs ...string) *edgeport {
 	args := []string{"serve", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "off",
 		"--selftest-interval", "0", "--sys-interval", "0", "--data-dir", dir, "--log-level", "info"}
 	args = append(args, extraArgs...)
-	e := &edgeport{cmd: exec.Command(edgeportBin, args...), logs: newLines(), done: make(chan struct{})}
-	e.cmd.Stdout = io.Discard
-	e.cmd.Stderr = e.logs
-	e.cmd.WaitDelay = 2 * time.Second
-	if err := e.cmd.Start(); err != nil {
-		t.Fatalf("starting edgeport: %v", err)
-	}
-	go func() {
-		e.err = e.cmd.Wait()
-		e.logs.finish()
-		close(e.done)
-	}()
-	t.Cleanup(func() {
-		e.kill()
-		if t.Failed() {
-			t.Logf("edgeport log (pid %d):\n%s", e.cmd.Process.Pid, tail(e.logs.String(), 16<<10))
-		}
-	})
-	if _, err := e.logs.waitFor(30*time.Second, func(l string) bool {
-		return strings.Contains(l, `msg="edgeport started"`)
-	}); err != nil {
-		t.Fatalf("edgeport did not start: %v\n%s", err, e.logs)
-	}
-	e.addrs = make(map[string]string)
-	all, _, _ := e.logs.snapshot()
-	for _, l := range all {
-		if m := listeningRE.FindStringSubmatch(l); m != nil {
-			e.addrs[m[1]] = m[2]
-		}
-	}
-	return e
+	return launchEdgeport(t, args, 30*time.Second, (*edgeport).kill)
 }
 
 // kill ends the process with SIGKILL, as a crash or the OOM killer would,

@@ -270,6 +270,18 @@ func startEdgeport(t *testing.T, extraArgs ...string) *edgeport {
 		"--data-dir", t.TempDir(), "--log-level", "debug"}
 	// Flags given later win, so extraArgs override the defaults above.
 	args = append(args, extraArgs...)
+	return launchEdgeport(t, args, 15*time.Second, func(e *edgeport) {
+		if err := e.stop(); err != nil {
+			t.Errorf("edgeport did not stop cleanly: %v", err)
+		}
+	})
+}
+
+// launchEdgeport runs edgeport with args, registers a cleanup that ends it
+// with end (and logs its tail when the test failed), waits up to
+// startWithin for it to log that it started and notes its listeners.
+func launchEdgeport(t *testing.T, args []string, startWithin time.Duration, end func(*edgeport)) *edgeport {
+	t.Helper()
 	e := &edgeport{cmd: exec.Command(edgeportBin, args...), logs: newLines(), done: make(chan struct{})}
 	e.cmd.Stdout = io.Discard
 	e.cmd.Stderr = e.logs
@@ -283,14 +295,12 @@ func startEdgeport(t *testing.T, extraArgs ...string) *edgeport {
 		close(e.done)
 	}()
 	t.Cleanup(func() {
-		if err := e.stop(); err != nil {
-			t.Errorf("edgeport did not stop cleanly: %v", err)
-		}
+		end(e)
 		if t.Failed() {
-			t.Logf("edgeport log:\n%s", tail(e.logs.String(), 64<<10))
+			t.Logf("edgeport log (pid %d):\n%s", e.cmd.Process.Pid, tail(e.logs.String(), 64<<10))
 		}
 	})
-	if _, err := e.logs.waitFor(15*time.Second, func(l string) bool {
+	if _, err := e.logs.waitFor(startWithin, func(l string) bool {
 		return strings.Contains(l, `msg="edgeport started"`)
 	}); err != nil {
 		t.Fatalf("edgeport did not start: %v\n%s", err, e.logs)
