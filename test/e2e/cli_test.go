@@ -18,9 +18,17 @@ import (
 // output and exit code.
 func runEdgeport(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	return runStatus(t, 15*time.Second, edgeportBin, args...)
+}
+
+// runStatus runs program to completion within limit and returns its
+// combined output and exit status: a non-zero status is the program's
+// answer, not a test failure; not finishing in time is.
+func runStatus(t *testing.T, limit time.Duration, program string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, edgeportBin, args...)
+	cmd := exec.CommandContext(ctx, program, args...)
 	cmd.WaitDelay = 2 * time.Second
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
@@ -30,7 +38,7 @@ func runEdgeport(t *testing.T, args ...string) (string, int) {
 	case errors.As(err, &ee) && ctx.Err() == nil:
 		return string(out), ee.ExitCode()
 	}
-	t.Fatalf("edgeport %s: %v\n%s", strings.Join(args, " "), err, out)
+	t.Fatalf("%s %s: %v\n%s", filepath.Base(program), strings.Join(args, " "), err, out)
 	return "", 0
 }
 

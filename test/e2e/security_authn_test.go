@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,20 +21,7 @@ import (
 // a test failure).
 func mosq(t *testing.T, program string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), procLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, program, args...)
-	cmd.WaitDelay = 2 * time.Second
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &ee) && ctx.Err() == nil:
-		return string(out), ee.ExitCode()
-	}
-	t.Fatalf("%s %s: %v\n%s", program, strings.Join(args, " "), err, out)
-	return "", 0
+	return runStatus(t, procLimit, program, args...)
 }
 
 // passwdLine runs edgeport passwd, as an operator would, with the password
