@@ -41,6 +41,20 @@ spec:
         topics: ["wills/#"]
 `
 
+// willUsers writes willPolicy's password file into dir: alice on line 1,
+// mallory on line 2, watcher on line 0. It returns each user's password.
+func willUsers(t *testing.T, dir string) (secrets map[string]string, pwFile string) {
+	t.Helper()
+	secrets = map[string]string{"alice": "alice-pw-1", "mallory": "mallory-pw-2", "watcher": "watcher-pw-0"}
+	pw := passwdLine(t, "alice", secrets["alice"], "line=1") + passwdLine(t, "mallory", secrets["mallory"], "line=2") +
+		passwdLine(t, "watcher", secrets["watcher"], "line=0")
+	pwFile = filepath.Join(dir, "passwords")
+	if err := os.WriteFile(pwFile, []byte(pw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return secrets, pwFile
+}
+
 // TestWillsAcrossRestarts: the built binary authorises a delayed will,
 // after kill -9 and a restart, for the principal that set it, under the
 // policy in force, and publishes it once (issue 10, item 1). Before the
@@ -49,13 +63,7 @@ spec:
 func TestWillsAcrossRestarts(t *testing.T) {
 	t.Parallel()
 	data, cfg, files := t.TempDir(), t.TempDir(), t.TempDir()
-	secrets := map[string]string{"alice": "alice-pw-1", "mallory": "mallory-pw-2", "watcher": "watcher-pw-0"}
-	pw := passwdLine(t, "alice", secrets["alice"], "line=1") + passwdLine(t, "mallory", secrets["mallory"], "line=2") +
-		passwdLine(t, "watcher", secrets["watcher"], "line=0")
-	pwFile := filepath.Join(files, "passwords")
-	if err := os.WriteFile(pwFile, []byte(pw), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secrets, pwFile := willUsers(t, files)
 	// A fixed port, so that clients find the broker again after restarts.
 	port := fmt.Sprint(testserve.FreePort(t, "127.0.0.1"))
 	if err := os.WriteFile(filepath.Join(cfg, "security.yaml"), []byte(fmt.Sprintf(willPolicy, pwFile, port)), 0o600); err != nil {
@@ -120,13 +128,7 @@ func TestWillsAcrossRestarts(t *testing.T) {
 func TestResumeAnotherUsersSession(t *testing.T) {
 	t.Parallel()
 	data, cfg, files := t.TempDir(), t.TempDir(), t.TempDir()
-	secrets := map[string]string{"alice": "alice-pw-1", "mallory": "mallory-pw-2", "watcher": "watcher-pw-0"}
-	pw := passwdLine(t, "alice", secrets["alice"], "line=1") + passwdLine(t, "mallory", secrets["mallory"], "line=2") +
-		passwdLine(t, "watcher", secrets["watcher"], "line=0")
-	pwFile := filepath.Join(files, "passwords")
-	if err := os.WriteFile(pwFile, []byte(pw), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secrets, pwFile := willUsers(t, files)
 	if err := os.WriteFile(filepath.Join(cfg, "security.yaml"), []byte(fmt.Sprintf(willPolicy, pwFile, "0")), 0o600); err != nil {
 		t.Fatal(err)
 	}
