@@ -151,11 +151,7 @@ func TestConnectorSchemaOpcUa(t *testing.T) {
 	e := startEdgeport(t)
 	server := "http://" + e.addr(t, "http")
 	m := newMosquitto(t, e)
-	p := startProc(t, 5*time.Minute, "", m.stdbuf, "-oL", m.sub, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-d",
-		"-t", "opc/#", "-F", msgPrefix+"%t|%P|%p")
-	p.name = "mosquitto_sub"
-	p.waitLine(t, lineWait, "SUBACK", func(l string) bool { return strings.Contains(l, "received SUBACK") })
-	sub := &subReader{p: p}
+	sub := m.subReader(t, "opc/#")
 
 	doc := fmt.Sprintf(`apiVersion: edgeport.io/v1
 kind: Device
@@ -226,11 +222,7 @@ func TestConnectorSchemaPymodbus(t *testing.T) {
 	e := startEdgeport(t)
 	server := "http://" + e.addr(t, "http")
 	m := newMosquitto(t, e)
-	p := startProc(t, 5*time.Minute, "", m.stdbuf, "-oL", m.sub, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-d",
-		"-t", "mb/#", "-F", msgPrefix+"%t|%P|%p")
-	p.name = "mosquitto_sub"
-	p.waitLine(t, lineWait, "SUBACK", func(l string) bool { return strings.Contains(l, "received SUBACK") })
-	sub := &subReader{p: p}
+	sub := m.subReader(t, "mb/#")
 
 	doc := fmt.Sprintf(`apiVersion: edgeport.io/v1
 kind: Device

@@ -104,6 +104,17 @@ type subReader struct {
 	seen int
 }
 
+// subReader subscribes mosquitto_sub to filter (MQTT 5, line-buffered,
+// one msgPrefix line a message) and reads its messages in order.
+func (m *mosquitto) subReader(t *testing.T, filter string) *subReader {
+	t.Helper()
+	p := startProc(t, 5*time.Minute, "", m.stdbuf, "-oL", m.sub, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-d",
+		"-t", filter, "-F", msgPrefix+"%t|%P|%p")
+	p.name = "mosquitto_sub"
+	p.waitLine(t, lineWait, "SUBACK", func(l string) bool { return strings.Contains(l, "received SUBACK") })
+	return &subReader{p: p}
+}
+
 func (r *subReader) next(t *testing.T, topic string, timeout time.Duration) mqttMsg {
 	t.Helper()
 	n := 0
@@ -238,11 +249,7 @@ func TestModbusPymodbus(t *testing.T) {
 	e := startEdgeport(t)
 	server := "http://" + e.addr(t, "http")
 	m := newMosquitto(t, e)
-	p := startProc(t, 5*time.Minute, "", m.stdbuf, "-oL", m.sub, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-d",
-		"-t", "pymodbus/#", "-F", msgPrefix+"%t|%P|%p")
-	p.name = "mosquitto_sub"
-	p.waitLine(t, lineWait, "SUBACK", func(l string) bool { return strings.Contains(l, "received SUBACK") })
-	sub := &subReader{p: p}
+	sub := m.subReader(t, "pymodbus/#")
 
 	var big strings.Builder
 	for a := range 1000 {
