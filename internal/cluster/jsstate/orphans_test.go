@@ -351,3 +351,34 @@ func TestAdoptionFallsBack(t *testing.T) {
 		t.Fatal("node2 adopted it too")
 	}
 }
+
+// A client whose node dies under it reconnects to another node at once
+// (before the survivors have noticed): the dead node answers no handoff,
+// the new node reads what it had stored, and the unacknowledged QoS 1 and
+// QoS 2 deliveries are resent with DUP and their packet identifiers.
+func TestResumeAfterKill(t *testing.T) {
+	nodes := testCluster(t)
+	old, _ := dialWith(t, nodes[0].addr, persistent("dev", true), true)
+	old.subscribeQoS(t, "cmd/1", 1)
+	old.subscribeQoS(t, "cmd/2", 2)
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	pub.publishQoS(t, "cmd/1", "one", 1, false) // acknowledged: stored for dev
+	pub.publishQoS(t, "cmd/2", "two", 2, false)
+	first := []*paho.Publish{old.next(t), old.next(t)} // neither acknowledged
+
+	nodes[0].kill(t)
+	now, ack := dialWith(t, nodes[1].addr, persistent("dev", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node2: session not present")
+	}
+	for _, was := range first {
+		m := now.next(t)
+		if m.Topic != was.Topic || string(m.Payload) != string(was.Payload) || m.PacketID != was.PacketID || !m.Duplicate() {
+			t.Fatalf("resent %s %q id %d dup %v; first sent %s %q id %d",
+				m.Topic, m.Payload, m.PacketID, m.Duplicate(), was.Topic, was.Payload, was.PacketID)
+		}
+	}
+	if got := nodes[1].ownerOf(t, "dev"); got != "node2" {
+		t.Fatalf("owner of dev: %q, want node2", got)
+	}
+}
