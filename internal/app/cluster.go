@@ -67,6 +67,16 @@ func mergeCluster(cur, flags cluster.Config, spec *config.BrokerCluster) cluster
 	if flags.Shards == 0 && spec.Shards != nil {
 		cur.Shards = *spec.Shards
 	}
+	// Route credentials: any credential flag given wins over all of the
+	// resource's (a node takes its credentials from one place); an
+	// external NATS has no routes.
+	given := flags.CredentialsDir != "" || flags.RouteSecretFile != "" || flags.RouteTLS != (cluster.TLSFiles{})
+	if !given && flags.NATSURL == "" {
+		cur.CredentialsDir, cur.RouteSecretFile = spec.CredentialsDir, spec.SecretFile
+		if t := spec.TLS; t != nil {
+			cur.RouteTLS = cluster.TLSFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}
+		}
+	}
 	return cur
 }
 

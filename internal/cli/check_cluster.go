@@ -21,6 +21,8 @@ func checkCluster(c *cluster.Status) (checkResult, bool) {
 	if c.Routing != nil {
 		res.Details["routing"] = c.Routing
 	}
+	res.Details["routeAuth"], res.Details["routeTLS"], res.Details["natsTLS"] = c.RouteAuth, c.RouteTLS, c.NATSTLS
+	res.Items = append(res.Items, clusterSecurityItem(c))
 	healthy := 0
 	for _, m := range c.Members {
 		item := checkResult{Name: "member " + m.Name, Status: statusOK, Message: "heard from"}
@@ -62,4 +64,27 @@ func checkCluster(c *cluster.Status) (checkResult, bool) {
 		}
 	}
 	return res, true
+}
+
+// clusterSecurityItem says how the node's links to the cluster are secured. A
+// node only runs unsecured routes on loopback (it refuses to start
+// otherwise), so that is reported, not judged.
+func clusterSecurityItem(c *cluster.Status) checkResult {
+	it := checkResult{Name: "route security", Status: statusOK}
+	switch {
+	case c.External && c.NATSTLS:
+		it.Name, it.Message = "NATS connection", "TLS"
+	case c.External:
+		it.Name, it.Message = "NATS connection", "not encrypted (NATS on loopback)"
+	case c.RouteTLS && c.RouteAuth:
+		it.Message = "mutual TLS with the cluster CA, authenticated with the cluster secret"
+	case c.RouteAuth:
+		it.Message = "authenticated with the cluster secret, not encrypted (route listener on loopback)"
+	case c.RouteTLS:
+		it.Message = "mutual TLS with the cluster CA"
+	default:
+		it.Message = "neither authenticated nor encrypted (route listener on loopback)"
+		it.Hint = "edgeport cluster init and --cluster-credentials secure them (docs/cluster.md)"
+	}
+	return it
 }

@@ -36,4 +36,20 @@ func TestCheckClusterVerdicts(t *testing.T) {
 			t.Errorf("%s: %s (%s; %s), want %s", c.name, res.Status, res.Message, res.Hint, c.want)
 		}
 	}
+	for _, c := range []struct {
+		change func(*cluster.Status)
+		want   string
+	}{
+		{func(s *cluster.Status) { s.RouteTLS, s.RouteAuth = true, true }, "route security: mutual TLS with the cluster CA, authenticated with the cluster secret"},
+		{func(s *cluster.Status) { s.RouteAuth = true }, "route security: authenticated with the cluster secret, not encrypted (route listener on loopback)"},
+		{func(*cluster.Status) {}, "route security: neither authenticated nor encrypted (route listener on loopback)"},
+		{func(s *cluster.Status) { s.External, s.NATSTLS = true, true }, "NATS connection: TLS"},
+	} {
+		st := healthy()
+		c.change(st)
+		res, _ := checkCluster(st)
+		if it := res.Items[0]; it.Name+": "+it.Message != c.want || it.Status != statusOK {
+			t.Errorf("got %s: %s (%s), want %s", it.Name, it.Message, it.Status, c.want)
+		}
+	}
 }

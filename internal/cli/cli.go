@@ -108,7 +108,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(newServe(stderr), newVersion(stdout), newBench(stdout), newCheck(stdout), newState(stdout, stderr),
 		newCA(stdout, stderr), newPasswd(stdout, stderr), newConnector(stdout), newApprove(stdout), newPub(), newSub(stdout), newCRDs(stdout),
-		newSecret(stdout), newConfigMap(stdout), newSchema(stdout, stderr))
+		newSecret(stdout), newConfigMap(stdout), newSchema(stdout, stderr), newClusterCmd(stdout))
 	addResourceCommands(root, stdout, stderr)
 	return root
 }
@@ -235,6 +235,19 @@ picks a free port (the chosen addresses are logged).`,
 	f.StringSliceVar(&cfg.Cluster.Routes, "routes", nil, "with --cluster: route addresses (host:port) of the cluster's nodes; list every node, this one included (default: this node's own, a cluster of one that others join)")
 	f.StringVar(&cfg.Cluster.ClientListen, "nats-listen", "", "with --cluster: also open the embedded NATS server's client port here (for the nats CLI; default none)")
 	f.IntVar(&cfg.Cluster.Replicas, "cluster-replicas", 0, "with --cluster: replication of the JetStream streams and buckets (default 3)")
+	f.StringVar(&cfg.Cluster.CredentialsDir, "cluster-credentials", "", "with --cluster: this node's route credentials directory from `edgeport cluster init` (secret, ca.crt, tls.crt, tls.key); stands for the four flags below")
+	f.StringVar(&cfg.Cluster.RouteSecretFile, "cluster-secret-file", "", "with --cluster: file holding the cluster's shared secret, which routes authenticate with (required, with route TLS, when --cluster-listen is not on loopback)")
+	f.StringVar(&cfg.Cluster.RouteTLS.CA, "cluster-tls-ca", "", "with --cluster: PEM file of the cluster CA that every node's route certificate must chain to")
+	f.StringVar(&cfg.Cluster.RouteTLS.Cert, "cluster-tls-cert", "", "with --cluster: PEM certificate of this node's routes (server and client authentication, DNS name "+cluster.RouteTLSName+"); reloaded when it changes")
+	f.StringVar(&cfg.Cluster.RouteTLS.Key, "cluster-tls-key", "", "with --cluster: PEM private key of --cluster-tls-cert")
+	f.StringVar(&cfg.Cluster.NATSAuth.User, "nats-user", "", "with --nats-url: user name (with --nats-password-file)")
+	f.StringVar(&cfg.Cluster.NATSAuth.PasswordFile, "nats-password-file", "", "with --nats-url: file holding --nats-user's password")
+	f.StringVar(&cfg.Cluster.NATSAuth.TokenFile, "nats-token-file", "", "with --nats-url: file holding the authentication token")
+	f.StringVar(&cfg.Cluster.NATSAuth.NKeyFile, "nats-nkey", "", "with --nats-url: file holding an NKey seed to authenticate with")
+	f.StringVar(&cfg.Cluster.NATSAuth.CredsFile, "nats-creds", "", "with --nats-url: user credentials file (JWT and NKey seed, as nsc makes it)")
+	f.StringVar(&cfg.Cluster.NATSAuth.TLS.CA, "nats-tls-ca", "", "with --nats-url: PEM CA file to verify the NATS server with (default the system's); a NATS not on loopback is reached over TLS only")
+	f.StringVar(&cfg.Cluster.NATSAuth.TLS.Cert, "nats-tls-cert", "", "with --nats-url: PEM client certificate, for a server that asks for one (with --nats-tls-key)")
+	f.StringVar(&cfg.Cluster.NATSAuth.TLS.Key, "nats-tls-key", "", "with --nats-url: PEM private key of --nats-tls-cert")
 	f.BoolVar(&kf.enabled, "kubernetes", false, "operator mode: apply the edgeport.io custom resources of --namespace (and the Secrets and ConfigMaps they reference) and write their status")
 	f.StringVar(&kf.kubeconfig, "kubeconfig", "", "with --kubernetes: kubeconfig file (default $KUBECONFIG, else the pod's service account)")
 	f.StringVar(&kf.namespace, "namespace", "", "with --kubernetes: namespace to watch (default the pod's: $POD_NAMESPACE or the service account's)")

@@ -5,6 +5,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgeport/edgeport/internal/lifecycle"
+	"github.com/edgeport/edgeport/internal/pki"
 )
 
 // Defaults of Config.
@@ -54,9 +56,24 @@ type Config struct {
 	// from them. None: this node's own address, a cluster of one that
 	// others join.
 	Routes []string
+	// CredentialsDir is a node's route credentials directory, as
+	// InitCredentials makes it (secret, ca.crt, tls.crt, tls.key): it fills
+	// RouteSecretFile and RouteTLS where they are unset.
+	CredentialsDir string
+	// RouteSecretFile holds the cluster's shared secret: routes
+	// authenticate with it (nats-server's cluster authorization), and a
+	// node without it is refused.
+	RouteSecretFile string
+	// RouteTLS encrypts routes with mutual TLS: each node presents its
+	// certificate and verifies the other's against the cluster CA. A
+	// route listener that is not on loopback needs both RouteSecretFile
+	// and RouteTLS.
+	RouteTLS TLSFiles
 	// NATSURL connects to an external NATS (comma-separated URLs) instead
 	// of embedding a server; Listen and Routes are then unused.
 	NATSURL string
+	// NATSAuth authenticates to the external NATS and sets its TLS.
+	NATSAuth NATSAuth
 	// ClientListen, when set, opens the embedded server's NATS client port
 	// (for the nats CLI); by default the node talks to it in-process only.
 	ClientListen string
@@ -93,7 +110,35 @@ func (c *Config) Defaults() {
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = time.Second
 	}
+	if d := c.CredentialsDir; d != "" {
+		fill := func(p *string, name string) {
+			if *p == "" {
+				*p = filepath.Join(d, name)
+			}
+		}
+		fill(&c.RouteSecretFile, SecretFileName)
+		fill(&c.RouteTLS.CA, CAFileName)
+		fill(&c.RouteTLS.Cert, CertFileName)
+		fill(&c.RouteTLS.Key, KeyFileName)
+	}
 }
+
+// NATSAuth is how a node authenticates to an external NATS: at most one of
+// a user and password, a token, an NKey seed or a credentials (JWT) file,
+// each read from a file so that no secret is on a command line; and TLS:
+// the CA to verify the server with (default the system's) and a client
+// certificate when the server asks for one. A NATS URL that is not on
+// loopback must be reached over TLS.
+type NATSAuth struct {
+	User         string
+	PasswordFile string
+	TokenFile    string
+	NKeyFile     string // an NKey seed (nsc's .nk file)
+	CredsFile    string // a user credentials file (JWT and NKey seed)
+	TLS          TLSFiles
+}
+
+func (a NATSAuth) set() bool { return a != NATSAuth{} }
 
 // Validate checks c (after Defaults); errors name the serve flag.
 func (c *Config) Validate() error {
@@ -115,9 +160,15 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--cluster-listen %q: %w", c.Listen, err))
 		}
 		for i, r := range c.Routes {
-			if _, err := routeURL(r); err != nil {
-				errs = append(errs, fmt.Errorf("--routes[%d] %q: %w", i, r, err))
+			if u, err := routeURL(r); err != nil {
+				errs = append(errs, fmt.Errorf("--routes[%d] %q: %w", i, redactURLs(r), err))
+			} else if u.User != nil {
+				errs = append(errs, fmt.Errorf("--routes[%d]: a route address takes no credentials (they would show in logs and process lists): use --cluster-secret-file", i))
 			}
+		}
+		errs = append(errs, c.validateRouteSecurity()...)
+		if c.NATSAuth.set() {
+			errs = append(errs, errors.New("--nats-user, --nats-password-file, --nats-token-file, --nats-nkey, --nats-creds and --nats-tls-* are for an external NATS (--nats-url)"))
 		}
 		if c.ClientListen != "" {
 			if _, _, err := splitHostPort(c.ClientListen); err != nil {
@@ -128,13 +179,69 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("cluster mode needs a data directory (JetStream stores under <data-dir>/cluster)"))
 		}
 	} else {
-		for _, u := range strings.Split(c.NATSURL, ",") {
+		for i, u := range strings.Split(c.NATSURL, ",") {
 			if _, err := url.Parse(strings.TrimSpace(u)); err != nil {
-				errs = append(errs, fmt.Errorf("--nats-url %q: %w", u, err))
+				// url.Parse's error quotes the URL, which may hold a password.
+				errs = append(errs, fmt.Errorf("--nats-url: URL %d is not a URL", i+1))
 			}
+		}
+		errs = append(errs, c.NATSAuth.validate()...)
+		if c.CredentialsDir != "" || c.RouteSecretFile != "" || c.RouteTLS.set() {
+			errs = append(errs, errors.New("--cluster-credentials, --cluster-secret-file and --cluster-tls-* secure the embedded server's routes: with --nats-url, use --nats-tls-* and the NATS credential flags"))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateRouteSecurity: route TLS comes whole. Errors name the serve
+// flags and the Broker resource's fields.
+func (c *Config) validateRouteSecurity() []error {
+	if c.RouteTLS.set() && !c.RouteTLS.full() {
+		return []error{errors.New("--cluster-tls-ca, --cluster-tls-cert and --cluster-tls-key go together (spec.cluster.tls.caFile, certFile, keyFile)")}
+	}
+	return nil
+}
+
+// checkExposure refuses a route listener reachable from other machines
+// without the secret and TLS. It runs at Start, on the configuration the
+// Broker resource may have completed after New.
+func (c *Config) checkExposure() error {
+	host, _, err := splitHostPort(c.Listen)
+	if err != nil || isLoopback(host) {
+		return nil
+	}
+	var missing []string
+	if c.RouteSecretFile == "" {
+		missing = append(missing, "--cluster-secret-file (spec.cluster.secretFile)")
+	}
+	if !c.RouteTLS.full() {
+		missing = append(missing, "--cluster-tls-ca, --cluster-tls-cert and --cluster-tls-key (spec.cluster.tls)")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("--cluster-listen %s is reachable from other machines, so routes must be authenticated and encrypted: missing %s; --cluster-credentials <dir> (spec.cluster.credentialsDir) gives all of them from `edgeport cluster init` (docs/cluster.md)",
+		c.Listen, strings.Join(missing, " and "))
+}
+
+func (a NATSAuth) validate() []error {
+	var errs []error
+	n := 0
+	for _, v := range []string{a.PasswordFile, a.TokenFile, a.NKeyFile, a.CredsFile} {
+		if v != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		errs = append(errs, errors.New("--nats-password-file, --nats-token-file, --nats-nkey and --nats-creds: give at most one"))
+	}
+	if (a.User == "") != (a.PasswordFile == "") {
+		errs = append(errs, errors.New("--nats-user and --nats-password-file go together"))
+	}
+	if (a.TLS.Cert == "") != (a.TLS.Key == "") {
+		errs = append(errs, errors.New("--nats-tls-cert and --nats-tls-key go together"))
+	}
+	return errs
 }
 
 func validName(s string) bool {
@@ -186,8 +293,14 @@ type Node struct {
 
 	srv   *server.Server // embedded server; nil with an external NATS
 	token string         // the embedded server's client token, new at each start
-	nc    *nats.Conn     // the node's connection, shared with other components
-	js    jetstream.JetStream
+	// extOpts are the external NATS's credential and TLS options, read
+	// from their files at Start (nil with the embedded server).
+	extOpts []nats.Option
+	// routeAuth, routeTLS: how the embedded server's routes are secured
+	// (set at Start, read by Status).
+	routeAuth, routeTLS bool
+	nc                  *nats.Conn // the node's connection, shared with other components
+	js                  jetstream.JetStream
 
 	members *members
 	router  atomic.Pointer[Router] // set by NewRouter (possibly after Start: status requests read it concurrently)
@@ -262,8 +375,91 @@ func (n *Node) Dial(name string, opts ...nats.Option) (*nats.Conn, error) {
 	if n.srv != nil {
 		base = append(base, nats.InProcessServer(n.srv), nats.Token(n.token))
 		url = ""
+	} else {
+		base = append(base, n.extOpts...)
 	}
-	return nats.Connect(url, append(base, opts...)...)
+	nc, err := nats.Connect(url, append(base, opts...)...)
+	if err != nil && n.srv == nil {
+		// nats.go's errors never carry the URL's credentials; say which
+		// servers, redacted, and what to change.
+		hint := ""
+		switch {
+		case errors.Is(err, nats.ErrSecureConnRequired):
+			hint = " (a NATS not on loopback is reached over TLS only: enable TLS on the server, and --nats-tls-ca if its CA is not a system one)"
+		case errors.Is(err, nats.ErrAuthorization):
+			hint = " (check --nats-user/--nats-password-file, --nats-token-file, --nats-nkey or --nats-creds)"
+		case strings.Contains(err.Error(), "tls"):
+			hint = " (check --nats-tls-ca, and --nats-tls-cert/--nats-tls-key when the server asks for a client certificate)"
+		}
+		return nil, fmt.Errorf("NATS at %s: %w%s", redactURLs(url), err, hint)
+	}
+	return nc, err
+}
+
+// externalOptions reads the external NATS's credentials and builds the
+// connection options: secrets are read here, once, and kept only in the
+// options.
+func (n *Node) externalOptions() ([]nats.Option, error) {
+	a := n.cfg.NATSAuth
+	var opts []nats.Option
+	switch {
+	case a.PasswordFile != "":
+		pw, err := readSecret("--nats-password-file", a.PasswordFile, 1)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserInfo(a.User, pw))
+	case a.TokenFile != "":
+		tok, err := readSecret("--nats-token-file", a.TokenFile, 1)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Token(tok))
+	case a.NKeyFile != "":
+		o, err := nats.NkeyOptionFromSeed(a.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-nkey %s: %w", a.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	case a.CredsFile != "":
+		if _, err := os.Stat(a.CredsFile); err != nil {
+			return nil, fmt.Errorf("--nats-creds: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(a.CredsFile))
+	}
+	if a.TLS.CA != "" {
+		if _, err := loadPool(a.TLS.CA); err != nil {
+			return nil, fmt.Errorf("--nats-tls-ca: %w", err)
+		}
+		opts = append(opts, nats.RootCAs(a.TLS.CA))
+	}
+	if a.TLS.Cert != "" {
+		if _, err := tls.LoadX509KeyPair(a.TLS.Cert, a.TLS.Key); err != nil {
+			return nil, fmt.Errorf("--nats-tls-cert/--nats-tls-key: %w", err)
+		}
+		opts = append(opts, nats.ClientCert(a.TLS.Cert, a.TLS.Key))
+	}
+	if natsNeedsTLS(n.cfg.NATSURL) {
+		opts = append(opts, nats.Secure())
+	}
+	return opts, nil
+}
+
+// natsNeedsTLS: an external NATS any of whose URLs is not on loopback is
+// reached over TLS only (nats.go then refuses a server that does not
+// offer it, on every reconnect too).
+func natsNeedsTLS(urls string) bool {
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil || !isLoopback(p.Hostname()) {
+			return true
+		}
+	}
+	return false
 }
 
 // Start runs the embedded server (when not external), waits until it
@@ -274,6 +470,12 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.startServer(ctx); err != nil {
 			return err
 		}
+	} else {
+		opts, err := n.externalOptions()
+		if err != nil {
+			return err
+		}
+		n.extOpts = opts
 	}
 	nc, err := n.Dial("node",
 		nats.ConnectHandler(func(*nats.Conn) {}),
@@ -297,7 +499,8 @@ func (n *Node) Start(ctx context.Context) error {
 		n.close()
 		return err
 	}
-	n.log.Info("cluster node started", "node", n.cfg.Name, "cluster", n.cfg.ClusterName, "routes", n.routeAddrString(), "external", n.cfg.NATSURL != "")
+	n.log.Info("cluster node started", "node", n.cfg.Name, "cluster", n.cfg.ClusterName, "routes", n.routeAddrString(), "external", n.cfg.NATSURL != "",
+		"route_tls", n.routeTLS, "route_auth", n.routeAuth)
 	return nil
 }
 
@@ -309,6 +512,9 @@ func (n *Node) routeAddrString() string {
 }
 
 func (n *Node) startServer(ctx context.Context) error {
+	if err := n.cfg.checkExposure(); err != nil {
+		return err
+	}
 	host, port, _ := splitHostPort(n.cfg.Listen)
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -350,9 +556,37 @@ func (n *Node) startServer(ctx context.Context) error {
 		}
 		routes = []string{n.cfg.Listen} // a cluster of one, which others join
 	}
+	// Route security. The secret is the password of nats-server's cluster
+	// authorization, also put in the URLs of the routes this node dials
+	// (nats-server logs route addresses without their user part, and
+	// routes it learns by gossip take the password from its options).
+	var secret string
+	if f := n.cfg.RouteSecretFile; f != "" {
+		var err error
+		if secret, err = readSecret("--cluster-secret-file", f, minSecretLen); err != nil {
+			return err
+		}
+		opts.Cluster.Username, opts.Cluster.Password = routeUser, secret
+	}
+	if n.cfg.RouteTLS.full() {
+		tc, err := routeTLSConfig(n.cfg.RouteTLS, pki.WatchOptions{Log: n.log})
+		if err != nil {
+			return err
+		}
+		opts.Cluster.TLSConfig = tc
+		// nats-server's default (2 s) is short for a loaded machine.
+		opts.Cluster.TLSTimeout = 5
+	}
 	for _, r := range routes {
 		u, _ := routeURL(r) // validated
+		if secret != "" {
+			u.User = url.UserPassword(routeUser, secret)
+		}
 		opts.Routes = append(opts.Routes, u)
+	}
+	n.routeAuth, n.routeTLS = secret != "", opts.Cluster.TLSConfig != nil
+	if !n.routeAuth && !n.routeTLS {
+		n.log.Info("cluster routes are neither authenticated nor encrypted: the route listener is on loopback; give --cluster-credentials to secure them", "listen", n.cfg.Listen)
 	}
 	if port != server.RANDOM_PORT {
 		// nats-server only logs a route port it cannot bind and waits:

@@ -15,13 +15,19 @@ import (
 
 // Status is what `edgeport check` and /statusz show of the cluster.
 type Status struct {
-	Node        string   `json:"node"`
-	ClusterName string   `json:"clusterName"`
-	External    bool     `json:"external"`  // an external NATS, not embedded
-	Connected   bool     `json:"connected"` // the node's NATS connection is up
-	NATSURL     string   `json:"natsUrl,omitempty"`
-	RouteAddr   string   `json:"routeAddr,omitempty"`
-	Members     []Member `json:"members"`
+	Node        string `json:"node"`
+	ClusterName string `json:"clusterName"`
+	External    bool   `json:"external"`  // an external NATS, not embedded
+	Connected   bool   `json:"connected"` // the node's NATS connection is up
+	NATSURL     string `json:"natsUrl,omitempty"`
+	RouteAddr   string `json:"routeAddr,omitempty"`
+	// RouteAuth, RouteTLS: the embedded server's routes authenticate with
+	// the cluster secret, and are mutual TLS.
+	RouteAuth bool `json:"routeAuth,omitempty"`
+	RouteTLS  bool `json:"routeTLS,omitempty"`
+	// NATSTLS: the connection to an external NATS is TLS.
+	NATSTLS bool     `json:"natsTLS,omitempty"`
+	Members []Member `json:"members"`
 	// Routes are the embedded server's route peers (server names).
 	Routes    []string       `json:"routes,omitempty"`
 	JetStream JetStreamState `json:"jetStream"`
@@ -174,10 +180,13 @@ func (n *Node) localStatus(ctx context.Context) Status {
 		st.Connected = nc.IsConnected()
 		if st.External {
 			st.NATSURL = nc.ConnectedUrlRedacted()
+			_, err := nc.TLSConnectionState()
+			st.NATSTLS = err == nil
 		}
 	}
 	if srv := n.srv; srv != nil {
 		st.RouteAddr = n.routeAddrString()
+		st.RouteAuth, st.RouteTLS = n.routeAuth, n.routeTLS
 		if rz, err := srv.Routez(nil); err == nil {
 			for _, r := range rz.Routes {
 				if !slices.Contains(st.Routes, r.RemoteName) {

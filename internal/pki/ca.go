@@ -199,6 +199,10 @@ type Request struct {
 	Key       crypto.Signer
 	Algorithm string
 	Client    bool
+	// Peer issues a certificate for both ends of a connection (server and
+	// client authentication), as cluster routes need: each node accepts
+	// routes and dials them with the one certificate. It wins over Client.
+	Peer bool
 }
 
 // Issue signs a certificate valid from now. The returned certificate has
@@ -229,9 +233,12 @@ func (ca *CA) Issue(req Request, now time.Time) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	ext := x509.ExtKeyUsageServerAuth
-	if req.Client {
-		ext = x509.ExtKeyUsageClientAuth
+	ext := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	switch {
+	case req.Peer:
+		ext = append(ext, x509.ExtKeyUsageClientAuth)
+	case req.Client:
+		ext = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	usage := x509.KeyUsageDigitalSignature
 	if _, isRSA := key.(*rsa.PrivateKey); isRSA {
@@ -247,7 +254,7 @@ func (ca *CA) Issue(req Request, now time.Time) (*tls.Certificate, error) {
 		DNSNames:     req.DNSNames,
 		IPAddresses:  req.IPAddresses,
 		KeyUsage:     usage,
-		ExtKeyUsage:  []x509.ExtKeyUsage{ext},
+		ExtKeyUsage:  ext,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +12,8 @@ import (
 )
 
 // TestClusterThreeProcesses runs three `edgeport serve --cluster`
-// processes, one command each, checks that `edgeport check` sees the
+// processes, one command each, with route credentials from one
+// `edgeport cluster init` (the documented setup), checks that `edgeport check` sees the
 // cluster formed on every node, and routes between them with mosquitto
 // clients connected to different nodes.
 func TestClusterThreeProcesses(t *testing.T) {
@@ -32,10 +34,16 @@ func TestClusterThreeProcesses(t *testing.T) {
 	for _, l := range held {
 		l.Close()
 	}
+	creds := t.TempDir()
+	if out, code := runEdgeport(t, "cluster", "init", creds, "--nodes", "n1,n2,n3"); code != 0 || !strings.Contains(out, "node n3: --cluster-credentials "+filepath.Join(creds, "n3")) {
+		t.Fatalf("edgeport cluster init: exit %d\n%s", code, out)
+	}
 	var nodes []*edgeport
 	for i := range 3 {
-		nodes = append(nodes, startEdgeportAt(t, t.TempDir(), "--cluster", "--node-name", fmt.Sprintf("n%d", i+1),
-			"--cluster-listen", routes[i], "--routes", strings.Join(routes, ","), "--http-addr", "127.0.0.1:0"))
+		name := fmt.Sprintf("n%d", i+1)
+		nodes = append(nodes, startEdgeportAt(t, t.TempDir(), "--cluster", "--node-name", name,
+			"--cluster-listen", routes[i], "--routes", strings.Join(routes, ","), "--http-addr", "127.0.0.1:0",
+			"--cluster-credentials", filepath.Join(creds, name)))
 	}
 	for i, e := range nodes {
 		rep, _, out := checkUntil(t, e, "cluster", "ok")
@@ -43,6 +51,9 @@ func TestClusterThreeProcesses(t *testing.T) {
 			t.Fatalf("node n%d: cluster check %s: %s\n%s", i+1, st, msg, out)
 		} else {
 			t.Logf("n%d: %s", i+1, msg)
+		}
+		if sec := routeSecurity(rep); sec != "mutual TLS with the cluster CA, authenticated with the cluster secret" {
+			t.Fatalf("node n%d: route security %q", i+1, sec)
 		}
 	}
 
@@ -80,4 +91,30 @@ func TestClusterThreeProcesses(t *testing.T) {
 	if g := got(sub3, "e2e/x"); len(g) != 1 || g[0] != "e2e/x|0|0|site:plant-1|hello" {
 		t.Errorf("n3 (QoS 0 subscription) got %q, want once e2e/x|0|0|site:plant-1|hello", g)
 	}
+}
+
+// TestClusterExposedRoutesRefused: a node whose route listener is not on
+// loopback does not start without route credentials, and the error names
+// the flags to give.
+func TestClusterExposedRoutesRefused(t *testing.T) {
+	t.Parallel()
+	out, code := runEdgeport(t, "serve", "--cluster", "--node-name", "n1", "--data-dir", t.TempDir(),
+		"--cluster-listen", "0.0.0.0:0", "--routes", "127.0.0.1:1",
+		"--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "off")
+	if code == 0 || !strings.Contains(out, "--cluster-listen 0.0.0.0:0 is reachable from other machines, so routes must be authenticated and encrypted: missing --cluster-secret-file") ||
+		!strings.Contains(out, "--cluster-credentials <dir>") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// routeSecurity is the cluster check's "route security" item.
+func routeSecurity(rep checkReport) string {
+	for _, c := range rep.Checks {
+		for _, it := range c.Items {
+			if c.Name == "cluster" && it.Name == "route security" {
+				return it.Message
+			}
+		}
+	}
+	return ""
 }

@@ -101,3 +101,23 @@ func WaitFormed(t testing.TB, nodes ...*cluster.Node) {
 		}
 	}
 }
+
+// Secure gives the nodes of cfgs route credentials: a cluster CA, secret
+// and per-node certificates made once with cluster.InitCredentials in a
+// temporary directory. It returns that directory (dir/<node> is each
+// node's credentials directory).
+func Secure(t testing.TB, cfgs []cluster.Config) string {
+	t.Helper()
+	dir := t.TempDir()
+	names := make([]string, len(cfgs))
+	for i, c := range cfgs {
+		names[i] = c.Name
+	}
+	if _, err := cluster.InitCredentials(dir, names, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range cfgs {
+		cfgs[i].CredentialsDir = filepath.Join(dir, cfgs[i].Name)
+	}
+	return dir
+}

@@ -1,0 +1,198 @@
+package cluster_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/pki"
+)
+
+// tlsFiles issues, from a new CA, a server certificate for 127.0.0.1 and
+// a client certificate, written as PEM files under a temporary directory.
+type tlsFiles struct{ ca, srvCert, srvKey, cliCert, cliKey string }
+
+func newTLSFiles(t *testing.T) tlsFiles {
+	t.Helper()
+	dir := t.TempDir()
+	ca, _, err := pki.LoadOrCreateCA(filepath.Join(dir, "ca"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := tlsFiles{ca: filepath.Join(dir, "ca", pki.CACertFile)}
+	for _, c := range []struct {
+		req       pki.Request
+		cert, key *string
+		name      string
+	}{
+		{pki.Request{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}, &f.srvCert, &f.srvKey, "server"},
+		{pki.Request{CommonName: "edgeport-node", Client: true}, &f.cliCert, &f.cliKey, "client"},
+	} {
+		cert, err := ca.Issue(c.req, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, kp, err := pki.EncodePEM(cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*c.cert, *c.key = filepath.Join(dir, c.name+".crt"), filepath.Join(dir, c.name+".key")
+		writeFile(t, *c.cert, cp)
+		writeFile(t, *c.key, kp)
+	}
+	return f
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startNATS runs a standalone nats-server with JetStream on loopback,
+// configured further by set.
+func startNATS(t *testing.T, set func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := &server.Options{ServerName: "external", Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		JetStream: true, StoreDir: t.TempDir(), NoSigs: true}
+	set(opts)
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return srv
+}
+
+// startExternal starts a node on the external NATS at url; the error is
+// Start's.
+func startExternal(t *testing.T, url string, auth cluster.NATSAuth) (*cluster.Node, error) {
+	t.Helper()
+	nd, err := cluster.New(cluster.Config{Name: "ext1", NATSURL: url, NATSAuth: auth, HeartbeatInterval: 200 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := nd.Start(ctx); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = nd.Stop(context.Background()) })
+	return nd, nil
+}
+
+// TestExternalNATSTokenAndMutualTLS: a standalone nats-server requiring a
+// token and TLS with client certificates. A node with the token file, the
+// server's CA and a client certificate joins (its status says TLS, and
+// JetStream answers); a wrong token, a missing CA or a missing client
+// certificate is refused with an error that names what to fix and shows
+// no token.
+func TestExternalNATSTokenAndMutualTLS(t *testing.T) {
+	const token = "external-token-0123456789abcdef"
+	tf := newTLSFiles(t)
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: tf.srvCert, KeyFile: tf.srvKey, CaFile: tf.ca, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startNATS(t, func(o *server.Options) {
+		o.Authorization = token
+		o.TLSConfig, o.TLS, o.TLSVerify = tc, true, true
+	})
+	dir := t.TempDir()
+	tokFile, wrongFile := filepath.Join(dir, "token"), filepath.Join(dir, "wrong")
+	writeFile(t, tokFile, []byte(token+"\n"))
+	writeFile(t, wrongFile, []byte("not-the-token-at-all\n"))
+	mtls := cluster.TLSFiles{CA: tf.ca, Cert: tf.cliCert, Key: tf.cliKey}
+
+	nd, err := startExternal(t, srv.ClientURL(), cluster.NATSAuth{TokenFile: tokFile, TLS: mtls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := nd.Status(context.Background())
+	if !st.Connected || !st.External || !st.NATSTLS || !st.JetStream.Enabled || st.JetStream.Error != "" {
+		t.Fatalf("status: %+v", st)
+	}
+
+	for _, c := range []struct {
+		name string
+		auth cluster.NATSAuth
+		want string
+	}{
+		{"wrong token", cluster.NATSAuth{TokenFile: wrongFile, TLS: mtls}, "Authorization Violation (check --nats-user/--nats-password-file, --nats-token-file"},
+		{"no CA", cluster.NATSAuth{TokenFile: tokFile, TLS: cluster.TLSFiles{Cert: tf.cliCert, Key: tf.cliKey}}, "certificate signed by unknown authority (check --nats-tls-ca"},
+		{"no client certificate", cluster.NATSAuth{TokenFile: tokFile, TLS: cluster.TLSFiles{CA: tf.ca}}, "(check --nats-tls-ca, and --nats-tls-cert/--nats-tls-key"}, // "certificate required" or the connection closed, as TLS 1.3 goes
+		{"no token", cluster.NATSAuth{TLS: mtls}, "Authorization Violation"},
+	} {
+		_, err := startExternal(t, srv.ClientURL(), c.auth)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "NATS at tls://127.0.0.1:") {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), token) {
+			t.Errorf("%s: the error shows the token: %v", c.name, err)
+		}
+	}
+}
+
+// TestExternalNATSUserAndNKey: user and password, and an NKey seed, each
+// on a server that requires it (plain TCP on loopback is allowed). A
+// password in the URL never shows in the status or an error.
+func TestExternalNATSUserAndNKey(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	dir := t.TempDir()
+	seedFile, pwFile := filepath.Join(dir, "user.nk"), filepath.Join(dir, "password")
+	writeFile(t, seedFile, seed)
+	writeFile(t, pwFile, []byte("s3cret-password\n"))
+
+	nk := startNATS(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
+	nd, err := startExternal(t, nk.ClientURL(), cluster.NATSAuth{NKeyFile: seedFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := nd.Status(context.Background()); !st.Connected || st.NATSTLS || !st.JetStream.Enabled {
+		t.Fatalf("nkey: status %+v", st)
+	}
+	if _, err := startExternal(t, nk.ClientURL(), cluster.NATSAuth{}); err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
+		t.Fatalf("no nkey: %v", err)
+	}
+
+	up := startNATS(t, func(o *server.Options) { o.Username, o.Password = "edge", "s3cret-password" })
+	nd, err = startExternal(t, up.ClientURL(), cluster.NATSAuth{User: "edge", PasswordFile: pwFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := nd.Status(context.Background()); !st.Connected || !st.JetStream.Enabled {
+		t.Fatalf("user/password: status %+v", st)
+	}
+	// Credentials in the URL work too (nats.go takes them), and are
+	// redacted from the status and errors.
+	u := strings.Replace(up.ClientURL(), "nats://", "nats://edge:s3cret-password@", 1)
+	nd, err = startExternal(t, u, cluster.NATSAuth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := nd.Status(context.Background()); strings.Contains(st.NATSURL, "s3cret") {
+		t.Fatalf("status shows the password: %s", st.NATSURL)
+	}
+	bad := strings.Replace(up.ClientURL(), "nats://", "nats://edge:wrong-s3cret@", 1)
+	if _, err := startExternal(t, bad, cluster.NATSAuth{}); err == nil || strings.Contains(err.Error(), "wrong-s3cret") || !strings.Contains(err.Error(), "xxxxx") {
+		t.Fatalf("a wrong password in the URL: %v", err)
+	}
+}
