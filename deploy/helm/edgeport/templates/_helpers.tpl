@@ -104,3 +104,17 @@ allowAnonymous: true
 maxConnections: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret of the cluster's route TLS (ca.crt, tls.crt, tls.key). */}}
+{{- define "edgeport.clusterTLSSecretName" -}}
+{{- if and (eq .Values.cluster.routeTLS.mode "Secret") .Values.cluster.routeTLS.existingSecret }}
+{{- .Values.cluster.routeTLS.existingSecret }}
+{{- else }}
+{{- printf "%s-cluster-tls" (include "edgeport.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret of the cluster's route secret (key "secret"). */}}
+{{- define "edgeport.clusterSecretName" -}}
+{{- default (printf "%s-cluster-secret" (include "edgeport.fullname" .)) .Values.cluster.routeSecret.existingSecret }}
+{{- end }}
