@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
@@ -376,16 +375,7 @@ func sameStrings(a, b []string) bool {
 // TestClusterExternalNATS: two nodes on an external NATS (--nats-url), a
 // standalone nats-server with JetStream, form a cluster and route.
 func TestClusterExternalNATS(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{ServerName: "external", Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	srv := clustertest.StartNATS(t, nil)
 	var apps []*App
 	for _, name := range []string{"e1", "e2"} {
 		apps = append(apps, startApp(t, Config{ClusterEnabled: true,

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/cluster/clustertest"
 	"github.com/edgeport/edgeport/internal/pki"
 )
 
@@ -58,25 +59,6 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 }
 
-// startNATS runs a standalone nats-server with JetStream on loopback,
-// configured further by set.
-func startNATS(t *testing.T, set func(*server.Options)) *server.Server {
-	t.Helper()
-	opts := &server.Options{ServerName: "external", Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(), NoSigs: true}
-	set(opts)
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return srv
-}
-
 // startExternal starts a node on the external NATS at url; the error is
 // Start's.
 func startExternal(t *testing.T, url string, auth cluster.NATSAuth) (*cluster.Node, error) {
@@ -107,7 +89,7 @@ func TestExternalNATSTokenAndMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startNATS(t, func(o *server.Options) {
+	srv := clustertest.StartNATS(t, func(o *server.Options) {
 		o.Authorization = token
 		o.TLSConfig, o.TLS, o.TLSVerify = tc, true, true
 	})
@@ -161,7 +143,7 @@ func TestExternalNATSUserAndNKey(t *testing.T) {
 	writeFile(t, seedFile, seed)
 	writeFile(t, pwFile, []byte("s3cret-password\n"))
 
-	nk := startNATS(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
+	nk := clustertest.StartNATS(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
 	nd, err := startExternal(t, nk.ClientURL(), cluster.NATSAuth{NKeyFile: seedFile})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +155,7 @@ func TestExternalNATSUserAndNKey(t *testing.T) {
 		t.Fatalf("no nkey: %v", err)
 	}
 
-	up := startNATS(t, func(o *server.Options) { o.Username, o.Password = "edge", "s3cret-password" })
+	up := clustertest.StartNATS(t, func(o *server.Options) { o.Username, o.Password = "edge", "s3cret-password" })
 	nd, err = startExternal(t, up.ClientURL(), cluster.NATSAuth{User: "edge", PasswordFile: pwFile})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -99,23 +98,10 @@ func TestChartClusterGenerated(t *testing.T) {
 		}
 	}
 	cfgs := clustertest.Configs(t, 3)
-	var nodes []*epcluster.Node
-	for _, cfg := range cfgs {
-		cfg.CredentialsDir = dir // every pod mounts the same Secrets
-		nd, err := epcluster.New(cfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err = nd.Start(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = nd.Stop(context.Background()) })
-		nodes = append(nodes, nd)
+	for i := range cfgs {
+		cfgs[i].CredentialsDir = dir // every pod mounts the same Secrets
 	}
-	clustertest.WaitFormed(t, nodes...)
+	nodes := clustertest.Start(t, cfgs)
 	if st := nodes[0].Status(context.Background()); !st.RouteTLS || !st.RouteAuth || len(st.Routes) != 2 {
 		t.Fatalf("status: routes %v tls %v auth %v", st.Routes, st.RouteTLS, st.RouteAuth)
 	}

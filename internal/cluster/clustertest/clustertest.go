@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -57,8 +59,15 @@ func Configs(t testing.TB, n int) []cluster.Config {
 // JetStream has a meta leader; they stop at the test's end.
 func StartNodes(t testing.TB, n int) []*cluster.Node {
 	t.Helper()
+	return Start(t, Configs(t, n))
+}
+
+// Start starts a node of each configuration and waits until they have
+// formed (WaitFormed); they stop at the test's end.
+func Start(t testing.TB, cfgs []cluster.Config) []*cluster.Node {
+	t.Helper()
 	var nodes []*cluster.Node
-	for _, cfg := range Configs(t, n) {
+	for _, cfg := range cfgs {
 		nd, err := cluster.New(cfg, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -120,4 +129,26 @@ func Secure(t testing.TB, cfgs []cluster.Config) string {
 		cfgs[i].CredentialsDir = filepath.Join(dir, cfgs[i].Name)
 	}
 	return dir
+}
+
+// StartNATS runs a standalone nats-server with JetStream on loopback (an
+// external NATS for --nats-url), configured further by set (nil: as it
+// is); it stops at the test's end.
+func StartNATS(t testing.TB, set func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := &server.Options{ServerName: "external", Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		JetStream: true, StoreDir: t.TempDir(), NoSigs: true}
+	if set != nil {
+		set(opts)
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return srv
 }
