@@ -53,6 +53,8 @@ type StateBackend struct {
 	apply   func([]statestore.Change, bool)      // from Watch
 	ready   chan struct{}                        // closed once the bucket is watched
 	quit    chan struct{}                        // closed by Stop
+	halt    chan struct{}                        // closed by BeginStop (or Stop): waits for JetStream end
+	haltMu  sync.Mutex                           // guards closing halt
 	wg      sync.WaitGroup                       // setup, the watch, rounds
 
 	rmu     sync.Mutex // guards next, running and stopped
@@ -95,7 +97,25 @@ func (b *StateBackend) Start(context.Context) error {
 	b.js = b.src.JetStream()
 	b.ready = make(chan struct{})
 	b.quit = make(chan struct{})
+	b.halt = make(chan struct{})
 	return nil
+}
+
+// BeginStop is called when the node begins to stop, before the state
+// store stops: from then on a write or read waiting for JetStream fails at
+// once (503) instead of waiting out AckTimeout on a cluster without
+// quorum, so the state store's Stop is quick.
+func (b *StateBackend) BeginStop() {
+	if b.halt == nil {
+		return
+	}
+	b.haltMu.Lock()
+	defer b.haltMu.Unlock()
+	select {
+	case <-b.halt:
+	default:
+		close(b.halt)
+	}
 }
 
 // Stop ends the watch and waits for the requests under way.
@@ -103,6 +123,7 @@ func (b *StateBackend) Stop(context.Context) error {
 	if b.quit == nil {
 		return nil
 	}
+	b.BeginStop()
 	b.rmu.Lock()
 	if !b.stopped {
 		b.stopped = true
@@ -241,7 +262,7 @@ func (b *StateBackend) Commit(ws []statestore.Write) error {
 		if f == nil {
 			continue
 		}
-		if ack, ok, err := awaitAck(f, expired); ok {
+		if ack, ok, err := awaitAck(f, expired, b.halt); ok {
 			ws[i].Rev, ws[i].Err = ack, err
 			continue
 		}
@@ -252,9 +273,9 @@ func (b *StateBackend) Commit(ws []statestore.Write) error {
 }
 
 // awaitAck waits for f's outcome until expired fires (nil: only what is
-// there already) and returns the sequence it was stored at or why it was
+// there already) or halt closes, and returns the sequence it was stored at or why it was
 // refused; ok is false when there was no outcome in time.
-func awaitAck(f jetstream.PubAckFuture, expired <-chan time.Time) (seq uint64, ok bool, err error) {
+func awaitAck(f jetstream.PubAckFuture, expired <-chan time.Time, halt <-chan struct{}) (seq uint64, ok bool, err error) {
 	if expired == nil {
 		select {
 		case ack := <-f.Ok():
@@ -272,6 +293,8 @@ func awaitAck(f jetstream.PubAckFuture, expired <-chan time.Time) (seq uint64, o
 		return 0, true, writeError(err)
 	case <-expired:
 		return 0, false, nil
+	case <-halt:
+		return 0, true, fmt.Errorf("%w: the node is stopping", statestore.ErrUnavailable)
 	}
 }
 
@@ -299,6 +322,8 @@ func (b *StateBackend) Get(ctx context.Context, key string) (statestore.Change, 
 	if !b.isReady() {
 		return statestore.Change{}, statestore.ErrUnavailable
 	}
+	ctx, stop := b.untilHalt(ctx)
+	defer stop()
 	req, err := json.Marshal(msgGetRequest{LastBySubject: b.subject + topicKey(key)})
 	if err != nil {
 		return statestore.Change{}, err
@@ -394,19 +419,12 @@ func (b *StateBackend) rounds() {
 }
 
 // lastSeq asks the bucket's stream leader for its last sequence, at most
-// AckTimeout, less if Stop comes.
+// AckTimeout, less if BeginStop comes.
 func (b *StateBackend) lastSeq() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.AckTimeout)
 	defer cancel()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-b.quit:
-			cancel()
-		case <-done:
-		}
-	}()
+	ctx, stop := b.untilHalt(ctx)
+	defer stop()
 	st, err := (*b.kv.Load()).Status(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("%w: reading the state of %s: %w", statestore.ErrUnavailable, StateStoreBucket, err)
@@ -416,4 +434,18 @@ func (b *StateBackend) lastSeq() (uint64, error) {
 		return 0, fmt.Errorf("bucket %s: unexpected status %T", StateStoreBucket, st)
 	}
 	return kvs.StreamInfo().State.LastSeq, nil
+}
+
+// untilHalt returns ctx, also cancelled when BeginStop is called; stop
+// releases it.
+func (b *StateBackend) untilHalt(ctx context.Context) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-b.halt:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

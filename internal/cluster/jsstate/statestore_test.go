@@ -19,7 +19,7 @@ import (
 
 // startStateStore runs a state store on nd backed by StateStoreBucket, as
 // `serve --cluster` does, and waits until the bucket is watched.
-func startStateStore(t testing.TB, nd *node, ackTimeout time.Duration) *statestore.Server {
+func startStateStore(t testing.TB, nd *node, ackTimeout time.Duration) *StateBackend {
 	t.Helper()
 	logs := new(testlog.Buffer)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", nd.name)
@@ -60,7 +60,7 @@ func startStateStore(t testing.TB, nd *node, ackTimeout time.Duration) *statesto
 	case <-ctx.Done():
 		t.Fatalf("%s: state store bucket not ready", nd.name)
 	}
-	return ss
+	return be
 }
 
 // stateCluster is testCluster with a state store on every node.
@@ -375,4 +375,28 @@ func TestStateStoreNoQuorumRefuses(t *testing.T) {
 		t.Fatalf("GET without quorum: %s %q, want 503 or the acknowledged value", a.stat, a.payload)
 	}
 	t.Logf("GET without quorum: %s %q", a.stat, a.payload)
+}
+
+// BeginStop (the node begins to stop) ends the waits for a JetStream
+// without quorum at once: a write is answered 503 instead of waiting out
+// an acknowledgement timeout of a minute.
+func TestStateStoreBeginStopEndsWaits(t *testing.T) {
+	cns := clustertest.StartNodes(t, 3)
+	nd := startNode(t, cns[0])
+	be := startStateStore(t, nd, time.Minute)
+	c := newSSClient(t, nd, "stopping")
+	c.ok("+OK\r\n", "", "SET", "k", "before")
+	for _, cn := range cns[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := cn.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	be.BeginStop()
+	// call gives up after 20 s, far less than the minute a write would
+	// otherwise wait.
+	if a := c.call("", "SET", "k", "after"); a.stat != "503" {
+		t.Fatalf("SET after BeginStop: %s %q, want 503", a.stat, a.payload)
+	}
 }
