@@ -10,6 +10,7 @@
 #   QUICK=1 bench/cluster.sh          smoke run: 1 s, 1 round
 #   ROUNDS=5 DURATION=10s OUT=/tmp/cluster.md bench/cluster.sh
 #   EDGEPORT_BIN=/path/to/edgeport bench/cluster.sh   use that build
+#   ONLY='^ss' bench/cluster.sh       only the scenarios whose id matches
 #
 # Prints a Markdown section for BENCHMARKS.md (and writes it to OUT when
 # set). Each figure is the median of the rounds with their range; a ratio
@@ -149,7 +150,17 @@ scenarios=(
   "q1r|QoS 1, p2p 10 pairs at a fixed $rate msg/s|--scenario p2p --clients 10 --qos 1 --rate $rate"
   "q1pr|QoS 1 into persistent sessions, p2p 10 pairs at a fixed $rate msg/s|--scenario p2p --clients 10 --qos 1 --persistent --rate $rate"
   "takeover|session takeover, 10 persistent sessions, $moves moves/s|--scenario takeover --clients 10 --rate $moves"
+  "ssset|state store SET, 16 clients (spread over the nodes) × 16 in flight|--scenario statestore --clients 16 --window 16"
+  "ssget|state store GET, 16 clients × 16 in flight|--scenario statestore --clients 16 --window 16 --gets 100"
+  "ssmix|state store 90% GET / 10% SET, 16 clients × 16 in flight|--scenario statestore --clients 16 --window 16 --gets 90"
 )
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for s in "${scenarios[@]}"; do
+    [[ ${s%%|*} =~ $ONLY ]] && kept+=("$s")
+  done
+  scenarios=("${kept[@]}")
+fi
 
 # bench SETUP VARIANT ID ROUND ARGS...: one run, its JSON kept in
 # $tmp/res/ID/SETUP-VARIANT.ROUND.json; a failed run leaves no file.
@@ -165,6 +176,7 @@ bench() {
   if [ $rc = 0 ] || [ $rc = 2 ]; then mv "$json.tmp" "$json"; else rm -f "$json.tmp"; fi
   if [ -s "$json" ]; then
     log "  $setup $variant: $(jq -r 'if .scenario == "takeover" then "\(.takeovers // 0) takeovers, \(.errors // 0) failed, to 0x8E p50 \(.latency.p50_ms) p99 \(.latency.p99_ms) ms"
+      elif .scenario == "statestore" then "\(.sets_per_sec // 0 | floor) SET/s, \(.gets_per_sec // 0 | floor) GET/s, \(.errors // 0) errors"
       else "\(.received_per_sec | floor) msg/s, p50 \(.latency.p50_ms) p99 \(.latency.p99_ms) ms, lost \(.lost)" end' "$json")"
   else
     log "  $setup $variant: FAILED (exit $rc): $(tail -3 "$json.err" | tr '\n' ' ')"
@@ -186,7 +198,7 @@ for round in $(seq "$rounds"); do
       IFS='|' read -r id title args <<<"$s"
       log " $title"
       variants=same
-      [ "$setup" = cluster ] && [ "$id" != takeover ] && variants="same cross"
+      [ "$setup" = cluster ] && [ "$id" != takeover ] && [[ $id != ss* ]] && variants="same cross"
       for v in $variants; do
         # shellcheck disable=SC2086
         bench "$setup" "$v" "$id" "$round" $args
@@ -234,6 +246,7 @@ cmdline="bench/cluster.sh"
 [ -n "${DURATION:-}" ] && cmdline="DURATION=$DURATION $cmdline"
 [ -n "${RATE:-}" ] && cmdline="RATE=$RATE $cmdline"
 [ -n "${MOVES:-}" ] && cmdline="MOVES=$MOVES $cmdline"
+[ -n "${ONLY:-}" ] && cmdline="ONLY='$ONLY' $cmdline"
 lmin=$(printf '%s\n' "${loads[@]}" | sort -n | head -1)
 lmax=$(printf '%s\n' "${loads[@]}" | sort -n | tail -1)
 
@@ -257,6 +270,19 @@ report() {
         "to old 0x8E p99 (ms)|(if .latency.samples > 0 then .latency.p99_ms else null end)|2" \
         "to CONNACK p50 (ms)|(if .latency.samples > 0 then .connack_latency.p50_ms else null end)|2" \
         "to CONNACK p99 (ms)|(if .latency.samples > 0 then .connack_latency.p99_ms else null end)|2"; do
+        IFS='|' read -r label expr d noratio <<<"$f"
+        r=""
+        [ -z "$noratio" ] && r=$(ratio "$id" cluster-same "$expr")
+        echo "| $label | $(stat "$id" single-same "$expr" "$d") | $(stat "$id" cluster-same "$expr" "$d") | $r |"
+      done
+      continue
+    fi
+    if [[ $id == ss* ]]; then
+      echo "| figure | single node | 3-node cluster | ratio |"
+      echo "|---|---:|---:|---:|"
+      for f in "SET/s|(.sets_per_sec // 0)|0" "GET/s|(.gets_per_sec // 0)|0" \
+        "SET p50 (ms)|.set_latency.p50_ms|2" "SET p99 (ms)|.set_latency.p99_ms|2" \
+        "GET p50 (ms)|.get_latency.p50_ms|2" "GET p99 (ms)|.get_latency.p99_ms|2" "errors|(.errors // 0)|0|-"; do
         IFS='|' read -r label expr d noratio <<<"$f"
         r=""
         [ -z "$noratio" ] && r=$(ratio "$id" cluster-same "$expr")
