@@ -280,9 +280,10 @@ report() {
     if [[ $id == ss* ]]; then
       echo "| figure | single node | 3-node cluster | ratio |"
       echo "|---|---:|---:|---:|"
-      for f in "SET/s|(.sets_per_sec // 0)|0" "GET/s|(.gets_per_sec // 0)|0" \
-        "SET p50 (ms)|.set_latency.p50_ms|2" "SET p99 (ms)|.set_latency.p99_ms|2" \
-        "GET p50 (ms)|.get_latency.p50_ms|2" "GET p99 (ms)|.get_latency.p99_ms|2" "errors|(.errors // 0)|0|-"; do
+      figs=()
+      [ "$id" != ssget ] && figs+=("SET/s|(.sets_per_sec // 0)|0" "SET p50 (ms)|.set_latency.p50_ms|2" "SET p99 (ms)|.set_latency.p99_ms|2")
+      [ "$id" != ssset ] && figs+=("GET/s|(.gets_per_sec // 0)|0" "GET p50 (ms)|.get_latency.p50_ms|2" "GET p99 (ms)|.get_latency.p99_ms|2")
+      for f in "${figs[@]}" "errors|(.errors // 0)|0|-"; do
         IFS='|' read -r label expr d noratio <<<"$f"
         r=""
         [ -z "$noratio" ] && r=$(ratio "$id" cluster-same "$expr")
