@@ -31,18 +31,61 @@ func mustCheck(t *testing.T, kind, name string, spec any) *config.Object {
 	return obj
 }
 
-// A flow from Kafka (kfake) to HTTP survives a long destination outage
-// under load: the records wait in Kafka (offsets are committed only for
-// what the destination accepted), retries back off, the status says why,
-// and afterwards every record arrived, in order.
-func TestEngineKafkaToHTTPOutage(t *testing.T) {
+// startKafka runs a one-broker Kafka (kfake) on loopback with the topic
+// "telemetry" until the test ends, and returns its address.
+func startKafka(t *testing.T) string {
+	t.Helper()
 	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "telemetry"),
 		kfake.ListenFn(func(n, _ string) (net.Listener, error) { return net.Listen(n, "127.0.0.1:0") }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(kc.Close)
-	host := kc.ListenAddrs()[0]
+	return kc.ListenAddrs()[0]
+}
+
+// seqProducer returns a function that produces the records {"seq":i<extra>}
+// for i in [from, to) to the topic "telemetry" at host and waits until
+// Kafka has them.
+func seqProducer(t *testing.T, host, extra string) func(from, to int) {
+	t.Helper()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	return func(from, to int) {
+		t.Helper()
+		ctx := context.Background()
+		for i := from; i < to; i++ {
+			prod.Produce(ctx, &kgo.Record{Topic: "telemetry", Value: []byte(`{"seq":` + strconv.Itoa(i) + extra + `}`)}, nil)
+		}
+		if err := prod.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// startEngine starts an engine with opts and stops it when the test ends.
+func startEngine(t *testing.T, opts Options) *Engine {
+	t.Helper()
+	e, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Stop(context.Background()) })
+	return e
+}
+
+// A flow from Kafka (kfake) to HTTP survives a long destination outage
+// under load: the records wait in Kafka (offsets are committed only for
+// what the destination accepted), retries back off, the status says why,
+// and afterwards every record arrived, in order.
+func TestEngineKafkaToHTTPOutage(t *testing.T) {
+	host := startKafka(t)
 	s := httpsink.Start(t)
 
 	reg := prometheus.NewRegistry()
@@ -50,7 +93,7 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 	var last config.DataflowStatus
 	var lastReady bool
 	var lastReason string
-	e, err := New(Options{
+	e := startEngine(t, Options{
 		Builder: &StageBuilder{}, Registerer: reg, StatusInterval: 20 * time.Millisecond, Logger: testLogger(t),
 		Report: func(_ *config.Object, ready bool, reason, _ string, st config.DataflowStatus) {
 			repMu.Lock()
@@ -58,14 +101,6 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 			repMu.Unlock()
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := e.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Stop(context.Background()) })
 
 	kafkaEP := mustCheck(t, "DataflowEndpoint", "kafka", &config.DataflowEndpointSpec{
 		EndpointType: config.EndpointKafka, KafkaSettings: &config.KafkaEndpointSettings{Host: host}})
@@ -83,20 +118,8 @@ func TestEngineKafkaToHTTPOutage(t *testing.T) {
 	})
 	e.Sync(Resolve([]*config.Object{flow}, []*config.Object{kafkaEP, httpEP}, nil))
 
-	prod, err := kgo.NewClient(kgo.SeedBrokers(host))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
 	const n = 2000
-	produce := func(from, to int) {
-		for i := from; i < to; i++ {
-			prod.Produce(ctx, &kgo.Record{Topic: "telemetry", Value: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}, nil)
-		}
-		if err := prod.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produce := seqProducer(t, host, ``)
 	produce(0, n/4)
 	testwait.For(t, "first records delivered", func() bool { return len(s.Payloads()) > 0 })
 	s.SetDown(true)

@@ -1,17 +1,12 @@
 package dataflow
 
 import (
-	"context"
-	"net"
 	"sort"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/testpeer/otlppeer"
@@ -31,27 +26,13 @@ func TestEngineKafkaToOpenTelemetryOutage(t *testing.T) {
 }
 
 func testOTelOutage(t *testing.T, proto string) {
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "telemetry"),
-		kfake.ListenFn(func(n, _ string) (net.Listener, error) { return net.Listen(n, "127.0.0.1:0") }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
-	host := kc.ListenAddrs()[0]
+	host := startKafka(t)
 	rcv := otlppeer.Start(t, otlppeer.Options{})
 
-	e, err := New(Options{
+	e := startEngine(t, Options{
 		Builder:    &StageBuilder{Compile: CompileMapping(nil)},
 		Registerer: prometheus.NewRegistry(), StatusInterval: 20 * time.Millisecond, Logger: testLogger(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := e.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Stop(context.Background()) })
 
 	kafkaEP := mustCheck(t, "DataflowEndpoint", "kafka", &config.DataflowEndpointSpec{
 		EndpointType: config.EndpointKafka, KafkaSettings: &config.KafkaEndpointSettings{Host: host}})
@@ -80,20 +61,8 @@ func testOTelOutage(t *testing.T, proto string) {
 	})
 	e.Sync(Resolve([]*config.Object{flow}, []*config.Object{kafkaEP, otelEP}, nil))
 
-	prod, err := kgo.NewClient(kgo.SeedBrokers(host))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
 	const n = 1000
-	produce := func(from, to int) {
-		for i := from; i < to; i++ {
-			prod.Produce(ctx, &kgo.Record{Topic: "telemetry", Value: []byte(`{"seq":` + strconv.Itoa(i) + `,"temperature":100}`)}, nil)
-		}
-		if err := prod.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produce := seqProducer(t, host, `,"temperature":100`)
 	seqs := func() []int {
 		var out []int
 		for _, p := range rcv.DataPoints() {

@@ -47,19 +47,12 @@ func TestFlowReadyOnlyOnceSubscribed(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var reports []report
-	e, err := New(Options{Builder: b, Logger: testLogger(t),
+	e := startEngine(t, Options{Builder: b, Logger: testLogger(t),
 		Report: func(_ *config.Object, ready bool, reason, _ string, _ config.DataflowStatus) {
 			mu.Lock()
 			reports = append(reports, report{ready, reason})
 			mu.Unlock()
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Stop(context.Background()) })
 	flow := mustCheck(t, "Dataflow", "gated", &config.DataflowSpec{Operations: []config.DataflowOperation{
 		{OperationType: "Source", SourceSettings: &config.DataflowSource{EndpointRef: "default", DataSources: []string{"a/#"}}},
 		{OperationType: "Destination", DestinationSettings: &config.DataflowDestination{EndpointRef: "default", DataDestination: "b"}},

@@ -128,17 +128,10 @@ func TestEngineRemoteMosquittoSourceRestart(t *testing.T) {
 	mq := startMosquittoBroker(t)
 	s := httpsink.Start(t)
 
-	e, err := New(Options{
+	e := startEngine(t, Options{
 		Builder:    &StageBuilder{MQTT: &MQTTStages{Env: stage.Env{}, Log: testLogger(t)}},
 		Registerer: prometheus.NewRegistry(), StatusInterval: 20 * time.Millisecond, Logger: testLogger(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Stop(context.Background()) })
 	keepAlive := 2
 	remote := mustCheck(t, "DataflowEndpoint", "site-broker", &config.DataflowEndpointSpec{
 		EndpointType: config.EndpointMqtt, MqttSettings: &config.MqttEndpointSettings{Host: mq.addr, KeepAliveSeconds: &keepAlive}})
