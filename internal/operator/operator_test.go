@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,6 +111,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 // o says) and stops it at cleanup, waiting for it.
 func runOperator(t *testing.T, o Options) *Operator {
 	t.Helper()
+	op, _ := startOperator(t, o)
+	return op
+}
+
+// startOperator starts an operator with o (on the test cluster) and
+// returns it with a stop that ends it and returns what Start returned. The
+// test's cleanup stops it if the test did not, failing on an error.
+func startOperator(t *testing.T, o Options) (*Operator, func() error) {
+	t.Helper()
 	o.Config, o.Kinds = restCfg, config.Builtin()
 	if o.Log == nil {
 		o.Log = testLog(t)
@@ -121,13 +131,43 @@ func runOperator(t *testing.T, o Options) *Operator {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- op.Start(ctx) }()
+	var once sync.Once
+	var startErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			startErr = <-done
+		})
+		return startErr
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("operator: %v", err)
 		}
 	})
-	return op
+	return op, stop
+}
+
+// awaitElected fails the test unless op leads within 30 seconds.
+func awaitElected(t *testing.T, op *Operator, what string) {
+	t.Helper()
+	select {
+	case <-op.Elected():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s not elected", what)
+	}
+}
+
+// attachAndAwait attaches a fresh resource store to op, which leads, and
+// waits until op has applied the resource key to it.
+func attachAndAwait(t *testing.T, op *Operator, what string, key config.Key) {
+	t.Helper()
+	store := config.NewStore(config.Builtin(), "", nil)
+	op.Attach(store)
+	testwait.For(t, what+" to apply the resource", func() bool {
+		_, ok := store.Get(key)
+		return ok
+	})
 }
 
 // startApp runs a real Edgeport (no built-in listeners) with dataDir and
@@ -149,11 +189,7 @@ func startApp(t *testing.T, op *Operator, dataDir string) *app.App {
 			t.Errorf("app stop: %v", err)
 		}
 	})
-	select {
-	case <-op.Elected():
-	case <-time.After(30 * time.Second):
-		t.Fatal("operator not elected")
-	}
+	awaitElected(t, op, "operator")
 	op.Attach(a.Resources())
 	return a
 }
@@ -542,32 +578,11 @@ spec:
 
 	// The first replica leads.
 	o1 := short(Options{Identity: "replica-1", DataDir: t.TempDir()})
-	o1.Config, o1.Kinds, o1.Log = restCfg, config.Builtin(), testLog(t).With("replica", 1)
-	op1, err := New(o1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx1, stop1 := context.WithCancel(ctx)
-	done1 := make(chan error, 1)
-	go func() { done1 <- op1.Start(ctx1) }()
-	stopped1 := false
-	t.Cleanup(func() {
-		if !stopped1 {
-			stop1()
-			<-done1
-		}
-	})
-	select {
-	case <-op1.Elected():
-	case <-time.After(30 * time.Second):
-		t.Fatal("first replica not elected")
-	}
-	store1 := config.NewStore(config.Builtin(), "", nil)
-	op1.Attach(store1)
-	testwait.For(t, "the first replica to apply the resource", func() bool {
-		_, ok := store1.Get(config.Key{Kind: "BrokerListener", Name: "l"})
-		return ok
-	})
+	o1.Log = testLog(t).With("replica", 1)
+	op1, stop1 := startOperator(t, o1)
+	awaitElected(t, op1, "first replica")
+	listener := config.Key{Kind: "BrokerListener", Name: "l"}
+	attachAndAwait(t, op1, "the first replica", listener)
 
 	// The second one starts and waits.
 	op2 := runOperator(t, short(Options{Identity: "replica-2", DataDir: t.TempDir()}))
@@ -602,22 +617,11 @@ spec:
 	}
 
 	// The first stops (releasing the Lease): the second takes over.
-	stop1()
-	if err := <-done1; err != nil {
+	if err := stop1(); err != nil {
 		t.Errorf("first replica: %v", err)
 	}
-	stopped1 = true
-	select {
-	case <-op2.Elected():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the second replica did not take over")
-	}
-	store2 := config.NewStore(config.Builtin(), "", nil)
-	op2.Attach(store2)
-	testwait.For(t, "the second replica to apply the resource", func() bool {
-		_, ok := store2.Get(config.Key{Kind: "BrokerListener", Name: "l"})
-		return ok
-	})
+	awaitElected(t, op2, "the second replica (taking over)")
+	attachAndAwait(t, op2, "the second replica", listener)
 	renewed()
 	if h := *lease.Spec.HolderIdentity; h != "replica-2" {
 		t.Errorf("lease holder %q, want replica-2", h)
