@@ -514,6 +514,24 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
+// FieldName is the name a resource document uses for a spec or status
+// struct field: its json tag's name, else the Go name. ok is false for a
+// field documents do not carry (unexported, or tagged "-"). The decoder
+// and the generated CRDs (internal/crd) both name fields by it.
+func FieldName(f reflect.StructField) (name string, ok bool) {
+	if !f.IsExported() {
+		return "", false
+	}
+	name, _, _ = strings.Cut(f.Tag.Get("json"), ",")
+	switch name {
+	case "-":
+		return "", false
+	case "":
+		return f.Name, true
+	}
+	return name, true
+}
+
 type fieldSet struct {
 	index map[string]int
 	names []string
@@ -524,16 +542,9 @@ type fieldSet struct {
 func structFields(t reflect.Type) fieldSet {
 	fs := fieldSet{index: make(map[string]int, t.NumField())}
 	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
+		name, ok := FieldName(t.Field(i))
+		if !ok {
 			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = f.Name
 		}
 		fs.index[name] = i
 		fs.names = append(fs.names, name)

@@ -207,15 +207,9 @@ func schemaOf(t reflect.Type, path string, h map[string]Hint) (*Schema, error) {
 			s = &Schema{Type: "object", Properties: map[string]*Schema{}}
 			for i := range t.NumField() {
 				f := t.Field(i)
-				if !f.IsExported() {
+				name, ok := config.FieldName(f)
+				if !ok {
 					continue
-				}
-				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-				if name == "-" {
-					continue
-				}
-				if name == "" {
-					name = f.Name
 				}
 				fs, err := schemaOf(f.Type, path+"."+name, h)
 				if err != nil {
