@@ -48,24 +48,39 @@ func (nd *node) onStop(t testing.TB, f func()) {
 }
 
 // kill ends the node as kill -9 would, as far as the cluster can tell:
-// its NATS server shuts down first (the others see it gone, and nothing
-// the node does after reaches them), then its connection to NATS closes,
-// and only then do its broker and listener stop, dropping its clients.
+// its NATS server shuts down (the others see it gone at once, and nothing
+// the node does after reaches them) and its connection to NATS closes;
+// then its listener, broker and cluster state stop in the background,
+// dropping its clients, while the test goes on (a client may reconnect
+// elsewhere before the others notice the node is gone). The test's end
+// waits for them.
 func (nd *node) kill(t testing.TB) {
 	t.Helper()
 	nd.cn.Server().Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = nd.cn.Stop(ctx)
-	for i := len(nd.stops) - 1; i >= 0; i-- {
-		nd.stops[i]()
-	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := len(nd.stops) - 1; i >= 0; i-- {
+			nd.stops[i]()
+		}
+	}()
+	t.Cleanup(func() { <-stopped })
 }
 
 // startNode starts an Edgeport node on cluster node cn: the broker, its
 // cluster state and a listener, stopped in reverse order when the test
 // ends.
 func startNode(t testing.TB, cn *cluster.Node) *node {
+	t.Helper()
+	return startNodeWith(t, cn, nil)
+}
+
+// startNodeWith is startNode with tweak applied to the cluster state's
+// options.
+func startNodeWith(t testing.TB, cn *cluster.Node, tweak func(*Options)) *node {
 	t.Helper()
 	name := cn.Name()
 	nd := &node{name: name, cn: cn}
@@ -100,6 +115,9 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 	}
 	nd.onStop(t, func() { stop(local) })
 	opts := Options{Node: name, Shards: 3, Logger: log}
+	if tweak != nil {
+		tweak(&opts)
+	}
 	nd.st, err = NewStore(cn, nd.b, local, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -152,10 +170,17 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 // each.
 func testCluster(t testing.TB) []*node {
 	t.Helper()
+	return testClusterWith(t, nil)
+}
+
+// testClusterWith is testCluster with tweak applied to every node's
+// cluster state options.
+func testClusterWith(t testing.TB, tweak func(*Options)) []*node {
+	t.Helper()
 	cns := clustertest.StartNodes(t, 3)
 	nodes := make([]*node, len(cns))
 	for i, cn := range cns {
-		nodes[i] = startNode(t, cn)
+		nodes[i] = startNodeWith(t, cn, tweak)
 	}
 	return nodes
 }

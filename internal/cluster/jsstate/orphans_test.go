@@ -352,12 +352,16 @@ func TestAdoptionFallsBack(t *testing.T) {
 	}
 }
 
+// noAdoption leaves a lost node's sessions to their clients' claims: the
+// tests of that path do not race the survivors' adoption.
+func noAdoption(o *Options) { o.noAdoption = true }
+
 // A client whose node dies under it reconnects to another node at once
 // (before the survivors have noticed): the dead node answers no handoff,
 // the new node reads what it had stored, and the unacknowledged QoS 1 and
 // QoS 2 deliveries are resent with DUP and their packet identifiers.
 func TestResumeAfterKill(t *testing.T) {
-	nodes := testCluster(t)
+	nodes := testClusterWith(t, noAdoption)
 	old, _ := dialWith(t, nodes[0].addr, persistent("dev", true), true)
 	old.subscribeQoS(t, "cmd/1", 1)
 	old.subscribeQoS(t, "cmd/2", 2)
@@ -380,5 +384,35 @@ func TestResumeAfterKill(t *testing.T) {
 	}
 	if got := nodes[1].ownerOf(t, "dev"); got != "node2" {
 		t.Fatalf("owner of dev: %q, want node2", got)
+	}
+}
+
+// A clean-session client with a will, whose node dies, reconnects to
+// another node at once: the new node ends the old session, publishes its
+// will once, and keeps the client's claim.
+func TestReconnectAfterKillPublishesTheOldWill(t *testing.T) {
+	nodes := testClusterWith(t, noAdoption)
+	watcher := nodes[1].watchWills(t)
+	dial(t, nodes[0].addr, withWill("dev", 0, 0, "old connection"))
+
+	nodes[0].kill(t)
+	c := dial(t, nodes[2].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30})
+	if m := watcher.next(t); m.Topic != "wills/dev" || string(m.Payload) != "old connection" {
+		t.Fatalf("watcher got %s %q, want the old will", m.Topic, m.Payload)
+	}
+	if got := nodes[1].ownerOf(t, "dev"); got != "node3" {
+		t.Fatalf("owner of dev: %q, want node3", got)
+	}
+	for _, m := range markers(t, watcher, "wills/marker", nodes[1:]...) {
+		if m.Topic == "wills/dev" {
+			t.Fatal("the will arrived twice")
+		}
+	}
+	if n := willsPublished(nodes[1:]...); n != 1 {
+		t.Fatalf("survivors published %d wills, want 1", n)
+	}
+	c.subscribe(t, "still/here") // the new connection is served
+	if got := nodes[1].ownerOf(t, "dev"); got != "node3" {
+		t.Fatalf("owner of dev: %q, want node3", got)
 	}
 }

@@ -58,6 +58,9 @@ type Options struct {
 	AckTimeout time.Duration
 	// Logger receives the component's messages; nil discards them.
 	Logger *slog.Logger
+	// noAdoption turns the adoption of lost nodes' sessions off, for
+	// tests of what a reconnecting client's claim does alone.
+	noAdoption bool
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -174,7 +177,7 @@ func NewOwnership(src JetStreamSource, b *broker.Broker, sessions *Store, opts O
 	own := &Ownership{src: src, b: b, sessions: sessions, opts: o, log: o.Logger, errs: lograte.New(o.Logger, time.Minute),
 		adopting: make(map[string]chan struct{}), owners: make(map[string]map[string]uint64), ownerOf: make(map[string]string),
 		unrestored: make(map[string]uint64)}
-	if m, ok := src.(Members); ok && sessions != nil {
+	if m, ok := src.(Members); ok && sessions != nil && !o.noAdoption {
 		own.members = m
 	}
 	return own, nil
@@ -484,7 +487,9 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		return 0, fmt.Errorf("loading the session of %q: %w", clientID, err)
 	}
 	if st != nil {
-		if err := o.b.AdoptSession(st.rec, st.entries, st.inbound, token); err != nil {
+		// No token: the connecting client's attach holds the claim, which a
+		// session that expired meanwhile must not release.
+		if err := o.b.AdoptSession(st.rec, st.entries, st.inbound, 0); err != nil {
 			return 0, err
 		}
 	}
