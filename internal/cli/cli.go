@@ -233,7 +233,7 @@ picks a free port (the chosen addresses are logged).`,
 	f.StringVar(&cfg.Cluster.ClusterName, "cluster-name", "", "with --cluster: the cluster's name, the same on every node (default edgeport; a Broker resource's spec.cluster.name when set)")
 	f.StringVar(&cfg.Cluster.Listen, "cluster-listen", cluster.DefaultListen, "with --cluster: the embedded NATS server's route address, where the other nodes connect")
 	f.StringSliceVar(&cfg.Cluster.Routes, "routes", nil, "with --cluster: route addresses (host:port) of the cluster's nodes; list every node, this one included (default: this node's own, a cluster of one that others join)")
-	f.StringVar(&cfg.Cluster.ClientListen, "nats-listen", "", "with --cluster: also open the embedded NATS server's client port here (for the nats CLI; default none)")
+	f.StringVar(&cfg.Cluster.ClientListen, "nats-listen", "", "with --cluster: also open the embedded NATS server's client port here, on loopback (for the nats CLI; default none)")
 	f.IntVar(&cfg.Cluster.Replicas, "cluster-replicas", 0, "with --cluster: replication of the JetStream streams and buckets (default 3)")
 	f.StringVar(&cfg.Cluster.CredentialsDir, "cluster-credentials", "", "with --cluster: this node's route credentials directory from `edgeport cluster init` (secret, ca.crt, tls.crt, tls.key); stands for the four flags below")
 	f.StringVar(&cfg.Cluster.RouteSecretFile, "cluster-secret-file", "", "with --cluster: file holding the cluster's shared secret, which routes authenticate with (required, with route TLS, when --cluster-listen is not on loopback)")

@@ -171,8 +171,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("--nats-user, --nats-password-file, --nats-token-file, --nats-nkey, --nats-creds and --nats-tls-* are for an external NATS (--nats-url)"))
 		}
 		if c.ClientListen != "" {
-			if _, _, err := splitHostPort(c.ClientListen); err != nil {
+			if host, _, err := splitHostPort(c.ClientListen); err != nil {
 				errs = append(errs, fmt.Errorf("--nats-listen %q: %w", c.ClientListen, err))
+			} else if !isLoopback(host) {
+				// Its token would cross the network in the clear.
+				errs = append(errs, fmt.Errorf("--nats-listen %s: the embedded server's NATS client port is plain TCP with a token, so it listens on loopback only (reach it from elsewhere through ssh -L or kubectl port-forward)", c.ClientListen))
 			}
 		}
 		if c.StoreDir == "" {

@@ -238,6 +238,8 @@ func TestRouteSecurityValidate(t *testing.T) {
 			"--cluster-tls-ca, --cluster-tls-cert and --cluster-tls-key go together"},
 		{cluster.Config{Name: "a", StoreDir: dir, Routes: []string{"nats-route://u:hunter2hunter2@h:1"}},
 			"--routes[0]: a route address takes no credentials"},
+		{cluster.Config{Name: "a", StoreDir: dir, ClientListen: "0.0.0.0:4222"},
+			"--nats-listen 0.0.0.0:4222: the embedded server's NATS client port is plain TCP with a token, so it listens on loopback only"},
 		{cluster.Config{Name: "a", StoreDir: dir, NATSAuth: cluster.NATSAuth{TokenFile: "t"}},
 			"are for an external NATS (--nats-url)"},
 		{cluster.Config{Name: "a", NATSURL: "nats://h:4222", CredentialsDir: "d"},
