@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
@@ -176,5 +177,76 @@ func TestExternalNATSUserAndNKey(t *testing.T) {
 	bad := strings.Replace(up.ClientURL(), "nats://", "nats://edge:wrong-s3cret@", 1)
 	if _, err := startExternal(t, bad, cluster.NATSAuth{}); err == nil || strings.Contains(err.Error(), "wrong-s3cret") || !strings.Contains(err.Error(), "xxxxx") {
 		t.Fatalf("a wrong password in the URL: %v", err)
+	}
+}
+
+// TestExternalNATSCredsFile: a nats-server in operator mode (JWT
+// accounts, as nsc sets one up) admits a node with a user credentials
+// file (--nats-creds) and refuses one with the credentials of a user its
+// operator did not sign.
+func TestExternalNATSCredsFile(t *testing.T) {
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oclaims, err := jwt.DecodeOperatorClaims(ojwt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	account := func(signer nkeys.KeyPair, js bool) (nkeys.KeyPair, string) {
+		akp, _ := nkeys.CreateAccount()
+		apub, _ := akp.PublicKey()
+		ac := jwt.NewAccountClaims(apub)
+		if js {
+			ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+		}
+		ajwt, err := ac.Encode(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := resolver.Store(apub, ajwt); err != nil {
+			t.Fatal(err)
+		}
+		return akp, apub
+	}
+	_, sysPub := account(okp, false)
+	akp, _ := account(okp, true)
+	creds := func(akp nkeys.KeyPair) string {
+		ukp, _ := nkeys.CreateUser()
+		upub, _ := ukp.PublicKey()
+		ujwt, err := jwt.NewUserClaims(upub).Encode(akp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed, _ := ukp.Seed()
+		b, err := jwt.FormatUserConfig(ujwt, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), "user.creds")
+		writeFile(t, f, b)
+		return f
+	}
+	srv := clustertest.StartNATS(t, func(o *server.Options) {
+		o.TrustedOperators = []*jwt.OperatorClaims{oclaims}
+		o.AccountResolver = resolver
+		o.SystemAccount = sysPub
+	})
+	nd, err := startExternal(t, srv.ClientURL(), cluster.NATSAuth{CredsFile: creds(akp)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := nd.Status(context.Background()); !st.Connected || !st.JetStream.Enabled || st.JetStream.Error != "" {
+		t.Fatalf("status %+v", st)
+	}
+	// An account signed by another operator is unknown to this server.
+	other, _ := nkeys.CreateOperator()
+	foreign, _ := account(other, true)
+	if _, err := startExternal(t, srv.ClientURL(), cluster.NATSAuth{CredsFile: creds(foreign)}); err == nil || !strings.Contains(err.Error(), "--nats-creds") {
+		t.Fatalf("foreign credentials: %v", err)
 	}
 }
