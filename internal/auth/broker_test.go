@@ -103,7 +103,7 @@ func TestBrokerPasswords(t *testing.T) {
 	// a public address without authenticationRef): everyone goes.
 	b.SetListenerSecurity(listener, nil, nil, false)
 	alice.waitClosed()
-	if d := alice.discs.all(); len(d) != 1 || d[0].ReasonCode != 0x87 {
+	if d := alice.Discs.All(); len(d) != 1 || d[0].ReasonCode != 0x87 {
 		t.Fatalf("alice was told %+v, want DISCONNECT 0x87", d)
 	}
 	if got := refused(t, addr, userConn("c6", "alice", "a-pw")); got != 0x87 {
@@ -135,8 +135,8 @@ func TestBrokerServiceAccountTokens(t *testing.T) {
 	ctx := context.Background()
 
 	c := mustDial(t, addr, satConn("sat1", tok(time.Hour)))
-	if c.ack.Properties == nil || c.ack.Properties.AuthMethod != SATMethod {
-		t.Fatalf("CONNACK %+v does not confirm the method", c.ack.Properties)
+	if c.Connack.Properties == nil || c.Connack.Properties.AuthMethod != SATMethod {
+		t.Fatalf("CONNACK %+v does not confirm the method", c.Connack.Properties)
 	}
 	p := principal(t, b, "sat1")
 	if p.Username != "system:serviceaccount:plant:line1" || p.Attributes["group"] != "ops" || p.Method != MethodServiceAccountToken {
@@ -185,7 +185,7 @@ func TestBrokerServiceAccountTokens(t *testing.T) {
 	}
 	clk.Advance(firstExpiry.Sub(clk.Now()) + 300*time.Millisecond)
 	short.waitClosed()
-	if d := short.discs.all(); len(d) != 0 {
+	if d := short.Discs.All(); len(d) != 0 {
 		t.Fatalf("expired client got %+v", d)
 	}
 	if !renewed.alive() || !c.alive() {
@@ -435,7 +435,7 @@ func TestLivePolicyChange(t *testing.T) {
 	b.SetListenerSecurity(listener, chain, policyFrom(t, livePolicyV2), false)
 
 	carol.waitClosed()
-	if d := carol.discs.all(); len(d) != 1 || d[0].ReasonCode != 0x87 {
+	if d := carol.Discs.All(); len(d) != 1 || d[0].ReasonCode != 0x87 {
 		t.Fatalf("carol was told %+v, want DISCONNECT 0x87", d)
 	}
 	testwait.For(t, "the 3.1.1 client to be disconnected", func() bool { return !carol3.IsConnectionOpen() })
@@ -467,7 +467,7 @@ func TestLivePolicyChange(t *testing.T) {
 	// The persistent session resumes under v2: its plant/# is pruned.
 	dave.CleanStart = false
 	dc = mustDial(t, addr, dave)
-	if !dc.ack.SessionPresent {
+	if !dc.Connack.SessionPresent {
 		t.Fatal("session not resumed")
 	}
 	b.Publish(&broker.Message{Topic: "plant/line2/w", Payload: []byte("gone"), QoS: 1})

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/clock"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/testpeer/paho5"
 	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -64,33 +63,10 @@ func startBrokerOn(t *testing.T, clk clock.Clock) (string, *broker.Broker) {
 	return ln.Addr(), b
 }
 
-// box collects what a client receives.
-type box[T any] struct {
-	mu   sync.Mutex
-	msgs []T
-}
-
-func (b *box[T]) add(m T) {
-	b.mu.Lock()
-	b.msgs = append(b.msgs, m)
-	b.mu.Unlock()
-}
-
-func (b *box[T]) all() []T {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Clone(b.msgs)
-}
-
 // client is a paho.golang MQTT 5 client.
 type client struct {
-	*paho.Client
-	conn   net.Conn
-	t      *testing.T
-	ack    *paho.Connack
-	in     box[*paho.Publish]
-	discs  box[*paho.Disconnect]
-	closed chan struct{} // closed when the connection ends, whoever ended it
+	*paho5.Client
+	t *testing.T
 }
 
 // noAuther satisfies paho's enhanced authentication hook for one-step
@@ -103,61 +79,8 @@ func (noAuther) Authenticated()                       {}
 // dial connects; the CONNACK (or the error) says how it went.
 func dial(t *testing.T, addr string, cp *paho.Connect) (*client, error) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &client{t: t, conn: conn, closed: make(chan struct{})}
-	var once sync.Once
-	end := func() { once.Do(func() { close(c.closed) }) }
-	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn: &watchConn{Conn: conn, end: end},
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) { c.in.add(pr.Packet); return true, nil },
-		},
-		OnServerDisconnect: func(d *paho.Disconnect) { c.discs.add(d); end() },
-		OnClientError:      func(error) { end() },
-		AuthHandler:        noAuther{},
-		PacketTimeout:      wait,
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	c.ack, err = c.Connect(ctx, cp)
-	if err != nil {
-		conn.Close()
-		return c, err
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c, nil
-}
-
-// watchConn reports when reading from the connection fails: the broker
-// closed it (with or without DISCONNECT).
-//
-// It is a sync.Locker, and must be: Paho writes packets from several
-// goroutines at once with nothing of its own between them (its pinger's
-// first PINGREQ right after CONNACK, the PUBACKs of the session's reader,
-// the caller's SUBSCRIBE), each packet as net.Buffers (fixed header,
-// identifier, property length, properties, payload). On a bare
-// *net.TCPConn that is one writev under the socket's write lock; on a
-// wrapper like this one net.Buffers falls back to one Write per buffer, and
-// two packets interleave on the wire: a SUBSCRIBE with a PINGREQ or three
-// PUBACKs between its header and its body, which the broker rightly closes
-// as malformed ("truncated topic filter"). ControlPacket.WriteTo holds a
-// Conn that is a sync.Locker across the whole packet (see paho's
-// ClientConfig.Conn), which keeps every packet whole.
-type watchConn struct {
-	net.Conn
-	sync.Mutex // held by Paho across each packet it writes
-	end        func()
-}
-
-func (w *watchConn) Read(p []byte) (int, error) {
-	n, err := w.Conn.Read(p)
-	if err != nil {
-		w.end()
-	}
-	return n, err
+	c, err := paho5.Dial(t, addr, cp, func(cc *paho.ClientConfig) { cc.AuthHandler = noAuther{} })
+	return &client{Client: c, t: t}, err
 }
 
 func mustDial(t *testing.T, addr string, cp *paho.Connect) *client {
@@ -173,10 +96,10 @@ func mustDial(t *testing.T, addr string, cp *paho.Connect) *client {
 func refused(t *testing.T, addr string, cp *paho.Connect) byte {
 	t.Helper()
 	c, err := dial(t, addr, cp)
-	if err == nil || c.ack == nil {
+	if err == nil || c.Connack == nil {
 		t.Fatalf("connect %s: accepted or no CONNACK (%v)", cp.ClientID, err)
 	}
-	return c.ack.ReasonCode
+	return c.Connack.ReasonCode
 }
 
 func userConn(id, user, pass string) *paho.Connect {
@@ -216,7 +139,7 @@ func (c *client) pub(topic, payload string, retain bool) byte {
 // got returns the payloads received on topic.
 func (c *client) got(topic string) []string {
 	var out []string
-	for _, p := range c.in.all() {
+	for _, p := range c.In.All() {
 		if p.Topic == topic {
 			out = append(out, string(p.Payload))
 		}
@@ -236,7 +159,7 @@ func (c *client) waitFor(topic string, n int) []string {
 // alive checks the connection still works (a PINGREQ is answered).
 func (c *client) alive() bool {
 	select {
-	case <-c.closed:
+	case <-c.Closed:
 		return false
 	default:
 	}
@@ -249,12 +172,12 @@ func (c *client) alive() bool {
 
 // drop ends the connection without DISCONNECT, as a crash would: the
 // will goes out.
-func (c *client) drop() { c.conn.Close() }
+func (c *client) drop() { c.Conn.Close() }
 
 func (c *client) waitClosed() {
 	c.t.Helper()
 	select {
-	case <-c.closed:
+	case <-c.Closed:
 	case <-time.After(wait):
 		c.t.Fatal("the broker did not close the connection")
 	}
@@ -263,7 +186,7 @@ func (c *client) waitClosed() {
 // v3 is a paho.mqtt.golang (MQTT 3.1.1) client.
 type v3 struct {
 	mqtt.Client
-	in box[mqtt.Message]
+	in paho5.Inbox[mqtt.Message]
 }
 
 func dialV3(t *testing.T, addr, id, user, pass string) (*v3, error) {
@@ -273,7 +196,7 @@ func dialV3(t *testing.T, addr, id, user, pass string) (*v3, error) {
 	o.Servers = []*url.URL{{Scheme: "tcp", Host: addr}}
 	o.SetClientID(id).SetUsername(user).SetPassword(pass).SetCleanSession(true).SetAutoReconnect(false).
 		SetConnectRetry(false).SetProtocolVersion(4).SetConnectTimeout(wait)
-	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.in.add(m) })
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.in.Add(m) })
 	c.Client = mqtt.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(wait) {

@@ -35,7 +35,7 @@ func TestSessionsAndDeleteSession(t *testing.T) {
 	}
 
 	// Offline, with two messages queued.
-	sleeper.conn.Close()
+	sleeper.Conn.Close()
 	testwait.For(t, "the session offline", func() bool { s, _ := b.Session("sleeper"); return !s.Online })
 	for range 2 {
 		watcher.pub(t, &paho.Publish{Topic: "jobs/1", QoS: 1, Payload: []byte("job")})
@@ -66,7 +66,7 @@ func TestSessionsAndDeleteSession(t *testing.T) {
 	}
 	// A new connection with the ID starts afresh.
 	again := dialP5(t, addr, v5persistent("sleeper", false, expiry))
-	if again.ack.SessionPresent {
+	if again.Connack.SessionPresent {
 		t.Fatal("the deleted session was resumed")
 	}
 }

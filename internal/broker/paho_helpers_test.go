@@ -4,64 +4,21 @@ import (
 	"context"
 	"net"
 	"net/url"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/edgeport/edgeport/internal/testpeer/paho5"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // pahoWait bounds every wait for something that must happen.
 const pahoWait = 5 * time.Second
 
-// inbox collects what a client receives. Paho calls handlers from a single
-// goroutine that also drives acknowledgements, so adding never blocks.
-type inbox[T any] struct {
-	mu   sync.Mutex
-	msgs []T
-}
-
-func (in *inbox[T]) add(m T) {
-	in.mu.Lock()
-	in.msgs = append(in.msgs, m)
-	in.mu.Unlock()
-}
-
-func (in *inbox[T]) all() []T {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return slices.Clone(in.msgs)
-}
-
-// waitFor polls until match has accepted n messages and returns those.
-func (in *inbox[T]) waitFor(t testing.TB, what string, n int, match func(T) bool) []T {
-	t.Helper()
-	var got []T
-	if !testwait.Within(pahoWait, func() bool {
-		got = got[:0]
-		for _, m := range in.all() {
-			if match(m) {
-				got = append(got, m)
-			}
-		}
-		return len(got) >= n
-	}) {
-		t.Fatalf("timed out waiting for %d× %s, have %d", n, what, len(got))
-	}
-	return got
-}
-
 // p5 is a paho.golang (MQTT 5) client with what the tests observe of it.
-type p5 struct {
-	*paho.Client
-	conn  net.Conn
-	ack   *paho.Connack
-	in    *inbox[*paho.Publish]
-	discs *inbox[*paho.Disconnect] // DISCONNECTs from the server
-}
+type p5 struct{ *paho5.Client }
 
 // p5Config adjusts a client before it connects.
 type p5Config func(*paho.ClientConfig)
@@ -84,32 +41,12 @@ func dialP5(t testing.TB, addr string, cp *paho.Connect, cfgs ...p5Config) *p5 {
 
 func tryDialP5(t testing.TB, addr string, cp *paho.Connect, cfgs ...p5Config) (*p5, error) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
+	adjust := make([]func(*paho.ClientConfig), len(cfgs))
+	for i, f := range cfgs {
+		adjust[i] = f
 	}
-	c := &p5{conn: conn, in: new(inbox[*paho.Publish]), discs: new(inbox[*paho.Disconnect])}
-	cc := paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) { c.in.add(pr.Packet); return true, nil },
-		},
-		OnServerDisconnect: c.discs.add,
-		PacketTimeout:      pahoWait,
-	}
-	for _, f := range cfgs {
-		f(&cc)
-	}
-	c.Client = paho.NewClient(cc)
-	ctx, cancel := context.WithTimeout(context.Background(), pahoWait)
-	defer cancel()
-	c.ack, err = c.Connect(ctx, cp)
-	if err != nil {
-		conn.Close()
-		return c, err
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c, nil
+	c, err := paho5.Dial(t, addr, cp, adjust...)
+	return &p5{c}, err
 }
 
 // v5conn is the CONNECT of a clean client with the given ID.
@@ -159,13 +96,13 @@ func (c *p5) pub(t testing.TB, p *paho.Publish) *paho.PublishResponse {
 // waitTopic waits for n messages on topic and returns them.
 func (c *p5) waitTopic(t testing.TB, topic string, n int) []*paho.Publish {
 	t.Helper()
-	return c.in.waitFor(t, "message on "+topic, n, func(p *paho.Publish) bool { return p.Topic == topic })
+	return c.In.WaitFor(t, "message on "+topic, n, func(p *paho.Publish) bool { return p.Topic == topic })
 }
 
 // onTopic returns what arrived on topic so far.
 func (c *p5) onTopic(topic string) []*paho.Publish {
 	var out []*paho.Publish
-	for _, p := range c.in.all() {
+	for _, p := range c.In.All() {
 		if p.Topic == topic {
 			out = append(out, p)
 		}
@@ -242,7 +179,7 @@ func waitConnected(t testing.TB, b *Broker, n int64) {
 // p3 is a paho.mqtt.golang (MQTT 3.1.1) client and what it received.
 type p3 struct {
 	mqtt.Client
-	in *inbox[mqtt.Message]
+	in *paho5.Inbox[mqtt.Message]
 
 	mu   sync.Mutex
 	conn net.Conn // the socket under the client, for abnormal closes
@@ -261,7 +198,7 @@ func (c *p3) options(addr, id string, clean bool) *mqtt.ClientOptions {
 		SetOrderMatters(true).
 		SetKeepAlive(30 * time.Second).
 		SetConnectTimeout(pahoWait).
-		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.in.add(m) }).
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.in.Add(m) }).
 		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 			conn, err := net.Dial("tcp", u.Host)
 			c.mu.Lock()
@@ -274,7 +211,7 @@ func (c *p3) options(addr, id string, clean bool) *mqtt.ClientOptions {
 // dialP3 connects an MQTT 3.1.1 client; adjust may change the options.
 func dialP3(t testing.TB, addr, id string, clean bool, adjust ...func(*mqtt.ClientOptions)) (*p3, *mqtt.ConnectToken) {
 	t.Helper()
-	c := &p3{in: new(inbox[mqtt.Message])}
+	c := &p3{in: new(paho5.Inbox[mqtt.Message])}
 	o := c.options(addr, id, clean)
 	for _, f := range adjust {
 		f(o)
@@ -326,12 +263,12 @@ func (c *p3) pub(t testing.TB, topic string, qos byte, retain bool, payload stri
 
 func (c *p3) waitTopic(t testing.TB, topic string, n int) []mqtt.Message {
 	t.Helper()
-	return c.in.waitFor(t, "message on "+topic, n, func(m mqtt.Message) bool { return m.Topic() == topic })
+	return c.in.WaitFor(t, "message on "+topic, n, func(m mqtt.Message) bool { return m.Topic() == topic })
 }
 
 func (c *p3) onTopic(topic string) []mqtt.Message {
 	var out []mqtt.Message
-	for _, m := range c.in.all() {
+	for _, m := range c.in.All() {
 		if m.Topic() == topic {
 			out = append(out, m)
 		}

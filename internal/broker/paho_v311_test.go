@@ -34,7 +34,7 @@ func TestPahoV311QoS(t *testing.T) {
 			t.Run(fmt.Sprintf("publish QoS %d to subscription QoS %d", pubQ, subQ), func(t *testing.T) {
 				payload := fmt.Sprintf("p%d-s%d", pubQ, subQ)
 				pub.pub(t, fmt.Sprintf("v3/qos/%d", subQ), pubQ, false, payload)
-				got := subs[subQ].in.waitFor(t, payload, 1, func(m mqtt.Message) bool { return string(m.Payload()) == payload })
+				got := subs[subQ].in.WaitFor(t, payload, 1, func(m mqtt.Message) bool { return string(m.Payload()) == payload })
 				// 3.8.4: delivered at the minimum of the two QoS.
 				if want := min(pubQ, subQ); got[0].Qos() != want {
 					t.Fatalf("delivered at QoS %d, want %d", got[0].Qos(), want)

@@ -39,7 +39,7 @@ func TestPahoV5ConnAck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := startBroker(t, tc.opts)
 			c := dialP5(t, addr, v5conn(tc.clientID))
-			ca := c.ack
+			ca := c.Connack
 			if ca.ReasonCode != 0 || ca.SessionPresent {
 				t.Fatalf("CONNACK reason 0x%02X session present %v, want success without session", ca.ReasonCode, ca.SessionPresent)
 			}
@@ -97,7 +97,7 @@ func TestPahoV5QoSDelivery(t *testing.T) {
 			t.Run(fmt.Sprintf("publish QoS %d to subscription QoS %d", pubQ, subQ), func(t *testing.T) {
 				payload := fmt.Sprintf("p%d-s%d", pubQ, subQ)
 				pub.pub(t, &paho.Publish{Topic: fmt.Sprintf("qos/%d", subQ), QoS: pubQ, Payload: []byte(payload)})
-				got := subs[subQ].in.waitFor(t, payload, 1, func(p *paho.Publish) bool { return string(p.Payload) == payload })
+				got := subs[subQ].In.WaitFor(t, payload, 1, func(p *paho.Publish) bool { return string(p.Payload) == payload })
 				// MQTT-3.8.4-8: delivered at the minimum of the two QoS.
 				if want := min(pubQ, subQ); got[0].QoS != want {
 					t.Fatalf("delivered at QoS %d, want %d", got[0].QoS, want)
@@ -269,13 +269,13 @@ func TestPahoV5Wildcards(t *testing.T) {
 		sys := dialP5(t, addr, v5conn("wc-sys"))
 		sys.sub(t, paho.SubscribeOptions{Topic: "$SYS/#"})
 		const uptime = "$SYS/broker/uptime"
-		sys.in.waitFor(t, "retained "+uptime, 1, func(p *paho.Publish) bool { return p.Topic == uptime && p.Retain })
+		sys.In.WaitFor(t, "retained "+uptime, 1, func(p *paho.Publish) bool { return p.Topic == uptime && p.Retain })
 		// A live update reached $SYS/# after o subscribed: o had its chance.
 		// The second one proves the first was routed to every subscriber
 		// (the broker publishes them one after the other), o included.
-		sys.in.waitFor(t, "live "+uptime, 2, func(p *paho.Publish) bool { return p.Topic == uptime && !p.Retain })
+		sys.In.WaitFor(t, "live "+uptime, 2, func(p *paho.Publish) bool { return p.Topic == uptime && !p.Retain })
 		settle(t, pub, o)
-		for _, m := range o.in.all() {
+		for _, m := range o.In.All() {
 			if strings.HasPrefix(m.Topic, "$") {
 				t.Fatalf("wildcard filter received %s", m.Topic)
 			}
@@ -452,14 +452,14 @@ func TestPahoV5SharedSubscriptions(t *testing.T) {
 		_ = b.Disconnect(&paho.Disconnect{})
 		waitConnected(t, br, 2)
 		publishN(t, pub, 4, 10)
-		a.in.waitFor(t, "messages after b left", before+10, func(p *paho.Publish) bool { return p.Topic == topic })
+		a.In.WaitFor(t, "messages after b left", before+10, func(p *paho.Publish) bool { return p.Topic == topic })
 		settle(t, pub, a)
 		if got := len(a.onTopic(topic)); got != before+10 {
 			t.Fatalf("a received %d after b left, want 10", got-before)
 		}
 		// Nothing was parked in b's offline session either.
 		b2 := dialP5(t, addr, v5persistent("sh-b", false, 60))
-		if !b2.ack.SessionPresent {
+		if !b2.Connack.SessionPresent {
 			t.Fatal("b's session is gone")
 		}
 		settle(t, pub, b2)
@@ -485,7 +485,7 @@ func TestPahoV5SharedSubscriptions(t *testing.T) {
 		_ = slow.Disconnect(&paho.Disconnect{})
 		// 4.8.2: if a member's session ends with QoS 1 messages unacknowledged,
 		// the server may send them to another member — Edgeport does.
-		fast.in.waitFor(t, "all messages", 10, func(p *paho.Publish) bool { return p.Topic == topic })
+		fast.In.WaitFor(t, "all messages", 10, func(p *paho.Publish) bool { return p.Topic == topic })
 		settle(t, pub, fast)
 		exactlyOnce(t, 0, 10, fast)
 	})
@@ -527,7 +527,7 @@ func TestPahoV5Session(t *testing.T) {
 	t.Run("resumed with messages queued while offline", func(t *testing.T) {
 		addr, b := startBroker(t, Options{})
 		s := dialP5(t, addr, v5persistent("sess", true, 60))
-		if s.ack.SessionPresent {
+		if s.Connack.SessionPresent {
 			t.Fatal("session present on clean start")
 		}
 		s.sub(t, paho.SubscribeOptions{Topic: "sess/t", QoS: 1})
@@ -542,7 +542,7 @@ func TestPahoV5Session(t *testing.T) {
 		}
 		s2 := dialP5(t, addr, v5persistent("sess", false, 60))
 		// MQTT-3.2.2-3: the resumed session is reported...
-		if !s2.ack.SessionPresent {
+		if !s2.Connack.SessionPresent {
 			t.Fatal("session not present on resume")
 		}
 		// ...and delivers what was queued for it, in order.
@@ -574,7 +574,7 @@ func TestPahoV5Session(t *testing.T) {
 			t.Fatalf("session expired after %v, before its 1 s interval", d)
 		}
 		s2 := dialP5(t, addr, v5persistent("sess-exp", false, 60))
-		if s2.ack.SessionPresent {
+		if s2.Connack.SessionPresent {
 			t.Fatal("session present after its expiry interval")
 		}
 		s2.sub(t, markerSub)
@@ -594,7 +594,7 @@ func TestPahoV5Session(t *testing.T) {
 		pub.pub(t, &paho.Publish{Topic: "sess/t", QoS: 1, Payload: []byte("queued")})
 		// MQTT-3.1.2-4: Clean Start 1 discards the existing session.
 		s2 := dialP5(t, addr, v5persistent("sess-clean", true, 60))
-		if s2.ack.SessionPresent {
+		if s2.Connack.SessionPresent {
 			t.Fatal("session present on clean start")
 		}
 		s2.sub(t, markerSub)
@@ -610,7 +610,7 @@ func TestPahoV5Session(t *testing.T) {
 		first := dialP5(t, addr, v5conn("dup"))
 		second := dialP5(t, addr, v5conn("dup"))
 		// MQTT-3.1.4-3: the existing connection gets DISCONNECT 0x8E.
-		d := first.discs.waitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })[0]
+		d := first.Discs.WaitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })[0]
 		if d.ReasonCode != byte(packet.SessionTakenOver) {
 			t.Fatalf("DISCONNECT 0x%02X, want 0x8E", d.ReasonCode)
 		}
@@ -628,10 +628,10 @@ func TestPahoV5Session(t *testing.T) {
 		first := dialP5(t, addr, v5persistent("dup0", true, 0))
 		first.sub(t, paho.SubscribeOptions{Topic: "dup0/t", QoS: 1})
 		second := dialP5(t, addr, v5persistent("dup0", false, 60))
-		if second.ack.SessionPresent {
+		if second.Connack.SessionPresent {
 			t.Fatal("session present after taking over a session with expiry 0")
 		}
-		first.discs.waitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })
+		first.Discs.WaitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })
 		second.sub(t, markerSub)
 		pub := dialP5(t, addr, v5conn("dup0-pub"))
 		pub.pub(t, &paho.Publish{Topic: "dup0/t", QoS: 1, Payload: []byte("x")})
@@ -678,7 +678,7 @@ func TestPahoV5Will(t *testing.T) {
 	// without DISCONNECT.
 	t.Run("abnormal close publishes", func(t *testing.T) {
 		w := dialP5(t, addr, withWill("abnormal", 0, 0))
-		w.conn.Close()
+		w.Conn.Close()
 		expectWill(t, "abnormal")
 	})
 	// MQTT-3.1.2-10: a normal DISCONNECT discards it.
@@ -699,7 +699,7 @@ func TestPahoV5Will(t *testing.T) {
 	// 3.1.3.2.2: the will waits for its delay interval...
 	t.Run("delayed", func(t *testing.T) {
 		w := dialP5(t, addr, withWill("delayed", 1, 10))
-		w.conn.Close()
+		w.Conn.Close()
 		waitWillArmed(t, b, "delayed")
 		clk.Advance(time.Second - time.Millisecond)
 		expectNoWill(t, "delayed")
@@ -709,7 +709,7 @@ func TestPahoV5Will(t *testing.T) {
 	// ...or until the session ends, whichever comes first.
 	t.Run("session end before delay", func(t *testing.T) {
 		w := dialP5(t, addr, withWill("session-end", 30, 1))
-		w.conn.Close()
+		w.Conn.Close()
 		waitWillArmed(t, b, "session-end")
 		clk.Advance(time.Second - time.Millisecond)
 		expectNoWill(t, "session-end")
@@ -719,7 +719,7 @@ func TestPahoV5Will(t *testing.T) {
 	// MQTT-3.1.3-9: reconnecting within the delay cancels the will.
 	t.Run("reconnect cancels delayed will", func(t *testing.T) {
 		w := dialP5(t, addr, withWill("cancelled", 1, 10))
-		w.conn.Close()
+		w.Conn.Close()
 		waitWillArmed(t, b, "cancelled")
 		clk.Advance(time.Second - time.Millisecond)
 		dialP5(t, addr, v5persistent("cancelled", false, 10))
@@ -775,7 +775,7 @@ func TestPahoV5MessageExpiry(t *testing.T) {
 	pub.pub(t, &paho.Publish{Topic: "exp/t", QoS: 1, Payload: []byte("forever")})
 	clk.Advance(1100 * time.Millisecond) // outlive the short message
 	s2 := dialP5(t, addr, v5persistent("exp-sub", false, 60))
-	if !s2.ack.SessionPresent {
+	if !s2.Connack.SessionPresent {
 		t.Fatal("session not present")
 	}
 	s2.sub(t, markerSub)
@@ -881,7 +881,7 @@ func TestPahoV5ResponseInformation(t *testing.T) {
 			cp.Properties = &paho.ConnectProperties{RequestResponseInfo: req, RequestProblemInfo: true}
 			c := dialP5(t, addr, cp)
 			// 3.1.2.11.6: Response Information only when requested.
-			if got := c.ack.Properties.ResponseInfo; (got != "") != req {
+			if got := c.Connack.Properties.ResponseInfo; (got != "") != req {
 				t.Fatalf("Response Information %q", got)
 			}
 		})
@@ -910,7 +910,7 @@ func TestPahoV5TopicAliasFromClient(t *testing.T) {
 	if got := payloads(o.onTopic("alias/y")); !slices.Equal(got, []string{"3", "4"}) {
 		t.Fatalf("alias/y received %q, want 3 4", got)
 	}
-	for _, m := range o.in.all() {
+	for _, m := range o.In.All() {
 		// The subscriber allowed no aliases: it must get full topics only.
 		if m.Properties.TopicAlias != nil {
 			t.Fatalf("delivery with topic alias %d to a client that allows none", *m.Properties.TopicAlias)
@@ -959,7 +959,7 @@ func TestPahoV5ServerShutdown(t *testing.T) {
 	if err := b.Stop(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	d := c.discs.waitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })[0]
+	d := c.Discs.WaitFor(t, "DISCONNECT", 1, func(*paho.Disconnect) bool { return true })[0]
 	if d.ReasonCode != byte(packet.ServerShuttingDown) {
 		t.Fatalf("DISCONNECT 0x%02X, want 0x8B", d.ReasonCode)
 	}

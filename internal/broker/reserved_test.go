@@ -45,7 +45,7 @@ func TestReservedClientIDs(t *testing.T) {
 	}
 	// Paho, a real MQTT 5 client, is refused the same way.
 	c, err := tryDialP5(t, addr, &paho.Connect{ClientID: InternalClientIDPrefix + "statestore", CleanStart: true})
-	if err == nil || c.ack == nil || c.ack.ReasonCode != byte(packet.ClientIdentifierNotValid) {
+	if err == nil || c.Connack == nil || c.Connack.ReasonCode != byte(packet.ClientIdentifierNotValid) {
 		t.Fatalf("paho with a reserved client identifier: %v", err)
 	}
 	// The internal client kept its session and connection throughout.

@@ -1,4 +1,4 @@
-package auth
+package paho5
 
 import (
 	"bytes"
@@ -37,15 +37,15 @@ func (g *gateConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestWatchConnKeepsPacketsWhole: a packet Paho is writing holds the
+// TestLockedConnKeepsPacketsWhole: a packet Paho is writing holds the
 // harness connection's lock from its fixed header to its last byte, so a
 // PINGREQ written meanwhile from another goroutine (Paho's pinger right
 // after CONNACK) follows the SUBSCRIBE instead of splitting it. Without
 // the lock the two interleaved and the broker closed the connection as
-// malformed (TestLivePolicyChange failing under load).
-func TestWatchConnKeepsPacketsWhole(t *testing.T) {
+// malformed (internal/auth TestLivePolicyChange failing under load).
+func TestLockedConnKeepsPacketsWhole(t *testing.T) {
 	gate := &gateConn{started: make(chan struct{}), release: make(chan struct{})}
-	wc := &watchConn{Conn: gate, end: func() {}}
+	wc := &lockedConn{Conn: gate, end: func() {}}
 	var conn net.Conn = wc // what Paho is given
 	locker, ok := conn.(interface {
 		sync.Locker
@@ -93,12 +93,12 @@ func TestWatchConnKeepsPacketsWhole(t *testing.T) {
 	}
 }
 
-// TestWatchConnConcurrentPackets writes Paho packets of every shape the
+// TestLockedConnConcurrentPackets writes Paho packets of every shape the
 // harness's clients send (PINGREQ, SUBSCRIBE, PUBACK, PUBLISH) from
 // several goroutines at once through one harness connection over TCP, and
 // decodes what arrives with the broker's own reader: every packet must
 // arrive whole.
-func TestWatchConnConcurrentPackets(t *testing.T) {
+func TestLockedConnConcurrentPackets(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestWatchConnConcurrentPackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := &watchConn{Conn: raw, end: func() {}}
+	conn := &lockedConn{Conn: raw, end: func() {}}
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
