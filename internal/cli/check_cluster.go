@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/edgeport/edgeport/internal/cluster"
 )
@@ -10,7 +11,14 @@ import (
 // checkCluster judges the node's cluster: every member heard from, a
 // JetStream meta leader, every meta peer current (as the leader sees it).
 // A single node reports no cluster and the check is left out.
-func checkCluster(c *cluster.Status) (checkResult, bool) {
+func checkCluster(c *cluster.Status) (checkResult, bool) { return checkClusterAt(c, time.Now()) }
+
+// routeCertWarn is how long before its expiry a route certificate is
+// warned about.
+const routeCertWarn = 30 * 24 * time.Hour
+
+// checkClusterAt is checkCluster at the time now (tests give it).
+func checkClusterAt(c *cluster.Status, now time.Time) (checkResult, bool) {
 	if c == nil {
 		return checkResult{}, false
 	}
@@ -22,7 +30,7 @@ func checkCluster(c *cluster.Status) (checkResult, bool) {
 		res.Details["routing"] = c.Routing
 	}
 	res.Details["routeAuth"], res.Details["routeTLS"], res.Details["natsTLS"] = c.RouteAuth, c.RouteTLS, c.NATSTLS
-	res.Items = append(res.Items, clusterSecurityItem(c))
+	res.Items = append(res.Items, clusterSecurityItem(c, now))
 	healthy := 0
 	for _, m := range c.Members {
 		item := checkResult{Name: "member " + m.Name, Status: statusOK, Message: "heard from"}
@@ -69,7 +77,7 @@ func checkCluster(c *cluster.Status) (checkResult, bool) {
 // clusterSecurityItem says how the node's links to the cluster are secured. A
 // node only runs unsecured routes on loopback (it refuses to start
 // otherwise), so that is reported, not judged.
-func clusterSecurityItem(c *cluster.Status) checkResult {
+func clusterSecurityItem(c *cluster.Status, now time.Time) checkResult {
 	it := checkResult{Name: "route security", Status: statusOK}
 	switch {
 	case c.External && c.NATSTLS:
@@ -85,6 +93,18 @@ func clusterSecurityItem(c *cluster.Status) checkResult {
 	default:
 		it.Message = "neither authenticated nor encrypted (route listener on loopback)"
 		it.Hint = "edgeport cluster init and --cluster-credentials secure them (docs/cluster.md)"
+	}
+	if na := c.RouteCertNotAfter; na != nil {
+		switch left := na.Sub(now); {
+		case left <= 0:
+			it.Status = statusFail
+			it.Message += "; the route certificate expired " + na.Format(time.DateOnly)
+			it.Hint = "renew it (edgeport cluster init for a new node directory, or the chart's cert-manager): other nodes refuse it"
+		case left < routeCertWarn:
+			it.Status = statusWarn
+			it.Message += "; the route certificate expires " + na.Format(time.DateOnly)
+			it.Hint = "renew it before then: the node reloads a replaced certificate file"
+		}
 	}
 	return it
 }

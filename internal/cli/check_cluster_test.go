@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +51,25 @@ func TestCheckClusterVerdicts(t *testing.T) {
 		res, _ := checkCluster(st)
 		if it := res.Items[0]; it.Name+": "+it.Message != c.want || it.Status != statusOK {
 			t.Errorf("got %s: %s (%s), want %s", it.Name, it.Message, it.Status, c.want)
+		}
+	}
+	// The route certificate's expiry: fine a year ahead, a warning within
+	// 30 days, a failure once expired (and the cluster check with it).
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		notAfter time.Time
+		status   string
+		suffix   string
+	}{
+		{now.AddDate(1, 0, 0), statusOK, "secret"},
+		{now.AddDate(0, 0, 10), statusWarn, "; the route certificate expires 2026-12-16"},
+		{now.AddDate(0, 0, -1), statusFail, "; the route certificate expired 2026-12-05"},
+	} {
+		st := healthy()
+		st.RouteTLS, st.RouteAuth, st.RouteCertNotAfter = true, true, &c.notAfter
+		res, _ := checkClusterAt(st, now)
+		if it := res.Items[0]; it.Status != c.status || !strings.HasSuffix(it.Message, c.suffix) || res.Status != c.status {
+			t.Errorf("certificate until %s: item %s %q, check %s", c.notAfter, it.Status, it.Message, res.Status)
 		}
 	}
 }

@@ -72,18 +72,18 @@ func readSecret(flag, path string, minLen int) (string, error) {
 // (reloaded when its files change), the peer's certificate required and
 // verified against the cluster CA, and RouteTLSName checked on routes this
 // node dials.
-func routeTLSConfig(f TLSFiles, o pki.WatchOptions) (*tls.Config, error) {
+func routeTLSConfig(f TLSFiles, o pki.WatchOptions) (*tls.Config, *pki.FileCert, error) {
 	cert, err := pki.NewFileCert(f.Cert, f.Key, o)
 	if err != nil {
-		return nil, fmt.Errorf("--cluster-tls-cert/--cluster-tls-key: %w", err)
+		return nil, nil, fmt.Errorf("--cluster-tls-cert/--cluster-tls-key: %w", err)
 	}
 	pool, err := loadPool(f.CA)
 	if err != nil {
-		return nil, fmt.Errorf("--cluster-tls-ca: %w", err)
+		return nil, nil, fmt.Errorf("--cluster-tls-ca: %w", err)
 	}
 	leaf, _ := cert.GetCertificate(nil)
 	if err := checkRouteCert(leaf, pool); err != nil {
-		return nil, fmt.Errorf("--cluster-tls-cert %s: %w", f.Cert, err)
+		return nil, nil, fmt.Errorf("--cluster-tls-cert %s: %w", f.Cert, err)
 	}
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
@@ -95,7 +95,7 @@ func routeTLSConfig(f TLSFiles, o pki.WatchOptions) (*tls.Config, error) {
 		ClientCAs:  pool,
 		RootCAs:    pool,
 		ServerName: RouteTLSName,
-	}, nil
+	}, cert, nil
 }
 
 // checkRouteCert refuses at start a certificate the other nodes would

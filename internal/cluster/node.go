@@ -302,7 +302,8 @@ type Node struct {
 	// routeAuth, routeTLS: how the embedded server's routes are secured
 	// (set at Start, read by Status).
 	routeAuth, routeTLS bool
-	nc                  *nats.Conn // the node's connection, shared with other components
+	routeCert           *pki.FileCert // the route certificate (reloaded from its files); nil without route TLS
+	nc                  *nats.Conn    // the node's connection, shared with other components
 	js                  jetstream.JetStream
 
 	members *members
@@ -572,10 +573,11 @@ func (n *Node) startServer(ctx context.Context) error {
 		opts.Cluster.Username, opts.Cluster.Password = routeUser, secret
 	}
 	if n.cfg.RouteTLS.full() {
-		tc, err := routeTLSConfig(n.cfg.RouteTLS, pki.WatchOptions{Log: n.log})
+		tc, cert, err := routeTLSConfig(n.cfg.RouteTLS, pki.WatchOptions{Log: n.log})
 		if err != nil {
 			return err
 		}
+		n.routeCert = cert
 		opts.Cluster.TLSConfig = tc
 		// nats-server's default (2 s) is short for a loaded machine.
 		opts.Cluster.TLSTimeout = 5

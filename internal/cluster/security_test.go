@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/pki"
 	"github.com/edgeport/edgeport/internal/testlog"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -54,35 +55,42 @@ func readFile(t *testing.T, path string) string {
 // of credDir (no client certificate when certless) and reads the INFO the
 // server sends after the handshake.
 func routeInfo(addr net.Addr, credDir string, certless bool) (map[string]any, error) {
+	info, _, err := routeDial(addr, credDir, certless)
+	return info, err
+}
+
+// routeDial is routeInfo that also returns the certificate the node
+// presented.
+func routeDial(addr net.Addr, credDir string, certless bool) (map[string]any, *x509.Certificate, error) {
 	pool := x509.NewCertPool()
 	ca, err := os.ReadFile(filepath.Join(credDir, cluster.CAFileName))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pool.AppendCertsFromPEM(ca)
 	tc := &tls.Config{RootCAs: pool, ServerName: cluster.RouteTLSName}
 	if !certless {
 		cert, err := tls.LoadX509KeyPair(filepath.Join(credDir, cluster.CertFileName), filepath.Join(credDir, cluster.KeyFileName))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr.String(), tc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer c.Close()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var info map[string]any
 	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info); err != nil {
-		return nil, fmt.Errorf("route INFO %q: %w", line, err)
+		return nil, nil, fmt.Errorf("route INFO %q: %w", line, err)
 	}
-	return info, nil
+	return info, c.ConnectionState().PeerCertificates[0], nil
 }
 
 // TestSecureRoutesForm: three nodes with credentials from InitCredentials
@@ -101,6 +109,9 @@ func TestSecureRoutesForm(t *testing.T) {
 	st := nodes[0].Status(context.Background())
 	if !st.RouteAuth || !st.RouteTLS || len(st.Routes) != 2 {
 		t.Fatalf("status: routeAuth %v routeTLS %v routes %v", st.RouteAuth, st.RouteTLS, st.Routes)
+	}
+	if na := st.RouteCertNotAfter; na == nil || na.Before(time.Now().AddDate(9, 0, 0)) {
+		t.Fatalf("status: route certificate valid until %v, want the CA's ten years", na)
 	}
 	// The route port speaks TLS first, wants a client certificate of the
 	// cluster CA, then asks for the secret.
@@ -327,5 +338,52 @@ func TestInitCredentials(t *testing.T) {
 	}
 	if _, err := cluster.InitCredentials(dir, []string{"bad name"}, time.Now()); err == nil {
 		t.Fatal("a bad node name was accepted")
+	}
+}
+
+// TestRouteCertReloaded: a node replaces its route certificate when the
+// files change (a renewal), with no restart: new route connections get
+// the new one.
+func TestRouteCertReloaded(t *testing.T) {
+	cfgs := clustertest.Configs(t, 1)
+	dir := clustertest.Secure(t, cfgs)
+	nd, _ := startLogged(t, cfgs[0])
+	own := filepath.Join(dir, "node1")
+	_, old, err := routeDial(nd.RouteAddr(), own, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadCA(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := ca.Issue(pki.Request{CommonName: "node1", DNSNames: []string{cluster.RouteTLSName}, Peer: true}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := pki.EncodePEM(renewed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each file replaced whole, as a Kubernetes Secret volume or cert-manager does.
+	for name, data := range map[string][]byte{cluster.KeyFileName: keyPEM, cluster.CertFileName: certPEM} {
+		tmp := filepath.Join(own, "."+name)
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(own, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var served *x509.Certificate
+	testwait.For(t, "the renewed certificate served", func() bool {
+		_, served, err = routeDial(nd.RouteAddr(), own, false)
+		return err == nil && served.SerialNumber.Cmp(renewed.Leaf.SerialNumber) == 0
+	})
+	if served.SerialNumber.Cmp(old.SerialNumber) == 0 {
+		t.Fatal("still the old certificate")
+	}
+	if na := nd.Status(context.Background()).RouteCertNotAfter; na == nil || !na.Equal(renewed.Leaf.NotAfter) {
+		t.Fatalf("status: route certificate until %v, want the renewed one's %v", na, renewed.Leaf.NotAfter)
 	}
 }

@@ -25,6 +25,8 @@ type Status struct {
 	// the cluster secret, and are mutual TLS.
 	RouteAuth bool `json:"routeAuth,omitempty"`
 	RouteTLS  bool `json:"routeTLS,omitempty"`
+	// RouteCertNotAfter is when the route certificate in use expires.
+	RouteCertNotAfter *time.Time `json:"routeCertNotAfter,omitempty"`
 	// NATSTLS: the connection to an external NATS is TLS.
 	NATSTLS bool     `json:"natsTLS,omitempty"`
 	Members []Member `json:"members"`
@@ -187,6 +189,12 @@ func (n *Node) localStatus(ctx context.Context) Status {
 	if srv := n.srv; srv != nil {
 		st.RouteAddr = n.routeAddrString()
 		st.RouteAuth, st.RouteTLS = n.routeAuth, n.routeTLS
+		if n.routeCert != nil {
+			if c, _ := n.routeCert.GetCertificate(nil); c != nil && c.Leaf != nil {
+				na := c.Leaf.NotAfter
+				st.RouteCertNotAfter = &na
+			}
+		}
 		if rz, err := srv.Routez(nil); err == nil {
 			for _, r := range rz.Routes {
 				if !slices.Contains(st.Routes, r.RemoteName) {
