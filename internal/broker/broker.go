@@ -61,6 +61,9 @@ type Broker struct {
 	sec   securityRegistry // per listener authentication and authorization
 	owner Ownership        // cluster mode: who owns which session; nil on a single node
 	fwd   Forwarder        // cluster mode: live routing between nodes; nil on a single node
+	// remote, in cluster mode, stores QoS 1/2 publications for the
+	// persistent sessions of other nodes; nil on a single node.
+	remote RemoteSessions
 	// sharedRet, in cluster mode, makes retained messages cluster-wide:
 	// the index is then written only by ApplyRetained.
 	sharedRet SharedRetained
@@ -327,11 +330,8 @@ func (b *Broker) Publish(m *Message) int {
 	if m.Retain {
 		b.setRetained(m, tx)
 	}
-	n := b.route(m, tx)
+	n, _ := b.publishRoute(m, tx)
 	b.commit(tx, nil)
-	if b.fwd != nil && forwards(m) {
-		b.fwd.Forward(m)
-	}
 	return n
 }
 

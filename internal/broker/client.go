@@ -839,11 +839,7 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	if m.Retain {
 		c.b.setRetained(m, tx)
 	}
-	n := c.b.route(m, tx)
-	forwarded := c.b.fwd != nil && forwards(m)
-	if forwarded {
-		c.b.fwd.Forward(m)
-	}
+	n, forwarded := c.b.publishRoute(m, tx)
 	if p.QoS == 0 {
 		c.b.commit(tx, nil)
 		return nil

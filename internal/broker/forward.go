@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
@@ -19,17 +20,26 @@ import (
 // reported: each node runs its own state store, connectors and dataflows
 // for its own clients, and they must not answer another node's.
 type Forwarder interface {
-	// Forward sends m, published by a client of this node and routed
-	// here, to the other nodes. It is called on the publisher's goroutine
-	// with no broker lock held; m is immutable and must not be kept past
-	// the call unless copied. It must not block on the network.
-	Forward(m *Message)
+	// Forward sends m, published by a client of this node, to the other
+	// nodes, and returns the identifier it gave the message there (unique
+	// in the cluster). It is called on the publisher's goroutine with no
+	// broker lock held, before m is routed here; m must not be changed,
+	// nor kept past the call unless copied. It must not block on the
+	// network.
+	Forward(m *Message) MessageID
 	// Subscribed and Unsubscribed report each subscription a session
 	// adds or removes (group "" unless shared; filter without $share).
 	// They are called under the session's lock: they must not block.
 	Subscribed(group, filter string)
 	Unsubscribed(group, filter string)
 }
+
+// MessageID identifies a publication across a cluster: the publishing
+// node's routing incarnation and its sequence number there (Forwarder).
+type MessageID [16]byte
+
+// IsZero reports whether id identifies nothing (a single node's message).
+func (id MessageID) IsZero() bool { return id == MessageID{} }
 
 // AttachForwarder connects the broker to a cluster. Call it after New and
 // before Start (restored sessions' subscriptions are reported by Start).
@@ -59,10 +69,12 @@ func (b *Broker) unsubscribe(s *session, sub *subscription) {
 // RouteFromPeer delivers a message another node published to this node's
 // matching subscribers, except shared subscriptions (their groups get it
 // through RouteSharedFromPeer). It is not stored as retained and not
-// forwarded again. It returns how many sessions it reached.
+// forwarded again. A message m.DurablyRouted does not go to persistent
+// sessions at QoS 1/2 (they take it from the store, DeliverRouted). It
+// returns how many sessions it reached.
 func (b *Broker) RouteFromPeer(m *Message) int {
 	tx := b.newTxn()
-	n := b.routeFrom(m, tx, false)
+	n := b.routeFrom(m, tx, false, nil)
 	b.commit(tx, nil)
 	return n
 }
@@ -80,7 +92,121 @@ func (b *Broker) RouteSharedFromPeer(m *Message, group, filter string) bool {
 		}
 	})
 	tx := b.newTxn()
-	n := r.deliver(tx, false)
+	n := r.deliver(tx, false, nil)
 	b.commit(tx, nil)
 	return n > 0
+}
+
+// RemoteSessions makes, in cluster mode, a QoS 1/2 publication durable for
+// the persistent sessions of the whole cluster before its publisher is
+// acknowledged, not only for this node's: internal/cluster/jsstate keeps an
+// index of every persistent session's subscriptions and writes a routed
+// delivery for each session it matches, which the session's owner turns
+// into one of its deliveries (DeliverRouted). A single node has none.
+type RemoteSessions interface {
+	// Route adds to t, for every persistent session of the cluster that
+	// m matches at QoS 1 or 2 and whose delivery this node did not store
+	// itself (local reports those), the routed delivery id of m. It is
+	// called with t's lock held: it must not block.
+	Route(t Txn, m *Message, id MessageID, local func(clientID string) bool)
+}
+
+// AttachRemoteSessions makes QoS 1/2 publications durable for the
+// persistent sessions of other nodes (see RemoteSessions). Call it after
+// New and before Start, with a Forwarder attached.
+func (b *Broker) AttachRemoteSessions(r RemoteSessions) { b.remote = r }
+
+// publishRoute routes m, published on this node, here and to the other
+// nodes, with its durable writes in tx; it returns how many local
+// sessions it reached and whether it went to other nodes.
+func (b *Broker) publishRoute(m *Message, tx *txnCtx) (n int, forwarded bool) {
+	forwarded = b.fwd != nil && forwards(m)
+	if !forwarded {
+		return b.route(m, tx), false
+	}
+	durable := b.remote != nil && tx != nil && m.QoS > 0
+	m.DurablyRouted = durable
+	id := b.fwd.Forward(m)
+	if !durable {
+		return b.route(m, tx), true
+	}
+	var stored []string
+	n = b.routeFrom(m, tx, true, &stored)
+	tx.write(func(t Txn) {
+		b.remote.Route(t, m, id, func(clientID string) bool { return slices.Contains(stored, clientID) })
+	}, nil)
+	return n, true
+}
+
+// DeliverRouted gives m, which another node stored for clientID's session
+// as routed delivery id (RemoteSessions), to that session when this node
+// holds it: matched against the session's own subscriptions as a message
+// published here would be (QoS, retain as published, no local,
+// subscription identifiers; shared subscriptions excepted), and stored as
+// one of its deliveries in a transaction that then runs remove (which
+// deletes the routed record). A delivery the session has already had
+// (the same id) only runs remove. It reports false when the session is
+// not held here: the record is left for the node that holds it.
+func (b *Broker) DeliverRouted(clientID string, id MessageID, m *Message, remove func(Txn)) bool {
+	b.sessMu.Lock()
+	s := b.sessions[clientID]
+	b.sessMu.Unlock()
+	if s == nil {
+		return false
+	}
+	tx := b.newTxn()
+	if tx == nil {
+		return false // stopped
+	}
+	now := b.clk.Now().UnixNano()
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		tx.discard()
+		return false
+	}
+	if !s.hadRouted(id) {
+		s.noteRouted(id)
+		d := delivery{msg: m, routed: id, single: true}
+		matched := false
+		for _, sub := range s.subs {
+			if sub.group != "" || sub.noLocal && m.Origin == s.id || !topic.Match(sub.inner, m.Topic) {
+				continue
+			}
+			matched = true
+			d.qos = max(d.qos, min(m.QoS, sub.qos))
+			d.retain = d.retain || sub.retainAsPublished && m.Retain
+			if sub.id != 0 {
+				d.subIDs = append(d.subIDs, sub.id)
+			}
+		}
+		if matched {
+			s.deliverLocked(b, &d, now, tx)
+		}
+	}
+	s.mu.Unlock()
+	tx.write(remove, nil)
+	b.commit(tx, nil)
+	return true
+}
+
+// routedMemory bounds how many routed deliveries a session remembers
+// having had. The cluster state never gives a session one twice (an
+// adoption filters what it reads); this is the second line, for a twin
+// that arrives close to the first.
+const routedMemory = 32
+
+// hadRouted reports whether s had routed delivery id lately. s.mu is held.
+func (s *session) hadRouted(id MessageID) bool {
+	return slices.Contains(s.routed, id)
+}
+
+// noteRouted remembers that s had routed delivery id. s.mu is held.
+func (s *session) noteRouted(id MessageID) {
+	if len(s.routed) < routedMemory {
+		s.routed = append(s.routed, id)
+		return
+	}
+	s.routed[s.routedNext] = id
+	s.routedNext = (s.routedNext + 1) % routedMemory
 }

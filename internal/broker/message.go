@@ -26,6 +26,11 @@ type Message struct {
 	// DeliverTo, when set, is a client whose session receives the message
 	// whether or not it subscribed (see DeliverToProperty).
 	DeliverTo string
+	// DurablyRouted marks, in cluster mode, a QoS 1/2 message whose
+	// publishing node stored it for every persistent session it matches
+	// on other nodes (RemoteSessions): those sessions take it from the
+	// store (DeliverRouted), never from live routing (RouteFromPeer).
+	DurablyRouted bool
 
 	// willExpiry is a will's Message Expiry Interval, which starts when the
 	// will is published.

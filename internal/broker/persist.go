@@ -617,7 +617,10 @@ func (b *Broker) restoreDeliveries(s *session, entries []store.Entry, fx *restor
 		if err != nil {
 			return err
 		}
-		d := delivery{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs, seq: e.Seq}
+		d := delivery{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs, seq: e.Seq, routed: e.Routed}
+		if !d.routed.IsZero() {
+			s.noteRouted(d.routed)
+		}
 		if e.SharedGroup != "" {
 			d.shared = &sharedRef{group: e.SharedGroup, filter: e.SharedFilter}
 		}
@@ -719,7 +722,8 @@ func (s *session) record(disconnectedAt int64) *store.Session {
 
 // putEntry writes delivery d of s with packet identifier id (0: queued).
 func (s *session) putEntry(tx Txn, d *delivery, id uint16, released bool) {
-	e := store.Entry{Seq: d.seq, Msg: messageRecord(d.msg), QoS: d.qos, Retain: d.retain, SubIDs: d.subIDs, PacketID: id, Released: released}
+	e := store.Entry{Seq: d.seq, Msg: messageRecord(d.msg), QoS: d.qos, Retain: d.retain, SubIDs: d.subIDs, PacketID: id, Released: released,
+		Routed: d.routed}
 	if d.shared != nil {
 		e.SharedGroup, e.SharedFilter = d.shared.group, d.shared.filter
 	}
@@ -774,6 +778,12 @@ func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
 	s.stored = s.stores(b)
 	return tx
 }
+
+// MessageRecord is the durable form of m.
+func MessageRecord(m *Message) store.Message { return messageRecord(m) }
+
+// MessageFromRecord rebuilds a message from its durable form.
+func MessageFromRecord(r *store.Message) (*Message, error) { return messageFromRecord(r) }
 
 func messageRecord(m *Message) store.Message {
 	r := store.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Expiry: m.Expiry, Origin: m.Origin}

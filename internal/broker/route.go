@@ -144,13 +144,15 @@ func (b *Broker) sharedCounter(ref sharedRef) *atomic.Uint32 {
 // In a cluster, shared subscriptions are left to the cluster, which picks
 // one member per group across the nodes (RouteSharedFromPeer).
 func (b *Broker) route(m *Message, tx *txnCtx) int {
-	return b.routeFrom(m, tx, true)
+	return b.routeFrom(m, tx, true, nil)
 }
 
 // routeFrom is route; local is false for a message another node published,
 // which this node's services (Serve) do not take: each node's state store
-// answers its own clients, the publisher's node answers its request.
-func (b *Broker) routeFrom(m *Message, tx *txnCtx, local bool) int {
+// answers its own clients, the publisher's node answers its request. With
+// stored non-nil, it collects the clients whose sessions stored a delivery
+// of m in tx.
+func (b *Broker) routeFrom(m *Message, tx *txnCtx, local bool, stored *[]string) int {
 	r := routerPool.Get().(*router)
 	r.b, r.m = b, m
 	shared := r.addShared
@@ -161,12 +163,13 @@ func (b *Broker) routeFrom(m *Message, tx *txnCtx, local bool) int {
 	if m.DeliverTo != "" {
 		r.addDirect(m.DeliverTo)
 	}
-	return r.deliver(tx, local)
+	return r.deliver(tx, local, stored)
 }
 
 // deliver hands the message to every collected target, puts r back in
-// its pool and returns how many targets there were.
-func (r *router) deliver(tx *txnCtx, local bool) int {
+// its pool and returns how many targets there were. With stored non-nil,
+// it collects the clients whose sessions stored a delivery in tx.
+func (r *router) deliver(tx *txnCtx, local bool, stored *[]string) int {
 	b, m := r.b, r.m
 	n := len(r.targets)
 	var now int64
@@ -179,7 +182,13 @@ func (r *router) deliver(tx *txnCtx, local bool) int {
 				ref := *t.shared
 				d.shared = &ref
 			}
+			if !local && m.DurablyRouted && d.shared == nil && d.qos > 0 && t.s.skipsLive(b) {
+				continue // its owner takes it from the store (DeliverRouted)
+			}
 			t.s.deliver(b, &d, now, tx)
+			if stored != nil && d.seq != 0 {
+				*stored = append(*stored, t.s.id)
+			}
 		}
 	}
 	for i := range r.targets {
@@ -245,12 +254,26 @@ func (b *Broker) reroute(from *session, d delivery) {
 // inflight window allows, otherwise into the session queue. A QoS 1/2
 // delivery to a persistent session is written to tx.
 func (s *session) deliver(b *Broker, d *delivery, now int64, tx *txnCtx) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deliverLocked(b, d, now, tx)
+}
+
+// skipsLive reports whether s, a persistent session, takes the QoS 1/2
+// messages other nodes store for it durably from the store rather than
+// from live routing (RouteFromPeer).
+func (s *session) skipsLive(b *Broker) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.persistent(b) && !s.internal
+}
+
+// deliverLocked is deliver with s.mu held.
+func (s *session) deliverLocked(b *Broker, d *delivery, now int64, tx *txnCtx) {
 	if d.msg.expired(now) {
 		b.stats.drop(dropExpired, d.qos)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.ended {
 		b.stats.drop(dropSessionEnded, d.qos)
 		return

@@ -40,6 +40,9 @@ type delivery struct {
 	// tx is the txnCtx that puts the entry, until it is known to be
 	// submitted: writes for the entry go into it while it is pending.
 	tx *txnCtx
+	// routed is the routed delivery (cluster mode) this delivery was made
+	// from, stored with its entry; zero when none (see DeliverRouted).
+	routed MessageID
 }
 
 type sharedRef struct{ group, filter string }
@@ -93,7 +96,11 @@ type session struct {
 	seq           uint64 // last store entry sequence number
 	stored        bool   // a session record is in the store
 	claim         uint64 // cluster mode: the token of this node's claim (Ownership), 0 when none
-	version       packet.Version
+	// routed remembers the last routedMemory routed deliveries the session
+	// had (cluster mode), a ring whose next slot is routedNext once full.
+	routed     []MessageID
+	routedNext int
+	version    packet.Version
 }
 
 // addFlight assigns a free packet identifier and appends f to the window.

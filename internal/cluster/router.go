@@ -241,13 +241,18 @@ func (r *Router) Interest() map[string]int {
 	return out
 }
 
-// Forward publishes m on NATS (broker.Forwarder). Core NATS is at most
-// once between nodes; a publish that fails (disconnected past nats.go's
-// reconnect buffer) is counted and logged, never blocks the publisher.
-func (r *Router) Forward(m *broker.Message) {
+// Forward publishes m on NATS (broker.Forwarder) and returns its
+// identifier: this router's incarnation and its sequence number. Core
+// NATS is at most once between nodes; a publish that fails (disconnected
+// past nats.go's reconnect buffer) is counted and logged, never blocks the
+// publisher.
+func (r *Router) Forward(m *broker.Message) broker.MessageID {
 	now := time.Now()
 	r.pubMu.Lock()
 	r.seq++
+	var id broker.MessageID
+	copy(id[:8], r.id[:])
+	binary.BigEndian.PutUint64(id[8:], r.seq)
 	r.meta = encodeMeta(r.meta[:0], r.id, r.seq, m, now)
 	r.b64 = base64.RawStdEncoding.AppendEncode(r.b64[:0], r.meta)
 	r.hdr[0] = string(r.b64)
@@ -266,15 +271,17 @@ func (r *Router) Forward(m *broker.Message) {
 	r.pubMu.Unlock()
 	if err != nil {
 		r.errs.Log(slog.LevelError, "publish", "cluster routing: publishing", "err", err)
-		return
+		return id
 	}
 	r.stats.forwarded.Add(1)
+	return id
 }
 
 // Meta encoding, version 1, before base64 (std, unpadded):
 //
 //	byte    version (1)
-//	byte    flags: bits 0-1 QoS, bit 2 retain, bit 3 properties follow
+//	byte    flags: bits 0-1 QoS, bit 2 retain, bit 3 properties follow,
+//	        bit 4 durably routed (broker.Message.DurablyRouted)
 //	8 bytes the sending router's incarnation
 //	uvarint the sending router's sequence number
 //	uvarint message expiry left, in milliseconds + 1 (0: none)
@@ -290,6 +297,9 @@ func encodeMeta(dst []byte, id [8]byte, seq uint64, m *broker.Message, now time.
 	}
 	if m.Props != nil && !m.Props.Empty() {
 		flags |= 8
+	}
+	if m.DurablyRouted {
+		flags |= 16
 	}
 	dst = append(dst, metaVersion, flags)
 	dst = append(dst, id[:]...)
@@ -317,10 +327,10 @@ func decodeMeta(b []byte, m *broker.Message, now time.Time) (id [8]byte, seq uin
 		return id, 0, errMeta
 	}
 	flags := b[1]
-	if flags&3 == 3 || flags>>4 != 0 {
+	if flags&3 == 3 || flags>>5 != 0 {
 		return id, 0, errMeta
 	}
-	m.QoS, m.Retain = flags&3, flags&4 != 0
+	m.QoS, m.Retain, m.DurablyRouted = flags&3, flags&4 != 0, flags&16 != 0
 	copy(id[:], b[2:10])
 	b = b[10:]
 	var k int

@@ -66,6 +66,11 @@ type Entry struct {
 	Released     bool   // QoS 2: PUBREC received, PUBREL sent
 	SharedGroup  string
 	SharedFilter string
+	// Routed identifies, in cluster mode, the routed delivery this entry
+	// was made from (the publishing node's record of it, which the entry
+	// replaces); zero when none. A node adopting the session drops a routed
+	// record whose identifier an entry already has.
+	Routed [16]byte
 }
 
 const recordV1 = 1
@@ -84,7 +89,8 @@ const (
 	entPacketID  = 0x10
 	entSubIDs    = 0x20
 	entShared    = 0x40
-	entKnownBits = entQoSMask | entRetain | entReleased | entPacketID | entSubIDs | entShared
+	entRouted    = 0x80
+	entKnownBits = entQoSMask | entRetain | entReleased | entPacketID | entSubIDs | entShared | entRouted
 
 	sesWill      = 0x01
 	sesOwner     = 0x02
@@ -156,6 +162,9 @@ func appendEntry(b []byte, e *Entry) []byte {
 	if e.SharedGroup != "" || e.SharedFilter != "" {
 		flags |= entShared
 	}
+	if e.Routed != ([16]byte{}) {
+		flags |= entRouted
+	}
 	b = append(b, recordV1, flags)
 	if e.PacketID != 0 {
 		b = binary.BigEndian.AppendUint16(b, e.PacketID)
@@ -169,6 +178,9 @@ func appendEntry(b []byte, e *Entry) []byte {
 	if flags&entShared != 0 {
 		b = appendString(b, e.SharedGroup)
 		b = appendString(b, e.SharedFilter)
+	}
+	if flags&entRouted != 0 {
+		b = append(b, e.Routed[:]...)
 	}
 	return appendMessageBody(b, &e.Msg)
 }
@@ -420,6 +432,14 @@ func decodeEntry(b []byte, e *Entry, in *interner) error {
 		e.SharedFilter = d.str()
 		if e.SharedGroup == "" && e.SharedFilter == "" {
 			return errBadRecord // the encoder never sets the flag for these
+		}
+	}
+	if flags&entRouted != 0 {
+		if p := d.fixed(len(e.Routed)); p != nil {
+			copy(e.Routed[:], p)
+			if e.Routed == ([16]byte{}) {
+				return errBadRecord // the encoder never sets the flag for it
+			}
 		}
 	}
 	d.messageBody(&e.Msg)

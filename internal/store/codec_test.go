@@ -45,6 +45,7 @@ func TestEntryRoundTrip(t *testing.T) {
 		"released":            {Msg: msgs["retained"], QoS: 2, PacketID: 7, Released: true},
 		"shared":              {Msg: msgs["minimal"], QoS: 1, SharedGroup: "g1", SharedFilter: "a/+"},
 		"shared empty filter": {Msg: msgs["empty"], SharedGroup: "g"},
+		"routed":              {Msg: msgs["full"], QoS: 2, PacketID: 9, Routed: [16]byte{1, 2, 3, 15: 0xff}},
 	}
 	for name, e := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -226,6 +227,7 @@ func FuzzDecodeMessage(f *testing.F) {
 func FuzzDecodeEntry(f *testing.F) {
 	for _, m := range sampleMessages() {
 		f.Add(appendEntry(nil, &Entry{Msg: m, QoS: 1, PacketID: 3, SubIDs: []uint32{5}, SharedGroup: "g", SharedFilter: "f"}))
+		f.Add(appendEntry(nil, &Entry{Msg: m, QoS: 2, Routed: [16]byte{7, 15: 1}}))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var e Entry

@@ -2,6 +2,7 @@ package jsstate
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -124,6 +125,7 @@ func startNodeWith(t testing.TB, cn *cluster.Node, tweak func(*Options)) *node {
 	}
 	nd.b.AttachDurable(nd.st)
 	nd.b.AttachSharedRetained(nd.st)
+	nd.b.AttachRemoteSessions(nd.st)
 	nd.owner, err = NewOwnership(cn, nd.b, nd.st, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -206,9 +208,19 @@ func dial(t testing.TB, addr string, cp *paho.Connect) *mqttClient {
 // acknowledges nothing it receives until Ack), returning the CONNACK.
 func dialWith(t testing.TB, addr string, cp *paho.Connect, manualAck bool) (*mqttClient, *paho.Connack) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	c, ack, err := tryDial(t, addr, cp, manualAck)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c, ack
+}
+
+// tryDial is dialWith returning why the connection failed.
+func tryDial(t testing.TB, addr string, cp *paho.Connect, manualAck bool) (*mqttClient, *paho.Connack, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
 	}
 	c := &mqttClient{conn: conn, msgs: make(chan *paho.Publish, 1000), discs: make(chan *paho.Disconnect, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
@@ -224,13 +236,15 @@ func dialWith(t testing.TB, addr string, cp *paho.Connect, manualAck bool) (*mqt
 	defer cancel()
 	ack, err := c.Connect(ctx, cp)
 	if err != nil {
-		t.Fatalf("connecting %s to %s: %v", cp.ClientID, addr, err)
+		conn.Close()
+		return nil, ack, fmt.Errorf("connecting %s to %s: %w", cp.ClientID, addr, err)
 	}
 	if ack.ReasonCode != 0 {
-		t.Fatalf("connecting %s to %s: CONNACK 0x%02X", cp.ClientID, addr, ack.ReasonCode)
+		conn.Close()
+		return nil, ack, fmt.Errorf("connecting %s to %s: CONNACK 0x%02X", cp.ClientID, addr, ack.ReasonCode)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c, ack
+	return c, ack, nil
 }
 
 // disconnected waits for the server's DISCONNECT and returns it.

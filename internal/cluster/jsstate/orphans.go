@@ -110,10 +110,13 @@ func (o *Ownership) beginAdopt(clientID string) (done func(), ok bool) {
 	}
 	ch := make(chan struct{})
 	o.adopting[clientID] = ch
+	// Routed deliveries its followers read meanwhile wait for it.
+	o.sessions.beginAdopt(clientID)
 	return func() {
 		o.amu.Lock()
 		delete(o.adopting, clientID)
 		o.amu.Unlock()
+		o.sessions.endAdopt(clientID)
 		close(ch)
 	}, true
 }
@@ -333,7 +336,7 @@ func (o *Ownership) adopt(ctx context.Context, claims map[string]uint64, from st
 			o.Release(c.id, token) // nothing stored: nothing to serve
 			continue
 		}
-		if err := o.b.AdoptSession(st.rec, st.entries, st.inbound, token); err != nil {
+		if err := o.sessions.adoptStored(st, token); err != nil {
 			o.log.Warn("could not adopt a session", "client", c.id, "from", from, "err", err)
 			continue
 		}

@@ -482,6 +482,10 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	if prev == "" {
 		return token, nil
 	}
+	// Routed deliveries the followers read from now on wait for the
+	// session to be here; those written before are read with it.
+	o.sessions.beginAdopt(clientID)
+	defer o.sessions.endAdopt(clientID)
 	st, err := o.sessions.loadSession(ctx, clientID)
 	if err != nil {
 		return 0, fmt.Errorf("loading the session of %q: %w", clientID, err)
@@ -489,7 +493,7 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	if st != nil {
 		// No token: the connecting client's attach holds the claim, which a
 		// session that expired meanwhile must not release.
-		if err := o.b.AdoptSession(st.rec, st.entries, st.inbound, 0); err != nil {
+		if err := o.sessions.adoptStored(st, 0); err != nil {
 			return 0, err
 		}
 	}

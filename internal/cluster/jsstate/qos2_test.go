@@ -1,6 +1,7 @@
 package jsstate
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -24,9 +25,22 @@ type rawConn struct {
 // connection and whether the session was present.
 func rawConnect(t *testing.T, addr, id string, cleanStart bool) (*rawConn, bool) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	c, present, err := tryRawConnect(t, addr, id, cleanStart)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c, present
+}
+
+// errUnavailable is a CONNACK 0x88, Server unavailable.
+var errUnavailable = errors.New("CONNACK 0x88, server unavailable")
+
+// tryRawConnect is rawConnect returning why the connection failed.
+func tryRawConnect(t *testing.T, addr, id string, cleanStart bool) (*rawConn, bool, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, false, err
 	}
 	t.Cleanup(func() { conn.Close() })
 	c := &rawConn{conn: conn, r: packet.NewReader(conn, 0)}
@@ -37,12 +51,19 @@ func rawConnect(t *testing.T, addr, id string, cleanStart bool) (*rawConn, bool)
 	h, body := c.read(t)
 	var ack packet.ConnAck
 	if h.Type != packet.CONNACK {
-		t.Fatalf("%s: got %s, want CONNACK", id, h.Type)
+		return nil, false, fmt.Errorf("%s: got %s, want CONNACK", id, h.Type)
 	}
-	if err := ack.Decode(h.Flags, body, packet.V5); err != nil || ack.ReasonCode != packet.Success {
-		t.Fatalf("%s: CONNACK %v, %v", id, ack.ReasonCode, err)
+	if err := ack.Decode(h.Flags, body, packet.V5); err != nil {
+		return nil, false, fmt.Errorf("%s: CONNACK: %w", id, err)
 	}
-	return c, ack.SessionPresent
+	switch ack.ReasonCode {
+	case packet.Success:
+		return c, ack.SessionPresent, nil
+	case packet.ServerUnavailable:
+		conn.Close()
+		return nil, false, fmt.Errorf("%s: %w", id, errUnavailable)
+	}
+	return nil, false, fmt.Errorf("%s: CONNACK %v", id, ack.ReasonCode)
 }
 
 func (c *rawConn) send(t *testing.T, b []byte) {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/store"
 )
 
@@ -20,10 +21,17 @@ type stored struct {
 	rec     *store.Session
 	entries []store.Entry
 	inbound []uint16
+	routed  []routedRec // in stream order
+}
+
+// routedRec is a routed delivery (<key>.r.<id>) as read from the stream.
+type routedRec struct {
+	id  broker.MessageID
+	msg []byte // the message record (store.AppendMessage)
 }
 
 // add decodes the record on subject (the part after the shard's prefix:
-// "<key>.s", "<key>.e.<seq>" or "<key>.i.<id>") into st.
+// "<key>.s", "<key>.e.<seq>", "<key>.i.<id>" or "<key>.r.<id>") into st.
 func (st *stored) add(clientID, kind, num string, data []byte) error {
 	switch kind {
 	case "s":
@@ -48,6 +56,12 @@ func (st *stored) add(clientID, kind, num string, data []byte) error {
 			return fmt.Errorf("%w: packet identifier %q", store.ErrCorrupt, num)
 		}
 		st.inbound = append(st.inbound, uint16(id))
+	case "r":
+		id, err := parseRoutedID(num)
+		if err != nil {
+			return err
+		}
+		st.routed = append(st.routed, routedRec{id: id, msg: data})
 	default:
 		return fmt.Errorf("%w: record kind %q", store.ErrCorrupt, kind)
 	}
@@ -80,7 +94,7 @@ func parseSubject(subject string) (key, kind, num string, ok bool) {
 	switch {
 	case len(parts) == 3 && parts[2] == "s":
 		return parts[1], "s", "", true
-	case len(parts) == 4 && (parts[2] == "e" || parts[2] == "i"):
+	case len(parts) == 4 && (parts[2] == "e" || parts[2] == "i" || parts[2] == "r"):
 		return parts[1], parts[2], parts[3], true
 	}
 	return "", "", "", false

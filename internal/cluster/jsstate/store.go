@@ -78,15 +78,32 @@ type Store struct {
 	applied uint64        // the last revision of RetainedBucket applied to the index
 	changed chan struct{} // closed and replaced when applied grows
 
+	// index holds every persistent session's subscriptions, read by the
+	// followers (routed.go).
+	index     *sessionIndex
+	fmu       sync.Mutex  // guards followers
+	followers []*follower // one per shard, once started
+
+	imu          sync.Mutex    // guards indexed and indexChanged
+	indexed      []uint64      // per shard, the last stream sequence the follower applied
+	indexChanged chan struct{} // closed and replaced when indexed grows
+
+	amu      sync.Mutex           // guards adopting
+	adopting map[string]*adoption // sessions being adopted here, by client
+
 	qmu    sync.Mutex    // guards closed and sends on queue (Stop closes it)
 	closed bool          // Stop began: Commit refuses
 	queue  chan *pending // commits waiting for acknowledgements, in order
-	wg     sync.WaitGroup
+	abort  chan struct{} // closed by a Stop whose ctx ended: waits for acknowledgements end
+	// abortOnce closes abort once.
+	abortOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 var (
 	_ broker.Durable        = (*Store)(nil)
 	_ broker.SharedRetained = (*Store)(nil)
+	_ broker.RemoteSessions = (*Store)(nil)
 	_ lifecycle.Component   = (*Store)(nil)
 )
 
@@ -98,7 +115,8 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 	if err != nil {
 		return nil, err
 	}
-	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{})}, nil
+	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
+		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption)}, nil
 }
 
 // shard is the session stream of clientID.
@@ -126,8 +144,10 @@ func (s *Store) Start(ctx context.Context) error {
 		return err
 	}
 	s.opts = opts
+	s.indexed = make([]uint64, opts.Shards)
 	s.js = s.src.JetStream()
 	s.queue = make(chan *pending, commitQueue)
+	s.abort = make(chan struct{})
 	s.ready = make(chan struct{})
 	s.quit = make(chan struct{})
 	s.wg.Add(2)
@@ -147,7 +167,17 @@ const prepareTimeout = 5 * time.Second
 // ready. The sessions this node owns are restored by the Ownership.
 func (s *Store) setup() {
 	defer s.wg.Done()
-	ok := retrySetup(s.quit, s.errs, "cluster state not ready yet", s.prepare)
+	ok := retrySetup(s.quit, s.errs, "cluster state not ready yet", func(ctx context.Context) error {
+		if err := s.prepare(ctx); err != nil {
+			return err
+		}
+		// Before any session is restored or adopted here: what the
+		// followers read until they caught up is for sessions held
+		// elsewhere, or read again by the adoption.
+		ctx, cancel := context.WithTimeout(ctx, 2*AckTimeout)
+		defer cancel()
+		return s.startFollowers(ctx)
+	})
 	if ok {
 		close(s.ready)
 		s.log.Info("cluster state ready", "shards", s.opts.Shards, "replicas", s.opts.Replicas)
@@ -336,8 +366,10 @@ func (s *Store) awaitLeaders(ctx context.Context) error {
 	return nil
 }
 
-// Stop waits for the commits under way (each at most AckTimeout) and ends
-// the watch and the setup. Call it after the broker stopped.
+// Stop waits for the commits under way (each at most AckTimeout, and no
+// longer than ctx: those still unacknowledged then fail with
+// store.ErrClosed) and ends the watch and the setup. Call it after the
+// broker stopped.
 func (s *Store) Stop(ctx context.Context) error {
 	if s.quit == nil {
 		return nil
@@ -352,7 +384,15 @@ func (s *Store) Stop(ctx context.Context) error {
 	if w := s.watcher.Load(); w != nil {
 		_ = (*w).Stop()
 	}
-	s.wg.Wait()
+	s.stopFollowers()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.abortOnce.Do(func() { close(s.abort) }) // a node without quorum: its commits will not be acknowledged
+		<-done
+	}
 	// A watcher made by a setup that was ending as Stop looked.
 	if w := s.watcher.Load(); w != nil {
 		_ = (*w).Stop()
@@ -497,6 +537,9 @@ func (t *txn) DeleteSession(id string) {
 		return
 	}
 	t.ops = append(t.ops, op{purge: t.s.sessionSubject(id, ">"), shard: t.s.shard(id)})
+	// The purge is invisible to the nodes' session indexes: a tombstone
+	// tells them.
+	t.tombstone(t.s.sessionSubject(id, "s"))
 }
 
 func (t *txn) PutEntry(id string, e *store.Entry) {
@@ -648,6 +691,8 @@ func (s *Store) complete() {
 				select {
 				case <-f.Ok():
 					continue
+				case <-s.abort:
+					err = store.ErrClosed
 				case e := <-f.Err():
 					err = fmt.Errorf("writing to JetStream: %w", e)
 				case <-timer.C:

@@ -1,0 +1,453 @@
+package jsstate
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/mqtt/topic"
+	"github.com/edgeport/edgeport/internal/store"
+)
+
+// Routed deliveries: a QoS 1/2 publication is made durable for every
+// persistent session of the cluster before its publisher is acknowledged,
+// not only for those of the node it arrived on (docs/cluster.md, "Routed
+// deliveries").
+//
+//   - Every node keeps an index of the subscriptions of every persistent
+//     session, read from the session records (<key>.s) of every shard by
+//     one ordered consumer per shard.
+//   - A node that routes a QoS 1/2 publication writes, in the publish's
+//     transaction, a routed delivery <key>.r.<id> (the message record;
+//     id is the publication's broker.MessageID) for each session the
+//     index matches at QoS 1 or 2 and that it did not store the message
+//     for itself (Store.Route).
+//   - The same consumers read the routed deliveries: the node that holds
+//     the session delivers the message into it and deletes the record in
+//     one transaction (broker.DeliverRouted); the others leave it. A node
+//     adopting a session reads its routed deliveries with the rest of it.
+//   - Live routing does not give those sessions the message
+//     (broker.Message.DurablyRouted), so a session gets it once.
+
+// indexSub is one non-shared subscription of a persistent session in the
+// index.
+type indexSub struct {
+	filter  string
+	qos     byte
+	noLocal bool
+}
+
+// sessionIndex holds the subscriptions of the persistent sessions of the
+// cluster, as the session records in JetStream give them.
+type sessionIndex struct {
+	trie *topic.Trie[string, indexSub] // its own locks: matched concurrently
+
+	mu   sync.Mutex            // guards subs; held while the trie changes
+	subs map[string][]indexSub // by client identifier
+}
+
+func newSessionIndex() *sessionIndex {
+	return &sessionIndex{trie: topic.NewTrie[string, indexSub](), subs: make(map[string][]indexSub)}
+}
+
+// set replaces the subscriptions of clientID by rec's (rec nil: the session
+// is gone). Shared subscriptions are left out: their groups are served by
+// live routing only.
+func (x *sessionIndex) set(clientID string, rec *store.Session) {
+	var subs []indexSub
+	if rec != nil {
+		for _, r := range rec.Subs {
+			_, inner, shared, err := topic.ParseShared(r.Filter)
+			if err != nil || shared {
+				continue
+			}
+			subs = append(subs, indexSub{filter: inner, qos: r.QoS, noLocal: r.NoLocal})
+		}
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, old := range x.subs[clientID] {
+		if !containsFilter(subs, old.filter) {
+			x.trie.Unsubscribe(old.filter, "", clientID)
+		}
+	}
+	for _, sub := range subs {
+		x.trie.Subscribe(sub.filter, "", clientID, sub)
+	}
+	if rec == nil {
+		delete(x.subs, clientID)
+	} else {
+		x.subs[clientID] = subs
+	}
+}
+
+func containsFilter(subs []indexSub, filter string) bool {
+	for _, s := range subs {
+		if s.filter == filter {
+			return true
+		}
+	}
+	return false
+}
+
+// indexTarget is one session a message matched, with its QoS.
+type indexTarget struct {
+	clientID string
+	qos      byte
+}
+
+// match returns the sessions m matches at QoS 1 or 2 (the highest of
+// their matching subscriptions', No Local applied), appended to dst.
+func (x *sessionIndex) match(m *broker.Message, dst []indexTarget) []indexTarget {
+	x.trie.Match(m.Topic, func(clientID string, sub indexSub) {
+		if sub.noLocal && m.Origin == clientID {
+			return
+		}
+		qos := min(m.QoS, sub.qos)
+		for i := range dst {
+			if dst[i].clientID == clientID {
+				dst[i].qos = max(dst[i].qos, qos)
+				return
+			}
+		}
+		dst = append(dst, indexTarget{clientID, qos})
+	}, nil)
+	n := 0
+	for _, t := range dst {
+		if t.qos > 0 {
+			dst[n] = t
+			n++
+		}
+	}
+	return dst[:n]
+}
+
+// routedToken is the subject token of routed delivery id.
+func routedToken(id broker.MessageID) string { return hex.EncodeToString(id[:]) }
+
+// parseRoutedID decodes a routedToken.
+func parseRoutedID(tok string) (broker.MessageID, error) {
+	var id broker.MessageID
+	if len(tok) != 2*len(id) {
+		return id, fmt.Errorf("%w: routed delivery %q", store.ErrCorrupt, tok)
+	}
+	if _, err := hex.Decode(id[:], []byte(tok)); err != nil || id.IsZero() {
+		return id, fmt.Errorf("%w: routed delivery %q", store.ErrCorrupt, tok)
+	}
+	return id, nil
+}
+
+// Route implements broker.RemoteSessions: it writes into t a routed
+// delivery of m for every persistent session the index matches at QoS 1
+// or 2 and that local does not report.
+func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, local func(clientID string) bool) {
+	t, ok := bt.(*txn)
+	if !ok || s.index == nil {
+		return
+	}
+	var rec []byte
+	for _, tg := range s.index.match(m, nil) {
+		if internal(tg.clientID) || local(tg.clientID) {
+			continue
+		}
+		if rec == nil {
+			r := broker.MessageRecord(m)
+			rec = store.AppendMessage(nil, &r)
+		}
+		t.put(s.sessionSubject(tg.clientID, "r."+routedToken(id)), rec)
+	}
+}
+
+// follower reads one shard's session records and routed deliveries.
+type follower struct {
+	shard int
+	it    jetstream.MessagesContext
+}
+
+// startFollowers starts one ordered consumer per shard on its session
+// records and routed deliveries, and returns once each has read what the
+// shard held when it started (the index is complete).
+func (s *Store) startFollowers(ctx context.Context) error {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if s.followers != nil {
+		return nil
+	}
+	var fs []*follower
+	caught := make([]chan struct{}, s.opts.Shards)
+	stopAll := func() {
+		for _, f := range fs {
+			f.it.Stop()
+		}
+	}
+	for n := range s.opts.Shards {
+		prefix := "edgeport.sessions." + strconv.Itoa(n) + "."
+		cons, err := s.streams[n].OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{prefix + "*.s", prefix + "*.r.*"},
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("following shard %d: %w", n, err)
+		}
+		it, err := cons.Messages()
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("following shard %d: %w", n, err)
+		}
+		f := &follower{shard: n, it: it}
+		fs = append(fs, f)
+		caught[n] = make(chan struct{})
+		info, err := cons.Info(ctx)
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("following shard %d: %w", n, err)
+		}
+		empty := info.NumPending == 0 && info.Delivered.Stream == 0
+		s.wg.Add(1)
+		go s.follow(f, caught[n], empty)
+	}
+	for _, c := range caught {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			stopAll()
+			return fmt.Errorf("reading the session index: %w", ctx.Err())
+		}
+	}
+	s.followers = fs
+	return nil
+}
+
+// stopFollowers ends the consumers; Stop waits for their goroutines.
+func (s *Store) stopFollowers() {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	for _, f := range s.followers {
+		f.it.Stop()
+	}
+}
+
+// follow applies one shard's records until its consumer stops; caught
+// is closed once it has read what the shard held (at once when empty).
+func (s *Store) follow(f *follower, caught chan struct{}, empty bool) {
+	defer s.wg.Done()
+	var once sync.Once
+	caughtUp := func() { once.Do(func() { close(caught) }) }
+	if empty {
+		caughtUp()
+	}
+	for {
+		msg, err := f.it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				caughtUp() // nobody waits any more
+				return
+			}
+			s.errs.Log(slog.LevelWarn, "follow", "reading the session records", "shard", f.shard, "err", err)
+			select {
+			case <-s.quit:
+			case <-time.After(setupRetry):
+			}
+			continue
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		s.apply(msg.Subject(), msg.Data())
+		s.imu.Lock()
+		if md.Sequence.Stream > s.indexed[f.shard] {
+			s.indexed[f.shard] = md.Sequence.Stream
+			close(s.indexChanged)
+			s.indexChanged = make(chan struct{})
+		}
+		s.imu.Unlock()
+		if md.NumPending == 0 {
+			caughtUp()
+		}
+	}
+}
+
+// apply handles one record a follower read.
+func (s *Store) apply(subject string, data []byte) {
+	key, kind, num, ok := parseSubject(subject)
+	if !ok {
+		return
+	}
+	id, err := clientID(key)
+	if err != nil {
+		return
+	}
+	switch kind {
+	case "s":
+		if len(data) == 0 {
+			s.index.set(id, nil) // the session was deleted
+			return
+		}
+		rec, err := store.DecodeSession(data, id)
+		if err != nil {
+			s.errs.Log(slog.LevelWarn, "index", "ignoring a session record", "client", id, "err", err)
+			return
+		}
+		s.index.set(id, rec)
+	case "r":
+		if len(data) == 0 {
+			return // a tombstone
+		}
+		rid, err := parseRoutedID(num)
+		if err != nil {
+			s.errs.Log(slog.LevelWarn, "index", "ignoring a routed delivery", "subject", subject, "err", err)
+			return
+		}
+		r := routedRec{id: rid, msg: data}
+		s.amu.Lock()
+		if a := s.adopting[id]; a != nil {
+			// Being adopted here: delivered once the session is.
+			a.recs = append(a.recs, r)
+			s.amu.Unlock()
+			return
+		}
+		s.amu.Unlock()
+		s.deliverRouted(id, r)
+	}
+}
+
+// deliverRouted gives routed delivery r to clientID's session if this
+// node holds it, deleting the record with the delivery.
+func (s *Store) deliverRouted(clientID string, r routedRec) {
+	rec, err := store.DecodeMessage(r.msg)
+	if err != nil {
+		s.errs.Log(slog.LevelWarn, "routed", "ignoring a routed delivery", "client", clientID, "err", err)
+		return
+	}
+	m, err := broker.MessageFromRecord(rec)
+	if err != nil {
+		s.errs.Log(slog.LevelWarn, "routed", "ignoring a routed delivery", "client", clientID, "err", err)
+		return
+	}
+	subject := s.sessionSubject(clientID, "r."+routedToken(r.id))
+	s.b.DeliverRouted(clientID, r.id, m, func(t broker.Txn) {
+		if tt, ok := t.(*txn); ok {
+			tt.tombstone(subject)
+		}
+	})
+}
+
+// adoption is a session being adopted by this node: the routed deliveries
+// its followers read meanwhile wait for it.
+type adoption struct {
+	n    int // adoptions under way
+	recs []routedRec
+	had  map[broker.MessageID]bool // the routed deliveries adoptStored gave it
+}
+
+// beginAdopt holds the routed deliveries of clientID read from now on
+// until endAdopt: the session they are for is being adopted. Call it
+// before the session's records are read.
+func (s *Store) beginAdopt(clientID string) {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	a := s.adopting[clientID]
+	if a == nil {
+		a = &adoption{}
+		s.adopting[clientID] = a
+	}
+	a.n++
+}
+
+// endAdopt delivers the routed deliveries held since beginAdopt, except
+// those the adoption already gave the session.
+func (s *Store) endAdopt(clientID string) {
+	s.amu.Lock()
+	a := s.adopting[clientID]
+	if a == nil {
+		s.amu.Unlock()
+		return
+	}
+	recs, had := a.recs, a.had
+	a.recs = nil
+	if a.n--; a.n == 0 {
+		delete(s.adopting, clientID)
+	}
+	s.amu.Unlock()
+	for _, r := range recs {
+		if !had[r.id] {
+			s.deliverRouted(clientID, r)
+		}
+	}
+}
+
+// adoptStored makes the stored session st this node's under claim token
+// (broker.AdoptSession), then delivers its routed deliveries in stream
+// order, except those an entry was already made from (whose record is
+// deleted). Call it between beginAdopt and endAdopt.
+func (s *Store) adoptStored(st *stored, token uint64) error {
+	if err := s.b.AdoptSession(st.rec, st.entries, st.inbound, token); err != nil {
+		return err
+	}
+	id := st.rec.ClientID
+	had := make(map[broker.MessageID]bool)
+	for i := range st.entries {
+		if rid := broker.MessageID(st.entries[i].Routed); !rid.IsZero() {
+			had[rid] = true
+		}
+	}
+	for _, r := range st.routed {
+		if !had[r.id] {
+			had[r.id] = true
+			s.deliverRouted(id, r)
+			continue
+		}
+		t := &txn{s: s}
+		t.tombstone(s.sessionSubject(id, "r."+routedToken(r.id)))
+		s.Commit(t, nil)
+	}
+	s.amu.Lock()
+	if a := s.adopting[id]; a != nil {
+		if a.had == nil {
+			a.had = had
+		} else {
+			maps.Copy(a.had, had)
+		}
+	}
+	s.amu.Unlock()
+	return nil
+}
+
+// syncIndex returns once this node's index holds every session record
+// written before the call.
+func (s *Store) syncIndex(ctx context.Context) error {
+	for n := range s.opts.Shards {
+		last, err := s.streams[n].GetLastMsgForSubject(ctx, "edgeport.sessions."+strconv.Itoa(n)+".*.s")
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading shard %d: %w", n, err)
+		}
+		for {
+			s.imu.Lock()
+			done, changed := s.indexed[n] >= last.Sequence, s.indexChanged
+			s.imu.Unlock()
+			if done {
+				break
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the session index of shard %d: %w", n, ctx.Err())
+			}
+		}
+	}
+	return nil
+}
