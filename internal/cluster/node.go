@@ -205,12 +205,24 @@ func (c *Config) validateRouteSecurity() []error {
 	return nil
 }
 
-// checkExposure refuses a route listener reachable from other machines
+// checkExposure refuses routes that cross the network — a route listener
+// reachable from other machines, or a route to another machine (which
+// would carry the secret in the clear, to whoever answers there) —
 // without the secret and TLS. It runs at Start, on the configuration the
 // Broker resource may have completed after New.
 func (c *Config) checkExposure() error {
-	host, _, err := splitHostPort(c.Listen)
-	if err != nil || isLoopback(host) {
+	var what string
+	if host, _, err := splitHostPort(c.Listen); err == nil && !isLoopback(host) {
+		what = fmt.Sprintf("--cluster-listen %s is reachable from other machines", c.Listen)
+	} else {
+		for i, r := range c.Routes {
+			if u, err := routeURL(r); err == nil && !isLoopback(u.Hostname()) {
+				what = fmt.Sprintf("--routes[%d] %s is on another machine", i, u.Host)
+				break
+			}
+		}
+	}
+	if what == "" {
 		return nil
 	}
 	var missing []string
@@ -223,8 +235,8 @@ func (c *Config) checkExposure() error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("--cluster-listen %s is reachable from other machines, so routes must be authenticated and encrypted: missing %s; --cluster-credentials <dir> (spec.cluster.credentialsDir) gives all of them from `edgeport cluster init` (docs/cluster.md)",
-		c.Listen, strings.Join(missing, " and "))
+	return fmt.Errorf("%s, so routes must be authenticated and encrypted: missing %s; --cluster-credentials <dir> (spec.cluster.credentialsDir) gives all of them from `edgeport cluster init` (docs/cluster.md)",
+		what, strings.Join(missing, " and "))
 }
 
 func (a NATSAuth) validate() []error {

@@ -210,8 +210,9 @@ func TestRouteIntrudersRefused(t *testing.T) {
 }
 
 // TestExposedRoutesNeedCredentials: a node whose route listener is not on
-// loopback does not start without the secret and TLS, and says which
-// flags (and Broker fields) are missing; it binds nothing.
+// loopback, or which routes to another machine, does not start without
+// the secret and TLS, and says which flags (and Broker fields) are
+// missing; it binds nothing.
 func TestExposedRoutesNeedCredentials(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct {
@@ -224,6 +225,8 @@ func TestExposedRoutesNeedCredentials(t *testing.T) {
 			"missing --cluster-tls-ca, --cluster-tls-cert and --cluster-tls-key (spec.cluster.tls); --cluster-credentials <dir> (spec.cluster.credentialsDir)"},
 		{cluster.Config{Name: "a", Listen: "[::]:0", Routes: []string{"127.0.0.1:1"}, StoreDir: dir, RouteTLS: cluster.TLSFiles{CA: "c", Cert: "c", Key: "k"}},
 			"missing --cluster-secret-file (spec.cluster.secretFile);"},
+		{cluster.Config{Name: "a", Listen: "127.0.0.1:0", Routes: []string{"127.0.0.1:1", "edge-1.plant:6222"}, StoreDir: dir, RouteSecretFile: "s"},
+			"--routes[1] edge-1.plant:6222 is on another machine, so routes must be authenticated and encrypted: missing --cluster-tls-ca"},
 	} {
 		nd, err := cluster.New(c.cfg, nil)
 		if err != nil {
