@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/config"
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/client/clienttest"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -51,16 +52,9 @@ spec:
 		Handler: func(_ context.Context, m *mqttc.Message) { mu.Lock(); seen = append(seen, m.Topic); mu.Unlock() }}); err != nil {
 		t.Fatal(err)
 	}
-	eve, err := mqttc.New(mqttc.Options{Dialer: mqttc.TCP(portAddr(t, o, 0), nil), ClientID: "eve-1", Username: "eve", Password: []byte("pw"), NoReconnect: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eve := clienttest.Connect(t, mqttc.Options{Dialer: mqttc.TCP(portAddr(t, o, 0), nil), ClientID: "eve-1", Username: "eve", Password: []byte("pw"), NoReconnect: true})
 	cctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := eve.Connect(cctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = eve.Close() })
 	var answers []*mqttc.Message
 	if err := eve.Subscribe(cctx, mqttc.Subscription{Filters: []packet.Subscription{{Filter: "replies/eve/#", QoS: 1}},
 		Handler: func(_ context.Context, m *mqttc.Message) { mu.Lock(); answers = append(answers, m); mu.Unlock() }}); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/file"
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/client/clienttest"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/testpeer/httpsink"
@@ -28,17 +29,7 @@ import (
 // as a network client would.
 func tcpClient(t *testing.T, a *App, id string) *mqttc.Client {
 	t.Helper()
-	cl, err := mqttc.New(mqttc.Options{Dialer: mqttc.TCP(a.Addrs()["mqtt"].String(), nil), ClientID: id, NoReconnect: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := cl.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Close() })
-	return cl
+	return clienttest.Connect(t, mqttc.Options{Dialer: mqttc.TCP(a.Addrs()["mqtt"].String(), nil), ClientID: id, NoReconnect: true})
 }
 
 func publishSeq(t *testing.T, cl *mqttc.Client, topic string, from, to int) {

@@ -12,6 +12,7 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/connector/connectortest"
 	"github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/client/clienttest"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -25,20 +26,7 @@ type invoker struct {
 }
 
 func newInvoker(t *testing.T, addr string) *invoker {
-	c, err := client.New(client.Options{Dialer: client.TCP(addr, nil), ClientID: "connector-1", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = c.Stop(ctx)
-	})
+	c := clienttest.Connect(t, client.Options{Dialer: client.TCP(addr, nil), ClientID: "connector-1", CleanStart: true})
 	return &invoker{t: t, c: c}
 }
 

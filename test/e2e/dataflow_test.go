@@ -14,6 +14,7 @@ import (
 	"time"
 
 	mqttc "github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/client/clienttest"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/testpeer/httpsink"
 	"github.com/edgeport/edgeport/internal/testwait"
@@ -225,16 +226,9 @@ spec:
 		t.Fatal(err)
 	}
 	e := startEdgeport(t, "--config", cfgDir)
-	cl, err := mqttc.New(mqttc.Options{Dialer: mqttc.TCP(e.addr(t, "mqtt"), nil), ClientID: "check-pub", NoReconnect: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := clienttest.Connect(t, mqttc.Options{Dialer: mqttc.TCP(e.addr(t, "mqtt"), nil), ClientID: "check-pub", NoReconnect: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := cl.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	_, _ = e.logs.waitFor(30*time.Second, func(l string) bool { return strings.Contains(l, "dataflow running") })
 	for i := range 50 {
 		if err := cl.Publish(ctx, &mqttc.Message{Topic: "checked/a", QoS: 1, Payload: []byte(`{"seq":` + strconv.Itoa(i) + `}`)}); err != nil {

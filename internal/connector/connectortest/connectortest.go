@@ -14,6 +14,7 @@ import (
 	"github.com/edgeport/edgeport/internal/broker/listener"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/mqtt/client"
+	"github.com/edgeport/edgeport/internal/mqtt/client/clienttest"
 )
 
 // Broker starts a broker with a TCP listener on 127.0.0.1:0 and returns it
@@ -46,25 +47,11 @@ func Broker(t testing.TB) (*broker.Broker, string) {
 // connected; it stops when the test ends.
 func Client(t testing.TB, b *broker.Broker, id string) *client.Client {
 	t.Helper()
-	c, err := client.New(client.Options{
+	return clienttest.Connect(t, client.Options{
 		Dialer:     client.NewInProcess(func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }),
 		ClientID:   id,
 		CleanStart: true,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = c.Stop(ctx)
-	})
-	return c
 }
 
 // Subscribe connects a Paho MQTT 5 client to addr, subscribes to filter
