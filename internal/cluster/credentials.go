@@ -104,13 +104,13 @@ func checkRouteCert(c *tls.Certificate, pool *x509.CertPool) error {
 	if c == nil || c.Leaf == nil {
 		return errors.New("no certificate")
 	}
-	_, err := c.Leaf.Verify(x509.VerifyOptions{
-		DNSName:   RouteTLSName,
-		Roots:     pool,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	})
-	if err != nil {
-		return fmt.Errorf("not usable for routes (it must be signed by the cluster CA, name %s and allow server and client authentication): %w", RouteTLSName, err)
+	// Once per usage: VerifyOptions.KeyUsages accepts any one of those
+	// listed, and a route needs both ends.
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		_, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: RouteTLSName, Roots: pool, KeyUsages: []x509.ExtKeyUsage{u}})
+		if err != nil {
+			return fmt.Errorf("not usable for routes (it must be signed by the cluster CA, name %s and allow server and client authentication): %w", RouteTLSName, err)
+		}
 	}
 	return nil
 }

@@ -390,3 +390,46 @@ func TestRouteCertReloaded(t *testing.T) {
 		t.Fatalf("status: route certificate until %v, want the renewed one's %v", na, renewed.Leaf.NotAfter)
 	}
 }
+
+// TestRouteCertCheckedAtStart: a certificate of the cluster CA that the
+// other nodes would refuse — without the route name, or for server
+// authentication only — stops the node at start, saying why.
+func TestRouteCertCheckedAtStart(t *testing.T) {
+	for name, req := range map[string]pki.Request{
+		"no route name": {CommonName: "node1", DNSNames: []string{"node1"}, Peer: true},
+		"server only":   {CommonName: "node1", DNSNames: []string{cluster.RouteTLSName}},
+	} {
+		cfgs := clustertest.Configs(t, 1)
+		dir := clustertest.Secure(t, cfgs)
+		ca, err := pki.LoadCA(filepath.Join(dir, "ca"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := ca.Issue(req, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		certPEM, keyPEM, err := pki.EncodePEM(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own := filepath.Join(dir, "node1")
+		for f, data := range map[string][]byte{cluster.CertFileName: certPEM, cluster.KeyFileName: keyPEM} {
+			if err := os.WriteFile(filepath.Join(own, f), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nd, err := cluster.New(cfgs[0], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = nd.Start(context.Background())
+		if err == nil {
+			_ = nd.Stop(context.Background())
+		}
+		want := "--cluster-tls-cert " + filepath.Join(own, cluster.CertFileName) + ": not usable for routes (it must be signed by the cluster CA, name route.edgeport.cluster and allow server and client authentication)"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", name, err, want)
+		}
+	}
+}
