@@ -94,9 +94,9 @@ ready() { # HOST:PORT: /readyz answers 200
 }
 
 # start SETUP: starts one node ("single") or three ("cluster") with fresh
-# data directories, waits until each serves MQTT and is ready (a cluster
-# node is ready once it has joined a JetStream quorum), and sets servers
-# to their MQTT addresses, comma-separated.
+# data directories, waits until each serves MQTT, is ready (a cluster node
+# is ready once it has joined a JetStream quorum) and accepts a client,
+# and sets servers to their MQTT addresses, comma-separated.
 start() {
   local setup=$1 n=1 i routes="" args
   [ "$setup" = cluster ] && n=3
@@ -137,6 +137,16 @@ start() {
     addrs+=("$mqtt")
   done
   servers=$(IFS=,; echo "${addrs[*]}")
+  # A node may be ready before its cluster state is (a CONNECT then waits,
+  # and is refused with 0x88 after 5 s): wait until every node accepts one.
+  local until=$((SECONDS + 60))
+  until "$bin" bench --servers "$servers" --scenario connstorm --clients $n -o json --progress=false >/dev/null 2>"$tmp/$setup/probe.err"; do
+    if [ $SECONDS -ge $until ]; then
+      log "$setup: a node still refuses clients after 60 s: $(tail -1 "$tmp/$setup/probe.err")"
+      return 1
+    fi
+    sleep 0.2
+  done
 }
 
 # Scenarios: id|title|bench arguments. Messaging scenarios run on the
