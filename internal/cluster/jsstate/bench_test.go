@@ -1,8 +1,11 @@
 package jsstate
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,4 +58,115 @@ func BenchmarkAdoptLostNode(b *testing.B) {
 		})
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "adopt-ms")
 	}
+}
+
+// BenchmarkPersistentQoS1 measures QoS 1 to a persistent subscriber
+// (QoS 1, online) on the publisher's node and on another node: a
+// publisher on node1 publishes one message at a time, waiting for its
+// PUBACK and then for the delivery. It reports the PUBACK and the
+// delivery latency (from the PUBLISH), p50 and p99 in ms.
+func BenchmarkPersistentQoS1(b *testing.B) {
+	for _, where := range []struct {
+		name string
+		node int
+	}{{"same-node", 0}, {"other-node", 1}} {
+		b.Run(where.name, func(b *testing.B) {
+			nodes := testCluster(b)
+			sub := dial(b, nodes[where.node].addr, persistent("sub", true))
+			sub.subscribe(b, "bench/#")
+			nodes[where.node].sync(b)
+			syncIndex(b, nodes[0])
+			pub := dial(b, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true, KeepAlive: 30})
+			acks := make([]time.Duration, 0, b.N)
+			delivered := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				start := time.Now()
+				pub.publish(b, "bench/x", strconv.Itoa(i), false)
+				acks = append(acks, time.Since(start))
+				if m := sub.next(b); string(m.Payload) != strconv.Itoa(i) {
+					b.Fatalf("got %q, want %d", m.Payload, i)
+				}
+				delivered = append(delivered, time.Since(start))
+			}
+			b.StopTimer()
+			reportPercentiles(b, "ack", acks)
+			reportPercentiles(b, "delivery", delivered)
+		})
+	}
+}
+
+// BenchmarkPersistentQoS1Throughput is the same under load: 8 publishers
+// on node1 publish QoS 1 concurrently (each waiting for its PUBACKs) to
+// one persistent subscriber on node1 or on node2; it reports the messages
+// per second until the subscriber has them all.
+func BenchmarkPersistentQoS1Throughput(b *testing.B) {
+	const publishers = 8
+	for _, where := range []struct {
+		name string
+		node int
+	}{{"same-node", 0}, {"other-node", 1}} {
+		b.Run(where.name, func(b *testing.B) {
+			nodes := testCluster(b)
+			sub := dial(b, nodes[where.node].addr, persistent("sub", true))
+			sub.subscribe(b, "bench/#")
+			nodes[where.node].sync(b)
+			syncIndex(b, nodes[0])
+			pubs := make([]*mqttClient, publishers)
+			for i := range pubs {
+				pubs[i] = dial(b, nodes[0].addr, &paho.Connect{ClientID: fmt.Sprintf("pub%d", i), CleanStart: true, KeepAlive: 30})
+			}
+			received := make(chan int)
+			go func() {
+				n := 0
+				for n < b.N {
+					select {
+					case <-sub.msgs:
+						n++
+					case <-time.After(testwait.Timeout):
+						received <- n
+						return
+					}
+				}
+				received <- n
+			}()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			errs := make(chan error, publishers)
+			for w := range publishers {
+				wg.Go(func() {
+					for i := w; i < b.N; i += publishers {
+						ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+						r, err := pubs[w].Publish(ctx, &paho.Publish{Topic: "bench/x", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+						cancel()
+						if err == nil && r.ReasonCode >= 0x80 {
+							err = fmt.Errorf("PUBACK 0x%02X", r.ReasonCode)
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+			if n := <-received; n != b.N {
+				b.Fatalf("the subscriber got %d of %d", n, b.N)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}
+
+// reportPercentiles reports the p50 and p99 of ds in ms as name-p50-ms and
+// name-p99-ms.
+func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
+	slices.Sort(ds)
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, name+"-p50-ms")
+	b.ReportMetric(float64(ds[(len(ds)*99)/100].Microseconds())/1000, name+"-p99-ms")
 }
