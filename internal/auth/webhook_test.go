@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,6 +24,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testpki"
 )
 
 // webhookServer serves Azure IoT Operations' custom authentication API
@@ -175,7 +172,7 @@ func TestWebhook(t *testing.T) {
 
 	// Client certificates travel as PEM.
 	ca := newTestCA(t, "Webhook CA")
-	leaf := ca.issue(t, "dev-7", time.Hour, ca.cert)
+	leaf := ca.issue(t, "dev-7", time.Hour, ca.Cert.Cert)
 	ci := connectInfo("alice", "pw")
 	ci.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}
 	if _, err := w.Verify(ctx, ci); err != nil {
@@ -242,28 +239,11 @@ func TestWebhookAPIVersion(t *testing.T) {
 }
 
 // testCA issues certificates for tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
+type testCA struct{ *testpki.Cert }
 
 func newTestCA(t *testing.T, cn string) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn, Organization: []string{"Contoso"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
+	return &testCA{testpki.NewCA(t, pkix.Name{CommonName: cn, Organization: []string{"Contoso"}})}
 }
 
 // issue signs a client certificate for cn, valid for d.
@@ -275,28 +255,16 @@ func (ca *testCA) issue(t *testing.T, cn string, d time.Duration, _ *x509.Certif
 
 func (ca *testCA) issueWithKey(t *testing.T, cn string, d time.Duration) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn, OrganizationalUnit: []string{"Line 1"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(d),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert, key
+	c := ca.Issue(t, &x509.Certificate{
+		Subject: pkix.Name{CommonName: cn, OrganizationalUnit: []string{"Line 1"}}, NotAfter: time.Now().Add(d),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	return c.Cert, c.Key
 }
 
 func (ca *testCA) writePEM(t *testing.T, path string) {
 	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testpki.WriteFile(t, path, ca.CertPEM())
 }
 
 func TestCertificates(t *testing.T) {

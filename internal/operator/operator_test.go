@@ -2,14 +2,9 @@ package operator
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -39,6 +34,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/app"
 	"github.com/edgeport/edgeport/internal/config"
+	"github.com/edgeport/edgeport/internal/testpki"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -495,33 +491,9 @@ spec:
 // newCert makes a CA and a server certificate for 127.0.0.1 signed by it.
 func newCert(t *testing.T, name string) (caPEM, crtPEM, keyPEM []byte, serial *big.Int) {
 	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "test CA " + name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial = big.NewInt(time.Now().UnixNano() + 1)
-	leaf := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: "edgeport " + name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), serial
+	ca := testpki.NewCA(t, pkix.Name{CommonName: "test CA " + name})
+	leaf := ca.Server(t, "edgeport "+name)
+	return ca.CertPEM(), leaf.CertPEM(), leaf.KeyPEM(), leaf.Cert.SerialNumber
 }
 
 func servedSerial(t *testing.T, addr string) *big.Int {

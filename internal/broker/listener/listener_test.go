@@ -2,15 +2,10 @@ package listener
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/edgeport/edgeport/internal/testpki"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -58,39 +54,17 @@ func echoHandler() Handler {
 	})
 }
 
-// testTLS returns a server config with a fresh self-signed certificate for
-// 127.0.0.1 and a client config that trusts it.
+// testTLS returns a server config with a fresh certificate for 127.0.0.1
+// and a client config that trusts its CA.
 func testTLS(t *testing.T) (server, client *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "edgeport test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
+	ca := testpki.NewCA(t, pkix.Name{CommonName: "edgeport test CA"})
 	server = &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
+		Certificates: []tls.Certificate{ca.Server(t, "edgeport test").TLS()},
 		// Proves the listener strips h2 for WSS.
 		NextProtos: []string{"h2", "http/1.1"},
 	}
-	return server, &tls.Config{RootCAs: pool, NextProtos: []string{"h2", "http/1.1"}}
+	return server, &tls.Config{RootCAs: ca.Pool(), NextProtos: []string{"h2", "http/1.1"}}
 }
 
 // dialWS opens an MQTT-over-WebSocket client connection.

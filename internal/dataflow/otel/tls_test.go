@@ -2,13 +2,8 @@ package otel
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,47 +13,31 @@ import (
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/dataflow/stage"
 	"github.com/edgeport/edgeport/internal/testpeer/otlppeer"
+	"github.com/edgeport/edgeport/internal/testpki"
 )
 
-// issue writes a certificate and key signed by ca (self-signed when ca is
-// nil) and returns the certificate and its key.
-func issue(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, server bool) (*x509.Certificate, *ecdsa.PrivateKey) {
+// issue writes a certificate and key (tls.crt, tls.key) into dir: a CA
+// when ca is nil, else a server (for 127.0.0.1) or client certificate
+// signed by ca.
+func issue(t *testing.T, dir, name string, ca *testpki.Cert, server bool) *testpki.Cert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	var c *testpki.Cert
+	switch {
+	case ca == nil:
+		c = testpki.NewCA(t, pkix.Name{CommonName: name})
+	case server:
+		c = ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: name},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	default:
+		c = ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: name},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	if ca == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		ca, caKey = tmpl, key
-	} else if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	kb, _ := x509.MarshalECPrivateKey(key)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
+	testpki.WriteFile(t, filepath.Join(dir, "tls.crt"), c.CertPEM())
+	testpki.WriteFile(t, filepath.Join(dir, "tls.key"), c.KeyPEM())
+	return c
 }
 
 // Over TLS with a client certificate (X509Certificate authentication by
@@ -68,9 +47,9 @@ func issue(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.Pr
 func TestSendOverMutualTLS(t *testing.T) {
 	data := t.TempDir()
 	caDir := filepath.Join(data, "configmaps", "otel-ca")
-	ca, caKey := issue(t, caDir, "test CA", nil, nil, false)
-	issue(t, filepath.Join(data, "server"), "collector", ca, caKey, true)
-	issue(t, filepath.Join(data, "secrets", "otel-client"), "edgeport", ca, caKey, false)
+	ca := issue(t, caDir, "test CA", nil, false)
+	issue(t, filepath.Join(data, "server"), "collector", ca, true)
+	issue(t, filepath.Join(data, "secrets", "otel-client"), "edgeport", ca, false)
 	rcv := otlppeer.Start(t, otlppeer.Options{
 		CertFile: filepath.Join(data, "server", "tls.crt"), KeyFile: filepath.Join(data, "server", "tls.key"),
 		ClientCAFile: filepath.Join(caDir, "tls.crt"),
