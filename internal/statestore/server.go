@@ -129,6 +129,7 @@ type Server struct {
 	reqs      chan *request
 	control   chan func()
 	changes   chan changeBatch // from shared.Watch, to the executor
+	syncReqs  chan *request    // shared: requests waiting for syncLoop
 	stopping  chan struct{}
 	stopOnce  sync.Once
 	started   bool
@@ -201,6 +202,7 @@ func New(st *store.Store, b *broker.Broker, opts Options) (*Server, error) {
 		reqs:      make(chan *request, queueLength),
 		control:   make(chan func()),
 		changes:   make(chan changeBatch, 64),
+		syncReqs:  make(chan *request, queueLength),
 		stopping:  make(chan struct{}),
 		appliedCh: make(chan struct{}),
 	}
@@ -248,6 +250,8 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	if s.shared != nil {
 		s.shared.Watch(s.deliver)
+		s.wg.Add(1)
+		go s.syncLoop()
 	}
 	s.stopServe = s.b.Serve(InvokeTopic, s.serve)
 	s.log.Info("state store started", "keys", keys, "bytes", bytes, "topic", InvokeTopic)

@@ -110,6 +110,22 @@ func (s *Server) serve(m *broker.Message) {
 	default:
 	}
 	r := s.newRequest(m)
+	if s.shared != nil {
+		// Every request first waits for the shared backend's changes
+		// (syncLoop), in arrival order.
+		select {
+		case s.syncReqs <- r:
+		case <-s.stopping:
+			s.putRequest(r)
+		}
+		return
+	}
+	s.dispatch(r)
+}
+
+// dispatch answers r on this goroutine when it is a GET the view can
+// answer, and otherwise queues it for the executor.
+func (s *Server) dispatch(r *request) {
 	if s.route(r) {
 		s.putRequest(r)
 		return

@@ -287,6 +287,46 @@ func (s *Server) noteApplied(rev uint64) {
 	}
 }
 
+// maxSyncBatch bounds the requests one syncLoop round releases.
+const maxSyncBatch = 1024
+
+// syncLoop releases the requests in arrival order once the executor
+// applied every change the shared backend acknowledged before they
+// arrived: one LastRevision per round for every request that came while
+// the previous round was under way, so publishers never wait for it and
+// a round's cost is shared. A GET is then answered from the view (or by
+// the executor, behind its client's write of the key), and a write
+// decides NX, NEX, VDEL and fencing on the key's latest state. When the
+// backend cannot say (no quorum), GETs and writes are answered 503.
+func (s *Server) syncLoop() {
+	defer s.wg.Done()
+	var batch []*request
+	for {
+		select {
+		case r := <-s.syncReqs:
+			batch = append(batch, r)
+		case <-s.stopping:
+			return
+		}
+	drain:
+		for len(batch) < maxSyncBatch {
+			select {
+			case r := <-s.syncReqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		ok := s.syncReads()
+		for _, r := range batch {
+			r.unavailable = !ok
+			s.dispatch(r)
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
 // syncReads waits until the executor applied every change the shared
 // backend acknowledged before the call; false when that cannot be known
 // within SyncTimeout (no quorum).

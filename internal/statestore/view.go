@@ -127,19 +127,12 @@ func (s *Server) route(r *request) bool {
 	if err != nil || len(args) < 2 || len(args[1]) == 0 {
 		return false
 	}
-	get := equalFold(args[0], "GET")
-	write := equalFold(args[0], "SET") || equalFold(args[0], "DEL") || equalFold(args[0], "VDEL")
-	if s.shared != nil && (get || write) && !s.syncReads() {
-		// Reads and the decisions of writes (NX, VDEL, fencing) need
-		// every change acknowledged before the request; without that the
-		// executor answers 503.
-		r.unavailable = true
-		get = false
-	}
 	switch {
-	case get:
-		return len(args) == 2 && s.fastGet(r, args[1], sc)
-	case write:
+	case equalFold(args[0], "GET"):
+		// One the shared backend could not sync is answered 503 by the
+		// executor.
+		return len(args) == 2 && !r.unavailable && s.fastGet(r, args[1], sc)
+	case equalFold(args[0], "SET"), equalFold(args[0], "DEL"), equalFold(args[0], "VDEL"):
 		r.pkey = string(appendWriteKey(sc.wkey[:0], r.invoker, args[1]))
 		s.pending.add(r.pkey)
 	}

@@ -36,10 +36,7 @@ const StateStoreBucket = "edgeport-statestore"
 //     majority of the replicas. The writes of a batch are pipelined.
 //   - One watch of the bucket per node delivers every change, this node's
 //     too, to the state store, in the bucket's order.
-//   - LastRevision asks the bucket's stream leader for its last sequence;
-//     concurrent callers share one request (a request under way serves
-//     the callers that came before it was sent; the others share the
-//     next one).
+//   - LastRevision asks the bucket's stream leader for its last sequence.
 type StateBackend struct {
 	src  JetStreamSource
 	opts Options
@@ -54,20 +51,8 @@ type StateBackend struct {
 	ready   chan struct{}                        // closed once the bucket is watched
 	quit    chan struct{}                        // closed by Stop
 	halt    chan struct{}                        // closed by BeginStop (or Stop): waits for JetStream end
-	haltMu  sync.Mutex                           // guards closing halt
-	wg      sync.WaitGroup                       // setup, the watch, rounds
-
-	rmu     sync.Mutex // guards next, running and stopped
-	next    *round     // the LastRevision request callers wait for; nil: none yet
-	running bool       // rounds is sending requests
-	stopped bool       // Stop began: no new rounds
-}
-
-// round is one LastRevision request shared by its callers.
-type round struct {
-	done chan struct{}
-	rev  uint64
-	err  error
+	haltMu  sync.Mutex                           // guards closing halt and quit
+	wg      sync.WaitGroup                       // setup, the watch
 }
 
 var (
@@ -124,12 +109,13 @@ func (b *StateBackend) Stop(context.Context) error {
 		return nil
 	}
 	b.BeginStop()
-	b.rmu.Lock()
-	if !b.stopped {
-		b.stopped = true
+	b.haltMu.Lock()
+	select {
+	case <-b.quit:
+	default:
 		close(b.quit)
 	}
-	b.rmu.Unlock()
+	b.haltMu.Unlock()
 	if w := b.watcher.Load(); w != nil {
 		_ = (*w).Stop()
 	}
@@ -370,62 +356,17 @@ type msgGetResponse struct {
 	} `json:"message,omitempty"`
 }
 
-// LastRevision implements statestore.SharedBackend.
+// LastRevision implements statestore.SharedBackend: the bucket's last
+// sequence, as its stream leader has it (the state store asks once per
+// round of requests).
 func (b *StateBackend) LastRevision(ctx context.Context) (uint64, error) {
-	if !b.isReady() {
+	kv := b.kv.Load()
+	if kv == nil || !b.isReady() {
 		return 0, fmt.Errorf("%w: bucket %s not ready (no JetStream quorum yet)", statestore.ErrUnavailable, StateStoreBucket)
 	}
-	b.rmu.Lock()
-	if b.stopped {
-		b.rmu.Unlock()
-		return 0, statestore.ErrUnavailable
-	}
-	r := b.next
-	if r == nil {
-		r = &round{done: make(chan struct{})}
-		b.next = r
-		if !b.running {
-			b.running = true
-			b.wg.Add(1)
-			go b.rounds()
-		}
-	}
-	b.rmu.Unlock()
-	select {
-	case <-r.done:
-		return r.rev, r.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-}
-
-// rounds sends LastRevision requests one after the other while callers
-// wait for one.
-func (b *StateBackend) rounds() {
-	defer b.wg.Done()
-	for {
-		b.rmu.Lock()
-		r := b.next
-		b.next = nil
-		if r == nil {
-			b.running = false
-			b.rmu.Unlock()
-			return
-		}
-		b.rmu.Unlock()
-		r.rev, r.err = b.lastSeq()
-		close(r.done)
-	}
-}
-
-// lastSeq asks the bucket's stream leader for its last sequence, at most
-// AckTimeout, less if BeginStop comes.
-func (b *StateBackend) lastSeq() (uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.AckTimeout)
-	defer cancel()
 	ctx, stop := b.untilHalt(ctx)
 	defer stop()
-	st, err := (*b.kv.Load()).Status(ctx)
+	st, err := (*kv).Status(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("%w: reading the state of %s: %w", statestore.ErrUnavailable, StateStoreBucket, err)
 	}
