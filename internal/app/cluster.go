@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/cluster/jsstate"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 )
@@ -49,6 +50,27 @@ func (a *App) newCluster(log *slog.Logger) error {
 	// it as the broker starts.
 	a.router = cluster.NewRouter(node, a.broker, log.With("component", "cluster-routing"))
 	a.group.Add("cluster routing", a.router)
+	if err := a.newStateBucket(node, log); err != nil {
+		return err
+	}
+	return nil
+}
+
+// newStateBucket builds the state store's backend in cluster mode: the
+// bucket every node shares (jsstate.StateBackend), started before the
+// state store, which reads it, and stopped after it. Its replication is
+// read at its start, once the Broker resource's is merged in.
+func (a *App) newStateBucket(node *cluster.Node, log *slog.Logger) error {
+	be, err := jsstate.NewStateBackend(node, jsstate.Options{
+		Node:   node.Name(),
+		Sizing: func() (int, int) { c := node.Config(); return c.Replicas, c.Shards },
+		Logger: log.With("component", "statestore-bucket"),
+	})
+	if err != nil {
+		return fmt.Errorf("state store bucket: %w", err)
+	}
+	a.stateBucket = be
+	a.group.Add("state store bucket", be)
 	return nil
 }
 

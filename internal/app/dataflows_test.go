@@ -241,7 +241,19 @@ spec:
 // client would.
 func stateSet(t *testing.T, cl *mqttc.Client, key, value string) {
 	t.Helper()
-	payload := fmt.Sprintf("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(key), key, len(value), value)
+	if resp := stateCall(t, cl, "SET", key, value); string(resp.Payload) != "+OK\r\n" {
+		t.Fatalf("SET answered %q", resp.Payload)
+	}
+}
+
+// stateCall sends one state store request (a RESP3 array of args) and
+// returns its answer.
+func stateCall(t *testing.T, cl *mqttc.Client, args ...string) *mqttc.Message {
+	t.Helper()
+	payload := fmt.Sprintf("*%d\r\n", len(args))
+	for _, a := range args {
+		payload += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	resp, err := cl.Request(ctx, &mqttc.Message{Topic: statestore.InvokeTopic, QoS: 1, Payload: []byte(payload),
@@ -249,9 +261,7 @@ func stateSet(t *testing.T, cl *mqttc.Client, key, value string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(resp.Payload) != "+OK\r\n" {
-		t.Fatalf("SET answered %q", resp.Payload)
-	}
+	return resp
 }
 
 // The plant example: enrich telemetry with a state store dataset, drop
