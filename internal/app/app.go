@@ -97,36 +97,36 @@ type Config struct {
 // configuration and run as one lifecycle.Group (see ARCHITECTURE.md,
 // Lifecycle).
 type App struct {
-	cfg         Config
-	log         *slog.Logger
-	reg         *prometheus.Registry
-	group       *lifecycle.Group // every component, in start order
-	broker      *broker.Broker
-	store       *store.Store    // nil with InMemory
-	guard       *listener.Guard // connection limits of every listener, the Broker resource's
-	listeners   []*listener.Listener
-	names       []string // listener names, parallel to listeners
-	http        *telemetry.HTTPServer
-	status      telemetry.StatusSource  // /statusz, mounted by mountAPI
-	probe       *telemetry.Probe        // nil when disabled
-	state       *statestore.Server      // answers on statestore.InvokeTopic
-	res         *resources              // declarative resources and their controller
-	conn        *connector.Manager      // device connectors, driven by Device and Asset resources
-	connClient  *mqttclient.Client      // the connectors' MQTT client (publishes, state store)
-	opcua       *opcua.Connector        // the Microsoft.OpcUa connector (its trust list is served by the API)
-	opcuaCmd    *opcua.Commands         // OPC UA writes and method calls over MQTT request/response
-	schemas     *schemaregistry.Service // the schema registry API over MQTT request/response
-	modbus      *modbus.Connector
-	modbusCmd   *modbus.Commands             // Modbus writes over MQTT request/response
-	tmpPKI      string                       // OPC UA PKI folder without a data dir, removed at Stop
-	flows       *dataflow.Engine             // dataflows, driven by Dataflow, DataflowEndpoint and DataflowProfile resources
-	datasets    *dataflow.StateStoreDatasets // the flows' $context datasets, from the state store
-	logs        *portal.LogRing              // recent log records, for the portal
-	portal      *portal.Portal               // built by mountAPI; nil without an HTTP address
-	push        *otlp.Pusher                 // metrics and logs to an OpenTelemetry collector, when configured
-	node        *cluster.Node                // cluster membership and NATS; nil in single-node mode
-	router      *cluster.Router              // live routing between the nodes; nil in single-node mode
-	stateBucket *jsstate.StateBackend        // the state store's keys in cluster mode; nil in single-node mode
+	cfg        Config
+	log        *slog.Logger
+	reg        *prometheus.Registry
+	group      *lifecycle.Group // every component, in start order
+	broker     *broker.Broker
+	store      *store.Store    // nil with InMemory
+	guard      *listener.Guard // connection limits of every listener, the Broker resource's
+	listeners  []*listener.Listener
+	names      []string // listener names, parallel to listeners
+	http       *telemetry.HTTPServer
+	status     telemetry.StatusSource  // /statusz, mounted by mountAPI
+	probe      *telemetry.Probe        // nil when disabled
+	state      *statestore.Server      // answers on statestore.InvokeTopic
+	res        *resources              // declarative resources and their controller
+	conn       *connector.Manager      // device connectors, driven by Device and Asset resources
+	connClient *mqttclient.Client      // the connectors' MQTT client (publishes, state store)
+	opcua      *opcua.Connector        // the Microsoft.OpcUa connector (its trust list is served by the API)
+	opcuaCmd   *opcua.Commands         // OPC UA writes and method calls over MQTT request/response
+	schemas    *schemaregistry.Service // the schema registry API over MQTT request/response
+	modbus     *modbus.Connector
+	modbusCmd  *modbus.Commands             // Modbus writes over MQTT request/response
+	tmpPKI     string                       // OPC UA PKI folder without a data dir, removed at Stop
+	flows      *dataflow.Engine             // dataflows, driven by Dataflow, DataflowEndpoint and DataflowProfile resources
+	datasets   *dataflow.StateStoreDatasets // the flows' $context datasets, from the state store
+	logs       *portal.LogRing              // recent log records, for the portal
+	portal     *portal.Portal               // built by mountAPI; nil without an HTTP address
+	push       *otlp.Pusher                 // metrics and logs to an OpenTelemetry collector, when configured
+	node       *cluster.Node                // cluster membership and NATS; nil in single-node mode
+	router     *cluster.Router              // live routing between the nodes; nil in single-node mode
+	ssBucket   *jsstate.StateBackend        // the state store's keys in cluster mode; nil in single-node mode
 }
 
 // New validates cfg and builds the components without starting them: the
@@ -202,10 +202,10 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if ssOpts.Disconnect == nil {
 		ssOpts.Disconnect = func(id, reason string) { b.DisconnectClient(id, packet.ProtocolError, reason) }
 	}
-	if a.stateBucket != nil {
+	if a.ssBucket != nil {
 		// Cluster mode: the keys are the bucket every node shares, and
 		// versions name the node that made them.
-		ssOpts.Backend, ssOpts.NodeID = a.stateBucket, a.node.Name()
+		ssOpts.Backend, ssOpts.NodeID = a.ssBucket, a.node.Name()
 	}
 	serve := func(c net.Conn) { b.ServeConn(c, broker.InternalListener) }
 	if a.state, err = statestore.New(a.store, b, ssOpts); err != nil {
@@ -213,11 +213,11 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	b.OnSessionEnd(a.state.ClientDisconnected)
 	g.Add("statestore", a.state)
-	if a.stateBucket != nil {
+	if a.ssBucket != nil {
 		// Stopped first of the two: the state store's waits for a
 		// JetStream without quorum end at once when the node stops.
 		g.Add("state store bucket stopping", lifecycle.Hook{OnStop: func(context.Context) error {
-			a.stateBucket.BeginStop()
+			a.ssBucket.BeginStop()
 			return nil
 		}})
 	}
@@ -340,7 +340,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 			ready.StoreFull = a.store.Full
 		}
 		if a.node != nil {
-			ready.Cluster = a.node.Ready
+			ready.Cluster = a.clusterReady
 		}
 		a.http.AddReadyCheck("broker", ready.ReadyCheck())
 		// Mounted with the API, under its token rules: it names the data

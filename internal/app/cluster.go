@@ -56,6 +56,23 @@ func (a *App) newCluster(log *slog.Logger) error {
 	return nil
 }
 
+// clusterReady says why the node does not serve as a member of its
+// cluster yet: it has not joined a quorum, or the state store's bucket
+// is not made or joined yet (its requests would be answered 503).
+func (a *App) clusterReady(ctx context.Context) error {
+	if err := a.node.Ready(ctx); err != nil {
+		return err
+	}
+	if a.ssBucket != nil {
+		select {
+		case <-a.ssBucket.Ready():
+		default:
+			return errors.New("the state store's bucket is not ready yet")
+		}
+	}
+	return nil
+}
+
 // newStateBucket builds the state store's backend in cluster mode: the
 // bucket every node shares (jsstate.StateBackend), started before the
 // state store, which reads it, and stopped after it. Its replication is
@@ -69,7 +86,7 @@ func (a *App) newStateBucket(node *cluster.Node, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("state store bucket: %w", err)
 	}
-	a.stateBucket = be
+	a.ssBucket = be
 	a.group.Add("state store bucket", be)
 	return nil
 }

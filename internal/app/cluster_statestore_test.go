@@ -17,7 +17,7 @@ func TestClusterStateStore(t *testing.T) {
 	for _, a := range apps {
 		// The bucket is made or joined once JetStream has a quorum.
 		select {
-		case <-a.stateBucket.Ready():
+		case <-a.ssBucket.Ready():
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: state store bucket not ready", a.Cluster().Name())
 		}

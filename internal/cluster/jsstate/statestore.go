@@ -68,7 +68,8 @@ func NewStateBackend(src JetStreamSource, opts Options) (*StateBackend, error) {
 		return nil, err
 	}
 	return &StateBackend{src: src, opts: o, log: o.Logger, errs: lograte.New(o.Logger, time.Minute),
-		subject: "$KV." + StateStoreBucket + "."}, nil
+		subject: "$KV." + StateStoreBucket + ".",
+		ready:   make(chan struct{}), quit: make(chan struct{}), halt: make(chan struct{})}, nil
 }
 
 // Start takes the node's JetStream; the bucket is created (or joined) by
@@ -80,9 +81,6 @@ func (b *StateBackend) Start(context.Context) error {
 	}
 	b.opts = opts
 	b.js = b.src.JetStream()
-	b.ready = make(chan struct{})
-	b.quit = make(chan struct{})
-	b.halt = make(chan struct{})
 	return nil
 }
 
@@ -91,9 +89,6 @@ func (b *StateBackend) Start(context.Context) error {
 // once (503) instead of waiting out AckTimeout on a cluster without
 // quorum, so the state store's Stop is quick.
 func (b *StateBackend) BeginStop() {
-	if b.halt == nil {
-		return
-	}
 	b.haltMu.Lock()
 	defer b.haltMu.Unlock()
 	select {
@@ -105,9 +100,6 @@ func (b *StateBackend) BeginStop() {
 
 // Stop ends the watch and waits for the requests under way.
 func (b *StateBackend) Stop(context.Context) error {
-	if b.quit == nil {
-		return nil
-	}
 	b.BeginStop()
 	b.haltMu.Lock()
 	select {
