@@ -16,7 +16,8 @@ import (
 // of one second per scenario, at low fixed rates) with the binary under
 // test, so the cluster benchmark cannot rot: one `edgeport serve` and three
 // `edgeport serve --cluster` processes, every scenario measured on both,
-// subscribers on the publisher's node and on another. It checks what was
+// subscribers on the publisher's node and on another, and the state
+// store's SETs and GETs on one node and on the cluster's shared bucket. It checks what was
 // counted, never how fast.
 func TestClusterBenchScript(t *testing.T) {
 	t.Parallel()
@@ -84,6 +85,23 @@ func TestClusterBenchScript(t *testing.T) {
 		t.Errorf("%s old connections on one node closed without 0x8E, want 0", u[0])
 	}
 	reportRow(t, report, takeover, "to old 0x8E p99 (ms)")
+
+	// The state store: on one node and on the cluster's shared bucket,
+	// every request answered, none in error.
+	for _, sec := range []struct{ title, rate string }{
+		{"state store SET, 16 clients (spread over the nodes) × 16 in flight", "SET/s"},
+		{"state store GET, 16 clients × 16 in flight", "GET/s"},
+	} {
+		rate := reportRow(t, report, sec.title, sec.rate)
+		for col := range 2 {
+			if v := leadingNumber(t, sec.title, rate[col]); v <= 0 {
+				t.Errorf("%s: %s %q in column %d, want > 0", sec.title, sec.rate, rate[col], col)
+			}
+		}
+		if errs := reportRow(t, report, sec.title, "errors"); errs[0] != "0" || errs[1] != "0" {
+			t.Errorf("%s: errors %q on one node and %q on the cluster, want 0", sec.title, errs[0], errs[1])
+		}
+	}
 }
 
 // reportRow returns the cells after the label of a row of a section's
