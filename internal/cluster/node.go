@@ -183,7 +183,12 @@ func (c *Config) Validate() error {
 		}
 	} else {
 		for i, u := range strings.Split(c.NATSURL, ",") {
-			if _, err := url.Parse(strings.TrimSpace(u)); err != nil {
+			u = strings.TrimSpace(u)
+			if at := strings.LastIndex(u, "@"); at >= 0 && !strings.Contains(u[:at], "://") {
+				// The end of a password with a comma, which splits the
+				// list as nats.go splits it; not echoed.
+				errs = append(errs, fmt.Errorf("--nats-url: URL %d has credentials but no scheme (a comma in a password? use --nats-password-file)", i+1))
+			} else if _, err := url.Parse(u); err != nil {
 				// url.Parse's error quotes the URL, which may hold a password.
 				errs = append(errs, fmt.Errorf("--nats-url: URL %d is not a URL", i+1))
 			}

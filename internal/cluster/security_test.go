@@ -256,6 +256,8 @@ func TestRouteSecurityValidate(t *testing.T) {
 			"--nats-listen 0.0.0.0:4222: the embedded server's NATS client port is plain TCP with a token, so it listens on loopback only"},
 		{cluster.Config{Name: "a", StoreDir: dir, NATSAuth: cluster.NATSAuth{TokenFile: "t"}},
 			"are for an external NATS (--nats-url)"},
+		{cluster.Config{Name: "a", NATSURL: "nats://u:hunter2,hunter2@h:4222"},
+			"--nats-url: URL 2 has credentials but no scheme (a comma in a password? use --nats-password-file)"},
 		{cluster.Config{Name: "a", NATSURL: "nats://h:4222", CredentialsDir: "d"},
 			"secure the embedded server's routes"},
 		{cluster.Config{Name: "a", NATSURL: "nats://h:4222", NATSAuth: cluster.NATSAuth{TokenFile: "t", CredsFile: "c"}},
