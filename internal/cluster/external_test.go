@@ -2,8 +2,8 @@ package cluster_test
 
 import (
 	"context"
-	"net"
-	"os"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,49 +15,33 @@ import (
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
-	"github.com/edgeport/edgeport/internal/pki"
+	"github.com/edgeport/edgeport/internal/testpki"
 )
 
-// tlsFiles issues, from a new CA, a server certificate for 127.0.0.1 and
-// a client certificate, written as PEM files under a temporary directory.
+// tlsFiles are a test CA's certificate, a server certificate for
+// 127.0.0.1 and a client certificate, written as PEM files.
 type tlsFiles struct{ ca, srvCert, srvKey, cliCert, cliKey string }
 
 func newTLSFiles(t *testing.T) tlsFiles {
 	t.Helper()
 	dir := t.TempDir()
-	ca, _, err := pki.LoadOrCreateCA(filepath.Join(dir, "ca"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := tlsFiles{ca: filepath.Join(dir, "ca", pki.CACertFile)}
-	for _, c := range []struct {
-		req       pki.Request
-		cert, key *string
-		name      string
+	ca := testpki.NewCA(t, pkix.Name{CommonName: "external NATS test CA"})
+	srv := ca.Server(t, "nats")
+	cli := ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "edgeport-node"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	f := tlsFiles{}
+	for _, w := range []struct {
+		path *string
+		name string
+		data []byte
 	}{
-		{pki.Request{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}, &f.srvCert, &f.srvKey, "server"},
-		{pki.Request{CommonName: "edgeport-node", Client: true}, &f.cliCert, &f.cliKey, "client"},
+		{&f.ca, "ca.crt", ca.CertPEM()},
+		{&f.srvCert, "server.crt", srv.CertPEM()}, {&f.srvKey, "server.key", srv.KeyPEM()},
+		{&f.cliCert, "client.crt", cli.CertPEM()}, {&f.cliKey, "client.key", cli.KeyPEM()},
 	} {
-		cert, err := ca.Issue(c.req, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp, kp, err := pki.EncodePEM(cert)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*c.cert, *c.key = filepath.Join(dir, c.name+".crt"), filepath.Join(dir, c.name+".key")
-		writeFile(t, *c.cert, cp)
-		writeFile(t, *c.key, kp)
+		*w.path = filepath.Join(dir, w.name)
+		testpki.WriteFile(t, *w.path, w.data)
 	}
 	return f
-}
-
-func writeFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // startExternal starts a node on the external NATS at url; the error is
@@ -96,8 +80,8 @@ func TestExternalNATSTokenAndMutualTLS(t *testing.T) {
 	})
 	dir := t.TempDir()
 	tokFile, wrongFile := filepath.Join(dir, "token"), filepath.Join(dir, "wrong")
-	writeFile(t, tokFile, []byte(token+"\n"))
-	writeFile(t, wrongFile, []byte("not-the-token-at-all\n"))
+	testpki.WriteFile(t, tokFile, []byte(token+"\n"))
+	testpki.WriteFile(t, wrongFile, []byte("not-the-token-at-all\n"))
 	mtls := cluster.TLSFiles{CA: tf.ca, Cert: tf.cliCert, Key: tf.cliKey}
 
 	nd, err := startExternal(t, srv.ClientURL(), cluster.NATSAuth{TokenFile: tokFile, TLS: mtls})
@@ -141,8 +125,8 @@ func TestExternalNATSUserAndNKey(t *testing.T) {
 	seed, _ := kp.Seed()
 	dir := t.TempDir()
 	seedFile, pwFile := filepath.Join(dir, "user.nk"), filepath.Join(dir, "password")
-	writeFile(t, seedFile, seed)
-	writeFile(t, pwFile, []byte("s3cret-password\n"))
+	testpki.WriteFile(t, seedFile, seed)
+	testpki.WriteFile(t, pwFile, []byte("s3cret-password\n"))
 
 	nk := clustertest.StartNATS(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
 	nd, err := startExternal(t, nk.ClientURL(), cluster.NATSAuth{NKeyFile: seedFile})
@@ -228,7 +212,7 @@ func TestExternalNATSCredsFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := filepath.Join(t.TempDir(), "user.creds")
-		writeFile(t, f, b)
+		testpki.WriteFile(t, f, b)
 		return f
 	}
 	srv := clustertest.StartNATS(t, func(o *server.Options) {
