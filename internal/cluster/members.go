@@ -246,7 +246,7 @@ func (n *Node) Lost(ctx context.Context, name string) bool {
 	if !heard && now.Sub(n.members.started) <= 3*n.cfg.HeartbeatInterval {
 		return false // too soon to tell
 	}
-	nc := n.nc
+	nc := n.probe.Load()
 	if nc == nil {
 		return false
 	}

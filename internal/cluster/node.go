@@ -321,7 +321,10 @@ type Node struct {
 	routeAuth, routeTLS bool
 	routeCert           *pki.FileCert // the route certificate (reloaded from its files); nil without route TLS
 	nc                  *nats.Conn    // the node's connection, shared with other components
-	js                  jetstream.JetStream
+	// probe is nc while it is open, for Lost, which other components'
+	// goroutines call while the node may be stopping.
+	probe atomic.Pointer[nats.Conn]
+	js    jetstream.JetStream
 
 	members *members
 	router  atomic.Pointer[Router] // set by NewRouter (possibly after Start: status requests read it concurrently)
@@ -511,6 +514,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("connecting to NATS: %w", err)
 	}
 	n.nc = nc
+	n.probe.Store(nc)
 	if n.js, err = jetstream.New(nc); err != nil {
 		n.close()
 		return fmt.Errorf("jetstream: %w", err)
@@ -666,6 +670,7 @@ func (n *Node) Stop(ctx context.Context) error {
 func (n *Node) close() {
 	if n.nc != nil {
 		n.nc.Close()
+		n.probe.Store(nil)
 		n.nc = nil
 	}
 	n.shutdownServer()
