@@ -92,61 +92,36 @@ func (s *testServer) enter(unit uint8, addr, n uint16) error {
 }
 
 func (s *testServer) HandleCoils(req *modbus.CoilsRequest) ([]bool, error) {
-	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]bool, req.Quantity)
-	for i := range out {
-		a := req.Addr + uint16(i)
-		if req.IsWrite {
-			s.coils[a] = req.Args[i]
-		}
-		out[i] = s.coils[a]
-	}
-	return out, nil
+	return serveTable(s, s.coils, req.UnitId, req.Addr, req.Quantity, req.IsWrite, req.Args)
 }
 
 func (s *testServer) HandleDiscreteInputs(req *modbus.DiscreteInputsRequest) ([]bool, error) {
-	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]bool, req.Quantity)
-	for i := range out {
-		out[i] = s.discrete[req.Addr+uint16(i)]
-	}
-	return out, nil
+	return serveTable(s, s.discrete, req.UnitId, req.Addr, req.Quantity, false, nil)
 }
 
 func (s *testServer) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uint16, error) {
-	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]uint16, req.Quantity)
-	for i := range out {
-		a := req.Addr + uint16(i)
-		if req.IsWrite {
-			s.holding[a] = req.Args[i]
-		}
-		out[i] = s.holding[a]
-	}
-	return out, nil
+	return serveTable(s, s.holding, req.UnitId, req.Addr, req.Quantity, req.IsWrite, req.Args)
 }
 
 func (s *testServer) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]uint16, error) {
-	if err := s.enter(req.UnitId, req.Addr, req.Quantity); err != nil {
+	return serveTable(s, s.input, req.UnitId, req.Addr, req.Quantity, false, nil)
+}
+
+// serveTable answers a request for n values of table (guarded by s.mu)
+// from addr on; a write first stores args there.
+func serveTable[T any](s *testServer, table map[uint16]T, unit uint8, addr, n uint16, write bool, args []T) ([]T, error) {
+	if err := s.enter(unit, addr, n); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]uint16, req.Quantity)
+	out := make([]T, n)
 	for i := range out {
-		out[i] = s.input[req.Addr+uint16(i)]
+		a := addr + uint16(i)
+		if write {
+			table[a] = args[i]
+		}
+		out[i] = table[a]
 	}
 	return out, nil
 }
