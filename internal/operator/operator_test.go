@@ -33,6 +33,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgeport/edgeport/internal/app"
+	"github.com/edgeport/edgeport/internal/app/apptest"
 	"github.com/edgeport/edgeport/internal/config"
 	"github.com/edgeport/edgeport/internal/testpki"
 	"github.com/edgeport/edgeport/internal/testwait"
@@ -170,21 +171,8 @@ func attachAndAwait(t *testing.T, op *Operator, what string, key config.Key) {
 // attaches op to its resource store.
 func startApp(t *testing.T, op *Operator, dataDir string) *app.App {
 	t.Helper()
-	a, err := app.New(app.Config{MQTTAddr: app.Off, WSAddr: app.Off, HTTPAddr: app.Off, DataDir: dataDir, InMemory: true},
+	a := apptest.Start(t, app.Config{MQTTAddr: app.Off, WSAddr: app.Off, HTTPAddr: app.Off, DataDir: dataDir, InMemory: true},
 		testLog(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Stop(ctx); err != nil {
-			t.Errorf("app stop: %v", err)
-		}
-	})
 	awaitElected(t, op, "operator")
 	op.Attach(a.Resources())
 	return a

@@ -27,6 +27,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgeport/edgeport/internal/app"
+	"github.com/edgeport/edgeport/internal/app/apptest"
 	"github.com/edgeport/edgeport/internal/auth"
 	"github.com/edgeport/edgeport/internal/cli"
 	"github.com/edgeport/edgeport/internal/portal"
@@ -48,20 +49,7 @@ func startEdgeport(t *testing.T) (*app.App, string, string) {
 		PortalSampleInterval: 250 * time.Millisecond,
 	}
 	cfg.Broker.Version = "v0.0.0-test"
-	a, err := app.New(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Stop(ctx); err != nil {
-			t.Errorf("stopping: %v", err)
-		}
-	})
+	a := apptest.Start(t, cfg, log)
 	tok, err := os.ReadFile(filepath.Join(dir, "api-token"))
 	if err != nil {
 		t.Fatal(err)
