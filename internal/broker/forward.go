@@ -70,8 +70,8 @@ func (b *Broker) unsubscribe(s *session, sub *subscription) {
 // matching subscribers, except shared subscriptions (their groups get it
 // through RouteSharedFromPeer). It is not stored as retained and not
 // forwarded again. A message m.DurablyRouted does not go to persistent
-// sessions at QoS 1/2 (they take it from the store, DeliverRouted). It
-// returns how many sessions it reached.
+// sessions at QoS 1/2 that its publisher's index covered (they take it
+// from the store, DeliverRouted). It returns how many sessions it reached.
 func (b *Broker) RouteFromPeer(m *Message) int {
 	tx := b.newTxn()
 	n := b.routeFrom(m, tx, false, nil)
@@ -109,6 +109,15 @@ type RemoteSessions interface {
 	// itself (local reports those), the routed delivery id of m. It is
 	// called with t's lock held: it must not block.
 	Route(t Txn, m *Message, id MessageID, local func(clientID string) bool)
+	// Position is how far this node's index of the sessions has read,
+	// for Message.RoutedIndex; the index Route uses afterwards is at
+	// least there.
+	Position() []uint64
+	// Covers reports whether m's publishing node, with its index at
+	// m.RoutedIndex, had read the current subscriptions of clientID's
+	// session (held here): if not, it may not have stored m for it, and
+	// the session takes m from live routing.
+	Covers(m *Message, clientID string) bool
 }
 
 // AttachRemoteSessions makes QoS 1/2 publications durable for the
@@ -126,6 +135,9 @@ func (b *Broker) publishRoute(m *Message, tx *txnCtx) (n int, forwarded bool) {
 	}
 	durable := b.remote != nil && tx != nil && m.QoS > 0
 	m.DurablyRouted = durable
+	if durable {
+		m.RoutedIndex = b.remote.Position()
+	}
 	id := b.fwd.Forward(m)
 	if !durable {
 		return b.route(m, tx), true
@@ -165,24 +177,21 @@ func (b *Broker) DeliverRouted(clientID string, id MessageID, m *Message, remove
 		tx.discard()
 		return false
 	}
-	if !s.hadRouted(id) {
-		s.noteRouted(id)
-		d := delivery{msg: m, routed: id, single: true}
-		matched := false
-		for _, sub := range s.subs {
-			if sub.group != "" || sub.noLocal && m.Origin == s.id || !topic.Match(sub.inner, m.Topic) {
-				continue
-			}
-			matched = true
-			d.qos = max(d.qos, min(m.QoS, sub.qos))
-			d.retain = d.retain || sub.retainAsPublished && m.Retain
-			if sub.id != 0 {
-				d.subIDs = append(d.subIDs, sub.id)
-			}
+	d := delivery{msg: m, routed: id, single: true}
+	matched := false
+	for _, sub := range s.subs {
+		if sub.group != "" || sub.noLocal && m.Origin == s.id || !topic.Match(sub.inner, m.Topic) {
+			continue
 		}
-		if matched {
-			s.deliverLocked(b, &d, now, tx)
+		matched = true
+		d.qos = max(d.qos, min(m.QoS, sub.qos))
+		d.retain = d.retain || sub.retainAsPublished && m.Retain
+		if sub.id != 0 {
+			d.subIDs = append(d.subIDs, sub.id)
 		}
+	}
+	if matched {
+		s.deliverLocked(b, &d, now, tx) // once: not when it had id already
 	}
 	s.mu.Unlock()
 	tx.write(remove, nil)

@@ -29,8 +29,16 @@ type Message struct {
 	// DurablyRouted marks, in cluster mode, a QoS 1/2 message whose
 	// publishing node stored it for every persistent session it matches
 	// on other nodes (RemoteSessions): those sessions take it from the
-	// store (DeliverRouted), never from live routing (RouteFromPeer).
+	// store (DeliverRouted), not from live routing (RouteFromPeer).
 	DurablyRouted bool
+	// RoutedIndex is, with DurablyRouted, how far the publishing node's
+	// index of the cluster's sessions had read (RemoteSessions.Position):
+	// a session whose subscriptions it had not read yet is not covered and
+	// takes the live copy (RemoteSessions.Covers).
+	RoutedIndex []uint64
+	// RoutedID is, on a message received from another node, its
+	// identifier (Forwarder.Forward); zero otherwise.
+	RoutedID MessageID
 
 	// willExpiry is a will's Message Expiry Interval, which starts when the
 	// will is published.

@@ -183,7 +183,13 @@ func (r *router) deliver(tx *txnCtx, local bool, stored *[]string) int {
 				d.shared = &ref
 			}
 			if !local && m.DurablyRouted && d.shared == nil && d.qos > 0 && t.s.skipsLive(b) {
-				continue // its owner takes it from the store (DeliverRouted)
+				if b.remote == nil || b.remote.Covers(m, t.s.id) {
+					continue // its owner takes it from the store (DeliverRouted)
+				}
+				// The publisher's index had not read this session's
+				// subscriptions (a SUBSCRIBE just now): the live copy
+				// counts, and a routed twin is dropped.
+				d.routed = m.RoutedID
 			}
 			t.s.deliver(b, &d, now, tx)
 			if stored != nil && d.seq != 0 {
@@ -270,6 +276,13 @@ func (s *session) skipsLive(b *Broker) bool {
 
 // deliverLocked is deliver with s.mu held.
 func (s *session) deliverLocked(b *Broker, d *delivery, now int64, tx *txnCtx) {
+	if !d.routed.IsZero() {
+		// Made from a routed delivery or a live copy of one: once.
+		if s.hadRouted(d.routed) {
+			return
+		}
+		s.noteRouted(d.routed)
+	}
 	if d.msg.expired(now) {
 		b.stats.drop(dropExpired, d.qos)
 		return

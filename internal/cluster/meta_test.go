@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"encoding/base64"
+	"slices"
 	"testing"
 	"time"
 
@@ -49,8 +50,25 @@ func TestMetaRoundTrip(t *testing.T) {
 	}
 }
 
+// A durably routed message carries its publisher's session index
+// position, and the receiver knows it by its identifier.
+func TestMetaDurablyRouted(t *testing.T) {
+	m := &broker.Message{Topic: "a", QoS: 1, Origin: "c", DurablyRouted: true, RoutedIndex: []uint64{0, 7, 1 << 40}}
+	id := [8]byte{9, 8, 7}
+	b := encodeMeta(nil, id, 300, m, time.Now())
+	var got broker.Message
+	if _, _, err := decodeMeta(b, &got, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := broker.MessageID{9, 8, 7, 14: 1, 15: 44} // sequence 300, big-endian
+	if !got.DurablyRouted || !slices.Equal(got.RoutedIndex, m.RoutedIndex) || got.RoutedID != want {
+		t.Fatalf("decoded durably routed %v index %v id %v; want index %v id %v", got.DurablyRouted, got.RoutedIndex, got.RoutedID, m.RoutedIndex, want)
+	}
+}
+
 func FuzzDecodeMeta(f *testing.F) {
 	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c"}, time.Now()))
+	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c", DurablyRouted: true, RoutedIndex: []uint64{3, 4}}, time.Now()))
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m broker.Message

@@ -286,6 +286,8 @@ func (r *Router) Forward(m *broker.Message) broker.MessageID {
 //	uvarint the sending router's sequence number
 //	uvarint message expiry left, in milliseconds + 1 (0: none)
 //	uvarint length of the publisher's client id, then the id (No Local)
+//	        when durably routed: uvarint count, then that many uvarints,
+//	        the publisher's session index position (RoutedIndex)
 //	rest    MQTT 5 PUBLISH properties as a property block (user properties,
 //	        content type, response topic, correlation data, payload format)
 const metaVersion = 1
@@ -312,11 +314,21 @@ func encodeMeta(dst []byte, id [8]byte, seq uint64, m *broker.Message, now time.
 	dst = binary.AppendUvarint(dst, left)
 	dst = binary.AppendUvarint(dst, uint64(len(m.Origin)))
 	dst = append(dst, m.Origin...)
+	if flags&16 != 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(m.RoutedIndex)))
+		for _, seq := range m.RoutedIndex {
+			dst = binary.AppendUvarint(dst, seq)
+		}
+	}
 	if flags&8 != 0 {
 		dst = packet.AppendProperties(dst, m.Props)
 	}
 	return dst
 }
+
+// maxRoutedIndex bounds the index position a header may carry (one per
+// shard).
+const maxRoutedIndex = 1024
 
 var errMeta = errors.New("malformed " + metaHeader + " header")
 
@@ -352,6 +364,22 @@ func decodeMeta(b []byte, m *broker.Message, now time.Time) (id [8]byte, seq uin
 	}
 	m.Origin = string(b[k : k+int(n)])
 	b = b[k+int(n):]
+	if m.DurablyRouted {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > maxRoutedIndex {
+			return id, 0, errMeta
+		}
+		b = b[k:]
+		m.RoutedIndex = make([]uint64, n)
+		for i := range m.RoutedIndex {
+			if m.RoutedIndex[i], k = binary.Uvarint(b); k <= 0 {
+				return id, 0, errMeta
+			}
+			b = b[k:]
+		}
+		copy(m.RoutedID[:8], id[:])
+		binary.BigEndian.PutUint64(m.RoutedID[8:], seq)
+	}
 	if flags&8 != 0 {
 		m.Props = new(packet.Properties)
 		if err := packet.DecodeProperties(b, m.Props); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -264,7 +265,7 @@ func (s *Store) follow(f *follower, caught chan struct{}, empty bool) {
 		if err != nil {
 			continue
 		}
-		s.apply(msg.Subject(), msg.Data())
+		s.apply(msg.Subject(), msg.Data(), md.Sequence.Stream)
 		s.imu.Lock()
 		if md.Sequence.Stream > s.indexed[f.shard] {
 			s.indexed[f.shard] = md.Sequence.Stream
@@ -278,8 +279,8 @@ func (s *Store) follow(f *follower, caught chan struct{}, empty bool) {
 	}
 }
 
-// apply handles one record a follower read.
-func (s *Store) apply(subject string, data []byte) {
+// apply handles one record a follower read, at stream sequence seq.
+func (s *Store) apply(subject string, data []byte, seq uint64) {
 	key, kind, num, ok := parseSubject(subject)
 	if !ok {
 		return
@@ -292,8 +293,10 @@ func (s *Store) apply(subject string, data []byte) {
 	case "s":
 		if len(data) == 0 {
 			s.index.set(id, nil) // the session was deleted
+			s.forgetSession(id, seq)
 			return
 		}
+		s.noteSession(id, seq)
 		rec, err := store.DecodeSession(data, id)
 		if err != nil {
 			s.errs.Log(slog.LevelWarn, "index", "ignoring a session record", "client", id, "err", err)
@@ -422,6 +425,44 @@ func (s *Store) adoptStored(st *stored, token uint64) error {
 	}
 	s.amu.Unlock()
 	return nil
+}
+
+// Position implements broker.RemoteSessions: per shard, the last stream
+// sequence the index has read.
+func (s *Store) Position() []uint64 {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	return slices.Clone(s.indexed)
+}
+
+// noteSession records that clientID's session record was written at
+// stream sequence seq (read by a follower, or acknowledged to this node).
+func (s *Store) noteSession(clientID string, seq uint64) {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	if seq > s.sessionSeq[clientID] {
+		s.sessionSeq[clientID] = seq
+	}
+}
+
+// forgetSession drops what noteSession kept of clientID when its session
+// was deleted at stream sequence seq (and no newer record came since).
+func (s *Store) forgetSession(clientID string, seq uint64) {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	if s.sessionSeq[clientID] <= seq {
+		delete(s.sessionSeq, clientID)
+	}
+}
+
+// Covers implements broker.RemoteSessions: whether m's publisher had read
+// the last session record of clientID known here when it routed m.
+func (s *Store) Covers(m *broker.Message, clientID string) bool {
+	n := s.shard(clientID)
+	s.imu.Lock()
+	last := s.sessionSeq[clientID]
+	s.imu.Unlock()
+	return n < len(m.RoutedIndex) && m.RoutedIndex[n] >= last
 }
 
 // syncIndex returns once this node's index holds every session record

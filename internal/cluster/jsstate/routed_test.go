@@ -356,3 +356,23 @@ func TestAdoptDropsRoutedTwin(t *testing.T) {
 		}
 	}
 }
+
+// A publishing node whose session index has not read a new subscription
+// yet stores nothing for it, and says how far its index had read: the
+// subscriber's node sees that its session's record is newer and gives the
+// session the live copy instead, once.
+func TestRoutedLiveCopyWhenIndexBehind(t *testing.T) {
+	nodes := testCluster(t)
+	nodes[0].st.stopFollowers() // node1's index stops here
+	dev := dial(t, nodes[1].addr, persistent("dev", true))
+	dev.subscribe(t, "data/#")
+	nodes[1].sync(t)
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	const n = 10
+	publishN(t, pub, "data/x", "m", n, 1)
+	publishN(t, pub, "data/end", "end", 1, 1)
+	expectInOrder(t, dev, "m", n)
+	if m := dev.next(t); string(m.Payload) != "end0" {
+		t.Fatalf("after the %d messages: %q, want the end marker (a duplicate?)", n, m.Payload)
+	}
+}

@@ -84,9 +84,12 @@ type Store struct {
 	fmu       sync.Mutex  // guards followers
 	followers []*follower // one per shard, once started
 
-	imu          sync.Mutex    // guards indexed and indexChanged
+	imu          sync.Mutex    // guards indexed, indexChanged and sessionSeq
 	indexed      []uint64      // per shard, the last stream sequence the follower applied
 	indexChanged chan struct{} // closed and replaced when indexed grows
+	// sessionSeq is, per client, the stream sequence of its last session
+	// record this node knows of (Covers).
+	sessionSeq map[string]uint64
 
 	amu      sync.Mutex           // guards adopting
 	adopting map[string]*adoption // sessions being adopted here, by client
@@ -116,7 +119,8 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 		return nil, err
 	}
 	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
-		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption)}, nil
+		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption),
+		sessionSeq: make(map[string]uint64)}, nil
 }
 
 // shard is the session stream of clientID.
@@ -486,6 +490,9 @@ type op struct {
 	ttl   bool   // a tombstone: published with a short TTL, so it leaves no trace
 	purge string // the subject filter of the records to remove
 	shard int
+	// session names the client whose session record msg is: its stream
+	// sequence, once acknowledged, is noted for Covers.
+	session string
 }
 
 // NewTxn implements broker.Durable.
@@ -530,6 +537,7 @@ func (t *txn) PutSession(r *store.Session) {
 		return
 	}
 	t.put(t.s.sessionSubject(r.ClientID, "s"), store.AppendSession(nil, r))
+	t.ops[len(t.ops)-1].session = r.ClientID
 }
 
 func (t *txn) DeleteSession(id string) {
@@ -601,6 +609,7 @@ type pending struct {
 	done     func(error)
 	err      error // a write that failed at once
 	futures  []jetstream.PubAckFuture
+	sessions []string   // per future, the client whose session record it writes, or ""
 	local    chan error // the local store's result; nil when it had nothing
 	deadline time.Time
 }
@@ -645,6 +654,7 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 			break
 		}
 		p.futures = append(p.futures, f)
+		p.sessions = append(p.sessions, o.session)
 	}
 	if t.local != nil {
 		p.local = make(chan error, 1)
@@ -687,9 +697,12 @@ func (s *Store) complete() {
 		}
 		if len(p.futures) > 0 && err == nil {
 			timer := time.NewTimer(time.Until(p.deadline))
-			for _, f := range p.futures {
+			for i, f := range p.futures {
 				select {
-				case <-f.Ok():
+				case ack := <-f.Ok():
+					if p.sessions[i] != "" {
+						s.noteSession(p.sessions[i], ack.Sequence)
+					}
 					continue
 				case <-s.abort:
 					err = store.ErrClosed
