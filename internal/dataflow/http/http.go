@@ -85,11 +85,7 @@ func New(s *config.HttpEndpointSettings, d *config.DataflowDestination, env stag
 			return nil, err
 		}
 	}
-	b := s.Batching
-	dest.batching = stage.Batching{MaxMessages: 1}
-	if b.Mode != "Disabled" && *b.MaxMessages > 1 {
-		dest.batching = stage.Batching{MaxMessages: *b.MaxMessages, MaxBytes: *b.MaxBytes, Latency: time.Duration(*b.LatencyMs) * time.Millisecond}
-	}
+	dest.batching = stage.BatchingOf(s.Batching)
 	return dest, nil
 }
 

@@ -85,11 +85,7 @@ func New(s *config.OTelEndpointSettings, d *config.DataflowDestination, o Option
 	if dest.scope, err = stage.ParseTemplate(d.DataDestination); err != nil {
 		return nil, err
 	}
-	b := s.Batching
-	dest.batching = stage.Batching{MaxMessages: 1}
-	if b.Mode != "Disabled" && *b.MaxMessages > 1 {
-		dest.batching = stage.Batching{MaxMessages: *b.MaxMessages, MaxBytes: *b.MaxBytes, Latency: time.Duration(*b.LatencyMs) * time.Millisecond}
-	}
+	dest.batching = stage.BatchingOf(s.Batching)
 	return dest, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/edgeport/edgeport/internal/config"
 )
 
 // UserProperty is one MQTT 5 user property (or Kafka header); order and
@@ -108,6 +110,16 @@ type Batching struct {
 	MaxMessages int
 	MaxBytes    int
 	Latency     time.Duration // how long to wait for more after the first
+}
+
+// BatchingOf is how a destination batches under an endpoint's batching
+// settings (defaults applied): one message at a time when batching is
+// Disabled or allows only one message.
+func BatchingOf(b config.Batching) Batching {
+	if b.Mode == "Disabled" || *b.MaxMessages <= 1 {
+		return Batching{MaxMessages: 1}
+	}
+	return Batching{MaxMessages: *b.MaxMessages, MaxBytes: *b.MaxBytes, Latency: time.Duration(*b.LatencyMs) * time.Millisecond}
 }
 
 // Batcher is implemented by destinations that take batches; others get one
