@@ -208,17 +208,7 @@ func TestTLSStateReachesHandler(t *testing.T) {
 	serverTLS := &tls.Config{Certificates: []tls.Certificate{*srv}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
 	clientTLS := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{*device}}
 
-	tests := []struct {
-		name     string
-		protocol string
-		tls      bool
-	}{
-		{"tcp", ProtocolTCP, false},
-		{"tls", ProtocolTCP, true},
-		{"websocket", ProtocolWebSocket, false},
-		{"wss", ProtocolWebSocket, true},
-	}
-	for _, tt := range tests {
+	for _, tt := range transports {
 		t.Run(tt.name, func(t *testing.T) {
 			type seen struct {
 				st tls.ConnectionState

@@ -185,19 +185,22 @@ func TestStartTwiceAndStopBeforeStart(t *testing.T) {
 	}
 }
 
+// transports are the four ways a client reaches a listener, for tests
+// that run over each.
+var transports = []struct {
+	name     string
+	protocol string
+	tls      bool
+}{
+	{"tcp", ProtocolTCP, false},
+	{"tls", ProtocolTCP, true},
+	{"websocket", ProtocolWebSocket, false},
+	{"wss", ProtocolWebSocket, true},
+}
+
 func TestEcho(t *testing.T) {
 	serverTLS, clientTLS := testTLS(t)
-	tests := []struct {
-		name     string
-		protocol string
-		tls      bool
-	}{
-		{"tcp", ProtocolTCP, false},
-		{"tls", ProtocolTCP, true},
-		{"websocket", ProtocolWebSocket, false},
-		{"wss", ProtocolWebSocket, true},
-	}
-	for _, tt := range tests {
+	for _, tt := range transports {
 		t.Run(tt.name, func(t *testing.T) {
 			type seen struct {
 				name   string
