@@ -97,36 +97,38 @@ type Config struct {
 // configuration and run as one lifecycle.Group (see ARCHITECTURE.md,
 // Lifecycle).
 type App struct {
-	cfg        Config
-	log        *slog.Logger
-	reg        *prometheus.Registry
-	group      *lifecycle.Group // every component, in start order
-	broker     *broker.Broker
-	store      *store.Store    // nil with InMemory
-	guard      *listener.Guard // connection limits of every listener, the Broker resource's
-	listeners  []*listener.Listener
-	names      []string // listener names, parallel to listeners
-	http       *telemetry.HTTPServer
-	status     telemetry.StatusSource  // /statusz, mounted by mountAPI
-	probe      *telemetry.Probe        // nil when disabled
-	state      *statestore.Server      // answers on statestore.InvokeTopic
-	res        *resources              // declarative resources and their controller
-	conn       *connector.Manager      // device connectors, driven by Device and Asset resources
-	connClient *mqttclient.Client      // the connectors' MQTT client (publishes, state store)
-	opcua      *opcua.Connector        // the Microsoft.OpcUa connector (its trust list is served by the API)
-	opcuaCmd   *opcua.Commands         // OPC UA writes and method calls over MQTT request/response
-	schemas    *schemaregistry.Service // the schema registry API over MQTT request/response
-	modbus     *modbus.Connector
-	modbusCmd  *modbus.Commands             // Modbus writes over MQTT request/response
-	tmpPKI     string                       // OPC UA PKI folder without a data dir, removed at Stop
-	flows      *dataflow.Engine             // dataflows, driven by Dataflow, DataflowEndpoint and DataflowProfile resources
-	datasets   *dataflow.StateStoreDatasets // the flows' $context datasets, from the state store
-	logs       *portal.LogRing              // recent log records, for the portal
-	portal     *portal.Portal               // built by mountAPI; nil without an HTTP address
-	push       *otlp.Pusher                 // metrics and logs to an OpenTelemetry collector, when configured
-	node       *cluster.Node                // cluster membership and NATS; nil in single-node mode
-	router     *cluster.Router              // live routing between the nodes; nil in single-node mode
-	ssBucket   *jsstate.StateBackend        // the state store's keys in cluster mode; nil in single-node mode
+	cfg          Config
+	log          *slog.Logger
+	reg          *prometheus.Registry
+	group        *lifecycle.Group // every component, in start order
+	broker       *broker.Broker
+	store        *store.Store    // nil with InMemory
+	guard        *listener.Guard // connection limits of every listener, the Broker resource's
+	listeners    []*listener.Listener
+	names        []string // listener names, parallel to listeners
+	http         *telemetry.HTTPServer
+	status       telemetry.StatusSource  // /statusz, mounted by mountAPI
+	probe        *telemetry.Probe        // nil when disabled
+	state        *statestore.Server      // answers on statestore.InvokeTopic
+	res          *resources              // declarative resources and their controller
+	conn         *connector.Manager      // device connectors, driven by Device and Asset resources
+	connClient   *mqttclient.Client      // the connectors' MQTT client (publishes, state store)
+	opcua        *opcua.Connector        // the Microsoft.OpcUa connector (its trust list is served by the API)
+	opcuaCmd     *opcua.Commands         // OPC UA writes and method calls over MQTT request/response
+	schemas      *schemaregistry.Service // the schema registry API over MQTT request/response
+	modbus       *modbus.Connector
+	modbusCmd    *modbus.Commands             // Modbus writes over MQTT request/response
+	tmpPKI       string                       // OPC UA PKI folder without a data dir, removed at Stop
+	flows        *dataflow.Engine             // dataflows, driven by Dataflow, DataflowEndpoint and DataflowProfile resources
+	datasets     *dataflow.StateStoreDatasets // the flows' $context datasets, from the state store
+	logs         *portal.LogRing              // recent log records, for the portal
+	portal       *portal.Portal               // built by mountAPI; nil without an HTTP address
+	push         *otlp.Pusher                 // metrics and logs to an OpenTelemetry collector, when configured
+	node         *cluster.Node                // cluster membership and NATS; nil in single-node mode
+	router       *cluster.Router              // live routing between the nodes; nil in single-node mode
+	ssBucket     *jsstate.StateBackend        // the state store's keys in cluster mode; nil in single-node mode
+	clusterState *jsstate.Store               // the broker's durable state on JetStream; nil in single-node mode
+	ownership    *jsstate.Ownership           // session ownership across the nodes; nil in single-node mode
 }
 
 // New validates cfg and builds the components without starting them: the
@@ -186,12 +188,16 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	// The resources are loaded before the broker serves anyone, so that
 	// the Broker resource's limits and sync policy are in force.
 	g.Add("resources", lifecycle.Hook{OnStart: a.res.load})
+	var afterBroker []namedComponent
 	if cfg.ClusterEnabled {
-		if err := a.newCluster(log); err != nil {
+		if afterBroker, err = a.newCluster(log); err != nil {
 			return nil, err
 		}
 	}
 	g.Add("broker", b)
+	for _, c := range afterBroker {
+		g.Add(c.name, c.c)
+	}
 
 	ssOpts := cfg.StateStore
 	if ssOpts.Authorizer == nil {
@@ -367,6 +373,10 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 			},
 			OnStop: func(ctx context.Context) error { return a.portal.Stop(ctx) },
 		})
+	}
+	if a.clusterState != nil {
+		// Last to start, first to stop: see clusterStopping.
+		g.Add("cluster stopping", lifecycle.Hook{OnStop: a.clusterStopping})
 	}
 	return a, nil
 }

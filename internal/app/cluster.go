@@ -13,19 +13,36 @@ import (
 	"github.com/edgeport/edgeport/internal/lifecycle"
 )
 
-// newCluster builds the cluster node (serve --cluster or --nats-url) and
-// adds it to the group before the broker, which routes through it.
-func (a *App) newCluster(log *slog.Logger) error {
+// newCluster is the whole of the app's cluster wiring (serve --cluster or
+// --nats-url). Before the broker it adds, in start order:
+//
+//   - "cluster config": the Broker resource's spec.cluster merged into the
+//     serve flags' settings (after the resources are loaded);
+//   - "cluster": the node (embedded NATS server or external connection,
+//     membership); stopped last of the cluster parts, its NATS connection
+//     closed after everything that uses it;
+//   - "cluster routing": live routing between the nodes;
+//   - "state store bucket": the state store's keys on JetStream
+//     (jsstate.StateBackend, newStateBucket);
+//   - "cluster state": the broker's Durable and SharedRetained on
+//     JetStream (jsstate.Store), started before the broker, which
+//     restores from it, and stopped after it.
+//
+// It returns what must come after the broker, to be added by the caller
+// right after it: "session ownership" (jsstate.Ownership), which ends
+// sessions claimed elsewhere and is stopped before the broker. New also
+// adds "cluster stopping" last (clusterStopping).
+func (a *App) newCluster(log *slog.Logger) (after []namedComponent, err error) {
 	cfg := a.cfg.Cluster
 	if cfg.NATSURL == "" {
 		if a.cfg.DataDir == "" {
-			return errors.New("cluster mode needs --data-dir: JetStream stores under <data-dir>/cluster")
+			return nil, errors.New("cluster mode needs --data-dir: JetStream stores under <data-dir>/cluster")
 		}
 		cfg.StoreDir = filepath.Join(a.cfg.DataDir, "cluster")
 	}
 	node, err := cluster.New(cfg, log.With("component", "cluster"))
 	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	a.node = node
 	// After the resources are loaded: the Broker resource's spec.cluster
@@ -51,9 +68,50 @@ func (a *App) newCluster(log *slog.Logger) error {
 	a.router = cluster.NewRouter(node, a.broker, log.With("component", "cluster-routing"))
 	a.group.Add("cluster routing", a.router)
 	if err := a.newStateBucket(node, log); err != nil {
-		return err
+		return nil, err
 	}
+
+	// The cluster state. Replicas and shards are read at its start, once
+	// the Broker resource's are merged in. Internal clients' sessions
+	// ($edgeport/...) stay in the local store (nil in memory): every node
+	// runs its own internal clients.
+	opts := jsstate.Options{
+		Node:   node.Name(),
+		Sizing: func() (int, int) { c := node.Config(); return c.Replicas, c.Shards },
+		Logger: log.With("component", "cluster-state"),
+	}
+	st, err := jsstate.NewStore(node, a.broker, a.store, opts)
+	if err != nil {
+		return nil, fmt.Errorf("cluster state: %w", err)
+	}
+	own, err := jsstate.NewOwnership(node, a.broker, st, opts)
+	if err != nil {
+		return nil, fmt.Errorf("cluster state: %w", err)
+	}
+	a.broker.AttachDurable(st)
+	a.broker.AttachSharedRetained(st)
+	a.broker.AttachOwnership(own)
+	a.clusterState, a.ownership = st, own
+	a.group.Add("cluster state", st)
+	return []namedComponent{{"session ownership", own}}, nil
+}
+
+// clusterStopping runs first when the app stops: from then on a write to
+// JetStream waits at most jsstate.StopGrace for its acknowledgement, and
+// the state store's waits end at once. The components stopping before the
+// broker wait for their internal clients' writes, which complete in
+// commit order behind the JetStream writes; on a node whose peers are
+// gone (no quorum) those would each wait jsstate.AckTimeout.
+func (a *App) clusterStopping(context.Context) error {
+	a.clusterState.BeginStop()
+	a.ssBucket.BeginStop()
 	return nil
+}
+
+// namedComponent is a component and its name in the group.
+type namedComponent struct {
+	name string
+	c    lifecycle.Component
 }
 
 // clusterReady says why the node does not serve as a member of its
@@ -62,6 +120,16 @@ func (a *App) newCluster(log *slog.Logger) error {
 func (a *App) clusterReady(ctx context.Context) error {
 	if err := a.node.Ready(ctx); err != nil {
 		return err
+	}
+	for _, c := range []struct {
+		what  string
+		ready <-chan struct{}
+	}{{"the cluster state (session streams, retained bucket)", a.clusterState.Ready()}, {"session ownership", a.ownership.Ready()}} {
+		select {
+		case <-c.ready:
+		default:
+			return fmt.Errorf("%s not ready yet", c.what)
+		}
 	}
 	if a.ssBucket != nil {
 		select {

@@ -18,18 +18,58 @@ import (
 )
 
 // startCluster runs n apps as the nodes of one cluster (embedded NATS
-// servers on loopback) and waits until it has formed.
+// servers on loopback), started together as a cluster's nodes are, and
+// waits until it has formed and every node's cluster state is ready. They
+// stop one after the other at the test's end, the last ones without a
+// quorum.
 func startCluster(t *testing.T, n int) []*App {
 	t.Helper()
 	var apps []*App
-	var nodes []*cluster.Node
 	for _, cfg := range clustertest.Configs(t, n) {
-		a := startApp(t, Config{ClusterEnabled: true, Cluster: cfg})
-		apps = append(apps, a)
+		apps = append(apps, newTestApp(t, Config{ClusterEnabled: true, Cluster: cfg}))
+	}
+	startApps(t, apps)
+	return apps
+}
+
+// startApps starts the nodes apps together and waits until the cluster
+// has formed and every node's cluster state is ready.
+func startApps(t *testing.T, apps []*App) {
+	t.Helper()
+	errs := make([]error, len(apps))
+	var wg sync.WaitGroup
+	for i, a := range apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = a.Start(context.Background())
+		}()
+	}
+	wg.Wait()
+	var nodes []*cluster.Node
+	for i, a := range apps {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i+1, errs[i])
+		}
+		t.Cleanup(func() { stopApp(t, a) })
 		nodes = append(nodes, a.Cluster())
 	}
 	clustertest.WaitFormed(t, nodes...)
-	return apps
+	for _, a := range apps {
+		clusterStateReady(t, a)
+	}
+}
+
+// clusterStateReady waits until a's cluster state serves clients.
+func clusterStateReady(t *testing.T, a *App) {
+	t.Helper()
+	for _, ready := range []<-chan struct{}{a.clusterState.Ready(), a.ownership.Ready()} {
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second): // JetStream elects slowly on a loaded machine
+			t.Fatalf("%s: cluster state not ready", a.Cluster().Name())
+		}
+	}
 }
 
 // syncCluster is the readiness signal: every node's subscriptions are
@@ -46,22 +86,34 @@ func syncCluster(t *testing.T, apps []*App) {
 }
 
 // nodeClient is a paho.golang MQTT 5 client of one node, keeping what it
-// receives.
+// receives and the server's DISCONNECT.
 type nodeClient struct {
 	*paho.Client
 	id    string
 	mu    sync.Mutex
 	msgs  []*paho.Publish
 	marks int
+	discs chan *paho.Disconnect
 }
 
+// dialNode connects a clean-start client to node a and subscribes it to
+// its marker topic (settle).
 func dialNode(t *testing.T, a *App, id string) *nodeClient {
+	t.Helper()
+	c, _ := dialNodeWith(t, a, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	c.subscribe(t, paho.SubscribeOptions{Topic: "mark/" + c.id, QoS: 1})
+	return c
+}
+
+// dialNodeWith connects a client to node a with cp and returns it with
+// the CONNACK (a success: anything else fails the test).
+func dialNodeWith(t *testing.T, a *App, cp *paho.Connect) (*nodeClient, *paho.Connack) {
 	t.Helper()
 	conn, err := net.Dial("tcp", a.Addrs()["mqtt"].String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &nodeClient{id: id}
+	c := &nodeClient{id: cp.ClientID, discs: make(chan *paho.Disconnect, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: wait,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.mu.Lock()
@@ -72,15 +124,22 @@ func dialNode(t *testing.T, a *App, id string) *nodeClient {
 				c.msgs = append(c.msgs, pr.Packet)
 			}
 			return true, nil
-		}}})
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			select {
+			case c.discs <- d:
+			default:
+			}
+		},
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
-		t.Fatalf("connect %s: %v", id, err)
+	ack, err := c.Connect(ctx, cp)
+	if err != nil {
+		t.Fatalf("connect %s: %v", cp.ClientID, err)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	c.subscribe(t, paho.SubscribeOptions{Topic: "mark/" + id, QoS: 1})
-	return c
+	return c, ack
 }
 
 func (c *nodeClient) subscribe(t *testing.T, opts paho.SubscribeOptions, subID ...int) {
@@ -379,7 +438,11 @@ func TestClusterExternalNATS(t *testing.T) {
 	var apps []*App
 	for _, name := range []string{"e1", "e2"} {
 		apps = append(apps, startApp(t, Config{ClusterEnabled: true,
-			Cluster: cluster.Config{Name: name, NATSURL: srv.ClientURL(), HeartbeatInterval: 200 * time.Millisecond}}))
+			// One server: its streams and buckets have one replica.
+			Cluster: cluster.Config{Name: name, NATSURL: srv.ClientURL(), Replicas: 1, HeartbeatInterval: 200 * time.Millisecond}}))
+	}
+	for _, a := range apps {
+		clusterStateReady(t, a)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

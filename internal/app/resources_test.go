@@ -26,6 +26,27 @@ const wait = 5 * time.Second
 // HTTP server, in memory, and stops it at cleanup.
 func startApp(t *testing.T, cfg Config) *App {
 	t.Helper()
+	a := newTestApp(t, cfg)
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopApp(t, a) })
+	return a
+}
+
+// stopApp stops a within the tests' bound.
+func stopApp(t *testing.T, a *App) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := a.Stop(ctx); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+}
+
+// newTestApp builds (does not start) the App startApp runs.
+func newTestApp(t *testing.T, cfg Config) *App {
+	t.Helper()
 	if cfg.MQTTAddr == "" {
 		cfg.MQTTAddr = "127.0.0.1:0"
 	}
@@ -50,16 +71,6 @@ func startApp(t *testing.T, cfg Config) *App {
 		t.Fatal(err)
 	}
 	a.res.retry = 50 * time.Millisecond
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		if err := a.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
 	return a
 }
 

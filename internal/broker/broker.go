@@ -90,6 +90,11 @@ type Broker struct {
 	stopSys  context.CancelFunc
 	sysDone  chan struct{}
 	stopOnce sync.Once
+	// halt is cancelled when Stop begins: the cluster requests a
+	// connection waits on (a claim, a retained sync) end at once instead
+	// of holding the connection, and Stop, up to their own timeouts.
+	halt    context.Context
+	haltNow context.CancelFunc
 
 	// bgMu guards bgDone and orders bg.Add before Stop's bg.Wait.
 	bgMu   sync.Mutex
@@ -123,6 +128,7 @@ func New(opts Options, log *slog.Logger) (*Broker, error) {
 	b.commits.room.L = &b.commits.mu
 	b.opts.Store(&o)
 	b.park.init()
+	b.halt, b.haltNow = context.WithCancel(context.Background())
 	return b, nil
 }
 
@@ -277,6 +283,7 @@ func (b *Broker) forget(c *client) {
 func (b *Broker) Stop(ctx context.Context) error {
 	b.stopOnce.Do(func() {
 		b.closing.Store(true)
+		b.haltNow()
 		if b.stopSys != nil {
 			b.stopSys()
 			<-b.sysDone

@@ -49,7 +49,7 @@ func (c *client) claim() (ok bool, reason string) {
 	if o == nil || c.trusted {
 		return true, ""
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ClaimTimeout)
+	ctx, cancel := context.WithTimeout(c.b.halt, ClaimTimeout)
 	defer cancel()
 	token, err := o.Claim(ctx, c.id)
 	if err != nil {
@@ -305,7 +305,7 @@ func (b *Broker) syncRetained() bool {
 	if b.sharedRet == nil {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ClaimTimeout)
+	ctx, cancel := context.WithTimeout(b.halt, ClaimTimeout)
 	defer cancel()
 	if err := b.sharedRet.Sync(ctx); err != nil {
 		b.errs.Log(slog.LevelWarn, "retained-sync", "sending retained messages without the cluster's latest changes", "err", err)

@@ -180,10 +180,13 @@ func (g *Group) stopRunning(ctx context.Context) error {
 	var errs []error
 	for i := len(g.running) - 1; i >= 0; i-- {
 		m := g.running[i]
-		if err := m.c.Stop(ctx); err != nil {
+		began := time.Now()
+		err := m.c.Stop(ctx)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("stopping %s: %w", m.name, err))
 		} else {
-			g.log().Debug("component stopped", "component", m.name)
+			// How long each stop took: a slow shutdown names its component.
+			g.log().Debug("component stopped", "component", m.name, "took", time.Since(began))
 		}
 	}
 	g.running = nil

@@ -163,6 +163,9 @@ func startNodeWith(t testing.TB, cn *cluster.Node, tweak func(*Options)) *node {
 		t.Fatal(err)
 	}
 	nd.onStop(t, func() { stop(ln) })
+	// First of the stops, as in the app: from then on the store's commits
+	// wait StopGrace at most for JetStream.
+	nd.onStop(t, nd.st.BeginStop)
 	nd.addr = ln.Addr().String()
 	return nd
 }

@@ -117,7 +117,8 @@ func (o *Options) withDefaults() (Options, error) {
 // It implements broker.Ownership and lifecycle.Component.
 type Ownership struct {
 	src      JetStreamSource
-	js       jetstream.JetStream // src's, from Start
+	nc       *nats.Conn          // the ownership's own connection, from Start; Stop closes it
+	js       jetstream.JetStream // on nc
 	b        *broker.Broker
 	sessions *Store // where taken-over sessions are read from; nil: not carried over
 	opts     Options
@@ -125,10 +126,9 @@ type Ownership struct {
 
 	members Members // src's, when it has them: lost nodes' sessions are adopted
 
-	kv      jetstream.KeyValue                   // set by setup before bucket is closed
-	watcher atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
-	bucket  chan struct{}                        // closed once kv is set and the watch caught up
-	ready   chan struct{}                        // closed once setup is done (own sessions restored)
+	kv      jetstream.KeyValue // set by setup before bucket is closed
+	bucket  chan struct{}      // closed once kv is set and the watch caught up
+	ready   chan struct{}      // closed once setup is done (own sessions restored)
 	errs    *lograte.Limiter
 	handoff *nats.Subscription // other nodes' requests to hand a session over
 
@@ -136,8 +136,16 @@ type Ownership struct {
 	stopping bool           // Stop began: handoff requests are not served
 	hwg      sync.WaitGroup // handoff requests being served
 	release  chan released  // Release's queue for the releaser goroutine
-	done     chan struct{}  // closed by Stop: the releaser exits
-	wg       sync.WaitGroup
+	// halt is cancelled when Stop begins: claims, handoffs, takeovers,
+	// adoptions and releases under way end at once; done is its Done.
+	halt    context.Context
+	haltNow context.CancelFunc
+	done    <-chan struct{}
+	// watchLife is the owners bucket's watch's lifetime, ended by Stop
+	// after it closed nc (see watchBucket).
+	watchLife context.Context
+	endWatch  context.CancelFunc
+	wg        sync.WaitGroup
 
 	amu      sync.Mutex                   // guards adopting, owners and ownerOf
 	adopting map[string]chan struct{}     // clients being adopted here, closed when done
@@ -183,10 +191,14 @@ func NewOwnership(src JetStreamSource, b *broker.Broker, sessions *Store, opts O
 	return own, nil
 }
 
-// JetStreamSource gives the cluster's JetStream once it is connected:
-// *cluster.Node, started before the components that use it.
+// JetStreamSource connects to the cluster's NATS: *cluster.Node, started
+// before the components that use it.
 type JetStreamSource interface {
-	JetStream() jetstream.JetStream
+	// Dial opens a connection of the caller's own, named name. The store
+	// and the ownership each have one, which their Stop closes: what is
+	// under way on it (requests, watches) ends at once, where a request to
+	// a JetStream without quorum would wait out its timeout.
+	Dial(name string, opts ...nats.Option) (*nats.Conn, error)
 }
 
 // createOwners creates (or joins) OwnersBucket.
@@ -224,13 +236,22 @@ func (o *Ownership) Start(ctx context.Context) error {
 		return err
 	}
 	o.opts = opts
-	o.js = o.src.JetStream()
+	if o.nc, err = o.src.Dial("session-ownership"); err != nil {
+		return fmt.Errorf("session ownership: connecting to NATS: %w", err)
+	}
+	if o.js, err = jetstream.New(o.nc); err != nil {
+		o.nc.Close()
+		return fmt.Errorf("session ownership: %w", err)
+	}
 	o.release = make(chan released, releaseQueue)
-	o.done = make(chan struct{})
+	o.halt, o.haltNow = context.WithCancel(context.Background())
+	o.done = o.halt.Done()
+	o.watchLife, o.endWatch = context.WithCancel(context.Background())
 	o.ready = make(chan struct{})
 	o.bucket = make(chan struct{})
-	o.handoff, err = o.js.Conn().Subscribe(handoffSubject(o.opts.Node), o.serveHandoff)
+	o.handoff, err = o.nc.Subscribe(handoffSubject(o.opts.Node), o.serveHandoff)
 	if err != nil {
+		o.nc.Close()
 		return fmt.Errorf("serving handoffs: %w", err)
 	}
 	o.wg.Add(2)
@@ -314,12 +335,16 @@ func (o *Ownership) prepare(ctx context.Context) error {
 		return err
 	}
 	o.kv = kv
-	return watchBucket(ctx, o.done, kv, OwnersBucket, &o.watcher, &o.wg, o.watch)
+	return watchBucket(ctx, o.watchLife, kv, OwnersBucket, &o.wg, o.watch)
 }
 
-// Stop ends the watch, the setup, the releaser and the adoption of lost
-// nodes' sessions; releases still queued are dropped (their entries are
-// replaced by the next claim). A second Stop does nothing.
+// Stop ends the watch, the setup, the releaser and the adoptions at
+// once, whatever the cluster's state: claims, handoffs and takeovers
+// under way are cancelled, releases still queued are dropped (their
+// entries are replaced by the next claim), and the ownership's NATS
+// connection is closed, which ends the owners bucket's watch and the
+// handoff service without a request to JetStream (see watchBucket). A
+// second Stop does nothing.
 func (o *Ownership) Stop(ctx context.Context) error {
 	if o.done == nil {
 		return nil
@@ -331,16 +356,11 @@ func (o *Ownership) Stop(ctx context.Context) error {
 	if again {
 		return nil
 	}
-	_ = o.handoff.Unsubscribe()
+	o.haltNow()
+	o.nc.Close() // the watch's Updates close: watch returns
+	o.endWatch()
 	o.hwg.Wait() // the request being served, if any
-	close(o.done)
-	if w := o.watcher.Load(); w != nil {
-		_ = (*w).Stop() // closes Updates: watch returns
-	}
 	o.wg.Wait()
-	if w := o.watcher.Load(); w != nil {
-		_ = (*w).Stop() // one made by a setup that was ending meanwhile
-	}
 	return nil
 }
 
@@ -362,7 +382,7 @@ func (o *Ownership) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 			o.log.Warn("ignoring a session owner entry", "err", err)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), HandoffTimeout)
+		ctx, cancel := context.WithTimeout(o.halt, HandoffTimeout)
 		o.awaitAdopt(ctx, id)
 		gone := o.b.TakenOver(ctx, id, e.Revision())
 		cancel()
@@ -385,7 +405,7 @@ func (o *Ownership) releaser() {
 			default:
 				continue // an entry left over is replaced by the next claim
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), broker.ClaimTimeout)
+			ctx, cancel := context.WithTimeout(o.halt, broker.ClaimTimeout)
 			err := o.kv.Delete(ctx, r.key, jetstream.LastRevision(r.token))
 			cancel()
 			if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -412,7 +432,7 @@ func (o *Ownership) serveHandoff(m *nats.Msg) {
 	defer o.hwg.Done()
 	token := binary.BigEndian.Uint64(m.Data)
 	id := string(m.Data[8:])
-	ctx, cancel := context.WithTimeout(context.Background(), HandoffTimeout)
+	ctx, cancel := context.WithTimeout(o.halt, HandoffTimeout)
 	defer cancel()
 	o.awaitAdopt(ctx, id)
 	o.b.TakenOver(ctx, id, token)
@@ -423,6 +443,13 @@ func (o *Ownership) serveHandoff(m *nats.Msg) {
 // another node owned the session, its handoff and the adoption of what it
 // stored.
 func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) {
+	if o.halt == nil {
+		return 0, ErrNotReady // not started
+	}
+	// Stop cancels a claim under way.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(o.halt, cancel)()
 	// A node that has just started waits for its cluster state (at most
 	// ctx: the broker's ClaimTimeout).
 	for _, ready := range []<-chan struct{}{o.ready, o.sessionsReady()} {
@@ -508,7 +535,7 @@ func (o *Ownership) awaitHandoff(ctx context.Context, prev, clientID string, tok
 	defer cancel()
 	req := binary.BigEndian.AppendUint64(nil, token)
 	req = append(req, clientID...)
-	_, err := o.js.Conn().RequestWithContext(ctx, handoffSubject(prev), req)
+	_, err := o.nc.RequestWithContext(ctx, handoffSubject(prev), req)
 	switch {
 	case err == nil:
 	case errors.Is(err, nats.ErrNoResponders):

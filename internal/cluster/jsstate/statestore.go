@@ -43,16 +43,20 @@ type StateBackend struct {
 	log  *slog.Logger
 	errs *lograte.Limiter
 
-	js      jetstream.JetStream                  // src's, from Start
-	subject string                               // "$KV.<bucket>.", the prefix of a key's subject
-	kv      atomic.Pointer[jetstream.KeyValue]   // set by setup before ready is closed
-	watcher atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
-	apply   func([]statestore.Change, bool)      // from Watch
-	ready   chan struct{}                        // closed once the bucket is watched
-	quit    chan struct{}                        // closed by Stop
-	halt    chan struct{}                        // closed by BeginStop (or Stop): waits for JetStream end
-	haltMu  sync.Mutex                           // guards closing halt and quit
-	wg      sync.WaitGroup                       // setup, the watch
+	nc      *nats.Conn                         // the backend's own connection, from Start; Stop closes it
+	js      jetstream.JetStream                // on nc
+	subject string                             // "$KV.<bucket>.", the prefix of a key's subject
+	kv      atomic.Pointer[jetstream.KeyValue] // set by setup before ready is closed
+	apply   func([]statestore.Change, bool)    // from Watch
+	ready   chan struct{}                      // closed once the bucket is watched
+	quit    chan struct{}                      // closed by Stop
+	halt    chan struct{}                      // closed by BeginStop (or Stop): waits for JetStream end
+	haltMu  sync.Mutex                         // guards closing halt and quit
+	wg      sync.WaitGroup                     // setup, the watch
+	// watchLife is the bucket's watch's lifetime, ended by Stop after it
+	// closed nc (see watchBucket).
+	watchLife context.Context
+	endWatch  context.CancelFunc
 }
 
 var (
@@ -72,15 +76,22 @@ func NewStateBackend(src JetStreamSource, opts Options) (*StateBackend, error) {
 		ready:   make(chan struct{}), quit: make(chan struct{}), halt: make(chan struct{})}, nil
 }
 
-// Start takes the node's JetStream; the bucket is created (or joined) by
-// Watch, in the background, once JetStream has a quorum.
+// Start connects to the node's NATS; the bucket is created (or joined)
+// by Watch, in the background, once JetStream has a quorum.
 func (b *StateBackend) Start(context.Context) error {
 	opts, err := b.opts.withDefaults() // Sizing in force now
 	if err != nil {
 		return err
 	}
 	b.opts = opts
-	b.js = b.src.JetStream()
+	if b.nc, err = b.src.Dial("statestore"); err != nil {
+		return fmt.Errorf("state store backend: connecting to NATS: %w", err)
+	}
+	if b.js, err = jetstream.New(b.nc); err != nil {
+		b.nc.Close()
+		return fmt.Errorf("state store backend: %w", err)
+	}
+	b.watchLife, b.endWatch = context.WithCancel(context.Background())
 	return nil
 }
 
@@ -108,13 +119,13 @@ func (b *StateBackend) Stop(context.Context) error {
 		close(b.quit)
 	}
 	b.haltMu.Unlock()
-	if w := b.watcher.Load(); w != nil {
-		_ = (*w).Stop()
+	if b.nc != nil {
+		// Closing the connection ends the watch (and any request under
+		// way) at once, whatever JetStream's state (see watchBucket).
+		b.nc.Close()
+		b.endWatch()
 	}
 	b.wg.Wait()
-	if w := b.watcher.Load(); w != nil {
-		_ = (*w).Stop() // one made by a setup that was ending meanwhile
-	}
 	return nil
 }
 
@@ -160,7 +171,7 @@ func (b *StateBackend) setup() {
 		// The watch needs the bucket's stream leader: until there is one
 		// it fails, and the next attempt tries again.
 		b.kv.Store(&kv)
-		return watchBucket(ctx, b.quit, kv, StateStoreBucket, &b.watcher, &b.wg, b.watch)
+		return watchBucket(ctx, b.watchLife, kv, StateStoreBucket, &b.wg, b.watch)
 	})
 	if ok {
 		close(b.ready)
@@ -306,7 +317,7 @@ func (b *StateBackend) Get(ctx context.Context, key string) (statestore.Change, 
 	if err != nil {
 		return statestore.Change{}, err
 	}
-	m, err := b.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+StateStoreBucket, req)
+	m, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+StateStoreBucket, req)
 	if err != nil {
 		return statestore.Change{}, fmt.Errorf("%w: reading %s: %w", statestore.ErrUnavailable, StateStoreBucket, err)
 	}

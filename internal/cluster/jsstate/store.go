@@ -58,18 +58,32 @@ const commitQueue = 1024
 // configured replication.
 type Store struct {
 	src  JetStreamSource
-	js   jetstream.JetStream // src's, from Start
+	nc   *nats.Conn          // the store's own connection, from Start; Stop closes it
+	js   jetstream.JetStream // on nc
 	b    *broker.Broker
 	opts Options
 	log  *slog.Logger
 
 	streams  []jetstream.Stream // the session shards
 	retained jetstream.KeyValue
-	watcher  atomic.Pointer[jetstream.KeyWatcher] // set by setup, stopped by Stop
-	local    *store.Store                         // internal clients' sessions
+	local    *store.Store // internal clients' sessions
 	errs     *lograte.Limiter
 	ready    chan struct{} // closed once setup is done
-	quit     chan struct{} // closed by Stop
+	// halt is cancelled when Stop begins: the setup, a purge and a retained
+	// sync under way end; quit is its Done.
+	halt    context.Context
+	haltNow context.CancelFunc
+	quit    <-chan struct{}
+	// stopping is cancelled by BeginStop (at stopAt, Unix nanoseconds):
+	// commits then wait at most StopGrace.
+	stopping  context.Context
+	stopNow   context.CancelFunc
+	stopAt    atomic.Int64
+	completed chan struct{} // closed when complete has called every commit's done
+	// watchLife is the retained bucket's watch's lifetime, ended by Stop
+	// after it closed nc (see watchBucket).
+	watchLife context.Context
+	endWatch  context.CancelFunc
 	// retainedSubject prefixes a retained key into the subject a write
 	// is published on ($KV.<bucket>.).
 	retainedSubject string
@@ -97,7 +111,7 @@ type Store struct {
 	qmu    sync.Mutex    // guards closed and sends on queue (Stop closes it)
 	closed bool          // Stop began: Commit refuses
 	queue  chan *pending // commits waiting for acknowledgements, in order
-	abort  chan struct{} // closed by a Stop whose ctx ended: waits for acknowledgements end
+	abort  chan struct{} // closed by Stop once the commits had their grace: the rest fail with store.ErrClosed
 	// abortOnce closes abort once.
 	abortOnce sync.Once
 	wg        sync.WaitGroup
@@ -149,11 +163,21 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	s.opts = opts
 	s.indexed = make([]uint64, opts.Shards)
-	s.js = s.src.JetStream()
+	if s.nc, err = s.src.Dial("cluster-state"); err != nil {
+		return fmt.Errorf("cluster state: connecting to NATS: %w", err)
+	}
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		s.nc.Close()
+		return fmt.Errorf("cluster state: %w", err)
+	}
 	s.queue = make(chan *pending, commitQueue)
 	s.abort = make(chan struct{})
 	s.ready = make(chan struct{})
-	s.quit = make(chan struct{})
+	s.halt, s.haltNow = context.WithCancel(context.Background())
+	s.quit = s.halt.Done()
+	s.stopping, s.stopNow = context.WithCancel(context.Background())
+	s.completed = make(chan struct{})
+	s.watchLife, s.endWatch = context.WithCancel(context.Background())
 	s.wg.Add(2)
 	go s.complete()
 	go s.setup()
@@ -259,29 +283,25 @@ func (s *Store) prepare(ctx context.Context) error {
 	if err := s.awaitLeaders(ctx); err != nil {
 		return err
 	}
-	return watchBucket(ctx, s.quit, kv, RetainedBucket, &s.watcher, &s.wg, s.watch)
+	return watchBucket(ctx, s.watchLife, kv, RetainedBucket, &s.wg, s.watch)
 }
 
-// watchBucket starts run on a watch of the whole bucket kv (which outlives
-// ctx: Stop ends it through slot, and wg waits for run) and returns once
-// run has caught up with the bucket's current entries. The watch's own
-// context ends when quit closes: nats.go waits on it, and a watch whose
-// connection closed before Stop could not be unsubscribed otherwise.
-func watchBucket(ctx context.Context, quit <-chan struct{}, kv jetstream.KeyValue, bucket string, slot *atomic.Pointer[jetstream.KeyWatcher],
+// watchBucket starts run on a watch of the whole bucket kv, which lasts
+// until life ends (wg waits for run), and returns once run has caught up
+// with the bucket's current entries (at most ctx).
+//
+// life must end only after the connection is closed: nats.go unsubscribes
+// the watch when it ends, and on an open connection that deletes the
+// watch's consumer with a request to JetStream, which waits out nats.go's
+// 5 s timeout when JetStream has no quorum. Closed first, the
+// subscription ends with the connection (its Updates close, run returns)
+// and the server removes the ephemeral consumer itself.
+func watchBucket(ctx, life context.Context, kv jetstream.KeyValue, bucket string,
 	wg *sync.WaitGroup, run func(jetstream.KeyWatcher, chan<- struct{}), opts ...jetstream.WatchOpt) error {
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx, opts...)
+	w, err := kv.WatchAll(life, opts...)
 	if err != nil {
-		cancel()
 		return fmt.Errorf("watching bucket %s: %w", bucket, err)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		<-quit
-		cancel()
-	}()
-	slot.Store(&w)
 	caughtUp := make(chan struct{})
 	wg.Add(1)
 	go run(w, caughtUp)
@@ -370,37 +390,43 @@ func (s *Store) awaitLeaders(ctx context.Context) error {
 	return nil
 }
 
-// Stop waits for the commits under way (each at most AckTimeout, and no
-// longer than ctx: those still unacknowledged then fail with
-// store.ErrClosed) and ends the watch and the setup. Call it after the
+// StopGrace is how long Stop lets the commits under way get JetStream's
+// acknowledgement (a cluster with a quorum answers in milliseconds); the
+// ones still waiting then fail with store.ErrClosed instead of waiting
+// AckTimeout on a cluster that has lost its quorum.
+const StopGrace = 250 * time.Millisecond
+
+// Stop ends the store quickly whatever the cluster's state: new commits
+// are refused, the setup and a purge under way are cancelled, the commits
+// waiting for their acknowledgement get StopGrace (see BeginStop; at most
+// ctx) and then fail with store.ErrClosed, and the store's NATS connection is closed,
+// which ends the retained bucket's watch without a request to JetStream
+// (stopping a watcher deletes its consumer with a request that, without a
+// quorum, waits out nats.go's 5 s timeout; the server removes the
+// ephemeral consumer of a closed connection itself). Call it after the
 // broker stopped.
 func (s *Store) Stop(ctx context.Context) error {
 	if s.quit == nil {
 		return nil
 	}
+	s.BeginStop()
+	s.haltNow()
 	s.qmu.Lock()
 	if !s.closed {
 		close(s.queue)
-		close(s.quit)
 	}
 	s.closed = true
 	s.qmu.Unlock()
-	if w := s.watcher.Load(); w != nil {
-		_ = (*w).Stop()
-	}
-	s.stopFollowers()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	// Every commit waits at most StopGrace now (BeginStop).
 	select {
-	case <-done:
+	case <-s.completed:
 	case <-ctx.Done():
-		s.abortOnce.Do(func() { close(s.abort) }) // a node without quorum: its commits will not be acknowledged
-		<-done
 	}
-	// A watcher made by a setup that was ending as Stop looked.
-	if w := s.watcher.Load(); w != nil {
-		_ = (*w).Stop()
-	}
+	s.abortOnce.Do(func() { close(s.abort) })
+	s.stopFollowers()
+	s.nc.Close()
+	s.endWatch()
+	s.wg.Wait()
 	return nil
 }
 
@@ -440,11 +466,15 @@ func (s *Store) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 // Sync implements broker.SharedRetained: it asks the bucket for its last
 // revision and waits until the watch has applied it.
 func (s *Store) Sync(ctx context.Context) error {
-	select {
-	case <-s.ready:
-	case <-ctx.Done():
+	// Only internal clients subscribe before the state is ready (a network
+	// client's CONNECT waits for it): they are not held up by a cluster
+	// that is still forming.
+	if !s.isReady() {
 		return ErrNotReady
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.halt, cancel)()
 	st, err := s.retained.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the state of bucket %s: %w", RetainedBucket, err)
@@ -672,8 +702,10 @@ const tombstoneTTL = time.Second
 // purge removes the records under filter from shard once every write
 // published before is acknowledged.
 func (s *Store) purge(shard int, filter string, deadline time.Time) error {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(s.halt, deadline)
 	defer cancel()
+	// Once the node is stopping, StopGrace more at most (see BeginStop).
+	defer context.AfterFunc(s.stopping, func() { time.AfterFunc(StopGrace, cancel) })()
 	select {
 	case <-s.js.PublishAsyncComplete():
 	case <-ctx.Done():
@@ -688,6 +720,7 @@ func (s *Store) purge(shard int, filter string, deadline time.Time) error {
 // complete calls each commit's done once it is durable, in commit order.
 func (s *Store) complete() {
 	defer s.wg.Done()
+	defer close(s.completed)
 	for p := range s.queue {
 		err := p.err
 		if p.local != nil {
@@ -696,25 +729,72 @@ func (s *Store) complete() {
 			}
 		}
 		if len(p.futures) > 0 && err == nil {
-			timer := time.NewTimer(time.Until(p.deadline))
-			for i, f := range p.futures {
-				select {
-				case ack := <-f.Ok():
-					if p.sessions[i] != "" {
-						s.noteSession(p.sessions[i], ack.Sequence)
-					}
-					continue
-				case <-s.abort:
-					err = store.ErrClosed
-				case e := <-f.Err():
-					err = fmt.Errorf("writing to JetStream: %w", e)
-				case <-timer.C:
-					err = fmt.Errorf("writing to JetStream: no acknowledgement within %v", AckTimeout)
-				}
-				break // the commit failed: the rest need no wait
-			}
-			timer.Stop()
+			err = s.await(p)
 		}
 		p.done(err)
 	}
+}
+
+// await waits for the acknowledgement of every write of p until p's
+// deadline, which becomes StopGrace after the later of p's commit and the
+// start of the node's stop (BeginStop) once it has begun, and fails at
+// once when Stop gives up (abort).
+func (s *Store) await(p *pending) error {
+	deadline := p.deadline
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	stopping := s.stopping.Done()
+	for i, f := range p.futures {
+		for waiting := true; waiting; {
+			select {
+			case ack := <-f.Ok():
+				if p.sessions[i] != "" {
+					s.noteSession(p.sessions[i], ack.Sequence)
+				}
+				waiting = false
+			case e := <-f.Err():
+				return fmt.Errorf("writing to JetStream: %w", e)
+			case <-timer.C:
+				if stopping == nil {
+					return fmt.Errorf("writing to JetStream: no acknowledgement within %v of the node's stop: %w", StopGrace, store.ErrClosed)
+				}
+				return fmt.Errorf("writing to JetStream: no acknowledgement within %v", AckTimeout)
+			case <-stopping:
+				stopping = nil
+				if d := s.stopDeadline(p); d.Before(deadline) {
+					deadline = d
+					timer.Reset(time.Until(d))
+				}
+			case <-s.abort:
+				return fmt.Errorf("writing to JetStream: stopped before the acknowledgement: %w", store.ErrClosed)
+			}
+		}
+	}
+	return nil
+}
+
+// stopDeadline is how long p waits for its acknowledgement once the node
+// is stopping: StopGrace after the later of p's commit and the stop's start.
+func (s *Store) stopDeadline(p *pending) time.Time {
+	from := time.Unix(0, s.stopAt.Load())
+	if c := p.deadline.Add(-AckTimeout); c.After(from) {
+		from = c
+	}
+	return from.Add(StopGrace)
+}
+
+// BeginStop tells the store that the node is stopping (the app calls it
+// first thing in its stop, before the clients are disconnected): from
+// then on a commit waits at most StopGrace for JetStream's
+// acknowledgement, and fails with store.ErrClosed past it. A cluster
+// with a quorum acknowledges in milliseconds and loses nothing by it; a
+// node whose peers are gone would otherwise hold every commit behind
+// one waiting AckTimeout (done is called in commit order), and with them
+// the internal clients' writes the stopping components wait for.
+func (s *Store) BeginStop() {
+	if s.stopping == nil {
+		return // not started
+	}
+	s.stopAt.CompareAndSwap(0, time.Now().UnixNano())
+	s.stopNow()
 }
