@@ -1159,15 +1159,28 @@ func (c *client) handleSubscribe(flags byte, body []byte) error {
 		}
 		retained = nil
 	}
-	c.writePacket(&ack)
+	// The retained messages a subscription gets are those of the moment of
+	// its SUBACK: one that changes after it reaches the subscription as
+	// any publication does, and is not sent again as retained. (In
+	// cluster mode syncRetained asks JetStream, which takes long enough
+	// for a publisher that saw the SUBACK to change the index meanwhile.)
+	var atAck map[string]*Message
 	if len(retained) > 0 {
 		c.b.syncRetained()
+		atAck = make(map[string]*Message)
+		for _, rq := range retained {
+			c.b.retained.Match(rq.sub.inner, func(name string, m *Message) bool {
+				atAck[name] = m
+				return true
+			})
+		}
 	}
+	c.writePacket(&ack)
 	now := c.b.clk.Now().UnixNano()
 	for _, rq := range retained {
 		sub := rq.sub
 		c.b.retained.Match(sub.inner, func(name string, m *Message) bool {
-			if m.expired(now) {
+			if m.expired(now) || atAck[name] != m {
 				return true
 			}
 			d := delivery{msg: m, qos: min(m.QoS, sub.qos), retain: true}
