@@ -3,7 +3,9 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +92,60 @@ func TestClusterThreeProcesses(t *testing.T) {
 	}
 	if g := got(sub3, "e2e/x"); len(g) != 1 || g[0] != "e2e/x|0|0|site:plant-1|hello" {
 		t.Errorf("n3 (QoS 0 subscription) got %q, want once e2e/x|0|0|site:plant-1|hello", g)
+	}
+
+	// The cluster state: sessions, retained messages and session ownership
+	// are the cluster's. Every node is ready once its part of it is (the
+	// streams and buckets made or joined).
+	for i, e := range nodes {
+		base := "http://" + e.addr(t, "http")
+		var code int
+		var body string
+		if !testwait.Within(30*time.Second, func() bool {
+			code, body = httpGet(t, base+"/readyz")
+			return code == http.StatusOK
+		}) {
+			t.Fatalf("n%d not ready: %d %q", i+1, code, body)
+		}
+	}
+	session := func(m *mosquitto, extra ...string) []string {
+		return append([]string{"-h", m.host, "-p", m.port, "-V", "mqttv5", "-c", "-i", "e2e-dev", "-q", "1", "-t", "e2e/q/#"}, extra...)
+	}
+	// A persistent session made on n1 (-E: gone once subscribed) gets what
+	// is published on n2 while it is away, and resumes on n3.
+	runProc(t, procLimit, "", m1.sub, session(m1, "-E")...)
+	var want []string
+	for i := range 5 {
+		m2.publish("-V", "mqttv5", "-q", "1", "-t", "e2e/q/x", "-m", fmt.Sprintf("q%d", i))
+		want = append(want, fmt.Sprintf("e2e/q/x|1|q%d", i))
+	}
+	out := runProc(t, procLimit, "", m3.sub, session(m3, "-C", "5", "-F", msgPrefix+"%t|%q|%p")...)
+	if g := messages(out); !slices.Equal(g, want) {
+		t.Fatalf("the session resumed on n3 got %q, want %q (queued while away, in order)", g, want)
+	}
+
+	// A second connection of the client on another node takes the session
+	// over: the first is told 0x8E (142).
+	holder := m3.subscribe("-V", "mqttv5", "-c", "-i", "e2e-dev", "-q", "1", "-t", "e2e/q/#")
+	runProc(t, procLimit, "", m1.sub, session(m1, "-E")...)
+	holder.waitLine(t, lineWait, "DISCONNECT 0x8E", func(l string) bool { return strings.Contains(l, "Received DISCONNECT (142)") })
+
+	// A retained message published on n1 reaches a new subscriber on n3.
+	m1.publish("-V", "mqttv5", "-q", "1", "-r", "-t", "e2e/ret", "-m", "kept")
+	out = runProc(t, procLimit, "", m3.sub, "-h", m3.host, "-p", m3.port, "-V", "mqttv5", "-q", "1", "-t", "e2e/ret",
+		"-C", "1", "-F", msgPrefix+"%t|%q|%r|%p")
+	if g := messages(out); !slices.Equal(g, []string{"e2e/ret|1|1|kept"}) {
+		t.Fatalf("a new subscriber on n3 got %q, want the retained e2e/ret|1|1|kept", g)
+	}
+
+	// The whole cluster stops cleanly (SIGTERM, exit 0), one node after
+	// the other: the last ones without a quorum.
+	for i := len(nodes) - 1; i >= 0; i-- {
+		began := time.Now()
+		if err := nodes[i].stop(); err != nil {
+			t.Errorf("n%d: %v", i+1, err)
+		}
+		t.Logf("n%d stopped in %v", i+1, time.Since(began))
 	}
 }
 
