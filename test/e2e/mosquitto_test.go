@@ -43,10 +43,16 @@ const msgPrefix = "MSG|"
 // format and returns once the broker acknowledged the subscription.
 func (m *mosquitto) subscribe(args ...string) *proc {
 	m.t.Helper()
+	return m.subscribeFor(procLimit, args...)
+}
+
+// subscribeFor is subscribe for a subscriber that runs at most limit.
+func (m *mosquitto) subscribeFor(limit time.Duration, args ...string) *proc {
+	m.t.Helper()
 	// mosquitto_sub flushes stdout after messages but not after debug
 	// lines, so a pipe would hold back the SUBACK line without stdbuf.
 	all := append([]string{"-oL", m.sub, "-h", m.host, "-p", m.port, "-d", "-F", msgPrefix + "%t|%q|%r|%P|%p"}, args...)
-	p := startProc(m.t, procLimit, "", m.stdbuf, all...)
+	p := startProc(m.t, limit, "", m.stdbuf, all...)
 	p.name = "mosquitto_sub"
 	p.waitLine(m.t, lineWait, "SUBACK", func(l string) bool { return strings.Contains(l, "received SUBACK") })
 	return p
