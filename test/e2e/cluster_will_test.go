@@ -29,20 +29,26 @@ func TestClusterWillOnceAfterKill9(t *testing.T) {
 	start := func(i int) (*edgeport, *mosquitto) {
 		e := startEdgeportAt(t, dirs[i], "--cluster", "--node-name", fmt.Sprintf("n%d", i+1),
 			"--cluster-listen", routes[i], "--routes", strings.Join(routes, ","))
-		m := newMosquitto(t, e)
-		// A node refuses clients (0x88) until the cluster's state is ready.
+		return e, newMosquitto(t, e)
+	}
+	// A node refuses clients (0x88) until the cluster's state is ready,
+	// which takes a quorum of the nodes.
+	ready := func(m *mosquitto) {
+		t.Helper()
 		if !testwait.Within(60*time.Second, func() bool {
 			return exec.Command(m.pub, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-q", "1", "-t", "probe/ready", "-m", "x").Run() == nil
 		}) {
-			t.Fatalf("node n%d never took a QoS 1 publish", i+1)
+			t.Fatalf("node on port %s never took a QoS 1 publish", m.port)
 		}
-		return e, m
 	}
 	var nodes []*edgeport
 	var ms []*mosquitto
 	for i := range 3 {
 		e, m := start(i)
 		nodes, ms = append(nodes, e), append(ms, m)
+	}
+	for _, m := range ms {
+		ready(m)
 	}
 	watch := ms[1].subscribeFor(3*time.Minute, "-V", "mqttv5", "-q", "1", "-t", "wills/#", "-i", "watcher")
 	// wills/# routes from n1 to n2 once a probe published on n1 arrives.
@@ -76,6 +82,7 @@ func TestClusterWillOnceAfterKill9(t *testing.T) {
 	// n1 starts again on its data directory: it restores only what the
 	// owners bucket gives it (nothing), and publishes no will again.
 	nodes[0], ms[0] = start(0)
+	ready(ms[0])
 	marker(ms[0], "marker from n1")
 	if n := wills(); n != 1 {
 		t.Fatalf("after n1's restart the will arrived %d times, want once", n)
