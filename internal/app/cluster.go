@@ -90,6 +90,9 @@ func (a *App) newCluster(log *slog.Logger) (after []namedComponent, err error) {
 	}
 	a.broker.AttachDurable(st)
 	a.broker.AttachSharedRetained(st)
+	// QoS 1/2 publications durable for every node's persistent sessions
+	// before their PUBACK (routed deliveries, docs/cluster.md).
+	a.broker.AttachRemoteSessions(st)
 	a.broker.AttachOwnership(own)
 	a.clusterState, a.ownership = st, own
 	a.group.Add("cluster state", st)
