@@ -219,14 +219,6 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	b.OnSessionEnd(a.state.ClientDisconnected)
 	g.Add("statestore", a.state)
-	if a.ssBucket != nil {
-		// Stopped first of the two: the state store's waits for a
-		// JetStream without quorum end at once when the node stops.
-		g.Add("state store bucket stopping", lifecycle.Hook{OnStop: func(context.Context) error {
-			a.ssBucket.BeginStop()
-			return nil
-		}})
-	}
 
 	for _, l := range []listener.Config{
 		{Name: "mqtt", Addr: cfg.MQTTAddr, Protocol: "tcp", Guard: a.guard},
