@@ -74,18 +74,22 @@ func TestClusterBenchScript(t *testing.T) {
 			}
 		}
 	}
+	// Sessions move on one node and between the cluster's nodes: every
+	// move resumed the session (Session Present) and told the old
+	// connection 0x8E.
 	const takeover = "session takeover, 10 persistent sessions, 20 moves/s"
-	if n := leadingNumber(t, takeover, reportRow(t, report, takeover, "takeovers")[0]); n <= 0 {
-		t.Errorf("no takeover on one node")
+	for col, setup := range []string{"one node", "the cluster"} {
+		if n := leadingNumber(t, takeover, reportRow(t, report, takeover, "takeovers")[col]); n <= 0 {
+			t.Errorf("no takeover on %s", setup)
+		}
+		if f := reportRow(t, report, takeover, "failed")[col]; f != "0" {
+			t.Errorf("%s failed takeovers on %s, want 0", f, setup)
+		}
+		if u := reportRow(t, report, takeover, "old connection closed without DISCONNECT 0x8E")[col]; u != "0" {
+			t.Errorf("%s old connections on %s closed without 0x8E, want 0", u, setup)
+		}
+		leadingNumber(t, takeover, reportRow(t, report, takeover, "to old 0x8E p99 (ms)")[col])
 	}
-	if f := reportRow(t, report, takeover, "failed"); f[0] != "0" {
-		t.Errorf("%s failed takeovers on one node, want 0", f[0])
-	}
-	if u := reportRow(t, report, takeover, "old connection closed without DISCONNECT 0x8E"); u[0] != "0" {
-		t.Errorf("%s old connections on one node closed without 0x8E, want 0", u[0])
-	}
-	reportRow(t, report, takeover, "to old 0x8E p99 (ms)")
-
 	// The state store: on one node and on the cluster's shared bucket,
 	// every request answered, none in error.
 	for _, sec := range []struct{ title, rate string }{
