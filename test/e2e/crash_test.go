@@ -41,10 +41,17 @@ func crashCycles(t *testing.T) int {
 // Only the MQTT listener is on; the cleanup kills a process still running.
 func startEdgeportAt(t *testing.T, dir string, extraArgs ...string) *edgeport {
 	t.Helper()
+	return startEdgeportCmd(t, dir, nil, extraArgs...)
+}
+
+// startEdgeportCmd is startEdgeportAt with a hook that adjusts the command
+// before it starts (the process's credentials, for one).
+func startEdgeportCmd(t *testing.T, dir string, setup func(*exec.Cmd), extraArgs ...string) *edgeport {
+	t.Helper()
 	args := []string{"serve", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "off",
 		"--selftest-interval", "0", "--sys-interval", "0", "--data-dir", dir, "--log-level", "info"}
 	args = append(args, extraArgs...)
-	return launchEdgeport(t, args, 30*time.Second, (*edgeport).kill)
+	return launchEdgeportWith(t, args, 30*time.Second, (*edgeport).kill, setup)
 }
 
 // kill ends the process with SIGKILL, as a crash or the OOM killer would,

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -25,6 +26,9 @@ type crashConn struct {
 	wmu  sync.Mutex
 	wbuf []byte
 	done chan struct{} // closed when the reader has ended
+	// pong is when the last PINGRESP arrived (Unix nanoseconds; the
+	// CONNACK's time until one does): a roaming client's keepalive.
+	pong atomic.Int64
 }
 
 // dialCrash connects with cp; handle runs on the reader goroutine, which
@@ -57,6 +61,7 @@ func dialCrash(addr string, cp *packet.Connect, handle func(*crashConn, packet.F
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c := &crashConn{conn: conn, done: make(chan struct{})}
+	c.pong.Store(time.Now().UnixNano())
 	go func() {
 		defer close(c.done)
 		defer conn.Close()
@@ -64,6 +69,9 @@ func dialCrash(addr string, cp *packet.Connect, handle func(*crashConn, packet.F
 			h, body, err := r.Next(0)
 			if err != nil {
 				return
+			}
+			if h.Type == packet.PINGRESP {
+				c.pong.Store(time.Now().UnixNano())
 			}
 			if err := handle(c, h, body); err != nil {
 				return
@@ -108,6 +116,11 @@ const (
 	msgSent     = iota // PUBLISH written, not acknowledged
 	msgAcked           // PUBACK (QoS 1) or PUBREC (QoS 2) received: the broker vouches for it
 	msgComplete        // QoS 2: PUBCOMP received too
+	// msgRefused: PUBACK (QoS 1) or PUBREC (QoS 2) with an error reason
+	// code (a cluster node without a quorum): the broker does not vouch
+	// for it, and the exchange is over. Only a refusable publisher
+	// accepts it.
+	msgRefused
 )
 
 // crashPub publishes numbered messages ("name:seq") with a window of
@@ -117,11 +130,15 @@ type crashPub struct {
 	qos      byte
 	retained bool // publishes retained messages on crashRetainedTopics topics
 	window   int
+	// roaming: a lost connection is replaced (by a roamer) rather than
+	// ending run, and error reason codes are refusals, not violations.
+	roaming bool
 
 	mu       sync.Mutex
 	cond     *sync.Cond     // signalled when the log or the connection changes
 	conn     *crashConn     // nil while disconnected
-	state    []byte         // by seq: msgSent, msgAcked, msgComplete
+	state    []byte         // by seq: msgSent, msgAcked, msgComplete, msgRefused
+	ackAt    []time.Time    // by seq: when the PUBACK or PUBREC arrived (zero: none)
 	inflight map[uint16]int // packet ID → seq, until PUBACK or PUBCOMP
 	nextID   uint16
 	stop     bool
@@ -159,7 +176,11 @@ func (p *crashPub) connect(addr string, first bool) (bool, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.conn, p.stop = c, false
+	p.conn = c
+	if !p.roaming {
+		p.stop = false // run again after halt
+	}
+	p.cond.Broadcast()
 	ids := make([]uint16, 0, len(p.inflight))
 	for id := range p.inflight {
 		ids = append(ids, id)
@@ -187,7 +208,7 @@ func (p *crashPub) handle(c *crashConn, h packet.FixedHeader, body []byte) error
 		if err := a.Decode(h.Type, h.Flags, body, packet.V5); err != nil {
 			return p.fail(fmt.Errorf("%s: %s: %w", p.name, h.Type, err))
 		}
-	case packet.DISCONNECT:
+	case packet.DISCONNECT, packet.PINGRESP:
 		return nil
 	default:
 		return p.fail(fmt.Errorf("%s: unexpected %s", p.name, h.Type))
@@ -203,6 +224,12 @@ func (p *crashPub) handle(c *crashConn, h packet.FixedHeader, body []byte) error
 			return nil
 		}
 		return p.failLocked(fmt.Errorf("%s: %s for unknown packet ID %d", p.name, h.Type, a.PacketID))
+	}
+	if p.roaming && a.ReasonCode.IsError() && p.state[seq] == msgSent &&
+		(h.Type == packet.PUBACK && p.qos == 1 || h.Type == packet.PUBREC && p.qos == 2) {
+		p.state[seq] = msgRefused
+		delete(p.inflight, a.PacketID)
+		return nil
 	}
 	if a.ReasonCode.IsError() && !(h.Type == packet.PUBCOMP && a.ReasonCode == packet.PacketIdentifierNotFound) {
 		return p.failLocked(fmt.Errorf("%s: %s %d (seq %d) reason %s", p.name, h.Type, a.PacketID, seq, a.ReasonCode))
@@ -231,6 +258,7 @@ func (p *crashPub) handle(c *crashConn, h packet.FixedHeader, body []byte) error
 func (p *crashPub) ackedLocked(seq int) {
 	if p.state[seq] == msgSent {
 		p.state[seq] = msgAcked
+		p.ackAt[seq] = time.Now()
 	}
 	if p.retained {
 		t := seq % crashRetainedTopics
@@ -259,13 +287,14 @@ func (p *crashPub) run(limit int) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for !p.stop && p.err == nil && sent < limit {
-		if len(p.inflight) >= p.window {
+		if p.conn == nil || len(p.inflight) >= p.window {
 			p.cond.Wait()
 			continue
 		}
 		id := p.freeIDLocked()
 		seq := len(p.state)
 		p.state = append(p.state, msgSent)
+		p.ackAt = append(p.ackAt, time.Time{})
 		p.inflight[id] = seq
 		if p.retained {
 			p.lastSent[seq%crashRetainedTopics] = seq
@@ -278,7 +307,14 @@ func (p *crashPub) run(limit int) int {
 		p.mu.Lock()
 		sent++
 		if err != nil {
-			break
+			if !p.roaming {
+				break
+			}
+			// The roamer replaces the connection and resends what is
+			// in flight, this message included.
+			for p.conn == c && !p.stop && p.err == nil {
+				p.cond.Wait()
+			}
 		}
 	}
 	return sent
@@ -310,6 +346,40 @@ func (p *crashPub) halt() {
 	}
 }
 
+// current returns the connection, nil while there is none.
+func (p *crashPub) current() *crashConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conn
+}
+
+// finish makes run stop publishing and keeps the connection, on which what
+// is in flight gets acknowledged.
+func (p *crashPub) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stop = true
+	p.cond.Broadcast()
+}
+
+// again lets run publish again after finish.
+func (p *crashPub) again() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stop = false
+}
+
+// detach takes the connection away from the publisher (a roamer replacing
+// it); run waits until connect gives it a new one.
+func (p *crashPub) detach() *crashConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.conn
+	p.conn = nil
+	p.cond.Broadcast()
+	return c
+}
+
 // settled waits until every message is acknowledged (QoS 2: completed).
 func (p *crashPub) settled(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -335,6 +405,13 @@ func (p *crashPub) pendingSeqsLocked(n int) []int {
 	return seqs[:min(n, len(seqs))]
 }
 
+// acks returns a copy of the acknowledgement times by seq.
+func (p *crashPub) acks() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.ackAt)
+}
+
 // snapshot returns a copy of the log and the retained bookkeeping.
 func (p *crashPub) snapshot() (state []byte, lastAcked, lastSent []int, err error) {
 	p.mu.Lock()
@@ -356,10 +433,15 @@ type crashSub struct {
 	got     map[string][]uint8  // publisher → counts by seq
 	holding map[uint16]string   // QoS 2 identifiers awaiting PUBREL → payload
 	errs    []string            // violations seen on the wire
+	// last is, by publisher, the highest seq received so far; a message
+	// received for the first time below it is out of order, which MQTT
+	// forbids for one publisher's messages on one topic (they are).
+	last     map[string]int
+	reorders []string
 }
 
 func newCrashSub(name string) *crashSub {
-	return &crashSub{name: name, got: make(map[string][]uint8), holding: make(map[uint16]string)}
+	return &crashSub{name: name, got: make(map[string][]uint8), holding: make(map[uint16]string), last: make(map[string]int)}
 }
 
 func (s *crashSub) connect(addr string, first bool) (bool, error) {
@@ -445,7 +527,7 @@ func (s *crashSub) handle(c *crashConn, h packet.FixedHeader, body []byte) error
 			s.subAck <- &sa
 			s.subAck = nil
 		}
-	case packet.DISCONNECT:
+	case packet.DISCONNECT, packet.PINGRESP:
 	default:
 		s.errs = append(s.errs, "unexpected "+h.Type.String())
 	}
@@ -465,6 +547,12 @@ func (s *crashSub) countLocked(key string, qos byte) {
 	}
 	g[seq]++
 	s.got[name] = g
+	if last, ok := s.last[name]; g[seq] == 1 && ok && seq < last {
+		s.reorders = append(s.reorders, fmt.Sprintf("%s after %s:%d", key, name, last))
+	}
+	if last, ok := s.last[name]; !ok || seq > last {
+		s.last[name] = seq
+	}
 	if qos == 2 && g[seq] > 1 {
 		s.errs = append(s.errs, fmt.Sprintf("QoS 2 message %s delivered %d times", key, g[seq]))
 	}
@@ -481,6 +569,30 @@ func (s *crashSub) violations() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.errs)
+}
+
+// outOfOrder returns the messages received for the first time after a later
+// one of the same publisher.
+func (s *crashSub) outOfOrder() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.reorders)
+}
+
+// current returns the connection, nil while there is none.
+func (s *crashSub) current() *crashConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
+}
+
+// detach takes the connection away (a roamer replacing it).
+func (s *crashSub) detach() *crashConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.conn
+	s.conn = nil
+	return c
 }
 
 func (s *crashSub) disconnect(polite bool) {

@@ -282,7 +282,17 @@ func startEdgeport(t *testing.T, extraArgs ...string) *edgeport {
 // startWithin for it to log that it started and notes its listeners.
 func launchEdgeport(t *testing.T, args []string, startWithin time.Duration, end func(*edgeport)) *edgeport {
 	t.Helper()
+	return launchEdgeportWith(t, args, startWithin, end, nil)
+}
+
+// launchEdgeportWith is launchEdgeport with a hook that adjusts the
+// command before it starts (the process's credentials, for one).
+func launchEdgeportWith(t *testing.T, args []string, startWithin time.Duration, end func(*edgeport), setup func(*exec.Cmd)) *edgeport {
+	t.Helper()
 	e := &edgeport{cmd: exec.Command(edgeportBin, args...), logs: newLines(), done: make(chan struct{})}
+	if setup != nil {
+		setup(e.cmd)
+	}
 	e.cmd.Stdout = io.Discard
 	e.cmd.Stderr = e.logs
 	e.cmd.WaitDelay = 2 * time.Second

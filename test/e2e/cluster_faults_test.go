@@ -1,0 +1,969 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+// The fault tests (issue 18 item 4) run three `edgeport serve --cluster`
+// processes on loopback and hurt one of them for real: SIGKILL, SIGTERM
+// and a restart, SIGSTOP, or iptables rules that cut its routes. The
+// clients are the crash test's (crashclient_test.go): they know which
+// packet acknowledged which message, keep their QoS 2 state across
+// connections and resend with the original packet identifiers. A roamer
+// moves each one to another node when its connection ends or stops
+// answering PINGREQ, with the same client identifier and Clean Start 0, as
+// a client given the addresses of all three nodes does.
+//
+// They run as their own step of scripts/test.sh (go test -run
+// TestClusterFault), one at a time: each is a cluster of three processes.
+
+// faultGIDs numbers the process groups the nodes run as (root only), so
+// that iptables can tell one node's packets from the others'.
+var faultGIDs atomic.Int32
+
+// faultCluster is three cluster nodes, each with its own data directory
+// and fixed ports, so that a node can be killed or stopped and started
+// again as the same member at the same addresses.
+type faultCluster struct {
+	t                   *testing.T
+	routes, mqtt, https []string
+	dirs                []string
+	gids                []int // the nodes' process group, 0: unchanged (not root)
+
+	mu    sync.Mutex
+	nodes []*edgeport // the current process of each node
+}
+
+// freePorts returns n loopback addresses free a moment ago: nats-server
+// takes a route port, not a listener, and every node must know every
+// route address before any starts.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	var held []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		held = append(held, l)
+	}
+	for _, l := range held {
+		l.Close()
+	}
+	return addrs
+}
+
+func newFaultCluster(t *testing.T) *faultCluster {
+	t.Helper()
+	ports := freePorts(t, 9)
+	c := &faultCluster{t: t, routes: ports[0:3], mqtt: ports[3:6], https: ports[6:9], nodes: make([]*edgeport, 3)}
+	for range 3 {
+		c.dirs = append(c.dirs, t.TempDir())
+		gid := 0
+		if os.Geteuid() == 0 {
+			gid = 47000 + int(faultGIDs.Add(1))
+		}
+		c.gids = append(c.gids, gid)
+	}
+	for i := range 3 {
+		c.start(i)
+	}
+	c.waitHealthy(90 * time.Second)
+	return c
+}
+
+func (c *faultCluster) name(i int) string { return "n" + strconv.Itoa(i+1) }
+
+// start starts node i (again) on its data directory and ports.
+func (c *faultCluster) start(i int) {
+	c.t.Helper()
+	e := startEdgeportCmd(c.t, c.dirs[i], func(cmd *exec.Cmd) {
+		if c.gids[i] != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
+				Uid: uint32(os.Geteuid()), Gid: uint32(c.gids[i]), NoSetGroups: true}}
+		}
+	}, "--cluster", "--node-name", c.name(i), "--cluster-listen", c.routes[i], "--routes", strings.Join(c.routes, ","),
+		"--mqtt-addr", c.mqtt[i], "--http-addr", c.https[i], "--max-queued-messages", "1000000")
+	c.mu.Lock()
+	c.nodes[i] = e
+	c.mu.Unlock()
+}
+
+func (c *faultCluster) node(i int) *edgeport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i]
+}
+
+// kill ends node i with SIGKILL.
+func (c *faultCluster) kill(i int) { c.node(i).kill() }
+
+// stop stops node i with SIGTERM, as a rolling restart does; a node that
+// does not exit cleanly within stopTimeout fails the test (it is killed).
+func (c *faultCluster) stop(i int) {
+	c.t.Helper()
+	if err := c.node(i).stop(); err != nil {
+		c.t.Errorf("stopping %s: %v", c.name(i), err)
+	}
+}
+
+// signal sends sig (SIGSTOP, SIGCONT) to node i.
+func (c *faultCluster) signal(i int, sig syscall.Signal) {
+	c.t.Helper()
+	if err := c.node(i).cmd.Process.Signal(sig); err != nil {
+		c.t.Fatalf("%s: %v: %v", c.name(i), sig, err)
+	}
+}
+
+// status reads node i's view of the cluster from /statusz.
+func (c *faultCluster) status(i int) (*cluster.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.https[i]+"/statusz", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Cluster *cluster.Status `json:"cluster"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/statusz: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return nil, err
+	}
+	if doc.Cluster == nil {
+		return nil, errors.New("/statusz has no cluster section")
+	}
+	return doc.Cluster, nil
+}
+
+// waitHealthy waits until every node sees every member, a JetStream meta
+// leader and every meta peer current: a node started again has rejoined
+// and caught up.
+func (c *faultCluster) waitHealthy(timeout time.Duration) {
+	c.t.Helper()
+	var why []string
+	if !testwait.Within(timeout, func() bool {
+		why = why[:0]
+		for i := range c.nodes {
+			st, err := c.status(i)
+			if err != nil {
+				why = append(why, c.name(i)+": "+err.Error())
+				continue
+			}
+			if ok, reasons := st.Healthy(); !ok {
+				why = append(why, c.name(i)+": "+strings.Join(reasons, "; "))
+			}
+		}
+		return len(why) == 0
+	}) {
+		c.t.Fatalf("the cluster is not healthy after %v: %s", timeout, strings.Join(why, " | "))
+	}
+}
+
+// isolate cuts node i's routes to the other nodes with iptables (both
+// directions, packets dropped as a partition does) and leaves its MQTT
+// listener reachable. Its packets are told apart by its process group:
+// every connection on which it sends from or to a route port is marked,
+// and marked connections are dropped. The returned function heals it; the
+// test's cleanup does too.
+func (c *faultCluster) isolate(i int) (heal func()) {
+	c.t.Helper()
+	if c.gids[i] == 0 {
+		c.t.Fatal("isolating a node needs root (its own process group and iptables rules); scripts/test.sh runs as root")
+	}
+	requirePeer(c.t, "iptables", "iptables")
+	chain := fmt.Sprintf("EPFAULT-%d-%d", os.Getpid(), c.gids[i])
+	mark := fmt.Sprintf("0x%x", c.gids[i])
+	var ports []string
+	for _, r := range c.routes {
+		_, p, _ := net.SplitHostPort(r)
+		ports = append(ports, p)
+	}
+	ipt := func(args ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "10"}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	var once sync.Once
+	heal = func() {
+		once.Do(func() {
+			for _, err := range []error{ipt("-D", "OUTPUT", "-j", chain), ipt("-F", chain), ipt("-X", chain)} {
+				if err != nil {
+					c.t.Errorf("healing %s: %v", c.name(i), err)
+				}
+			}
+		})
+	}
+	steps := [][]string{
+		{"-N", chain},
+		{"-A", chain, "-p", "tcp", "-m", "owner", "--gid-owner", strconv.Itoa(c.gids[i]),
+			"-m", "multiport", "--ports", strings.Join(ports, ","), "-j", "CONNMARK", "--set-mark", mark},
+		{"-A", chain, "-m", "connmark", "--mark", mark, "-j", "DROP"},
+		// New connections to its route port, before it answers any.
+		{"-A", chain, "-p", "tcp", "--dport", ports[i], "-j", "DROP"},
+		{"-I", "OUTPUT", "-j", chain},
+	}
+	for n, args := range steps {
+		if err := ipt(args...); err != nil {
+			if n > 0 {
+				_ = ipt("-F", chain)
+				_ = ipt("-X", chain)
+			}
+			c.t.Fatal(err)
+		}
+	}
+	c.t.Cleanup(heal)
+	return heal
+}
+
+// roamClient is a crash test client a roamer keeps connected.
+type roamClient interface {
+	connect(addr string, first bool) (bool, error)
+	current() *crashConn
+	detach() *crashConn
+}
+
+// roamDeadAfter is how long a connection may leave PINGREQs unanswered
+// before its client moves to another node (a frozen node answers nothing).
+const roamDeadAfter = 5 * time.Second
+
+// roamer keeps one client connected to the cluster: when the connection
+// ends or stops answering PINGREQ it reconnects to the next node that
+// accepts it, with Clean Start 0, and counts on the session being there.
+type roamer struct {
+	name string
+	cl   *faultCluster
+	c    roamClient
+	move chan int
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	mu        sync.Mutex
+	at        int             // the node connected to
+	moves     int             // reconnections, failovers and moves
+	took      []time.Duration // each failover: connection lost → CONNACK
+	lost      []string        // reconnections without the session
+	unreached string          // why the last reconnection failed for good
+}
+
+// roam connects rc to node home with a clean session and keeps it
+// connected until the test ends.
+func (c *faultCluster) roam(name string, rc roamClient, home int) *roamer {
+	c.t.Helper()
+	if _, err := rc.connect(c.mqtt[home], true); err != nil {
+		c.t.Fatalf("%s on %s: %v", name, c.name(home), err)
+	}
+	r := &roamer{name: name, cl: c, c: rc, at: home, move: make(chan int), stop: make(chan struct{}), done: make(chan struct{})}
+	go r.run()
+	c.t.Cleanup(r.halt)
+	return r
+}
+
+func (r *roamer) halt() {
+	r.once.Do(func() { close(r.stop) })
+	<-r.done
+}
+
+// where returns the node the client is connected to.
+func (r *roamer) where() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.at
+}
+
+// moveTo moves the client to node i (dropping its connection, as a client
+// that goes back to its nearest node does) and waits until it is there.
+func (r *roamer) moveTo(t *testing.T, i int) {
+	t.Helper()
+	select {
+	case r.move <- i:
+	case <-r.done:
+		t.Fatalf("%s: roamer ended", r.name)
+	}
+	testwait.For(t, fmt.Sprintf("%s to reconnect to %s", r.name, r.cl.name(i)), func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.at == i || r.unreached != ""
+	})
+	if msg := r.failure(); msg != "" {
+		t.Fatal(msg)
+	}
+}
+
+func (r *roamer) failure() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.unreached != "":
+		return r.name + ": " + r.unreached
+	case len(r.lost) > 0:
+		return r.name + ": session not present after reconnecting to " + strings.Join(r.lost, ", ")
+	}
+	return ""
+}
+
+func (r *roamer) run() {
+	defer close(r.done)
+	ping := time.NewTicker(500 * time.Millisecond)
+	defer ping.Stop()
+	for {
+		conn := r.c.current()
+		target := -1
+		select {
+		case <-r.stop:
+			return
+		case target = <-r.move:
+		case <-conn.done:
+		case <-ping.C:
+			if time.Since(time.Unix(0, conn.pong.Load())) < roamDeadAfter {
+				_ = conn.send(&packet.PingReq{})
+				continue
+			}
+		}
+		lostAt := time.Now()
+		if old := r.c.detach(); old != nil {
+			old.close(false)
+		}
+		r.mu.Lock()
+		from := r.at
+		r.at = -1
+		r.mu.Unlock()
+		to, present, err := r.reconnect(from, target)
+		r.mu.Lock()
+		switch {
+		case err != nil:
+			r.unreached = err.Error()
+		case !present:
+			r.lost = append(r.lost, r.cl.name(to))
+		}
+		if err == nil {
+			r.at = to
+			r.moves++
+			if target < 0 {
+				r.took = append(r.took, time.Since(lostAt))
+			}
+		}
+		r.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// reconnect tries the nodes after from in turn (only target when it is
+// one) until one accepts the client, for at most a minute; a client
+// backs off a little after a round in which none did.
+func (r *roamer) reconnect(from, target int) (int, bool, error) {
+	n := len(r.cl.mqtt)
+	deadline := time.Now().Add(time.Minute)
+	var errs []string
+	for time.Now().Before(deadline) {
+		for k := 1; k <= n; k++ {
+			i := (from + k) % n
+			if target >= 0 {
+				i = target
+			}
+			present, err := r.c.connect(r.cl.mqtt[i], false)
+			if err == nil {
+				return i, present, nil
+			}
+			errs = append(errs, r.cl.name(i)+": "+err.Error())
+			if target >= 0 {
+				break
+			}
+		}
+		select {
+		case <-r.stop:
+			return 0, false, errors.New("stopped while reconnecting")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return 0, false, fmt.Errorf("no node accepted the client within a minute: %s", strings.Join(errs[max(0, len(errs)-6):], "; "))
+}
+
+// faultLoad is a steady load through all three nodes: on each node a
+// persistent subscriber of crash/q1 (QoS 1) and crash/q2 (QoS 2) and a
+// QoS 1 publisher, and QoS 2 publishers on the first and last node. Every
+// message reaches every subscriber.
+type faultLoad struct {
+	t       *testing.T
+	c       *faultCluster
+	subs    []*crashSub
+	pubs    []*crashPub
+	roamers []*roamer // subscribers' then publishers'
+	homes   []int     // by roamer: the node it started on
+	sent    chan int  // each publisher's run reports here
+	mark    []int     // by publisher: acknowledged count at the last mark
+}
+
+func newFaultLoad(t *testing.T, c *faultCluster, prefix string) *faultLoad {
+	t.Helper()
+	l := &faultLoad{t: t, c: c, sent: make(chan int, 8)}
+	for i := range 3 {
+		s := newCrashSub(fmt.Sprintf("%s-sub-%s", prefix, c.name(i)))
+		l.subs = append(l.subs, s)
+		l.addRoamer(s.name, s, i)
+		if err := s.subscribe(packet.Subscription{Filter: "crash/q1", QoS: 1}, packet.Subscription{Filter: "crash/q2", QoS: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, pc := range []struct {
+		node int
+		qos  byte
+	}{{0, 1}, {1, 1}, {2, 1}, {0, 2}, {2, 2}} {
+		p := newCrashPub(fmt.Sprintf("%s-pub-q%d-%s", prefix, pc.qos, c.name(pc.node)), pc.qos, false)
+		p.roaming = true
+		l.pubs = append(l.pubs, p)
+		l.addRoamer(p.name, p, pc.node)
+	}
+	l.probe(prefix)
+	l.markAcked()
+	return l
+}
+
+// probe waits until the subscriptions are routed: probes published on
+// every node, on both topics, reach every subscriber. (Probes count under
+// their own names, which the checks leave out.)
+func (l *faultLoad) probe(prefix string) {
+	l.t.Helper()
+	var probes []*crashPub
+	for i := range 3 {
+		for _, qos := range []byte{1, 2} {
+			p := newCrashPub(fmt.Sprintf("%s-probe-q%d-%s", prefix, qos, l.c.name(i)), qos, false)
+			if _, err := p.connect(l.c.mqtt[i], true); err != nil {
+				l.t.Fatal(err)
+			}
+			probes = append(probes, p)
+		}
+	}
+	defer func() {
+		for _, p := range probes {
+			p.halt()
+		}
+	}()
+	if !testwait.Within(time.Minute, func() bool {
+		for _, p := range probes {
+			p.run(1)
+			if err := p.settled(10 * time.Second); err != nil {
+				l.t.Fatal(err)
+			}
+		}
+		for _, s := range l.subs {
+			for _, p := range probes {
+				if !slices.Contains(s.counts(p.name), 1) {
+					return false
+				}
+			}
+		}
+		return true
+	}) {
+		l.t.Fatal("probes published on each node did not reach every subscriber within a minute")
+	}
+}
+
+func (l *faultLoad) addRoamer(name string, rc roamClient, home int) {
+	l.roamers = append(l.roamers, l.c.roam(name, rc, home))
+	l.homes = append(l.homes, home)
+}
+
+// start starts the publishers' load.
+func (l *faultLoad) start() {
+	for _, p := range l.pubs {
+		go func() { l.sent <- p.run(1 << 30) }()
+	}
+	l.t.Cleanup(func() {
+		for _, p := range l.pubs {
+			p.finish()
+		}
+	})
+}
+
+// acked counts a publisher's acknowledged messages.
+func acked(p *crashPub) int {
+	state, _, _, _ := p.snapshot()
+	n := 0
+	for _, st := range state {
+		if st == msgAcked || st == msgComplete {
+			n++
+		}
+	}
+	return n
+}
+
+// markAcked remembers each publisher's acknowledged count.
+func (l *faultLoad) markAcked() {
+	l.mark = l.mark[:0]
+	for _, p := range l.pubs {
+		l.mark = append(l.mark, acked(p))
+	}
+}
+
+// waitAcked waits until every publisher had n more messages acknowledged
+// since the last mark, then marks again; it fails the test if a roamer
+// lost its session or found no node.
+func (l *faultLoad) waitAcked(n int, what string, timeout time.Duration) {
+	l.t.Helper()
+	var behind string
+	if !testwait.Within(timeout, func() bool {
+		if l.failed() != "" {
+			return true
+		}
+		behind = ""
+		for i, p := range l.pubs {
+			if got := acked(p) - l.mark[i]; got < n {
+				behind = fmt.Sprintf("%s: %d of %d acknowledged", p.name, got, n)
+				return false
+			}
+		}
+		return true
+	}) {
+		l.t.Fatalf("%s: %s after %v", what, behind, timeout)
+	}
+	if msg := l.failed(); msg != "" {
+		l.t.Fatalf("%s: %s", what, msg)
+	}
+	l.markAcked()
+}
+
+// failed reports a roamer that lost its session or its way, or a
+// publisher that saw a protocol violation.
+func (l *faultLoad) failed() string {
+	for _, r := range l.roamers {
+		if msg := r.failure(); msg != "" {
+			return msg
+		}
+	}
+	for _, p := range l.pubs {
+		if _, _, _, err := p.snapshot(); err != nil {
+			return err.Error()
+		}
+	}
+	return ""
+}
+
+// waitLeft waits until no client is on node i any more.
+func (l *faultLoad) waitLeft(i int, timeout time.Duration) time.Duration {
+	l.t.Helper()
+	start := time.Now()
+	if !testwait.Within(timeout, func() bool {
+		for _, r := range l.roamers {
+			if r.where() == i || r.where() < 0 {
+				return l.failed() != ""
+			}
+		}
+		return true
+	}) {
+		l.t.Fatalf("clients still on %s (or between nodes) after %v", l.c.name(i), timeout)
+	}
+	if msg := l.failed(); msg != "" {
+		l.t.Fatal(msg)
+	}
+	return time.Since(start)
+}
+
+// goHome moves the clients that started on node i back to it.
+func (l *faultLoad) goHome(i int) {
+	l.t.Helper()
+	for k, r := range l.roamers {
+		if l.homes[k] == i {
+			r.moveTo(l.t, i)
+		}
+	}
+}
+
+// awaitAcked waits until every subscriber has every acknowledged message.
+func (l *faultLoad) awaitAcked(timeout time.Duration) {
+	l.t.Helper()
+	missing := ""
+	if !testwait.Within(timeout, func() bool {
+		missing = ""
+		for _, s := range l.subs {
+			for _, p := range l.pubs {
+				state, _, _, _ := p.snapshot()
+				counts := s.counts(p.name)
+				for seq, st := range state {
+					if (st == msgAcked || st == msgComplete) && (seq >= len(counts) || counts[seq] == 0) {
+						missing = fmt.Sprintf("%s has not received %s:%d", s.name, p.name, seq)
+						return false
+					}
+				}
+			}
+		}
+		return true
+	}) {
+		l.t.Errorf("after %v: %s (and maybe more)", timeout, missing)
+	}
+}
+
+// finish stops the publishers, lets what is in flight be acknowledged,
+// sends one last message each (on the ordered topics it comes after every
+// redelivery), waits for the subscribers and checks the counts.
+func (l *faultLoad) finish(what string) faultTally {
+	l.t.Helper()
+	for _, p := range l.pubs {
+		p.finish()
+	}
+	for range l.pubs {
+		<-l.sent
+	}
+	for _, p := range l.pubs {
+		if err := p.settled(time.Minute); err != nil {
+			l.t.Fatalf("%s: %v", what, err)
+		}
+		p.again()
+		p.run(1)
+		if err := p.settled(time.Minute); err != nil {
+			l.t.Fatalf("%s: %v", what, err)
+		}
+	}
+	l.awaitAcked(time.Minute)
+	return l.check(what)
+}
+
+// faultTally is what a scenario checked, summed over subscribers and
+// publishers (each message counts once per subscriber).
+type faultTally struct {
+	published, acknowledged, refused, received, lost, duplicated, redelivered, reordered int
+}
+
+func (f faultTally) String() string {
+	return fmt.Sprintf("published %d, acknowledged %d, refused %d, received %d (QoS 1 redeliveries %d), lost %d, QoS 2 duplicated %d, out of order %d",
+		f.published, f.acknowledged, f.refused, f.received, f.redelivered, f.lost, f.duplicated, f.reordered)
+}
+
+// check requires, at every subscriber, every acknowledged QoS 1 message at
+// least once, every acknowledged QoS 2 message exactly once, a refused
+// QoS 2 message at most once, nothing never sent, each publisher's
+// messages first received in order, and no protocol violation; it logs
+// the counts.
+func (l *faultLoad) check(what string) faultTally {
+	l.t.Helper()
+	var sum faultTally
+	var errs []string
+	for _, s := range l.subs {
+		var ft faultTally
+		errs = append(errs, s.violations()...)
+		var reorders []string
+		for _, r := range s.outOfOrder() {
+			if slices.ContainsFunc(l.pubs, func(p *crashPub) bool { return strings.HasPrefix(r, p.name+":") }) {
+				reorders = append(reorders, r)
+			}
+		}
+		ft.reordered = len(reorders)
+		if len(reorders) > 0 {
+			errs = append(errs, fmt.Sprintf("%s: %d messages out of order, first: %s", s.name, len(reorders), strings.Join(reorders[:min(5, len(reorders))], "; ")))
+		}
+		for _, p := range l.pubs {
+			state, _, _, err := p.snapshot()
+			if err != nil {
+				errs = append(errs, err.Error())
+			}
+			counts := s.counts(p.name)
+			if len(counts) > len(state) {
+				errs = append(errs, fmt.Sprintf("%s got %s:%d, which was never sent", s.name, p.name, len(counts)-1))
+			}
+			for seq, st := range state {
+				n := 0
+				if seq < len(counts) {
+					n = int(counts[seq])
+				}
+				ft.published++
+				if n > 0 {
+					ft.received++
+				}
+				if p.qos == 1 && n > 1 {
+					ft.redelivered += n - 1
+				}
+				if p.qos == 2 && n > 1 {
+					ft.duplicated++
+					errs = append(errs, fmt.Sprintf("%s got QoS 2 %s:%d %d times", s.name, p.name, seq, n))
+				}
+				switch st {
+				case msgAcked, msgComplete:
+					ft.acknowledged++
+					if n == 0 {
+						ft.lost++
+						errs = append(errs, fmt.Sprintf("%s never got acknowledged %s:%d", s.name, p.name, seq))
+					}
+				case msgRefused:
+					ft.refused++
+				default:
+					errs = append(errs, fmt.Sprintf("%s:%d never settled", p.name, seq))
+				}
+			}
+		}
+		l.t.Logf("%s: %s: %v", what, s.name, ft)
+		sum.add(ft)
+	}
+	l.t.Logf("%s: all subscribers: %v", what, sum)
+	for _, r := range l.roamers {
+		r.mu.Lock()
+		if r.moves > 0 {
+			l.t.Logf("%s: %s reconnected %d times, failovers took %v", what, r.name, r.moves, roundAll(r.took))
+		}
+		r.mu.Unlock()
+	}
+	if len(errs) > 0 {
+		l.t.Errorf("%s: %d problems, first: %s", what, len(errs), strings.Join(errs[:min(10, len(errs))], " | "))
+	}
+	return sum
+}
+
+func (f *faultTally) add(o faultTally) {
+	f.published += o.published
+	f.acknowledged += o.acknowledged
+	f.refused += o.refused
+	f.received += o.received
+	f.lost += o.lost
+	f.duplicated += o.duplicated
+	f.redelivered += o.redelivered
+	f.reordered += o.reordered
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
+}
+
+// TestClusterFaultKill: under a steady load through all three nodes one
+// node is killed with SIGKILL. Its clients reconnect to another node and
+// resume their sessions; no acknowledged message is lost, no QoS 2
+// message duplicated; the node starts again, rejoins (every member heard,
+// JetStream meta group current) and its clients go back to it.
+func TestClusterFaultKill(t *testing.T) {
+	c := newFaultCluster(t)
+	l := newFaultLoad(t, c, "kill")
+	l.start()
+	l.waitAcked(200, "before the kill", time.Minute)
+	c.kill(2)
+	t.Logf("killed n3; its clients moved in %v", l.waitLeft(2, 90*time.Second).Round(time.Millisecond))
+	l.waitAcked(200, "after the kill", time.Minute)
+	restart := time.Now()
+	c.start(2)
+	c.waitHealthy(90 * time.Second)
+	t.Logf("n3 started again and caught up in %v", time.Since(restart).Round(time.Millisecond))
+	l.goHome(2)
+	l.waitAcked(200, "after n3 rejoined", time.Minute)
+	l.finish("kill -9 of n3")
+}
+
+// TestClusterFaultRollingRestart stops (SIGTERM) and restarts each node in
+// turn under the load; the clients of the node being restarted move to
+// another and back. Nothing acknowledged is lost.
+func TestClusterFaultRollingRestart(t *testing.T) {
+	c := newFaultCluster(t)
+	l := newFaultLoad(t, c, "roll")
+	l.start()
+	l.waitAcked(100, "before the restarts", time.Minute)
+	for i := range 3 {
+		stopAt := time.Now()
+		c.stop(i)
+		t.Logf("%s stopped in %v; its clients moved in %v", c.name(i), time.Since(stopAt).Round(time.Millisecond),
+			l.waitLeft(i, 90*time.Second).Round(time.Millisecond))
+		l.waitAcked(100, "while "+c.name(i)+" is down", time.Minute)
+		restart := time.Now()
+		c.start(i)
+		c.waitHealthy(90 * time.Second)
+		t.Logf("%s started again and caught up in %v", c.name(i), time.Since(restart).Round(time.Millisecond))
+		l.goHome(i)
+		l.waitAcked(100, "after "+c.name(i)+" rejoined", time.Minute)
+	}
+	l.finish("rolling restart")
+}
+
+// frozenFor is how long the others must have heard nothing of a frozen
+// node's JetStream: past Raft's election timeouts (4-9 s) and lost-quorum
+// interval (10 s), and the cluster store's write timeout (10 s).
+const frozenFor = 20 * time.Second
+
+// TestClusterFaultFrozen freezes a node with SIGSTOP until the others'
+// JetStream has not heard from it for frozenFor: its clients, unanswered, move to the other
+// nodes and resume; after SIGCONT it rejoins without undoing what the
+// others did meanwhile (its stale view of the sessions it held loses to
+// the newer claims), and its clients go back to it.
+func TestClusterFaultFrozen(t *testing.T) {
+	c := newFaultCluster(t)
+	l := newFaultLoad(t, c, "frozen")
+	l.start()
+	l.waitAcked(200, "before the freeze", time.Minute)
+	c.signal(2, syscall.SIGSTOP)
+	t.Cleanup(func() { _ = c.node(2).cmd.Process.Signal(syscall.SIGCONT) })
+	frozen := time.Now()
+	t.Logf("froze n3; its clients moved in %v", l.waitLeft(2, 90*time.Second).Round(time.Millisecond))
+	var view string
+	if !testwait.Within(90*time.Second, func() bool {
+		for i := range 2 {
+			st, err := c.status(i)
+			if err != nil {
+				view = err.Error()
+				return false
+			}
+			if !slices.ContainsFunc(st.JetStream.Peers, func(p cluster.PeerInfo) bool {
+				return p.Name == "n3" && (p.Offline || !p.Current && p.Active >= frozenFor)
+			}) {
+				view = fmt.Sprintf("%s: meta leader %q, peers %+v", c.name(i), st.JetStream.MetaLeader, st.JetStream.Peers)
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("n1 and n2 never lost n3 for %v: %s", frozenFor, view)
+	}
+	t.Logf("n1 and n2 have not heard from n3 for %v, %v after the freeze", frozenFor, time.Since(frozen).Round(time.Millisecond))
+	l.waitAcked(200, "while n3 is frozen", time.Minute)
+	c.signal(2, syscall.SIGCONT)
+	thawed := time.Now()
+	c.waitHealthy(90 * time.Second)
+	t.Logf("n3 resumed and caught up in %v", time.Since(thawed).Round(time.Millisecond))
+	l.goHome(2)
+	l.waitAcked(200, "after n3 resumed", time.Minute)
+	l.finish("SIGSTOP of n3")
+}
+
+// TestClusterFaultIsolated cuts n3's routes with iptables while its
+// clients stay connected to it: it must stop acknowledging QoS 1 and 2
+// (its writes cannot reach a JetStream quorum: PUBACK/PUBREC 0x80) and
+// refuse new sessions (no claim without a quorum) rather than carry on
+// alone, while n1 and n2 go on. Healed, it acknowledges again and nothing
+// acknowledged anywhere is lost.
+func TestClusterFaultIsolated(t *testing.T) {
+	c := newFaultCluster(t)
+	l := newFaultLoad(t, c, "iso")
+	// The clients on n3 stay there: the point is what n3 tells them.
+	l.start()
+	l.waitAcked(200, "before the isolation", time.Minute)
+	heal := c.isolate(2)
+	cut := time.Now()
+	var onN3 []*crashPub
+	firstAfter := map[*crashPub]int{}
+	for k, p := range l.pubs {
+		if l.homes[len(l.subs)+k] == 2 {
+			onN3 = append(onN3, p)
+			state, _, _, _ := p.snapshot()
+			firstAfter[p] = len(state)
+		}
+	}
+	// n3 stops acknowledging: each of its publishers has a message refused.
+	var refusedBy string
+	if !testwait.Within(90*time.Second, func() bool {
+		for _, p := range onN3 {
+			state, _, _, _ := p.snapshot()
+			if !slices.Contains(state[firstAfter[p]:], byte(msgRefused)) {
+				refusedBy = p.name
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("%s had nothing refused within 90s of n3's isolation", refusedBy)
+	}
+	t.Logf("n3 isolated; its publishers had a message refused within %v", time.Since(cut).Round(time.Millisecond))
+	// A new session cannot be claimed on n3.
+	conn, ack, err := dialCrash(c.mqtt[2], persistentConnect("iso-newcomer", true), func(*crashConn, packet.FixedHeader, []byte) error { return nil })
+	if err == nil {
+		conn.close(true)
+		t.Fatal("isolated n3 accepted a new session")
+	}
+	if ack == nil || ack.ReasonCode != packet.ServerUnavailable {
+		t.Fatalf("isolated n3 refused a new session with %v, want CONNACK %s", err, packet.ServerUnavailable)
+	}
+	// n1 and n2 go on: their publishers' messages are acknowledged.
+	var others []*crashPub
+	for _, p := range l.pubs {
+		if _, ok := firstAfter[p]; !ok {
+			others = append(others, p)
+		}
+	}
+	base := map[*crashPub]int{}
+	for _, p := range others {
+		base[p] = acked(p)
+	}
+	testwait.Within(time.Minute, func() bool {
+		for _, p := range others {
+			if acked(p)-base[p] < 100 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, p := range others {
+		if n := acked(p) - base[p]; n < 100 {
+			t.Errorf("%s (on the majority side): %d acknowledged while n3 was isolated, want 100", p.name, n)
+		}
+	}
+	heal()
+	healed := time.Now()
+	// Nothing published on n3 after the cut was acknowledged while it was
+	// cut off.
+	for _, p := range onN3 {
+		state, _, _, _ := p.snapshot()
+		ackAt := p.acks()
+		n, refused := 0, 0
+		for seq := firstAfter[p]; seq < len(state); seq++ {
+			if !ackAt[seq].IsZero() && ackAt[seq].Before(healed) {
+				n++
+			}
+			if state[seq] == msgRefused {
+				refused++
+			}
+		}
+		t.Logf("%s on isolated n3: %d published after the cut, %d refused, %d acknowledged before the heal", p.name, len(state)-firstAfter[p], refused, n)
+		if n > 0 {
+			t.Errorf("%s: %d messages published on n3 after it was cut off were acknowledged before it was healed", p.name, n)
+		}
+	}
+	// Healed, n3 acknowledges again.
+	for _, p := range onN3 {
+		from := len(p.acks())
+		if !testwait.Within(90*time.Second, func() bool {
+			for _, at := range p.acks()[from:] {
+				if !at.IsZero() {
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("%s: nothing acknowledged on n3 within 90s of the heal", p.name)
+		}
+	}
+	t.Logf("n3 acknowledges again %v after the heal", time.Since(healed).Round(time.Millisecond))
+	c.waitHealthy(90 * time.Second)
+	l.waitAcked(100, "after the heal", time.Minute)
+	l.finish("isolation of n3")
+}
