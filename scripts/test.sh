@@ -78,4 +78,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "scripts/test.sh must run as root: the disk-full tests mount a small tmpfs" >&2
   exit 1
 fi
-go test -race -count=1 -timeout 15m "$@" ./...
+go test -race -count=1 -timeout 15m -skip '^TestClusterFault' "$@" ./...
+# Cluster mode's fault tests (issue 18): three serve --cluster processes
+# each, one node killed, restarted, frozen or cut off with iptables (root)
+# under load. A step of their own, one at a time, with their own limit.
+go test -race -count=1 -timeout 12m -run '^TestClusterFault' ./test/e2e

@@ -273,7 +273,7 @@ type roamer struct {
 
 	mu        sync.Mutex
 	at        int             // the node connected to
-	moves     int             // reconnections, failovers and moves
+	moves     []string        // each reconnection: from, to, why, how long
 	took      []time.Duration // each failover: connection lost → CONNACK
 	lost      []string        // reconnections without the session
 	unreached string          // why the last reconnection failed for good
@@ -342,16 +342,19 @@ func (r *roamer) run() {
 	for {
 		conn := r.c.current()
 		target := -1
+		why := "moved"
 		select {
 		case <-r.stop:
 			return
 		case target = <-r.move:
 		case <-conn.done:
+			why = "connection closed"
 		case <-ping.C:
 			if time.Since(time.Unix(0, conn.pong.Load())) < roamDeadAfter {
 				_ = conn.send(&packet.PingReq{})
 				continue
 			}
+			why = "no PINGRESP for " + roamDeadAfter.String()
 		}
 		lostAt := time.Now()
 		if old := r.c.detach(); old != nil {
@@ -371,9 +374,10 @@ func (r *roamer) run() {
 		}
 		if err == nil {
 			r.at = to
-			r.moves++
+			took := time.Since(lostAt)
+			r.moves = append(r.moves, fmt.Sprintf("%s→%s (%s) in %v", r.cl.name(from), r.cl.name(to), why, took.Round(time.Millisecond)))
 			if target < 0 {
-				r.took = append(r.took, time.Since(lostAt))
+				r.took = append(r.took, took)
 			}
 		}
 		r.mu.Unlock()
@@ -499,10 +503,23 @@ func (l *faultLoad) addRoamer(name string, rc roamClient, home int) {
 	l.homes = append(l.homes, home)
 }
 
+// faultInterval paces each publisher: a steady load the subscribers keep
+// up with, a few thousand messages per scenario.
+const faultInterval = 20 * time.Millisecond
+
 // start starts the publishers' load.
 func (l *faultLoad) start() {
 	for _, p := range l.pubs {
-		go func() { l.sent <- p.run(1 << 30) }()
+		go func() {
+			tick := time.NewTicker(faultInterval)
+			defer tick.Stop()
+			n := 0
+			for p.run(1) == 1 {
+				n++
+				<-tick.C
+			}
+			l.sent <- n
+		}()
 	}
 	l.t.Cleanup(func() {
 		for _, p := range l.pubs {
@@ -731,8 +748,8 @@ func (l *faultLoad) check(what string) faultTally {
 	l.t.Logf("%s: all subscribers: %v", what, sum)
 	for _, r := range l.roamers {
 		r.mu.Lock()
-		if r.moves > 0 {
-			l.t.Logf("%s: %s reconnected %d times, failovers took %v", what, r.name, r.moves, roundAll(r.took))
+		if len(r.moves) > 0 {
+			l.t.Logf("%s: %s reconnected: %s", what, r.name, strings.Join(r.moves, ", "))
 		}
 		r.mu.Unlock()
 	}
@@ -753,13 +770,6 @@ func (f *faultTally) add(o faultTally) {
 	f.reordered += o.reordered
 }
 
-func roundAll(ds []time.Duration) []time.Duration {
-	out := make([]time.Duration, len(ds))
-	for i, d := range ds {
-		out[i] = d.Round(time.Millisecond)
-	}
-	return out
-}
 
 // TestClusterFaultKill: under a steady load through all three nodes one
 // node is killed with SIGKILL. Its clients reconnect to another node and
@@ -860,12 +870,23 @@ func TestClusterFaultFrozen(t *testing.T) {
 // clients stay connected to it: it must stop acknowledging QoS 1 and 2
 // (its writes cannot reach a JetStream quorum: PUBACK/PUBREC 0x80) and
 // refuse new sessions (no claim without a quorum) rather than carry on
-// alone, while n1 and n2 go on. Healed, it acknowledges again and nothing
-// acknowledged anywhere is lost.
+// alone, while n1 and n2 go on; a retained message it refuses must not
+// win over one n1 acknowledged meanwhile. Healed, it acknowledges again,
+// every node has n1's retained message and nothing acknowledged anywhere
+// is lost.
 func TestClusterFaultIsolated(t *testing.T) {
 	c := newFaultCluster(t)
 	l := newFaultLoad(t, c, "iso")
 	// The clients on n3 stay there: the point is what n3 tells them.
+	// Retained publishers on n1 and n3 (crash/ret/<seq mod 8>).
+	ret1, ret3 := newCrashPub("iso-ret-n1", 1, true), newCrashPub("iso-ret-n3", 1, true)
+	for i, p := range []*crashPub{ret1, ret3} {
+		p.roaming = true
+		if _, err := p.connect(c.mqtt[2*i], true); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.halt)
+	}
 	l.start()
 	l.waitAcked(200, "before the isolation", time.Minute)
 	heal := c.isolate(2)
@@ -927,6 +948,22 @@ func TestClusterFaultIsolated(t *testing.T) {
 			t.Errorf("%s (on the majority side): %d acknowledged while n3 was isolated, want 100", p.name, n)
 		}
 	}
+	// n1 retains iso-ret-n1:8 on crash/ret/0 (seqs 0-8 over the eight
+	// topics), then n3 is asked to retain iso-ret-n3:0 there: refused.
+	ret1.run(9)
+	if err := ret1.settled(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _, _ := ret1.snapshot(); st[8] != msgComplete {
+		t.Fatalf("n1 refused the retained message iso-ret-n1:8 while n3 was isolated")
+	}
+	ret3.run(1)
+	if err := ret3.settled(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _, _ := ret3.snapshot(); st[0] != msgRefused {
+		t.Errorf("isolated n3 acknowledged the retained message iso-ret-n3:0")
+	}
 	heal()
 	healed := time.Now()
 	// Nothing published on n3 after the cut was acknowledged while it was
@@ -964,6 +1001,23 @@ func TestClusterFaultIsolated(t *testing.T) {
 	}
 	t.Logf("n3 acknowledges again %v after the heal", time.Since(healed).Round(time.Millisecond))
 	c.waitHealthy(90 * time.Second)
+	for i := range 3 {
+		var got []int
+		var err error
+		// A node applies the retained bucket before it serves a
+		// SUBSCRIBE's retained messages; n3 may still refuse the reader's
+		// session while it rejoins.
+		testwait.Within(30*time.Second, func() bool {
+			got, err = readRetained(c.mqtt[i])
+			return err == nil
+		})
+		if err != nil {
+			t.Fatalf("reading the retained messages on %s: %v", c.name(i), err)
+		}
+		if got[0] != 8 {
+			t.Errorf("%s retains seq %d on crash/ret/0 after the heal, want n1's 8 (n3's refused one is 0)", c.name(i), got[0])
+		}
+	}
 	l.waitAcked(100, "after the heal", time.Minute)
 	l.finish("isolation of n3")
 }
