@@ -364,7 +364,7 @@ func (r *roamer) run() {
 		from := r.at
 		r.at = -1
 		r.mu.Unlock()
-		to, present, err := r.reconnect(from, target)
+		to, present, tried, err := r.reconnect(from, target)
 		r.mu.Lock()
 		switch {
 		case err != nil:
@@ -375,7 +375,11 @@ func (r *roamer) run() {
 		if err == nil {
 			r.at = to
 			took := time.Since(lostAt)
-			r.moves = append(r.moves, fmt.Sprintf("%s→%s (%s) in %v", r.cl.name(from), r.cl.name(to), why, took.Round(time.Millisecond)))
+			move := fmt.Sprintf("%s→%s (%s) in %v", r.cl.name(from), r.cl.name(to), why, took.Round(time.Millisecond))
+			if len(tried) > 0 {
+				move += fmt.Sprintf(" after %d refusals (%s)", len(tried), tried[len(tried)-1])
+			}
+			r.moves = append(r.moves, move)
 			if target < 0 {
 				r.took = append(r.took, took)
 			}
@@ -389,8 +393,9 @@ func (r *roamer) run() {
 
 // reconnect tries the nodes after from in turn (only target when it is
 // one) until one accepts the client, for at most a minute; a client
-// backs off a little after a round in which none did.
-func (r *roamer) reconnect(from, target int) (int, bool, error) {
+// backs off a little after a round in which none did. It returns why the
+// nodes tried before refused.
+func (r *roamer) reconnect(from, target int) (int, bool, []string, error) {
 	n := len(r.cl.mqtt)
 	deadline := time.Now().Add(time.Minute)
 	var errs []string
@@ -400,22 +405,23 @@ func (r *roamer) reconnect(from, target int) (int, bool, error) {
 			if target >= 0 {
 				i = target
 			}
+			t0 := time.Now()
 			present, err := r.c.connect(r.cl.mqtt[i], false)
 			if err == nil {
-				return i, present, nil
+				return i, present, errs, nil
 			}
-			errs = append(errs, r.cl.name(i)+": "+err.Error())
+			errs = append(errs, fmt.Sprintf("%s after %v: %v", r.cl.name(i), time.Since(t0).Round(time.Millisecond), err))
 			if target >= 0 {
 				break
 			}
 		}
 		select {
 		case <-r.stop:
-			return 0, false, errors.New("stopped while reconnecting")
+			return 0, false, errs, errors.New("stopped while reconnecting")
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return 0, false, fmt.Errorf("no node accepted the client within a minute: %s", strings.Join(errs[max(0, len(errs)-6):], "; "))
+	return 0, false, errs, fmt.Errorf("no node accepted the client within a minute: %s", strings.Join(errs[max(0, len(errs)-6):], "; "))
 }
 
 // faultLoad is a steady load through all three nodes: on each node a
