@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -17,6 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -431,7 +435,8 @@ func (r *roamer) reconnect(from, target int) (int, bool, []string, error) {
 type faultLoad struct {
 	t       *testing.T
 	c       *faultCluster
-	subs    []*crashSub
+	subs    []*crashSub // the Paho subscriber's counts last
+	paho    *pahoRoamer
 	pubs    []*crashPub
 	roamers []*roamer // subscribers' then publishers'
 	homes   []int     // by roamer: the node it started on
@@ -450,6 +455,8 @@ func newFaultLoad(t *testing.T, c *faultCluster, prefix string) *faultLoad {
 			t.Fatal(err)
 		}
 	}
+	l.paho = newPahoRoamer(t, c, prefix+"-paho-sub", 2)
+	l.subs = append(l.subs, l.paho.counts)
 	for _, pc := range []struct {
 		node int
 		qos  byte
@@ -589,6 +596,9 @@ func (l *faultLoad) failed() string {
 			return msg
 		}
 	}
+	if msg := l.paho.failure(); msg != "" {
+		return msg
+	}
 	for _, p := range l.pubs {
 		if _, _, _, err := p.snapshot(); err != nil {
 			return err.Error()
@@ -676,6 +686,95 @@ func (l *faultLoad) finish(what string) faultTally {
 	return l.check(what)
 }
 
+// pahoRoamer is Eclipse Paho's Go MQTT 5 client (autopaho) as a
+// persistent subscriber of both topics, given every node's address (its
+// own node's first): it moves by itself when its connection fails, with
+// Clean Start 0 after the first connection, and keeps its QoS 2 state.
+// What it receives is counted in a crashSub.
+type pahoRoamer struct {
+	name   string
+	counts *crashSub
+
+	mu     sync.Mutex
+	ups    []string // each connection: node, session present
+	lost   []string // connections after the first without the session
+	first  bool     // the first connection is made
+	dialed string   // the address of the last connection attempt
+}
+
+func newPahoRoamer(t *testing.T, c *faultCluster, name string, home int) *pahoRoamer {
+	t.Helper()
+	r := &pahoRoamer{name: name, counts: newCrashSub(name)}
+	var urls []*url.URL
+	byHost := map[string]string{}
+	for k := range 3 {
+		i := (home + k) % 3
+		urls = append(urls, &url.URL{Scheme: "mqtt", Host: c.mqtt[i]})
+		byHost[c.mqtt[i]] = c.name(i)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		KeepAlive:                     2,
+		CleanStartOnInitialConnection: true,
+		SessionExpiryInterval:         3600,
+		ReconnectBackoff:              func(int) time.Duration { return 200 * time.Millisecond },
+		ConnectTimeout:                10 * time.Second,
+		// Autopaho's own TCP dial, remembering the node.
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			r.mu.Lock()
+			r.dialed = u.Host
+			r.mu.Unlock()
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", u.Host)
+		},
+		OnConnectionUp: func(_ *autopaho.ConnectionManager, ack *paho.Connack) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.ups = append(r.ups, fmt.Sprintf("%s (session present %v)", byHost[r.dialed], ack.SessionPresent))
+			if r.first && !ack.SessionPresent {
+				r.lost = append(r.lost, fmt.Sprintf("connection %d", len(r.ups)))
+			}
+			r.first = true
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID: name,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				r.counts.record(pr.Packet.Payload, pr.Packet.QoS)
+				return true, nil
+			}},
+		},
+	}
+	cm, err := autopaho.NewConnection(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-cm.Done()
+	})
+	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+	defer acancel()
+	if err := cm.AwaitConnection(actx); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if _, err := cm.Subscribe(actx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "crash/q1", QoS: 1}, {Topic: "crash/q2", QoS: 2}}}); err != nil {
+		t.Fatalf("%s: SUBSCRIBE: %v", name, err)
+	}
+	return r
+}
+
+func (r *pahoRoamer) failure() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lost) > 0 {
+		return r.name + ": session not present on " + strings.Join(r.lost, ", ")
+	}
+	return ""
+}
+
 // faultTally is what a scenario checked, summed over subscribers and
 // publishers (each message counts once per subscriber).
 type faultTally struct {
@@ -759,6 +858,9 @@ func (l *faultLoad) check(what string) faultTally {
 		}
 		r.mu.Unlock()
 	}
+	l.paho.mu.Lock()
+	l.t.Logf("%s: %s (Paho) connected to %s", what, l.paho.name, strings.Join(l.paho.ups, ", "))
+	l.paho.mu.Unlock()
 	if len(errs) > 0 {
 		l.t.Errorf("%s: %d problems, first: %s", what, len(errs), strings.Join(errs[:min(10, len(errs))], " | "))
 	}
@@ -775,7 +877,6 @@ func (f *faultTally) add(o faultTally) {
 	f.redelivered += o.redelivered
 	f.reordered += o.reordered
 }
-
 
 // TestClusterFaultKill: under a steady load through all three nodes one
 // node is killed with SIGKILL. Its clients reconnect to another node and

@@ -558,6 +558,13 @@ func (s *crashSub) countLocked(key string, qos byte) {
 	}
 }
 
+// record counts a message another client (Paho) received.
+func (s *crashSub) record(payload []byte, qos byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.countLocked(string(payload), qos)
+}
+
 // counts returns a copy of the counts for publisher name.
 func (s *crashSub) counts(name string) []uint8 {
 	s.mu.Lock()
