@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/exec"
@@ -58,22 +59,41 @@ type faultCluster struct {
 }
 
 // freePorts returns n loopback addresses free a moment ago: nats-server
-// takes a route port, not a listener, and every node must know every
-// route address before any starts.
+// takes a route port, not a listener, every node must know every route
+// address before any starts, and a node started again must find its
+// ports. They are below the kernel's ephemeral range, so that no outgoing
+// connection takes one as its source port while its node is down.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	const from = 10000
+	if low <= from+1000 {
+		t.Fatalf("the ephemeral port range starts at %d: no room below it for the nodes' ports", low)
+	}
 	var addrs []string
 	var held []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for tries := 0; len(addrs) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no %d free ports between %d and %d", n, from, low)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", from+rand.IntN(low-from)))
 		if err != nil {
-			t.Fatal(err)
+			continue // taken
 		}
 		addrs = append(addrs, l.Addr().String())
 		held = append(held, l)
-	}
-	for _, l := range held {
-		l.Close()
 	}
 	return addrs
 }
@@ -287,7 +307,13 @@ type roamer struct {
 // connected until the test ends.
 func (c *faultCluster) roam(name string, rc roamClient, home int) *roamer {
 	c.t.Helper()
-	if _, err := rc.connect(c.mqtt[home], true); err != nil {
+	// A node refuses clients (0x88) until its cluster state is ready.
+	var err error
+	testwait.Within(time.Minute, func() bool {
+		_, err = rc.connect(c.mqtt[home], true)
+		return err == nil
+	})
+	if err != nil {
 		c.t.Fatalf("%s on %s: %v", name, c.name(home), err)
 	}
 	r := &roamer{name: name, cl: c, c: rc, at: home, move: make(chan int), stop: make(chan struct{}), done: make(chan struct{})}
@@ -440,6 +466,7 @@ type faultLoad struct {
 	pubs    []*crashPub
 	roamers []*roamer // subscribers' then publishers'
 	homes   []int     // by roamer: the node it started on
+	pubHome []int     // by publisher: the node it started on
 	sent    chan int  // each publisher's run reports here
 	mark    []int     // by publisher: acknowledged count at the last mark
 }
@@ -464,6 +491,7 @@ func newFaultLoad(t *testing.T, c *faultCluster, prefix string) *faultLoad {
 		p := newCrashPub(fmt.Sprintf("%s-pub-q%d-%s", prefix, pc.qos, c.name(pc.node)), pc.qos, false)
 		p.roaming = true
 		l.pubs = append(l.pubs, p)
+		l.pubHome = append(l.pubHome, pc.node)
 		l.addRoamer(p.name, p, pc.node)
 	}
 	l.probe(prefix)
@@ -480,7 +508,12 @@ func (l *faultLoad) probe(prefix string) {
 	for i := range 3 {
 		for _, qos := range []byte{1, 2} {
 			p := newCrashPub(fmt.Sprintf("%s-probe-q%d-%s", prefix, qos, l.c.name(i)), qos, false)
-			if _, err := p.connect(l.c.mqtt[i], true); err != nil {
+			var err error
+			testwait.Within(time.Minute, func() bool {
+				_, err = p.connect(l.c.mqtt[i], true)
+				return err == nil
+			})
+			if err != nil {
 				l.t.Fatal(err)
 			}
 			probes = append(probes, p)
@@ -1001,7 +1034,7 @@ func TestClusterFaultIsolated(t *testing.T) {
 	var onN3 []*crashPub
 	firstAfter := map[*crashPub]int{}
 	for k, p := range l.pubs {
-		if l.homes[len(l.subs)+k] == 2 {
+		if l.pubHome[k] == 2 {
 			onN3 = append(onN3, p)
 			state, _, _, _ := p.snapshot()
 			firstAfter[p] = len(state)
