@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/exec"
@@ -468,12 +468,17 @@ type faultLoad struct {
 	homes   []int     // by roamer: the node it started on
 	pubHome []int     // by publisher: the node it started on
 	sent    chan int  // each publisher's run reports here
-	mark    []int     // by publisher: acknowledged count at the last mark
+	// notYet are kinds of problem (lost, duplicated, order) the scenario
+	// reports without failing, with why: product defects found by the
+	// scenario and not fixed yet (docs/cluster.md lists them). Every
+	// other problem fails the test.
+	notYet map[string]string
+	mark   []int // by publisher: acknowledged count at the last mark
 }
 
 func newFaultLoad(t *testing.T, c *faultCluster, prefix string) *faultLoad {
 	t.Helper()
-	l := &faultLoad{t: t, c: c, sent: make(chan int, 8)}
+	l := &faultLoad{t: t, c: c, sent: make(chan int, 8), notYet: map[string]string{}}
 	for i := range 3 {
 		s := newCrashSub(fmt.Sprintf("%s-sub-%s", prefix, c.name(i)))
 		l.subs = append(l.subs, s)
@@ -690,7 +695,7 @@ func (l *faultLoad) awaitAcked(timeout time.Duration) {
 		}
 		return true
 	}) {
-		l.t.Errorf("after %v: %s (and maybe more)", timeout, missing)
+		l.t.Logf("after %v: %s (and maybe more)", timeout, missing) // counted by check
 	}
 }
 
@@ -827,10 +832,15 @@ func (f faultTally) String() string {
 func (l *faultLoad) check(what string) faultTally {
 	l.t.Helper()
 	var sum faultTally
-	var errs []string
+	// Problems by kind: lost, duplicated, order, protocol.
+	errs := map[string][]string{}
 	for _, s := range l.subs {
 		var ft faultTally
-		errs = append(errs, s.violations()...)
+		for _, v := range s.violations() {
+			if !strings.HasPrefix(v, "QoS 2 message ") { // counted below
+				errs["protocol"] = append(errs["protocol"], s.name+": "+v)
+			}
+		}
 		var reorders []string
 		for _, r := range s.outOfOrder() {
 			if slices.ContainsFunc(l.pubs, func(p *crashPub) bool { return strings.HasPrefix(r, p.name+":") }) {
@@ -838,17 +848,17 @@ func (l *faultLoad) check(what string) faultTally {
 			}
 		}
 		ft.reordered = len(reorders)
-		if len(reorders) > 0 {
-			errs = append(errs, fmt.Sprintf("%s: %d messages out of order, first: %s", s.name, len(reorders), strings.Join(reorders[:min(5, len(reorders))], "; ")))
+		for _, r := range reorders {
+			errs["order"] = append(errs["order"], s.name+" got "+r)
 		}
 		for _, p := range l.pubs {
 			state, _, _, err := p.snapshot()
 			if err != nil {
-				errs = append(errs, err.Error())
+				errs["protocol"] = append(errs["protocol"], err.Error())
 			}
 			counts := s.counts(p.name)
 			if len(counts) > len(state) {
-				errs = append(errs, fmt.Sprintf("%s got %s:%d, which was never sent", s.name, p.name, len(counts)-1))
+				errs["protocol"] = append(errs["protocol"], fmt.Sprintf("%s got %s:%d, which was never sent", s.name, p.name, len(counts)-1))
 			}
 			for seq, st := range state {
 				n := 0
@@ -864,19 +874,19 @@ func (l *faultLoad) check(what string) faultTally {
 				}
 				if p.qos == 2 && n > 1 {
 					ft.duplicated++
-					errs = append(errs, fmt.Sprintf("%s got QoS 2 %s:%d %d times", s.name, p.name, seq, n))
+					errs["duplicated"] = append(errs["duplicated"], fmt.Sprintf("%s got QoS 2 %s:%d %d times", s.name, p.name, seq, n))
 				}
 				switch st {
 				case msgAcked, msgComplete:
 					ft.acknowledged++
 					if n == 0 {
 						ft.lost++
-						errs = append(errs, fmt.Sprintf("%s never got acknowledged %s:%d", s.name, p.name, seq))
+						errs["lost"] = append(errs["lost"], fmt.Sprintf("%s never got acknowledged %s:%d", s.name, p.name, seq))
 					}
 				case msgRefused:
 					ft.refused++
 				default:
-					errs = append(errs, fmt.Sprintf("%s:%d never settled", p.name, seq))
+					errs["protocol"] = append(errs["protocol"], fmt.Sprintf("%s:%d never settled", p.name, seq))
 				}
 			}
 		}
@@ -894,8 +904,17 @@ func (l *faultLoad) check(what string) faultTally {
 	l.paho.mu.Lock()
 	l.t.Logf("%s: %s (Paho) connected to %s", what, l.paho.name, strings.Join(l.paho.ups, ", "))
 	l.paho.mu.Unlock()
-	if len(errs) > 0 {
-		l.t.Errorf("%s: %d problems, first: %s", what, len(errs), strings.Join(errs[:min(10, len(errs))], " | "))
+	for _, kind := range []string{"lost", "duplicated", "order", "protocol"} {
+		e := errs[kind]
+		if len(e) == 0 {
+			continue
+		}
+		msg := fmt.Sprintf("%s: %s: %d, first: %s", what, kind, len(e), strings.Join(e[:min(8, len(e))], " | "))
+		if why, ok := l.notYet[kind]; ok {
+			l.t.Logf("NOT HELD YET (%s) — %s", why, msg)
+		} else {
+			l.t.Error(msg)
+		}
 	}
 	return sum
 }
