@@ -281,7 +281,10 @@ type roamClient interface {
 
 // roamDeadAfter is how long a connection may leave PINGREQs unanswered
 // before its client moves to another node (a frozen node answers nothing).
-const roamDeadAfter = 5 * time.Second
+// A node also leaves them unanswered while its commits wait for JetStream
+// (up to the store's 10 s when a stream's leader is lost): the longest
+// wait each client saw is logged.
+const roamDeadAfter = 15 * time.Second
 
 // roamer keeps one client connected to the cluster: when the connection
 // ends or stops answering PINGREQ it reconnects to the next node that
@@ -296,11 +299,12 @@ type roamer struct {
 	once sync.Once
 
 	mu        sync.Mutex
-	at        int             // the node connected to
-	moves     []string        // each reconnection: from, to, why, how long
-	took      []time.Duration // each failover: connection lost → CONNACK
-	lost      []string        // reconnections without the session
-	unreached string          // why the last reconnection failed for good
+	at        int                      // the node connected to
+	moves     []string                 // each reconnection: from, to, why, how long
+	took      []time.Duration          // each failover: connection lost → CONNACK
+	lost      []string                 // reconnections without the session
+	stalls    map[string]time.Duration // by node: the longest wait for a PINGRESP
+	unreached string                   // why the last reconnection failed for good
 }
 
 // roam connects rc to node home with a clean session and keeps it
@@ -316,7 +320,8 @@ func (c *faultCluster) roam(name string, rc roamClient, home int) *roamer {
 	if err != nil {
 		c.t.Fatalf("%s on %s: %v", name, c.name(home), err)
 	}
-	r := &roamer{name: name, cl: c, c: rc, at: home, move: make(chan int), stop: make(chan struct{}), done: make(chan struct{})}
+	r := &roamer{name: name, cl: c, c: rc, at: home, move: make(chan int), stop: make(chan struct{}), done: make(chan struct{}),
+		stalls: map[string]time.Duration{}}
 	go r.run()
 	c.t.Cleanup(r.halt)
 	return r
@@ -380,7 +385,13 @@ func (r *roamer) run() {
 		case <-conn.done:
 			why = "connection closed"
 		case <-ping.C:
-			if time.Since(time.Unix(0, conn.pong.Load())) < roamDeadAfter {
+			wait := time.Since(time.Unix(0, conn.pong.Load()))
+			r.mu.Lock()
+			if node := r.cl.name(r.at); wait > r.stalls[node] {
+				r.stalls[node] = wait
+			}
+			r.mu.Unlock()
+			if wait < roamDeadAfter {
 				_ = conn.send(&packet.PingReq{})
 				continue
 			}
@@ -753,7 +764,7 @@ func newPahoRoamer(t *testing.T, c *faultCluster, name string, home int) *pahoRo
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := autopaho.ClientConfig{
 		ServerUrls:                    urls,
-		KeepAlive:                     2,
+		KeepAlive:                     10,
 		CleanStartOnInitialConnection: true,
 		SessionExpiryInterval:         3600,
 		ReconnectBackoff:              func(int) time.Duration { return 200 * time.Millisecond },
@@ -894,13 +905,20 @@ func (l *faultLoad) check(what string) faultTally {
 		sum.add(ft)
 	}
 	l.t.Logf("%s: all subscribers: %v", what, sum)
+	stalls := map[string]time.Duration{}
 	for _, r := range l.roamers {
 		r.mu.Lock()
 		if len(r.moves) > 0 {
 			l.t.Logf("%s: %s reconnected: %s", what, r.name, strings.Join(r.moves, ", "))
 		}
+		for node, d := range r.stalls {
+			stalls[node] = max(stalls[node], d)
+		}
 		r.mu.Unlock()
 	}
+	// PINGREQs go every 500 ms: more than a second is a stalled node.
+	l.t.Logf("%s: longest wait for a PINGRESP (a frozen node's included): n1 %v, n2 %v, n3 %v", what,
+		stalls["n1"].Round(time.Millisecond), stalls["n2"].Round(time.Millisecond), stalls["n3"].Round(time.Millisecond))
 	l.paho.mu.Lock()
 	l.t.Logf("%s: %s (Paho) connected to %s", what, l.paho.name, strings.Join(l.paho.ups, ", "))
 	l.paho.mu.Unlock()
