@@ -852,18 +852,17 @@ func (l *faultLoad) check(what string) faultTally {
 				errs["protocol"] = append(errs["protocol"], s.name+": "+v)
 			}
 		}
-		var reorders []string
-		for _, r := range s.outOfOrder() {
-			if slices.ContainsFunc(l.pubs, func(p *crashPub) bool { return strings.HasPrefix(r, p.name+":") }) {
-				reorders = append(reorders, r)
-			}
-		}
-		ft.reordered = len(reorders)
-		for _, r := range reorders {
-			errs["order"] = append(errs["order"], s.name+" got "+r)
-		}
 		for _, p := range l.pubs {
 			state, _, _, err := p.snapshot()
+			// Order: among the messages the broker acknowledged (it did
+			// not accept a refused one).
+			reorders := s.outOfOrder(p.name, func(seq int) bool {
+				return seq < len(state) && (state[seq] == msgAcked || state[seq] == msgComplete)
+			})
+			ft.reordered += len(reorders)
+			for _, r := range reorders {
+				errs["order"] = append(errs["order"], s.name+" got "+r)
+			}
 			if err != nil {
 				errs["protocol"] = append(errs["protocol"], err.Error())
 			}

@@ -433,15 +433,14 @@ type crashSub struct {
 	got     map[string][]uint8  // publisher → counts by seq
 	holding map[uint16]string   // QoS 2 identifiers awaiting PUBREL → payload
 	errs    []string            // violations seen on the wire
-	// last is, by publisher, the highest seq received so far; a message
-	// received for the first time below it is out of order, which MQTT
-	// forbids for one publisher's messages on one topic (they are).
-	last     map[string]int
-	reorders []string
+	// firsts is, by publisher, the seqs in the order they were first
+	// received: MQTT keeps one publisher's messages on one topic (they
+	// are) in order.
+	firsts map[string][]int
 }
 
 func newCrashSub(name string) *crashSub {
-	return &crashSub{name: name, got: make(map[string][]uint8), holding: make(map[uint16]string), last: make(map[string]int)}
+	return &crashSub{name: name, got: make(map[string][]uint8), holding: make(map[uint16]string), firsts: make(map[string][]int)}
 }
 
 func (s *crashSub) connect(addr string, first bool) (bool, error) {
@@ -547,11 +546,8 @@ func (s *crashSub) countLocked(key string, qos byte) {
 	}
 	g[seq]++
 	s.got[name] = g
-	if last, ok := s.last[name]; g[seq] == 1 && ok && seq < last {
-		s.reorders = append(s.reorders, fmt.Sprintf("%s after %s:%d", key, name, last))
-	}
-	if last, ok := s.last[name]; !ok || seq > last {
-		s.last[name] = seq
+	if g[seq] == 1 {
+		s.firsts[name] = append(s.firsts[name], seq)
 	}
 	if qos == 2 && g[seq] > 1 {
 		s.errs = append(s.errs, fmt.Sprintf("QoS 2 message %s delivered %d times", key, g[seq]))
@@ -578,12 +574,23 @@ func (s *crashSub) violations() []string {
 	return slices.Clone(s.errs)
 }
 
-// outOfOrder returns the messages received for the first time after a later
-// one of the same publisher.
-func (s *crashSub) outOfOrder() []string {
+// outOfOrder returns the messages of publisher name received for the first
+// time after a later one, among those counted (the acknowledged ones).
+func (s *crashSub) outOfOrder(name string, counted func(seq int) bool) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.reorders)
+	var out []string
+	last := -1
+	for _, seq := range s.firsts[name] {
+		switch {
+		case !counted(seq):
+		case seq < last:
+			out = append(out, fmt.Sprintf("%s:%d after %s:%d", name, seq, name, last))
+		default:
+			last = seq
+		}
+	}
+	return out
 }
 
 // current returns the connection, nil while there is none.
