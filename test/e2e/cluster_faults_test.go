@@ -834,7 +834,7 @@ func (r *pahoRoamer) failure() string {
 // fails them now.
 var faultNotYet = map[string]string{
 	"lost":       "acknowledged messages lost around a kill or a freeze",
-	"duplicated": "QoS 2 PUBLISHes in flight on a frozen or stalled node routed again after the client's resend elsewhere",
+	"duplicated": "QoS 2 PUBLISHes in flight on a frozen or stopping node routed again after the client's resend elsewhere",
 	"order":      "routed deliveries from JetStream and direct ones interleave around takeovers and leader elections",
 }
 
