@@ -833,7 +833,7 @@ func (r *pahoRoamer) failure() string {
 // nodes rejoining, no protocol violation, and the isolation's checks)
 // fails them now.
 var faultNotYet = map[string]string{
-	"lost":       "acknowledged messages lost around a kill or a freeze",
+	"lost":       "a few acknowledged messages lost around a kill, a freeze or a partition",
 	"duplicated": "QoS 2 PUBLISHes in flight on a frozen or stopping node routed again after the client's resend elsewhere",
 	"order":      "routed deliveries from JetStream and direct ones interleave around takeovers and leader elections",
 }
