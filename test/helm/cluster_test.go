@@ -60,7 +60,7 @@ func startClusterWith(t *testing.T, o clusterOptions) *cluster {
 		k8sBin(t, b)
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: binDir}
-	controllers := "statefulset-controller,persistentvolume-binder-controller,endpointslice-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller"
+	controllers := "statefulset-controller,persistentvolume-binder-controller,endpointslice-controller,disruption-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller"
 	if o.realNode {
 		nodeNetwork(t)
 		api := env.ControlPlane.GetAPIServer()

@@ -94,7 +94,8 @@ func nodeNetwork(t *testing.T) {
 // (with runc and the CNI bridge plugin) and the kubelet that
 // scripts/k8s-tools.sh builds, registered as "localhost" with the test's
 // control plane. Pods really run, in network namespaces on the bridge.
-// There is no kube-proxy: Service ClusterIPs do not route.
+// There is no kube-proxy: Service ClusterIPs do not route; the cluster
+// DNS (clusterDNS) names a headless Service's pods.
 type node struct {
 	dir  string // containerd's root and state, the kubelet's root, CNI state
 	sock string // containerd's socket
@@ -178,6 +179,7 @@ func (cl *cluster) startNode(t *testing.T, images ...string) *node {
 	// Runs after the kubelet stopped, before containerd stops.
 	t.Cleanup(func() { n.removeSandboxes(t) })
 
+	cl.clusterDNS(t)
 	kubeletCfg := filepath.Join(dir, "kubelet.yaml")
 	if err := os.WriteFile(kubeletCfg, []byte(n.kubeletConfig(freePort(t))), 0o644); err != nil {
 		t.Fatal(err)
@@ -292,7 +294,8 @@ func (n *node) cniConfig() string {
 // kubeletConfig: the API server reaches the kubelet on loopback without
 // client certificates (port-forward, logs); cgroup v1 with cgroupfs and
 // no QoS cgroups; eviction only on memory and no image garbage collection,
-// so that a full disk on the machine does not evict the test's pod.
+// so that a full disk on the machine does not evict the test's pod; the
+// pods' name server is the node's cluster DNS (clusterDNS).
 func (n *node) kubeletConfig(port int) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -313,7 +316,9 @@ containerRuntimeEndpoint: unix://%s
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "1Mi"}
 resolvConf: /etc/resolv.conf
-`, port, n.sock)
+clusterDNS: [%s]
+clusterDomain: %s
+`, port, n.sock, nodeGateway, clusterDomain)
 }
 
 // deleteWorkloads deletes the StatefulSets and pods of every namespace

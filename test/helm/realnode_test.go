@@ -110,20 +110,53 @@ func (cl *cluster) portForward(t *testing.T, namespace, target string, port int)
 // message back.
 func mqttRoundTrip(t *testing.T, port int, topic, payload string) {
 	t.Helper()
+	mqttAcross(t, port, port, topic, payload)
+}
+
+// mqttAcross subscribes on 127.0.0.1:subPort, waits for the SUBACK and
+// publishes at QoS 1 on 127.0.0.1:pubPort until the subscriber has the
+// message: across a cluster the subscription reaches the publisher's node
+// a moment after the SUBACK, and a QoS 1 message published before that
+// has no subscriber there.
+func mqttAcross(t *testing.T, subPort, pubPort int, topic, payload string) {
+	t.Helper()
 	stdbuf := tool(t, "stdbuf", "coreutils")
 	sub := tool(t, "mosquitto_sub", "mosquitto-clients")
 	pub := tool(t, "mosquitto_pub", "mosquitto-clients")
-	ps := strconv.Itoa(port)
 	// -d prints the SUBACK; stdbuf -oL flushes the debug lines too.
-	s := startLines(t, stdbuf, "-oL", sub, "-h", "127.0.0.1", "-p", ps, "-V", "mqttv5", "-q", "1", "-t", topic,
-		"-C", "1", "-W", "60", "-d", "-F", "MSG|%t|%p")
+	s := startLines(t, stdbuf, "-oL", sub, "-h", "127.0.0.1", "-p", strconv.Itoa(subPort), "-V", "mqttv5", "-q", "1", "-t", topic,
+		"-C", "1", "-W", "90", "-d", "-F", "MSG|%t|%p")
 	s.waitLine(t, 30*time.Second, "SUBACK", func(l string) bool { return strings.Contains(l, "received SUBACK") })
-	if out, err := exec.CommandContext(t.Context(), pub, "-h", "127.0.0.1", "-p", ps, "-V", "mqttv5", "-q", "1",
-		"-t", topic, "-m", payload).CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
-	}
 	want := "MSG|" + topic + "|" + payload
-	s.waitLine(t, 30*time.Second, "the message", func(l string) bool { return l == want })
+	deadline := time.After(60 * time.Second)
+	var seen []string
+	for publishes := 1; ; publishes++ {
+		if out, err := exec.CommandContext(t.Context(), pub, "-h", "127.0.0.1", "-p", strconv.Itoa(pubPort), "-V", "mqttv5", "-q", "1",
+			"-t", topic, "-m", payload).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
+		retry := time.After(2 * time.Second)
+	wait:
+		for {
+			select {
+			case l, ok := <-s.lines:
+				if !ok {
+					t.Fatalf("mosquitto_sub ended before the message:\n%s", strings.Join(seen, "\n"))
+				}
+				if l == want {
+					if subPort != pubPort {
+						t.Logf("the message crossed from port %d to port %d after %d publish(es)", pubPort, subPort, publishes)
+					}
+					return
+				}
+				seen = append(seen, l)
+			case <-retry:
+				break wait
+			case <-deadline:
+				t.Fatalf("no message on port %d within 60 s of %d publish(es) on port %d:\n%s", subPort, publishes, pubPort, strings.Join(seen, "\n"))
+			}
+		}
+	}
 }
 
 // localVolume is a local PersistentVolume on the node, as an
@@ -167,6 +200,55 @@ func (cl *cluster) localVolume(t *testing.T, class, name, size string) string {
 	return path
 }
 
+// startRealNode starts a control plane and a real node running the image
+// scripts/build-image.sh builds. When the test fails, the logs of pods
+// and the namespace's events are logged (before the node's cleanup
+// deletes the pods).
+func startRealNode(t *testing.T, ns string, pods []string) *cluster {
+	t.Helper()
+	requireRoot(t)
+	platform := "linux/" + runtime.GOARCH
+	img := sharedImage(t)
+	if img.digests[platform] == "" {
+		t.Fatalf("no %s image: the image is built for %v", platform, imagePlatforms)
+	}
+	cl := startClusterWith(t, clusterOptions{realNode: true})
+	cl.startNode(t, img.dockerArchive(platform))
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		var cmds [][]string
+		for _, p := range pods {
+			cmds = append(cmds, []string{"logs", "--tail=80", p})
+		}
+		for _, args := range append(cmds, []string{"get", "events", "-o", "wide"}) {
+			out, _ := exec.Command(k8sBin(t, "kubectl"), append([]string{"--kubeconfig", cl.kubeconfig, "-n", ns}, args...)...).CombinedOutput()
+			t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+		}
+	})
+	return cl
+}
+
+// installOnNode installs the chart on the real node with the test image,
+// anonymous MQTT and the API server's address, and waits for the release.
+func (cl *cluster) installOnNode(t *testing.T, ns, release string, args ...string) {
+	t.Helper()
+	apiPort := strings.TrimPrefix(cl.cfg.Host, "https://"+nodeGateway+":")
+	// No kube-proxy routes the kubernetes Service's ClusterIP: the pod
+	// reaches the API server at the gateway address instead (in-cluster
+	// configuration with the pod's token and CA; only the address differs).
+	env := fmt.Sprintf(`[{"name":"KUBERNETES_SERVICE_HOST","value":%q},{"name":"KUBERNETES_SERVICE_PORT","value":%q}]`, nodeGateway, apiPort)
+	out, err := cl.helm(t, append([]string{"install", release, chartDir(t), "--namespace", ns, "--create-namespace",
+		"--wait", "--timeout", "5m",
+		"--set", "image.repository=" + testImageRepo, "--set", "image.tag=" + testImageTag, "--set", "image.pullPolicy=Never",
+		"--set", "listener.allowAnonymous=true",
+		"--set-json", "broker.extraEnv=" + env}, args...)...)
+	if err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+}
+
 // TestChartOnRealNode installs the chart with Helm v4 on a real node:
 // the image scripts/build-image.sh builds, imported into containerd; the
 // StatefulSet's pod started by the kubelet, running as uid 65532 on a
@@ -177,42 +259,11 @@ func (cl *cluster) localVolume(t *testing.T, class, name, size string) string {
 // Events, and serving the new port; and `edgeport check --kubernetes`
 // passing every check on the release.
 func TestChartOnRealNode(t *testing.T) {
-	requireRoot(t)
-	platform := "linux/" + runtime.GOARCH
-	img := sharedImage(t)
-	if img.digests[platform] == "" {
-		t.Fatalf("no %s image: the image is built for %v", platform, imagePlatforms)
-	}
-	cl := startClusterWith(t, clusterOptions{realNode: true})
-	cl.startNode(t, img.dockerArchive(platform))
-	ctx := t.Context()
-
 	const ns, release = "edgeport", "edgeport"
-	// Runs before the node's cleanup deletes the pod.
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for _, args := range [][]string{{"logs", "--tail=80", release + "-0"}, {"get", "events", "-o", "wide"}} {
-			out, _ := exec.Command(k8sBin(t, "kubectl"), append([]string{"--kubeconfig", cl.kubeconfig, "-n", ns}, args...)...).CombinedOutput()
-			t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
-		}
-	})
+	cl := startRealNode(t, ns, []string{release + "-0"})
+	ctx := t.Context()
 	dataDir := cl.localVolume(t, "edgeport-local", "edgeport-data-0", "1Gi")
-	apiPort := strings.TrimPrefix(cl.cfg.Host, "https://"+nodeGateway+":")
-	// No kube-proxy routes the kubernetes Service's ClusterIP: the pod
-	// reaches the API server at the gateway address instead (in-cluster
-	// configuration with the pod's token and CA; only the address differs).
-	env := fmt.Sprintf(`[{"name":"KUBERNETES_SERVICE_HOST","value":%q},{"name":"KUBERNETES_SERVICE_PORT","value":%q}]`, nodeGateway, apiPort)
-	out, err := cl.helm(t, "install", release, chartDir(t), "--namespace", ns, "--create-namespace",
-		"--wait", "--timeout", "4m",
-		"--set", "image.repository="+testImageRepo, "--set", "image.tag="+testImageTag, "--set", "image.pullPolicy=Never",
-		"--set", "persistence.storageClassName=edgeport-local",
-		"--set", "listener.allowAnonymous=true",
-		"--set-json", "broker.extraEnv="+env)
-	if err != nil {
-		t.Fatalf("helm install: %v\n%s", err, out)
-	}
+	cl.installOnNode(t, ns, release, "--set", "persistence.storageClassName=edgeport-local")
 
 	// The pod really runs: started by containerd, Ready by its probe.
 	var pod corev1.Pod
