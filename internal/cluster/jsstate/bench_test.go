@@ -60,22 +60,34 @@ func BenchmarkAdoptLostNode(b *testing.B) {
 	}
 }
 
+// placements are where the persistent subscriber of a benchmark runs:
+// on the publishers' node (node1) or on another.
+var placements = []struct {
+	name string
+	node int
+}{{"same-node", 0}, {"other-node", 1}}
+
+// benchSubscriber starts a cluster and a persistent subscriber of bench/#
+// on its node n, once node1's session index has its subscription.
+func benchSubscriber(b *testing.B, n int) ([]*node, *mqttClient) {
+	b.Helper()
+	nodes := testCluster(b)
+	sub := dial(b, nodes[n].addr, persistent("sub", true))
+	sub.subscribe(b, "bench/#")
+	nodes[n].sync(b)
+	syncIndex(b, nodes[0])
+	return nodes, sub
+}
+
 // BenchmarkPersistentQoS1 measures QoS 1 to a persistent subscriber
 // (QoS 1, online) on the publisher's node and on another node: a
 // publisher on node1 publishes one message at a time, waiting for its
 // PUBACK and then for the delivery. It reports the PUBACK and the
 // delivery latency (from the PUBLISH), p50 and p99 in ms.
 func BenchmarkPersistentQoS1(b *testing.B) {
-	for _, where := range []struct {
-		name string
-		node int
-	}{{"same-node", 0}, {"other-node", 1}} {
+	for _, where := range placements {
 		b.Run(where.name, func(b *testing.B) {
-			nodes := testCluster(b)
-			sub := dial(b, nodes[where.node].addr, persistent("sub", true))
-			sub.subscribe(b, "bench/#")
-			nodes[where.node].sync(b)
-			syncIndex(b, nodes[0])
+			nodes, sub := benchSubscriber(b, where.node)
 			pub := dial(b, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true, KeepAlive: 30})
 			acks := make([]time.Duration, 0, b.N)
 			delivered := make([]time.Duration, 0, b.N)
@@ -102,16 +114,9 @@ func BenchmarkPersistentQoS1(b *testing.B) {
 // per second until the subscriber has them all.
 func BenchmarkPersistentQoS1Throughput(b *testing.B) {
 	const publishers = 8
-	for _, where := range []struct {
-		name string
-		node int
-	}{{"same-node", 0}, {"other-node", 1}} {
+	for _, where := range placements {
 		b.Run(where.name, func(b *testing.B) {
-			nodes := testCluster(b)
-			sub := dial(b, nodes[where.node].addr, persistent("sub", true))
-			sub.subscribe(b, "bench/#")
-			nodes[where.node].sync(b)
-			syncIndex(b, nodes[0])
+			nodes, sub := benchSubscriber(b, where.node)
 			pubs := make([]*mqttClient, publishers)
 			for i := range pubs {
 				pubs[i] = dial(b, nodes[0].addr, &paho.Connect{ClientID: fmt.Sprintf("pub%d", i), CleanStart: true, KeepAlive: 30})
