@@ -388,6 +388,12 @@ func TestClusterRouting(t *testing.T) {
 		pub := dialNode(t, n1, "rc-pub")
 		syncCluster(t, apps)
 		pub.publish(t, &paho.Publish{Topic: "rc/x", QoS: 0, Payload: []byte("1")})
+		// A QoS 0 PUBLISH is not acknowledged: Publish returns once it is
+		// written to the socket, maybe before n1 read it. The publisher's
+		// own marker, acknowledged after n1 handled everything the
+		// connection sent before it, makes sure n1 forwarded it before the
+		// cluster sync.
+		pub.settle(t)
 		settleAll(t, apps, b)
 		if got := len(b.take("rc/")); got != 1 {
 			t.Fatalf("remaining subscriber got %d, want 1", got)
