@@ -864,6 +864,7 @@ func (c *client) ackAfter(tx *txnCtx, qos byte, id uint16, code packet.ReasonCod
 		return
 	}
 	c.pendingAcks.Add(1)
+	tx.orderBy(c.id)
 	c.b.commit(tx, func(err error) {
 		// Decrement only after writing, so the reader never sees zero
 		// while an earlier ack is still unwritten.
@@ -1023,6 +1024,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		// duplicate.
 		tx.write(func(t Txn) { t.DeleteInbound(s.id, a.PacketID) }, nil)
 		c.pendingAcks.Add(1)
+		tx.orderBy(c.id) // after the PUBRECs still waiting
 		c.b.commit(tx, func(error) {
 			c.writePacket(comp)
 			c.pendingAcks.Add(-1)

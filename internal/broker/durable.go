@@ -20,6 +20,10 @@ type Durable interface {
 	// commit order, with nil when t is durable or with why it is not
 	// (store.ErrQuotaExceeded and store.ErrClosed are recognised). done
 	// must be quick and must not call Commit. t is not touched afterwards.
+	//
+	// A backend whose Txn is an OrderedTxn keeps commit order only among
+	// transactions that share a client's records or an OrderBy key; one
+	// with no write and no key waits for every transaction before it.
 	Commit(t Txn, done func(error))
 	// Full reports whether writes that add data are refused (quota, disk).
 	Full() bool
@@ -44,6 +48,16 @@ type Txn interface {
 	Len() int
 	// Discard drops an uncommitted Txn.
 	Discard()
+}
+
+// OrderedTxn is a Txn of a backend that calls done in commit order only
+// among related transactions (cluster mode: a stream whose leader is lost
+// does not hold up the others'); see Durable.Commit.
+type OrderedTxn interface {
+	Txn
+	// OrderBy orders the transaction's done after those of the
+	// transactions committed before it with the same key.
+	OrderBy(key string)
 }
 
 // pebbleStore adapts the local store to Durable.

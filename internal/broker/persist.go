@@ -103,6 +103,20 @@ func (tx *txnCtx) deleteEntry(clientID string, seq uint64) bool {
 	return tx.write(func(t Txn) { t.DeleteEntry(clientID, seq) }, nil)
 }
 
+// orderBy orders tx's completion after that of the transactions committed
+// before with the same key (see OrderedTxn); a store that completes in
+// commit order needs nothing.
+func (tx *txnCtx) orderBy(key string) {
+	if tx == nil {
+		return
+	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if o, ok := tx.txn.(OrderedTxn); ok && !tx.submitted {
+		o.OrderBy(key)
+	}
+}
+
 // discard drops tx's writes and post actions unsubmitted.
 func (tx *txnCtx) discard() {
 	if tx == nil {

@@ -89,10 +89,17 @@ func Start(t testing.TB, cfgs []cluster.Config) []*cluster.Node {
 // sees a JetStream meta leader with every peer current.
 func WaitFormed(t testing.TB, nodes ...*cluster.Node) {
 	t.Helper()
+	WaitFormedOf(t, len(nodes), nodes...)
+}
+
+// WaitFormedOf is WaitFormed for a cluster of size members, of which nodes
+// run in this process (the others in child processes).
+func WaitFormedOf(t testing.TB, size int, nodes ...*cluster.Node) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, nd := range nodes {
-		if err := nd.WaitMembers(ctx, len(nodes)); err != nil {
+		if err := nd.WaitMembers(ctx, size); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,7 +111,7 @@ func WaitFormed(t testing.TB, nodes ...*cluster.Node) {
 			st := nd.Status(ctx)
 			var ok bool
 			ok, why = st.Healthy()
-			return ok && len(st.JetStream.Peers) == len(nodes)-1
+			return ok && len(st.JetStream.Peers) == size-1
 		}) {
 			t.Fatalf("%s: cluster not formed: %v", nd.Name(), why)
 		}

@@ -108,13 +108,29 @@ type Store struct {
 	amu      sync.Mutex           // guards adopting
 	adopting map[string]*adoption // sessions being adopted here, by client
 
-	qmu    sync.Mutex    // guards closed and sends on queue (Stop closes it)
-	closed bool          // Stop began: Commit refuses
-	queue  chan *pending // commits waiting for acknowledgements, in order
-	abort  chan struct{} // closed by Stop once the commits had their grace: the rest fail with store.ErrClosed
-	// abortOnce closes abort once.
-	abortOnce sync.Once
-	wg        sync.WaitGroup
+	// qmu orders the commits and every publication (Commit, the
+	// retrier's and the purges'): a stream gets its writes in commit order.
+	qmu         sync.Mutex // guards closed, msgSeq
+	closed      bool       // Stop began: Commit refuses
+	incarnation string     // this run's prefix of message ids
+	msgSeq      uint64     // the last message id's counter
+	// slots bounds the commits not finished (commitQueue): Commit takes
+	// one, the completer gives it back after done.
+	slots chan struct{}
+
+	// The commit pipeline (pipeline.go).
+	pmu         sync.Mutex           // guards the fields below, the lanes, and every pending and write
+	lanes       []*lane              // one per session shard, then the retained bucket's
+	attempts    map[*nats.Msg]*write // the publications waiting for an answer
+	outstanding []*pending           // the commits not finished, in commit order
+	lastBy      map[string]*pending  // per lane, its last commit not finished
+	lastBarrier *pending             // the last barrier not finished
+	settledQ    []*pending           // settled commits whose lanes are clear, for the completer
+	draining    bool                 // Stop began: the completer returns once every commit finished
+	wake        chan struct{}        // signals the completer (capacity 1)
+	resent      atomic.Uint64        // writes published again (retries)
+
+	wg sync.WaitGroup
 }
 
 var (
@@ -166,20 +182,29 @@ func (s *Store) Start(ctx context.Context) error {
 	if s.nc, err = s.src.Dial("cluster-state"); err != nil {
 		return fmt.Errorf("cluster state: connecting to NATS: %w", err)
 	}
-	if s.js, err = jetstream.New(s.nc); err != nil {
+	if s.js, err = jetstream.New(s.nc, s.jetStreamOptions()...); err != nil {
 		s.nc.Close()
 		return fmt.Errorf("cluster state: %w", err)
 	}
-	s.queue = make(chan *pending, commitQueue)
-	s.abort = make(chan struct{})
+	s.slots = make(chan struct{}, commitQueue)
+	s.incarnation = newIncarnation()
+	s.attempts = make(map[*nats.Msg]*write)
+	s.lastBy = make(map[string]*pending)
+	s.wake = make(chan struct{}, 1)
+	s.lanes = make([]*lane, opts.Shards+1)
+	for n := range opts.Shards {
+		s.lanes[n] = &lane{name: sessionStream(n), shard: n, subjects: make(map[string][]*write)}
+	}
+	s.lanes[opts.Shards] = &lane{name: "KV_" + RetainedBucket, shard: -1, subjects: make(map[string][]*write)}
 	s.ready = make(chan struct{})
 	s.halt, s.haltNow = context.WithCancel(context.Background())
 	s.quit = s.halt.Done()
 	s.stopping, s.stopNow = context.WithCancel(context.Background())
 	s.completed = make(chan struct{})
 	s.watchLife, s.endWatch = context.WithCancel(context.Background())
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.complete()
+	go s.retry()
 	go s.setup()
 	return nil
 }
@@ -254,10 +279,13 @@ func (s *Store) prepare(ctx context.Context) error {
 			Description:       "Edgeport: the persistent sessions of one shard of client identifiers",
 			Subjects:          []string{"edgeport.sessions." + strconv.Itoa(n) + ".>"},
 			MaxMsgsPerSubject: 1,
-			Discard:           jetstream.DiscardOld,
-			Storage:           jetstream.FileStorage,
-			Replicas:          s.opts.Replicas,
-			AllowMsgTTL:       true,
+			// Set rather than left to the default (the same): copies of
+			// a write published again are dropped within it (pipeline.go).
+			Duplicates:  DuplicateWindow,
+			Discard:     jetstream.DiscardOld,
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.opts.Replicas,
+			AllowMsgTTL: true,
 		})
 		if err != nil {
 			return fmt.Errorf("creating stream %s: %w", sessionStream(n), err)
@@ -272,8 +300,10 @@ func (s *Store) prepare(ctx context.Context) error {
 		Bucket:      RetainedBucket,
 		Description: "Edgeport: retained MQTT messages, one key per topic",
 		History:     1,
-		Replicas:    s.opts.Replicas,
-		Storage:     jetstream.FileStorage,
+		// Its stream's duplicate window is nats.go's for a bucket
+		// without TTL: 2 minutes, DuplicateWindow (pipeline.go).
+		Replicas: s.opts.Replicas,
+		Storage:  jetstream.FileStorage,
 	})
 	if err != nil {
 		return fmt.Errorf("creating bucket %s: %w", RetainedBucket, err)
@@ -412,17 +442,22 @@ func (s *Store) Stop(ctx context.Context) error {
 	s.BeginStop()
 	s.haltNow()
 	s.qmu.Lock()
-	if !s.closed {
-		close(s.queue)
-	}
 	s.closed = true
 	s.qmu.Unlock()
+	s.pmu.Lock()
+	s.draining = true
+	s.pmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 	// Every commit waits at most StopGrace now (BeginStop).
 	select {
 	case <-s.completed:
 	case <-ctx.Done():
+		s.abortAll()
+		<-s.completed
 	}
-	s.abortOnce.Do(func() { close(s.abort) })
 	s.stopFollowers()
 	s.nc.Close()
 	s.endWatch()
@@ -511,7 +546,11 @@ type txn struct {
 	s     *Store
 	ops   []op
 	local *store.Txn // nil until an internal client's write
+	keys  []string   // OrderBy's
 }
+
+// OrderBy implements broker.OrderedTxn.
+func (t *txn) OrderBy(key string) { t.keys = append(t.keys, key) }
 
 // op is one write: a message to publish, or (purge set) the removal of
 // every record of a client, which waits for the writes before it.
@@ -628,160 +667,16 @@ func (t *txn) Len() int {
 
 func (t *txn) Discard() {
 	t.ops = nil
+	t.keys = nil
 	if t.local != nil {
 		t.local.Discard()
 		t.local = nil
 	}
 }
 
-// pending is a committed transaction waiting for its acknowledgements.
-type pending struct {
-	done     func(error)
-	err      error // a write that failed at once
-	futures  []jetstream.PubAckFuture
-	sessions []string   // per future, the client whose session record it writes, or ""
-	local    chan error // the local store's result; nil when it had nothing
-	deadline time.Time
-}
-
-// Commit implements broker.Durable. Writes are published without waiting;
-// a purge (DeleteSession) first waits until every write published before
-// it is acknowledged, so that it removes them, and what follows it in the
-// transaction is published after it. Internal clients' writes go to the
-// local store.
-func (s *Store) Commit(bt broker.Txn, done func(error)) {
-	t := bt.(*txn)
-	if done == nil {
-		done = func(error) {}
-	}
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	if s.closed {
-		t.Discard()
-		done(store.ErrClosed)
-		return
-	}
-	p := &pending{done: done, deadline: time.Now().Add(AckTimeout)}
-	if len(t.ops) > 0 && !s.isReady() {
-		p.err = ErrNotReady
-		t.ops = nil
-	}
-	for _, o := range t.ops {
-		if o.purge != "" {
-			if err := s.purge(o.shard, o.purge, p.deadline); err != nil {
-				p.err = err
-				break
-			}
-			continue
-		}
-		var opts []jetstream.PublishOpt
-		if o.ttl {
-			opts = append(opts, jetstream.WithMsgTTL(tombstoneTTL))
-		}
-		f, err := s.js.PublishMsgAsync(o.msg, opts...)
-		if err != nil {
-			p.err = fmt.Errorf("publishing to %s: %w", o.msg.Subject, err)
-			break
-		}
-		p.futures = append(p.futures, f)
-		p.sessions = append(p.sessions, o.session)
-	}
-	if t.local != nil {
-		p.local = make(chan error, 1)
-		s.local.Commit(t.local, func(err error) { p.local <- err })
-		t.local = nil
-	}
-	// Blocks while the queue is full: the completer takes no lock.
-	s.queue <- p
-}
-
 // tombstoneTTL is how long a deleted record's tombstone stays (JetStream's
 // smallest per-message TTL).
 const tombstoneTTL = time.Second
-
-// purge removes the records under filter from shard once every write
-// published before is acknowledged.
-func (s *Store) purge(shard int, filter string, deadline time.Time) error {
-	ctx, cancel := context.WithDeadline(s.halt, deadline)
-	defer cancel()
-	// Once the node is stopping, StopGrace more at most (see BeginStop).
-	defer context.AfterFunc(s.stopping, func() { time.AfterFunc(StopGrace, cancel) })()
-	select {
-	case <-s.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return fmt.Errorf("removing %s: earlier writes not acknowledged: %w", filter, ctx.Err())
-	}
-	if err := s.streams[shard].Purge(ctx, jetstream.WithPurgeSubject(filter)); err != nil {
-		return fmt.Errorf("removing %s: %w", filter, err)
-	}
-	return nil
-}
-
-// complete calls each commit's done once it is durable, in commit order.
-func (s *Store) complete() {
-	defer s.wg.Done()
-	defer close(s.completed)
-	for p := range s.queue {
-		err := p.err
-		if p.local != nil {
-			if e := <-p.local; err == nil {
-				err = e
-			}
-		}
-		if len(p.futures) > 0 && err == nil {
-			err = s.await(p)
-		}
-		p.done(err)
-	}
-}
-
-// await waits for the acknowledgement of every write of p until p's
-// deadline, which becomes StopGrace after the later of p's commit and the
-// start of the node's stop (BeginStop) once it has begun, and fails at
-// once when Stop gives up (abort).
-func (s *Store) await(p *pending) error {
-	deadline := p.deadline
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	stopping := s.stopping.Done()
-	for i, f := range p.futures {
-		for waiting := true; waiting; {
-			select {
-			case ack := <-f.Ok():
-				if p.sessions[i] != "" {
-					s.noteSession(p.sessions[i], ack.Sequence)
-				}
-				waiting = false
-			case e := <-f.Err():
-				return fmt.Errorf("writing to JetStream: %w", e)
-			case <-timer.C:
-				if stopping == nil {
-					return fmt.Errorf("writing to JetStream: no acknowledgement within %v of the node's stop: %w", StopGrace, store.ErrClosed)
-				}
-				return fmt.Errorf("writing to JetStream: no acknowledgement within %v", AckTimeout)
-			case <-stopping:
-				stopping = nil
-				if d := s.stopDeadline(p); d.Before(deadline) {
-					deadline = d
-					timer.Reset(time.Until(d))
-				}
-			case <-s.abort:
-				return fmt.Errorf("writing to JetStream: stopped before the acknowledgement: %w", store.ErrClosed)
-			}
-		}
-	}
-	return nil
-}
-
-// stopDeadline is how long p waits for its acknowledgement once the node
-// is stopping: StopGrace after the later of p's commit and the stop's start.
-func (s *Store) stopDeadline(p *pending) time.Time {
-	from := time.Unix(0, s.stopAt.Load())
-	if c := p.deadline.Add(-AckTimeout); c.After(from) {
-		from = c
-	}
-	return from.Add(StopGrace)
-}
 
 // BeginStop tells the store that the node is stopping (the app calls it
 // first thing in its stop, before the clients are disconnected): from

@@ -1,0 +1,271 @@
+package jsstate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+// TestCommitsThroughLostStreamLeader kills the node that leads one session
+// shard's stream while commits to it and to another shard are in flight
+// on a third node: the other shard's commits go on completing while the
+// lost leader's wait for JetStream's election (done is ordered per
+// stream, not node-wide); the lost leader's complete, none failed, once a
+// new leader is elected (their writes are published again); and the
+// stream holds each write once (the copies were dropped by their
+// Nats-Msg-Id).
+func TestCommitsThroughLostStreamLeader(t *testing.T) {
+	// The victim is a process of its own, killed with SIGKILL: an
+	// in-process server's shutdown steps its Raft leaders down, which
+	// spares JetStream the election a crash costs.
+	cfgs := clustertest.Configs(t, 3)
+	victim := startChildNode(t, cfgs[2])
+	cns := make([]*cluster.Node, 2)
+	for i := range cns {
+		nd, err := cluster.New(cfgs[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = nd.Start(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nd.Stop(context.Background()) })
+		cns[i] = nd
+	}
+	clustertest.WaitFormedOf(t, 3, cns...)
+	committer := startNode(t, cns[0])
+	startNode(t, cns[1])
+	st := committer.st
+	lost, other := 0, 1
+	// The lost shard led by the victim, the other by the committer.
+	moveLeader(t, committer, sessionStream(lost), cfgs[2].Name)
+	moveLeader(t, committer, sessionStream(other), cns[0].Server().Name())
+	lostID, otherID := clientInShard(st, lost), clientInShard(st, other)
+
+	// One commit of one entry of id; done reports to res.
+	type result struct {
+		err     error
+		done    atomic.Bool
+		afterOf *result // for the other shard's: the lost shard's commit just before
+	}
+	var (
+		mu          sync.Mutex
+		lostRes     []*result
+		otherRes    []*result
+		overtook    atomic.Int64 // other-shard commits done before an earlier lost-shard one
+		lostPending atomic.Int64
+	)
+	commit := func(id string, n int, r *result, finished chan<- struct{}) {
+		tx := st.NewTxn().(*txn)
+		tx.put(st.sessionSubject(id, "e."+strconv.Itoa(n)), []byte("entry "+strconv.Itoa(n)))
+		st.Commit(tx, func(err error) {
+			mu.Lock()
+			r.err = err
+			mu.Unlock()
+			if r.afterOf != nil && !r.afterOf.done.Load() {
+				overtook.Add(1)
+			}
+			r.done.Store(true)
+			if finished != nil {
+				close(finished)
+			}
+		})
+	}
+	commitLost := func() *result {
+		r := &result{}
+		mu.Lock()
+		n := len(lostRes)
+		lostRes = append(lostRes, r)
+		mu.Unlock()
+		lostPending.Add(1)
+		commit(lostID, n, r, nil)
+		return r
+	}
+	commitOther := func(after *result) {
+		r := &result{afterOf: after}
+		mu.Lock()
+		n := len(otherRes)
+		otherRes = append(otherRes, r)
+		mu.Unlock()
+		finished := make(chan struct{})
+		commit(otherID, n, r, finished)
+		select {
+		case <-finished:
+		case <-time.After(2 * AckTimeout):
+			t.Fatalf("commit %d to the other shard: no result", n)
+		}
+	}
+
+	// In flight when the leader goes: a burst to both shards.
+	for range 20 {
+		commitLost()
+		commitOther(nil)
+	}
+	if err := victim.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	// Then one lost-shard commit per ten others, each other one committed
+	// after the lost-shard one before it and waited for, until the first
+	// lost-shard commit made after the kill completes (JetStream elected
+	// a new leader and the retries reached it).
+	first := commitLost()
+	last := first
+	for i := 0; !first.done.Load(); i++ {
+		if i%10 == 0 && i < 2000 {
+			last = commitLost()
+		}
+		commitOther(last)
+	}
+	elected := time.Since(killed)
+	// Each fails AckTimeout after its commit at the latest.
+	if !testwait.Within(2*AckTimeout, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range lostRes {
+			if !r.done.Load() {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("commits to the lost leader's shard without a result")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, r := range lostRes {
+		if r.err != nil {
+			t.Errorf("commit %d to the lost leader's shard failed: %v", i, r.err)
+		}
+	}
+	for i, r := range otherRes {
+		if r.err != nil {
+			t.Errorf("commit %d to the other shard failed: %v", i, r.err)
+		}
+	}
+	if overtook.Load() == 0 {
+		t.Errorf("no commit to the other shard completed before an earlier one to the lost leader's (%d others)", len(otherRes))
+	}
+	if st.resent.Load() == 0 {
+		t.Error("no write was published again")
+	}
+	t.Logf("the lost leader's shard took writes again %v after the kill; %d commits to it, %d to the other shard (%d done before an earlier one to the lost shard), %d writes published again",
+		elected.Round(time.Millisecond), len(lostRes), len(otherRes), overtook.Load(), st.resent.Load())
+
+	// Each write once: as many messages as writes, no sequence dropped
+	// (a copy stored again would replace its first, leaving a gap).
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	s, err := st.js.Stream(ctx, sessionStream(lost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State; got.Msgs != uint64(len(lostRes)) || got.NumDeleted != 0 || got.LastSeq != uint64(len(lostRes)) {
+		t.Errorf("stream %s: %d messages, %d deleted, last sequence %d; want the %d writes once each",
+			sessionStream(lost), got.Msgs, got.NumDeleted, got.LastSeq, len(lostRes))
+	}
+}
+
+// clientInShard returns a client identifier of shard n.
+func clientInShard(st *Store, n int) string {
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("client-%d", i)
+		if st.shard(id) == n {
+			return id
+		}
+	}
+}
+
+// moveLeader makes server want the leader of stream name (asking through
+// via's connection) and waits until via sees it.
+func moveLeader(t *testing.T, via *node, name string, want string) {
+	t.Helper()
+	leader := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+		defer cancel()
+		s, err := via.st.js.Stream(ctx, name)
+		if err != nil || s.CachedInfo().Cluster == nil {
+			return ""
+		}
+		return s.CachedInfo().Cluster.Leader
+	}
+	if leader() == want {
+		return
+	}
+	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
+	testwait.For(t, "stream "+name+" led by "+want, func() bool {
+		if l := leader(); l == want {
+			return true
+		} else if l != "" {
+			_, _ = via.st.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+name, req, testwait.Timeout)
+		}
+		return false
+	})
+}
+
+// childNodeEnv holds the JSON configuration of the cluster node
+// TestHelperClusterNode runs in a child process.
+const childNodeEnv = "JSSTATE_CHILD_NODE"
+
+// TestHelperClusterNode runs a cluster node (an embedded NATS server with
+// JetStream) until it is killed, when started by startChildNode; alone it
+// does nothing.
+func TestHelperClusterNode(t *testing.T) {
+	raw := os.Getenv(childNodeEnv)
+	if raw == "" {
+		return
+	}
+	var cfg cluster.Config
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := cluster.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {} // until SIGKILL
+}
+
+// startChildNode starts cluster node cfg in a child process (this test
+// binary running TestHelperClusterNode), killed at the test's end if the
+// test did not kill it.
+func startChildNode(t *testing.T, cfg cluster.Config) *exec.Cmd {
+	t.Helper()
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperClusterNode$", "-test.count=1", "-test.timeout=10m")
+	cmd.Env = append(os.Environ(), childNodeEnv+"="+string(raw))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
