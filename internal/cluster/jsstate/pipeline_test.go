@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
