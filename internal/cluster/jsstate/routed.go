@@ -174,6 +174,16 @@ type follower struct {
 	it    jetstream.MessagesContext
 }
 
+// followHeartbeat is how often JetStream tells a follower its consumer is
+// alive while there is nothing to read. A follower's consumer is an R1
+// ephemeral that JetStream places on any server of the shard's stream:
+// when that server dies the follower notices only by the missing
+// heartbeats (two of them), then makes a new consumer from where it was.
+// nats.go's default for ordered consumers, 5 s, left a survivor's
+// routed deliveries and session index stalled for 10 s after a node was
+// lost; at 1 s it is 2 s, for one small message a second per shard.
+const followHeartbeat = time.Second
+
 // startFollowers starts one ordered consumer per shard on its session
 // records and routed deliveries, and returns once each has read what the
 // shard held when it started (the index is complete).
@@ -200,7 +210,7 @@ func (s *Store) startFollowers(ctx context.Context) error {
 			stopAll()
 			return fmt.Errorf("following shard %d: %w", n, err)
 		}
-		it, err := cons.Messages()
+		it, err := cons.Messages(jetstream.PullHeartbeat(followHeartbeat))
 		if err != nil {
 			stopAll()
 			return fmt.Errorf("following shard %d: %w", n, err)
