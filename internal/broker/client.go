@@ -12,7 +12,6 @@ import (
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
-	"github.com/edgeport/edgeport/internal/store"
 )
 
 // client is one network connection. Its reader goroutine decodes and
@@ -46,6 +45,7 @@ type client struct {
 	maxIn, recvMaxIn, aliasMaxIn int
 	reauth                       AuthStepper  // re-authentication in progress (reader goroutine)
 	pendingAcks                  atomic.Int32 // publisher acks waiting for the store
+	phases                       phasePipe    // QoS 2 PUBLISHes between their two phases (phased.go)
 	// ending is set once the connection is closing: the reader stops
 	// handling packets and leaves what still arrives to finish's drain.
 	ending atomic.Bool
@@ -805,10 +805,27 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	}
 	s := c.sess
 	tx := c.b.newTxn()
+	var ph *phased // handled in two phases (phased.go)
 	if p.QoS == 2 {
 		s.mu.Lock()
 		_, dup := s.awaitingRel[p.PacketID]
-		if !dup && len(s.awaitingRel) >= c.recvMaxIn {
+		replace := false
+		if old := s.phased[p.PacketID]; dup && old != nil {
+			switch old.resent(c, p.Dup) {
+			case resendWait:
+				s.mu.Unlock()
+				tx.discard()
+				return nil
+			case resendRedo:
+				s.mu.Unlock()
+				c.redoPhased(s, p.PacketID, old, tx)
+				return nil
+			case resendFresh:
+				delete(s.phased, p.PacketID)
+				dup, replace = false, true
+			}
+		}
+		if !dup && !replace && len(s.awaitingRel) >= c.recvMaxIn {
 			s.mu.Unlock()
 			return packet.Errorf(packet.ReceiveMaximumExceeded, "more than %d QoS 2 publishes unacknowledged", c.recvMaxIn)
 		}
@@ -817,7 +834,14 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 				s.awaitingRel = make(map[uint16]struct{})
 			}
 			s.awaitingRel[p.PacketID] = struct{}{}
-			if tx != nil && s.persistent(c.b) {
+			switch {
+			case tx != nil && c.b.twoPhase(s):
+				ph = &phased{id: newMessageID(), state: phaseRunning}
+				if s.phased == nil {
+					s.phased = make(map[uint16]*phased)
+				}
+				s.phased[p.PacketID] = ph
+			case tx != nil && s.persistent(c.b):
 				tx.write(func(t Txn) { t.PutInbound(s.id, p.PacketID) }, nil)
 			}
 		}
@@ -836,6 +860,11 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	c.b.stats.publishesIn.Add(1)
 	c.b.stats.payloadIn.Add(uint64(len(m.Payload)))
 	c.stats.payloadIn.Add(uint64(len(m.Payload)))
+	if ph != nil {
+		m.RoutedID, ph.msg = ph.id, m
+		c.publishPhased(s, p.PacketID, ph, tx)
+		return nil
+	}
 	if m.Retain {
 		c.b.setRetained(m, tx)
 	}
@@ -881,17 +910,7 @@ func (c *client) ackAfter(tx *txnCtx, qos byte, id uint16, code packet.ReasonCod
 				s.mu.Unlock()
 			})
 		}
-		if c.version != packet.V5 {
-			// 3.1.1 has no way to refuse a PUBLISH: closing without the ack
-			// makes the client send it again later.
-			c.disconnect(packet.QuotaExceeded, "")
-			return
-		}
-		rc := packet.UnspecifiedError
-		if errors.Is(err, store.ErrQuotaExceeded) {
-			rc = packet.QuotaExceeded
-		}
-		c.ackPublish(qos, id, rc, "message could not be stored")
+		c.refuseStored(qos, id, err)
 	})
 }
 
@@ -1007,6 +1026,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		s.mu.Lock()
 		_, ok := s.awaitingRel[a.PacketID]
 		delete(s.awaitingRel, a.PacketID)
+		delete(s.phased, a.PacketID)
 		persist := ok && s.persistent(c.b)
 		s.mu.Unlock()
 		comp := &packet.Ack{Type: packet.PUBCOMP, PacketID: a.PacketID}

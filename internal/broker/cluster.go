@@ -188,7 +188,7 @@ func (b *Broker) handOverLocked(s *session, wait *sync.WaitGroup, save bool) {
 	}
 	s.queue.filter(func(d *delivery) bool { hold(d); return false })
 	s.inflight, s.oldest, s.newest = nil, nil, nil
-	s.awaitingRel = nil
+	s.awaitingRel, s.phased = nil, nil
 	if save {
 		b.submit(b.saveSessionLocked(s, s.offlineSince), nil)
 	}
@@ -213,7 +213,7 @@ func (b *Broker) handOverLocked(s *session, wait *sync.WaitGroup, save bool) {
 // so its will's delay and its expiry start now. A session that expired
 // meanwhile is deleted, its claim released and its will published. A
 // session of the client already here is replaced.
-func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound []uint16, token uint64) error {
+func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound []Inbound, token uint64) error {
 	b.sessMu.Lock()
 	if old := b.sessions[rec.ClientID]; old != nil {
 		// Stale: this node handed it over earlier and missed nothing
@@ -227,9 +227,18 @@ func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound
 	b.sessMu.Unlock()
 	now := b.clk.Now()
 	fx := restoreEffects{adopt: true, claim: token}
-	s, err := b.restoreSession(rec, entries, inbound, now, &fx)
+	ids := make([]uint16, len(inbound))
+	for i := range inbound {
+		ids[i] = inbound[i].PacketID
+	}
+	s, err := b.restoreSession(rec, entries, ids, now, &fx)
 	if err != nil {
 		return fmt.Errorf("adopting the session of %q: %w", rec.ClientID, err)
+	}
+	if s != nil {
+		s.mu.Lock()
+		s.adoptInbound(inbound)
+		s.mu.Unlock()
 	}
 	tx := b.newTxn()
 	if s == nil {
@@ -256,6 +265,17 @@ func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound
 	b.publishWillAfter(tx, will)
 	b.flush()
 	return nil
+}
+
+// Inbound is an inbound QoS 2 identifier a session stored in cluster
+// mode: its PUBLISH under PacketID has not been released (PUBREL). Msg,
+// when set, is the message stored with it and ID the identifier it is
+// routed under (two phases, phased.go): a resend of the PUBLISH routes it
+// again under ID, idempotently, before its PUBREC.
+type Inbound struct {
+	PacketID uint16
+	ID       MessageID
+	Msg      *Message
 }
 
 // SharedRetained keeps, in cluster mode, one set of retained messages for

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
+	"github.com/edgeport/edgeport/internal/store"
 )
 
 // Forwarder carries live traffic between the nodes of a cluster
@@ -22,7 +23,8 @@ import (
 type Forwarder interface {
 	// Forward sends m, published by a client of this node, to the other
 	// nodes, and returns the identifier it gave the message there (unique
-	// in the cluster). It is called on the publisher's goroutine with no
+	// in the cluster): m.RoutedID when set (a message routed in two
+	// phases, whose identifier was stored first). It is called on the publisher's goroutine with no
 	// broker lock held, before m is routed here; m must not be changed,
 	// nor kept past the call unless copied. It must not block on the
 	// network.
@@ -106,9 +108,18 @@ func (b *Broker) RouteSharedFromPeer(m *Message, group, filter string) bool {
 type RemoteSessions interface {
 	// Route adds to t, for every persistent session of the cluster that
 	// m matches at QoS 1 or 2 and whose delivery this node did not store
-	// itself (local reports those), the routed delivery id of m. It is
-	// called with t's lock held: it must not block.
+	// itself (local reports those; nil: every session, this node's
+	// included), the routed delivery id of m. Each is written once:
+	// written again with the same id, by any node, a routed delivery is
+	// dropped, and so is one of a message published in two phases whose
+	// session has its entry already (OnceTxn). It is called with t's lock
+	// held: it must not block.
 	Route(t Txn, m *Message, id MessageID, local func(clientID string) bool)
+	// Received adds to t the inbound QoS 2 identifier packetID of
+	// clientID's session stored with m and the id m is to be routed
+	// under: the first of the two phases of an inbound QoS 2 PUBLISH
+	// (phased.go), which AdoptSession gives back as an Inbound.
+	Received(t Txn, clientID string, packetID uint16, id MessageID, m *Message)
 	// Position is how far this node's index of the sessions has read,
 	// for Message.RoutedIndex; the index Route uses afterwards is at
 	// least there.
@@ -118,6 +129,16 @@ type RemoteSessions interface {
 	// session (held here): if not, it may not have stored m for it, and
 	// the session takes m from live routing.
 	Covers(m *Message, clientID string) bool
+}
+
+// OnceTxn is a Txn that can write the first entry of a delivery once
+// cluster-wide (jsstate: keyed by the message id and the session, within
+// JetStream's duplicate window): PutEntryOnce is PutEntry for a delivery of
+// a message published here in two phases (e.Routed is its id), so that the
+// routed delivery of the same message to the same session that a node
+// routing it again writes (RemoteSessions.Route) is dropped.
+type OnceTxn interface {
+	PutEntryOnce(clientID string, e *store.Entry)
 }
 
 // AttachRemoteSessions makes QoS 1/2 publications durable for the

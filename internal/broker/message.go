@@ -37,7 +37,9 @@ type Message struct {
 	// takes the live copy (RemoteSessions.Covers).
 	RoutedIndex []uint64
 	// RoutedID is, on a message received from another node, its
-	// identifier (Forwarder.Forward); zero otherwise.
+	// identifier (Forwarder.Forward); on a message published here in two
+	// phases (phased.go), the identifier stored with it, which Forward
+	// keeps; zero otherwise.
 	RoutedID MessageID
 
 	// willExpiry is a will's Message Expiry Interval, which starts when the

@@ -741,6 +741,13 @@ func (s *session) putEntry(tx Txn, d *delivery, id uint16, released bool) {
 	if d.shared != nil {
 		e.SharedGroup, e.SharedFilter = d.shared.group, d.shared.filter
 	}
+	if d.once {
+		d.once = false // later writes of the entry (identifier, release) are not
+		if o, ok := tx.(OnceTxn); ok {
+			o.PutEntryOnce(s.id, &e)
+			return
+		}
+	}
 	tx.PutEntry(s.id, &e)
 }
 

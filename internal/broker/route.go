@@ -182,6 +182,11 @@ func (r *router) deliver(tx *txnCtx, local bool, stored *[]string) int {
 				ref := *t.shared
 				d.shared = &ref
 			}
+			if local && !m.RoutedID.IsZero() && d.shared == nil && d.qos > 0 {
+				// Published here in two phases (phased.go): the delivery
+				// is written once cluster-wide, whichever node routes it.
+				d.routed, d.once = m.RoutedID, true
+			}
 			if !local && m.DurablyRouted && d.shared == nil && d.qos > 0 && t.s.skipsLive(b) {
 				if b.remote == nil || b.remote.Covers(m, t.s.id) {
 					continue // its owner takes it from the store (DeliverRouted)

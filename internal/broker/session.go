@@ -43,6 +43,10 @@ type delivery struct {
 	// routed is the routed delivery (cluster mode) this delivery was made
 	// from, stored with its entry; zero when none (see DeliverRouted).
 	routed MessageID
+	// once marks the first write of the entry of a delivery of a message
+	// published here in two phases (phased.go): written idempotently
+	// (OnceTxn), keyed by routed and the session.
+	once bool
 }
 
 type sharedRef struct{ group, filter string }
@@ -81,12 +85,17 @@ type session struct {
 	nextID         uint16
 	queue          ring
 	awaitingRel    map[uint16]struct{} // inbound QoS 2 IDs between PUBREC and PUBREL
-	expiry         time.Duration       // session expiry interval
-	expiryTimer    clock.Timer
-	will           *Message
-	willDelay      time.Duration
-	willTimer      clock.Timer
-	offlineSince   int64 // UnixNano of the last disconnection, as stored
+	// phased holds, by packet identifier, the inbound QoS 2 PUBLISHes of
+	// awaitingRel handled in two phases (cluster mode, phased.go) that
+	// are being routed here, or that another node stored and this one has
+	// not routed.
+	phased       map[uint16]*phased
+	expiry       time.Duration // session expiry interval
+	expiryTimer  clock.Timer
+	will         *Message
+	willDelay    time.Duration
+	willTimer    clock.Timer
+	offlineSince int64 // UnixNano of the last disconnection, as stored
 	// owner is the principal the session belongs to and ownerListener
 	// the listener it came through; nil for internal clients' sessions
 	// and sessions stored before owners were kept.

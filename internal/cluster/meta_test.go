@@ -66,7 +66,28 @@ func TestMetaDurablyRouted(t *testing.T) {
 	}
 }
 
+// A message routed in two phases carries the identifier it was stored
+// under, not the router's sequence number.
+func TestMetaOwnIdentifier(t *testing.T) {
+	own := broker.MessageID{1, 2, 3, 15: 4}
+	m := &broker.Message{Topic: "a", QoS: 2, Origin: "c", DurablyRouted: true, RoutedIndex: []uint64{5}, RoutedID: own,
+		Props: &packet.Properties{ContentType: "text/plain"}}
+	m.Props.Set(packet.PropContentType)
+	b := encodeMeta(nil, [8]byte{9}, 300, m, time.Now())
+	var got broker.Message
+	if _, seq, err := decodeMeta(b, &got, time.Now()); err != nil || seq != 300 {
+		t.Fatalf("decode: seq %d, %v", seq, err)
+	}
+	if got.RoutedID != own || !slices.Equal(got.RoutedIndex, m.RoutedIndex) || got.Props == nil || got.Props.ContentType != "text/plain" {
+		t.Fatalf("decoded id %v index %v props %+v; want id %v", got.RoutedID, got.RoutedIndex, got.Props, own)
+	}
+	if _, _, err := decodeMeta(b[:len(b)-20], &got, time.Now()); err == nil {
+		t.Fatal("a truncated identifier decoded")
+	}
+}
+
 func FuzzDecodeMeta(f *testing.F) {
+	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 2, Origin: "c", DurablyRouted: true, RoutedID: broker.MessageID{7}}, time.Now()))
 	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c"}, time.Now()))
 	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c", DurablyRouted: true, RoutedIndex: []uint64{3, 4}}, time.Now()))
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0})

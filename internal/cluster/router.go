@@ -250,9 +250,11 @@ func (r *Router) Forward(m *broker.Message) broker.MessageID {
 	now := time.Now()
 	r.pubMu.Lock()
 	r.seq++
-	var id broker.MessageID
-	copy(id[:8], r.id[:])
-	binary.BigEndian.PutUint64(id[8:], r.seq)
+	id := m.RoutedID // stored before it was routed (two phases)
+	if id.IsZero() {
+		copy(id[:8], r.id[:])
+		binary.BigEndian.PutUint64(id[8:], r.seq)
+	}
 	r.meta = encodeMeta(r.meta[:0], r.id, r.seq, m, now)
 	r.b64 = base64.RawStdEncoding.AppendEncode(r.b64[:0], r.meta)
 	r.hdr[0] = string(r.b64)
@@ -281,13 +283,17 @@ func (r *Router) Forward(m *broker.Message) broker.MessageID {
 //
 //	byte    version (1)
 //	byte    flags: bits 0-1 QoS, bit 2 retain, bit 3 properties follow,
-//	        bit 4 durably routed (broker.Message.DurablyRouted)
+//	        bit 4 durably routed (broker.Message.DurablyRouted), bit 5
+//	        its own identifier follows
 //	8 bytes the sending router's incarnation
 //	uvarint the sending router's sequence number
 //	uvarint message expiry left, in milliseconds + 1 (0: none)
 //	uvarint length of the publisher's client id, then the id (No Local)
 //	        when durably routed: uvarint count, then that many uvarints,
 //	        the publisher's session index position (RoutedIndex)
+//	        bit 5 set: the message's identifier, 16 bytes (RoutedID; a
+//	        message routed in two phases); otherwise it is the sending
+//	        router's incarnation and sequence number
 //	rest    MQTT 5 PUBLISH properties as a property block (user properties,
 //	        content type, response topic, correlation data, payload format)
 const metaVersion = 1
@@ -302,6 +308,9 @@ func encodeMeta(dst []byte, id [8]byte, seq uint64, m *broker.Message, now time.
 	}
 	if m.DurablyRouted {
 		flags |= 16
+	}
+	if !m.RoutedID.IsZero() {
+		flags |= 32
 	}
 	dst = append(dst, metaVersion, flags)
 	dst = append(dst, id[:]...)
@@ -319,6 +328,9 @@ func encodeMeta(dst []byte, id [8]byte, seq uint64, m *broker.Message, now time.
 		for _, seq := range m.RoutedIndex {
 			dst = binary.AppendUvarint(dst, seq)
 		}
+	}
+	if flags&32 != 0 {
+		dst = append(dst, m.RoutedID[:]...)
 	}
 	if flags&8 != 0 {
 		dst = packet.AppendProperties(dst, m.Props)
@@ -339,7 +351,7 @@ func decodeMeta(b []byte, m *broker.Message, now time.Time) (id [8]byte, seq uin
 		return id, 0, errMeta
 	}
 	flags := b[1]
-	if flags&3 == 3 || flags>>5 != 0 {
+	if flags&3 == 3 || flags>>6 != 0 {
 		return id, 0, errMeta
 	}
 	m.QoS, m.Retain, m.DurablyRouted = flags&3, flags&4 != 0, flags&16 != 0
@@ -379,6 +391,16 @@ func decodeMeta(b []byte, m *broker.Message, now time.Time) (id [8]byte, seq uin
 		}
 		copy(m.RoutedID[:8], id[:])
 		binary.BigEndian.PutUint64(m.RoutedID[8:], seq)
+	}
+	if flags&32 != 0 {
+		if len(b) < len(m.RoutedID) {
+			return id, 0, errMeta
+		}
+		copy(m.RoutedID[:], b)
+		b = b[len(m.RoutedID):]
+		if m.RoutedID.IsZero() {
+			return id, 0, errMeta
+		}
 	}
 	if flags&8 != 0 {
 		m.Props = new(packet.Properties)

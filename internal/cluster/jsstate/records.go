@@ -20,7 +20,7 @@ import (
 type stored struct {
 	rec     *store.Session
 	entries []store.Entry
-	inbound []uint16
+	inbound []broker.Inbound
 	routed  []routedRec // in stream order
 }
 
@@ -55,7 +55,11 @@ func (st *stored) add(clientID, kind, num string, data []byte) error {
 		if err != nil || id == 0 {
 			return fmt.Errorf("%w: packet identifier %q", store.ErrCorrupt, num)
 		}
-		st.inbound = append(st.inbound, uint16(id))
+		in, err := decodeInbound(uint16(id), data)
+		if err != nil {
+			return err
+		}
+		st.inbound = append(st.inbound, in)
 	case "r":
 		id, err := parseRoutedID(num)
 		if err != nil {
@@ -80,7 +84,7 @@ func (st *stored) sorted() {
 		}
 		return 0
 	})
-	slices.Sort(st.inbound)
+	slices.SortFunc(st.inbound, func(a, b broker.Inbound) int { return int(a.PacketID) - int(b.PacketID) })
 }
 
 // parseSubject splits a session record's subject into the client's key,

@@ -157,7 +157,7 @@ func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, loc
 	}
 	var rec []byte
 	for _, tg := range s.index.match(m, nil) {
-		if internal(tg.clientID) || local(tg.clientID) {
+		if internal(tg.clientID) || local != nil && local(tg.clientID) {
 			continue
 		}
 		if rec == nil {
@@ -165,7 +165,75 @@ func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, loc
 			rec = store.AppendMessage(nil, &r)
 		}
 		t.put(s.sessionSubject(tg.clientID, "r."+routedToken(id)), rec)
+		t.ops[len(t.ops)-1].msg.Header.Set(jetstream.MsgIDHeader, onceKey(id, tg.clientID))
 	}
+}
+
+// onceKey is the JetStream message id (Nats-Msg-Id) of the write of a
+// delivery of message id to clientID's session, a routed delivery or the
+// first entry made from a message published in two phases: within
+// DuplicateWindow the session's stream stores one of them, whichever node
+// writes them and however often.
+func onceKey(id broker.MessageID, clientID string) string {
+	return routedToken(id) + "." + clientKey(clientID)
+}
+
+// Received implements broker.RemoteSessions: the inbound QoS 2 identifier
+// packetID of clientID's session, stored with m and its id (an inbound
+// record of version 2, see inboundRecord).
+func (s *Store) Received(bt broker.Txn, clientID string, packetID uint16, id broker.MessageID, m *broker.Message) {
+	t, ok := bt.(*txn)
+	if !ok {
+		return
+	}
+	if internal(clientID) {
+		t.PutInbound(clientID, packetID)
+		return
+	}
+	r := broker.MessageRecord(m)
+	t.put(s.sessionSubject(clientID, "i."+strconv.FormatUint(uint64(packetID), 10)), appendInbound(nil, id, &r))
+}
+
+// Inbound records (<key>.i.<packet id>), versioned by their first byte:
+//
+//	inboundPlain  (1): the identifier alone, the message routed in the
+//	                  same transaction (a single-phase PUBLISH)
+//	inboundPhased (2): then the 16-byte broker.MessageID and the message
+//	                  record (store.AppendMessage): stored before the
+//	                  message is routed (two phases, broker/phased.go)
+const (
+	inboundPlain  = 1
+	inboundPhased = 2
+)
+
+// appendInbound appends an inboundPhased record of m routed as id.
+func appendInbound(dst []byte, id broker.MessageID, m *store.Message) []byte {
+	dst = append(dst, inboundPhased)
+	dst = append(dst, id[:]...)
+	return store.AppendMessage(dst, m)
+}
+
+// decodeInbound decodes the inbound record of packetID.
+func decodeInbound(packetID uint16, data []byte) (broker.Inbound, error) {
+	in := broker.Inbound{PacketID: packetID}
+	switch {
+	case len(data) == 1 && data[0] == inboundPlain:
+		return in, nil
+	case len(data) > 1+len(in.ID) && data[0] == inboundPhased:
+		copy(in.ID[:], data[1:])
+		if in.ID.IsZero() {
+			break
+		}
+		rec, err := store.DecodeMessage(data[1+len(in.ID):])
+		if err != nil {
+			return in, fmt.Errorf("inbound %d: %w", packetID, err)
+		}
+		if in.Msg, err = broker.MessageFromRecord(rec); err != nil {
+			return in, fmt.Errorf("inbound %d: %w", packetID, err)
+		}
+		return in, nil
+	}
+	return in, fmt.Errorf("%w: inbound record %d", store.ErrCorrupt, packetID)
 }
 
 // follower reads one shard's session records and routed deliveries.

@@ -280,7 +280,9 @@ func (s *Store) prepare(ctx context.Context) error {
 			Subjects:          []string{"edgeport.sessions." + strconv.Itoa(n) + ".>"},
 			MaxMsgsPerSubject: 1,
 			// Set rather than left to the default (the same): copies of
-			// a write published again are dropped within it (pipeline.go).
+			// a write published again are dropped within it (pipeline.go),
+			// and so is a delivery of a QoS 2 message routed again by a
+			// node that completes its phases (onceKey).
 			Duplicates:  DuplicateWindow,
 			Discard:     jetstream.DiscardOld,
 			Storage:     jetstream.FileStorage,
@@ -637,7 +639,18 @@ func (t *txn) PutInbound(id string, packetID uint16) {
 	if t.inLocal(id, func(l *store.Txn) { l.PutInbound(id, packetID) }) {
 		return
 	}
-	t.put(t.s.sessionSubject(id, "i."+strconv.FormatUint(uint64(packetID), 10)), []byte{1})
+	t.put(t.s.sessionSubject(id, "i."+strconv.FormatUint(uint64(packetID), 10)), []byte{inboundPlain})
+}
+
+// PutEntryOnce implements broker.OnceTxn: the entry's write carries the
+// key of its delivery (onceKey of e.Routed and the session), so that a
+// routed delivery of the same message to the same session written later
+// (the phases done again by another node) is dropped by JetStream.
+func (t *txn) PutEntryOnce(id string, e *store.Entry) {
+	t.PutEntry(id, e)
+	if r := broker.MessageID(e.Routed); !internal(id) && !r.IsZero() {
+		t.ops[len(t.ops)-1].msg.Header.Set(jetstream.MsgIDHeader, onceKey(r, id))
+	}
 }
 
 func (t *txn) DeleteInbound(id string, packetID uint16) {
