@@ -1,0 +1,177 @@
+package jsstate
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
+)
+
+// q2Subscribers are the persistent QoS 2 subscribers of q2/# of the
+// two-phase tests: "off" subscribed on node1 and went offline there (its
+// delivery is an entry node1 writes), "on2" and "on3" are connected to
+// node2 and node3 (routed deliveries from node1), and "np3" is a
+// non-persistent session on node3 (live routing).
+func q2Subscribers(t *testing.T, nodes []*node) (on2, on3, np3 *mqttClient) {
+	t.Helper()
+	persistent := func(id string) *paho.Connect {
+		exp := uint32(3600)
+		return &paho.Connect{ClientID: id, CleanStart: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}}
+	}
+	off := dial(t, nodes[0].addr, persistent("off"))
+	off.subscribeQoS(t, "q2/#", 2)
+	if err := off.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	on2 = dial(t, nodes[1].addr, persistent("on2"))
+	on2.subscribeQoS(t, "q2/#", 2)
+	on3 = dial(t, nodes[2].addr, persistent("on3"))
+	on3.subscribeQoS(t, "q2/#", 2)
+	np3 = dial(t, nodes[2].addr, &paho.Connect{ClientID: "np3", CleanStart: true})
+	np3.subscribeQoS(t, "q2/#", 2)
+	nodes[2].sync(t)
+	syncIndex(t, nodes...)
+	return on2, on3, np3
+}
+
+// countUntilMarker publishes marker on q2/marker through a new client of
+// addr and returns how many times c got payload before it (skipping
+// earlier markers).
+func countUntilMarker(t *testing.T, c *mqttClient, addr, payload, marker string) int {
+	t.Helper()
+	m := dial(t, addr, &paho.Connect{ClientID: marker, CleanStart: true})
+	m.publishQoS(t, "q2/marker", marker, 2, false)
+	_ = m.Disconnect(&paho.Disconnect{})
+	n := 0
+	for {
+		msg := c.next(t)
+		switch got := string(msg.Payload); {
+		case got == marker:
+			return n
+		case got == payload:
+			n++
+		case !strings.HasPrefix(got, "marker"):
+			t.Fatalf("unexpected %q", msg.Payload)
+		}
+	}
+}
+
+// resendAndRelease resends pub with DUP on c and completes the exchange:
+// PUBREC success, PUBREL, PUBCOMP success.
+func resendAndRelease(t *testing.T, c *rawConn, pub packet.Publish) {
+	t.Helper()
+	pub.Dup = true
+	c.send(t, pub.Append(nil, packet.V5))
+	if rc := c.ack(t, packet.PUBREC, pub.PacketID); rc.IsError() {
+		t.Fatalf("PUBREC for the resent PUBLISH: %v", rc)
+	}
+	rel := packet.Ack{Type: packet.PUBREL, PacketID: pub.PacketID}
+	c.send(t, rel.Append(nil, packet.V5))
+	if rc := c.ack(t, packet.PUBCOMP, pub.PacketID); rc != packet.Success {
+		t.Fatalf("PUBCOMP: %v, want success", rc)
+	}
+}
+
+// A QoS 2 PUBLISH that node1 routed (every subscriber's delivery durable,
+// the routed ones already delivered and deleted) but whose PUBREC the
+// client never got, because node1 died: the client resends it with DUP to
+// node2, which finds the identifier stored with the message and its id
+// (phase 1) and routes it again under that id, and each subscriber gets it
+// once: the routed deliveries and node1's own entry are dropped by
+// JetStream as the same deliveries written again (within its duplicate
+// window), and the non-persistent subscriber got the live copy only.
+func TestQoS2ResendAfterKillRoutedOnce(t *testing.T) {
+	nodes := testCluster(t)
+	on2, on3, np3 := q2Subscribers(t, nodes)
+
+	p1, _ := rawConnect(t, nodes[0].addr, "p", true)
+	pub := packet.Publish{QoS: 2, Topic: "q2/x", PacketID: 7, Payload: []byte("once")}
+	p1.send(t, pub.Append(nil, packet.V5))
+	// Routed: the deliveries are durable and the routed ones delivered.
+	for _, c := range []*mqttClient{on2, on3, np3} {
+		if m := c.next(t); string(m.Payload) != "once" {
+			t.Fatalf("got %q, want \"once\"", m.Payload)
+		}
+	}
+	nodes[0].kill(t) // whether its PUBREC left or not, the client has not read it
+	p1.conn.Close()
+	// More routed deliveries than a session remembers: only JetStream's
+	// duplicate window still knows the ones of the first routing.
+	fill := dial(t, nodes[1].addr, &paho.Connect{ClientID: "fill", CleanStart: true})
+	publishN(t, fill, "q2/fill", "fill", 40, 2)
+	for _, c := range []*mqttClient{on2, on3, np3} {
+		expectInOrder(t, c, "fill", 40)
+	}
+
+	p2 := rawRedial(t, nodes[1].addr, "p")
+	resendAndRelease(t, p2, pub)
+
+	for i, c := range []*mqttClient{on2, on3, np3} {
+		if n := countUntilMarker(t, c, nodes[1+i/2].addr, "once", fmt.Sprintf("marker%d", i)); n != 0 {
+			t.Errorf("subscriber %d got the QoS 2 message %d more times after the resend", i, n)
+		}
+	}
+	// The offline session node1 held, adopted by a survivor: its entry
+	// (written by node1) arrives once, after it the fill.
+	exp := uint32(3600)
+	off, _ := redial(t, nodes[2].addr, &paho.Connect{ClientID: "off", Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}})
+	if m := off.next(t); string(m.Payload) != "once" {
+		t.Fatalf("the offline subscriber of node1 got %q first, want \"once\"", m.Payload)
+	}
+	expectInOrder(t, off, "fill", 40)
+	if n := countUntilMarker(t, off, nodes[2].addr, "once", "marker-off"); n != 0 {
+		t.Errorf("the offline subscriber of node1 got the QoS 2 message %d more times", n)
+	}
+}
+
+// A QoS 2 PUBLISH whose identifier node1 stored with the message (phase
+// 1) and which node1 never routed (it died first): the client resends it
+// with DUP to node2, which routes the stored message under its stored id
+// and acknowledges it; every persistent subscriber gets it once, and the
+// resent copy is not routed as a new message. Node1's phase 1 is made here
+// through its store as its broker makes it, then node1 is killed.
+func TestQoS2PhaseOneOnlyRoutedOnResend(t *testing.T) {
+	nodes := testCluster(t)
+	on2, on3, _ := q2Subscribers(t, nodes)
+
+	p1, _ := rawConnect(t, nodes[0].addr, "p", true)
+	stored := &broker.Message{Topic: "q2/x", Payload: []byte("stored"), QoS: 2, Origin: "p"}
+	id := broker.MessageID{0xab, 15: 1}
+	tx := nodes[0].st.NewTxn()
+	nodes[0].st.Received(tx, "p", 9, id, stored)
+	done := make(chan error, 1)
+	nodes[0].st.Commit(tx, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatalf("phase 1: %v", err)
+	}
+	nodes[0].kill(t)
+	p1.conn.Close()
+
+	p2 := rawRedial(t, nodes[1].addr, "p")
+	resendAndRelease(t, p2, packet.Publish{QoS: 2, Topic: "q2/x", PacketID: 9, Payload: []byte("resent")})
+	for i, c := range []*mqttClient{on2, on3} {
+		if m := c.next(t); string(m.Payload) != "stored" {
+			t.Fatalf("subscriber on node%d got %q, want the stored message", i+2, m.Payload)
+		}
+		if n := countUntilMarker(t, c, nodes[1+i].addr, "stored", fmt.Sprintf("marker%d", i)); n != 0 {
+			t.Errorf("subscriber on node%d got the QoS 2 message %d more times", i+2, n)
+		}
+	}
+	exp := uint32(3600)
+	off, _ := redial(t, nodes[2].addr, &paho.Connect{ClientID: "off", Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}})
+	if n := countUntilMarker(t, off, nodes[2].addr, "stored", "marker-off"); n != 1 {
+		t.Errorf("the offline subscriber of node1 got the QoS 2 message %d times, want 1", n)
+	}
+	// The identifier is released: a new message under it is routed.
+	p2.send(t, (&packet.Publish{QoS: 2, Topic: "q2/x", PacketID: 9, Payload: []byte("next")}).Append(nil, packet.V5))
+	if rc := p2.ack(t, packet.PUBREC, 9); rc.IsError() {
+		t.Fatalf("PUBREC for a new message under the released identifier: %v", rc)
+	}
+	if n := countUntilMarker(t, on2, nodes[1].addr, "next", "marker-last"); n != 1 {
+		t.Fatalf("a new message under the released identifier arrived %d times, want 1", n)
+	}
+}
