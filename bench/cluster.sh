@@ -137,8 +137,8 @@ start() {
     addrs+=("$mqtt")
   done
   servers=$(IFS=,; echo "${addrs[*]}")
-  # A node may be ready before its cluster state is (a CONNECT then waits,
-  # and is refused with 0x88 after 5 s): wait until every node accepts one.
+  # Ready means a CONNECT is accepted (TestClusterReadyzMeansConnect); kept
+  # as a check that every node accepts one before measuring.
   local until=$((SECONDS + 60))
   until "$bin" bench --servers "$servers" --scenario connstorm --clients $n -o json --progress=false >/dev/null 2>"$tmp/$setup/probe.err"; do
     if [ $SECONDS -ge $until ]; then

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/jsstate"
@@ -117,6 +118,11 @@ type namedComponent struct {
 	c    lifecycle.Component
 }
 
+// claimableTimeout bounds the JetStream request readiness makes in
+// cluster mode: under the Helm chart's probe timeout (3 s), and a cluster
+// with a quorum answers in milliseconds.
+const claimableTimeout = 2 * time.Second
+
 // clusterReady says why the node does not serve as a member of its
 // cluster yet: it has not joined a quorum, or the state store's bucket
 // is not made or joined yet (its requests would be answered 503).
@@ -133,6 +139,14 @@ func (a *App) clusterReady(ctx context.Context) error {
 		default:
 			return fmt.Errorf("%s not ready yet", c.what)
 		}
+	}
+	// A network client's CONNECT is claimed before its CONNACK: ready
+	// means a claim can be made now (a Service sends clients here), not
+	// only that it could once.
+	ctx, cancel := context.WithTimeout(ctx, claimableTimeout)
+	defer cancel()
+	if err := a.ownership.Claimable(ctx); err != nil {
+		return err
 	}
 	if a.ssBucket != nil {
 		select {

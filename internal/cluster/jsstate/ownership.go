@@ -277,6 +277,44 @@ func (o *Ownership) sessionsReady() <-chan struct{} {
 // Ready is closed once claims can be made.
 func (o *Ownership) Ready() <-chan struct{} { return o.ready }
 
+// Claimable reports why a client's claim could not be made now, nil when
+// it could: Ready is closed and the owners bucket has a stream leader
+// with a majority of its replicas current (a claim is a compare-and-set
+// on the bucket, acknowledged by a majority). It asks the leader (one
+// JetStream request, bounded by ctx), so readiness follows a leader lost
+// after the start, not only the start.
+func (o *Ownership) Claimable(ctx context.Context) error {
+	select {
+	case <-o.Ready():
+	default:
+		return errors.New("session ownership not ready yet")
+	}
+	if o.js == nil {
+		return ErrNotReady
+	}
+	st, err := o.js.Stream(ctx, "KV_"+OwnersBucket)
+	if err != nil {
+		return fmt.Errorf("sessions cannot be claimed: bucket %s: %w", OwnersBucket, err)
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil {
+		return nil // a single JetStream server
+	}
+	if info.Cluster.Leader == "" {
+		return fmt.Errorf("sessions cannot be claimed: bucket %s has no leader (JetStream is electing one)", OwnersBucket)
+	}
+	current := 1 // the leader
+	for _, p := range info.Cluster.Replicas {
+		if p.Current && !p.Offline {
+			current++
+		}
+	}
+	if total := 1 + len(info.Cluster.Replicas); current < total/2+1 {
+		return fmt.Errorf("sessions cannot be claimed: bucket %s has %d of %d replicas current, fewer than a majority", OwnersBucket, current, total)
+	}
+	return nil
+}
+
 // setup prepares the bucket and its watch, then restores the sessions the
 // bucket gives this node, retrying each until it can.
 func (o *Ownership) setup() {
