@@ -26,6 +26,15 @@ import (
 // with the same one.
 const StateStoreBucket = "edgeport-statestore"
 
+// stateStoreHistory is how many revisions of a key the bucket keeps. A
+// node's watch reads the changes from the stream: with one revision per
+// key, a change the next change of the same key replaced before the watch
+// read it was gone, and that node's KEYNOTIFY registrations never heard
+// of it (6 of 90 runs of TestStateStoreKeyNotifyAcrossNodes on a loaded
+// machine, a DEL replaced 2 ms later). Reads and compare-and-set look at
+// the latest revision only; the older ones cost their bytes.
+const stateStoreHistory = 16
+
 // StateBackend is the state store's statestore.SharedBackend in cluster
 // mode: a replicated key-value bucket every node reads and writes.
 //
@@ -161,7 +170,7 @@ func (b *StateBackend) setup() {
 		kv, err := ensureBucket(ctx, b.js, jetstream.KeyValueConfig{
 			Bucket:      StateStoreBucket,
 			Description: "Edgeport: the state store's keys",
-			History:     1,
+			History:     stateStoreHistory,
 			Replicas:    b.opts.Replicas,
 			Storage:     jetstream.FileStorage,
 		})
