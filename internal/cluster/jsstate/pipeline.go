@@ -82,9 +82,20 @@ type lane struct {
 	// subjects holds, per subject, its writes not settled yet, in order.
 	subjects map[string][]*write
 	// purging is the purge under way on this stream; held the writes (and
-	// purges) committed after it, published once it is done.
+	// purges) committed after it or while the stream is stalled, published
+	// once it is done and the stream answers again.
 	purging *write
 	held    []*write
+	// stalled is set when the oldest write waited retryWait: the stream's
+	// new writes are held until every published one is answered, so that
+	// the copies published again land before them (a stream's writes stay
+	// in the order they were committed; a consumer reads routed
+	// deliveries in that order).
+	stalled bool
+	// probe is the write published again to learn when the stalled
+	// stream answers again; tried when it was.
+	probe   *write
+	tried   time.Time
 	drained chan struct{} // closed when open reaches 0 while purging
 }
 
@@ -101,6 +112,7 @@ type write struct {
 	tries   []*nats.Msg
 	sent    time.Time
 	settled bool // acknowledged, superseded, or dropped with its commit
+	acked   bool // acknowledged, or superseded by an acknowledged one
 }
 
 // pending is a committed transaction waiting for its acknowledgements.
@@ -222,7 +234,7 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 		p.left++
 		p.addKey("l" + l.name)
 		switch {
-		case l.purging != nil:
+		case l.purging != nil || l.stalled || len(l.held) > 0:
 			l.held = append(l.held, w)
 		case w.purge != "":
 			s.startPurge(l, w)
@@ -342,9 +354,11 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 		if e == w {
 			break
 		}
+		e.acked = true
 		s.settle(e)
 		s.doneWrite(e.p)
 	}
+	w.acked = true
 	s.settle(w)
 	s.doneWrite(w.p)
 }
@@ -406,6 +420,12 @@ func (s *Store) settle(w *write) {
 	if l.open == 0 && l.drained != nil {
 		close(l.drained)
 		l.drained = nil
+	}
+	if l.stalled && (l.open == 0 || w == l.probe) {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -532,6 +552,7 @@ func (s *Store) retry() {
 		case <-s.completed:
 			return
 		case <-tick.C:
+		case <-s.kick: // a stalled stream answered
 		}
 		now := time.Now()
 		var due []*lane
@@ -547,15 +568,86 @@ func (s *Store) retry() {
 			s.fail(p, s.timeoutErr())
 		}
 		for _, l := range s.lanes {
-			if l.open > 0 && now.Sub(l.writes[0].sent) >= retryWait {
+			if s.needsCare(l, now) {
 				due = append(due, l)
 			}
 		}
 		s.pmu.Unlock()
 		if len(due) > 0 {
-			s.republish(due)
+			s.tend(due)
 		}
 	}
+}
+
+// needsCare reports whether tend has something to do on l. s.pmu is held.
+func (s *Store) needsCare(l *lane, now time.Time) bool {
+	switch {
+	case l.open == 0:
+		return l.stalled
+	case l.stalled:
+		return l.probe != nil && l.probe.acked || now.Sub(l.tried) >= retryWait
+	default:
+		return now.Sub(l.writes[0].sent) >= retryWait
+	}
+}
+
+// tend publishes again what lanes need. A stream whose oldest write had no
+// answer for retryWait is stalled: its new writes are held, and the first
+// of its unacknowledged writes is published again, every retryWait, until
+// it is acknowledged (the stream has a leader again); then all the others,
+// in their order; once every one is answered, the held writes. So a
+// stream gets its writes in commit order even when a new leader is
+// elected while copies are on their way.
+func (s *Store) tend(lanes []*lane) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	now := time.Now()
+	var publish []*write
+	var resent int
+	s.pmu.Lock()
+	for _, l := range lanes {
+		if !s.needsCare(l, now) {
+			continue
+		}
+		switch {
+		case l.open == 0:
+			l.stalled, l.probe = false, nil
+			publish = append(publish, s.release(l, now)...)
+		case l.stalled && l.probe != nil && l.probe.acked:
+			l.probe, l.tried = nil, now
+			for _, w := range l.writes {
+				if s.resendable(w) {
+					s.try(w, now)
+					publish = append(publish, w)
+					resent++
+				}
+			}
+		default:
+			l.stalled, l.probe, l.tried = true, nil, now
+			for _, w := range l.writes {
+				if s.resendable(w) {
+					l.probe = w
+					s.try(w, now)
+					publish = append(publish, w)
+					resent++
+					break
+				}
+			}
+		}
+	}
+	s.pmu.Unlock()
+	s.resent.Add(uint64(resent))
+	s.publish(publish)
+}
+
+// resendable reports whether w is published again: unanswered, and the
+// last write of its subject. s.pmu is held.
+func (s *Store) resendable(w *write) bool {
+	if w.settled {
+		return false
+	}
+	same := w.lane.subjects[w.msg.Subject]
+	return same[len(same)-1] == w
 }
 
 // abortAll fails every commit not settled yet with store.ErrClosed.
@@ -565,31 +657,6 @@ func (s *Store) abortAll() {
 	for _, p := range s.outstanding {
 		s.fail(p, fmt.Errorf("writing to JetStream: stopped before the acknowledgement: %w", store.ErrClosed))
 	}
-}
-
-// republish publishes the unacknowledged writes of lanes again, in their
-// order (of each subject, the last only).
-func (s *Store) republish(lanes []*lane) {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	now := time.Now()
-	var ws []*write
-	s.pmu.Lock()
-	for _, l := range lanes {
-		for _, w := range l.writes {
-			if w.settled {
-				continue
-			}
-			if same := l.subjects[w.msg.Subject]; same[len(same)-1] != w {
-				continue // a later write of its subject goes instead
-			}
-			s.try(w, now)
-			ws = append(ws, w)
-		}
-	}
-	s.pmu.Unlock()
-	s.resent.Add(uint64(len(ws)))
-	s.publish(ws)
 }
 
 // deadlineOf is when p fails: AckTimeout after its commit, or StopGrace
@@ -612,6 +679,31 @@ func (s *Store) timeoutErr() error {
 		return fmt.Errorf("writing to JetStream: no acknowledgement within %v of the node's stop: %w", StopGrace, store.ErrClosed)
 	}
 	return fmt.Errorf("writing to JetStream: no acknowledgement within %v", AckTimeout)
+}
+
+// release publishes, in order, the writes l held while a purge was under
+// way or it was stalled, up to the next purge (which it starts); the
+// caller publishes what it returns, under s.qmu. s.pmu is held.
+func (s *Store) release(l *lane, now time.Time) []*write {
+	if l.purging != nil || l.stalled {
+		return nil
+	}
+	var publish []*write
+	held := l.held
+	l.held = nil
+	for i, h := range held {
+		if h.settled {
+			continue // its commit failed meanwhile
+		}
+		if h.purge != "" {
+			l.held = held[i+1:]
+			s.startPurge(l, h)
+			break
+		}
+		s.track(h, now)
+		publish = append(publish, h)
+	}
+	return publish
 }
 
 // startPurge makes w the purge under way on l: it runs once l's writes
@@ -662,8 +754,6 @@ func (s *Store) runPurge(l *lane, w *write, drained chan struct{}) {
 	}()
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	now := time.Now()
-	var publish []*write
 	s.pmu.Lock()
 	if err != nil {
 		s.fail(w.p, err)
@@ -672,20 +762,7 @@ func (s *Store) runPurge(l *lane, w *write, drained chan struct{}) {
 		s.doneWrite(w.p)
 	}
 	l.purging = nil
-	held := l.held
-	l.held = nil
-	for i, h := range held {
-		if h.settled {
-			continue // its commit failed meanwhile
-		}
-		if h.purge != "" {
-			l.held = held[i+1:]
-			s.startPurge(l, h)
-			break
-		}
-		s.track(h, now)
-		publish = append(publish, h)
-	}
+	publish := s.release(l, time.Now())
 	s.pmu.Unlock()
 	s.publish(publish)
 }

@@ -167,8 +167,10 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 	t.Logf("the lost leader's shard took writes again %v after the kill; %d commits to it, %d to the other shard (%d done before an earlier one to the lost shard), %d writes published again",
 		elected.Round(time.Millisecond), len(lostRes), len(otherRes), overtook.Load(), st.resent.Load())
 
-	// Each write once: as many messages as writes, no sequence dropped
-	// (a copy stored again would replace its first, leaving a gap).
+	// Each write once and in commit order: as many messages as writes, no
+	// sequence dropped (a copy stored again would replace its first,
+	// leaving a gap), write n at sequence n+1 (a copy published again
+	// lands before the writes committed after it).
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 	defer cancel()
 	s, err := st.js.Stream(ctx, sessionStream(lost))
@@ -182,6 +184,15 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 	if got := info.State; got.Msgs != uint64(len(lostRes)) || got.NumDeleted != 0 || got.LastSeq != uint64(len(lostRes)) {
 		t.Errorf("stream %s: %d messages, %d deleted, last sequence %d; want the %d writes once each",
 			sessionStream(lost), got.Msgs, got.NumDeleted, got.LastSeq, len(lostRes))
+	}
+	for n := range lostRes {
+		m, err := s.GetLastMsgForSubject(ctx, st.sessionSubject(lostID, "e."+strconv.Itoa(n)))
+		if err != nil {
+			t.Fatalf("write %d: %v", n, err)
+		}
+		if m.Sequence != uint64(n+1) {
+			t.Errorf("write %d at stream sequence %d, want %d", n, m.Sequence, n+1)
+		}
 	}
 }
 

@@ -128,6 +128,7 @@ type Store struct {
 	settledQ    []*pending           // settled commits whose lanes are clear, for the completer
 	draining    bool                 // Stop began: the completer returns once every commit finished
 	wake        chan struct{}        // signals the completer (capacity 1)
+	kick        chan struct{}        // signals the retrier: a stalled stream answered (capacity 1)
 	resent      atomic.Uint64        // writes published again (retries)
 
 	wg sync.WaitGroup
@@ -191,6 +192,7 @@ func (s *Store) Start(ctx context.Context) error {
 	s.attempts = make(map[*nats.Msg]*write)
 	s.lastBy = make(map[string]*pending)
 	s.wake = make(chan struct{}, 1)
+	s.kick = make(chan struct{}, 1)
 	s.lanes = make([]*lane, opts.Shards+1)
 	for n := range opts.Shards {
 		s.lanes[n] = &lane{name: sessionStream(n), shard: n, subjects: make(map[string][]*write)}
