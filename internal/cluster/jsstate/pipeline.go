@@ -250,6 +250,9 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	for _, k := range t.keys {
 		p.addKey("k" + k)
 	}
+	for _, n := range t.shards {
+		p.addKey("l" + s.lanes[n].name)
+	}
 	s.order(p)
 	if p.left == 0 {
 		s.resolve(p)
@@ -260,6 +263,17 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 		t.local = nil
 	}
 	s.publish(publish)
+}
+
+// awaitShard returns once every commit made here before with a write to
+// session shard n has finished (or ctx ends).
+func (s *Store) awaitShard(ctx context.Context, n int) {
+	done := make(chan struct{})
+	s.Commit(&txn{s: s, shards: []int{n}}, func(error) { close(done) })
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // addKey adds lane key k to p once.

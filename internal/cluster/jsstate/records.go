@@ -108,6 +108,10 @@ func parseSubject(subject string) (key, kind, num string, ok bool) {
 // one ephemeral consumer, and passes the clients' records to keep (which
 // says, by client identifier, which clients to collect).
 func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func(clientID string) bool) (map[string]*stored, error) {
+	// What this node wrote to the shard before is read too, even while it
+	// waits in a stalled stream (pipeline.go): delivered after the
+	// adoption, a routed delivery would follow messages given directly.
+	s.awaitShard(ctx, n)
 	st := s.streams[n]
 	var cons jetstream.Consumer
 	for {

@@ -551,6 +551,9 @@ type txn struct {
 	ops   []op
 	local *store.Txn // nil until an internal client's write
 	keys  []string   // OrderBy's
+	// shards are session shards it orders on without writing to them
+	// (awaitShard).
+	shards []int
 }
 
 // OrderBy implements broker.OrderedTxn.
