@@ -175,3 +175,34 @@ func TestQoS2PhaseOneOnlyRoutedOnResend(t *testing.T) {
 		t.Fatalf("a new message under the released identifier arrived %d times, want 1", n)
 	}
 }
+
+// A node that lost a publisher's session (another node claimed it) cannot
+// store a QoS 2 identifier any more: node2's claim fenced the session
+// before it read the records, so node1's first-phase write, made as its
+// broker makes it after the takeover (a node frozen or stopping with the
+// write on its way), is refused by JetStream. The client's resend on
+// node2 is then routed there once, and node1 never routes it.
+func TestQoS2PhaseOneFencedAfterTakeover(t *testing.T) {
+	nodes := testCluster(t)
+	on2, on3, _ := q2Subscribers(t, nodes)
+
+	p1, _ := rawConnect(t, nodes[0].addr, "p", true)
+	p2 := rawRedial(t, nodes[1].addr, "p") // takes the session over
+	p1.conn.Close()
+
+	late := &broker.Message{Topic: "q2/x", Payload: []byte("late"), QoS: 2, Origin: "p"}
+	tx := nodes[0].st.NewTxn()
+	nodes[0].st.Received(tx, "p", 9, broker.MessageID{0xcd, 15: 1}, late)
+	done := make(chan error, 1)
+	nodes[0].st.Commit(tx, func(err error) { done <- err })
+	if err := <-done; err == nil {
+		t.Fatal("node1 stored an inbound identifier of a session node2 took over")
+	}
+
+	resendAndRelease(t, p2, packet.Publish{QoS: 2, Topic: "q2/x", PacketID: 9, Payload: []byte("resent")})
+	for i, c := range []*mqttClient{on2, on3} {
+		if n := countUntilMarker(t, c, nodes[1+i].addr, "resent", fmt.Sprintf("marker%d", i)); n != 1 {
+			t.Errorf("subscriber on node%d got the resent message %d times, want 1", i+2, n)
+		}
+	}
+}
