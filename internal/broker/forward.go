@@ -131,14 +131,16 @@ type RemoteSessions interface {
 	Covers(m *Message, clientID string) bool
 }
 
-// OnceTxn is a Txn that can write the first entry of a delivery once
-// cluster-wide (jsstate: keyed by the message id and the session, within
-// JetStream's duplicate window): PutEntryOnce is PutEntry for a delivery of
-// a message published here in two phases (e.Routed is its id), so that the
-// routed delivery of the same message to the same session that a node
-// routing it again writes (RemoteSessions.Route) is dropped.
+// OnceTxn is a Txn that writes the entry of a delivery of a message with
+// an id (e.Routed: a routed delivery, a live copy of one, or a message
+// published here in two phases) once cluster-wide (jsstate: keyed by the
+// id and the session, within JetStream's duplicate window). PutEntryOnce
+// is PutEntry for the entry's first write; twin is called, before the
+// commit's done, when it was dropped as a copy of one made already (by a
+// node that held the session before, or that routed the message before
+// this one routed it again): the delivery is then not sent.
 type OnceTxn interface {
-	PutEntryOnce(clientID string, e *store.Entry)
+	PutEntryOnce(clientID string, e *store.Entry, twin func())
 }
 
 // AttachRemoteSessions makes QoS 1/2 publications durable for the

@@ -60,7 +60,11 @@ type txnCtx struct {
 }
 
 // refused reports whether d was routed under writes the store refused.
-func (d *delivery) refused() bool { return d.tx != nil && d.tx.failed.Load() }
+// A delivery whose first write the Durable dropped as one another node
+// made already (OnceTxn) is refused likewise: the session has it there.
+func (d *delivery) refused() bool {
+	return d.tx != nil && d.tx.failed.Load() || d.twin != nil && d.twin.Load()
+}
 
 // empty reports whether tx holds nothing to write or run.
 func (tx *txnCtx) empty() bool {
@@ -744,7 +748,9 @@ func (s *session) putEntry(tx Txn, d *delivery, id uint16, released bool) {
 	if d.once {
 		d.once = false // later writes of the entry (identifier, release) are not
 		if o, ok := tx.(OnceTxn); ok {
-			o.PutEntryOnce(s.id, &e)
+			twin := new(atomic.Bool)
+			d.twin = twin
+			o.PutEntryOnce(s.id, &e, func() { twin.Store(true) })
 			return
 		}
 	}

@@ -185,7 +185,7 @@ func (r *router) deliver(tx *txnCtx, local bool, stored *[]string) int {
 			if local && !m.RoutedID.IsZero() && d.shared == nil && d.qos > 0 {
 				// Published here in two phases (phased.go): the delivery
 				// is written once cluster-wide, whichever node routes it.
-				d.routed, d.once = m.RoutedID, true
+				d.routed = m.RoutedID
 			}
 			if !local && m.DurablyRouted && d.shared == nil && d.qos > 0 && t.s.skipsLive(b) {
 				if b.remote == nil || b.remote.Covers(m, t.s.id) {
@@ -282,11 +282,15 @@ func (s *session) skipsLive(b *Broker) bool {
 // deliverLocked is deliver with s.mu held.
 func (s *session) deliverLocked(b *Broker, d *delivery, now int64, tx *txnCtx) {
 	if !d.routed.IsZero() {
-		// Made from a routed delivery or a live copy of one: once.
+		// Made from a routed delivery or a live copy of one, or published
+		// here in two phases: once, here (the ring) and cluster-wide (its
+		// entry's first write, OnceTxn: a node that lost the session, or
+		// one routing it again, writes the same delivery once).
 		if s.hadRouted(d.routed) {
 			return
 		}
 		s.noteRouted(d.routed)
+		d.once = true
 	}
 	if d.msg.expired(now) {
 		b.stats.drop(dropExpired, d.qos)

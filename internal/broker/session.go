@@ -43,10 +43,12 @@ type delivery struct {
 	// routed is the routed delivery (cluster mode) this delivery was made
 	// from, stored with its entry; zero when none (see DeliverRouted).
 	routed MessageID
-	// once marks the first write of the entry of a delivery of a message
-	// published here in two phases (phased.go): written idempotently
-	// (OnceTxn), keyed by routed and the session.
+	// once marks a delivery whose entry is still to be written for the
+	// first time, once cluster-wide (OnceTxn: keyed by routed and the
+	// session); twin is set when that write was dropped as a copy of one
+	// another node made (the delivery is then not sent: refused).
 	once bool
+	twin *atomic.Bool
 }
 
 type sharedRef struct{ group, filter string }

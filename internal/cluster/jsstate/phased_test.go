@@ -1,6 +1,7 @@
 package jsstate
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testwait"
 )
 
 // q2Subscribers are the persistent QoS 2 subscribers of q2/# of the
@@ -176,33 +178,69 @@ func TestQoS2PhaseOneOnlyRoutedOnResend(t *testing.T) {
 	}
 }
 
-// A node that lost a publisher's session (another node claimed it) cannot
-// store a QoS 2 identifier any more: node2's claim fenced the session
-// before it read the records, so node1's first-phase write, made as its
-// broker makes it after the takeover (a node frozen or stopping with the
-// write on its way), is refused by JetStream. The client's resend on
-// node2 is then routed there once, and node1 never routes it.
-func TestQoS2PhaseOneFencedAfterTakeover(t *testing.T) {
+
+// A delivery's entry is written once cluster-wide: a node that lost a
+// session and writes the entry of a routed delivery the new owner has
+// made already (a frozen node whose follower thaws, a stopping one whose
+// writes land late) has its write dropped by JetStream and is told so,
+// and the delivery does not come back when the session returns there.
+func TestRoutedEntryOnceAcrossNodes(t *testing.T) {
 	nodes := testCluster(t)
-	on2, on3, _ := q2Subscribers(t, nodes)
+	sub, _ := rawConnect(t, nodes[1].addr, "s", true)
+	sp := packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "q2/#", QoS: 2}}}
+	sub.send(t, sp.Append(nil, packet.V5))
+	if h, _ := sub.read(t); h.Type != packet.SUBACK {
+		t.Fatalf("got %s, want SUBACK", h.Type)
+	}
+	syncIndex(t, nodes[0])
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	pub.publishQoS(t, "q2/x", "m", 2, false)
+	first := sub.publish(t) // not acknowledged: its entry stays
+	// The entry node2 made, with the message's id.
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	st, err := nodes[2].st.loadSession(ctx, "s")
+	if err != nil || st == nil || len(st.entries) != 1 {
+		t.Fatalf("records of s: %+v, %v; want one entry", st, err)
+	}
+	e := st.entries[0]
 
-	p1, _ := rawConnect(t, nodes[0].addr, "p", true)
-	p2 := rawRedial(t, nodes[1].addr, "p") // takes the session over
-	p1.conn.Close()
+	// The session moves to node3, which resends it; it completes there
+	// and its entry is deleted.
+	sub.conn.Close()
+	s3 := rawRedial(t, nodes[2].addr, "s")
+	again := s3.publish(t)
+	if !again.Dup || again.PacketID != first.PacketID {
+		t.Fatalf("node3 resent id %d DUP %v, want id %d DUP", again.PacketID, again.Dup, first.PacketID)
+	}
+	s3.send(t, (&packet.Ack{Type: packet.PUBREC, PacketID: again.PacketID}).Append(nil, packet.V5))
+	if rc := s3.ack(t, packet.PUBREL, again.PacketID); rc != packet.Success {
+		t.Fatalf("PUBREL: %v", rc)
+	}
+	s3.send(t, (&packet.Ack{Type: packet.PUBCOMP, PacketID: again.PacketID}).Append(nil, packet.V5))
 
-	late := &broker.Message{Topic: "q2/x", Payload: []byte("late"), QoS: 2, Origin: "p"}
-	tx := nodes[0].st.NewTxn()
-	nodes[0].st.Received(tx, "p", 9, broker.MessageID{0xcd, 15: 1}, late)
+	// Node2 writes the same delivery again under an entry number of its
+	// own, as its broker does (PutEntryOnce).
+	e.Seq, e.PacketID = 99, 0
+	twin := make(chan struct{}, 1)
+	tx := nodes[1].st.NewTxn()
+	tx.(broker.OnceTxn).PutEntryOnce("s", &e, func() { twin <- struct{}{} })
 	done := make(chan error, 1)
-	nodes[0].st.Commit(tx, func(err error) { done <- err })
-	if err := <-done; err == nil {
-		t.Fatal("node1 stored an inbound identifier of a session node2 took over")
+	nodes[1].st.Commit(tx, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-twin:
+	default:
+		t.Fatal("node2's copy of the delivery's entry was not reported as a copy")
 	}
 
-	resendAndRelease(t, p2, packet.Publish{QoS: 2, Topic: "q2/x", PacketID: 9, Payload: []byte("resent")})
-	for i, c := range []*mqttClient{on2, on3} {
-		if n := countUntilMarker(t, c, nodes[1+i].addr, "resent", fmt.Sprintf("marker%d", i)); n != 1 {
-			t.Errorf("subscriber on node%d got the resent message %d times, want 1", i+2, n)
-		}
+	// Back on node2: the message does not come again; a new one does.
+	s3.conn.Close()
+	s2 := rawRedial(t, nodes[1].addr, "s")
+	pub.publishQoS(t, "q2/x", "after", 2, false)
+	if p := s2.publish(t); string(p.Payload) != "after" {
+		t.Fatalf("back on node2: PUBLISH %q (DUP %v), want \"after\"", p.Payload, p.Dup)
 	}
 }

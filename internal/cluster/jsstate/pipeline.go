@@ -107,6 +107,7 @@ type write struct {
 	p       *pending
 	lane    *lane
 	session string // the client whose session record msg is, or ""
+	twin    func() // called for a copy of another node's write (op.twin)
 	// tries are the messages published for it (nats.go calls back with
 	// them), sent the time of the last.
 	tries   []*nats.Msg
@@ -221,7 +222,7 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	for i := range t.ops {
 		o := &t.ops[i]
 		l := s.laneOf(o)
-		w := &write{msg: o.msg, purge: o.purge, p: p, lane: l, session: o.session}
+		w := &write{msg: o.msg, purge: o.purge, p: p, lane: l, session: o.session, twin: o.twin}
 		if w.msg != nil {
 			if w.msg.Header.Get(jetstream.MsgIDHeader) == "" {
 				w.msg.Header.Set(jetstream.MsgIDHeader, s.msgID())
@@ -360,6 +361,11 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 	}
 	if w.session != "" && !ack.Duplicate {
 		s.noteSession(w.session, ack.Sequence)
+	}
+	if w.twin != nil && ack.Duplicate && len(w.tries) == 1 {
+		// Not a copy of our own first attempt (it had none): another
+		// node wrote this delivery's entry (PutEntryOnce).
+		w.twin()
 	}
 	// The earlier writes of the same subject are superseded: the stream
 	// keeps this one.

@@ -192,7 +192,6 @@ func (s *Store) Received(bt broker.Txn, clientID string, packetID uint16, id bro
 	}
 	r := broker.MessageRecord(m)
 	t.put(s.sessionSubject(clientID, "i."+strconv.FormatUint(uint64(packetID), 10)), appendInbound(nil, id, &r))
-	s.fenced(t.ops[len(t.ops)-1].msg, clientID)
 }
 
 // Inbound records (<key>.i.<packet id>), versioned by their first byte:

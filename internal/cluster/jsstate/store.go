@@ -105,9 +105,6 @@ type Store struct {
 	// record this node knows of (Covers).
 	sessionSeq map[string]uint64
 
-	fenceMu sync.Mutex          // guards fences
-	fences  map[string]fenceRec // the fences this node wrote, by client (fence.go)
-
 	amu      sync.Mutex           // guards adopting
 	adopting map[string]*adoption // sessions being adopted here, by client
 
@@ -154,7 +151,7 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 	}
 	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
 		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption),
-		sessionSeq: make(map[string]uint64), fences: make(map[string]fenceRec)}, nil
+		sessionSeq: make(map[string]uint64)}, nil
 }
 
 // shard is the session stream of clientID.
@@ -572,6 +569,9 @@ type op struct {
 	// session names the client whose session record msg is: its stream
 	// sequence, once acknowledged, is noted for Covers.
 	session string
+	// twin is called when JetStream drops msg as a copy of a write with
+	// its Nats-Msg-Id that another node made (PutEntryOnce).
+	twin func()
 }
 
 // NewTxn implements broker.Durable.
@@ -650,14 +650,18 @@ func (t *txn) PutInbound(id string, packetID uint16) {
 	t.put(t.s.sessionSubject(id, "i."+strconv.FormatUint(uint64(packetID), 10)), []byte{inboundPlain})
 }
 
-// PutEntryOnce implements broker.OnceTxn: the entry's write carries the
-// key of its delivery (onceKey of e.Routed and the session), so that a
-// routed delivery of the same message to the same session written later
-// (the phases done again by another node) is dropped by JetStream.
-func (t *txn) PutEntryOnce(id string, e *store.Entry) {
+// PutEntryOnce implements broker.OnceTxn: the entry's first write carries
+// the key of its delivery ("e." and the onceKey of e.Routed and the
+// session), so that JetStream stores one entry per delivery, whichever
+// node writes it (the node holding the session, one that lost it while
+// frozen or stopping, or one routing the message again); a write dropped
+// as a copy of another node's calls twin.
+func (t *txn) PutEntryOnce(id string, e *store.Entry, twin func()) {
 	t.PutEntry(id, e)
 	if r := broker.MessageID(e.Routed); !internal(id) && !r.IsZero() {
-		t.ops[len(t.ops)-1].msg.Header.Set(jetstream.MsgIDHeader, onceKey(r, id))
+		o := &t.ops[len(t.ops)-1]
+		o.msg.Header.Set(jetstream.MsgIDHeader, "e."+onceKey(r, id))
+		o.twin = twin
 	}
 }
 
