@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"slices"
 	"strings"
 
@@ -120,6 +121,12 @@ type RemoteSessions interface {
 	// under: the first of the two phases of an inbound QoS 2 PUBLISH
 	// (phased.go), which AdoptSession gives back as an Inbound.
 	Received(t Txn, clientID string, packetID uint16, id MessageID, m *Message)
+	// Fence returns nil when this node still holds clientID's session in
+	// the cluster, checked by a write that fails once another node has
+	// claimed or adopted it (and then read its records): called between
+	// the two phases, so that a node that lost a publisher's session does
+	// not route a message the new owner may route too.
+	Fence(ctx context.Context, clientID string) error
 	// Position is how far this node's index of the sessions has read,
 	// for Message.RoutedIndex; the index Route uses afterwards is at
 	// least there.

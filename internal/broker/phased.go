@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -150,7 +152,11 @@ func (c *client) pushStep(st *phaseStep) {
 	}
 }
 
-// runSteps runs the queued steps, each once its phase 1 has ended.
+// runSteps runs the queued steps, each once its phase 1 has ended: those
+// ready together as one batch, after one check that this node still holds
+// the publisher's session (RemoteSessions.Fence): a node that lost it
+// while frozen or stopping, its first-phase writes landing after the new
+// owner read the session, refuses them rather than route them.
 func (c *client) runSteps() {
 	p := &c.phases
 	for {
@@ -160,12 +166,44 @@ func (c *client) runSteps() {
 			p.mu.Unlock()
 			return
 		}
-		st := p.steps[0]
-		p.steps[0] = nil
-		p.steps = p.steps[1:]
+		first := p.steps[0]
 		p.mu.Unlock()
-		<-st.ready
-		st.run(st.err)
+		<-first.ready
+		p.mu.Lock()
+		n := 1
+		for n < len(p.steps) && closed(p.steps[n].ready) {
+			n++
+		}
+		batch := slices.Clone(p.steps[:n])
+		clear(p.steps[:n])
+		p.steps = p.steps[n:]
+		p.mu.Unlock()
+		var fence error
+		for _, st := range batch {
+			if st.err == nil {
+				ctx, cancel := context.WithTimeout(c.b.halt, ClaimTimeout)
+				fence = c.b.remote.Fence(ctx, c.sess.id)
+				cancel()
+				break
+			}
+		}
+		for _, st := range batch {
+			err := st.err
+			if err == nil {
+				err = fence
+			}
+			st.run(err)
+		}
+	}
+}
+
+// closed reports whether ch is closed.
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -294,6 +294,20 @@ func (o *Ownership) adopt(ctx context.Context, claims map[string]uint64, from st
 			}
 			continue
 		}
+		// Before the records are read: a write of the node that lost
+		// the session still on its way cannot store a QoS 2 identifier
+		// after them (fence.go).
+		if err := o.sessions.fence(ctx, id, token); err != nil {
+			done()
+			if errors.Is(err, errFenced) {
+				delete(o.unrestored, key) // claimed by a client meanwhile
+				resolved[key] = true
+			} else {
+				o.unrestored[key] = token
+				o.errs.Log(slog.LevelWarn, "adopt", "could not fence a session to adopt (tried again)", "client", id, "from", from, "err", err)
+			}
+			continue
+		}
 		o.unrestored[key] = token
 		got = append(got, claimed{key, id, token, done})
 	}

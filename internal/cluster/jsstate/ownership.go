@@ -544,6 +544,11 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	} else if prev != "" {
 		o.awaitHandoff(ctx, prev, clientID, token)
 	}
+	// After the previous owner's handoff, before the records are read:
+	// what it has not stored yet cannot be stored any more (fence.go).
+	if err := o.sessions.fence(ctx, clientID, token); err != nil {
+		return 0, err
+	}
 	if prev == "" {
 		return token, nil
 	}

@@ -2,6 +2,7 @@ package jsstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -242,5 +243,42 @@ func TestRoutedEntryOnceAcrossNodes(t *testing.T) {
 	pub.publishQoS(t, "q2/x", "after", 2, false)
 	if p := s2.publish(t); string(p.Payload) != "after" {
 		t.Fatalf("back on node2: PUBLISH %q (DUP %v), want \"after\"", p.Payload, p.Dup)
+	}
+}
+
+// A node that lost a publisher's session cannot pass the check made
+// between the two phases: node2's claim fenced the session before it read
+// the records, so node1's check (a write expecting its own fence) fails,
+// and its broker refuses what it had stored instead of routing it; node2's
+// passes, again and again. A claim older than the fence does not replace
+// it.
+func TestFenceAfterTakeover(t *testing.T) {
+	nodes := testCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	rawConnect(t, nodes[0].addr, "p", true)
+	for range 2 {
+		if err := nodes[0].st.Fence(ctx, "p"); err != nil {
+			t.Fatalf("node1 holds the session: %v", err)
+		}
+	}
+	nodes[0].st.fenceMu.Lock()
+	old := nodes[0].st.fences["p"].token
+	nodes[0].st.fenceMu.Unlock()
+
+	rawRedial(t, nodes[1].addr, "p") // takes the session over
+	if err := nodes[0].st.Fence(ctx, "p"); !errors.Is(err, errFenced) {
+		t.Fatalf("node1's check after node2's takeover: %v, want %v", err, errFenced)
+	}
+	for range 2 {
+		if err := nodes[1].st.Fence(ctx, "p"); err != nil {
+			t.Fatalf("node2 holds the session: %v", err)
+		}
+	}
+	if err := nodes[2].st.fence(ctx, "p", old); !errors.Is(err, errFenced) {
+		t.Fatalf("fencing under node1's older claim: %v, want %v", err, errFenced)
+	}
+	if err := nodes[1].st.Fence(ctx, "p"); err != nil {
+		t.Fatalf("node2 after an older claim's attempt: %v", err)
 	}
 }

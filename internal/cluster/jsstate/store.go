@@ -105,6 +105,9 @@ type Store struct {
 	// record this node knows of (Covers).
 	sessionSeq map[string]uint64
 
+	fenceMu sync.Mutex          // guards fences
+	fences  map[string]fenceRec // the fences this node wrote, by client (fence.go)
+
 	amu      sync.Mutex           // guards adopting
 	adopting map[string]*adoption // sessions being adopted here, by client
 
@@ -151,7 +154,7 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 	}
 	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
 		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption),
-		sessionSeq: make(map[string]uint64)}, nil
+		sessionSeq: make(map[string]uint64), fences: make(map[string]fenceRec)}, nil
 }
 
 // shard is the session stream of clientID.

@@ -1,0 +1,127 @@
+package jsstate
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Fencing: a node that claimed or adopted a client's session writes the
+// session's fence, edgeport.sessions.<shard>.<key> (the claim's token,
+// 8 bytes big-endian), before it reads the session's records. Before it
+// routes an inbound QoS 2 PUBLISH whose identifier it stored (phase 2,
+// broker/phased.go), the owner writes its fence again, expecting its own
+// to be the last (Nats-Expected-Last-Subject-Sequence; Fence): the write
+// fails once another node has fenced the session. So a node that lost a
+// publisher's session while frozen or stopping, whose first-phase write
+// landed after the new owner read the records, does not route the
+// message: the new owner, which did not see the identifier, routes the
+// client's resend, and nobody else does. The check is a write, not a
+// read, because JetStream orders it with the new owner's fence through
+// its Raft log: a node that thaws and still believes it leads a stream
+// cannot answer it from a stale state.
+//
+// The fence is not under <key>.>, so ending a session leaves it. It is
+// written only over an older claim's (compare-and-set on the subject's
+// last sequence, after reading its token): a node whose claim was
+// overtaken never fences out the newer owner. Only the session's owner
+// writes it, one check at a time (JetStream refuses a write expecting a
+// subject's sequence while another such write of the subject is in
+// flight), so a publisher's checks are batched (phasePipe).
+
+// errFenced is a claim older than the session's fence: another node
+// claimed the session since.
+var errFenced = errors.New("a newer claim fenced the session")
+
+// fenceSubject is the subject of clientID's fence.
+func (s *Store) fenceSubject(clientID string) string {
+	return "edgeport.sessions." + strconv.Itoa(s.shard(clientID)) + "." + clientKey(clientID)
+}
+
+// fenceRec is the fence this node wrote for a session it holds.
+type fenceRec struct{ token, seq uint64 }
+
+// fence writes clientID's fence for claim token, unless a claim at least
+// as new wrote it (errFenced when newer), and remembers it for Received.
+func (s *Store) fence(ctx context.Context, clientID string, token uint64) error {
+	subject := s.fenceSubject(clientID)
+	st := s.streams[s.shard(clientID)]
+	for {
+		var last, tok uint64
+		m, err := st.GetLastMsgForSubject(ctx, subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			if err := retryable(ctx, err); err != nil {
+				return fmt.Errorf("reading the fence of %q: %w", clientID, err)
+			}
+			continue
+		default:
+			last = m.Sequence
+			if len(m.Data) == 8 {
+				tok = binary.BigEndian.Uint64(m.Data)
+			}
+		}
+		switch {
+		case tok > token:
+			return fmt.Errorf("fencing the session of %q: %w", clientID, errFenced)
+		case tok == token && last != 0:
+			s.noteFence(clientID, token, last)
+			return nil
+		}
+		msg := nats.NewMsg(subject)
+		msg.Data = binary.BigEndian.AppendUint64(nil, token)
+		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(last))
+		var apiErr *jetstream.APIError
+		switch {
+		case err == nil:
+			s.noteFence(clientID, token, ack.Sequence)
+			return nil
+		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
+			continue // another claim fenced meanwhile: read it
+		default:
+			if err := retryable(ctx, err); err != nil {
+				return fmt.Errorf("fencing the session of %q: %w", clientID, err)
+			}
+		}
+	}
+}
+
+// noteFence remembers the fence of clientID's session this node wrote.
+func (s *Store) noteFence(clientID string, token, seq uint64) {
+	s.fenceMu.Lock()
+	defer s.fenceMu.Unlock()
+	if f, ok := s.fences[clientID]; !ok || f.token <= token {
+		s.fences[clientID] = fenceRec{token, seq}
+	}
+}
+
+// Fence implements broker.RemoteSessions: it writes clientID's fence
+// again, expecting this node's to be the last, and fails when another
+// node fenced the session since (it claimed or adopted it).
+func (s *Store) Fence(ctx context.Context, clientID string) error {
+	s.fenceMu.Lock()
+	f := s.fences[clientID]
+	s.fenceMu.Unlock()
+	msg := nats.NewMsg(s.fenceSubject(clientID))
+	msg.Data = binary.BigEndian.AppendUint64(nil, f.token)
+	for {
+		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(f.seq))
+		if err == nil {
+			s.noteFence(clientID, f.token, ack.Sequence)
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("the session of %q: %w", clientID, errFenced)
+		}
+		if err := retryable(ctx, err); err != nil {
+			return fmt.Errorf("checking the fence of %q: %w", clientID, err)
+		}
+	}
+}
