@@ -833,9 +833,8 @@ func (r *pahoRoamer) failure() string {
 // nodes rejoining, no protocol violation, and the isolation's checks)
 // fails them now.
 var faultNotYet = map[string]string{
-	"lost":       "a few acknowledged messages lost around a kill, a freeze or a partition",
-	"duplicated": "QoS 2 PUBLISHes in flight on a frozen or stopping node routed again after the client's resend elsewhere",
-	"order":      "routed deliveries from JetStream and direct ones interleave around takeovers and leader elections",
+	"lost":  "a few acknowledged messages lost around a kill, a freeze or a partition",
+	"order": "routed deliveries from JetStream and direct ones interleave around takeovers and leader elections",
 }
 
 // faultTally is what a scenario checked, summed over subscribers and
