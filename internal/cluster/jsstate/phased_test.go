@@ -179,7 +179,6 @@ func TestQoS2PhaseOneOnlyRoutedOnResend(t *testing.T) {
 	}
 }
 
-
 // A delivery's entry is written once cluster-wide: a node that lost a
 // session and writes the entry of a routed delivery the new owner has
 // made already (a frozen node whose follower thaws, a stopping one whose
