@@ -213,7 +213,13 @@ func (b *Broker) handOverLocked(s *session, wait *sync.WaitGroup, save bool) {
 // so its will's delay and its expiry start now. A session that expired
 // meanwhile is deleted, its claim released and its will published. A
 // session of the client already here is replaced.
-func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound []Inbound, token uint64) error {
+//
+// routed, when not nil, is called once the stored deliveries are in place
+// and before the session can be reached by anything else (a publisher,
+// a connection, DeliverRouted): the routed deliveries it returns are the
+// session's next ones, in that order, each stored in one transaction with
+// its Remove.
+func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound []Inbound, token uint64, routed func() []RoutedDelivery) error {
 	b.sessMu.Lock()
 	if old := b.sessions[rec.ClientID]; old != nil {
 		// Stale: this node handed it over earlier and missed nothing
@@ -226,13 +232,18 @@ func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound
 	}
 	b.sessMu.Unlock()
 	now := b.clk.Now()
-	fx := restoreEffects{adopt: true, claim: token}
+	tx := b.newTxn()
+	if tx != nil {
+		tx.durable = true // what it delivers was read from the store
+	}
+	fx := restoreEffects{adopt: true, claim: token, routed: routed, tx: tx}
 	ids := make([]uint16, len(inbound))
 	for i := range inbound {
 		ids[i] = inbound[i].PacketID
 	}
 	s, err := b.restoreSession(rec, entries, ids, now, &fx)
 	if err != nil {
+		tx.discard()
 		return fmt.Errorf("adopting the session of %q: %w", rec.ClientID, err)
 	}
 	if s != nil {
@@ -240,7 +251,6 @@ func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound
 		s.adoptInbound(inbound)
 		s.mu.Unlock()
 	}
-	tx := b.newTxn()
 	if s == nil {
 		id := rec.ClientID
 		tx.write(func(t Txn) { t.DeleteSession(id) }, nil)

@@ -115,7 +115,11 @@ type RemoteSessions interface {
 	// dropped, and so is one of a message published in two phases whose
 	// session has its entry already (OnceTxn). It is called with t's lock
 	// held: it must not block.
-	Route(t Txn, m *Message, id MessageID, local func(clientID string) bool)
+	//
+	// It also writes one for every session in also, whether the index
+	// matches it or not (sessions held here whose delivery is deferred,
+	// see Deferred).
+	Route(t Txn, m *Message, id MessageID, local func(clientID string) bool, also []string)
 	// Received adds to t the inbound QoS 2 identifier packetID of
 	// clientID's session stored with m and the id m is to be routed
 	// under: the first of the two phases of an inbound QoS 2 PUBLISH
@@ -127,6 +131,14 @@ type RemoteSessions interface {
 	// the two phases, so that a node that lost a publisher's session does
 	// not route a message the new owner may route too.
 	Fence(ctx context.Context, clientID string) error
+	// Deferred reports whether a QoS 1/2 message that client origin
+	// published on this node for clientID's persistent session, held
+	// here, must reach it as a routed delivery (Route's also) rather than
+	// straight, because routed deliveries written earlier may not have
+	// reached the session yet: this node's for the session (it has just
+	// come to this node), or origin's through the node it was connected
+	// to before. The session's stream is then its one order.
+	Deferred(clientID, origin string) bool
 	// Position is how far this node's index of the sessions has read,
 	// for Message.RoutedIndex; the index Route uses afterwards is at
 	// least there.
@@ -172,12 +184,19 @@ func (b *Broker) publishRoute(m *Message, tx *txnCtx) (n int, forwarded bool) {
 	if !durable {
 		return b.route(m, tx), true
 	}
-	var stored []string
-	n = b.routeFrom(m, tx, true, &stored)
+	var tg routedTargets
+	n = b.routeFrom(m, tx, true, &tg)
 	tx.write(func(t Txn) {
-		b.remote.Route(t, m, id, func(clientID string) bool { return slices.Contains(stored, clientID) })
+		b.remote.Route(t, m, id, func(clientID string) bool { return slices.Contains(tg.stored, clientID) }, tg.deferred)
 	}, nil)
 	return n, true
+}
+
+// routedTargets collects, while a message published here is routed, the
+// persistent sessions held here whose delivery it stored, and those it
+// left to a routed delivery (RemoteSessions.Deferred).
+type routedTargets struct {
+	stored, deferred []string
 }
 
 // DeliverRouted gives m, which another node stored for clientID's session
@@ -200,6 +219,10 @@ func (b *Broker) DeliverRouted(clientID string, id MessageID, m *Message, remove
 	if tx == nil {
 		return false // stopped
 	}
+	// The message is durable as the routed record: should the delivery's
+	// writes fail, the session has it all the same (the record stays, for
+	// whoever holds the session next).
+	tx.durable = true
 	now := b.clk.Now().UnixNano()
 	s.mu.Lock()
 	if s.ended {
@@ -207,6 +230,25 @@ func (b *Broker) DeliverRouted(clientID string, id MessageID, m *Message, remove
 		tx.discard()
 		return false
 	}
+	b.deliverRoutedLocked(s, id, m, now, tx)
+	s.mu.Unlock()
+	tx.write(remove, nil)
+	b.commit(tx, nil)
+	return true
+}
+
+// RoutedDelivery is a routed delivery an adopted session takes with its
+// stored state (AdoptSession): the message, its id, and remove, which
+// deletes its record in the transaction that stores the delivery.
+type RoutedDelivery struct {
+	ID     MessageID
+	Msg    *Message
+	Remove func(Txn)
+}
+
+// deliverRoutedLocked gives s routed delivery id of m, as DeliverRouted
+// describes, into tx. s.mu is held.
+func (b *Broker) deliverRoutedLocked(s *session, id MessageID, m *Message, now int64, tx *txnCtx) {
 	d := delivery{msg: m, routed: id, single: true}
 	matched := false
 	for _, sub := range s.subs {
@@ -223,10 +265,6 @@ func (b *Broker) DeliverRouted(clientID string, id MessageID, m *Message, remove
 	if matched {
 		s.deliverLocked(b, &d, now, tx) // once: not when it had id already
 	}
-	s.mu.Unlock()
-	tx.write(remove, nil)
-	b.commit(tx, nil)
-	return true
 }
 
 // routedMemory bounds how many routed deliveries a session remembers

@@ -57,6 +57,10 @@ type txnCtx struct {
 	// publisher was told so, and deliveries made under tx that have not
 	// reached a subscriber yet are dropped rather than sent.
 	failed atomic.Bool
+	// durable marks a txnCtx whose deliveries are durable elsewhere
+	// already (made from routed deliveries, or restored): should its
+	// writes fail, they are delivered all the same, not refused.
+	durable bool
 }
 
 // refused reports whether d was routed under writes the store refused.
@@ -176,7 +180,9 @@ func (tx *txnCtx) submit(b *Broker, done func(error)) {
 	// after it.
 	b.commits.push(tx.txn, func(err error) {
 		if err != nil {
-			tx.failed.Store(true)
+			if !tx.durable {
+				tx.failed.Store(true)
+			}
 			b.stats.storeErrors.Add(1)
 			if !errors.Is(err, store.ErrQuotaExceeded) {
 				// Every publish fails alike while the cause lasts.
@@ -462,6 +468,11 @@ type restoreEffects struct {
 	wills   []*Message
 	rewrite []*store.Session
 	entries []restoredEntry // entries whose packet identifier changed
+	// routed, when set (AdoptSession), gives the routed deliveries the
+	// session takes after its stored ones, delivered into tx before the
+	// session is seen by anyone else.
+	routed func() []RoutedDelivery
+	tx     *txnCtx
 }
 
 type restoredEntry struct {
@@ -514,6 +525,24 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		s.owner = &Principal{ClientID: rec.ClientID, Username: o.Username, Attributes: o.Attributes, Method: o.Method}
 		s.ownerListener = o.Listener
 	}
+	if err := b.restoreDeliveries(s, entries, fx); err != nil {
+		return nil, err
+	}
+	for _, id := range inbound {
+		if s.awaitingRel == nil {
+			s.awaitingRel = make(map[uint16]struct{})
+		}
+		s.awaitingRel[id] = struct{}{}
+	}
+	// The session appears whole: its subscriptions, stored deliveries and
+	// routed deliveries are in place before a publisher or a connection
+	// can reach it (an adopted session's routed deliveries come before
+	// anything published after).
+	b.sessMu.Lock()
+	b.sessions[s.id] = s
+	s.mu.Lock()
+	b.sessMu.Unlock()
+	s.count(&b.stats.sessions, 1)
 	for _, r := range rec.Subs {
 		sub := &subscription{filter: r.Filter, qos: r.QoS, noLocal: r.NoLocal, retainAsPublished: r.RetainAsPublished,
 			retainHandling: r.RetainHandling, id: r.ID, inner: r.Filter}
@@ -531,20 +560,13 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 		b.subscribe(s, sub)
 		s.count(&b.stats.subscriptions, 1)
 	}
-	if err := b.restoreDeliveries(s, entries, fx); err != nil {
-		return nil, err
-	}
-	for _, id := range inbound {
-		if s.awaitingRel == nil {
-			s.awaitingRel = make(map[uint16]struct{})
+	if fx.routed != nil {
+		nowNs := now.UnixNano()
+		for _, r := range fx.routed() {
+			b.deliverRoutedLocked(s, r.ID, r.Msg, nowNs, fx.tx)
+			fx.tx.write(r.Remove, nil)
 		}
-		s.awaitingRel[id] = struct{}{}
 	}
-	b.sessMu.Lock()
-	b.sessions[s.id] = s
-	b.sessMu.Unlock()
-	s.count(&b.stats.sessions, 1)
-	s.mu.Lock()
 	if s.expiry != expiryNever {
 		s.expiryTimer = b.clk.AfterFunc(s.expiry-down, func() { b.inBackground(func() { b.expireSession(s) }) })
 	}

@@ -150,9 +150,10 @@ func (b *Broker) route(m *Message, tx *txnCtx) int {
 // routeFrom is route; local is false for a message another node published,
 // which this node's services (Serve) do not take: each node's state store
 // answers its own clients, the publisher's node answers its request. With
-// stored non-nil, it collects the clients whose sessions stored a delivery
-// of m in tx.
-func (b *Broker) routeFrom(m *Message, tx *txnCtx, local bool, stored *[]string) int {
+// tg non-nil (a message routed durably, RemoteSessions), it collects the
+// clients whose sessions stored a delivery of m in tx, and those deferred
+// to a routed delivery.
+func (b *Broker) routeFrom(m *Message, tx *txnCtx, local bool, tg *routedTargets) int {
 	r := routerPool.Get().(*router)
 	r.b, r.m = b, m
 	shared := r.addShared
@@ -163,13 +164,14 @@ func (b *Broker) routeFrom(m *Message, tx *txnCtx, local bool, stored *[]string)
 	if m.DeliverTo != "" {
 		r.addDirect(m.DeliverTo)
 	}
-	return r.deliver(tx, local, stored)
+	return r.deliver(tx, local, tg)
 }
 
 // deliver hands the message to every collected target, puts r back in
-// its pool and returns how many targets there were. With stored non-nil,
-// it collects the clients whose sessions stored a delivery in tx.
-func (r *router) deliver(tx *txnCtx, local bool, stored *[]string) int {
+// its pool and returns how many targets there were. With tg non-nil, it
+// collects the clients whose sessions stored a delivery in tx, and those
+// deferred to a routed delivery.
+func (r *router) deliver(tx *txnCtx, local bool, tg *routedTargets) int {
 	b, m := r.b, r.m
 	n := len(r.targets)
 	var now int64
@@ -195,10 +197,18 @@ func (r *router) deliver(tx *txnCtx, local bool, stored *[]string) int {
 				// subscriptions (a SUBSCRIBE just now): the live copy
 				// counts, and a routed twin is dropped.
 				d.routed = m.RoutedID
+			} else if local {
+				if tg != nil && d.shared == nil && d.qos > 0 && b.remote.Deferred(t.s.id, m.Origin) && t.s.skipsLive(b) {
+					// Earlier routed deliveries of this node have not all
+					// reached the session: this one follows them through
+					// the stream.
+					tg.deferred = append(tg.deferred, t.s.id)
+					continue
+				}
 			}
 			t.s.deliver(b, &d, now, tx)
-			if stored != nil && d.seq != 0 {
-				*stored = append(*stored, t.s.id)
+			if tg != nil && d.seq != 0 {
+				tg.stored = append(tg.stored, t.s.id)
 			}
 		}
 	}

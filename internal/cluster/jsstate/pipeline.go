@@ -108,6 +108,11 @@ type write struct {
 	lane    *lane
 	session string // the client whose session record msg is, or ""
 	twin    func() // called for a copy of another node's write (op.twin)
+	subs    uint64 // with session, the record's subscriptions (subsPrint)
+	// routed is the client whose routed delivery msg is, or "", and seq
+	// the stream sequence JetStream acknowledged it at (0: not).
+	routed string
+	seq    uint64
 	// tries are the messages published for it (nats.go calls back with
 	// them), sent the time of the last.
 	tries   []*nats.Msg
@@ -214,6 +219,11 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	p := &pending{done: done, committed: now, deadline: now.Add(AckTimeout)}
 	if len(t.ops) > 0 && !s.isReady() {
 		p.err = ErrNotReady
+		for _, o := range t.ops {
+			if o.routed != "" {
+				s.routedEnd(o.routed, 0)
+			}
+		}
 		t.ops = nil
 	}
 	var publish []*write
@@ -222,7 +232,7 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	for i := range t.ops {
 		o := &t.ops[i]
 		l := s.laneOf(o)
-		w := &write{msg: o.msg, purge: o.purge, p: p, lane: l, session: o.session, twin: o.twin}
+		w := &write{msg: o.msg, purge: o.purge, p: p, lane: l, session: o.session, twin: o.twin, subs: o.subs, routed: o.routed}
 		if w.msg != nil {
 			if w.msg.Header.Get(jetstream.MsgIDHeader) == "" {
 				w.msg.Header.Set(jetstream.MsgIDHeader, s.msgID())
@@ -360,13 +370,14 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 		return
 	}
 	if w.session != "" && !ack.Duplicate {
-		s.noteSession(w.session, ack.Sequence)
+		s.noteSession(w.session, ack.Sequence, w.subs)
 	}
 	if w.twin != nil && ack.Duplicate && len(w.tries) == 1 {
 		// Not a copy of our own first attempt (it had none): another
 		// node wrote this delivery's entry (PutEntryOnce).
 		w.twin()
 	}
+	w.seq = ack.Sequence
 	// The earlier writes of the same subject are superseded: the stream
 	// keeps this one.
 	l := w.lane
@@ -518,6 +529,7 @@ func (s *Store) complete() {
 		}
 		for i := 0; i < len(batch); i++ {
 			p := batch[i]
+			s.checkOrder(p)
 			p.done(p.err)
 			s.pmu.Lock()
 			batch = append(batch, s.finish(p)...)
@@ -785,4 +797,37 @@ func (s *Store) runPurge(l *lane, w *write, drained chan struct{}) {
 	publish := s.release(l, time.Now())
 	s.pmu.Unlock()
 	s.publish(publish)
+}
+
+// checkOrder fails p with ErrOutOfOrder when one of its routed
+// deliveries was stored before a routed delivery of a commit this node
+// made earlier to the same stream and acknowledged (a write published
+// again after its stream's leader was lost lands after the later writes
+// that reached the new leader first), and counts p's routed deliveries
+// done with (Deferred). The completer calls it just before p's done:
+// every earlier commit sharing a lane with p has finished.
+func (s *Store) checkOrder(p *pending) {
+	var routed []*write
+	for _, w := range p.writes {
+		if w.routed != "" {
+			routed = append(routed, w)
+		}
+	}
+	if len(routed) == 0 {
+		return
+	}
+	if p.err == nil {
+		for _, w := range routed {
+			if w.seq != 0 && w.seq < s.landed[w.lane.name] {
+				p.err = fmt.Errorf("writing to JetStream: %s sequence %d, after %d: %w", w.lane.name, w.seq, s.landed[w.lane.name], ErrOutOfOrder)
+				break
+			}
+		}
+	}
+	for _, w := range routed {
+		if p.err == nil {
+			s.landed[w.lane.name] = max(s.landed[w.lane.name], w.seq)
+		}
+		s.routedEnd(w.routed, w.seq)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
@@ -149,23 +150,37 @@ func parseRoutedID(tok string) (broker.MessageID, error) {
 
 // Route implements broker.RemoteSessions: it writes into t a routed
 // delivery of m for every persistent session the index matches at QoS 1
-// or 2 and that local does not report.
-func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, local func(clientID string) bool) {
+// or 2 and that local does not report, and for every session in also.
+func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, local func(clientID string) bool, also []string) {
 	t, ok := bt.(*txn)
 	if !ok || s.index == nil {
 		return
 	}
 	var rec []byte
-	for _, tg := range s.index.match(m, nil) {
-		if internal(tg.clientID) || local != nil && local(tg.clientID) {
-			continue
-		}
+	var done []string
+	write := func(clientID string) {
 		if rec == nil {
 			r := broker.MessageRecord(m)
 			rec = store.AppendMessage(nil, &r)
 		}
-		t.put(s.sessionSubject(tg.clientID, "r."+routedToken(id)), rec)
-		t.ops[len(t.ops)-1].msg.Header.Set(jetstream.MsgIDHeader, onceKey(id, tg.clientID))
+		t.put(s.sessionSubject(clientID, "r."+routedToken(id)), rec)
+		t.ops[len(t.ops)-1].msg.Header.Set(jetstream.MsgIDHeader, onceKey(id, clientID))
+		t.ops[len(t.ops)-1].routed = clientID
+		s.routedBegin(clientID)
+	}
+	for _, tg := range s.index.match(m, nil) {
+		if internal(tg.clientID) || local != nil && local(tg.clientID) {
+			continue
+		}
+		write(tg.clientID)
+		if len(also) > 0 {
+			done = append(done, tg.clientID)
+		}
+	}
+	for _, c := range also {
+		if !internal(c) && !slices.Contains(done, c) {
+			write(c)
+		}
 	}
 }
 
@@ -235,6 +250,117 @@ func decodeInbound(packetID uint16, data []byte) (broker.Inbound, error) {
 	}
 	return in, fmt.Errorf("%w: inbound record %d", store.ErrCorrupt, packetID)
 }
+
+// routedOut counts a client's routed deliveries written by this node:
+// those not acknowledged yet, and the stream sequence of the last one
+// acknowledged.
+type routedOut struct {
+	pending int
+	last    uint64
+}
+
+// routedBegin counts a routed delivery to clientID's session put into a
+// transaction.
+func (s *Store) routedBegin(clientID string) {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	r := s.routedOut[clientID]
+	if r == nil {
+		r = &routedOut{}
+		s.routedOut[clientID] = r
+	}
+	r.pending++
+}
+
+// routedEnd counts one routed delivery to clientID's session done with:
+// acknowledged at stream sequence seq, or (seq 0) failed or discarded.
+func (s *Store) routedEnd(clientID string, seq uint64) {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	r := s.routedOut[clientID]
+	if r == nil {
+		return
+	}
+	r.pending--
+	r.last = max(r.last, seq)
+	if r.pending <= 0 && r.last <= s.indexed[s.shard(clientID)] {
+		delete(s.routedOut, clientID)
+	}
+}
+
+// Deferred implements broker.RemoteSessions: whether a message published
+// here for clientID's session, held here, must go through its stream as a
+// routed delivery rather than straight into it, so that it comes after
+// the routed deliveries this node wrote for the session before: some are
+// not acknowledged yet or not read by this node's follower yet, or the
+// session is being adopted.
+func (s *Store) Deferred(clientID, origin string) bool {
+	s.amu.Lock()
+	adopting := s.adopting[clientID] != nil
+	s.amu.Unlock()
+	if adopting {
+		return true
+	}
+	n := s.shard(clientID)
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	if at, ok := s.moved[origin]; ok {
+		if s.indexed[n] < at[n] {
+			return true
+		}
+		caught := true
+		for i, seq := range at {
+			caught = caught && s.indexed[i] >= seq
+		}
+		if caught {
+			delete(s.moved, origin)
+		}
+	}
+	r := s.routedOut[clientID]
+	if r == nil {
+		return false
+	}
+	if r.pending > 0 || r.last > s.indexed[n] {
+		return true
+	}
+	delete(s.routedOut, clientID)
+	return false
+}
+
+// arrived notes that clientID has just come from another node: the
+// routed deliveries it published through that node, acknowledged before
+// it left, are in the streams up to their last routed delivery now, and
+// what it publishes here is deferred (Deferred) until this node's
+// followers have read that far. A stream that cannot be asked (no leader)
+// is not waited for.
+func (s *Store) arrived(ctx context.Context, clientID string) {
+	at := make([]uint64, s.opts.Shards)
+	for n := range s.opts.Shards {
+		rctx, cancel := context.WithTimeout(ctx, arrivalTimeout)
+		last, err := s.streams[n].GetLastMsgForSubject(rctx, "edgeport.sessions."+strconv.Itoa(n)+".*.r.*")
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			s.errs.Log(slog.LevelWarn, "arrived", "not ordering a moved client's messages after those it published before on shard", "shard", n, "client", clientID, "err", err)
+		default:
+			at[n] = last.Sequence
+		}
+	}
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	for n, seq := range at {
+		if seq <= s.indexed[n] {
+			at[n] = 0 // read already
+		}
+	}
+	if slices.ContainsFunc(at, func(seq uint64) bool { return seq > 0 }) {
+		s.moved[clientID] = at
+	}
+}
+
+// arrivalTimeout bounds each stream's answer to arrived.
+const arrivalTimeout = time.Second
 
 // follower reads one shard's session records and routed deliveries.
 type follower struct {
@@ -374,12 +500,13 @@ func (s *Store) apply(subject string, data []byte, seq uint64) {
 			s.forgetSession(id, seq)
 			return
 		}
-		s.noteSession(id, seq)
 		rec, err := store.DecodeSession(data, id)
 		if err != nil {
+			s.noteSession(id, seq, 0)
 			s.errs.Log(slog.LevelWarn, "index", "ignoring a session record", "client", id, "err", err)
 			return
 		}
+		s.noteSession(id, seq, subsPrint(rec))
 		s.index.set(id, rec)
 	case "r":
 		if len(data) == 0 {
@@ -406,22 +533,32 @@ func (s *Store) apply(subject string, data []byte, seq uint64) {
 // deliverRouted gives routed delivery r to clientID's session if this
 // node holds it, deleting the record with the delivery.
 func (s *Store) deliverRouted(clientID string, r routedRec) {
+	d, ok := s.routedDelivery(clientID, r)
+	if !ok {
+		return
+	}
+	s.b.DeliverRouted(clientID, r.id, d.Msg, d.Remove)
+}
+
+// routedDelivery decodes routed delivery r of clientID for the broker;
+// false (logged) when its record is corrupt.
+func (s *Store) routedDelivery(clientID string, r routedRec) (broker.RoutedDelivery, bool) {
 	rec, err := store.DecodeMessage(r.msg)
 	if err != nil {
 		s.errs.Log(slog.LevelWarn, "routed", "ignoring a routed delivery", "client", clientID, "err", err)
-		return
+		return broker.RoutedDelivery{}, false
 	}
 	m, err := broker.MessageFromRecord(rec)
 	if err != nil {
 		s.errs.Log(slog.LevelWarn, "routed", "ignoring a routed delivery", "client", clientID, "err", err)
-		return
+		return broker.RoutedDelivery{}, false
 	}
 	subject := s.sessionSubject(clientID, "r."+routedToken(r.id))
-	s.b.DeliverRouted(clientID, r.id, m, func(t broker.Txn) {
+	return broker.RoutedDelivery{ID: r.id, Msg: m, Remove: func(t broker.Txn) {
 		if tt, ok := t.(*txn); ok {
 			tt.tombstone(subject)
 		}
-	})
+	}}, true
 }
 
 // adoption is a session being adopted by this node: the routed deliveries
@@ -429,7 +566,7 @@ func (s *Store) deliverRouted(clientID string, r routedRec) {
 type adoption struct {
 	n    int // adoptions under way
 	recs []routedRec
-	had  map[broker.MessageID]bool // the routed deliveries adoptStored gave it
+	had  map[broker.MessageID]bool // the routed deliveries the session was given
 }
 
 // beginAdopt holds the routed deliveries of clientID read from now on
@@ -447,7 +584,10 @@ func (s *Store) beginAdopt(clientID string) {
 }
 
 // endAdopt delivers the routed deliveries held since beginAdopt, except
-// those the adoption already gave the session.
+// those the adoption already gave the session. The last adoption of the
+// client to end does it, and the followers hold the client's routed
+// deliveries until it has delivered every one, so that they reach the
+// session in stream order.
 func (s *Store) endAdopt(clientID string) {
 	s.amu.Lock()
 	a := s.adopting[clientID]
@@ -455,27 +595,38 @@ func (s *Store) endAdopt(clientID string) {
 		s.amu.Unlock()
 		return
 	}
-	recs, had := a.recs, a.had
-	a.recs = nil
-	if a.n--; a.n == 0 {
-		delete(s.adopting, clientID)
+	if a.n--; a.n > 0 {
+		s.amu.Unlock()
+		return // the last one delivers
 	}
-	s.amu.Unlock()
-	for _, r := range recs {
-		if !had[r.id] {
-			s.deliverRouted(clientID, r)
+	for {
+		recs, had := a.recs, a.had
+		a.recs = nil
+		if len(recs) == 0 {
+			delete(s.adopting, clientID)
+			s.amu.Unlock()
+			return
+		}
+		s.amu.Unlock()
+		for _, r := range recs {
+			if !had[r.id] {
+				s.deliverRouted(clientID, r)
+			}
+		}
+		s.amu.Lock()
+		if a.n > 0 {
+			s.amu.Unlock()
+			return // adopted again meanwhile: that adoption delivers the rest
 		}
 	}
 }
 
 // adoptStored makes the stored session st this node's under claim token
-// (broker.AdoptSession), then delivers its routed deliveries in stream
-// order, except those an entry was already made from (whose record is
-// deleted). Call it between beginAdopt and endAdopt.
+// (broker.AdoptSession), with its routed deliveries in stream order after
+// its stored ones, then those the followers read since beginAdopt, except
+// those an entry was already made from (whose record is deleted). Call it
+// between beginAdopt and endAdopt.
 func (s *Store) adoptStored(st *stored, token uint64) error {
-	if err := s.b.AdoptSession(st.rec, st.entries, st.inbound, token); err != nil {
-		return err
-	}
 	id := st.rec.ClientID
 	had := make(map[broker.MessageID]bool)
 	for i := range st.entries {
@@ -483,14 +634,43 @@ func (s *Store) adoptStored(st *stored, token uint64) error {
 			had[rid] = true
 		}
 	}
-	for _, r := range st.routed {
-		if !had[r.id] {
+	var twins []broker.MessageID
+	routed := func() []broker.RoutedDelivery {
+		// Called under the session's lock, before anything else can
+		// reach the session: the followers hold what they read.
+		var out []broker.RoutedDelivery
+		add := func(r routedRec) {
+			if had[r.id] {
+				twins = append(twins, r.id)
+				return
+			}
 			had[r.id] = true
-			s.deliverRouted(id, r)
-			continue
+			if d, ok := s.routedDelivery(id, r); ok {
+				out = append(out, d)
+			}
 		}
+		for _, r := range st.routed {
+			add(r)
+		}
+		s.amu.Lock()
+		var held []routedRec
+		if a := s.adopting[id]; a != nil {
+			held, a.recs = a.recs, nil
+		}
+		s.amu.Unlock()
+		for _, r := range held {
+			add(r)
+		}
+		return out
+	}
+	if err := s.b.AdoptSession(st.rec, st.entries, st.inbound, token, routed); err != nil {
+		return err
+	}
+	if len(twins) > 0 {
 		t := &txn{s: s}
-		t.tombstone(s.sessionSubject(id, "r."+routedToken(r.id)))
+		for _, rid := range twins {
+			t.tombstone(s.sessionSubject(id, "r."+routedToken(rid)))
+		}
 		s.Commit(t, nil)
 	}
 	s.amu.Lock()
@@ -513,14 +693,59 @@ func (s *Store) Position() []uint64 {
 	return slices.Clone(s.indexed)
 }
 
-// noteSession records that clientID's session record was written at
-// stream sequence seq (read by a follower, or acknowledged to this node).
-func (s *Store) noteSession(clientID string, seq uint64) {
+// recordSeq is what a node knows of a client's last session record: its
+// stream sequence, its subscriptions' fingerprint (subsPrint), and the
+// sequence of the first record of the run with those subscriptions.
+type recordSeq struct {
+	last, since uint64
+	subs        uint64
+}
+
+// subsPrint fingerprints the subscriptions of rec that the session index
+// holds (filter, QoS, No Local of the non-shared ones), in any order: two
+// records with the same print route a message alike.
+func subsPrint(rec *store.Session) uint64 {
+	var sum uint64
+	for _, r := range rec.Subs {
+		_, inner, shared, err := topic.ParseShared(r.Filter)
+		if err != nil || shared {
+			continue
+		}
+		h := fnv.New64a()
+		h.Write([]byte(inner))
+		h.Write([]byte{0, r.QoS, boolByte(r.NoLocal)})
+		sum += h.Sum64() // order-free
+	}
+	return sum
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// noteSession records that clientID's session record, with subscriptions
+// of fingerprint subs, was written at stream sequence seq (read by a
+// follower, or acknowledged to this node). A record that only rewrites
+// the session (a connection, a disconnection, a takeover) keeps the run
+// of its subscriptions going: a publisher whose index read the run's
+// first record routed its messages for the session as durably as one
+// that read the last.
+func (s *Store) noteSession(clientID string, seq, subs uint64) {
 	s.imu.Lock()
 	defer s.imu.Unlock()
-	if seq > s.sessionSeq[clientID] {
-		s.sessionSeq[clientID] = seq
+	r, ok := s.sessionSeq[clientID]
+	switch {
+	case ok && seq <= r.last:
+		return // older news
+	case ok && subs == r.subs:
+		r.last = seq
+	default:
+		r = recordSeq{last: seq, since: seq, subs: subs}
 	}
+	s.sessionSeq[clientID] = r
 }
 
 // forgetSession drops what noteSession kept of clientID when its session
@@ -528,19 +753,20 @@ func (s *Store) noteSession(clientID string, seq uint64) {
 func (s *Store) forgetSession(clientID string, seq uint64) {
 	s.imu.Lock()
 	defer s.imu.Unlock()
-	if s.sessionSeq[clientID] <= seq {
+	if s.sessionSeq[clientID].last <= seq {
 		delete(s.sessionSeq, clientID)
 	}
 }
 
 // Covers implements broker.RemoteSessions: whether m's publisher had read
-// the last session record of clientID known here when it routed m.
+// a record of clientID's session with its current subscriptions when it
+// routed m (then it wrote a routed delivery if they match m).
 func (s *Store) Covers(m *broker.Message, clientID string) bool {
 	n := s.shard(clientID)
 	s.imu.Lock()
-	last := s.sessionSeq[clientID]
+	since := s.sessionSeq[clientID].since
 	s.imu.Unlock()
-	return n < len(m.RoutedIndex) && m.RoutedIndex[n] >= last
+	return n < len(m.RoutedIndex) && m.RoutedIndex[n] >= since
 }
 
 // syncIndex returns once this node's index holds every session record

@@ -98,12 +98,20 @@ type Store struct {
 	fmu       sync.Mutex  // guards followers
 	followers []*follower // one per shard, once started
 
-	imu          sync.Mutex    // guards indexed, indexChanged and sessionSeq
+	imu          sync.Mutex    // guards indexed, indexChanged, sessionSeq, routedOut and moved
 	indexed      []uint64      // per shard, the last stream sequence the follower applied
 	indexChanged chan struct{} // closed and replaced when indexed grows
-	// sessionSeq is, per client, the stream sequence of its last session
-	// record this node knows of (Covers).
-	sessionSeq map[string]uint64
+	// sessionSeq is, per client, what this node knows of its last session
+	// record (Covers).
+	sessionSeq map[string]recordSeq
+	// routedOut is, per client, this node's routed deliveries to its
+	// session not yet applied by this node's follower (Deferred).
+	routedOut map[string]*routedOut
+	// moved is, per client that has just come from another node, the
+	// stream sequence of each shard's last routed delivery when it came
+	// (0: none to wait for), until this node's followers have read it
+	// (Deferred).
+	moved map[string][]uint64
 
 	fenceMu sync.Mutex          // guards fences
 	fences  map[string]fenceRec // the fences this node wrote, by client (fence.go)
@@ -135,7 +143,22 @@ type Store struct {
 	resent      atomic.Uint64        // writes published again (retries)
 
 	wg sync.WaitGroup
+	// landed is, per stream, the highest sequence at which JetStream
+	// acknowledged one of this node's routed deliveries whose commit
+	// succeeded; only the completer uses it. See ErrOutOfOrder.
+	landed map[string]uint64
 }
+
+// ErrOutOfOrder fails a transaction one of whose routed deliveries
+// JetStream stored before a routed delivery this node committed earlier
+// to the same stream: the earlier one was retried after its stream had
+// no leader (the client retries a write answered "no responders" a moment
+// later) and landed after it. The session's node reads them in stream
+// order, so a publisher's messages would reach its subscriber out of
+// order: the later one is refused instead (0x80), so that the
+// acknowledged routed deliveries of a node are in every stream in the
+// order it committed them (docs/cluster.md, "Order").
+var ErrOutOfOrder = errors.New("stored before a write committed earlier to the same stream")
 
 var (
 	_ broker.Durable        = (*Store)(nil)
@@ -154,7 +177,8 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 	}
 	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
 		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption),
-		sessionSeq: make(map[string]uint64), fences: make(map[string]fenceRec)}, nil
+		sessionSeq: make(map[string]recordSeq), fences: make(map[string]fenceRec), routedOut: make(map[string]*routedOut),
+		moved: make(map[string][]uint64), landed: make(map[string]uint64)}, nil
 }
 
 // shard is the session stream of clientID.
@@ -569,9 +593,13 @@ type op struct {
 	ttl   bool   // a tombstone: published with a short TTL, so it leaves no trace
 	purge string // the subject filter of the records to remove
 	shard int
-	// session names the client whose session record msg is: its stream
-	// sequence, once acknowledged, is noted for Covers.
+	// session names the client whose session record msg is, and subs
+	// its subscriptions' fingerprint: its stream sequence, once
+	// acknowledged, is noted for Covers.
 	session string
+	subs    uint64
+	// routed names the client whose routed delivery msg is (Deferred).
+	routed string
 	// twin is called when JetStream drops msg as a copy of a write with
 	// its Nats-Msg-Id that another node made (PutEntryOnce).
 	twin func()
@@ -620,6 +648,7 @@ func (t *txn) PutSession(r *store.Session) {
 	}
 	t.put(t.s.sessionSubject(r.ClientID, "s"), store.AppendSession(nil, r))
 	t.ops[len(t.ops)-1].session = r.ClientID
+	t.ops[len(t.ops)-1].subs = subsPrint(r)
 }
 
 func (t *txn) DeleteSession(id string) {
@@ -694,6 +723,11 @@ func (t *txn) Len() int {
 }
 
 func (t *txn) Discard() {
+	for _, o := range t.ops {
+		if o.routed != "" {
+			t.s.routedEnd(o.routed, 0)
+		}
+	}
 	t.ops = nil
 	t.keys = nil
 	if t.local != nil {

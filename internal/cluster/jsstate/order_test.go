@@ -1,0 +1,329 @@
+package jsstate
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+// Order (docs/cluster.md, "Order"): a publisher's acknowledged messages
+// are first received by each subscriber in the order they were
+// acknowledged, whichever nodes the two are on and however they move.
+
+// firsts records the first receipt of each message a subscriber gets
+// over its connections ("<prefix><n>" payloads), in order.
+type firsts struct {
+	mu    sync.Mutex
+	seen  map[string]bool
+	order []int // n of each first receipt, in order
+}
+
+func newFirsts() *firsts { return &firsts{seen: make(map[string]bool)} }
+
+// take reads what c receives until stop is closed or c has nothing for
+// a moment after stop; n is parsed after prefix.
+func (f *firsts) take(c *mqttClient, prefix string, stop <-chan struct{}, done func()) {
+	defer done()
+	for {
+		select {
+		case m := <-c.msgs:
+			f.add(string(m.Payload), prefix)
+		case <-stop:
+			return
+		}
+	}
+}
+
+func (f *firsts) add(payload, prefix string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.seen[payload] {
+		return
+	}
+	f.seen[payload] = true
+	if n, err := strconv.Atoi(strings.TrimPrefix(payload, prefix)); err == nil && strings.HasPrefix(payload, prefix) {
+		f.order = append(f.order, n)
+	}
+}
+
+func (f *firsts) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.order)
+}
+
+// check fails unless the first receipts are 0..acked-1 in order (with
+// possibly more after: sent, not yet acknowledged when counted).
+func (f *firsts) check(t testing.TB, acked int) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, n := range f.order {
+		if n != i {
+			t.Fatalf("first receipt %d is message %d, want %d (first receipts around it: %v)", i, n, i, f.order[max(0, i-5):min(len(f.order), i+5)])
+		}
+	}
+	if len(f.order) < acked {
+		t.Fatalf("%d messages first received, want the %d acknowledged", len(f.order), acked)
+	}
+}
+
+// publisher publishes "<prefix>0", "<prefix>1", ... at QoS 1 on topic,
+// each once the previous one is acknowledged, until stopped; when its
+// connection is replaced (c), it sends the unacknowledged one again on
+// the new one, as a client resuming its session does.
+type publisher struct {
+	mu     sync.Mutex
+	c      *mqttClient
+	moving chan struct{} // closed once c is replaced; nil when not moving
+	acked int
+	stop  chan struct{}
+	done  chan struct{}
+	err   error
+}
+
+func startPublisher(c *mqttClient, topic, prefix string) *publisher {
+	p := &publisher{c: c, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			p.mu.Lock()
+			c := p.c
+			p.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+			r, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(prefix + strconv.Itoa(i))})
+			cancel()
+			if err == nil && r.ReasonCode >= 0x80 {
+				err = fmt.Errorf("PUBACK 0x%02X", r.ReasonCode)
+			}
+			if err != nil {
+				p.mu.Lock()
+				moving := p.moving
+				if p.c == c && moving == nil {
+					p.err = fmt.Errorf("publishing %s%d: %w", prefix, i, err)
+					p.mu.Unlock()
+					return
+				}
+				p.mu.Unlock()
+				if moving != nil {
+					<-moving
+				}
+				i-- // the connection was taken over: sent again on the new one
+				continue
+			}
+			p.mu.Lock()
+			p.acked = i + 1
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+// move replaces the publisher's connection by the one dial makes (which
+// takes the session over from the old one), then closes the old one.
+func (p *publisher) move(dial func() *mqttClient) {
+	moved := make(chan struct{})
+	p.mu.Lock()
+	p.moving = moved
+	p.mu.Unlock()
+	next := dial()
+	p.mu.Lock()
+	old := p.c
+	p.c, p.moving = next, nil
+	p.mu.Unlock()
+	close(moved)
+	old.conn.Close()
+}
+
+func (p *publisher) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.acked
+}
+
+// halt stops publishing and returns how many messages were acknowledged.
+func (p *publisher) halt(t testing.TB) int {
+	t.Helper()
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.acked
+}
+
+// waitFor waits until cond holds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	if !testwait.Within(testwait.Timeout, cond) {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// A session that moves to another node writes its record again, with the
+// same subscriptions. A publisher whose index has not read that record
+// has routed its messages to the session all the same (its index had
+// the subscriptions): the session's node counts them covered (Covers)
+// and takes them from the stream, not from live routing as well, where
+// they would come ahead of routed ones still on their way. A new
+// subscription is not covered until the publisher has read it. Here
+// node1's index stops before dev moves from node2 to node3.
+func TestOrderNoLiveCopyAfterMove(t *testing.T) {
+	nodes := testCluster(t)
+	dev := dial(t, nodes[1].addr, persistent("dev", true))
+	dev.subscribeQoS(t, "data/#", 2)
+	syncIndex(t, nodes[0])
+	nodes[0].st.stopFollowers() // node1's index stays at dev's record on node2
+	stale := &broker.Message{Topic: "data/x", QoS: 2, DurablyRouted: true, RoutedIndex: nodes[0].st.Position()}
+	if err := dev.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	back, ack := dialWith(t, nodes[2].addr, persistent("dev", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node3: session not present")
+	}
+	if !nodes[2].st.Covers(stale, "dev") {
+		t.Fatal("node3 takes live copies from node1, whose index read dev's subscriptions before the move")
+	}
+	nodes[2].sync(t) // node1 routes dev's filter live to node3
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	const n = 40
+	publishN(t, pub, "data/x", "m", n, 2)
+	publishN(t, pub, "data/end", "end", 1, 2)
+	expectInOrder(t, back, "m", n)
+	if m := back.next(t); string(m.Payload) != "end0" {
+		t.Fatalf("after the %d messages: %q, want the end marker (a duplicate?)", n, m.Payload)
+	}
+	// A new subscription: node1's stale index has not read it.
+	back.subscribeQoS(t, "other/#", 1)
+	if nodes[2].st.Covers(stale, "dev") {
+		t.Fatal("node3 counts on routed deliveries from node1 for a subscription node1 has not read")
+	}
+}
+
+// A persistent subscriber that moves, back and forth, between its node
+// and the node of a publisher that keeps publishing gets the publisher's
+// acknowledged messages first in order: what the publisher's node routed
+// to it through the stream while it was elsewhere comes before what that
+// node gives it directly once it is there (Deferred), and an adopted
+// session's stored and routed deliveries come before anything published
+// after (AdoptSession).
+func TestOrderSubscriberMovesToPublisherNode(t *testing.T) {
+	nodes := testCluster(t)
+	dev := dial(t, nodes[1].addr, persistent("dev", true))
+	dev.subscribe(t, "data/#")
+	syncIndex(t, nodes...)
+	pub := startPublisher(dial(t, nodes[0].addr, persistent("pub", true)), "data/x", "m")
+	got := newFirsts()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	cur := dev
+	for move := range 6 {
+		wg.Add(1)
+		go got.take(cur, "m", stop, wg.Done)
+		want := pub.count() + 20
+		waitFor(t, fmt.Sprintf("20 more messages before move %d", move), func() bool { return got.count() >= want })
+		// Gone without DISCONNECT, as a client whose network failed;
+		// then on node1 (the publisher's) and node2 in turn.
+		close(stop)
+		wg.Wait()
+		cur.conn.Close()
+		stop = make(chan struct{})
+		next, ack := dialWith(t, nodes[move%2].addr, persistent("dev", false), false)
+		if !ack.SessionPresent {
+			t.Fatalf("move %d: session not present", move)
+		}
+		cur = next
+	}
+	wg.Add(1)
+	go got.take(cur, "m", stop, wg.Done)
+	acked := pub.halt(t)
+	waitFor(t, "every acknowledged message", func() bool { return got.count() >= acked })
+	close(stop)
+	wg.Wait()
+	got.check(t, acked)
+	t.Logf("%d messages, first received in order over 7 connections", acked)
+}
+
+// A publisher that moves to the node of a persistent subscriber (from
+// the node that routed its messages through the stream) has what it
+// publishes there first received after what it published before: it is
+// routed through the stream too until that node's follower has read
+// what the publisher's earlier messages left there (arrived, Deferred).
+func TestOrderPublisherMovesToSubscriberNode(t *testing.T) {
+	nodes := testCluster(t)
+	dev := dial(t, nodes[1].addr, persistent("dev", true))
+	dev.subscribe(t, "data/#")
+	syncIndex(t, nodes...)
+	got := newFirsts()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go got.take(dev, "m", stop, wg.Done)
+	pub := startPublisher(dial(t, nodes[0].addr, persistent("pub", true)), "data/x", "m")
+	for move := range 6 {
+		want := pub.count() + 20
+		waitFor(t, fmt.Sprintf("20 more acknowledged before move %d", move), func() bool { return pub.count() >= want })
+		// The publisher's connection fails; it reconnects to node2
+		// (dev's) and node1 in turn and goes on where it was.
+		pub.move(func() *mqttClient {
+			next, ack := dialWith(t, nodes[(move+1)%2].addr, persistent("pub", false), false)
+			if !ack.SessionPresent {
+				t.Errorf("move %d: publisher's session not present", move)
+			}
+			return next
+		})
+	}
+	acked := pub.halt(t)
+	waitFor(t, "every acknowledged message", func() bool { return got.count() >= acked })
+	close(stop)
+	wg.Wait()
+	got.check(t, acked)
+	t.Logf("%d messages from a publisher moving between node1 and node2, first received in order on node2", acked)
+}
+
+// What a publisher publishes on the node it has just moved to goes
+// through the stream (Deferred) until that node's follower has read the
+// routed deliveries it published before through its old node, for every
+// session; then straight again. Here node2's followers are stopped
+// before the publisher moves from node1 to node2, dev's node: its
+// messages to dev are deferred, another client's are not.
+func TestOrderMovedPublisherDeferred(t *testing.T) {
+	nodes := testCluster(t)
+	dev := dial(t, nodes[1].addr, persistent("dev", true))
+	dev.subscribe(t, "data/#")
+	syncIndex(t, nodes...)
+	pub := dial(t, nodes[0].addr, persistent("pub", true))
+	publishN(t, pub, "data/x", "m", 5, 1)
+	expectInOrder(t, dev, "m", 5)
+	if nodes[1].st.Deferred("dev", "pub") {
+		t.Fatal("deferred before the publisher moved")
+	}
+	nodes[1].st.stopFollowers() // node2 reads no more of the streams
+	publishN(t, pub, "data/x", "n", 5, 1)
+	_, ack := dialWith(t, nodes[1].addr, persistent("pub", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("publisher's session not present on node2")
+	}
+	if !nodes[1].st.Deferred("dev", "pub") {
+		t.Fatal("pub's messages to dev on node2 go straight, before those it published through node1 that node2 has not read")
+	}
+	if nodes[1].st.Deferred("dev", "another") {
+		t.Fatal("another client's messages deferred")
+	}
+}
