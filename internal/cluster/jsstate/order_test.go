@@ -28,8 +28,9 @@ type firsts struct {
 
 func newFirsts() *firsts { return &firsts{seen: make(map[string]bool)} }
 
-// take reads what c receives until stop is closed or c has nothing for
-// a moment after stop; n is parsed after prefix.
+// take records what c receives until stop is closed, then what c had
+// received by then; n is parsed after prefix. Close c's connection before
+// stop: what the client acknowledged is then all in c.msgs.
 func (f *firsts) take(c *mqttClient, prefix string, stop <-chan struct{}, done func()) {
 	defer done()
 	for {
@@ -37,7 +38,14 @@ func (f *firsts) take(c *mqttClient, prefix string, stop <-chan struct{}, done f
 		case m := <-c.msgs:
 			f.add(string(m.Payload), prefix)
 		case <-stop:
-			return
+			for {
+				select {
+				case m := <-c.msgs:
+					f.add(string(m.Payload), prefix)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
@@ -72,7 +80,7 @@ func (f *firsts) check(t testing.TB, acked int) {
 		}
 	}
 	if len(f.order) < acked {
-		t.Fatalf("%d messages first received, want the %d acknowledged", len(f.order), acked)
+		t.Fatalf("%d messages first received, want the %d acknowledged (the last: %v)", len(f.order), acked, f.order[max(0, len(f.order)-5):])
 	}
 }
 
@@ -84,10 +92,10 @@ type publisher struct {
 	mu     sync.Mutex
 	c      *mqttClient
 	moving chan struct{} // closed once c is replaced; nil when not moving
-	acked int
-	stop  chan struct{}
-	done  chan struct{}
-	err   error
+	acked  int
+	stop   chan struct{}
+	done   chan struct{}
+	err    error
 }
 
 func startPublisher(c *mqttClient, topic, prefix string) *publisher {
@@ -240,9 +248,9 @@ func TestOrderSubscriberMovesToPublisherNode(t *testing.T) {
 		waitFor(t, fmt.Sprintf("20 more messages before move %d", move), func() bool { return got.count() >= want })
 		// Gone without DISCONNECT, as a client whose network failed;
 		// then on node1 (the publisher's) and node2 in turn.
+		cur.conn.Close()
 		close(stop)
 		wg.Wait()
-		cur.conn.Close()
 		stop = make(chan struct{})
 		next, ack := dialWith(t, nodes[move%2].addr, persistent("dev", false), false)
 		if !ack.SessionPresent {
@@ -253,7 +261,11 @@ func TestOrderSubscriberMovesToPublisherNode(t *testing.T) {
 	wg.Add(1)
 	go got.take(cur, "m", stop, wg.Done)
 	acked := pub.halt(t)
-	waitFor(t, "every acknowledged message", func() bool { return got.count() >= acked })
+	if !testwait.Within(testwait.Timeout, func() bool { return got.count() >= acked }) {
+		close(stop)
+		wg.Wait()
+		got.check(t, acked) // says what is missing or out of order
+	}
 	close(stop)
 	wg.Wait()
 	got.check(t, acked)

@@ -113,6 +113,7 @@ type write struct {
 	// the stream sequence JetStream acknowledged it at (0: not).
 	routed string
 	seq    uint64
+	dup    bool // acknowledged as a copy of one stored before (Nats-Msg-Id)
 	// tries are the messages published for it (nats.go calls back with
 	// them), sent the time of the last.
 	tries   []*nats.Msg
@@ -377,7 +378,7 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 		// node wrote this delivery's entry (PutEntryOnce).
 		w.twin()
 	}
-	w.seq = ack.Sequence
+	w.seq, w.dup = ack.Sequence, ack.Duplicate
 	// The earlier writes of the same subject are superseded: the stream
 	// keeps this one.
 	l := w.lane
@@ -818,14 +819,16 @@ func (s *Store) checkOrder(p *pending) {
 	}
 	if p.err == nil {
 		for _, w := range routed {
-			if w.seq != 0 && w.seq < s.landed[w.lane.name] {
+			// A copy of a routed delivery stored before (the same
+			// Nats-Msg-Id, see onceKey) changes nothing where it is.
+			if w.seq != 0 && !w.dup && w.seq < s.landed[w.lane.name] {
 				p.err = fmt.Errorf("writing to JetStream: %s sequence %d, after %d: %w", w.lane.name, w.seq, s.landed[w.lane.name], ErrOutOfOrder)
 				break
 			}
 		}
 	}
 	for _, w := range routed {
-		if p.err == nil {
+		if p.err == nil && !w.dup {
 			s.landed[w.lane.name] = max(s.landed[w.lane.name], w.seq)
 		}
 		s.routedEnd(w.routed, w.seq)

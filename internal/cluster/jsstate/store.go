@@ -151,13 +151,14 @@ type Store struct {
 
 // ErrOutOfOrder fails a transaction one of whose routed deliveries
 // JetStream stored before a routed delivery this node committed earlier
-// to the same stream: the earlier one was retried after its stream had
-// no leader (the client retries a write answered "no responders" a moment
-// later) and landed after it. The session's node reads them in stream
-// order, so a publisher's messages would reach its subscriber out of
-// order: the later one is refused instead (0x80), so that the
-// acknowledged routed deliveries of a node are in every stream in the
-// order it committed them (docs/cluster.md, "Order").
+// to the same stream, in a commit that succeeded: the earlier one was
+// published again after the stream's leader was lost (by the retrier, or
+// by nats.go after "no responders" during the election) and landed after
+// later writes that reached the new leader first. The session's node
+// reads them in stream order, so the publisher's messages would reach
+// its subscriber out of order: the later one is refused instead (0x80),
+// so that the acknowledged routed deliveries of a node are in every
+// stream in the order it committed them (docs/cluster.md, "Order").
 var ErrOutOfOrder = errors.New("stored before a write committed earlier to the same stream")
 
 var (
