@@ -808,6 +808,14 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 	var ph *phased // handled in two phases (phased.go)
 	if p.QoS == 2 {
 		s.mu.Lock()
+		if s.ended && c.b.remote != nil {
+			// Handed over to another node while this connection was
+			// closing: its identifier would not reach the new owner, and
+			// the client resends it there, where it is routed once.
+			s.mu.Unlock()
+			tx.discard()
+			return nil
+		}
 		_, dup := s.awaitingRel[p.PacketID]
 		replace := false
 		if old := s.phased[p.PacketID]; dup && old != nil {

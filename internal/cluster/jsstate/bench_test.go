@@ -68,12 +68,12 @@ var placements = []struct {
 }{{"same-node", 0}, {"other-node", 1}}
 
 // benchSubscriber starts a cluster and a persistent subscriber of bench/#
-// on its node n, once node1's session index has its subscription.
-func benchSubscriber(b *testing.B, n int) ([]*node, *mqttClient) {
+// at qos on its node n, once node1's session index has its subscription.
+func benchSubscriber(b *testing.B, n int, qos byte) ([]*node, *mqttClient) {
 	b.Helper()
 	nodes := testCluster(b)
 	sub := dial(b, nodes[n].addr, persistent("sub", true))
-	sub.subscribe(b, "bench/#")
+	sub.subscribeQoS(b, "bench/#", qos)
 	nodes[n].sync(b)
 	syncIndex(b, nodes[0])
 	return nodes, sub
@@ -86,26 +86,53 @@ func benchSubscriber(b *testing.B, n int) ([]*node, *mqttClient) {
 // delivery latency (from the PUBLISH), p50 and p99 in ms.
 func BenchmarkPersistentQoS1(b *testing.B) {
 	for _, where := range placements {
-		b.Run(where.name, func(b *testing.B) {
-			nodes, sub := benchSubscriber(b, where.node)
-			pub := dial(b, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true, KeepAlive: 30})
-			acks := make([]time.Duration, 0, b.N)
-			delivered := make([]time.Duration, 0, b.N)
-			b.ResetTimer()
-			for i := range b.N {
-				start := time.Now()
-				pub.publish(b, "bench/x", strconv.Itoa(i), false)
-				acks = append(acks, time.Since(start))
-				if m := sub.next(b); string(m.Payload) != strconv.Itoa(i) {
-					b.Fatalf("got %q, want %d", m.Payload, i)
-				}
-				delivered = append(delivered, time.Since(start))
-			}
-			b.StopTimer()
-			reportPercentiles(b, "ack", acks)
-			reportPercentiles(b, "delivery", delivered)
-		})
+		b.Run(where.name, func(b *testing.B) { benchOneAtATime(b, where.node, 1, false) })
 	}
+}
+
+// BenchmarkPersistentQoS2 is BenchmarkPersistentQoS1 at QoS 2 (the
+// subscription too), the latency to the PUBCOMP, from a publisher whose
+// session ends with its connection (one phase: its identifier is not
+// stored) and from a persistent one (two phases, broker/phased.go: the
+// identifier stored with the message, then the fence checked, then the
+// message routed): what the phases cost.
+func BenchmarkPersistentQoS2(b *testing.B) {
+	for _, where := range placements {
+		for _, persistentPub := range []bool{false, true} {
+			name := where.name + "/clean-publisher"
+			if persistentPub {
+				name = where.name + "/persistent-publisher"
+			}
+			b.Run(name, func(b *testing.B) { benchOneAtATime(b, where.node, 2, persistentPub) })
+		}
+	}
+}
+
+// benchOneAtATime publishes b.N messages at qos from one publisher on
+// node1, one at a time, to benchSubscriber's subscriber on node n, and
+// reports the acknowledgement (PUBACK or PUBCOMP) and delivery latency.
+func benchOneAtATime(b *testing.B, n int, qos byte, persistentPub bool) {
+	nodes, sub := benchSubscriber(b, n, qos)
+	cp := &paho.Connect{ClientID: "pub", CleanStart: true, KeepAlive: 30}
+	if persistentPub {
+		cp = persistent("pub", true)
+	}
+	pub := dial(b, nodes[0].addr, cp)
+	acks := make([]time.Duration, 0, b.N)
+	delivered := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		pub.publishQoS(b, "bench/x", strconv.Itoa(i), qos, false)
+		acks = append(acks, time.Since(start))
+		if m := sub.next(b); string(m.Payload) != strconv.Itoa(i) {
+			b.Fatalf("got %q, want %d", m.Payload, i)
+		}
+		delivered = append(delivered, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, "ack", acks)
+	reportPercentiles(b, "delivery", delivered)
 }
 
 // BenchmarkPersistentQoS1Throughput is the same under load: 8 publishers
@@ -113,59 +140,84 @@ func BenchmarkPersistentQoS1(b *testing.B) {
 // one persistent subscriber on node1 or on node2; it reports the messages
 // per second until the subscriber has them all.
 func BenchmarkPersistentQoS1Throughput(b *testing.B) {
-	const publishers = 8
 	for _, where := range placements {
-		b.Run(where.name, func(b *testing.B) {
-			nodes, sub := benchSubscriber(b, where.node)
-			pubs := make([]*mqttClient, publishers)
-			for i := range pubs {
-				pubs[i] = dial(b, nodes[0].addr, &paho.Connect{ClientID: fmt.Sprintf("pub%d", i), CleanStart: true, KeepAlive: 30})
+		b.Run(where.name, func(b *testing.B) { benchThroughput(b, where.node, 1, false) })
+	}
+}
+
+// BenchmarkPersistentQoS2Throughput is BenchmarkPersistentQoS1Throughput
+// at QoS 2, from publishers whose sessions end with their connections and
+// from persistent ones (see BenchmarkPersistentQoS2).
+func BenchmarkPersistentQoS2Throughput(b *testing.B) {
+	for _, where := range placements {
+		for _, persistentPub := range []bool{false, true} {
+			name := where.name + "/clean-publishers"
+			if persistentPub {
+				name = where.name + "/persistent-publishers"
 			}
-			received := make(chan int)
-			go func() {
-				n := 0
-				for n < b.N {
-					select {
-					case <-sub.msgs:
-						n++
-					case <-time.After(testwait.Timeout):
-						received <- n
-						return
-					}
-				}
+			b.Run(name, func(b *testing.B) { benchThroughput(b, where.node, 2, persistentPub) })
+		}
+	}
+}
+
+// benchThroughput publishes b.N messages at qos from 8 concurrent
+// publishers on node1 (each waiting for its acknowledgements) to
+// benchSubscriber's subscriber on node n, and reports the messages per
+// second until it has them all.
+func benchThroughput(b *testing.B, n int, qos byte, persistentPub bool) {
+	const publishers = 8
+	nodes, sub := benchSubscriber(b, n, qos)
+	pubs := make([]*mqttClient, publishers)
+	for i := range pubs {
+		cp := &paho.Connect{ClientID: fmt.Sprintf("pub%d", i), CleanStart: true, KeepAlive: 30}
+		if persistentPub {
+			cp = persistent(fmt.Sprintf("pub%d", i), true)
+		}
+		pubs[i] = dial(b, nodes[0].addr, cp)
+	}
+	received := make(chan int)
+	go func() {
+		n := 0
+		for n < b.N {
+			select {
+			case <-sub.msgs:
+				n++
+			case <-time.After(testwait.Timeout):
 				received <- n
-			}()
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			errs := make(chan error, publishers)
-			for w := range publishers {
-				wg.Go(func() {
-					for i := w; i < b.N; i += publishers {
-						ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
-						r, err := pubs[w].Publish(ctx, &paho.Publish{Topic: "bench/x", QoS: 1, Payload: []byte(strconv.Itoa(i))})
-						cancel()
-						if err == nil && r.ReasonCode >= 0x80 {
-							err = fmt.Errorf("PUBACK 0x%02X", r.ReasonCode)
-						}
-						if err != nil {
-							errs <- err
-							return
-						}
-					}
-				})
+				return
 			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				b.Fatal(err)
+		}
+		received <- n
+	}()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for w := range publishers {
+		wg.Go(func() {
+			for i := w; i < b.N; i += publishers {
+				ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+				r, err := pubs[w].Publish(ctx, &paho.Publish{Topic: "bench/x", QoS: qos, Payload: []byte(strconv.Itoa(i))})
+				cancel()
+				if err == nil && r.ReasonCode >= 0x80 {
+					err = fmt.Errorf("acknowledgement 0x%02X", r.ReasonCode)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
 			}
-			if n := <-received; n != b.N {
-				b.Fatalf("the subscriber got %d of %d", n, b.N)
-			}
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 		})
 	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	if n := <-received; n != b.N {
+		b.Fatalf("the subscriber got %d of %d", n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
 
 // reportPercentiles reports the p50 and p99 of ds in ms as name-p50-ms and
