@@ -349,6 +349,12 @@ func (s *Store) try(w *write, now time.Time) *nats.Msg {
 func (s *Store) publish(ws []*write) {
 	for _, w := range ws {
 		s.pmu.Lock()
+		if w.settled {
+			// Settled since it was queued for publication (acknowledged,
+			// superseded, or its commit failed): nothing to send.
+			s.pmu.Unlock()
+			continue
+		}
 		m := w.tries[len(w.tries)-1]
 		s.pmu.Unlock()
 		if _, err := s.js.PublishMsgAsync(m); err != nil {
