@@ -543,8 +543,6 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		o.b.Settle(ctx)
 	} else if prev != "" {
 		o.awaitHandoff(ctx, prev, clientID, token)
-		// What the client published through prev comes first.
-		o.sessions.arrived(ctx, clientID)
 	}
 	// After the previous owner's handoff, before the records are read:
 	// what it has not stored yet cannot be stored any more (fence.go).
@@ -568,6 +566,10 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		if err := o.sessions.adoptStored(st, 0); err != nil {
 			return 0, err
 		}
+	}
+	if prev != o.opts.Node {
+		// What the client published through prev comes first.
+		o.sessions.arrived(ctx, clientID)
 	}
 	return token, nil
 }

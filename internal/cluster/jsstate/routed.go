@@ -331,20 +331,33 @@ func (s *Store) Deferred(clientID, origin string) bool {
 // routed deliveries it published through that node, acknowledged before
 // it left, are in the streams up to their last routed delivery now, and
 // what it publishes here is deferred (Deferred) until this node's
-// followers have read that far. A stream that cannot be asked (no leader)
-// is not waited for.
+// followers have read that far. The shards are asked at once, for
+// arrivalTimeout at most: a stream that does not answer in time (no
+// leader) is not waited for.
 func (s *Store) arrived(ctx context.Context, clientID string) {
+	ctx, cancel := context.WithTimeout(ctx, arrivalTimeout)
+	defer cancel()
 	at := make([]uint64, s.opts.Shards)
+	errs := make([]error, s.opts.Shards)
+	var wg sync.WaitGroup
 	for n := range s.opts.Shards {
-		rctx, cancel := context.WithTimeout(ctx, arrivalTimeout)
-		last, err := s.streams[n].GetLastMsgForSubject(rctx, "edgeport.sessions."+strconv.Itoa(n)+".*.r.*")
-		cancel()
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-		case err != nil:
-			s.errs.Log(slog.LevelWarn, "arrived", "not ordering a moved client's messages after those it published before on shard", "shard", n, "client", clientID, "err", err)
-		default:
-			at[n] = last.Sequence
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last, err := s.streams[n].GetLastMsgForSubject(ctx, "edgeport.sessions."+strconv.Itoa(n)+".*.r.*")
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+			case err != nil:
+				errs[n] = err
+			default:
+				at[n] = last.Sequence
+			}
+		}()
+	}
+	wg.Wait()
+	for n, err := range errs {
+		if err != nil {
+			s.errs.Log(slog.LevelWarn, "arrived", "not ordering a moved client's messages after those it published before on a shard", "shard", n, "client", clientID, "err", err)
 		}
 	}
 	s.imu.Lock()
@@ -359,7 +372,8 @@ func (s *Store) arrived(ctx context.Context, clientID string) {
 	}
 }
 
-// arrivalTimeout bounds each stream's answer to arrived.
+// arrivalTimeout bounds the streams' answers to arrived (a CONNECT that
+// moved waits for them).
 const arrivalTimeout = time.Second
 
 // follower reads one shard's session records and routed deliveries.
