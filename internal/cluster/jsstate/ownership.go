@@ -543,6 +543,14 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		o.b.Settle(ctx)
 	} else if prev != "" {
 		o.awaitHandoff(ctx, prev, clientID, token)
+		// This node may have held the session before prev (it handed
+		// it over, or adopted it after a loss, then another node's claim
+		// took it): what it wrote then, and could not make durable
+		// within its own handover (a stream without a leader), is read
+		// below with the rest, not found later by the next owner.
+		sctx, cancel := context.WithTimeout(ctx, HandoffTimeout)
+		o.b.Settle(sctx)
+		cancel()
 	}
 	// After the previous owner's handoff, before the records are read:
 	// what it has not stored yet cannot be stored any more (fence.go).
