@@ -325,11 +325,24 @@ func (s *Store) order(p *pending) {
 }
 
 // track adds w, about to be published, to its lane. s.pmu is held.
+//
+// A retained write expects the key's revision this node knows (unless an
+// earlier write of this node to the key is not answered yet): one that
+// lands late, after the node was cut off and its commit failed, does not
+// replace a newer message another node retained meanwhile; JetStream
+// refuses it. (Two nodes retaining on one topic at the same moment: the
+// one whose view is behind is refused, 0x80, and its client resends.)
 func (s *Store) track(w *write, now time.Time) {
 	l := w.lane
 	l.writes = append(l.writes, w)
 	l.open++
 	subj := w.msg.Subject
+	if l.shard < 0 && len(l.subjects[subj]) == 0 {
+		s.rmu.Lock()
+		rev := s.retainedRev[subj]
+		s.rmu.Unlock()
+		w.msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	}
 	l.subjects[subj] = append(l.subjects[subj], w)
 	s.try(w, now)
 }
@@ -385,6 +398,9 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 		w.twin()
 	}
 	w.seq, w.dup = ack.Sequence, ack.Duplicate
+	if w.lane.shard < 0 {
+		s.noteRetained(w.msg.Subject, ack.Sequence)
+	}
 	// The earlier writes of the same subject are superseded: the stream
 	// keeps this one.
 	l := w.lane
@@ -422,6 +438,16 @@ const (
 	jsClusterNotLeader   = 10009 // JetStream cluster can not handle request
 	jsDuplicateInProcess = 10158 // duplicate message id is in process
 )
+
+// noteRetained records that the retained key of subject is at revision
+// rev at least.
+func (s *Store) noteRetained(subject string, rev uint64) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if rev > s.retainedRev[subject] {
+		s.retainedRev[subject] = rev
+	}
+}
 
 // settle takes w out of its lane. s.pmu is held.
 func (s *Store) settle(w *write) {

@@ -88,6 +88,12 @@ type Store struct {
 	// is published on ($KV.<bucket>.).
 	retainedSubject string
 
+	// retainedRev is, per retained key's subject, the last revision this
+	// node knows of (the watch's, or its own write's acknowledgement): a
+	// retained write expects it (fencing, see track).
+	rmu         sync.Mutex // guards retainedRev
+	retainedRev map[string]uint64
+
 	mu      sync.Mutex    // guards applied and changed
 	applied uint64        // the last revision of RetainedBucket applied to the index
 	changed chan struct{} // closed and replaced when applied grows
@@ -179,7 +185,8 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
 		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption),
 		sessionSeq: make(map[string]recordSeq), fences: make(map[string]fenceRec), routedOut: make(map[string]*routedOut),
-		moved: make(map[string][]uint64), landed: make(map[string]uint64)}, nil
+		moved: make(map[string][]uint64), landed: make(map[string]uint64),
+		retainedRev: make(map[string]uint64)}, nil
 }
 
 // shard is the session stream of clientID.
@@ -520,6 +527,7 @@ func (s *Store) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 				s.log.Warn("ignoring a retained entry", "topic", topic, "err", err)
 			}
 		}
+		s.noteRetained(s.retainedSubject+e.Key(), e.Revision())
 		s.mu.Lock()
 		if e.Revision() > s.applied {
 			s.applied = e.Revision()
