@@ -1,11 +1,9 @@
 package app
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,22 +37,7 @@ func TestClusterReadyzMeansConnect(t *testing.T) {
 		apps = append(apps, newTestApp(t, Config{ClusterEnabled: true, Cluster: cfg, HTTPAddr: "127.0.0.1:0"}))
 	}
 	// Started together, and nothing waited for but /readyz.
-	errs := make([]error, len(apps))
-	var wg sync.WaitGroup
-	for i, a := range apps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = a.Start(context.Background())
-		}()
-	}
-	wg.Wait()
-	for i, a := range apps {
-		if errs[i] != nil {
-			t.Fatalf("node %d: %v", i+1, errs[i])
-		}
-		t.Cleanup(func() { stopApp(t, a) })
-	}
+	startTogether(t, apps)
 	for i, a := range apps {
 		var code int
 		var body string

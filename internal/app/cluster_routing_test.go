@@ -36,6 +36,21 @@ func startCluster(t *testing.T, n int) []*App {
 // has formed and every node's cluster state is ready.
 func startApps(t *testing.T, apps []*App) {
 	t.Helper()
+	startTogether(t, apps)
+	var nodes []*cluster.Node
+	for _, a := range apps {
+		nodes = append(nodes, a.Cluster())
+	}
+	clustertest.WaitFormed(t, nodes...)
+	for _, a := range apps {
+		clusterStateReady(t, a)
+	}
+}
+
+// startTogether starts apps at the same time (a node's start waits for
+// the others) and stops them at the test's end; it waits for nothing else.
+func startTogether(t *testing.T, apps []*App) {
+	t.Helper()
 	errs := make([]error, len(apps))
 	var wg sync.WaitGroup
 	for i, a := range apps {
@@ -46,17 +61,11 @@ func startApps(t *testing.T, apps []*App) {
 		}()
 	}
 	wg.Wait()
-	var nodes []*cluster.Node
 	for i, a := range apps {
 		if errs[i] != nil {
 			t.Fatalf("node %d: %v", i+1, errs[i])
 		}
 		t.Cleanup(func() { stopApp(t, a) })
-		nodes = append(nodes, a.Cluster())
-	}
-	clustertest.WaitFormed(t, nodes...)
-	for _, a := range apps {
-		clusterStateReady(t, a)
 	}
 }
 

@@ -68,21 +68,28 @@ func Start(t testing.TB, cfgs []cluster.Config) []*cluster.Node {
 	t.Helper()
 	var nodes []*cluster.Node
 	for _, cfg := range cfgs {
-		nd, err := cluster.New(cfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err = nd.Start(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = nd.Stop(context.Background()) })
-		nodes = append(nodes, nd)
+		nodes = append(nodes, StartNode(t, cfg))
 	}
 	WaitFormed(t, nodes...)
 	return nodes
+}
+
+// StartNode starts a node of cfg without waiting for the others; it stops
+// at the test's end.
+func StartNode(t testing.TB, cfg cluster.Config) *cluster.Node {
+	t.Helper()
+	nd, err := cluster.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = nd.Start(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nd.Stop(context.Background()) })
+	return nd
 }
 
 // WaitFormed waits until every node knows all of them as members and

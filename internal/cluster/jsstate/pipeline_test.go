@@ -34,18 +34,7 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 	victim := startChildNode(t, cfgs[2])
 	cns := make([]*cluster.Node, 2)
 	for i := range cns {
-		nd, err := cluster.New(cfgs[i], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err = nd.Start(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = nd.Stop(context.Background()) })
-		cns[i] = nd
+		cns[i] = clustertest.StartNode(t, cfgs[i])
 	}
 	clustertest.WaitFormedOf(t, 3, cns...)
 	committer := startNode(t, cns[0])
