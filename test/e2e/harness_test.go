@@ -309,6 +309,7 @@ func launchEdgeportWith(t *testing.T, args []string, startWithin time.Duration, 
 		if t.Failed() {
 			t.Logf("edgeport log (pid %d):\n%s", e.cmd.Process.Pid, tail(e.logs.String(), 64<<10))
 		}
+		keepLog(t, e)
 	})
 	if _, err := e.logs.waitFor(startWithin, func(l string) bool {
 		return strings.Contains(l, `msg="edgeport started"`)
@@ -367,6 +368,29 @@ func (e *edgeport) stop() error {
 		}
 	})
 	return e.stopErr
+}
+
+// keepLogsEnv names a directory to which every edgeport process's whole
+// log is written when it ends, failed test or not, as
+// <test>-<pid>.log: the fault scenarios' evidence when they pass but
+// report something not held yet.
+const keepLogsEnv = "EDGEPORT_E2E_KEEP_LOGS"
+
+func keepLog(t *testing.T, e *edgeport) {
+	dir := os.Getenv(keepLogsEnv)
+	if dir == "" {
+		return
+	}
+	name := filepath.Join(dir, fmt.Sprintf("%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), e.cmd.Process.Pid))
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		err = os.WriteFile(name, []byte(e.logs.String()), 0o644)
+	}
+	if err != nil {
+		t.Logf("%s: keeping the log of pid %d: %v", keepLogsEnv, e.cmd.Process.Pid, err)
+		return
+	}
+	t.Logf("edgeport log (pid %d) kept in %s", e.cmd.Process.Pid, name)
 }
 
 func tail(s string, n int) string {
