@@ -19,29 +19,55 @@ import (
 // acknowledged, whichever nodes the two are on and however they move.
 
 // firsts records the first receipt of each message a subscriber gets
-// over its connections ("<prefix><n>" payloads), in order.
+// over its connections ("<prefix><n>" payloads), in order. One goroutine
+// reads the subscriber's current connection.
 type firsts struct {
+	prefix string
+
+	// stop ends the reader of the current connection, which closes done
+	// once it has taken all that connection received. Only the test's
+	// goroutine uses them.
+	stop, done chan struct{}
+
 	mu    sync.Mutex
-	seen  map[string]bool
-	order []int // n of each first receipt, in order
+	seen  map[string]bool // guarded by mu
+	order []int           // n of each first receipt, in order; guarded by mu
 }
 
-func newFirsts() *firsts { return &firsts{seen: make(map[string]bool)} }
+// receive starts recording what c receives.
+func receive(c *mqttClient, prefix string) *firsts {
+	f := &firsts{prefix: prefix, seen: make(map[string]bool)}
+	f.read(c)
+	return f
+}
+
+func (f *firsts) read(c *mqttClient) {
+	f.stop, f.done = make(chan struct{}), make(chan struct{})
+	go f.take(c, f.stop, f.done)
+}
+
+// hangUp closes c's connection without DISCONNECT, as a client whose
+// network failed, and returns once what c acknowledged is recorded.
+func (f *firsts) hangUp(c *mqttClient) {
+	c.conn.Close()
+	close(f.stop)
+	<-f.done
+}
 
 // take records what c receives until stop is closed, then what c had
-// received by then; n is parsed after prefix. Close c's connection before
-// stop: what the client acknowledged is then all in c.msgs.
-func (f *firsts) take(c *mqttClient, prefix string, stop <-chan struct{}, done func()) {
-	defer done()
+// received by then. Close c's connection before stop: what the client
+// acknowledged is then all in c.msgs.
+func (f *firsts) take(c *mqttClient, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	for {
 		select {
 		case m := <-c.msgs:
-			f.add(string(m.Payload), prefix)
+			f.add(string(m.Payload))
 		case <-stop:
 			for {
 				select {
 				case m := <-c.msgs:
-					f.add(string(m.Payload), prefix)
+					f.add(string(m.Payload))
 				default:
 					return
 				}
@@ -50,16 +76,26 @@ func (f *firsts) take(c *mqttClient, prefix string, stop <-chan struct{}, done f
 	}
 }
 
-func (f *firsts) add(payload, prefix string) {
+func (f *firsts) add(payload string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.seen[payload] {
 		return
 	}
 	f.seen[payload] = true
-	if n, err := strconv.Atoi(strings.TrimPrefix(payload, prefix)); err == nil && strings.HasPrefix(payload, prefix) {
+	if n, err := strconv.Atoi(strings.TrimPrefix(payload, f.prefix)); err == nil && strings.HasPrefix(payload, f.prefix) {
 		f.order = append(f.order, n)
 	}
+}
+
+// finish waits (within testwait.Timeout) until acked messages are first
+// received, stops recording and checks them.
+func (f *firsts) finish(t testing.TB, acked int) {
+	t.Helper()
+	testwait.Within(testwait.Timeout, func() bool { return f.count() >= acked })
+	close(f.stop)
+	<-f.done
+	f.check(t, acked) // says what is missing or out of order
 }
 
 func (f *firsts) count() int {
@@ -211,12 +247,8 @@ func TestOrderNoLiveCopyAfterMove(t *testing.T) {
 	nodes[2].sync(t) // node1 routes dev's filter live to node3
 	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
 	const n = 40
-	publishN(t, pub, "data/x", "m", n, 2)
-	publishN(t, pub, "data/end", "end", 1, 2)
-	expectInOrder(t, back, "m", n)
-	if m := back.next(t); string(m.Payload) != "end0" {
-		t.Fatalf("after the %d messages: %q, want the end marker (a duplicate?)", n, m.Payload)
-	}
+	publishThenEnd(t, pub, n, 2)
+	expectThenEnd(t, back, n)
 	// A new subscription: node1's stale index has not read it.
 	back.subscribeQoS(t, "other/#", 1)
 	if nodes[2].st.Covers(stale, "dev") {
@@ -232,44 +264,36 @@ func TestOrderNoLiveCopyAfterMove(t *testing.T) {
 // session's stored and routed deliveries come before anything published
 // after (AdoptSession).
 func TestOrderSubscriberMovesToPublisherNode(t *testing.T) {
-	nodes := testCluster(t)
-	dev := dial(t, nodes[1].addr, persistent("dev", true))
-	dev.subscribe(t, "data/#")
-	syncIndex(t, nodes...)
+	nodes, dev := subscribedOnNode2(t)
 	pub := startPublisher(dial(t, nodes[0].addr, persistent("pub", true)), "data/x", "m")
-	got := newFirsts()
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	got := receive(dev, "m")
 	cur := dev
 	for move := range 6 {
-		wg.Add(1)
-		go got.take(cur, "m", stop, wg.Done)
 		want := pub.count() + 20
 		waitFor(t, fmt.Sprintf("20 more messages before move %d", move), func() bool { return got.count() >= want })
-		// Gone without DISCONNECT, as a client whose network failed;
-		// then on node1 (the publisher's) and node2 in turn.
-		cur.conn.Close()
-		close(stop)
-		wg.Wait()
-		stop = make(chan struct{})
+		// Then on node1 (the publisher's) and node2 in turn.
+		got.hangUp(cur)
 		next, ack := dialWith(t, nodes[move%2].addr, persistent("dev", false), false)
 		if !ack.SessionPresent {
 			t.Fatalf("move %d: session not present", move)
 		}
 		cur = next
+		got.read(cur)
 	}
-	wg.Add(1)
-	go got.take(cur, "m", stop, wg.Done)
 	acked := pub.halt(t)
-	if !testwait.Within(testwait.Timeout, func() bool { return got.count() >= acked }) {
-		close(stop)
-		wg.Wait()
-		got.check(t, acked) // says what is missing or out of order
-	}
-	close(stop)
-	wg.Wait()
-	got.check(t, acked)
+	got.finish(t, acked)
 	t.Logf("%d messages, first received in order over 7 connections", acked)
+}
+
+// subscribedOnNode2 starts a cluster and, on its second node, a
+// persistent session "dev" subscribed to data/# that every node's index
+// has read.
+func subscribedOnNode2(t *testing.T) ([]*node, *mqttClient) {
+	nodes := testCluster(t)
+	dev := dial(t, nodes[1].addr, persistent("dev", true))
+	dev.subscribe(t, "data/#")
+	syncIndex(t, nodes...)
+	return nodes, dev
 }
 
 // A publisher that moves to the node of a persistent subscriber (from
@@ -278,15 +302,8 @@ func TestOrderSubscriberMovesToPublisherNode(t *testing.T) {
 // routed through the stream too until that node's follower has read
 // what the publisher's earlier messages left there (arrived, Deferred).
 func TestOrderPublisherMovesToSubscriberNode(t *testing.T) {
-	nodes := testCluster(t)
-	dev := dial(t, nodes[1].addr, persistent("dev", true))
-	dev.subscribe(t, "data/#")
-	syncIndex(t, nodes...)
-	got := newFirsts()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go got.take(dev, "m", stop, wg.Done)
+	nodes, dev := subscribedOnNode2(t)
+	got := receive(dev, "m")
 	pub := startPublisher(dial(t, nodes[0].addr, persistent("pub", true)), "data/x", "m")
 	for move := range 6 {
 		want := pub.count() + 20
@@ -302,10 +319,7 @@ func TestOrderPublisherMovesToSubscriberNode(t *testing.T) {
 		})
 	}
 	acked := pub.halt(t)
-	waitFor(t, "every acknowledged message", func() bool { return got.count() >= acked })
-	close(stop)
-	wg.Wait()
-	got.check(t, acked)
+	got.finish(t, acked)
 	t.Logf("%d messages from a publisher moving between node1 and node2, first received in order on node2", acked)
 }
 
@@ -316,10 +330,7 @@ func TestOrderPublisherMovesToSubscriberNode(t *testing.T) {
 // before the publisher moves from node1 to node2, dev's node: its
 // messages to dev are deferred, another client's are not.
 func TestOrderMovedPublisherDeferred(t *testing.T) {
-	nodes := testCluster(t)
-	dev := dial(t, nodes[1].addr, persistent("dev", true))
-	dev.subscribe(t, "data/#")
-	syncIndex(t, nodes...)
+	nodes, dev := subscribedOnNode2(t)
 	pub := dial(t, nodes[0].addr, persistent("pub", true))
 	publishN(t, pub, "data/x", "m", 5, 1)
 	expectInOrder(t, dev, "m", 5)

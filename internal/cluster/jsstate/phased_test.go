@@ -186,14 +186,7 @@ func TestQoS2PhaseOneOnlyRoutedOnResend(t *testing.T) {
 // and the delivery does not come back when the session returns there.
 func TestRoutedEntryOnceAcrossNodes(t *testing.T) {
 	nodes := testCluster(t)
-	sub, _ := rawConnect(t, nodes[1].addr, "s", true)
-	sp := packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "q2/#", QoS: 2}}}
-	sub.send(t, sp.Append(nil, packet.V5))
-	if h, _ := sub.read(t); h.Type != packet.SUBACK {
-		t.Fatalf("got %s, want SUBACK", h.Type)
-	}
-	syncIndex(t, nodes[0])
-	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	sub, pub := q2SubscriberOnNode2(t, nodes, "s")
 	pub.publishQoS(t, "q2/x", "m", 2, false)
 	first := sub.publish(t) // not acknowledged: its entry stays
 	// The entry node2 made, with the message's id.

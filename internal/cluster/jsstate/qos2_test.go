@@ -32,6 +32,21 @@ func rawConnect(t *testing.T, addr, id string, cleanStart bool) (*rawConn, bool)
 	return c, present
 }
 
+// q2SubscriberOnNode2 opens, on nodes[1], a persistent session id read
+// packet by packet, subscribed to q2/# at QoS 2 (node1's index has read
+// it), and on nodes[0] a publisher.
+func q2SubscriberOnNode2(t *testing.T, nodes []*node, id string) (*rawConn, *mqttClient) {
+	t.Helper()
+	sub, _ := rawConnect(t, nodes[1].addr, id, true)
+	sp := packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "q2/#", QoS: 2}}}
+	sub.send(t, sp.Append(nil, packet.V5))
+	if h, _ := sub.read(t); h.Type != packet.SUBACK {
+		t.Fatalf("got %s, want SUBACK", h.Type)
+	}
+	syncIndex(t, nodes[0])
+	return sub, dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+}
+
 // errUnavailable is a CONNACK 0x88, Server unavailable.
 var errUnavailable = errors.New("CONNACK 0x88, server unavailable")
 

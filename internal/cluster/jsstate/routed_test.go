@@ -55,6 +55,24 @@ func publishN(t testing.TB, c *mqttClient, topic, prefix string, n int, qos byte
 	}
 }
 
+// publishThenEnd publishes m0..m<n-1> on data/x, then the end marker
+// end0 on data/end, at qos.
+func publishThenEnd(t testing.TB, c *mqttClient, n int, qos byte) {
+	t.Helper()
+	publishN(t, c, "data/x", "m", n, qos)
+	publishN(t, c, "data/end", "end", 1, qos)
+}
+
+// expectThenEnd fails unless c receives m0..m<n-1> in order and then the
+// end marker: nothing missing, out of order or twice.
+func expectThenEnd(t testing.TB, c *mqttClient, n int) {
+	t.Helper()
+	expectInOrder(t, c, "m", n)
+	if m := c.next(t); string(m.Payload) != "end0" {
+		t.Fatalf("after the %d messages: %q, want the end marker (a duplicate?)", n, m.Payload)
+	}
+}
+
 // expectInOrder reads n messages from c and fails unless they are
 // prefix0..prefix<n-1> in that order.
 func expectInOrder(t testing.TB, c *mqttClient, prefix string, n int) {
@@ -141,15 +159,9 @@ func TestRoutedOnceWithLiveCopy(t *testing.T) {
 	syncIndex(t, nodes[0])
 	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
 	const n = 20
-	publishN(t, pub, "data/x", "m", n, 1)
-	publishN(t, pub, "data/end", "end", 1, 1)
-	expectInOrder(t, live, "m", n)
-	expectInOrder(t, dev, "m", n)
-	for _, c := range []*mqttClient{live, dev} {
-		if m := c.next(t); string(m.Payload) != "end0" {
-			t.Fatalf("after the %d messages: %q, want the end marker (a duplicate?)", n, m.Payload)
-		}
-	}
+	publishThenEnd(t, pub, n, 1)
+	expectThenEnd(t, live, n)
+	expectThenEnd(t, dev, n)
 	if got := nodes[1].r.Stats().Received; got < n+1 {
 		t.Errorf("node2 routed %d live messages, want at least %d (the live copies)", got, n+1)
 	}
@@ -162,14 +174,7 @@ func TestRoutedOnceWithLiveCopy(t *testing.T) {
 // with DUP under their packet identifiers, and nothing arrives twice.
 func TestRoutedQoS2ExactlyOnceAcrossKill(t *testing.T) {
 	nodes := testCluster(t)
-	sub, _ := rawConnect(t, nodes[1].addr, "dev", true)
-	sp := packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "q2/#", QoS: 2}}}
-	sub.send(t, sp.Append(nil, packet.V5))
-	if h, _ := sub.read(t); h.Type != packet.SUBACK {
-		t.Fatalf("got %s, want SUBACK", h.Type)
-	}
-	syncIndex(t, nodes[0])
-	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	sub, pub := q2SubscriberOnNode2(t, nodes, "dev")
 	const n = 6
 	publishN(t, pub, "q2/x", "m", n, 2)
 	ids := make(map[string]uint16) // payload → packet identifier on node2
@@ -369,10 +374,6 @@ func TestRoutedLiveCopyWhenIndexBehind(t *testing.T) {
 	nodes[1].sync(t)
 	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
 	const n = 10
-	publishN(t, pub, "data/x", "m", n, 1)
-	publishN(t, pub, "data/end", "end", 1, 1)
-	expectInOrder(t, dev, "m", n)
-	if m := dev.next(t); string(m.Payload) != "end0" {
-		t.Fatalf("after the %d messages: %q, want the end marker (a duplicate?)", n, m.Payload)
-	}
+	publishThenEnd(t, pub, n, 1)
+	expectThenEnd(t, dev, n)
 }

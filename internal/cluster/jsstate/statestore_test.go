@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
 	"github.com/edgeport/edgeport/internal/statestore"
 	"github.com/edgeport/edgeport/internal/testlog"
@@ -356,13 +357,7 @@ func TestStateStoreNoQuorumRefuses(t *testing.T) {
 	startStateStore(t, nd, time.Second)
 	c := newSSClient(t, nd, "alone")
 	c.ok("+OK\r\n", "", "SET", "k", "before")
-	for _, cn := range cns[1:] {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := cn.Stop(ctx); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-	}
+	stopServers(t, cns[1:]...)
 	for _, args := range [][]string{{"SET", "k", "after"}, {"DEL", "k"}, {"SET", "other", "x", "NX"}} {
 		a := c.call("", args...)
 		if a.stat != "503" {
@@ -379,6 +374,19 @@ func TestStateStoreNoQuorumRefuses(t *testing.T) {
 	t.Logf("GET without quorum: %s %q", a.stat, a.payload)
 }
 
+// stopServers stops the JetStream servers of cns, each within 10 s.
+func stopServers(t *testing.T, cns ...*cluster.Node) {
+	t.Helper()
+	for _, cn := range cns {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := cn.Stop(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // BeginStop (the node begins to stop) ends the waits for a JetStream
 // without quorum at once: a write is answered 503 instead of waiting out
 // an acknowledgement timeout of a minute.
@@ -388,13 +396,7 @@ func TestStateStoreBeginStopEndsWaits(t *testing.T) {
 	be := startStateStore(t, nd, time.Minute)
 	c := newSSClient(t, nd, "stopping")
 	c.ok("+OK\r\n", "", "SET", "k", "before")
-	for _, cn := range cns[1:] {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := cn.Stop(ctx); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-	}
+	stopServers(t, cns[1:]...)
 	be.BeginStop()
 	// call gives up after 20 s, far less than the minute a write would
 	// otherwise wait.
