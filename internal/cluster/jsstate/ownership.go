@@ -373,7 +373,8 @@ func (o *Ownership) prepare(ctx context.Context) error {
 		return err
 	}
 	o.kv = kv
-	return watchBucket(ctx, o.watchLife, kv, OwnersBucket, &o.wg, o.watch)
+	_, err = watchBucket(ctx, o.watchLife, o.js, OwnersBucket, &o.wg, o.log, o.watch)
+	return err
 }
 
 // Stop ends the watch, the setup, the releaser and the adoptions at

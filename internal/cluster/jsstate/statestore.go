@@ -180,7 +180,8 @@ func (b *StateBackend) setup() {
 		// The watch needs the bucket's stream leader: until there is one
 		// it fails, and the next attempt tries again.
 		b.kv.Store(&kv)
-		return watchBucket(ctx, b.watchLife, kv, StateStoreBucket, &b.wg, b.watch)
+		_, err = watchBucket(ctx, b.watchLife, b.js, StateStoreBucket, &b.wg, b.log, b.watch)
+		return err
 	})
 	if ok {
 		close(b.ready)

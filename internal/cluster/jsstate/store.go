@@ -66,6 +66,7 @@ type Store struct {
 
 	streams  []jetstream.Stream // the session shards
 	retained jetstream.KeyValue
+	rwatch   *bucketWatch // the retained bucket's, from setup
 	local    *store.Store // internal clients' sessions
 	errs     *lograte.Limiter
 	ready    chan struct{} // closed once setup is done
@@ -352,34 +353,12 @@ func (s *Store) prepare(ctx context.Context) error {
 	if err := s.awaitLeaders(ctx); err != nil {
 		return err
 	}
-	return watchBucket(ctx, s.watchLife, kv, RetainedBucket, &s.wg, s.watch)
-}
-
-// watchBucket starts run on a watch of the whole bucket kv, which lasts
-// until life ends (wg waits for run), and returns once run has caught up
-// with the bucket's current entries (at most ctx).
-//
-// life must end only after the connection is closed: nats.go unsubscribes
-// the watch when it ends, and on an open connection that deletes the
-// watch's consumer with a request to JetStream, which waits out nats.go's
-// 5 s timeout when JetStream has no quorum. Closed first, the
-// subscription ends with the connection (its Updates close, run returns)
-// and the server removes the ephemeral consumer itself.
-func watchBucket(ctx, life context.Context, kv jetstream.KeyValue, bucket string,
-	wg *sync.WaitGroup, run func(jetstream.KeyWatcher, chan<- struct{}), opts ...jetstream.WatchOpt) error {
-	w, err := kv.WatchAll(life, opts...)
+	w, err := watchBucket(ctx, s.watchLife, s.js, RetainedBucket, &s.wg, s.log, s.watch)
 	if err != nil {
-		return fmt.Errorf("watching bucket %s: %w", bucket, err)
+		return err
 	}
-	caughtUp := make(chan struct{})
-	wg.Add(1)
-	go run(w, caughtUp)
-	select {
-	case <-caughtUp:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("reading bucket %s: %w", bucket, ctx.Err())
-	}
+	s.rwatch = w
+	return nil
 }
 
 // ensureStream joins the stream of cfg.Name, or creates it when no node
@@ -538,8 +517,8 @@ func (s *Store) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 	}
 }
 
-// Sync implements broker.SharedRetained: it asks the bucket for its last
-// revision and waits until the watch has applied it.
+// Sync implements broker.SharedRetained: it asks the bucket's stream
+// leader for its last revision and waits until the watch has applied it.
 func (s *Store) Sync(ctx context.Context) error {
 	// Only internal clients subscribe before the state is ready (a network
 	// client's CONNECT waits for it): they are not held up by a cluster
@@ -559,6 +538,10 @@ func (s *Store) Sync(ctx context.Context) error {
 		return fmt.Errorf("bucket %s: unexpected status %T", RetainedBucket, st)
 	}
 	last := kvs.StreamInfo().State.LastSeq
+	// A watch that stays behind this without reading anything gets a
+	// new consumer (its own may sit on a replica that caught up out of
+	// band, see bucketWatch).
+	s.rwatch.noteLast(last)
 	for {
 		s.mu.Lock()
 		applied, changed := s.applied, s.changed
