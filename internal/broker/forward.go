@@ -118,8 +118,15 @@ type RemoteSessions interface {
 	//
 	// It also writes one for every session in also, whether the index
 	// matches it or not (sessions held here whose delivery is deferred,
-	// see Deferred).
-	Route(t Txn, m *Message, id MessageID, local func(clientID string) bool, also []string)
+	// see Deferred), and one for each of shared, the member a shared
+	// subscription group chose (sharedcluster.go), which carries the
+	// group (RoutedDelivery.Shared).
+	Route(t Txn, m *Message, id MessageID, local func(clientID string) bool, also []string, shared []SharedPick)
+	// Shared calls fn for every shared subscription group m matches that
+	// has persistent members subscribed at QoS 1 or 2 in the session
+	// index, with them (this node's included); members is valid during
+	// the call only.
+	Shared(m *Message, fn func(group, filter string, members []SharedMember))
 	// Received adds to t the inbound QoS 2 identifier packetID of
 	// clientID's session stored with m and the id m is to be routed
 	// under: the first of the two phases of an inbound QoS 2 PUBLISH
@@ -180,35 +187,59 @@ func (b *Broker) publishRoute(m *Message, tx *txnCtx) (n int, forwarded bool) {
 	if durable {
 		m.RoutedIndex = b.remote.Position()
 	}
-	id := b.fwd.Forward(m)
 	if !durable {
+		b.fwd.Forward(m)
 		return b.route(m, tx), true
 	}
+	// The shared subscription groups with a persistent member get their
+	// one delivery from here (sharedcluster.go); the others are left to
+	// live routing's queue groups, as are non-shared subscriptions of
+	// other nodes.
+	r := routerPool.Get().(*router)
+	r.b, r.m = b, m
+	var local []sharedHit
+	b.subs.Match(m.Topic, r.add, func(group, filter string, members []topic.Member[*session, *subscription]) {
+		local = append(local, sharedHit{SharedGroup: SharedGroup{group, filter}, local: slices.Clone(members)})
+	})
+	if m.DeliverTo != "" {
+		r.addDirect(m.DeliverTo)
+	}
+	hits := b.collectShared(m, local)
+	for _, h := range hits {
+		m.SharedDurable = append(m.SharedDurable, h.SharedGroup)
+	}
+	id := b.fwd.Forward(m)
 	var tg routedTargets
-	n = b.routeFrom(m, tx, true, &tg)
+	tg.shared = r.pickShared(hits, id)
+	n = r.deliver(tx, true, &tg)
 	tx.write(func(t Txn) {
-		b.remote.Route(t, m, id, func(clientID string) bool { return slices.Contains(tg.stored, clientID) }, tg.deferred)
+		b.remote.Route(t, m, id, func(clientID string) bool { return slices.Contains(tg.stored, clientID) }, tg.deferred, tg.shared)
 	}, nil)
 	return n, true
 }
 
 // routedTargets collects, while a message published here is routed, the
 // persistent sessions held here whose delivery it stored, and those it
-// left to a routed delivery (RemoteSessions.Deferred).
+// left to a routed delivery (RemoteSessions.Deferred); shared holds the
+// shared subscription groups' deliveries to be routed (to members of
+// other nodes, or deferred ones of this node).
 type routedTargets struct {
 	stored, deferred []string
+	shared           []SharedPick
 }
 
-// DeliverRouted gives m, which another node stored for clientID's session
-// as routed delivery id (RemoteSessions), to that session when this node
-// holds it: matched against the session's own subscriptions as a message
-// published here would be (QoS, retain as published, no local,
-// subscription identifiers; shared subscriptions excepted), and stored as
-// one of its deliveries in a transaction that then runs remove (which
-// deletes the routed record). A delivery the session has already had
-// (the same id) only runs remove. It reports false when the session is
-// not held here: the record is left for the node that holds it.
-func (b *Broker) DeliverRouted(clientID string, id MessageID, m *Message, remove func(Txn)) bool {
+// DeliverRouted gives d.Msg, which another node stored for clientID's
+// session as routed delivery d.ID (RemoteSessions), to that session when
+// this node holds it: matched against the session's own subscriptions as
+// a message published here would be (QoS, retain as published, no local,
+// subscription identifiers; of the shared ones, those of the groups that
+// chose it, d.Shared), and stored as one of its deliveries in a
+// transaction that then runs d.Remove (which deletes the routed record). A
+// delivery the session has already had (the same id) only runs remove. It
+// reports false when the session is not held here: the record is left for
+// the node that holds it.
+func (b *Broker) DeliverRouted(clientID string, d RoutedDelivery) bool {
+	id, m, remove := d.ID, d.Msg, d.Remove
 	b.sessMu.Lock()
 	s := b.sessions[clientID]
 	b.sessMu.Unlock()
@@ -230,7 +261,7 @@ func (b *Broker) DeliverRouted(clientID string, id MessageID, m *Message, remove
 		tx.discard()
 		return false
 	}
-	b.deliverRoutedLocked(s, id, m, now, tx)
+	b.deliverRoutedLocked(s, id, m, d.Shared, now, tx)
 	s.mu.Unlock()
 	tx.write(remove, nil)
 	b.commit(tx, nil)
@@ -244,16 +275,29 @@ type RoutedDelivery struct {
 	ID     MessageID
 	Msg    *Message
 	Remove func(Txn)
+	// Shared names the shared subscription groups that chose the
+	// session for the message (sharedcluster.go), with the QoS of its
+	// subscription then.
+	Shared []SharedPick
 }
 
 // deliverRoutedLocked gives s routed delivery id of m, as DeliverRouted
 // describes, into tx. s.mu is held.
-func (b *Broker) deliverRoutedLocked(s *session, id MessageID, m *Message, now int64, tx *txnCtx) {
+func (b *Broker) deliverRoutedLocked(s *session, id MessageID, m *Message, shared []SharedPick, now int64, tx *txnCtx) {
 	d := delivery{msg: m, routed: id, single: true}
-	matched := false
+	matched, plain := false, false
 	for _, sub := range s.subs {
-		if sub.group != "" || sub.noLocal && m.Origin == s.id || !topic.Match(sub.inner, m.Topic) {
+		if sub.group != "" {
+			if _, ok := hasShared(shared, SharedGroup{sub.group, sub.inner}); !ok || !topic.Match(sub.inner, m.Topic) {
+				continue
+			}
+			if d.shared == nil {
+				d.shared = &sharedRef{sub.group, sub.inner}
+			}
+		} else if sub.noLocal && m.Origin == s.id || !topic.Match(sub.inner, m.Topic) {
 			continue
+		} else {
+			plain = true
 		}
 		matched = true
 		d.qos = max(d.qos, min(m.QoS, sub.qos))
@@ -261,6 +305,18 @@ func (b *Broker) deliverRoutedLocked(s *session, id MessageID, m *Message, now i
 		if sub.id != 0 {
 			d.subIDs = append(d.subIDs, sub.id)
 		}
+	}
+	if !matched && len(shared) > 0 {
+		// Chosen by a group it has left since the publisher's index read
+		// its record: it gets the message all the same, as one node's
+		// member keeps what was queued for it before its UNSUBSCRIBE (the
+		// group's one delivery, acknowledged to the publisher).
+		matched = true
+		d.shared = &sharedRef{shared[0].Group, shared[0].Filter}
+		d.qos = min(m.QoS, shared[0].QoS)
+	}
+	if plain {
+		d.shared = nil // reached through its own subscription too
 	}
 	if matched {
 		s.deliverLocked(b, &d, now, tx) // once: not when it had id already

@@ -41,6 +41,11 @@ type Message struct {
 	// phases (phased.go), the identifier stored with it, which Forward
 	// keeps; zero otherwise.
 	RoutedID MessageID
+	// SharedDurable names, on a message published in cluster mode, the
+	// shared subscription groups whose one delivery its publishing node
+	// made (a persistent member's durably, see sharedcluster.go): their
+	// live queue groups drop it.
+	SharedDurable []SharedGroup
 
 	// willExpiry is a will's Message Expiry Interval, which starts when the
 	// will is published.

@@ -563,7 +563,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	if fx.routed != nil {
 		nowNs := now.UnixNano()
 		for _, r := range fx.routed() {
-			b.deliverRoutedLocked(s, r.ID, r.Msg, nowNs, fx.tx)
+			b.deliverRoutedLocked(s, r.ID, r.Msg, r.Shared, nowNs, fx.tx)
 			fx.tx.write(r.Remove, nil)
 		}
 	}

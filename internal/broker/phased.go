@@ -257,7 +257,8 @@ func (c *client) redoPhased(s *session, pid uint16, ph *phased, tx *txnCtx) {
 		return
 	}
 	m, id := ph.msg, ph.id
-	tx.write(func(t Txn) { c.b.remote.Route(t, m, id, nil, nil) }, nil)
+	picks := c.b.sharedPicks(m, id)
+	tx.write(func(t Txn) { c.b.remote.Route(t, m, id, nil, nil, picks) }, nil)
 	c.b.commit(tx, func(err error) { c.endPhased(s, pid, ph, packet.Success, err, true) })
 }
 

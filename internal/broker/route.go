@@ -115,8 +115,15 @@ func (r *router) addShared(group, filter string, members []topic.Member[*session
 			break
 		}
 	}
+	r.addMember(group, filter, pick.Key, pick.Value)
+}
+
+// addMember makes s, the member a shared subscription group chose, a
+// target through sub; a session that is a target already (another of its
+// subscriptions matched) gets the one delivery it has.
+func (r *router) addMember(group, filter string, s *session, sub *subscription) {
 	before := len(r.targets)
-	r.add(pick.Key, pick.Value)
+	r.add(s, sub)
 	if len(r.targets) > before {
 		r.refs = append(r.refs, sharedRef{group, filter})
 		r.targets[len(r.targets)-1].shared = &r.refs[len(r.refs)-1]
@@ -184,7 +191,7 @@ func (r *router) deliver(tx *txnCtx, local bool, tg *routedTargets) int {
 				ref := *t.shared
 				d.shared = &ref
 			}
-			if local && !m.RoutedID.IsZero() && d.shared == nil && d.qos > 0 {
+			if local && !m.RoutedID.IsZero() && d.qos > 0 {
 				// Published here in two phases (phased.go): the delivery
 				// is written once cluster-wide, whichever node routes it.
 				d.routed = m.RoutedID
@@ -198,11 +205,15 @@ func (r *router) deliver(tx *txnCtx, local bool, tg *routedTargets) int {
 				// counts, and a routed twin is dropped.
 				d.routed = m.RoutedID
 			} else if local {
-				if tg != nil && d.shared == nil && d.qos > 0 && b.remote.Deferred(t.s.id, m.Origin) && t.s.skipsLive(b) {
+				if tg != nil && d.qos > 0 && b.remote.Deferred(t.s.id, m.Origin) && t.s.skipsLive(b) {
 					// Earlier routed deliveries of this node have not all
 					// reached the session: this one follows them through
 					// the stream.
-					tg.deferred = append(tg.deferred, t.s.id)
+					if d.shared != nil {
+						tg.shared = append(tg.shared, SharedPick{ClientID: t.s.id, SharedGroup: SharedGroup{d.shared.group, d.shared.filter}, QoS: d.qos})
+					} else {
+						tg.deferred = append(tg.deferred, t.s.id)
+					}
 					continue
 				}
 			}

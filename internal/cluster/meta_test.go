@@ -86,7 +86,32 @@ func TestMetaOwnIdentifier(t *testing.T) {
 	}
 }
 
+// A message whose publishing node gave shared subscription groups their
+// delivery names them, so that their queue groups drop it.
+func TestMetaSharedDurable(t *testing.T) {
+	groups := []broker.SharedGroup{{Group: "workers", Filter: "jobs/#"}, {Group: "g.2", Filter: "a b/+/%"}}
+	m := &broker.Message{Topic: "jobs/1", QoS: 1, Origin: "c", DurablyRouted: true, RoutedIndex: []uint64{2}, SharedDurable: groups,
+		Props: &packet.Properties{ContentType: "text/plain"}}
+	m.Props.Set(packet.PropContentType)
+	b := encodeMeta(nil, [8]byte{9}, 7, m, time.Now())
+	var got broker.Message
+	if _, _, err := decodeMeta(b, &got, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.SharedDurable, groups) || got.Props == nil || got.Props.ContentType != "text/plain" {
+		t.Fatalf("decoded groups %v props %+v; want %v", got.SharedDurable, got.Props, groups)
+	}
+	if !got.SharedDurableFor(groups[1]) || got.SharedDurableFor(broker.SharedGroup{Group: "workers", Filter: "jobs/+"}) {
+		t.Fatal("SharedDurableFor does not match the decoded groups exactly")
+	}
+	if _, _, err := decodeMeta(b[:len(b)-len("text/plain")-12], &got, time.Now()); err == nil {
+		t.Fatal("truncated groups decoded")
+	}
+}
+
 func FuzzDecodeMeta(f *testing.F) {
+	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c", DurablyRouted: true, RoutedIndex: []uint64{1},
+		SharedDurable: []broker.SharedGroup{{Group: "g", Filter: "a/#"}}}, time.Now()))
 	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 2, Origin: "c", DurablyRouted: true, RoutedID: broker.MessageID{7}}, time.Now()))
 	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c"}, time.Now()))
 	f.Add(encodeMeta(nil, [8]byte{1}, 1, &broker.Message{Topic: "a", QoS: 1, Origin: "c", DurablyRouted: true, RoutedIndex: []uint64{3, 4}}, time.Now()))

@@ -79,8 +79,8 @@ type Router struct {
 }
 
 type routerStats struct {
-	forwarded, received, duplicates, undecodable, unmatched atomic.Uint64
-	subscriptions                                           atomic.Int64
+	forwarded, received, duplicates, undecodable, unmatched, sharedDurable atomic.Uint64
+	subscriptions                                                          atomic.Int64
 }
 
 type interestKey struct{ group, filter string }
@@ -284,7 +284,7 @@ func (r *Router) Forward(m *broker.Message) broker.MessageID {
 //	byte    version (1)
 //	byte    flags: bits 0-1 QoS, bit 2 retain, bit 3 properties follow,
 //	        bit 4 durably routed (broker.Message.DurablyRouted), bit 5
-//	        its own identifier follows
+//	        its own identifier follows, bit 6 shared groups follow
 //	8 bytes the sending router's incarnation
 //	uvarint the sending router's sequence number
 //	uvarint message expiry left, in milliseconds + 1 (0: none)
@@ -294,6 +294,9 @@ func (r *Router) Forward(m *broker.Message) broker.MessageID {
 //	        bit 5 set: the message's identifier, 16 bytes (RoutedID; a
 //	        message routed in two phases); otherwise it is the sending
 //	        router's incarnation and sequence number
+//	        bit 6 set: uvarint count, then that many shared subscription
+//	        groups (uvarint length and group, uvarint length and filter)
+//	        whose delivery the publishing node made (SharedDurable)
 //	rest    MQTT 5 PUBLISH properties as a property block (user properties,
 //	        content type, response topic, correlation data, payload format)
 const metaVersion = 1
@@ -311,6 +314,9 @@ func encodeMeta(dst []byte, id [8]byte, seq uint64, m *broker.Message, now time.
 	}
 	if !m.RoutedID.IsZero() {
 		flags |= 32
+	}
+	if len(m.SharedDurable) > 0 {
+		flags |= 64
 	}
 	dst = append(dst, metaVersion, flags)
 	dst = append(dst, id[:]...)
@@ -332,11 +338,24 @@ func encodeMeta(dst []byte, id [8]byte, seq uint64, m *broker.Message, now time.
 	if flags&32 != 0 {
 		dst = append(dst, m.RoutedID[:]...)
 	}
+	if flags&64 != 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(m.SharedDurable)))
+		for _, g := range m.SharedDurable {
+			dst = binary.AppendUvarint(dst, uint64(len(g.Group)))
+			dst = append(dst, g.Group...)
+			dst = binary.AppendUvarint(dst, uint64(len(g.Filter)))
+			dst = append(dst, g.Filter...)
+		}
+	}
 	if flags&8 != 0 {
 		dst = packet.AppendProperties(dst, m.Props)
 	}
 	return dst
 }
+
+// maxSharedDurable bounds the shared subscription groups a header may
+// name.
+const maxSharedDurable = 1024
 
 // maxRoutedIndex bounds the index position a header may carry (one per
 // shard).
@@ -351,7 +370,7 @@ func decodeMeta(b []byte, m *broker.Message, now time.Time) (id [8]byte, seq uin
 		return id, 0, errMeta
 	}
 	flags := b[1]
-	if flags&3 == 3 || flags>>6 != 0 {
+	if flags&3 == 3 || flags>>7 != 0 {
 		return id, 0, errMeta
 	}
 	m.QoS, m.Retain, m.DurablyRouted = flags&3, flags&4 != 0, flags&16 != 0
@@ -400,6 +419,31 @@ func decodeMeta(b []byte, m *broker.Message, now time.Time) (id [8]byte, seq uin
 		b = b[len(m.RoutedID):]
 		if m.RoutedID.IsZero() {
 			return id, 0, errMeta
+		}
+	}
+	if flags&64 != 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n == 0 || n > maxSharedDurable {
+			return id, 0, errMeta
+		}
+		b = b[k:]
+		str := func() (string, bool) {
+			l, k := binary.Uvarint(b)
+			if k <= 0 || l > uint64(len(b)-k) {
+				return "", false
+			}
+			v := string(b[k : k+int(l)])
+			b = b[k+int(l):]
+			return v, true
+		}
+		m.SharedDurable = make([]broker.SharedGroup, n)
+		for i := range m.SharedDurable {
+			g, ok1 := str()
+			f, ok2 := str()
+			if !ok1 || !ok2 || g == "" {
+				return id, 0, errMeta
+			}
+			m.SharedDurable[i] = broker.SharedGroup{Group: g, Filter: f}
 		}
 	}
 	if flags&8 != 0 {
@@ -468,6 +512,11 @@ func (r *Router) route(msg *nats.Msg, shared bool) {
 			return
 		}
 		r.stats.received.Add(1)
+		if m.SharedDurableFor(broker.SharedGroup{Group: group, Filter: filter}) {
+			// Its publishing node gave the group's one delivery itself.
+			r.stats.sharedDurable.Add(1)
+			return
+		}
 		if !r.b.RouteSharedFromPeer(m, group, filter) {
 			r.stats.unmatched.Add(1)
 		}
@@ -587,11 +636,14 @@ func (r *Router) drain(ctx context.Context) error {
 
 // RouterStats are the router's counters.
 type RouterStats struct {
-	Forwarded     uint64 `json:"forwarded"`     // messages published to the other nodes
-	Received      uint64 `json:"received"`      // messages from the other nodes routed here
-	Duplicates    uint64 `json:"duplicates"`    // copies dropped (several filters matched)
-	Undecodable   uint64 `json:"undecodable"`   // messages that were not ours or were malformed
-	Unmatched     uint64 `json:"unmatched"`     // received but no local session took it
+	Forwarded   uint64 `json:"forwarded"`   // messages published to the other nodes
+	Received    uint64 `json:"received"`    // messages from the other nodes routed here
+	Duplicates  uint64 `json:"duplicates"`  // copies dropped (several filters matched)
+	Undecodable uint64 `json:"undecodable"` // messages that were not ours or were malformed
+	Unmatched   uint64 `json:"unmatched"`   // received but no local session took it
+	// SharedDurable counts messages a shared subscription's queue group
+	// brought whose publishing node had given the group its delivery.
+	SharedDurable uint64 `json:"sharedDurable"`
 	Subscriptions int64  `json:"subscriptions"` // NATS subscriptions held
 }
 
@@ -600,6 +652,7 @@ func (r *Router) Stats() RouterStats {
 	return RouterStats{
 		Forwarded: r.stats.forwarded.Load(), Received: r.stats.received.Load(),
 		Duplicates: r.stats.duplicates.Load(), Undecodable: r.stats.undecodable.Load(),
-		Unmatched: r.stats.unmatched.Load(), Subscriptions: r.stats.subscriptions.Load(),
+		Unmatched: r.stats.unmatched.Load(), SharedDurable: r.stats.sharedDurable.Load(),
+		Subscriptions: r.stats.subscriptions.Load(),
 	}
 }

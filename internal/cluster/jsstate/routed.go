@@ -2,6 +2,7 @@ package jsstate
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -40,12 +41,14 @@ import (
 //   - Live routing does not give those sessions the message
 //     (broker.Message.DurablyRouted), so a session gets it once.
 
-// indexSub is one non-shared subscription of a persistent session in the
-// index.
+// indexSub is one subscription of a persistent session in the index:
+// group is its shared subscription group ("" when not shared), online
+// whether the session was connected when its record was written.
 type indexSub struct {
-	filter  string
-	qos     byte
-	noLocal bool
+	group, filter string
+	qos           byte
+	noLocal       bool
+	online        bool
 }
 
 // sessionIndex holds the subscriptions of the persistent sessions of the
@@ -62,28 +65,29 @@ func newSessionIndex() *sessionIndex {
 }
 
 // set replaces the subscriptions of clientID by rec's (rec nil: the session
-// is gone). Shared subscriptions are left out: their groups are served by
-// live routing only.
+// is gone). Shared subscriptions are kept only for a session that outlives
+// its connection (a record of a session that ends with it is kept for its
+// will alone).
 func (x *sessionIndex) set(clientID string, rec *store.Session) {
 	var subs []indexSub
 	if rec != nil {
 		for _, r := range rec.Subs {
-			_, inner, shared, err := topic.ParseShared(r.Filter)
-			if err != nil || shared {
+			group, inner, shared, err := topic.ParseShared(r.Filter)
+			if err != nil || shared && rec.Expiry == 0 {
 				continue
 			}
-			subs = append(subs, indexSub{filter: inner, qos: r.QoS, noLocal: r.NoLocal})
+			subs = append(subs, indexSub{group: group, filter: inner, qos: r.QoS, noLocal: r.NoLocal, online: rec.DisconnectedAt == 0})
 		}
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, old := range x.subs[clientID] {
-		if !containsFilter(subs, old.filter) {
-			x.trie.Unsubscribe(old.filter, "", clientID)
+		if !containsFilter(subs, old.group, old.filter) {
+			x.trie.Unsubscribe(old.filter, old.group, clientID)
 		}
 	}
 	for _, sub := range subs {
-		x.trie.Subscribe(sub.filter, "", clientID, sub)
+		x.trie.Subscribe(sub.filter, sub.group, clientID, sub)
 	}
 	if rec == nil {
 		delete(x.subs, clientID)
@@ -92,9 +96,9 @@ func (x *sessionIndex) set(clientID string, rec *store.Session) {
 	}
 }
 
-func containsFilter(subs []indexSub, filter string) bool {
+func containsFilter(subs []indexSub, group, filter string) bool {
 	for _, s := range subs {
-		if s.filter == filter {
+		if s.group == group && s.filter == filter {
 			return true
 		}
 	}
@@ -133,6 +137,31 @@ func (x *sessionIndex) match(m *broker.Message, dst []indexTarget) []indexTarget
 	return dst[:n]
 }
 
+// shared calls fn for every shared subscription group m matches, with
+// its members subscribed at QoS 1 or 2 (network clients' sessions only).
+func (x *sessionIndex) shared(m *broker.Message, fn func(group, filter string, members []broker.SharedMember)) {
+	var out []broker.SharedMember
+	x.trie.Match(m.Topic, nil, func(group, filter string, members []topic.Member[string, indexSub]) {
+		out = out[:0]
+		for _, mb := range members {
+			if min(m.QoS, mb.Value.qos) == 0 || internal(mb.Key) {
+				continue
+			}
+			out = append(out, broker.SharedMember{ClientID: mb.Key, QoS: mb.Value.qos, Online: mb.Value.online})
+		}
+		if len(out) > 0 {
+			fn(group, filter, out)
+		}
+	})
+}
+
+// Shared implements broker.RemoteSessions from the session index.
+func (s *Store) Shared(m *broker.Message, fn func(group, filter string, members []broker.SharedMember)) {
+	if s.index != nil {
+		s.index.shared(m, fn)
+	}
+}
+
 // routedToken is the subject token of routed delivery id.
 func routedToken(id broker.MessageID) string { return hex.EncodeToString(id[:]) }
 
@@ -151,7 +180,7 @@ func parseRoutedID(tok string) (broker.MessageID, error) {
 // Route implements broker.RemoteSessions: it writes into t a routed
 // delivery of m for every persistent session the index matches at QoS 1
 // or 2 and that local does not report, and for every session in also.
-func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, local func(clientID string) bool, also []string) {
+func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, local func(clientID string) bool, also []string, shared []broker.SharedPick) {
 	t, ok := bt.(*txn)
 	if !ok || s.index == nil {
 		return
@@ -159,29 +188,112 @@ func (s *Store) Route(bt broker.Txn, m *broker.Message, id broker.MessageID, loc
 	var rec []byte
 	var done []string
 	write := func(clientID string) {
-		if rec == nil {
+		var groups []broker.SharedPick
+		for _, p := range shared {
+			if p.ClientID == clientID {
+				groups = append(groups, p)
+			}
+		}
+		data := rec
+		if len(groups) > 0 {
+			r := broker.MessageRecord(m)
+			data = store.AppendMessage(appendSharedRouted(nil, groups), &r)
+		} else if rec == nil {
 			r := broker.MessageRecord(m)
 			rec = store.AppendMessage(nil, &r)
+			data = rec
 		}
-		t.put(s.sessionSubject(clientID, "r."+routedToken(id)), rec)
+		t.put(s.sessionSubject(clientID, "r."+routedToken(id)), data)
 		t.ops[len(t.ops)-1].msg.Header.Set(jetstream.MsgIDHeader, onceKey(id, clientID))
 		t.ops[len(t.ops)-1].routed = clientID
 		s.routedBegin(clientID)
+		s.routedWrites.Add(1)
 	}
 	for _, tg := range s.index.match(m, nil) {
 		if internal(tg.clientID) || local != nil && local(tg.clientID) {
 			continue
 		}
 		write(tg.clientID)
-		if len(also) > 0 {
+		if len(also) > 0 || len(shared) > 0 {
 			done = append(done, tg.clientID)
 		}
 	}
 	for _, c := range also {
 		if !internal(c) && !slices.Contains(done, c) {
 			write(c)
+			done = append(done, c)
 		}
 	}
+	for _, p := range shared {
+		if !internal(p.ClientID) && !slices.Contains(done, p.ClientID) {
+			write(p.ClientID)
+			done = append(done, p.ClientID)
+		}
+	}
+}
+
+// A routed delivery's record is the message record (store.AppendMessage,
+// whose first byte is its version, 1), or, for the member a shared
+// subscription group chose, routedShared, a uvarint count and that many
+// groups (QoS byte, uvarint length and group name, uvarint length and
+// filter), then the message record.
+const routedShared = 0x80
+
+// maxSharedRouted bounds the groups one routed delivery may name.
+const maxSharedRouted = 1024
+
+// appendSharedRouted appends the groups part of a routedShared record.
+func appendSharedRouted(dst []byte, groups []broker.SharedPick) []byte {
+	dst = append(dst, routedShared)
+	dst = binary.AppendUvarint(dst, uint64(len(groups)))
+	for _, g := range groups {
+		dst = append(dst, g.QoS)
+		dst = binary.AppendUvarint(dst, uint64(len(g.Group)))
+		dst = append(dst, g.Group...)
+		dst = binary.AppendUvarint(dst, uint64(len(g.Filter)))
+		dst = append(dst, g.Filter...)
+	}
+	return dst
+}
+
+// decodeRouted splits a routed delivery's record into the groups that
+// chose the session (none for a plain one) and the message record.
+func decodeRouted(clientID string, data []byte) ([]broker.SharedPick, []byte, error) {
+	if len(data) == 0 || data[0] != routedShared {
+		return nil, data, nil
+	}
+	bad := fmt.Errorf("%w: shared routed delivery", store.ErrCorrupt)
+	b := data[1:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n == 0 || n > maxSharedRouted {
+		return nil, nil, bad
+	}
+	b = b[k:]
+	str := func() (string, bool) {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return "", false
+		}
+		v := string(b[k : k+int(l)])
+		b = b[k+int(l):]
+		return v, true
+	}
+	groups := make([]broker.SharedPick, 0, n)
+	for range n {
+		if len(b) == 0 || b[0] > 2 {
+			return nil, nil, bad
+		}
+		p := broker.SharedPick{ClientID: clientID, QoS: b[0]}
+		b = b[1:]
+		var ok1, ok2 bool
+		p.Group, ok1 = str()
+		p.Filter, ok2 = str()
+		if !ok1 || !ok2 || p.Group == "" {
+			return nil, nil, bad
+		}
+		groups = append(groups, p)
+	}
+	return groups, b, nil
 }
 
 // onceKey is the JetStream message id (Nats-Msg-Id) of the write of a
@@ -551,13 +663,18 @@ func (s *Store) deliverRouted(clientID string, r routedRec) {
 	if !ok {
 		return
 	}
-	s.b.DeliverRouted(clientID, r.id, d.Msg, d.Remove)
+	s.b.DeliverRouted(clientID, d)
 }
 
 // routedDelivery decodes routed delivery r of clientID for the broker;
 // false (logged) when its record is corrupt.
 func (s *Store) routedDelivery(clientID string, r routedRec) (broker.RoutedDelivery, bool) {
-	rec, err := store.DecodeMessage(r.msg)
+	shared, data, err := decodeRouted(clientID, r.msg)
+	if err != nil {
+		s.errs.Log(slog.LevelWarn, "routed", "ignoring a routed delivery", "client", clientID, "err", err)
+		return broker.RoutedDelivery{}, false
+	}
+	rec, err := store.DecodeMessage(data)
 	if err != nil {
 		s.errs.Log(slog.LevelWarn, "routed", "ignoring a routed delivery", "client", clientID, "err", err)
 		return broker.RoutedDelivery{}, false
@@ -568,7 +685,7 @@ func (s *Store) routedDelivery(clientID string, r routedRec) (broker.RoutedDeliv
 		return broker.RoutedDelivery{}, false
 	}
 	subject := s.sessionSubject(clientID, "r."+routedToken(r.id))
-	return broker.RoutedDelivery{ID: r.id, Msg: m, Remove: func(t broker.Txn) {
+	return broker.RoutedDelivery{ID: r.id, Msg: m, Shared: shared, Remove: func(t broker.Txn) {
 		if tt, ok := t.(*txn); ok {
 			tt.tombstone(subject)
 		}

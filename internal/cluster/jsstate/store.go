@@ -148,6 +148,9 @@ type Store struct {
 	wake        chan struct{}        // signals the completer (capacity 1)
 	kick        chan struct{}        // signals the retrier: a stalled stream answered (capacity 1)
 	resent      atomic.Uint64        // writes published again (retries)
+	// routedWrites counts the routed deliveries this node put into
+	// transactions (Route).
+	routedWrites atomic.Uint64
 
 	wg sync.WaitGroup
 	// landed is, per stream, the highest sequence at which JetStream

@@ -1,0 +1,223 @@
+package jsstate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgeport/edgeport/internal/mqtt/topic"
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+type memberOf = topic.Member[string, indexSub]
+
+// sharedGot reads messages from the members until n have arrived in all,
+// and returns who got which payload; it fails on a payload received twice
+// (by one member or two).
+func sharedGot(t testing.TB, n int, members map[string]*mqttClient) map[string]string {
+	t.Helper()
+	got := make(map[string]string, n)
+	deadline := time.After(testwait.Timeout)
+	for len(got) < n {
+		progressed := false
+		for name, c := range members {
+			select {
+			case m := <-c.msgs:
+				if prev, dup := got[string(m.Payload)]; dup {
+					t.Fatalf("%s got %q, which %s had already", name, m.Payload, prev)
+				}
+				got[string(m.Payload)] = name
+				progressed = true
+			default:
+			}
+		}
+		if progressed {
+			continue
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("the group got %d of %d messages", len(got), n)
+		case <-time.After(5 * time.Millisecond):
+			// Polled again: the members' channels are read in turn.
+		}
+	}
+	return got
+}
+
+// noMore fails if a member has a message left once everything was routed.
+func noMore(t testing.TB, members map[string]*mqttClient) {
+	t.Helper()
+	for name, c := range members {
+		if len(c.msgs) > 0 {
+			m := <-c.msgs
+			t.Fatalf("%s got %q more", name, m.Payload)
+		}
+	}
+}
+
+// sharedDropped is how many messages the nodes' shared queue groups
+// dropped because the publisher gave the group its delivery itself.
+func sharedDropped(nodes ...*node) uint64 {
+	var n uint64
+	for _, nd := range nodes {
+		n += nd.r.Stats().SharedDurable
+	}
+	return n
+}
+
+// A shared subscription group with persistent members on two nodes gets
+// each QoS 1 and QoS 2 message published on a third exactly once: the
+// publishing node picks the member and writes the delivery into its
+// session stream before the PUBACK; the live queue group, which brings
+// every message to one of the members' nodes too, drops them all.
+func TestSharedPersistentAcrossNodes(t *testing.T) {
+	nodes := testCluster(t)
+	w1 := dial(t, nodes[1].addr, persistent("w1", true))
+	w1.subscribeQoS(t, "$share/workers/jobs/#", 2)
+	w2 := dial(t, nodes[2].addr, persistent("w2", true))
+	w2.subscribeQoS(t, "$share/workers/jobs/#", 2)
+	nodes[1].sync(t)
+	nodes[2].sync(t)
+	syncIndex(t, nodes[0])
+
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	const n = 60
+	publishN(t, pub, "jobs/a", "q1-", n, 1)
+	publishN(t, pub, "jobs/b", "q2-", n, 2)
+	members := map[string]*mqttClient{"w1": w1, "w2": w2}
+	got := sharedGot(t, 2*n, members)
+	nodes[0].sync(t)
+	testwait.For(t, "the queue groups' copies dropped", func() bool { return sharedDropped(nodes...) == 2*n })
+	noMore(t, members)
+	per := map[string]int{}
+	for _, who := range got {
+		per[who]++
+	}
+	if per["w1"] == 0 || per["w2"] == 0 {
+		t.Fatalf("one member got everything (%v): both are online", per)
+	}
+	t.Logf("%d messages, each once across the group: %v; %d live copies dropped", 2*n, per, sharedDropped(nodes...))
+}
+
+// The node of a member dies after the publisher's PUBACKs and before the
+// member read its messages (its node's followers are stopped, so what was
+// routed to it waits in its session stream): the member, reconnecting to
+// another node with its session, gets every one of them; the other member
+// has the rest; none is lost or given twice.
+func TestSharedMemberNodeKilled(t *testing.T) {
+	nodes := testCluster(t)
+	w1 := dial(t, nodes[1].addr, persistent("w1", true))
+	w1.subscribe(t, "$share/workers/jobs/#")
+	w2 := dial(t, nodes[2].addr, persistent("w2", true))
+	w2.subscribe(t, "$share/workers/jobs/#")
+	nodes[1].sync(t)
+	nodes[2].sync(t)
+	syncIndex(t, nodes[0])
+	nodes[1].st.stopFollowers() // node2 reads none of w1's routed deliveries
+
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	const n = 60
+	publishN(t, pub, "jobs/a", "m", n, 1)
+	nodes[0].sync(t)
+	if len(w1.msgs) > 0 {
+		t.Fatalf("w1 read %q before its node was killed", (<-w1.msgs).Payload)
+	}
+	nodes[1].kill(t)
+
+	back, ack := redial(t, nodes[2].addr, persistent("w1", false))
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node3: w1's session not present")
+	}
+	members := map[string]*mqttClient{"w1": back, "w2": w2}
+	got := sharedGot(t, n, members)
+	per := map[string]int{}
+	for _, who := range got {
+		per[who]++
+	}
+	if per["w1"] == 0 {
+		t.Fatalf("w1 got nothing after its node was killed (%v): the test did not leave it any", per)
+	}
+	nodes[0].sync(t)
+	nodes[2].sync(t)
+	noMore(t, members)
+	t.Logf("%d QoS 1 messages acknowledged on node1; node2 killed before w1 read its %d; after it resumed on node3: %v", n, per["w1"], per)
+}
+
+// Online members first: while a member's session is offline the group's
+// messages go to the online one, as on one node; with every member
+// offline they are kept for one of them, whose client gets them when it
+// comes back on any node.
+func TestSharedOfflineMembers(t *testing.T) {
+	nodes := testCluster(t)
+	nodes[1].leaveOffline(t, "w1", "$share/workers/jobs/#")
+	w2 := dial(t, nodes[2].addr, persistent("w2", true))
+	w2.subscribe(t, "$share/workers/jobs/#")
+	nodes[2].sync(t)
+	syncIndex(t, nodes[0])
+
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	const n = 20
+	publishN(t, pub, "jobs/a", "on", n, 1)
+	got := sharedGot(t, n, map[string]*mqttClient{"w2": w2})
+	if len(got) != n {
+		t.Fatalf("w2 got %d of %d", len(got), n)
+	}
+
+	if err := w2.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "w2 offline in node1's index", func() bool {
+		var online bool
+		nodes[0].st.index.trie.Match("jobs/a", nil, func(group, filter string, members []memberOf) {
+			for _, mb := range members {
+				online = online || mb.Value.online
+			}
+		})
+		return !online
+	})
+	publishN(t, pub, "jobs/a", "off", n, 1)
+	w1 := dial(t, nodes[0].addr, persistent("w1", false))
+	back := dial(t, nodes[1].addr, persistent("w2", false))
+	members := map[string]*mqttClient{"w1": w1, "w2": back}
+	got = sharedGot(t, n, members)
+	nodes[0].sync(t)
+	noMore(t, members)
+	t.Logf("%d to the online member while the other was offline; %d kept for the offline members, w1 %d, w2 %d", n, n, countOf(got, "w1"), countOf(got, "w2"))
+}
+
+// Members all on the publisher's node are given the message there, as on
+// one node: each message once, none written as a routed delivery.
+func TestSharedMembersOnPublisherNode(t *testing.T) {
+	nodes := testCluster(t)
+	w1 := dial(t, nodes[0].addr, persistent("w1", true))
+	w1.subscribe(t, "$share/workers/jobs/#")
+	w2 := dial(t, nodes[0].addr, persistent("w2", true))
+	w2.subscribe(t, "$share/workers/jobs/#")
+	nodes[0].sync(t)
+	syncIndex(t, nodes...)
+
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	const n = 40
+	before := nodes[0].r.Stats().SharedDurable
+	publishN(t, pub, "jobs/a", "m", n, 1)
+	members := map[string]*mqttClient{"w1": w1, "w2": w2}
+	got := sharedGot(t, n, members)
+	nodes[0].sync(t)
+	testwait.For(t, "node1's own queue group copies dropped", func() bool { return nodes[0].r.Stats().SharedDurable-before == n })
+	noMore(t, members)
+	if routed := nodes[0].st.routedWrites.Load(); routed != 0 {
+		t.Fatalf("%d routed deliveries written for members of the publisher's node", routed)
+	}
+	t.Logf("%d messages, each once, to members of the publisher's node: %d to w1", n, countOf(got, "w1"))
+}
+
+func countOf(got map[string]string, who string) int {
+	n := 0
+	for _, w := range got {
+		if w == who {
+			n++
+		}
+	}
+	return n
+}
