@@ -193,22 +193,121 @@ func BenchmarkPersistentQoS2Throughput(b *testing.B) {
 // benchSubscriber's subscriber on node n, and reports the messages per
 // second until it has them all.
 func benchThroughput(b *testing.B, n int, qos byte, persistentPub bool) {
-	const publishers = 8
 	nodes, sub := benchSubscriber(b, n, qos)
-	pubs := make([]*mqttClient, publishers)
+	benchPublishers(b, nodes[0], 8, qos, persistentPub, sub.msgs)
+}
+
+// reportPercentiles reports the p50 and p99 of ds in ms as name-p50-ms and
+// name-p99-ms.
+func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
+	slices.Sort(ds)
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, name+"-p50-ms")
+	b.ReportMetric(float64(ds[(len(ds)*99)/100].Microseconds())/1000, name+"-p99-ms")
+}
+
+// BenchmarkSharedQoS1 measures QoS 1 to a shared subscription group of
+// two members (QoS 1, online), one on node2 and one on node3, from
+// publishers on node1: with persistent members the publishing node picks
+// the member and writes a routed delivery into its session stream before
+// the PUBACK (sharedcluster.go); with members whose sessions end with
+// their connections the message goes through live routing's queue group
+// only (as every shared subscription did before). one-at-a-time: one
+// publisher, one message at a time, PUBACK and delivery latency (ms);
+// throughput: 8 publishers concurrently, messages per second until the
+// group has them all.
+func BenchmarkSharedQoS1(b *testing.B) {
+	for _, persistentMembers := range []bool{true, false} {
+		name := "clean-members"
+		if persistentMembers {
+			name = "persistent-members"
+		}
+		b.Run(name+"/one-at-a-time", func(b *testing.B) {
+			nodes, got := benchSharedGroup(b, persistentMembers)
+			pub := dial(b, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true, KeepAlive: 30})
+			acks := make([]time.Duration, 0, b.N)
+			delivered := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				start := time.Now()
+				pub.publishQoS(b, "bench/x", strconv.Itoa(i), 1, false)
+				acks = append(acks, time.Since(start))
+				select {
+				case m := <-got:
+					if string(m.Payload) != strconv.Itoa(i) {
+						b.Fatalf("got %q, want %d", m.Payload, i)
+					}
+				case <-time.After(testwait.Timeout):
+					b.Fatalf("message %d not delivered", i)
+				}
+				delivered = append(delivered, time.Since(start))
+			}
+			b.StopTimer()
+			reportPercentiles(b, "ack", acks)
+			reportPercentiles(b, "delivery", delivered)
+		})
+		b.Run(name+"/throughput", func(b *testing.B) {
+			nodes, got := benchSharedGroup(b, persistentMembers)
+			benchPublishers(b, nodes[0], 8, 1, false, got)
+		})
+	}
+}
+
+// benchSharedGroup starts a cluster with two members of $share/bench/bench/#
+// (QoS 1), on node2 and node3, persistent or not, once node1 knows them;
+// what either receives comes out of the channel.
+func benchSharedGroup(b *testing.B, persistentMembers bool) ([]*node, <-chan *paho.Publish) {
+	b.Helper()
+	nodes := testCluster(b)
+	got := make(chan *paho.Publish, 1024)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	b.Cleanup(func() { close(done); wg.Wait() })
+	for i, nd := range nodes[1:] {
+		cp := &paho.Connect{ClientID: fmt.Sprintf("member%d", i), CleanStart: true, KeepAlive: 30}
+		if persistentMembers {
+			cp = persistent(cp.ClientID, true)
+		}
+		m := dial(b, nd.addr, cp)
+		m.subscribe(b, "$share/bench/bench/#")
+		nd.sync(b)
+		wg.Go(func() {
+			for {
+				select {
+				case p := <-m.msgs:
+					select {
+					case got <- p:
+					case <-done:
+						return
+					}
+				case <-done:
+					return
+				}
+			}
+		})
+	}
+	syncIndex(b, nodes[0])
+	return nodes, got
+}
+
+// benchPublishers publishes b.N messages at qos from n concurrent
+// publishers on nd (each waiting for its acknowledgements; persistent
+// sessions or not) and reports the messages per second until got has
+// brought them all.
+func benchPublishers(b *testing.B, nd *node, n int, qos byte, persistentPub bool, got <-chan *paho.Publish) {
+	pubs := make([]*mqttClient, n)
 	for i := range pubs {
 		cp := &paho.Connect{ClientID: fmt.Sprintf("pub%d", i), CleanStart: true, KeepAlive: 30}
 		if persistentPub {
-			cp = persistent(fmt.Sprintf("pub%d", i), true)
+			cp = persistent(cp.ClientID, true)
 		}
-		pubs[i] = dial(b, nodes[0].addr, cp)
+		pubs[i] = dial(b, nd.addr, cp)
 	}
 	received := make(chan int)
 	go func() {
 		n := 0
 		for n < b.N {
 			select {
-			case <-sub.msgs:
+			case <-got:
 				n++
 			case <-time.After(testwait.Timeout):
 				received <- n
@@ -220,10 +319,10 @@ func benchThroughput(b *testing.B, n int, qos byte, persistentPub bool) {
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
-	for w := range publishers {
+	errs := make(chan error, n)
+	for w := range n {
 		wg.Go(func() {
-			for i := w; i < b.N; i += publishers {
+			for i := w; i < b.N; i += n {
 				ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 				r, err := pubs[w].Publish(ctx, &paho.Publish{Topic: "bench/x", QoS: qos, Payload: []byte(strconv.Itoa(i))})
 				cancel()
@@ -242,16 +341,8 @@ func benchThroughput(b *testing.B, n int, qos byte, persistentPub bool) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	if n := <-received; n != b.N {
-		b.Fatalf("the subscriber got %d of %d", n, b.N)
+	if got := <-received; got != b.N {
+		b.Fatalf("the group got %d of %d", got, b.N)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
-}
-
-// reportPercentiles reports the p50 and p99 of ds in ms as name-p50-ms and
-// name-p99-ms.
-func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
-	slices.Sort(ds)
-	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, name+"-p50-ms")
-	b.ReportMetric(float64(ds[(len(ds)*99)/100].Microseconds())/1000, name+"-p99-ms")
 }
