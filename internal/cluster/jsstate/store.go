@@ -101,9 +101,10 @@ type Store struct {
 
 	// index holds every persistent session's subscriptions, read by the
 	// followers (routed.go).
-	index     *sessionIndex
-	fmu       sync.Mutex  // guards followers
-	followers []*follower // one per shard, once started
+	index        *sessionIndex
+	fmu          sync.Mutex         // guards followers and endFollowers
+	followers    []*streamReader    // one per shard, once started
+	endFollowers context.CancelFunc // ends them
 
 	imu          sync.Mutex    // guards indexed, indexChanged, sessionSeq, routedOut and moved
 	indexed      []uint64      // per shard, the last stream sequence the follower applied
@@ -355,6 +356,9 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.retainedSubject = "$KV." + RetainedBucket + "."
 	if err := s.awaitLeaders(ctx); err != nil {
 		return err
+	}
+	if s.rwatch != nil {
+		return nil // a later step of the setup failed: the watch goes on
 	}
 	w, err := watchBucket(ctx, s.watchLife, s.js, RetainedBucket, &s.wg, s.log, s.watch)
 	if err != nil {

@@ -14,47 +14,61 @@ import (
 	"github.com/edgeport/edgeport/internal/lograte"
 )
 
-// A bucket watch reads every change of a key-value bucket, in the
-// bucket's order, from an ephemeral R1 consumer that JetStream places on
-// any server holding a replica of the bucket's stream. nats.go's own
-// key-value watch (an ordered push consumer) does that too, but it can
-// stop reading for good while looking alive:
+// A stream reader reads the messages of a stream that match its filter
+// subjects, in the stream's order, from an ephemeral R1 consumer that
+// JetStream places on any server holding a replica of the stream: the
+// bucket watches (owners, retained, state store) and the session
+// followers (routed.go) are stream readers. nats.go's own readers (its
+// key-value watch, an ordered push consumer; its ordered pull consumer)
+// can stop reading while they look alive, or for long:
 //
-//   - its consumer placed on a replica that is behind (a node cut off from
+//   - a consumer placed on a replica that is behind (a node cut off from
 //     the others, then healed) delivers what that replica holds, and the
 //     replica catches up out of band (a Raft catch-up, not the log),
 //     which does not wake the consumer: it goes on sending heartbeats and
-//     delivers nothing more until the bucket's next write. The isolation
-//     fault test saw it: after the heal, the healed node's retained
-//     index lacked every change made while it was cut off, and a
-//     SUBSCRIBE there got none of them;
-//   - its heartbeat is 5 s, not settable: a consumer on a lost server is
-//     made again only after 10 s, and a failed attempt is retried only at
-//     the next missed heartbeat;
-//   - an attempt that fails otherwise ends the watch (its updates close)
-//     and nothing makes it again.
+//     delivers nothing more until the stream's next write, or while the
+//     catch-up fails and is tried again ("Expected first catchup entry to
+//     be a snapshot and peerstate, will retry"), nothing at all. The
+//     isolation fault test saw it: after the heal, the healed node's
+//     retained index lacked every change made while it was cut off, and
+//     a SUBSCRIBE there got none of them;
+//   - the key-value watch's heartbeat is 5 s, not settable: a consumer on
+//     a lost server is made again only after 10 s, a failed attempt only
+//     at the next missed heartbeat, and an attempt failing otherwise ends
+//     the watch (its updates close) for good;
+//   - the ordered pull consumer tries again with a backoff growing to
+//     10 s, each attempt waiting up to 10 s: after a partition heals, up
+//     to 20 s more.
 //
-// So the watch is made here, with a pull consumer of watchHeartbeat, and
-// checked: when it has read nothing for watchCheck it asks the stream's
-// leader for the bucket's last revision, and a watch that stays behind a
-// revision the leader has, without reading anything, for watchStall (or
-// whose consumer fails, misses two heartbeats, or skips a delivery) is
-// given a new consumer that starts after the last revision it read.
-type bucketWatch struct {
+// So the reader makes its consumers itself, with a heartbeat of
+// readHeartbeat, and checks them: when it has read nothing for
+// readCheck it asks the stream's leader for the stream's last sequence,
+// and a reader that stays behind a sequence the leader has, without
+// reading anything, for readStall (or whose consumer fails, misses two
+// heartbeats, or skips a delivery) gets a new consumer that starts after
+// the last message it read.
+type streamReader struct {
 	stream  jetstream.Stream
-	bucket  string
-	prefix  string // the bucket's subjects' ($KV.<bucket>.)
-	updates chan jetstream.KeyValueEntry
+	what    string   // what it reads, for logs
+	filters []string // the subjects it reads
+	some    bool     // not every subject of the stream
+	first   jetstream.DeliverPolicy
+	// opened is told, for each new consumer, how many messages it had to
+	// deliver when made; read gets each message, in the stream's order.
+	// Either returns false when the reader's life ended.
+	opened func(pending uint64) bool
+	read   func(msg jetstream.Msg, md *jetstream.MsgMetadata) bool
+	// stopped, when set, is called once the reader stopped reading.
+	stopped func()
 	wg      *sync.WaitGroup
 	errs    *lograte.Limiter
-	note    *lograte.Limiter   // restarts, each worth a line but not a flood
-	end     context.CancelFunc // ends the watch before its life does
+	note    *lograte.Limiter // restarts, each worth a line but not a flood
 
 	mu   sync.Mutex // guards the fields below
-	next uint64     // the first revision not read (0: nothing read yet)
-	// readAt is when the watch last read a change, or got a new consumer.
+	next uint64     // the first sequence not read (0: nothing read yet)
+	// readAt is when the reader last read a message, or got a new consumer.
 	readAt time.Time
-	// behind is a last revision of the bucket the watch has not read
+	// behind is a last sequence of the stream the reader has not read
 	// yet (0: none known), behindAt since when it has read nothing.
 	behind   uint64
 	behindAt time.Time
@@ -64,31 +78,280 @@ type bucketWatch struct {
 }
 
 const (
-	// watchHeartbeat is how often JetStream tells a watch its consumer
-	// is alive while there is nothing to read; two missed and the watch
-	// makes a new one (as the session followers, followHeartbeat).
-	watchHeartbeat = followHeartbeat
-	// watchCheck is how long a watch may read nothing before it asks the
-	// stream's leader whether it is behind (one request a second while a
-	// bucket is idle).
-	watchCheck = time.Second
-	// watchStall is how long a watch may stay behind a revision the
+	// readHeartbeat is how often JetStream tells a reader its consumer
+	// is alive while there is nothing to read; two missed and the reader
+	// makes a new one. nats.go's default for ordered consumers, 5 s, left
+	// a survivor's routed deliveries and session index stalled for 10 s
+	// after a node was lost; at 1 s it is 2 s, for one small message a
+	// second per reader.
+	readHeartbeat = time.Second
+	// readCheck is how long a reader may read nothing before it asks the
+	// stream's leader whether it is behind (one request a second per
+	// idle reader).
+	readCheck = time.Second
+	// readStall is how long a reader may stay behind a sequence the
 	// leader has without reading anything before it gets a new consumer.
-	watchStall = time.Second
-	// watchOpenTimeout bounds making a consumer (JetStream answers in
+	readStall = time.Second
+	// readOpenTimeout bounds making a consumer (JetStream answers in
 	// milliseconds; without a quorum it does not).
-	watchOpenTimeout = 5 * time.Second
-	// The watch waits between failed attempts to make a consumer from
-	// watchRetryMin, doubling up to watchRetryMax.
-	watchRetryMin = 100 * time.Millisecond
-	watchRetryMax = time.Second
+	readOpenTimeout = 5 * time.Second
+	// A reader waits between failed attempts to make a consumer from
+	// readRetryMin, doubling up to readRetryMax.
+	readRetryMin = 100 * time.Millisecond
+	readRetryMax = time.Second
+	// readInactive is how long JetStream keeps a reader's consumer nobody
+	// pulls from (one the reader replaced, or whose node is gone).
+	readInactive = 30 * time.Second
 )
 
-// The values of a key-value deletion's kvOperation header (nats.go's).
-const (
-	kvDelete = "DEL"
-	kvPurge  = "PURGE"
-)
+// newStreamReader returns a reader of stream's subjects filters (some:
+// not all of the stream's) whose first consumer starts by policy first;
+// set its callbacks, then start it.
+func newStreamReader(stream jetstream.Stream, what string, filters []string, some bool, first jetstream.DeliverPolicy,
+	wg *sync.WaitGroup, log *slog.Logger) *streamReader {
+	return &streamReader{stream: stream, what: what, filters: filters, some: some, first: first, wg: wg,
+		errs: lograte.New(log, time.Minute), note: lograte.New(log, 10*time.Second), readAt: time.Now()}
+}
+
+// start reads until life ends (wg waits for it).
+func (r *streamReader) start(life context.Context) {
+	r.wg.Add(2)
+	go r.feed(life)
+	go r.check(life)
+}
+
+// feed reads from one consumer after another until life ends.
+func (r *streamReader) feed(life context.Context) {
+	defer r.wg.Done()
+	if r.stopped != nil {
+		defer r.stopped()
+	}
+	defer context.AfterFunc(life, r.stopConsumer)()
+	wait := readRetryMin
+	for life.Err() == nil {
+		it, pending, err := r.open(life)
+		if err != nil {
+			if life.Err() == nil {
+				r.errs.Log(slog.LevelWarn, "open", "making a consumer", "of", r.what, "err", err)
+			}
+			select {
+			case <-life.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, readRetryMax)
+			continue
+		}
+		wait = readRetryMin
+		if !r.opened(pending) {
+			it.Stop()
+			return
+		}
+		var delivered uint64 // the consumer's sequence of the last message read
+		for {
+			msg, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					r.errs.Log(slog.LevelInfo, "read", "making a new consumer", "of", r.what, "err", err)
+				}
+				break
+			}
+			md, err := msg.Metadata()
+			if err != nil || md.Sequence.Consumer != delivered+1 {
+				break // not in order: read again from the last one read
+			}
+			delivered = md.Sequence.Consumer
+			if !r.read(msg, md) {
+				break
+			}
+			r.readTo(md.Sequence.Stream)
+		}
+		it.Stop()
+		r.mu.Lock()
+		r.it = nil
+		r.mu.Unlock()
+	}
+}
+
+// open makes a consumer that starts after the last message read (at
+// first: as r.first says) and returns its messages and how many it had to
+// deliver when made.
+func (r *streamReader) open(life context.Context) (jetstream.MessagesContext, uint64, error) {
+	r.mu.Lock()
+	next := r.next
+	r.mu.Unlock()
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy:     r.first,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: readInactive,
+	}
+	if len(r.filters) == 1 {
+		cfg.FilterSubject = r.filters[0]
+	} else {
+		cfg.FilterSubjects = r.filters
+	}
+	if next > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = next
+	}
+	ctx, cancel := context.WithTimeout(life, readOpenTimeout)
+	cons, err := r.stream.CreateConsumer(ctx, cfg)
+	cancel()
+	if err != nil {
+		return nil, 0, err
+	}
+	it, err := cons.Messages(jetstream.PullHeartbeat(readHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
+	if err != nil {
+		return nil, 0, err
+	}
+	info := cons.CachedInfo()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if life.Err() != nil { // stopConsumer has run: nobody stops this one
+		it.Stop()
+		return nil, 0, life.Err()
+	}
+	r.it, r.consumer, r.readAt = it, info.Name, time.Now()
+	return it, info.NumPending, nil
+}
+
+// stopConsumer ends the current consumer's messages: feed makes a new
+// one, unless the reader's life ended.
+func (r *streamReader) stopConsumer() {
+	r.mu.Lock()
+	it := r.it
+	r.mu.Unlock()
+	if it != nil {
+		it.Stop()
+	}
+}
+
+// readTo notes that the reader read the message at sequence seq.
+func (r *streamReader) readTo(seq uint64) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.next, r.readAt = seq+1, now
+	if r.behind != 0 {
+		if r.behind < r.next {
+			r.behind = 0
+		} else {
+			r.behindAt = now
+		}
+	}
+}
+
+// noteLast tells the reader the stream's leader had sequence last.
+func (r *streamReader) noteLast(last uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if last < max(r.next, 1) {
+		return // read already
+	}
+	if r.behind == 0 {
+		r.behindAt = time.Now()
+	}
+	r.behind = max(r.behind, last)
+}
+
+// check makes a new consumer for a reader that stays behind the stream
+// without reading anything, asking the stream's leader for its last
+// sequence when the reader has been idle for readCheck.
+func (r *streamReader) check(life context.Context) {
+	defer r.wg.Done()
+	tick := time.NewTicker(readStall / 4)
+	defer tick.Stop()
+	var asked time.Time
+	for {
+		select {
+		case <-life.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		r.mu.Lock()
+		open := r.it != nil
+		stalled := open && r.behind != 0 && now.Sub(r.behindAt) >= readStall
+		idle := open && r.behind == 0 && now.Sub(r.readAt) >= readCheck && now.Sub(asked) >= readCheck
+		r.mu.Unlock()
+		switch {
+		case stalled:
+			r.restart()
+		case idle:
+			asked = now
+			ctx, cancel := context.WithTimeout(life, readCheck)
+			last, err := r.lastSeq(ctx)
+			cancel()
+			if err == nil {
+				r.noteLast(last)
+			}
+		}
+	}
+}
+
+// lastSeq asks the stream's leader for the sequence of the last message
+// the reader reads: the stream's last, unless the reader reads only some
+// of its subjects and the stream's last is one it has not read; then the
+// last of its subjects (one request more per subject).
+func (r *streamReader) lastSeq(ctx context.Context) (uint64, error) {
+	info, err := r.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	next := r.next
+	r.mu.Unlock()
+	last := info.State.LastSeq
+	if !r.some || last < next {
+		return last, nil
+	}
+	last = 0
+	for _, f := range r.filters {
+		// Not a direct get, which any replica answers (the session
+		// streams do not allow them): the leader's.
+		m, err := r.stream.GetLastMsgForSubject(ctx, f)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		last = max(last, m.Sequence)
+	}
+	return last, nil
+}
+
+// restart replaces the reader's consumer with one that starts after the
+// last message read.
+func (r *streamReader) restart() {
+	r.mu.Lock()
+	it, consumer, from, last := r.it, r.consumer, r.next, r.behind
+	r.behind = 0
+	r.restarts++
+	r.mu.Unlock()
+	r.note.Log(slog.LevelInfo, "restart", "reader behind its stream and reading nothing: reading on from a new consumer",
+		"of", r.what, "from", from, "last", last, "consumer", consumer)
+	if it != nil {
+		it.Stop()
+	}
+}
+
+// bucketWatch is a key-value bucket's watch: a jetstream.KeyWatcher on a
+// streamReader of the bucket's stream.
+type bucketWatch struct {
+	*streamReader
+	bucket  string
+	prefix  string // the bucket's subjects' ($KV.<bucket>.)
+	updates chan jetstream.KeyValueEntry
+	end     context.CancelFunc // ends the watch before its life does
+	// initDone is set once the nil entry that follows the bucket's
+	// content is sent, initLeft counts the entries of the content still to
+	// read (both feed's only).
+	initDone bool
+	initLeft uint64
+}
 
 // watchBucket starts a watch of bucket and run on it (run calls wg.Done
 // when its updates end, and closes caughtUp on the nil entry that follows
@@ -96,7 +359,7 @@ const (
 // bucket's current entries (at most ctx; past it the watch is ended).
 // The watch lasts until life ends (wg waits for its goroutines). Ending
 // it sends nothing to JetStream: the server removes a consumer nobody
-// pulls from after watchInactive.
+// pulls from after readInactive.
 func watchBucket(ctx, life context.Context, js jetstream.JetStream, bucket string, wg *sync.WaitGroup,
 	log *slog.Logger, run func(jetstream.KeyWatcher, chan<- struct{})) (*bucketWatch, error) {
 	stream, err := js.Stream(ctx, "KV_"+bucket)
@@ -105,20 +368,43 @@ func watchBucket(ctx, life context.Context, js jetstream.JetStream, bucket strin
 	}
 	life, end := context.WithCancel(life)
 	w := &bucketWatch{
-		stream:  stream,
 		bucket:  bucket,
 		prefix:  "$KV." + bucket + ".",
 		updates: make(chan jetstream.KeyValueEntry, 256),
-		wg:      wg,
-		errs:    lograte.New(log, time.Minute),
-		note:    lograte.New(log, 10*time.Second),
-		readAt:  time.Now(),
 		end:     end,
 	}
+	w.streamReader = newStreamReader(stream, "bucket "+bucket, []string{w.prefix + ">"}, false,
+		jetstream.DeliverLastPerSubjectPolicy, wg, log)
+	w.opened = func(pending uint64) bool {
+		if w.initDone {
+			return true
+		}
+		w.initLeft = pending
+		if pending > 0 {
+			return true
+		}
+		w.initDone = true
+		return w.send(life, nil)
+	}
+	w.read = func(msg jetstream.Msg, md *jetstream.MsgMetadata) bool {
+		if e := w.entry(msg, md); e != nil && !w.send(life, e) {
+			return false
+		}
+		if !w.initDone {
+			if w.initLeft > 0 {
+				w.initLeft--
+			}
+			if w.initLeft == 0 || md.NumPending == 0 {
+				w.initDone = true
+				return w.send(life, nil)
+			}
+		}
+		return true
+	}
+	w.stopped = func() { close(w.updates) }
 	caughtUp := make(chan struct{})
-	wg.Add(3)
-	go w.feed(life)
-	go w.check(life)
+	w.start(life)
+	wg.Add(1)
 	go run(w, caughtUp)
 	select {
 	case <-caughtUp:
@@ -137,133 +423,6 @@ func (w *bucketWatch) Updates() <-chan jetstream.KeyValueEntry { return w.update
 // Stop implements jetstream.KeyWatcher; the watch ends with its life.
 func (w *bucketWatch) Stop() error { return nil }
 
-// feed reads the bucket from one consumer after another until life ends,
-// then closes the updates.
-func (w *bucketWatch) feed(life context.Context) {
-	defer w.wg.Done()
-	defer close(w.updates)
-	defer context.AfterFunc(life, w.stopConsumer)()
-	initDone := false
-	var initLeft uint64 // entries of the bucket's content still to read
-	wait := watchRetryMin
-	for life.Err() == nil {
-		it, pending, err := w.open(life)
-		if err != nil {
-			if life.Err() == nil {
-				w.errs.Log(slog.LevelWarn, "watch-open", "watching a bucket: making its consumer", "bucket", w.bucket, "err", err)
-			}
-			select {
-			case <-life.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, watchRetryMax)
-			continue
-		}
-		wait = watchRetryMin
-		if !initDone {
-			initLeft = pending
-			if pending == 0 {
-				initDone = true
-				if !w.send(life, nil) {
-					return
-				}
-			}
-		}
-		var delivered uint64 // the consumer's sequence of the last message read
-		for {
-			msg, err := it.Next()
-			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					w.errs.Log(slog.LevelInfo, "watch-read", "watching a bucket: making a new consumer", "bucket", w.bucket, "err", err)
-				}
-				break
-			}
-			md, err := msg.Metadata()
-			if err != nil || md.Sequence.Consumer != delivered+1 {
-				break // not in order: read again from the last one read
-			}
-			delivered = md.Sequence.Consumer
-			e := w.entry(msg, md)
-			if e != nil && !w.send(life, e) {
-				break
-			}
-			w.read(md.Sequence.Stream)
-			if !initDone {
-				if initLeft > 0 {
-					initLeft--
-				}
-				if initLeft == 0 || md.NumPending == 0 {
-					initDone = true
-					if !w.send(life, nil) {
-						break
-					}
-				}
-			}
-		}
-		it.Stop()
-		w.mu.Lock()
-		w.it = nil
-		w.mu.Unlock()
-	}
-}
-
-// open makes a consumer that starts after the last revision read (at
-// first: the last entry of each key) and returns its messages and how
-// many it had to deliver when made.
-func (w *bucketWatch) open(life context.Context) (jetstream.MessagesContext, uint64, error) {
-	w.mu.Lock()
-	next := w.next
-	w.mu.Unlock()
-	cfg := jetstream.ConsumerConfig{
-		FilterSubject:     w.prefix + ">",
-		AckPolicy:         jetstream.AckNonePolicy,
-		MemoryStorage:     true,
-		Replicas:          1,
-		InactiveThreshold: watchInactive,
-	}
-	if next == 0 {
-		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
-	} else {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = next
-	}
-	ctx, cancel := context.WithTimeout(life, watchOpenTimeout)
-	cons, err := w.stream.CreateConsumer(ctx, cfg)
-	cancel()
-	if err != nil {
-		return nil, 0, err
-	}
-	it, err := cons.Messages(jetstream.PullHeartbeat(watchHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
-	if err != nil {
-		return nil, 0, err
-	}
-	info := cons.CachedInfo()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if life.Err() != nil { // stopConsumer has run: nobody stops this one
-		it.Stop()
-		return nil, 0, life.Err()
-	}
-	w.it, w.consumer, w.readAt = it, info.Name, time.Now()
-	return it, info.NumPending, nil
-}
-
-// watchInactive is how long JetStream keeps a watch's consumer nobody
-// pulls from (one the watch replaced, or whose node is gone).
-const watchInactive = 30 * time.Second
-
-// stopConsumer ends the current consumer's messages: feed makes a new
-// one, unless the watch's life ended.
-func (w *bucketWatch) stopConsumer() {
-	w.mu.Lock()
-	it := w.it
-	w.mu.Unlock()
-	if it != nil {
-		it.Stop()
-	}
-}
-
 // send hands e to the watch's reader; false when life ended first.
 func (w *bucketWatch) send(life context.Context, e jetstream.KeyValueEntry) bool {
 	select {
@@ -271,84 +430,6 @@ func (w *bucketWatch) send(life context.Context, e jetstream.KeyValueEntry) bool
 		return true
 	case <-life.Done():
 		return false
-	}
-}
-
-// read notes that the watch read revision rev.
-func (w *bucketWatch) read(rev uint64) {
-	now := time.Now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.next, w.readAt = rev+1, now
-	if w.behind != 0 {
-		if w.behind < w.next {
-			w.behind = 0
-		} else {
-			w.behindAt = now
-		}
-	}
-}
-
-// noteLast tells the watch the bucket's stream leader had revision last.
-func (w *bucketWatch) noteLast(last uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if last < max(w.next, 1) {
-		return // read already
-	}
-	if w.behind == 0 {
-		w.behindAt = time.Now()
-	}
-	w.behind = max(w.behind, last)
-}
-
-// check makes a new consumer for a watch that stays behind the bucket
-// without reading anything, asking the stream's leader for the bucket's
-// last revision when the watch has been idle for watchCheck.
-func (w *bucketWatch) check(life context.Context) {
-	defer w.wg.Done()
-	tick := time.NewTicker(watchStall / 4)
-	defer tick.Stop()
-	var asked time.Time
-	for {
-		select {
-		case <-life.Done():
-			return
-		case <-tick.C:
-		}
-		now := time.Now()
-		w.mu.Lock()
-		open := w.it != nil
-		stalled := open && w.behind != 0 && now.Sub(w.behindAt) >= watchStall
-		idle := open && w.behind == 0 && now.Sub(w.readAt) >= watchCheck && now.Sub(asked) >= watchCheck
-		w.mu.Unlock()
-		switch {
-		case stalled:
-			w.restart()
-		case idle:
-			asked = now
-			ctx, cancel := context.WithTimeout(life, watchCheck)
-			info, err := w.stream.Info(ctx)
-			cancel()
-			if err == nil {
-				w.noteLast(info.State.LastSeq)
-			}
-		}
-	}
-}
-
-// restart replaces the watch's consumer with one that starts after the
-// last revision read.
-func (w *bucketWatch) restart() {
-	w.mu.Lock()
-	it, consumer, from, last := w.it, w.consumer, w.next, w.behind
-	w.behind = 0
-	w.restarts++
-	w.mu.Unlock()
-	w.note.Log(slog.LevelInfo, "restart", "bucket watch behind its bucket and reading nothing: reading it again from a new consumer",
-		"bucket", w.bucket, "from", from, "last", last, "consumer", consumer)
-	if it != nil {
-		it.Stop()
 	}
 }
 
@@ -369,6 +450,12 @@ func (w *bucketWatch) entry(msg jetstream.Msg, md *jetstream.MsgMetadata) jetstr
 	}
 	return e
 }
+
+// The values of a key-value deletion's kvOperation header (nats.go's).
+const (
+	kvDelete = "DEL"
+	kvPurge  = "PURGE"
+)
 
 // watchEntry is a jetstream.KeyValueEntry a bucketWatch read.
 type watchEntry struct {

@@ -11,21 +11,27 @@ import (
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
-// stallWatch pauses the consumer of w for an hour: JetStream goes on
-// sending its heartbeats and delivers nothing, as it does from a consumer
-// on a replica that caught up out of band (see bucketWatch). It returns
-// the consumer's name.
-func stallWatch(t *testing.T, nd *node, w *bucketWatch) string {
+// stall pauses the consumer of r, a reader of stream, for an hour:
+// JetStream goes on sending its heartbeats and delivers nothing, as it
+// does from a consumer on a replica that catches up out of band (see
+// streamReader). It returns the consumer's name.
+func stall(t *testing.T, nd *node, r *streamReader, stream string) string {
 	t.Helper()
-	w.mu.Lock()
-	consumer := w.consumer
-	w.mu.Unlock()
+	r.mu.Lock()
+	consumer := r.consumer
+	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 	defer cancel()
-	if _, err := nd.st.js.PauseConsumer(ctx, "KV_"+w.bucket, consumer, time.Now().Add(time.Hour)); err != nil {
-		t.Fatalf("pausing %s's consumer %s: %v", w.bucket, consumer, err)
+	if _, err := nd.st.js.PauseConsumer(ctx, stream, consumer, time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("pausing %s's consumer %s: %v", r.what, consumer, err)
 	}
 	return consumer
+}
+
+// stallWatch is stall for a bucket's watch.
+func stallWatch(t *testing.T, nd *node, w *bucketWatch) string {
+	t.Helper()
+	return stall(t, nd, w.streamReader, "KV_"+w.bucket)
 }
 
 // A SUBSCRIBE on a node whose retained watch is stalled (alive, reading
@@ -79,4 +85,32 @@ func TestBucketWatchStalledCatchesUp(t *testing.T) {
 		defer nodes[2].st.mu.Unlock()
 		return nodes[2].st.applied >= last
 	})
+}
+
+// A node whose session followers stall (alive, reading nothing) reads on
+// from new consumers: a persistent session there gets the QoS 1 messages
+// published on another node, which reach it only through its follower
+// (routed deliveries). So does a node healed from a partition whose
+// followers' consumers sat on its own replicas while they caught up.
+func TestFollowersStalledReadOn(t *testing.T) {
+	nodes, dev := subscribedOnNode2(t)
+	var old []string
+	for n, f := range nodes[1].st.followers {
+		old = append(old, stall(t, nodes[1], f, sessionStream(n)))
+	}
+	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	const n = 10
+	publishThenEnd(t, pub, n, 1)
+	expectThenEnd(t, dev, n)
+	restarted := 0
+	for i, f := range nodes[1].st.followers {
+		f.mu.Lock()
+		if f.restarts > 0 && f.consumer != old[i] {
+			restarted++
+		}
+		f.mu.Unlock()
+	}
+	if restarted == 0 {
+		t.Errorf("no follower of node 2 left its paused consumer")
+	}
 }
