@@ -145,6 +145,7 @@ type Ownership struct {
 	// after it closed nc (see watchBucket).
 	watchLife context.Context
 	endWatch  context.CancelFunc
+	watcher   *bucketWatch // the watch, from prepare
 	wg        sync.WaitGroup
 
 	amu      sync.Mutex                   // guards adopting, owners and ownerOf
@@ -373,7 +374,7 @@ func (o *Ownership) prepare(ctx context.Context) error {
 		return err
 	}
 	o.kv = kv
-	_, err = watchBucket(ctx, o.watchLife, o.js, OwnersBucket, &o.wg, o.log, o.watch)
+	o.watcher, err = watchBucket(ctx, o.watchLife, o.js, OwnersBucket, &o.wg, o.log, o.watch)
 	return err
 }
 

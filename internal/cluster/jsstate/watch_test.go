@@ -8,6 +8,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -112,5 +113,35 @@ func TestFollowersStalledReadOn(t *testing.T) {
 	}
 	if restarted == 0 {
 		t.Errorf("no follower of node 2 left its paused consumer")
+	}
+}
+
+// A session another node claimed while its client was still connected
+// here without asking this node (a survivor adopting it while this node
+// was cut off from the others) ends here with 0x8E once this node's
+// owners watch reads the claim, even when the watch's consumer stalled
+// (on this node's replica, which catches up out of band after the heal).
+// Had the connection stayed, it would have got nothing published on the
+// other nodes (the adopter takes the session's routed deliveries) for as
+// long as it stayed.
+func TestClaimedElsewhereEndsAfterWatchStalled(t *testing.T) {
+	nodes := testCluster(t)
+	dev := dial(t, nodes[2].addr, persistent("dev", true))
+	dev.subscribe(t, "data/#")
+	stallWatch(t, nodes[2], nodes[2].owner.watcher)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	kv := nodes[0].owner.kv
+	e, err := kv.Get(ctx, clientKey("dev"))
+	if err != nil || string(e.Value()) != "node3" {
+		t.Fatalf("owner entry: %v, %v; want node3", e, err)
+	}
+	// The adopter's claim (Ownership.adopt's first step), no handoff.
+	if _, err := kv.Update(ctx, clientKey("dev"), []byte("node1"), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if d := dev.disconnected(t); d.ReasonCode != byte(packet.SessionTakenOver) {
+		t.Fatalf("node 3 told dev 0x%02X, want 0x8E", d.ReasonCode)
 	}
 }
