@@ -74,6 +74,7 @@ type streamReader struct {
 	behindAt time.Time
 	it       jetstream.MessagesContext // the consumer's messages; nil between consumers
 	consumer string                    // its consumer's name
+	server   string                    // the server JetStream placed it on
 	restarts int                       // consumers made after a stall
 }
 
@@ -214,6 +215,10 @@ func (r *streamReader) open(life context.Context) (jetstream.MessagesContext, ui
 		return nil, 0, life.Err()
 	}
 	r.it, r.consumer, r.readAt = it, info.Name, time.Now()
+	r.server = ""
+	if info.Cluster != nil {
+		r.server = info.Cluster.Leader
+	}
 	return it, info.NumPending, nil
 }
 
@@ -327,12 +332,12 @@ func (r *streamReader) lastSeq(ctx context.Context) (uint64, error) {
 // last message read.
 func (r *streamReader) restart() {
 	r.mu.Lock()
-	it, consumer, from, last := r.it, r.consumer, r.next, r.behind
+	it, consumer, server, from, last := r.it, r.consumer, r.server, r.next, r.behind
 	r.behind = 0
 	r.restarts++
 	r.mu.Unlock()
 	r.note.Log(slog.LevelInfo, "restart", "reader behind its stream and reading nothing: reading on from a new consumer",
-		"of", r.what, "from", from, "last", last, "consumer", consumer)
+		"of", r.what, "from", from, "last", last, "consumer", consumer, "on", server)
 	if it != nil {
 		it.Stop()
 	}
