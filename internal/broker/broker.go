@@ -192,6 +192,8 @@ func (b *Broker) stopTimers() {
 		if s.willTimer != nil {
 			s.willTimer.Stop()
 		}
+		// Parked deliveries go to the store before it stops.
+		b.unparkLocked(s)
 		s.mu.Unlock()
 	}
 }
@@ -662,6 +664,8 @@ func (b *Broker) endSessionLocked(s *session) {
 		tx.write(func(t Txn) { t.DeleteSession(s.id) }, nil)
 		s.stored = false
 	}
+	b.unparkLocked(s) // before the deletion
+
 	// The will goes out once the deletion is durable.
 	b.publishWillAfter(tx, will)
 	s.mu.Unlock()

@@ -173,6 +173,7 @@ func (b *Broker) handOverLocked(s *session, wait *sync.WaitGroup, save bool) {
 	if s.offlineSince == 0 {
 		s.offlineSince = b.clk.Now().UnixNano()
 	}
+	b.unparkLocked(s) // written before the handover's barrier
 	pending := make(map[*txnCtx]bool)
 	hold := func(d *delivery) {
 		if d.tx != nil && !pending[d.tx] {

@@ -255,15 +255,24 @@ func (b *Broker) DeliverRouted(clientID string, d RoutedDelivery) bool {
 	// whoever holds the session next).
 	tx.durable = true
 	now := b.clk.Now().UnixNano()
+	// A QoS 1 delivery waits for its PUBACK before it is written
+	// (parked.go); not while the broker stops, nor one a shared
+	// subscription's group chose this session for.
+	park := m.QoS == 1 && len(d.Shared) == 0 && !b.closing.Load()
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		tx.discard()
 		return false
 	}
-	b.deliverRoutedLocked(s, id, m, d.Shared, now, tx)
-	s.mu.Unlock()
+	b.deliverRoutedLocked(s, id, m, d.Shared, now, tx, park)
 	tx.write(remove, nil)
+	if park {
+		b.parkLocked(s, tx)
+		s.mu.Unlock()
+		return true
+	}
+	s.mu.Unlock()
 	b.commit(tx, nil)
 	return true
 }
@@ -283,8 +292,8 @@ type RoutedDelivery struct {
 
 // deliverRoutedLocked gives s routed delivery id of m, as DeliverRouted
 // describes, into tx. s.mu is held.
-func (b *Broker) deliverRoutedLocked(s *session, id MessageID, m *Message, shared []SharedPick, now int64, tx *txnCtx) {
-	d := delivery{msg: m, routed: id, single: true}
+func (b *Broker) deliverRoutedLocked(s *session, id MessageID, m *Message, shared []SharedPick, now int64, tx *txnCtx, park bool) {
+	d := delivery{msg: m, routed: id, single: true, parked: park}
 	matched, plain := false, false
 	for _, sub := range s.subs {
 		if sub.group != "" {

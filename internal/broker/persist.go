@@ -563,7 +563,7 @@ func (b *Broker) restoreSession(rec *store.Session, entries []store.Entry, inbou
 	if fx.routed != nil {
 		nowNs := now.UnixNano()
 		for _, r := range fx.routed() {
-			b.deliverRoutedLocked(s, r.ID, r.Msg, r.Shared, nowNs, fx.tx)
+			b.deliverRoutedLocked(s, r.ID, r.Msg, r.Shared, nowNs, fx.tx, false)
 			fx.tx.write(r.Remove, nil)
 		}
 	}
@@ -814,6 +814,7 @@ func (b *Broker) saveSessionLocked(s *session, disconnectedAt int64) *txnCtx {
 	if b.st == nil {
 		return nil
 	}
+	b.unparkLocked(s) // the session's deliveries before its record
 	tx := b.newTxn()
 	if tx == nil {
 		return nil

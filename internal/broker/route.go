@@ -332,6 +332,10 @@ func (s *session) deliverLocked(b *Broker, d *delivery, now int64, tx *txnCtx) {
 	}
 	d.tx = nil
 	if tx != nil && s.persistent(b) {
+		if len(s.parked) > 0 && !d.parked {
+			// Written after the parked ones, as it was made after them.
+			b.unparkLocked(s)
+		}
 		s.seq++
 		d.seq, d.tx = s.seq, tx
 	}

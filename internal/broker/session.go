@@ -48,7 +48,10 @@ type delivery struct {
 	// session); twin is set when that write was dropped as a copy of one
 	// another node made (the delivery is then not sent: refused).
 	once bool
-	twin *atomic.Bool
+	// parked marks a delivery made from a routed delivery whose
+	// transaction is parked on the session (parked.go).
+	parked bool
+	twin   *atomic.Bool
 }
 
 type sharedRef struct{ group, filter string }
@@ -111,7 +114,12 @@ type session struct {
 	// had (cluster mode), a ring whose next slot is routedNext once full.
 	routed     []MessageID
 	routedNext int
-	version    packet.Version
+	// parked are transactions of deliveries made from routed deliveries
+	// waiting for their PUBACK (parked.go), in order, submitted by
+	// parkTimer at the latest.
+	parked    []*txnCtx
+	parkTimer clock.Timer
+	version   packet.Version
 }
 
 // addFlight assigns a free packet identifier and appends f to the window.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -602,6 +603,9 @@ type op struct {
 	// twin is called when JetStream drops msg as a copy of a write with
 	// its Nats-Msg-Id that another node made (PutEntryOnce).
 	twin func()
+	// first marks an entry's first write (PutEntryOnce): nothing of the
+	// entry is in the stream before it.
+	first bool
 }
 
 // NewTxn implements broker.Durable.
@@ -671,7 +675,15 @@ func (t *txn) DeleteEntry(id string, seq uint64) {
 	if t.inLocal(id, func(l *store.Txn) { l.DeleteEntry(id, seq) }) {
 		return
 	}
-	t.tombstone(t.s.sessionSubject(id, "e."+strconv.FormatUint(seq, 10)))
+	subject := t.s.sessionSubject(id, "e."+strconv.FormatUint(seq, 10))
+	if i := slices.IndexFunc(t.ops, func(o op) bool { return o.msg != nil && o.msg.Subject == subject }); i >= 0 && t.ops[i].first {
+		// Put for the first time and deleted before anything of it was
+		// written (a delivery acknowledged while its transaction was
+		// parked, broker/parked.go): none of it is.
+		t.ops = slices.DeleteFunc(t.ops, func(o op) bool { return o.msg != nil && o.msg.Subject == subject })
+		return
+	}
+	t.tombstone(subject)
 }
 
 func (t *txn) PutInbound(id string, packetID uint16) {
@@ -693,6 +705,7 @@ func (t *txn) PutEntryOnce(id string, e *store.Entry, twin func()) {
 		o := &t.ops[len(t.ops)-1]
 		o.msg.Header.Set(jetstream.MsgIDHeader, "e."+onceKey(r, id))
 		o.twin = twin
+		o.first = true
 	}
 }
 
