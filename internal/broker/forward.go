@@ -277,6 +277,14 @@ func (b *Broker) DeliverRouted(clientID string, d RoutedDelivery) bool {
 	return true
 }
 
+// HoldsSession reports whether clientID's session is on this node: the
+// cluster state decodes a routed delivery only for a session it holds.
+func (b *Broker) HoldsSession(clientID string) bool {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	return b.sessions[clientID] != nil
+}
+
 // RoutedDelivery is a routed delivery an adopted session takes with its
 // stored state (AdoptSession): the message, its id, and remove, which
 // deletes its record in the transaction that stores the delivery.

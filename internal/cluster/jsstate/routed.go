@@ -608,6 +608,9 @@ func (s *Store) apply(subject string, data []byte, seq uint64) {
 // deliverRouted gives routed delivery r to clientID's session if this
 // node holds it, deleting the record with the delivery.
 func (s *Store) deliverRouted(clientID string, r routedRec) {
+	if !s.b.HoldsSession(clientID) {
+		return // every node reads every routed delivery: most are not ours
+	}
 	d, ok := s.routedDelivery(clientID, r)
 	if !ok {
 		return
