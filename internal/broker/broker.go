@@ -546,7 +546,7 @@ func (b *Broker) detach(c *client, publishWill bool) {
 	if !publishWill {
 		s.will = nil
 	}
-	moved := s.takeShared(func(d *delivery) bool { return b.otherMemberOnline(s, d) })
+	moved := s.takeShared(func(d *delivery) bool { return b.otherMemberOnline(s, d) }, true)
 	ended := s.expiry == 0
 	if ended {
 		s.mu.Unlock()
@@ -562,8 +562,9 @@ func (b *Broker) detach(c *client, publishWill bool) {
 	}
 	b.sessMu.Unlock()
 	for _, d := range moved {
-		b.reroute(s, d)
-		b.dropEntry(s, &d)
+		if b.reroute(s, d) {
+			b.dropEntry(s, &d)
+		}
 	}
 	b.flush()
 	if !c.trusted {

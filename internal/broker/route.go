@@ -252,8 +252,11 @@ func (r *router) deliver(tx *txnCtx, local bool, tg *routedTargets) int {
 }
 
 // reroute gives a delivery that a leaving shared-subscription member never
-// acknowledged to another online member of the same group.
-func (b *Broker) reroute(from *session, d delivery) {
+// acknowledged to another online member of the same group: of this node,
+// else (cluster mode) of another node, as a routed delivery
+// (moveToRemote). It reports whether the caller is to drop from's entry
+// now; a routed one drops it itself once the move is durable.
+func (b *Broker) reroute(from *session, d delivery) bool {
 	var to *session
 	var sub *subscription
 	b.subs.Match(d.msg.Topic, nil, func(group, filter string, members []topic.Member[*session, *subscription]) {
@@ -268,8 +271,11 @@ func (b *Broker) reroute(from *session, d delivery) {
 		}
 	})
 	if to == nil {
+		if b.moveToRemote(from, d) {
+			return false
+		}
 		b.stats.dropped[dropSessionEnded].Add(1)
-		return
+		return true
 	}
 	d.qos = min(d.msg.QoS, sub.qos)
 	d.subIDs = nil
@@ -280,6 +286,7 @@ func (b *Broker) reroute(from *session, d delivery) {
 	tx := b.newTxn()
 	to.deliver(b, &d, b.clk.Now().UnixNano(), tx)
 	b.commit(tx, nil)
+	return true
 }
 
 // deliver hands d to the session: straight to the connection when the
@@ -465,14 +472,16 @@ func (s *session) sendHeldLocked(c *client, now int64) bool {
 
 // takeShared removes the deliveries that reached s through a shared
 // subscription and are not yet acknowledged, for another member to take,
-// when canMove says one can. What no other member can take stays: the
-// session outlives its connection (or ends, and drops it), and a resumed
-// session sends it again, at least once. s.mu is held.
-func (s *session) takeShared(canMove func(*delivery) bool) []delivery {
+// when canMove says one can; with sentQoS2 false, QoS 2 deliveries that
+// went out (their PUBLISH may have reached the client) stay. What no
+// other member can take stays: the session outlives its connection (or
+// ends, and drops it), and a resumed session sends it again, at least
+// once. s.mu is held.
+func (s *session) takeShared(canMove func(*delivery) bool, sentQoS2 bool) []delivery {
 	var moved []delivery
 	for f := s.oldest; f != nil; {
 		next := f.next
-		if f.shared != nil && !f.released && canMove(&f.delivery) {
+		if f.shared != nil && !f.released && (sentQoS2 || f.qos < 2) && canMove(&f.delivery) {
 			moved = append(moved, f.delivery)
 			s.removeFlight(f)
 		}
@@ -489,9 +498,22 @@ func (s *session) takeShared(canMove func(*delivery) bool) []delivery {
 }
 
 // otherMemberOnline reports whether a member of the shared subscription
-// that chose d, other than from, is online to take it. Called under
-// from.mu (trie read locks nest under session.mu).
+// that chose d, other than from, is online to take it: of this node, or
+// (cluster mode) of another. Called under from.mu (trie read locks nest
+// under session.mu).
 func (b *Broker) otherMemberOnline(from *session, d *delivery) bool {
+	if b.localMemberOnline(from, d) {
+		return true
+	}
+	if d.qos > 1 {
+		return false // see moveToRemote
+	}
+	_, ok := b.remoteMember(from, d, MessageID{})
+	return ok
+}
+
+// localMemberOnline is otherMemberOnline for this node's members.
+func (b *Broker) localMemberOnline(from *session, d *delivery) bool {
 	found := false
 	b.subs.Match(d.msg.Topic, nil, func(group, filter string, members []topic.Member[*session, *subscription]) {
 		if found || group != d.shared.group || filter != d.shared.filter {

@@ -196,3 +196,95 @@ func hasShared(picks []SharedPick, g SharedGroup) (SharedPick, bool) {
 func (m *Message) SharedDurableFor(g SharedGroup) bool {
 	return slices.Contains(m.SharedDurable, g)
 }
+
+// remoteMember returns, in cluster mode, the online member of another node
+// (as the session index knows it) that d's shared subscription group would
+// give d to, leaving from: ranked for id as a publish ranks them.
+func (b *Broker) remoteMember(from *session, d *delivery, id MessageID) (SharedMember, bool) {
+	if b.remote == nil || d.shared == nil {
+		return SharedMember{}, false
+	}
+	var pick SharedMember
+	found := false
+	b.remote.Shared(d.msg, func(group, filter string, members []SharedMember) {
+		if found || group != d.shared.group || filter != d.shared.filter {
+			return
+		}
+		h := sharedHit{remote: slices.DeleteFunc(slices.Clone(members), func(mb SharedMember) bool { return !mb.Online || mb.ClientID == from.id })}
+		if len(h.remote) > 0 {
+			_, pick = h.pick(id)
+			found = true
+		}
+	})
+	return pick, found
+}
+
+// moveToRemote gives d, a shared subscription's QoS 1 delivery that from
+// (left by its client, or adopted offline after its node was lost) will
+// not send, to an online member of another node as a routed delivery, and
+// drops from's entry once that is durable: should the node die between
+// the two, or from's client resume the session on another node meanwhile,
+// the message is delivered twice rather than lost, which QoS 1 allows. A
+// QoS 2 delivery is not moved across nodes (it stays with from, sent when
+// its client comes back): exactly once holds. It reports false when it
+// did not move d.
+func (b *Broker) moveToRemote(from *session, d delivery) bool {
+	if d.qos > 1 {
+		return false
+	}
+	id := d.routed
+	if id.IsZero() {
+		id = newMessageID()
+	}
+	to, ok := b.remoteMember(from, &d, id)
+	if !ok {
+		return false
+	}
+	tx := b.newTxn()
+	if tx == nil {
+		return false // stopped
+	}
+	picks := []SharedPick{{ClientID: to.ClientID, SharedGroup: SharedGroup{d.shared.group, d.shared.filter}, QoS: to.QoS}}
+	m := d.msg
+	tx.write(func(t Txn) { b.remote.Route(t, m, id, func(string) bool { return true }, nil, picks) }, nil)
+	b.commit(tx, func(err error) {
+		if err != nil {
+			return // stays with from: sent when its client comes back
+		}
+		b.goBackground(func() {
+			b.dropEntry(from, &d)
+			b.flush()
+		})
+	})
+	return true
+}
+
+// MoveShared gives the shared subscription deliveries that clientID's
+// session, held here offline, has not sent (its queue, and QoS 1 ones in
+// flight) to other online members of their groups, as detach does when a
+// member's connection ends: called for a session adopted from a node that
+// was lost (its connection ended with the node). A QoS 2 delivery that
+// went out stays: the client may have it, and gets it again when it comes
+// back (MQTT-4.8.2-4); so does a QoS 2 one with no online member on this
+// node (moveToRemote).
+func (b *Broker) MoveShared(clientID string) {
+	b.sessMu.Lock()
+	s := b.sessions[clientID]
+	b.sessMu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.client != nil || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	moved := s.takeShared(func(d *delivery) bool { return b.otherMemberOnline(s, d) }, false)
+	s.mu.Unlock()
+	for _, d := range moved {
+		if b.reroute(s, d) {
+			b.dropEntry(s, &d)
+		}
+	}
+	b.flush()
+}

@@ -267,9 +267,17 @@ func (o *Ownership) adopt(ctx context.Context, claims map[string]uint64, from st
 		done    func()
 	}
 	var got []claimed
+	var restored []string
 	defer func() {
 		for _, c := range got {
 			c.done()
+		}
+		// Their connections ended with their node (or this node's
+		// previous run): the deliveries their shared subscriptions had
+		// not sent go to online members, as when a member's connection
+		// ends on one node.
+		for _, id := range restored {
+			o.b.MoveShared(id)
 		}
 	}()
 	for key, rev := range claims {
@@ -356,6 +364,7 @@ func (o *Ownership) adopt(ctx context.Context, claims map[string]uint64, from st
 		}
 		adopted++
 		o.adopted.Add(1)
+		restored = append(restored, c.id)
 	}
 	if adopted > 0 {
 		if from == "" {
