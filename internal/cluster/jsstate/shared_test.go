@@ -1,12 +1,16 @@
 package jsstate
 
 import (
+	"bytes"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
+	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -303,4 +307,45 @@ func TestSharedLeavingMemberMovedToOtherNode(t *testing.T) {
 	nodes[1].sync(t)
 	noMore(t, map[string]*mqttClient{"w1": back, "w2": w2})
 	t.Logf("%d messages w1 left unacknowledged went to w2 on another node", held)
+}
+
+// A routed delivery for the member a shared group chose names the groups
+// before the message record; a plain one is the message record alone.
+func TestSharedRoutedRecordRoundTrip(t *testing.T) {
+	groups := []broker.SharedPick{{ClientID: "w1", SharedGroup: broker.SharedGroup{Group: "workers", Filter: "jobs/#"}, QoS: 1},
+		{ClientID: "w1", SharedGroup: broker.SharedGroup{Group: "g2", Filter: "jobs/+"}, QoS: 2}}
+	msg := store.AppendMessage(nil, &store.Message{Topic: "jobs/1", Payload: []byte("x"), QoS: 2})
+	data := append(appendSharedRouted(nil, groups), msg...)
+	got, rest, err := decodeRouted("w1", data)
+	if err != nil || !slices.Equal(got, groups) || !bytes.Equal(rest, msg) {
+		t.Fatalf("decoded %v, rest %x, %v; want %v, %x", got, rest, err, groups, msg)
+	}
+	if got, rest, err := decodeRouted("w1", msg); err != nil || got != nil || !bytes.Equal(rest, msg) {
+		t.Fatalf("a plain record decoded as %v, %x, %v", got, rest, err)
+	}
+	for _, bad := range [][]byte{{routedShared}, {routedShared, 0}, {routedShared, 1, 3, 1, 'g', 0}, data[:8]} {
+		if _, _, err := decodeRouted("w1", bad); err == nil {
+			t.Errorf("%x decoded", bad)
+		}
+	}
+}
+
+func FuzzDecodeRouted(f *testing.F) {
+	msg := store.AppendMessage(nil, &store.Message{Topic: "a", QoS: 1})
+	f.Add(msg)
+	f.Add(append(appendSharedRouted(nil, []broker.SharedPick{{SharedGroup: broker.SharedGroup{Group: "g", Filter: "a/#"}, QoS: 1}}), msg...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		groups, rest, err := decodeRouted("c", b)
+		if err != nil {
+			return
+		}
+		if len(groups) > 0 {
+			// What decodes encodes to a record that decodes the same.
+			again := append(appendSharedRouted(nil, groups), rest...)
+			groups2, rest2, err := decodeRouted("c", again)
+			if err != nil || !slices.Equal(groups2, groups) || !bytes.Equal(rest2, rest) {
+				t.Fatalf("%x decoded to %v and %x; encoded again, to %v and %x (%v)", b, groups, rest, groups2, rest2, err)
+			}
+		}
+	})
 }
