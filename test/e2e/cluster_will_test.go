@@ -32,15 +32,19 @@ func TestClusterWillOnceAfterKill9(t *testing.T) {
 		return e, newMosquitto(t, e)
 	}
 	// A node refuses clients (0x88) until the cluster's state is ready,
-	// which takes a quorum of the nodes.
-	ready := func(m *mosquitto) {
+	// which takes a quorum of the nodes, and again for a few seconds
+	// after a node's loss while JetStream elects new leaders for what
+	// the lost node led (docs/cluster.md, "When a node is lost"); a
+	// client tries again, as real ones do.
+	publish := func(m *mosquitto, topic, payload string) {
 		t.Helper()
 		if !testwait.Within(60*time.Second, func() bool {
-			return exec.Command(m.pub, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-q", "1", "-t", "probe/ready", "-m", "x").Run() == nil
+			return exec.Command(m.pub, "-h", m.host, "-p", m.port, "-V", "mqttv5", "-q", "1", "-t", topic, "-m", payload).Run() == nil
 		}) {
-			t.Fatalf("node on port %s never took a QoS 1 publish", m.port)
+			t.Fatalf("node on port %s never took a QoS 1 publish on %s", m.port, topic)
 		}
 	}
+	ready := func(m *mosquitto) { publish(m, "probe/ready", "x") }
 	var nodes []*edgeport
 	var ms []*mosquitto
 	for i := range 3 {
@@ -70,7 +74,7 @@ func TestClusterWillOnceAfterKill9(t *testing.T) {
 	}
 	marker := func(m *mosquitto, text string) {
 		t.Helper()
-		m.publish("-V", "mqttv5", "-q", "1", "-t", "wills/marker", "-m", text)
+		publish(m, "wills/marker", text)
 		watch.waitLine(t, lineWait, text, func(l string) bool { return strings.HasSuffix(l, "|"+text) })
 	}
 	marker(ms[1], "marker from n2")
