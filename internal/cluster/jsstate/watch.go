@@ -205,11 +205,27 @@ func (r *streamReader) open(life context.Context) (jetstream.MessagesContext, ui
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = next
 	}
-	ctx, cancel := context.WithTimeout(life, readOpenTimeout)
-	cons, err := r.stream.CreateConsumer(ctx, cfg)
-	cancel()
-	if err != nil {
-		return nil, 0, err
+	var cons jetstream.Consumer
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(life, readOpenTimeout)
+		c, err := r.stream.CreateConsumer(ctx, cfg)
+		cancel()
+		if err != nil {
+			return nil, 0, err
+		}
+		cons = c
+		if attempt == placeAttempts {
+			break
+		}
+		server, lagging := r.lagging(life, c)
+		if !lagging {
+			break
+		}
+		r.note.Log(slog.LevelInfo, "placed", "a reader's new consumer is on a replica that is behind: making another",
+			"of", r.what, "consumer", c.CachedInfo().Name, "on", server)
+		ctx, cancel = context.WithTimeout(life, readCheck)
+		_ = r.stream.DeleteConsumer(ctx, c.CachedInfo().Name) // else it goes after readInactive
+		cancel()
 	}
 	select {
 	case <-life.Done():
@@ -233,6 +249,38 @@ func (r *streamReader) open(life context.Context) (jetstream.MessagesContext, ui
 		r.server = info.Cluster.Leader
 	}
 	return it, info.NumPending, nil
+}
+
+// placeAttempts bounds the consumers a reader makes in a row because
+// JetStream placed them on a replica that is behind; the last one is
+// kept (read from until it stalls).
+const placeAttempts = 3
+
+// lagging reports whether JetStream placed cons on a replica of the
+// stream that is not current (its leader says: it is catching up, or
+// unreachable), and names that server. JetStream places a consumer on
+// any replica, and one on a replica that catches up out of band reads
+// nothing until it stalls and is replaced (see streamReader): a node
+// just healed from a partition, whose own replicas are behind, would
+// otherwise often read from them. On failure to tell, it reports false.
+func (r *streamReader) lagging(life context.Context, cons jetstream.Consumer) (string, bool) {
+	ci := cons.CachedInfo()
+	if ci.Cluster == nil || ci.Cluster.Leader == "" {
+		return "", false
+	}
+	server := ci.Cluster.Leader
+	ctx, cancel := context.WithTimeout(life, readCheck)
+	defer cancel()
+	info, err := r.stream.Info(ctx)
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == server {
+		return server, false
+	}
+	for _, p := range info.Cluster.Replicas {
+		if p.Name == server {
+			return server, !p.Current || p.Offline
+		}
+	}
+	return server, false
 }
 
 // stopConsumer ends the current consumer's messages: feed makes a new
@@ -346,6 +394,8 @@ func (r *streamReader) lastSeq(ctx context.Context) (uint64, error) {
 func (r *streamReader) restart() {
 	r.mu.Lock()
 	it, consumer, server, from, last := r.it, r.consumer, r.server, r.next, r.behind
+	// The next consumer is judged afresh (a sequence it can never read,
+	// a tombstone that expired, is not held against it).
 	r.behind = 0
 	r.restarts++
 	r.mu.Unlock()
