@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -184,6 +185,12 @@ func (c *client) runSteps() {
 				ctx, cancel := context.WithTimeout(c.b.halt, ClaimTimeout)
 				fence = c.b.remote.Fence(ctx, c.sess.id)
 				cancel()
+				if fence != nil {
+					// Refused silently otherwise (PUBREC 0x80): a check
+					// that fails for good leaves a client connected here
+					// with every QoS 2 PUBLISH refused.
+					c.b.errs.Log(slog.LevelWarn, "fence", "refusing QoS 2 PUBLISHes: the session's fence check failed", "client", c.id, "err", fence)
+				}
 				break
 			}
 		}

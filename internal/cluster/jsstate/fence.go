@@ -104,13 +104,26 @@ func (s *Store) noteFence(clientID string, token, seq uint64) {
 // Fence implements broker.RemoteSessions: it writes clientID's fence
 // again, expecting this node's to be the last, and fails when another
 // node fenced the session since (it claimed or adopted it).
+//
+// A check this node gave up on may have landed all the same: a write held
+// in a route's socket while the node was cut off is delivered when the
+// partition heals, long after its request timed out. The fence's last
+// sequence is then that write's, not the one this node remembers, and
+// every later check would fail as if another node had fenced the session:
+// every QoS 2 PUBLISH of a client that stayed connected refused, for good.
+// So a check refused for its expected sequence reads the fence: when it
+// still carries this node's claim (a newer claim writes its own, larger,
+// token), the check is written again expecting that sequence; the write,
+// ordered by the stream's Raft log with any other node's fence, is what
+// proves the session still held here.
 func (s *Store) Fence(ctx context.Context, clientID string) error {
 	s.fenceMu.Lock()
 	f := s.fences[clientID]
 	s.fenceMu.Unlock()
-	msg := nats.NewMsg(s.fenceSubject(clientID))
+	subject := s.fenceSubject(clientID)
+	msg := nats.NewMsg(subject)
 	msg.Data = binary.BigEndian.AppendUint64(nil, f.token)
-	for {
+	for reread := 0; ; {
 		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(f.seq))
 		if err == nil {
 			s.noteFence(clientID, f.token, ack.Sequence)
@@ -118,10 +131,28 @@ func (s *Store) Fence(ctx context.Context, clientID string) error {
 		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return fmt.Errorf("the session of %q: %w", clientID, errFenced)
+			if reread == maxFenceRereads {
+				return fmt.Errorf("the session of %q: %w", clientID, errFenced)
+			}
+			reread++
+			m, err := s.streams[s.shard(clientID)].GetLastMsgForSubject(ctx, subject)
+			if err != nil {
+				return fmt.Errorf("reading the fence of %q: %w", clientID, err)
+			}
+			if len(m.Data) != 8 || binary.BigEndian.Uint64(m.Data) != f.token || m.Sequence <= f.seq {
+				return fmt.Errorf("the session of %q: %w", clientID, errFenced)
+			}
+			s.log.Info("a fence check given up on landed late: checking again", "client", clientID, "seq", m.Sequence, "expected", f.seq)
+			f.seq = m.Sequence
+			continue
 		}
 		if err := retryable(ctx, err); err != nil {
 			return fmt.Errorf("checking the fence of %q: %w", clientID, err)
 		}
 	}
 }
+
+// maxFenceRereads bounds how often one Fence reads the fence after a
+// refused check (each read that finds this node's claim is followed by a
+// write): one late write per check is what a partition leaves behind.
+const maxFenceRereads = 2

@@ -2,12 +2,15 @@ package jsstate
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -272,5 +275,57 @@ func TestFenceAfterTakeover(t *testing.T) {
 	}
 	if err := nodes[1].st.Fence(ctx, "p"); err != nil {
 		t.Fatalf("node2 after an older claim's attempt: %v", err)
+	}
+}
+
+// A fence check that the node gave up on but that landed all the same (a
+// write held in a route's socket while the node was cut off, delivered at
+// the heal) leaves the fence one sequence past what the node remembers.
+// The node still holds the session: its client's next QoS 2 PUBLISH is
+// acknowledged, not refused with 0x80 as if another node had fenced it
+// (without the reread every later one was, for as long as the client
+// stayed; seen in the isolation fault test). A real takeover still fences
+// it out.
+func TestFenceCheckLandedLate(t *testing.T) {
+	nodes := testCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	st := nodes[0].st
+	p, _ := rawConnect(t, nodes[0].addr, "p", true)
+	publish := func(id uint16) packet.ReasonCode {
+		t.Helper()
+		pub := packet.Publish{QoS: 2, Topic: "q2/x", PacketID: id, Payload: []byte("m")}
+		p.send(t, pub.Append(nil, packet.V5))
+		rc := p.ack(t, packet.PUBREC, id)
+		rel := packet.Ack{Type: packet.PUBREL, PacketID: id}
+		p.send(t, rel.Append(nil, packet.V5))
+		p.ack(t, packet.PUBCOMP, id)
+		return rc
+	}
+	if rc := publish(1); rc.IsError() {
+		t.Fatalf("PUBREC before the late check: %v", rc)
+	}
+
+	// The check node1 sent and never heard back about: its token,
+	// expecting the sequence node1 remembers, written behind its back.
+	st.fenceMu.Lock()
+	f := st.fences["p"]
+	st.fenceMu.Unlock()
+	late := nats.NewMsg(st.fenceSubject("p"))
+	late.Data = binary.BigEndian.AppendUint64(nil, f.token)
+	if _, err := st.js.PublishMsg(ctx, late, jetstream.WithExpectLastSequencePerSubject(f.seq)); err != nil {
+		t.Fatal(err)
+	}
+
+	if rc := publish(2); rc.IsError() {
+		t.Fatalf("PUBREC after node1's own check landed late: %v, want success (node1 still holds the session)", rc)
+	}
+	if err := st.Fence(ctx, "p"); err != nil {
+		t.Fatalf("node1's check after the late one: %v", err)
+	}
+
+	rawRedial(t, nodes[1].addr, "p") // takes the session over
+	if err := st.Fence(ctx, "p"); !errors.Is(err, errFenced) {
+		t.Fatalf("node1's check after node2's takeover: %v, want %v", err, errFenced)
 	}
 }
