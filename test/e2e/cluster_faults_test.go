@@ -1189,6 +1189,10 @@ func TestClusterFaultIsolated(t *testing.T) {
 		}
 	}
 	// Healed, n3 acknowledges again.
+	inFlight := map[*crashPub]int{} // seqs below: published before the heal
+	for _, p := range onN3 {
+		inFlight[p] = len(p.acks())
+	}
 	for _, p := range onN3 {
 		from := len(p.acks())
 		if !testwait.Within(90*time.Second, func() bool {
@@ -1202,7 +1206,40 @@ func TestClusterFaultIsolated(t *testing.T) {
 			t.Fatalf("%s: nothing acknowledged on n3 within 90s of the heal", p.name)
 		}
 	}
-	t.Logf("n3 acknowledges again %v after the heal", time.Since(healed).Round(time.Millisecond))
+	t.Logf("n3 acknowledges again %v after the heal (healed at %s)", time.Since(healed).Round(time.Millisecond), healed.UTC().Format("15:04:05.000"))
+	// How: the fate of what was in flight at the heal (a window of 32
+	// waiting for n3's writes), and the first acknowledgement of a
+	// message published after it.
+	for _, p := range onN3 {
+		state, _, _, _ := p.snapshot()
+		ackAt, endAt := p.acks(), p.ends()
+		var acked, refused, open int
+		var lastEnd, firstAck, firstNew time.Duration = -1, -1, -1
+		for seq := range ackAt {
+			if seq < inFlight[p] && state[seq] != msgSent && !endAt[seq].Before(healed) {
+				if state[seq] == msgRefused {
+					refused++
+				} else {
+					acked++
+				}
+				lastEnd = max(lastEnd, endAt[seq].Sub(healed))
+			}
+			if seq < inFlight[p] && state[seq] == msgSent {
+				open++
+			}
+			if ackAt[seq].After(healed) {
+				a := ackAt[seq].Sub(healed)
+				if firstAck < 0 || a < firstAck {
+					firstAck = a
+				}
+				if seq >= inFlight[p] && (firstNew < 0 || a < firstNew) {
+					firstNew = a
+				}
+			}
+		}
+		t.Logf("%s after the heal: of those in flight at the heal %d acknowledged, %d refused, %d still open (the last ended %v after the heal); first acknowledgement %v, first of a message published after the heal %v",
+			p.name, acked, refused, open, lastEnd.Round(time.Millisecond), firstAck.Round(time.Millisecond), firstNew.Round(time.Millisecond))
+	}
 	c.waitHealthy(90 * time.Second)
 	for i := range 3 {
 		var got []int

@@ -139,6 +139,7 @@ type crashPub struct {
 	conn     *crashConn     // nil while disconnected
 	state    []byte         // by seq: msgSent, msgAcked, msgComplete, msgRefused
 	ackAt    []time.Time    // by seq: when the PUBACK or PUBREC arrived (zero: none)
+	endAt    []time.Time    // by seq: when it was acknowledged or refused (zero: neither yet)
 	inflight map[uint16]int // packet ID → seq, until PUBACK or PUBCOMP
 	nextID   uint16
 	stop     bool
@@ -228,6 +229,7 @@ func (p *crashPub) handle(c *crashConn, h packet.FixedHeader, body []byte) error
 	if p.roaming && a.ReasonCode.IsError() && p.state[seq] == msgSent &&
 		(h.Type == packet.PUBACK && p.qos == 1 || h.Type == packet.PUBREC && p.qos == 2) {
 		p.state[seq] = msgRefused
+		p.endAt[seq] = time.Now()
 		delete(p.inflight, a.PacketID)
 		return nil
 	}
@@ -259,6 +261,7 @@ func (p *crashPub) ackedLocked(seq int) {
 	if p.state[seq] == msgSent {
 		p.state[seq] = msgAcked
 		p.ackAt[seq] = time.Now()
+		p.endAt[seq] = p.ackAt[seq]
 	}
 	if p.retained {
 		t := seq % crashRetainedTopics
@@ -295,6 +298,7 @@ func (p *crashPub) run(limit int) int {
 		seq := len(p.state)
 		p.state = append(p.state, msgSent)
 		p.ackAt = append(p.ackAt, time.Time{})
+		p.endAt = append(p.endAt, time.Time{})
 		p.inflight[id] = seq
 		if p.retained {
 			p.lastSent[seq%crashRetainedTopics] = seq
@@ -410,6 +414,14 @@ func (p *crashPub) acks() []time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.ackAt)
+}
+
+// ends returns a copy of the times each message was acknowledged or
+// refused, by seq.
+func (p *crashPub) ends() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.endAt)
 }
 
 // snapshot returns a copy of the log and the retained bookkeeping.
