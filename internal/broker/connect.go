@@ -181,7 +181,7 @@ func (c *client) connect(cp *packet.Connect) bool {
 		c.releaseOut(durable)
 	}
 	c.ls.connects.Add(1)
-	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present)
+	c.log.Debug("client connected", "client", c.id, "remote", c.conn.RemoteAddr().String(), "version", int(c.version), "session_present", present, "claim", c.claimToken)
 	return true
 }
 

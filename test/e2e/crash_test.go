@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -49,7 +50,7 @@ func startEdgeportAt(t *testing.T, dir string, extraArgs ...string) *edgeport {
 func startEdgeportCmd(t *testing.T, dir string, setup func(*exec.Cmd), extraArgs ...string) *edgeport {
 	t.Helper()
 	args := []string{"serve", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "off",
-		"--selftest-interval", "0", "--sys-interval", "0", "--data-dir", dir, "--log-level", "info"}
+		"--selftest-interval", "0", "--sys-interval", "0", "--data-dir", dir, "--log-level", cmp.Or(os.Getenv(logLevelEnv), "info")}
 	args = append(args, extraArgs...)
 	return launchEdgeportWith(t, args, 30*time.Second, (*edgeport).kill, setup)
 }

@@ -376,6 +376,10 @@ func (e *edgeport) stop() error {
 // report something not held yet.
 const keepLogsEnv = "EDGEPORT_E2E_KEEP_LOGS"
 
+// logLevelEnv overrides the --log-level (info) the edgeport processes the
+// crash and fault tests start run with: debug, to trace a fault scenario.
+const logLevelEnv = "EDGEPORT_E2E_LOG_LEVEL"
+
 func keepLog(t *testing.T, e *edgeport) {
 	dir := os.Getenv(keepLogsEnv)
 	if dir == "" {

@@ -475,7 +475,8 @@ func (o *Ownership) serveHandoff(m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(o.halt, HandoffTimeout)
 	defer cancel()
 	o.awaitAdopt(ctx, id)
-	o.b.TakenOver(ctx, id, token)
+	had := o.b.TakenOver(ctx, id, token)
+	o.log.Debug("handed a session over", "client", id, "token", token, "had", had)
 	_ = m.Respond(nil)
 }
 
@@ -557,8 +558,10 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	// After the previous owner's handoff, before the records are read:
 	// what it has not stored yet cannot be stored any more (fence.go).
 	if err := o.sessions.fence(ctx, clientID, token); err != nil {
+		o.log.Debug("claim fenced out", "client", clientID, "token", token, "prev", prev, "err", err)
 		return 0, err
 	}
+	o.log.Debug("session claimed", "client", clientID, "token", token, "prev", prev)
 	if prev == "" {
 		return token, nil
 	}
