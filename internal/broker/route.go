@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -315,6 +316,7 @@ func (s *session) deliverLocked(b *Broker, d *delivery, now int64, tx *txnCtx) {
 		// entry's first write, OnceTxn: a node that lost the session, or
 		// one routing it again, writes the same delivery once).
 		if s.hadRouted(d.routed) {
+			b.log.Debug("a delivery the session had lately dropped", "client", s.id, "routed", fmt.Sprintf("%x", d.routed[:]))
 			return
 		}
 		s.noteRouted(d.routed)

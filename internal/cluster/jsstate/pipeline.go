@@ -395,6 +395,7 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 	if w.twin != nil && ack.Duplicate && len(w.tries) == 1 {
 		// Not a copy of our own first attempt (it had none): another
 		// node wrote this delivery's entry (PutEntryOnce).
+		s.log.Debug("a delivery's entry was written already by another node", "subject", w.msg.Subject)
 		w.twin()
 	}
 	w.seq, w.dup = ack.Sequence, ack.Duplicate
@@ -612,6 +613,7 @@ func (s *Store) retry() {
 	defer s.wg.Done()
 	tick := time.NewTicker(retryTick)
 	defer tick.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-s.completed:
@@ -620,8 +622,13 @@ func (s *Store) retry() {
 		case <-s.kick: // a stalled stream answered
 		}
 		now := time.Now()
+		paused := now.Sub(last) - retryTick
+		last = now
 		var due []*lane
 		s.pmu.Lock()
+		if paused >= pauseSlack {
+			s.extendDeadlines(paused)
+		}
 		for _, p := range s.outstanding {
 			if p.resolved {
 				continue
@@ -642,6 +649,30 @@ func (s *Store) retry() {
 			s.tend(due)
 		}
 	}
+}
+
+// pauseSlack is how late the retrier may run before the node counts
+// itself paused: far more than a loaded machine's scheduling delay, far
+// less than AckTimeout.
+const pauseSlack = time.Second
+
+// extendDeadlines moves every unsettled commit's deadline paused later:
+// the node did not run for that long (SIGSTOP, a suspended VM, a
+// starved process), so the acknowledgements JetStream sent meanwhile are
+// still unread in its connection. A commit fails after AckTimeout of
+// the node's own running time, not because the node was not looking:
+// failing it would refuse (and drop the deliveries of) a publish
+// JetStream stored, and a write stored under a message id (a delivery
+// made once cluster-wide) would then never be made again. s.pmu is held.
+func (s *Store) extendDeadlines(paused time.Duration) {
+	n := 0
+	for _, p := range s.outstanding {
+		if !p.resolved {
+			p.deadline = p.deadline.Add(paused)
+			n++
+		}
+	}
+	s.log.Warn("the node did not run for a while: its pending JetStream writes get that much longer", "paused", paused.Round(time.Millisecond), "commits", n)
 }
 
 // needsCare reports whether tend has something to do on l. s.pmu is held.
