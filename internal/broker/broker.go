@@ -82,14 +82,20 @@ type Broker struct {
 	willWG    sync.WaitGroup // will publications under way; Shutdown waits for them
 	willsOut  atomic.Int64   // willWG's count, readable: tests wait for 0 before proving no will went out
 
-	clk      clock.Clock // Options.Clock as New found it: timers and expiry deadlines
-	stats    stats
-	started  time.Time
-	closing  atomic.Bool
-	stopped  atomic.Bool // Shutdown finished: nothing is written to the store any more
-	stopSys  context.CancelFunc
-	sysDone  chan struct{}
-	stopOnce sync.Once
+	clk     clock.Clock // Options.Clock as New found it: timers and expiry deadlines
+	stats   stats
+	started time.Time
+	closing atomic.Bool
+	stopped atomic.Bool // Shutdown finished: nothing is written to the store any more
+	pauses  *pauseWatch // cluster mode: the node's pauses (pause.go); set by Start
+	// resynced is the last pause after which the ownership view was
+	// resynced (afterPause); resyncMu guards resyncing, the one under way.
+	resynced  atomic.Uint64
+	resyncMu  sync.Mutex
+	resyncing *resync
+	stopSys   context.CancelFunc
+	sysDone   chan struct{}
+	stopOnce  sync.Once
 	// halt is cancelled when Stop begins: the cluster requests a
 	// connection waits on (a claim, a retained sync) end at once instead
 	// of holding the connection, and Stop, up to their own timeouts.
@@ -173,8 +179,16 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	ctx, b.stopSys = context.WithCancel(context.WithoutCancel(ctx))
 	b.sysDone = make(chan struct{})
+	if b.remote != nil && b.owner != nil {
+		b.pauses = newPauseWatch()
+	}
 	go func() {
 		defer close(b.sysDone)
+		if b.pauses != nil {
+			var wg sync.WaitGroup
+			wg.Go(func() { b.pauses.run(ctx, b) })
+			defer wg.Wait()
+		}
 		b.runSys(ctx)
 	}()
 	return nil

@@ -40,6 +40,12 @@ type client struct {
 	authMethod  string
 	auth        *clientAuth // principal and listener security; nil for trusted clients
 	claimToken  uint64      // cluster mode: the token of the claim on the client's session
+	// pauseEpoch is the node's count of its pauses when this connection
+	// last knew it held its session (cluster mode, pause.go), and
+	// sessionMoved is set once a check after a pause found another
+	// node's claim. The reader's only.
+	pauseEpoch   uint64
+	sessionMoved bool
 	// What CONNACK told the client; live option changes do not alter them
 	// for a connection that is already up.
 	maxIn, recvMaxIn, aliasMaxIn int
@@ -801,6 +807,10 @@ func (c *client) handlePublish(flags byte, body []byte) error {
 			return packet.Errorf(packet.QuotaExceeded, "store full: 3.1.1 cannot refuse a PUBLISH, closing")
 		}
 		c.ackAfter(c.b.newTxn(), p.QoS, p.PacketID, packet.QuotaExceeded)
+		return nil
+	}
+	if err := c.checkPaused(); err != nil {
+		c.pausedPublish(p, err)
 		return nil
 	}
 	s := c.sess

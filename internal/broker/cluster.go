@@ -49,6 +49,11 @@ func (c *client) claim() (ok bool, reason string) {
 	if o == nil || c.trusted {
 		return true, ""
 	}
+	if c.b.pauses != nil {
+		// A pause from now on, during the claim too, is checked for
+		// before this connection's first PUBLISH after it.
+		c.pauseEpoch = c.b.pauses.look()
+	}
 	ctx, cancel := context.WithTimeout(c.b.halt, ClaimTimeout)
 	defer cancel()
 	token, err := o.Claim(ctx, c.id)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -36,7 +37,7 @@ import (
 
 // errFenced is a claim older than the session's fence: another node
 // claimed the session since.
-var errFenced = errors.New("a newer claim fenced the session")
+var errFenced = broker.ErrFenced
 
 // fenceSubject is the subject of clientID's fence.
 func (s *Store) fenceSubject(clientID string) string {

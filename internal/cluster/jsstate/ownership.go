@@ -148,6 +148,13 @@ type Ownership struct {
 	watcher   *bucketWatch // the watch, from prepare
 	wg        sync.WaitGroup
 
+	// applied is the revision of the last owners bucket change the
+	// watch has applied (its takeover included); appliedMu guards it and
+	// appliedCh, closed and replaced each time it moves (Resync).
+	appliedMu sync.Mutex
+	applied   uint64
+	appliedCh chan struct{}
+
 	amu      sync.Mutex                   // guards adopting, owners and ownerOf
 	adopting map[string]chan struct{}     // clients being adopted here, closed when done
 	owners   map[string]map[string]uint64 // the owners bucket from the watch: node → key → revision
@@ -415,11 +422,13 @@ func (o *Ownership) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 		}
 		o.indexEntry(e)
 		if e.Operation() != jetstream.KeyValuePut || string(e.Value()) == o.opts.Node {
+			o.noteApplied(e.Revision())
 			continue // a release, or our own claim
 		}
 		id, err := clientID(e.Key())
 		if err != nil {
 			o.log.Warn("ignoring a session owner entry", "err", err)
+			o.noteApplied(e.Revision())
 			continue
 		}
 		ctx, cancel := context.WithTimeout(o.halt, HandoffTimeout)
@@ -428,6 +437,60 @@ func (o *Ownership) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 		cancel()
 		if gone {
 			o.log.Debug("session taken over by another node", "client", id, "node", string(e.Value()), "revision", e.Revision())
+		}
+		o.noteApplied(e.Revision())
+	}
+}
+
+// noteApplied records that the watch applied the owners bucket up to
+// revision rev.
+func (o *Ownership) noteApplied(rev uint64) {
+	o.appliedMu.Lock()
+	defer o.appliedMu.Unlock()
+	if rev <= o.applied {
+		return
+	}
+	o.applied = rev
+	if o.appliedCh != nil {
+		close(o.appliedCh)
+		o.appliedCh = nil
+	}
+}
+
+// Resync implements broker.Resyncer: it asks the owners bucket's stream
+// leader for its last revision and returns once the watch has applied
+// it, so every session another node claimed before the call has been
+// taken from this node (TakenOver). A node that was paused calls it
+// before it acts for the sessions it holds again (broker/pause.go).
+func (o *Ownership) Resync(ctx context.Context) error {
+	select {
+	case <-o.bucket:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	st, err := o.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the session owners' last revision: %w", err)
+	}
+	var last uint64
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		last = bs.StreamInfo().State.LastSeq
+	}
+	for {
+		o.appliedMu.Lock()
+		if o.applied >= last {
+			o.appliedMu.Unlock()
+			return nil
+		}
+		if o.appliedCh == nil {
+			o.appliedCh = make(chan struct{})
+		}
+		ch := o.appliedCh
+		o.appliedMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("applying the session owners up to revision %d: %w", last, ctx.Err())
 		}
 	}
 }
