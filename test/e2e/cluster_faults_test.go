@@ -153,11 +153,40 @@ func (c *faultCluster) stop(i int) {
 	}
 }
 
-// signal sends sig (SIGSTOP, SIGCONT) to node i.
+// signal sends sig (SIGSTOP, SIGCONT) to node i; after SIGSTOP it waits
+// until every thread of the process is stopped (the signal is delivered
+// asynchronously: a thread still running may read what is sent next).
 func (c *faultCluster) signal(i int, sig syscall.Signal) {
 	c.t.Helper()
+	pid := c.node(i).cmd.Process.Pid
 	if err := c.node(i).cmd.Process.Signal(sig); err != nil {
 		c.t.Fatalf("%s: %v: %v", c.name(i), sig, err)
+	}
+	if sig != syscall.SIGSTOP {
+		return
+	}
+	var running string
+	if !testwait.Within(10*time.Second, func() bool {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			running = err.Error()
+			return false
+		}
+		for _, task := range tasks {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				continue // ended
+			}
+			// pid (comm) state ...: comm may hold spaces and parentheses.
+			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+			if len(f) == 0 || f[0] != "T" && f[0] != "t" {
+				running = "thread " + task.Name() + " in state " + strings.Join(f[:min(1, len(f))], "")
+				return false
+			}
+		}
+		return true
+	}) {
+		c.t.Fatalf("%s not stopped 10s after SIGSTOP: %s", c.name(i), running)
 	}
 }
 
