@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -41,4 +43,23 @@ func TestPauseWatchCountsGaps(t *testing.T) {
 			t.Fatalf("at %v (after %v, tick %v): %d pauses, want %d", now, step.advance, step.tick, got, step.want)
 		}
 	}
+}
+
+// BenchmarkCheckPaused is what a PUBLISH pays in cluster mode for the
+// pause check when the node was not paused: a clock read and two atomic
+// loads, from many connections at once.
+func BenchmarkCheckPaused(b *testing.B) {
+	br := &Broker{pauses: newPauseWatch(), log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); br.pauses.run(ctx, br) }()
+	defer func() { cancel(); <-done }()
+	b.RunParallel(func(pb *testing.PB) {
+		c := &client{b: br}
+		for pb.Next() {
+			if err := c.checkPaused(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

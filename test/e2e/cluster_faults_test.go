@@ -1066,22 +1066,26 @@ func TestClusterFaultFrozen(t *testing.T) {
 	t.Cleanup(func() { _ = c.node(2).cmd.Process.Signal(syscall.SIGCONT) })
 	frozen := time.Now()
 	t.Logf("froze n3; its clients moved in %v", l.waitLeft(2, 90*time.Second).Round(time.Millisecond))
+	// The meta leader's view: only the leader knows when it last heard
+	// each peer (a follower reports 0).
 	var view string
 	if !testwait.Within(90*time.Second, func() bool {
+		view = "neither n1 nor n2 leads the meta group"
 		for i := range 2 {
 			st, err := c.status(i)
 			if err != nil {
 				view = err.Error()
 				return false
 			}
-			if !slices.ContainsFunc(st.JetStream.Peers, func(p cluster.PeerInfo) bool {
-				return p.Name == "n3" && (p.Offline || !p.Current && p.Active >= frozenFor)
-			}) {
-				view = fmt.Sprintf("%s: meta leader %q, peers %+v", c.name(i), st.JetStream.MetaLeader, st.JetStream.Peers)
-				return false
+			if st.JetStream.MetaLeader != c.name(i) {
+				continue
 			}
+			view = fmt.Sprintf("%s: meta leader %q, peers %+v", c.name(i), st.JetStream.MetaLeader, st.JetStream.Peers)
+			return slices.ContainsFunc(st.JetStream.Peers, func(p cluster.PeerInfo) bool {
+				return p.Name == "n3" && (p.Offline || !p.Current && p.Active >= frozenFor)
+			})
 		}
-		return true
+		return false
 	}) {
 		t.Fatalf("n1 and n2 never lost n3 for %v: %s", frozenFor, view)
 	}
