@@ -241,10 +241,12 @@ type routedTargets struct {
 func (b *Broker) DeliverRouted(clientID string, d RoutedDelivery) bool {
 	id, m, remove := d.ID, d.Msg, d.Remove
 	if b.pauses != nil {
-		if e := b.pauses.look(); e > b.resynced.Load() {
-			// Not into a session another node took while this one was
-			// paused (pause.go); past the wait, delivered as before.
-			_ = b.afterPause(e)
+		// Not into a session another node took while this one was paused
+		// (pause.go): held until the node knows (the stream keeps it).
+		for e := b.pauses.look(); e > b.resynced.Load(); {
+			if err := b.afterPause(e); err == nil || b.halt.Err() != nil {
+				break
+			}
 		}
 	}
 	b.sessMu.Lock()

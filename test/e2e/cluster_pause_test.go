@@ -67,7 +67,9 @@ func (p *pausedPublisher) publish(t *testing.T, c *crashConn, from, to int, dup 
 // (the other node claimed the session meanwhile: its fence tells so) nor
 // acknowledge them on the connection the client left: the subscriber gets
 // each message once and in order, and nothing after the resumed node's
-// next message. Before the check (docs/cluster.md, "A node that resumes
+// next message. A second subscriber, whose session n3 held and which
+// moved to n2 meanwhile, gets everything published through n1 right
+// after n3 resumed: n3 does not take its routed deliveries. Before the check (docs/cluster.md, "A node that resumes
 // after a freeze") the resumed node acknowledged and delivered them again
 // after later ones.
 func TestClusterFaultPausedPublisher(t *testing.T) {
@@ -85,6 +87,20 @@ func TestClusterFaultPausedPublisher(t *testing.T) {
 	if err := sub.subscribe(packet.Subscription{Filter: "crash/q1", QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
+	// A second subscriber whose session n3 holds at the freeze: it moves
+	// to n2 while n3 is frozen, and n3 resumes still holding it.
+	sub3 := newCrashSub("paused-sub3")
+	testwait.Within(time.Minute, func() bool {
+		_, err = sub3.connect(c.mqtt[2], true)
+		return err == nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub3.disconnect(false) })
+	if err := sub3.subscribe(packet.Subscription{Filter: "crash/q1", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
 	pub := &pausedPublisher{name: "paused-pub", acks: map[*crashConn][]uint16{}}
 	var old *crashConn
 	testwait.Within(time.Minute, func() bool {
@@ -95,9 +111,9 @@ func TestClusterFaultPausedPublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { old.close(false) })
-	received := func(name string, seqs ...int) func() bool {
+	has := func(s *crashSub, name string, seqs ...int) func() bool {
 		return func() bool {
-			got := sub.counts(name)
+			got := s.counts(name)
 			for _, seq := range seqs {
 				if seq >= len(got) || got[seq] == 0 {
 					return false
@@ -106,10 +122,11 @@ func TestClusterFaultPausedPublisher(t *testing.T) {
 			return true
 		}
 	}
+	received := func(name string, seqs ...int) func() bool { return has(sub, name, seqs...) }
 	// Routing from n3 to the subscriber on n1 is up.
 	pub.publish(t, old, 0, 0, false)
-	testwait.For(t, "paused-pub:0 acknowledged by n3 and received on n1", func() bool {
-		return len(pub.acked(old)) == 1 && received(pub.name, 0)()
+	testwait.For(t, "paused-pub:0 acknowledged by n3 and received on n1 and n3", func() bool {
+		return len(pub.acked(old)) == 1 && received(pub.name, 0)() && has(sub3, pub.name, 0)()
 	})
 
 	c.signal(2, syscall.SIGSTOP)
@@ -133,14 +150,31 @@ func TestClusterFaultPausedPublisher(t *testing.T) {
 		t.Fatal("the publisher's session was not present on n1")
 	}
 	t.Logf("the publisher moved to n1 %v after n3 froze (%d refusals)", time.Since(frozen).Round(time.Millisecond), len(tries))
+	sub3.disconnect(false)
+	var present bool
+	if !testwait.Within(90*time.Second, func() bool {
+		present, err = sub3.connect(c.mqtt[1], false)
+		return err == nil
+	}) {
+		t.Fatalf("paused-sub3 could not move to n2 while n3 is frozen: %v", err)
+	}
+	if !present {
+		t.Fatal("paused-sub3's session was not present on n2")
+	}
 	pub.publish(t, moved, 1, 5, true)
 	pub.publish(t, moved, 6, 10, false)
 	testwait.For(t, "paused-pub:1-10 acknowledged by n1 and received", func() bool {
-		return len(pub.acked(moved)) == 10 && received(pub.name, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)()
+		return len(pub.acked(moved)) == 10 && received(pub.name, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)() &&
+			has(sub3, pub.name, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)()
 	})
 
 	c.signal(2, syscall.SIGCONT)
 	t.Logf("n3 resumed after %v", time.Since(frozen).Round(time.Millisecond))
+	// At once, published through n1: routed deliveries for paused-sub3,
+	// which n3 still believes it holds until its watch catches up. n2
+	// holds it: n3 must leave them to n2 (or the subscriber, staying on
+	// n2, never gets those n3 took).
+	pub.publish(t, moved, 11, 20, false)
 	// n3 reads paused-pub:1-5 and then learns that n1 claimed the
 	// session: it ends the old connection (0x8E).
 	select {
@@ -164,6 +198,14 @@ func TestClusterFaultPausedPublisher(t *testing.T) {
 	t.Cleanup(func() { mc.close(false) })
 	marker.publish(t, mc, 0, 0, false)
 	testwait.For(t, "the marker published through n3 after it resumed received on n1", received(marker.name, 0))
+	all := make([]int, 21)
+	for i := range all {
+		all[i] = i
+	}
+	if !testwait.Within(time.Minute, func() bool { return len(pub.acked(moved)) == 20 && has(sub3, pub.name, all...)() }) {
+		t.Errorf("paused-sub3 (moved from n3 to n2 while n3 was frozen) got paused-pub:0-20 %v times, want each at least once (n3 took routed deliveries of the session it no longer held)",
+			sub3.counts(pub.name))
+	}
 
 	if got := pub.acked(old); !slices.Equal(got, []uint16{1}) {
 		t.Errorf("n3 acknowledged packet IDs %v on the connection its client had left, want only 1 (paused-pub:0, before the freeze)", got)
@@ -174,14 +216,16 @@ func TestClusterFaultPausedPublisher(t *testing.T) {
 			t.Errorf("the subscriber got paused-pub:%d %d times, want once (n3 routed the PUBLISH it read after its client had moved)", seq, got[seq])
 		}
 	}
-	if r := sub.outOfOrder(pub.name, func(int) bool { return true }); len(r) > 0 {
-		t.Errorf("out of order: %v", r)
+	for _, s := range []*crashSub{sub, sub3} {
+		if r := s.outOfOrder(pub.name, func(int) bool { return true }); len(r) > 0 {
+			t.Errorf("%s: out of order: %v", s.name, r)
+		}
 	}
 	pub.mu.Lock()
-	v := append(sub.violations(), pub.errs...)
+	v := append(append(sub.violations(), sub3.violations()...), pub.errs...)
 	pub.mu.Unlock()
 	if len(v) > 0 {
 		t.Errorf("protocol: %v", v)
 	}
-	t.Logf("the subscriber got paused-pub:0-10 %v times", got)
+	t.Logf("paused-sub got paused-pub:0-20 %v times, paused-sub3 %v", sub.counts(pub.name), sub3.counts(pub.name))
 }

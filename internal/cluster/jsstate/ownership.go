@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -420,6 +421,10 @@ func (o *Ownership) watch(w jetstream.KeyWatcher, caughtUp chan<- struct{}) {
 			close(caughtUp)
 			continue
 		}
+		if strings.HasPrefix(e.Key(), resyncPrefix) {
+			o.noteApplied(e.Revision()) // a node's Resync mark, not a session
+			continue
+		}
 		o.indexEntry(e)
 		if e.Operation() != jetstream.KeyValuePut || string(e.Value()) == o.opts.Node {
 			o.noteApplied(e.Revision())
@@ -457,24 +462,29 @@ func (o *Ownership) noteApplied(rev uint64) {
 	}
 }
 
-// Resync implements broker.Resyncer: it asks the owners bucket's stream
-// leader for its last revision and returns once the watch has applied
-// it, so every session another node claimed before the call has been
-// taken from this node (TakenOver). A node that was paused calls it
-// before it acts for the sessions it holds again (broker/pause.go).
+// resyncPrefix begins the owners bucket keys Resync writes: a session's
+// key (base64url) has no dot.
+const resyncPrefix = "resync."
+
+// Resync implements broker.Resyncer: it writes this node's mark in the
+// owners bucket (key resync.<node>) and returns once the watch has
+// applied the bucket up to the mark's revision, so every session another
+// node claimed before the call has been taken from this node
+// (TakenOver). A write, not a read of the bucket's last revision: the
+// stream's leader orders it after every earlier claim, where a node that
+// has just thawed may wait seconds for an answer to a stream info
+// request (seen: over 5 s, while its writes were acknowledged in
+// milliseconds). A node that was paused calls it before it acts for the
+// sessions it holds again (broker/pause.go).
 func (o *Ownership) Resync(ctx context.Context) error {
 	select {
 	case <-o.bucket:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	st, err := o.kv.Status(ctx)
+	last, err := o.kv.Put(ctx, resyncPrefix+clientKey(o.opts.Node), []byte(o.opts.Node))
 	if err != nil {
-		return fmt.Errorf("reading the session owners' last revision: %w", err)
-	}
-	var last uint64
-	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-		last = bs.StreamInfo().State.LastSeq
+		return fmt.Errorf("writing this node's resync mark in the session owners: %w", err)
 	}
 	for {
 		o.appliedMu.Lock()
