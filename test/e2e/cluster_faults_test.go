@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -866,17 +865,6 @@ var faultNotYet = map[string]string{
 	"lost": "a few acknowledged messages lost around a kill, a freeze or a partition",
 }
 
-// frozenNotYet is what the SIGSTOP scenario finds in addition
-// (docs/cluster.md, "A node that resumes after a freeze").
-const frozenNotYet = "a node that resumes after a freeze stores and delivers the QoS 1 PUBLISHes a publisher that has moved sent it before, ahead of that publisher's resends through another node"
-
-// withNotYet returns notYet with kind added.
-func withNotYet(notYet map[string]string, kind, why string) map[string]string {
-	m := maps.Clone(notYet)
-	m[kind] = why
-	return m
-}
-
 // faultTally is what a scenario checked, summed over subscribers and
 // publishers (each message counts once per subscriber).
 type faultTally struct {
@@ -1059,7 +1047,6 @@ const frozenFor = 20 * time.Second
 func TestClusterFaultFrozen(t *testing.T) {
 	c := newFaultCluster(t)
 	l := newFaultLoad(t, c, "frozen")
-	l.notYet = withNotYet(l.notYet, "order", frozenNotYet)
 	l.start()
 	l.waitAcked(200, "before the freeze", time.Minute)
 	c.signal(2, syscall.SIGSTOP)
