@@ -93,9 +93,12 @@ type Broker struct {
 	resynced  atomic.Uint64
 	resyncMu  sync.Mutex
 	resyncing *resync
-	stopSys   context.CancelFunc
-	sysDone   chan struct{}
-	stopOnce  sync.Once
+	// claiming holds, by client, the claims under way here (cluster
+	// mode; cluster.go), guarded by sessMu.
+	claiming map[string]*claimWatch
+	stopSys  context.CancelFunc
+	sysDone  chan struct{}
+	stopOnce sync.Once
 	// halt is cancelled when Stop begins: the cluster requests a
 	// connection waits on (a claim, a retained sync) end at once instead
 	// of holding the connection, and Stop, up to their own timeouts.
@@ -461,6 +464,9 @@ func (b *Broker) awaitLeavingOf(clientID string) {
 // It returns the session and whether an existing one was resumed.
 func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*session, bool) {
 	s, present, ended := b.attachLocked(c, cleanStart, expiry)
+	if s == nil {
+		return nil, false
+	}
 	if ended && !c.trusted {
 		// Before CONNACK: what the new session registers is not undone.
 		b.sessionEnded(c.id)
@@ -470,9 +476,17 @@ func (b *Broker) attach(c *client, cleanStart bool, expiry time.Duration) (*sess
 
 // attachLocked is attach under b.sessMu; ended reports that an existing
 // session was ended (clean start, or another principal's).
+// s is nil when another node's newer claim overtook c's (cluster mode).
 func (b *Broker) attachLocked(c *client, cleanStart bool, expiry time.Duration) (s *session, present, ended bool) {
 	b.sessMu.Lock()
 	defer b.sessMu.Unlock()
+	if b.owner != nil && !c.trusted {
+		overtaken := b.overtakenLocked(c)
+		b.endClaimLocked(c.id)
+		if overtaken {
+			return nil, false, false
+		}
+	}
 	s = b.sessions[c.id]
 	if s != nil {
 		s.mu.Lock()

@@ -54,15 +54,70 @@ func (c *client) claim() (ok bool, reason string) {
 		// before this connection's first PUBLISH after it.
 		c.pauseEpoch = c.b.pauses.look()
 	}
+	c.b.beginClaim(c.id)
 	ctx, cancel := context.WithTimeout(c.b.halt, ClaimTimeout)
 	defer cancel()
 	token, err := o.Claim(ctx, c.id)
 	if err != nil {
+		c.b.endClaim(c.id)
 		c.log.Warn("cluster refused the session claim", "client", c.id, "err", err)
 		return false, "cluster unavailable"
 	}
 	c.claimToken = token
 	return true, ""
+}
+
+// claimWatch is a client's claims under way on this node, and the newest
+// claim of another node the cluster told this one of meanwhile
+// (TakenOver).
+type claimWatch struct {
+	n      int
+	newest uint64
+}
+
+// beginClaim notes a claim of clientID under way here, until endClaim.
+func (b *Broker) beginClaim(clientID string) {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	if b.claiming == nil {
+		b.claiming = make(map[string]*claimWatch)
+	}
+	cw := b.claiming[clientID]
+	if cw == nil {
+		cw = new(claimWatch)
+		b.claiming[clientID] = cw
+	}
+	cw.n++
+}
+
+// endClaim ends what beginClaim began.
+func (b *Broker) endClaim(clientID string) {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	b.endClaimLocked(clientID)
+}
+
+func (b *Broker) endClaimLocked(clientID string) {
+	if cw := b.claiming[clientID]; cw != nil {
+		if cw.n--; cw.n == 0 {
+			delete(b.claiming, clientID)
+		}
+	}
+}
+
+// overtakenLocked reports whether another node's claim, newer than c's,
+// reached this node while c's was under way: the other node holds the
+// session now (it handed it over here or took it from here before c's
+// session was attached, which then finds nothing to take), and c must
+// not be served a second copy of it. Seen after a freeze: a client's
+// CONNECT to the frozen node, read at the thaw, won a claim over the one
+// its client had made on another node meanwhile; both nodes then held
+// the session, the live connection's on an older claim, and the
+// messages the frozen node's publishers gave its copy never reached the
+// client. b.sessMu is held.
+func (b *Broker) overtakenLocked(c *client) bool {
+	cw := b.claiming[c.id]
+	return cw != nil && c.claimToken != 0 && cw.newest > c.claimToken
 }
 
 // TakenOver is how the cluster tells this node that another node claimed
@@ -119,6 +174,9 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) {
 func (b *Broker) takenOver(clientID string, token uint64) (bool, *sync.WaitGroup) {
 	wait := new(sync.WaitGroup)
 	b.sessMu.Lock()
+	if cw := b.claiming[clientID]; cw != nil && token > cw.newest {
+		cw.newest = token
+	}
 	s := b.sessions[clientID]
 	if s == nil || s.internal {
 		b.sessMu.Unlock()

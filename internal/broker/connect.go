@@ -148,6 +148,10 @@ func (c *client) connect(cp *packet.Connect) bool {
 
 	c.b.awaitLeaving(c)
 	s, present := c.b.attach(c, cp.CleanStart, expiry)
+	if s == nil {
+		c.log.Info("refusing a client whose session another node claimed while its claim here was under way", "client", c.id, "claim", c.claimToken)
+		return refuse(packet.ServerUnavailable, "session claimed by another node meanwhile")
+	}
 	c.sess = s
 	s.mu.Lock()
 	s.will, s.willDelay = will, willDelay

@@ -83,6 +83,13 @@ func startNode(t testing.TB, cn *cluster.Node) *node {
 // options.
 func startNodeWith(t testing.TB, cn *cluster.Node, tweak func(*Options)) *node {
 	t.Helper()
+	return startNodeOwned(t, cn, tweak, nil)
+}
+
+// startNodeOwned is startNodeWith with the broker given owner(ownership)
+// as its Ownership (nil: the Ownership itself).
+func startNodeOwned(t testing.TB, cn *cluster.Node, tweak func(*Options), owner func(*Ownership) broker.Ownership) *node {
+	t.Helper()
 	name := cn.Name()
 	nd := &node{name: name, cn: cn}
 	var err error
@@ -130,7 +137,11 @@ func startNodeWith(t testing.TB, cn *cluster.Node, tweak func(*Options)) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nd.b.AttachOwnership(nd.owner)
+	if owner != nil {
+		nd.b.AttachOwnership(owner(nd.owner))
+	} else {
+		nd.b.AttachOwnership(nd.owner)
+	}
 	if err := nd.st.Start(ctx); err != nil {
 		t.Fatalf("%s: starting the cluster store: %v", name, err)
 	}

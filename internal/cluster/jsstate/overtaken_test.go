@@ -1,0 +1,98 @@
+package jsstate
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/testwait"
+)
+
+// heldClaims is node's Ownership with each successful claim held, before
+// the broker attaches the session, until the test lets it go: the moment
+// a node that was frozen (or slow) spends between its claim and the
+// CONNACK.
+type heldClaims struct {
+	*Ownership
+	claimed chan struct{} // told once a claim returned
+	release chan struct{} // closed to let it return
+}
+
+func (h *heldClaims) Claim(ctx context.Context, clientID string) (uint64, error) {
+	token, err := h.Ownership.Claim(ctx, clientID)
+	if err == nil {
+		h.claimed <- struct{}{}
+		<-h.release
+	}
+	return token, err
+}
+
+// TestClaimOvertakenRefused: a client's claim on node 1 succeeds, and
+// before node 1 attaches the session the same client's claim on node 2
+// takes it (node 1 answers node 2's handoff with nothing attached yet).
+// Node 1 must then refuse the CONNECT (0x88) rather than serve the client
+// a second copy of the session under its older claim: seen after a
+// freeze, when both nodes held the session and the messages the older
+// one's publishers gave its copy never reached the client. Node 2 keeps
+// the session, which resumes with what was queued for it.
+func TestClaimOvertakenRefused(t *testing.T) {
+	h := heldClaims{claimed: make(chan struct{}, 1), release: make(chan struct{})}
+	cns := clustertest.StartNodes(t, 3)
+	nodes := []*node{startNodeOwned(t, cns[0], nil, func(o *Ownership) broker.Ownership {
+		h.Ownership = o
+		return &h
+	}), startNode(t, cns[1]), startNode(t, cns[2])}
+	// A session on node 3, offline, with a message queued.
+	nodes[2].leaveOffline(t, "ov", "ov/t")
+	pub := dial(t, nodes[2].addr, persistent("ov-pub", true))
+	pub.publish(t, "ov/t", "queued", false)
+
+	type result struct {
+		ack *paho.Connack
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		_, ack, err := tryDial(t, nodes[0].addr, persistent("ov", false), false)
+		first <- result{ack, err}
+	}()
+	select {
+	case <-h.claimed:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("node 1 made no claim")
+	}
+	second, ack := dialWith(t, nodes[1].addr, persistent("ov", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("node 2 did not find the session")
+	}
+	if got := second.next(t); string(got.Payload) != "queued" {
+		t.Fatalf("node 2 delivered %q, want the queued message", got.Payload)
+	}
+	close(h.release)
+	var r result
+	select {
+	case r = <-first:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("node 1 did not answer the overtaken CONNECT")
+	}
+	if r.err == nil {
+		t.Fatal("node 1 served the client under its overtaken claim")
+	}
+	if r.ack == nil || r.ack.ReasonCode != 0x88 {
+		t.Fatalf("node 1 refused with %v, want CONNACK 0x88", r.err)
+	}
+	if _, ok := nodes[0].b.Session("ov"); ok {
+		t.Error("node 1 holds a copy of the session")
+	}
+	// The session is node 2's alone: a message published on node 1
+	// reaches the client there.
+	p1 := dial(t, nodes[0].addr, persistent("ov-pub1", true))
+	p1.publish(t, "ov/t", "after", false)
+	if got := second.next(t); string(got.Payload) != "after" {
+		t.Fatalf("node 2 delivered %q, want the message published on node 1", got.Payload)
+	}
+}
