@@ -196,8 +196,23 @@ func TestClusterFaultPausedPublisher(t *testing.T) {
 		t.Fatalf("connecting to n3 after it resumed: %v", err)
 	}
 	t.Cleanup(func() { mc.close(false) })
-	marker.publish(t, mc, 0, 0, false)
-	testwait.For(t, "the marker published through n3 after it resumed received on n1", received(marker.name, 0))
+	// n3 refuses publishes (0x80) until it has learnt which sessions
+	// moved while it was frozen: a new marker until one is acknowledged.
+	seq := -1
+	if !testwait.Within(90*time.Second, func() bool {
+		seq++
+		marker.publish(t, mc, seq, seq, false)
+		return testwait.Within(15*time.Second, func() bool {
+			marker.mu.Lock()
+			refused := len(marker.errs) > seq
+			marker.mu.Unlock()
+			return refused || slices.Contains(marker.acked(mc), uint16(seq+1))
+		}) && slices.Contains(marker.acked(mc), uint16(seq+1))
+	}) {
+		t.Fatalf("n3 acknowledged none of %d markers within 90s of resuming", seq+1)
+	}
+	t.Logf("n3 acknowledged paused-marker:%d (%d refused before)", seq, seq)
+	testwait.For(t, "the marker published through n3 after it resumed received on n1", received(marker.name, seq))
 	all := make([]int, 21)
 	for i := range all {
 		all[i] = i
