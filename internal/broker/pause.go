@@ -35,7 +35,7 @@ import (
 // pauseAfter is how long the node may go without running before it
 // counts as paused: far above a loaded machine's scheduling delays, below
 // the HandoffTimeout another node waits for this one's answer.
-const pauseAfter = time.Second
+const pauseAfter = 1500 * time.Millisecond
 
 // pauseTick is how often pauseWatch looks at the clock.
 const pauseTick = 250 * time.Millisecond

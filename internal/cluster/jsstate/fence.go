@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/nats-io/nats.go"
@@ -93,6 +94,11 @@ func (s *Store) fence(ctx context.Context, clientID string, token uint64) error 
 	}
 }
 
+// jsWrongLastSequenceConstant is JetStream's answer to a write expecting
+// a subject's last sequence while another write of that subject is being
+// stored (JSStreamWrongLastSequenceConstantErr).
+const jsWrongLastSequenceConstant = 10164
+
 // noteFence remembers the fence of clientID's session this node wrote.
 func (s *Store) noteFence(clientID string, token, seq uint64) {
 	s.fenceMu.Lock()
@@ -131,21 +137,36 @@ func (s *Store) Fence(ctx context.Context, clientID string) error {
 			return nil
 		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jsWrongLastSequenceConstant) {
+			// Another node's fence, or this node's own: a check given up
+			// on that landed late (a partition's heal), or one made
+			// meanwhile (a publisher's phase 2 and its check after a
+			// pause, broker/pause.go). A fence of this claim later than
+			// f is checked again from there; only a write decides.
 			if reread == maxFenceRereads {
 				return fmt.Errorf("the session of %q: %w", clientID, errFenced)
 			}
 			reread++
-			m, err := s.streams[s.shard(clientID)].GetLastMsgForSubject(ctx, subject)
-			if err != nil {
-				return fmt.Errorf("reading the fence of %q: %w", clientID, err)
+			m, rerr := s.streams[s.shard(clientID)].GetLastMsgForSubject(ctx, subject)
+			switch {
+			case rerr == nil && len(m.Data) == 8 && binary.BigEndian.Uint64(m.Data) == f.token:
+				if m.Sequence > f.seq {
+					s.log.Info("a later check of this node's own fence landed first: checking again", "client", clientID, "seq", m.Sequence, "expected", f.seq)
+					f.seq = m.Sequence
+					continue
+				}
+				// Read from a replica behind the write that beat this
+				// one: a moment, then again.
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("checking the fence of %q: %w", clientID, ctx.Err())
+				case <-time.After(20 * time.Millisecond):
+				}
+				continue
+			case rerr != nil && !errors.Is(rerr, jetstream.ErrMsgNotFound):
+				return fmt.Errorf("reading the fence of %q: %w", clientID, rerr)
 			}
-			if len(m.Data) != 8 || binary.BigEndian.Uint64(m.Data) != f.token || m.Sequence <= f.seq {
-				return fmt.Errorf("the session of %q: %w", clientID, errFenced)
-			}
-			s.log.Info("a fence check given up on landed late: checking again", "client", clientID, "seq", m.Sequence, "expected", f.seq)
-			f.seq = m.Sequence
-			continue
+			return fmt.Errorf("the session of %q: %w", clientID, errFenced)
 		}
 		if err := retryable(ctx, err); err != nil {
 			return fmt.Errorf("checking the fence of %q: %w", clientID, err)
@@ -155,5 +176,6 @@ func (s *Store) Fence(ctx context.Context, clientID string) error {
 
 // maxFenceRereads bounds how often one Fence reads the fence after a
 // refused check (each read that finds this node's claim is followed by a
-// write): one late write per check is what a partition leaves behind.
-const maxFenceRereads = 2
+// write): one late write per check is what a partition leaves behind,
+// and a few this node's checks made at the same time.
+const maxFenceRereads = 16

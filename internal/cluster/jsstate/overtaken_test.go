@@ -2,6 +2,7 @@ package jsstate
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -94,5 +95,30 @@ func TestClaimOvertakenRefused(t *testing.T) {
 	p1.publish(t, "ov/t", "after", false)
 	if got := second.next(t); string(got.Payload) != "after" {
 		t.Fatalf("node 2 delivered %q, want the message published on node 1", got.Payload)
+	}
+}
+
+// TestFenceChecksAtOnce: the owner's fence checks made at the same time
+// (a publisher's phase 2 and its check after a pause) all pass: a check
+// that loses the race to the owner's own is not taken for another
+// node's claim.
+func TestFenceChecksAtOnce(t *testing.T) {
+	nodes := testCluster(t)
+	dial(t, nodes[0].addr, persistent("fc", true))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, 8)
+	for range cap(errs) {
+		go func() { errs <- nodes[0].st.Fence(ctx, "fc") }()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Errorf("a check of node 1's own fence: %v", err)
+		}
+	}
+	// Another node's claim still fences it out.
+	dial(t, nodes[1].addr, persistent("fc", false))
+	if err := nodes[0].st.Fence(ctx, "fc"); !errors.Is(err, errFenced) {
+		t.Fatalf("node 1's check after node 2's claim: %v, want %v", err, errFenced)
 	}
 }
