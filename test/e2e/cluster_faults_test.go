@@ -508,17 +508,12 @@ type faultLoad struct {
 	homes   []int     // by roamer: the node it started on
 	pubHome []int     // by publisher: the node it started on
 	sent    chan int  // each publisher's run reports here
-	// notYet are kinds of problem (lost, duplicated, order) the scenario
-	// reports without failing, with why: product defects found by the
-	// scenario and not fixed yet (docs/cluster.md lists them). Every
-	// other problem fails the test.
-	notYet map[string]string
-	mark   []int // by publisher: acknowledged count at the last mark
+	mark    []int     // by publisher: acknowledged count at the last mark
 }
 
 func newFaultLoad(t *testing.T, c *faultCluster, prefix string) *faultLoad {
 	t.Helper()
-	l := &faultLoad{t: t, c: c, sent: make(chan int, 8), notYet: faultNotYet}
+	l := &faultLoad{t: t, c: c, sent: make(chan int, 8)}
 	for i := range 3 {
 		s := newCrashSub(fmt.Sprintf("%s-sub-%s", prefix, c.name(i)))
 		l.subs = append(l.subs, s)
@@ -853,18 +848,6 @@ func (r *pahoRoamer) failure() string {
 	return ""
 }
 
-// faultNotYet are the kinds of problem the scenarios find that cluster
-// mode does not prevent yet (docs/cluster.md, "What each failure does to
-// clients"): each scenario prints their counts as NOT HELD YET instead of
-// failing. Delete an entry once its cause is fixed: the scenarios then
-// fail on it. Everything else (sessions present after every reconnection,
-// a node for every client within a minute, progress in every phase, the
-// nodes rejoining, no protocol violation, and the isolation's checks)
-// fails them now.
-var faultNotYet = map[string]string{
-	"lost": "a few acknowledged messages lost around a kill, a freeze or a partition",
-}
-
 // faultTally is what a scenario checked, summed over subscribers and
 // publishers (each message counts once per subscriber).
 type faultTally struct {
@@ -967,12 +950,7 @@ func (l *faultLoad) check(what string) faultTally {
 		if len(e) == 0 {
 			continue
 		}
-		msg := fmt.Sprintf("%s: %s: %d, first: %s", what, kind, len(e), strings.Join(e[:min(8, len(e))], " | "))
-		if why, ok := l.notYet[kind]; ok {
-			l.t.Logf("NOT HELD YET (%s) — %s", why, msg)
-		} else {
-			l.t.Error(msg)
-		}
+		l.t.Errorf("%s: %s: %d, first: %s", what, kind, len(e), strings.Join(e[:min(8, len(e))], " | "))
 	}
 	return sum
 }
