@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/cluster/wire"
 	"github.com/edgeport/edgeport/internal/lifecycle"
 	"github.com/edgeport/edgeport/internal/lograte"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
@@ -427,19 +428,12 @@ func decodeMeta(b []byte, m *broker.Message, now time.Time) (id [8]byte, seq uin
 			return id, 0, errMeta
 		}
 		b = b[k:]
-		str := func() (string, bool) {
-			l, k := binary.Uvarint(b)
-			if k <= 0 || l > uint64(len(b)-k) {
-				return "", false
-			}
-			v := string(b[k : k+int(l)])
-			b = b[k+int(l):]
-			return v, true
-		}
 		m.SharedDurable = make([]broker.SharedGroup, n)
 		for i := range m.SharedDurable {
-			g, ok1 := str()
-			f, ok2 := str()
+			var g, f string
+			var ok1, ok2 bool
+			g, b, ok1 = wire.String(b)
+			f, b, ok2 = wire.String(b)
 			if !ok1 || !ok2 || g == "" {
 				return id, 0, errMeta
 			}

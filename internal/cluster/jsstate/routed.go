@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgeport/edgeport/internal/broker"
+	"github.com/edgeport/edgeport/internal/cluster/wire"
 	"github.com/edgeport/edgeport/internal/mqtt/topic"
 	"github.com/edgeport/edgeport/internal/store"
 )
@@ -269,15 +270,6 @@ func decodeRouted(clientID string, data []byte) ([]broker.SharedPick, []byte, er
 		return nil, nil, bad
 	}
 	b = b[k:]
-	str := func() (string, bool) {
-		l, k := binary.Uvarint(b)
-		if k <= 0 || l > uint64(len(b)-k) {
-			return "", false
-		}
-		v := string(b[k : k+int(l)])
-		b = b[k+int(l):]
-		return v, true
-	}
 	groups := make([]broker.SharedPick, 0, n)
 	for range n {
 		if len(b) == 0 || b[0] > 2 {
@@ -286,8 +278,8 @@ func decodeRouted(clientID string, data []byte) ([]broker.SharedPick, []byte, er
 		p := broker.SharedPick{ClientID: clientID, QoS: b[0]}
 		b = b[1:]
 		var ok1, ok2 bool
-		p.Group, ok1 = str()
-		p.Filter, ok2 = str()
+		p.Group, b, ok1 = wire.String(b)
+		p.Filter, b, ok2 = wire.String(b)
 		if !ok1 || !ok2 || p.Group == "" {
 			return nil, nil, bad
 		}
