@@ -83,16 +83,7 @@ func sharedDropped(nodes ...*node) uint64 {
 // session stream before the PUBACK; the live queue group, which brings
 // every message to one of the members' nodes too, drops them all.
 func TestSharedPersistentAcrossNodes(t *testing.T) {
-	nodes := testCluster(t)
-	w1 := dial(t, nodes[1].addr, persistent("w1", true))
-	w1.subscribeQoS(t, "$share/workers/jobs/#", 2)
-	w2 := dial(t, nodes[2].addr, persistent("w2", true))
-	w2.subscribeQoS(t, "$share/workers/jobs/#", 2)
-	nodes[1].sync(t)
-	nodes[2].sync(t)
-	syncIndex(t, nodes[0])
-
-	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	nodes, w1, w2, pub := membersOnNodes23(t, 2, false)
 	const n = 60
 	publishN(t, pub, "jobs/a", "q1-", n, 1)
 	publishN(t, pub, "jobs/b", "q2-", n, 2)
@@ -120,24 +111,8 @@ func TestSharedPersistentAcrossNodes(t *testing.T) {
 // the adoption comes first (as one node moves a leaving member's
 // messages, TestSharedLostMemberMovedToOnline).
 func TestSharedMemberNodeKilled(t *testing.T) {
-	nodes := testCluster(t)
-	w1 := dial(t, nodes[1].addr, persistent("w1", true))
-	w1.subscribe(t, "$share/workers/jobs/#")
-	w2 := dial(t, nodes[2].addr, persistent("w2", true))
-	w2.subscribe(t, "$share/workers/jobs/#")
-	nodes[1].sync(t)
-	nodes[2].sync(t)
-	syncIndex(t, nodes[0])
-	nodes[1].st.stopFollowers() // node2 reads none of w1's routed deliveries
-
-	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
 	const n = 60
-	publishN(t, pub, "jobs/a", "m", n, 1)
-	nodes[0].sync(t)
-	if len(w1.msgs) > 0 {
-		t.Fatalf("w1 read %q before its node was killed", (<-w1.msgs).Payload)
-	}
-	nodes[1].kill(t)
+	nodes, w2 := killedBeforeRead(t, n)
 
 	back, ack := redial(t, nodes[2].addr, persistent("w1", false))
 	if !ack.SessionPresent {
@@ -233,30 +208,47 @@ func countOf(got map[string]string, who string) int {
 	return n
 }
 
-// A member's node dies before the member read what the group gave it, and
-// its client does not come back: the survivor that adopts the session
-// (offline: its connection ended with its node) gives those messages to
-// the online member, as one node does when a member's connection ends;
-// the client, when it comes back, has none of them again.
-func TestSharedLostMemberMovedToOnline(t *testing.T) {
-	nodes := testCluster(t)
-	w1 := dial(t, nodes[1].addr, persistent("w1", true))
-	w1.subscribe(t, "$share/workers/jobs/#")
-	w2 := dial(t, nodes[2].addr, persistent("w2", true))
-	w2.subscribe(t, "$share/workers/jobs/#")
+// membersOnNodes23 starts a cluster with persistent members of
+// $share/workers/jobs/# at qos on node2 (w1, acknowledging nothing when
+// w1Holds) and node3 (w2), which node1's index has read, and a publisher
+// on node1.
+func membersOnNodes23(t *testing.T, qos byte, w1Holds bool) (nodes []*node, w1, w2, pub *mqttClient) {
+	t.Helper()
+	nodes = testCluster(t)
+	w1, _ = dialWith(t, nodes[1].addr, persistent("w1", true), w1Holds)
+	w1.subscribeQoS(t, "$share/workers/jobs/#", qos)
+	w2 = dial(t, nodes[2].addr, persistent("w2", true))
+	w2.subscribeQoS(t, "$share/workers/jobs/#", qos)
 	nodes[1].sync(t)
 	nodes[2].sync(t)
 	syncIndex(t, nodes[0])
-	nodes[1].st.stopFollowers() // node2 reads none of w1's routed deliveries
+	return nodes, w1, w2, dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+}
 
-	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
-	const n = 40
+// killedBeforeRead publishes m0..m<n-1> on jobs/a to the members of
+// membersOnNodes23 with node2's followers stopped (node2 reads none of
+// w1's routed deliveries), then kills node2 before w1 read any.
+func killedBeforeRead(t *testing.T, n int) ([]*node, *mqttClient) {
+	t.Helper()
+	nodes, w1, w2, pub := membersOnNodes23(t, 1, false)
+	nodes[1].st.stopFollowers()
 	publishN(t, pub, "jobs/a", "m", n, 1)
 	nodes[0].sync(t)
 	if len(w1.msgs) > 0 {
 		t.Fatalf("w1 read %q before its node was killed", (<-w1.msgs).Payload)
 	}
 	nodes[1].kill(t)
+	return nodes, w2
+}
+
+// A member's node dies before the member read what the group gave it, and
+// its client does not come back: the survivor that adopts the session
+// (offline: its connection ended with its node) gives those messages to
+// the online member, as one node does when a member's connection ends;
+// the client, when it comes back, has none of them again.
+func TestSharedLostMemberMovedToOnline(t *testing.T) {
+	const n = 40
+	nodes, w2 := killedBeforeRead(t, n)
 	got := sharedGotWithin(t, 60*time.Second, n, map[string]*mqttClient{"w2": w2})
 	back, ack := redial(t, nodes[0].addr, persistent("w1", false))
 	if !ack.SessionPresent {
@@ -274,16 +266,7 @@ func TestSharedLostMemberMovedToOnline(t *testing.T) {
 // online member: the group gets each message, and the member, back with
 // its session, is not sent them again.
 func TestSharedLeavingMemberMovedToOtherNode(t *testing.T) {
-	nodes := testCluster(t)
-	w1, _ := dialWith(t, nodes[1].addr, persistent("w1", true), true) // acknowledges nothing
-	w1.subscribe(t, "$share/workers/jobs/#")
-	w2 := dial(t, nodes[2].addr, persistent("w2", true))
-	w2.subscribe(t, "$share/workers/jobs/#")
-	nodes[1].sync(t)
-	nodes[2].sync(t)
-	syncIndex(t, nodes[0])
-
-	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	nodes, w1, w2, pub := membersOnNodes23(t, 1, true) // w1 acknowledges nothing
 	const n = 40
 	publishN(t, pub, "jobs/a", "m", n, 1)
 	first := sharedGot(t, n, map[string]*mqttClient{"w1": w1, "w2": w2})
