@@ -17,22 +17,27 @@ func TestSharedPickSpreadsOnlineFirst(t *testing.T) {
 		local:  []topic.Member[*session, *subscription]{{Key: local, Value: &subscription{qos: 1}}},
 		remote: []SharedMember{{ClientID: "w-1", QoS: 1, Online: true}, {ClientID: "w-2", QoS: 1, Online: true}, {ClientID: "w-3", QoS: 1}},
 	}
-	counts := map[string]int{}
 	const n = 3000
-	var id MessageID
-	for i := range n {
-		binary.BigEndian.PutUint64(id[8:], uint64(i))
-		li, rm := h.pick(id)
-		if li >= 0 {
-			counts[local.id]++
-		} else {
-			counts[rm.ClientID]++
+	// tally picks a member for each of n message ids, twice each: the
+	// same member both times, counted once.
+	tally := func() map[string]int {
+		counts := map[string]int{}
+		var id MessageID
+		for i := range n {
+			binary.BigEndian.PutUint64(id[8:], uint64(i))
+			li, rm := h.pick(id)
+			if li >= 0 {
+				counts[local.id]++
+			} else {
+				counts[rm.ClientID]++
+			}
+			if li2, rm2 := h.pick(id); li2 != li || rm2 != rm {
+				t.Fatalf("message %d: picked differently the second time", i)
+			}
 		}
-		li2, rm2 := h.pick(id)
-		if li2 != li || rm2 != rm {
-			t.Fatalf("message %d: picked differently the second time", i)
-		}
+		return counts
 	}
+	counts := tally()
 	if counts["w-3"] != 0 {
 		t.Fatalf("the offline member got %d while three were online", counts["w-3"])
 	}
@@ -44,28 +49,12 @@ func TestSharedPickSpreadsOnlineFirst(t *testing.T) {
 
 	local.online.Store(false)
 	h.remote[0].Online, h.remote[1].Online, h.remote[2].Online = false, false, true
-	counts = map[string]int{}
-	for i := range n {
-		binary.BigEndian.PutUint64(id[8:], uint64(i))
-		if li, rm := h.pick(id); li >= 0 {
-			counts[local.id]++
-		} else {
-			counts[rm.ClientID]++
-		}
-	}
+	counts = tally()
 	if counts["w-3"] != n {
 		t.Fatalf("with one member online it got %d of %d: %v", counts["w-3"], n, counts)
 	}
 	h.remote[2].Online = false
-	counts = map[string]int{}
-	for i := range n {
-		binary.BigEndian.PutUint64(id[8:], uint64(i))
-		if li, rm := h.pick(id); li >= 0 {
-			counts[local.id]++
-		} else {
-			counts[rm.ClientID]++
-		}
-	}
+	counts = tally()
 	if len(counts) != 4 {
 		t.Fatalf("with every member offline the messages went to %v, want all four", counts)
 	}
