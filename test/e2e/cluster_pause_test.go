@@ -74,35 +74,30 @@ func (p *pausedPublisher) publish(t *testing.T, c *crashConn, from, to int, dup 
 // after later ones.
 func TestClusterFaultPausedPublisher(t *testing.T) {
 	c := newFaultCluster(t)
-	sub := newCrashSub("paused-sub")
-	var err error
-	testwait.Within(time.Minute, func() bool { // a node refuses clients until its cluster state is ready
-		_, err = sub.connect(c.mqtt[0], true)
-		return err == nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	// subscribe connects a persistent subscriber of crash/q1 to addr.
+	subscribe := func(name, addr string) *crashSub {
+		s := newCrashSub(name)
+		var err error
+		testwait.Within(time.Minute, func() bool { // a node refuses clients until its cluster state is ready
+			_, err = s.connect(addr, true)
+			return err == nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.disconnect(false) })
+		if err := s.subscribe(packet.Subscription{Filter: "crash/q1", QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
-	t.Cleanup(func() { sub.disconnect(false) })
-	if err := sub.subscribe(packet.Subscription{Filter: "crash/q1", QoS: 1}); err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribe("paused-sub", c.mqtt[0])
 	// A second subscriber whose session n3 holds at the freeze: it moves
 	// to n2 while n3 is frozen, and n3 resumes still holding it.
-	sub3 := newCrashSub("paused-sub3")
-	testwait.Within(time.Minute, func() bool {
-		_, err = sub3.connect(c.mqtt[2], true)
-		return err == nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sub3.disconnect(false) })
-	if err := sub3.subscribe(packet.Subscription{Filter: "crash/q1", QoS: 1}); err != nil {
-		t.Fatal(err)
-	}
+	sub3 := subscribe("paused-sub3", c.mqtt[2])
 	pub := &pausedPublisher{name: "paused-pub", acks: map[*crashConn][]uint16{}}
 	var old *crashConn
+	var err error
 	testwait.Within(time.Minute, func() bool {
 		old, _, err = dialCrash(c.mqtt[2], persistentConnect(pub.name, true), pub.handle)
 		return err == nil
