@@ -636,16 +636,29 @@ func (n *Node) startServer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nats server: %w", err)
 	}
-	srv.SetLoggerV2(&natsLog{log: n.log.With("from", "nats-server")}, false, false, false)
+	nlog := &natsLog{log: n.log.With("from", "nats-server")}
+	srv.SetLoggerV2(nlog, false, false, false)
 	srv.Start()
 	wait := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		wait = time.Until(dl)
 	}
-	if !srv.ReadyForConnections(wait) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		return fmt.Errorf("nats server not ready within %s (route address %s taken?)", wait, n.cfg.Listen)
+	// nats-server goes on waiting for a listener it failed to bind
+	// (it reports that as fatal and its own binary exits): poll, so that
+	// such a failure ends the start at once with nats-server's reason.
+	var fatal string
+	for end := time.Now().Add(wait); ; {
+		if srv.ReadyForConnections(100 * time.Millisecond) {
+			break
+		}
+		if fatal = nlog.firstFatal(); fatal != "" || time.Now().After(end) {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			if fatal != "" {
+				return fmt.Errorf("nats server: %s", fatal)
+			}
+			return fmt.Errorf("nats server not ready within %s", wait)
+		}
 	}
 	n.srv = srv
 	return nil
@@ -685,11 +698,32 @@ func (n *Node) shutdownServer() {
 }
 
 // natsLog carries the embedded server's log into slog.
-type natsLog struct{ log *slog.Logger }
+type natsLog struct {
+	log *slog.Logger
+
+	mu    sync.Mutex // guards fatal
+	fatal string     // the first fatal error nats-server reported
+}
+
+// firstFatal is the first error nats-server called fatal: as a library it
+// logs it and carries on, not ready, where its own binary would exit.
+func (l *natsLog) firstFatal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatal
+}
 
 func (l *natsLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *natsLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLog) Debugf(format string, v ...any)  {}
-func (l *natsLog) Tracef(format string, v ...any)  {}
+func (l *natsLog) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.mu.Lock()
+	if l.fatal == "" {
+		l.fatal = msg
+	}
+	l.mu.Unlock()
+	l.log.Error(msg)
+}
+func (l *natsLog) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLog) Debugf(format string, v ...any) {}
+func (l *natsLog) Tracef(format string, v ...any) {}

@@ -93,6 +93,29 @@ func TestRouteAddressTaken(t *testing.T) {
 	}
 }
 
+// A client address nats-server cannot bind ends the start with
+// nats-server's reason, not "not ready" after waiting for a listener that
+// never comes.
+func TestClientAddressTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg := clustertest.Configs(t, 1)[0]
+	cfg.ClientListen = l.Addr().String()
+	nd, err := cluster.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.Start(context.Background()); err == nil {
+		_ = nd.Stop(context.Background())
+		t.Fatal("started with a taken client port")
+	} else if !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("start with a taken client port: %v, want nats-server's listen error", err)
+	}
+}
+
 // TestReadyFollowsQuorum: a node is not ready alone (its cluster of three
 // has no quorum, so JetStream has no meta leader), is ready once a
 // majority has joined, and is not ready again when it loses the others.

@@ -1,9 +1,13 @@
 package testserve
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -53,5 +57,19 @@ func TestFreePort(t *testing.T) {
 			t.Fatalf("port %d not bindable: %v", p, err)
 		}
 		ln.Close()
+	}
+}
+
+// A port FreePort handed stays reserved against every other open of its
+// lock file, which is what another test binary would do.
+func TestFreePortReserved(t *testing.T) {
+	p := FreePort(t, "127.0.0.1")
+	f, err := reserve(filepath.Join(os.TempDir(), "edgeport-test-ports"), p)
+	if err == nil {
+		f.Close()
+		t.Fatalf("port %d reserved twice", p)
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) {
+		t.Fatalf("second reservation of %d: %v, want EWOULDBLOCK", p, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/mqtt/packet"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -58,49 +58,10 @@ type faultCluster struct {
 	nodes []*edgeport // the current process of each node
 }
 
-// freePorts returns n loopback addresses free a moment ago: nats-server
-// takes a route port, not a listener, every node must know every route
-// address before any starts, and a node started again must find its
-// ports. They are below the kernel's ephemeral range, so that no outgoing
-// connection takes one as its source port while its node is down.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				low = v
-			}
-		}
-	}
-	const from = 10000
-	if low <= from+1000 {
-		t.Fatalf("the ephemeral port range starts at %d: no room below it for the nodes' ports", low)
-	}
-	var addrs []string
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	for tries := 0; len(addrs) < n; tries++ {
-		if tries > 1000 {
-			t.Fatalf("no %d free ports between %d and %d", n, from, low)
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", from+rand.IntN(low-from)))
-		if err != nil {
-			continue // taken
-		}
-		addrs = append(addrs, l.Addr().String())
-		held = append(held, l)
-	}
-	return addrs
-}
-
 func newFaultCluster(t *testing.T) *faultCluster {
 	t.Helper()
-	ports := freePorts(t, 9)
+	// Fixed ports: a node starts again on its own.
+	ports := testserve.FreeAddrs(t, 9)
 	c := &faultCluster{t: t, routes: ports[0:3], mqtt: ports[3:6], https: ports[6:9], nodes: make([]*edgeport, 3)}
 	for range 3 {
 		c.dirs = append(c.dirs, t.TempDir())

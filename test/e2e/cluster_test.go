@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -20,22 +20,9 @@ import (
 // clients connected to different nodes.
 func TestClusterThreeProcesses(t *testing.T) {
 	t.Parallel()
-	// Every node lists every route address before any starts: the ports
-	// are picked by binding port 0 and closing (nats-server takes a port,
-	// not a listener).
-	var routes []string
-	var held []net.Listener
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes = append(routes, l.Addr().String())
-		held = append(held, l)
-	}
-	for _, l := range held {
-		l.Close()
-	}
+	// Every node lists every route address before any starts
+	// (nats-server takes a port, not a listener).
+	routes := testserve.FreeAddrs(t, 3)
 	creds := t.TempDir()
 	if out, code := runEdgeport(t, "cluster", "init", creds, "--nodes", "n1,n2,n3"); code != 0 || !strings.Contains(out, "node n3: --cluster-credentials "+filepath.Join(creds, "n3")) {
 		t.Fatalf("edgeport cluster init: exit %d\n%s", code, out)

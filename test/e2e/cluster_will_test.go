@@ -21,10 +21,7 @@ import (
 func TestClusterWillOnceAfterKill9(t *testing.T) {
 	t.Parallel()
 	// Fixed route ports: the killed node starts again on its own.
-	var routes []string
-	for range 3 {
-		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", testserve.FreePort(t, "127.0.0.1")))
-	}
+	routes := testserve.FreeAddrs(t, 3)
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	start := func(i int) (*edgeport, *mosquitto) {
 		e := startEdgeportAt(t, dirs[i], "--cluster", "--node-name", fmt.Sprintf("n%d", i+1),

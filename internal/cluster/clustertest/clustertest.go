@@ -5,7 +5,6 @@ package clustertest
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/edgeport/edgeport/internal/cluster"
+	"github.com/edgeport/edgeport/internal/testserve"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -21,24 +21,12 @@ import (
 // under the test's temporary directory.
 //
 // NATS routes need each other's addresses before any node starts, and
-// nats-server takes a port, not a listener: so the ports are picked by
-// binding port 0 and closing just before the servers bind them. Every
-// other server in the tests binds port 0 itself.
+// nats-server takes a port, not a listener: the ports come from
+// testserve.FreeAddrs, below the kernel's ephemeral range, where no
+// outgoing connection takes one before its node binds it.
 func Configs(t testing.TB, n int) []cluster.Config {
 	t.Helper()
-	ports := make([]string, n)
-	var ls []net.Listener
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().String()
-	}
-	for _, l := range ls {
-		l.Close()
-	}
+	ports := testserve.FreeAddrs(t, n)
 	dir := t.TempDir()
 	cfgs := make([]cluster.Config, n)
 	for i := range cfgs {
