@@ -132,7 +132,15 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 		}
 	}
 	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		// Deleted now rather than after InactiveThreshold, within ctx: a
+		// caller that gave up (Ownership.Stop ends an adoption; a claim
+		// runs out of ClaimTimeout) does not wait for a JetStream that may
+		// not answer (no quorum: a node left alone took the 5 s of this
+		// deletion to stop). The server removes the consumer itself then.
+		if ctx.Err() != nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, consumerDeleteTimeout)
 		defer cancel()
 		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
@@ -237,6 +245,9 @@ func (s *Store) loadSession(ctx context.Context, id string) (*stored, error) {
 	}
 	return r, nil
 }
+
+// consumerDeleteTimeout bounds the deletion of a read's consumer.
+const consumerDeleteTimeout = 5 * time.Second
 
 // emptyLooks is how many empty fetches in a row end a read whose last
 // message was not seen.
