@@ -74,15 +74,29 @@ else
 fi
 
 accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# free_port: a route port (nats-server cannot bind port 0 and report it),
-# below the kernel's ephemeral range, where the machine's outgoing
-# connections cannot take it between this check and the bind.
+# free_port: sets port to a route port (nats-server cannot bind port 0
+# and report it), below the kernel's ephemeral range, where the machine's
+# outgoing connections cannot take it between this check and the bind,
+# and reserved as the Go tests reserve theirs (internal/testserve: an
+# exclusive lock on $TMPDIR/edgeport-test-ports/PORT, here held until the
+# script ends): TestClusterBenchScript runs this script while other test
+# binaries pick route ports in the same range, and a port free a moment
+# ago may be one a test picked but has not bound yet. Not called in $(...):
+# the lock lives as long as the shell that took it.
 eph_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+port_locks=${TMPDIR:-/tmp}/edgeport-test-ports
+mkdir -p "$port_locks"
+chmod 0777 "$port_locks" 2>/dev/null || true
 free_port() {
-  local p
+  local p fd
   while :; do
     p=$((20000 + RANDOM % (eph_low - 20000)))
-    accepts "$p" || { echo "$p"; return; }
+    exec {fd}>>"$port_locks/$p" || continue
+    if flock -n "$fd" && ! accepts "$p"; then
+      port=$p
+      return
+    fi
+    exec {fd}>&-
   done
 }
 # log_addr LOG LISTENER: the address a node logged for a listener.
@@ -105,7 +119,8 @@ start() {
   if [ "$setup" = cluster ]; then
     local r=() p
     while [ ${#r[@]} -lt $n ]; do
-      p="127.0.0.1:$(free_port)"
+      free_port
+      p="127.0.0.1:$port"
       [[ " ${r[*]} " == *" $p "* ]] || r+=("$p")
     done
     routes=$(IFS=,; echo "${r[*]}")
