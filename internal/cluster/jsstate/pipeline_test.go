@@ -3,6 +3,7 @@ package jsstate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgeport/edgeport/internal/cluster"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
@@ -160,14 +163,15 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 	// sequence dropped (a copy stored again would replace its first,
 	// leaving a gap), write n at sequence n+1 (a copy published again
 	// lands before the writes committed after it).
-	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
-	defer cancel()
-	s, err := st.js.Stream(ctx, sessionStream(lost))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
+	var s jetstream.Stream
+	var info *jetstream.StreamInfo
+	if err := untilAvailable(func(ctx context.Context) (err error) {
+		if s, err = st.js.Stream(ctx, sessionStream(lost)); err != nil {
+			return err
+		}
+		info, err = s.Info(ctx)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if got := info.State; got.Msgs != uint64(len(lostRes)) || got.NumDeleted != 0 || got.LastSeq != uint64(len(lostRes)) {
@@ -175,14 +179,41 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 			sessionStream(lost), got.Msgs, got.NumDeleted, got.LastSeq, len(lostRes))
 	}
 	for n := range lostRes {
-		m, err := s.GetLastMsgForSubject(ctx, st.sessionSubject(lostID, "e."+strconv.Itoa(n)))
-		if err != nil {
+		var m *jetstream.RawStreamMsg
+		if err := untilAvailable(func(ctx context.Context) (err error) {
+			m, err = s.GetLastMsgForSubject(ctx, st.sessionSubject(lostID, "e."+strconv.Itoa(n)))
+			return err
+		}); err != nil {
 			t.Fatalf("write %d: %v", n, err)
 		}
 		if m.Sequence != uint64(n+1) {
 			t.Errorf("write %d at stream sequence %d, want %d", n, m.Sequence, n+1)
 		}
 	}
+}
+
+// electionWait bounds a wait for JetStream to answer again after a
+// crash: a server killed with SIGKILL steps nothing down, so each Raft
+// group it led (the meta group too) elects a new leader only after an
+// election timeout (nats-server's: 4-9 s, again after a split vote),
+// slower on a loaded machine; a stream's new leader takes writes while
+// the meta group may still be electing.
+const electionWait = 30 * time.Second
+
+// untilAvailable calls f (one JetStream request or a few) again while
+// JetStream answers 503 "temporarily unavailable" (the meta group or the
+// stream's group has no leader yet: seen after the stream's writes
+// resumed), for electionWait at most, and returns f's last error.
+func untilAvailable(f func(ctx context.Context) error) error {
+	var err error
+	testwait.Within(electionWait, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+		defer cancel()
+		err = f(ctx)
+		var apiErr *jetstream.APIError
+		return !errors.As(err, &apiErr) || apiErr.Code != 503
+	})
+	return err
 }
 
 // clientInShard returns a client identifier of shard n.
@@ -212,14 +243,26 @@ func moveLeader(t *testing.T, via *node, name string, want string) {
 		return
 	}
 	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
-	testwait.For(t, "stream "+name+" led by "+want, func() bool {
-		if l := leader(); l == want {
+	// Each move is an election, and a leader hands over to the preferred
+	// server only if it heard from it lately (else to another, asked
+	// again): on a loaded machine that can take several rounds, so the
+	// bound is an election's (electionWait), not testwait.For's. A leader
+	// is asked once, again only if it still leads a second later.
+	var asked string
+	var askedAt time.Time
+	if !testwait.Within(electionWait, func() bool {
+		l := leader()
+		if l == want {
 			return true
-		} else if l != "" {
+		}
+		if l != "" && (l != asked || time.Since(askedAt) > time.Second) {
 			_, _ = via.st.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+name, req, testwait.Timeout)
+			asked, askedAt = l, time.Now()
 		}
 		return false
-	})
+	}) {
+		t.Fatalf("stream %s not led by %s after %v (leader %q)", name, want, electionWait, leader())
+	}
 }
 
 // childNodeEnv holds the JSON configuration of the cluster node
