@@ -82,13 +82,19 @@ func runCheck(t *testing.T, e *edgeport, extra ...string) (checkReport, int, str
 // for conditions the server reaches shortly after start (a self-test round).
 func checkUntil(t *testing.T, e *edgeport, name, want string) (checkReport, int, string) {
 	t.Helper()
+	return checkUntilWithin(t, e, 15*time.Second, name, want)
+}
+
+// checkUntilWithin is checkUntil waiting up to d.
+func checkUntilWithin(t *testing.T, e *edgeport, d time.Duration, name, want string) (checkReport, int, string) {
+	t.Helper()
 	var (
 		rep  checkReport
 		code int
 		out  string
 	)
 	// The caller judges the last report, reached or not.
-	testwait.Within(15*time.Second, func() bool {
+	testwait.Within(d, func() bool {
 		rep, code, out = runCheck(t, e)
 		st, _ := rep.check(t, name)
 		return st == want

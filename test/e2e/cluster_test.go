@@ -35,7 +35,12 @@ func TestClusterThreeProcesses(t *testing.T) {
 			"--cluster-credentials", filepath.Join(creds, name)))
 	}
 	for i, e := range nodes {
-		rep, _, out := checkUntil(t, e, "cluster", "ok")
+		// Formed: every member heard from and a JetStream meta leader with
+		// every peer current. The first check of n1 passed 6-12 s after
+		// the third node started on a loaded 2-core machine (the meta
+		// group's first election), close to checkUntil's 15 s: the bound
+		// of clustertest.WaitFormedOf instead.
+		rep, _, out := checkUntilWithin(t, e, 30*time.Second, "cluster", "ok")
 		if st, msg := rep.check(t, "cluster"); st != "ok" {
 			t.Fatalf("node n%d: cluster check %s: %s\n%s", i+1, st, msg, out)
 		} else {
