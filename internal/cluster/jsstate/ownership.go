@@ -53,9 +53,10 @@ type Options struct {
 	// force then (0: keep the field's): the cluster's configuration may
 	// change between construction and start (a Broker resource).
 	Sizing func() (replicas, shards int)
-	// AckTimeout bounds how long a state store write waits for
-	// JetStream's acknowledgement before it fails (no quorum); 0 means
-	// AckTimeout.
+	// AckTimeout bounds how long a write waits for JetStream's
+	// acknowledgement before it fails (no quorum): a commit of the
+	// sessions' state (Store) and a state store write (StateBackend); 0
+	// means AckTimeout. It must be shorter than DuplicateWindow.
 	AckTimeout time.Duration
 	// Logger receives the component's messages; nil discards them.
 	Logger *slog.Logger
@@ -95,6 +96,10 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.AckTimeout <= 0 {
 		c.AckTimeout = AckTimeout
+	}
+	if c.AckTimeout >= DuplicateWindow {
+		// A write published again after the window would be stored twice.
+		return c, fmt.Errorf("jsstate: ack timeout %v must be shorter than the duplicate window (%v)", c.AckTimeout, DuplicateWindow)
 	}
 	return c, nil
 }

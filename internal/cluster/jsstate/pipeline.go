@@ -21,10 +21,10 @@ import (
 //
 // Commit publishes a transaction's writes at once (pipelined on the
 // store's connection) and the completer calls its done once JetStream
-// acknowledged every one, or fails it after AckTimeout. Three things keep
-// a healthy majority acknowledging while JetStream elects a new leader
-// for a stream whose leader was lost (a write sent to it then gets no
-// answer, ever):
+// acknowledged every one, or fails it after Options.AckTimeout. Three
+// things keep a healthy majority acknowledging while JetStream elects a
+// new leader for a stream whose leader was lost (a write sent to it then
+// gets no answer, ever):
 //
 //   - Retries. Every write carries a Nats-Msg-Id (the node's incarnation
 //     and a counter, unless the broker set one, see onceKey). A stream's
@@ -166,7 +166,7 @@ func (s *Store) jetStreamOptions() []jetstream.JetStreamOpt {
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 			s.refused(m, err)
 		}),
-		jetstream.WithPublishAsyncTimeout(AckTimeout),
+		jetstream.WithPublishAsyncTimeout(s.opts.AckTimeout),
 		jetstream.WithPublishAsyncMaxPending(1 << 20),
 	}
 }
@@ -217,7 +217,7 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 		return
 	}
 	now := time.Now()
-	p := &pending{done: done, committed: now, deadline: now.Add(AckTimeout)}
+	p := &pending{done: done, committed: now, deadline: now.Add(s.opts.AckTimeout)}
 	if len(t.ops) > 0 && !s.isReady() {
 		p.err = ErrNotReady
 		for _, o := range t.ops {
@@ -774,7 +774,7 @@ func (s *Store) timeoutErr() error {
 	if s.stopAt.Load() != 0 {
 		return fmt.Errorf("writing to JetStream: no acknowledgement within %v of the node's stop: %w", StopGrace, store.ErrClosed)
 	}
-	return fmt.Errorf("writing to JetStream: no acknowledgement within %v", AckTimeout)
+	return fmt.Errorf("writing to JetStream: no acknowledgement within %v", s.opts.AckTimeout)
 }
 
 // release publishes, in order, the writes l held while a purge was under

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,7 +41,12 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 		cns[i] = clustertest.StartNode(t, cfgs[i])
 	}
 	clustertest.WaitFormedOf(t, 3, cns...)
-	committer := startNode(t, cns[0])
+	// The commits wait for the election, however long: after a crash the
+	// survivors campaign after an election timeout (4-9 s), and again
+	// after a split vote (both campaigning at once), which the default
+	// AckTimeout (10 s) would not outlast. What is tested is that none
+	// fails once a leader is elected, not how long JetStream takes.
+	committer := startNodeWith(t, cns[0], func(o *Options) { o.AckTimeout = lostAckTimeout })
 	startNode(t, cns[1])
 	st := committer.st
 	lost, other := 0, 1
@@ -98,7 +104,7 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 		commit(otherID, n, r, finished)
 		select {
 		case <-finished:
-		case <-time.After(2 * AckTimeout):
+		case <-time.After(2 * lostAckTimeout):
 			t.Fatalf("commit %d to the other shard: no result", n)
 		}
 	}
@@ -125,8 +131,8 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 		commitOther(last)
 	}
 	elected := time.Since(killed)
-	// Each fails AckTimeout after its commit at the latest.
-	if !testwait.Within(2*AckTimeout, func() bool {
+	// Each fails lostAckTimeout after its commit at the latest.
+	if !testwait.Within(2*lostAckTimeout, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range lostRes {
@@ -191,6 +197,10 @@ func TestCommitsThroughLostStreamLeader(t *testing.T) {
 		}
 	}
 }
+
+// lostAckTimeout is the committer's AckTimeout in
+// TestCommitsThroughLostStreamLeader: past two elections after a crash.
+const lostAckTimeout = 2 * electionWait
 
 // electionWait bounds a wait for JetStream to answer again after a
 // crash: a server killed with SIGKILL steps nothing down, so each Raft
@@ -311,4 +321,31 @@ func startChildNode(t *testing.T, cfg cluster.Config) *exec.Cmd {
 		_ = cmd.Wait()
 	})
 	return cmd
+}
+
+// Options.AckTimeout bounds the commits of the sessions' state too: on a
+// node left without a quorum a commit fails after it, not after the
+// default AckTimeout. One as long as DuplicateWindow is refused (a write
+// published again past the window would be stored twice).
+func TestCommitAckTimeoutOption(t *testing.T) {
+	if _, err := (&Options{Node: "n", AckTimeout: DuplicateWindow}).withDefaults(); err == nil {
+		t.Error("an ack timeout as long as the duplicate window was accepted")
+	}
+	const ackTimeout = 500 * time.Millisecond
+	nodes := testClusterWith(t, func(o *Options) { o.AckTimeout = ackTimeout })
+	nodes[1].kill(t)
+	nodes[2].kill(t)
+	st := nodes[0].st
+	tx := st.NewTxn().(*txn)
+	tx.put(st.sessionSubject("dev", "e.0"), []byte("entry"))
+	done := make(chan error, 1)
+	st.Commit(tx, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		if want := fmt.Sprintf("no acknowledgement within %v", ackTimeout); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("commit without a quorum: %v, want %q", err, want)
+		}
+	case <-time.After(2 * AckTimeout):
+		t.Fatal("commit without a quorum: no result")
+	}
 }

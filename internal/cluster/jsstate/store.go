@@ -29,7 +29,8 @@ const RetainedBucket = "edgeport-retained"
 
 // AckTimeout bounds how long a commit waits for JetStream's
 // acknowledgement; past it the commit fails (the publisher is refused)
-// rather than waiting on a cluster without quorum for ever.
+// rather than waiting on a cluster without quorum for ever. The default
+// of Options.AckTimeout.
 const AckTimeout = 10 * time.Second
 
 // commitQueue bounds the commits waiting for their acknowledgements;
