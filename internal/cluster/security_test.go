@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,14 +195,25 @@ func TestRouteIntrudersRefused(t *testing.T) {
 		return strings.Contains(all(), "certificate signed by unknown authority") ||
 			strings.Contains(all(), "unknown certificate authority")
 	})
-	for _, nd := range []*cluster.Node{n1, n2} {
-		if r := nd.Status(context.Background()).Routes; len(r) != 1 {
-			t.Errorf("%s routes to %v, want only the other legitimate node", nd.Name(), r)
+	// The routes once settled. A refused route is listed on the side that
+	// dialed it for the milliseconds between the remote's INFO and its
+	// refusal, again at every retry (node1 listed node3 in 0.3% of
+	// samples taken a millisecond apart): the steady state is judged, the
+	// refusals are shown by the logs above.
+	want := map[*cluster.Node][]string{n1: {"node2"}, n2: {"node1"}, n3: nil, n4: nil}
+	got := map[*cluster.Node][]string{}
+	if !testwait.Within(testwait.Timeout, func() bool {
+		settled := true
+		for nd, w := range want {
+			got[nd] = nd.Status(context.Background()).Routes
+			settled = settled && slices.Equal(got[nd], w)
 		}
-	}
-	for _, nd := range []*cluster.Node{n3, n4} {
-		if r := nd.Status(context.Background()).Routes; len(r) != 0 {
-			t.Errorf("intruder %s has routes to %v", nd.Name(), r)
+		return settled
+	}) {
+		for nd, w := range want {
+			if !slices.Equal(got[nd], w) {
+				t.Errorf("%s routes to %v, want %v (node1 and node2 to each other only, the intruders to none)", nd.Name(), got[nd], w)
+			}
 		}
 	}
 	if s := all(); strings.Contains(s, secret) || strings.Contains(s, wrong) {
