@@ -67,12 +67,33 @@ func (c *client) claim() (ok bool, reason string) {
 	return true, ""
 }
 
-// claimWatch is a client's claims under way on this node, and the newest
+// claimWatch is a client's claims under way on this node: the newest
 // claim of another node the cluster told this one of meanwhile
-// (TakenOver).
+// (TakenOver), and the newest token this node's own claims got
+// (NoteClaim).
 type claimWatch struct {
 	n      int
 	newest uint64
+	mine   uint64
+}
+
+// NoteClaim tells the broker that a claim of clientID under way here got
+// token (called by the Ownership as soon as its compare-and-set
+// succeeded, before it adopts the session): news of an older claim of
+// another node that reaches this node from then on (TakenOver: a watch
+// behind, a handoff request that took long) is stale and leaves the
+// session alone. Until the client's connection attaches the session
+// carries no claim of its own (AdoptSession is given none), and such news
+// used to hand it over again, after this node had taken it back:
+// `frozen-sub-n3: session not present after reconnecting to n3`, n3's
+// watch, behind after a freeze, applying n2's claim 18 after n3's claim
+// 19 had adopted the session from n2.
+func (b *Broker) NoteClaim(clientID string, token uint64) {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	if cw := b.claiming[clientID]; cw != nil && token > cw.mine {
+		cw.mine = token
+	}
 }
 
 // beginClaim notes a claim of clientID under way here, until endClaim.
@@ -174,8 +195,15 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) {
 func (b *Broker) takenOver(clientID string, token uint64) (bool, *sync.WaitGroup) {
 	wait := new(sync.WaitGroup)
 	b.sessMu.Lock()
-	if cw := b.claiming[clientID]; cw != nil && token > cw.newest {
-		cw.newest = token
+	if cw := b.claiming[clientID]; cw != nil {
+		if token <= cw.mine {
+			// Older than this node's own claim under way: stale news.
+			b.sessMu.Unlock()
+			return false, wait
+		}
+		if token > cw.newest {
+			cw.newest = token
+		}
 	}
 	s := b.sessions[clientID]
 	if s == nil || s.internal {

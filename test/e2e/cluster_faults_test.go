@@ -855,6 +855,7 @@ func (l *faultLoad) check(what string) faultTally {
 			if len(counts) > len(state) {
 				errs["protocol"] = append(errs["protocol"], fmt.Sprintf("%s got %s:%d, which was never sent", s.name, p.name, len(counts)-1))
 			}
+			var lostSeqs []int
 			for seq, st := range state {
 				n := 0
 				if seq < len(counts) {
@@ -876,6 +877,7 @@ func (l *faultLoad) check(what string) faultTally {
 					ft.acknowledged++
 					if n == 0 {
 						ft.lost++
+						lostSeqs = append(lostSeqs, seq)
 						errs["lost"] = append(errs["lost"], fmt.Sprintf("%s never got acknowledged %s:%d", s.name, p.name, seq))
 					}
 				case msgRefused:
@@ -883,6 +885,9 @@ func (l *faultLoad) check(what string) faultTally {
 				default:
 					errs["protocol"] = append(errs["protocol"], fmt.Sprintf("%s:%d never settled", p.name, seq))
 				}
+			}
+			if len(lostSeqs) > 0 {
+				l.t.Logf("%s: %s lost %d of %s: %s", what, s.name, len(lostSeqs), p.name, seqRanges(lostSeqs))
 			}
 		}
 		l.t.Logf("%s: %s: %v", what, s.name, ft)
@@ -914,6 +919,27 @@ func (l *faultLoad) check(what string) faultTally {
 		l.t.Errorf("%s: %s: %d, first: %s", what, kind, len(e), strings.Join(e[:min(8, len(e))], " | "))
 	}
 	return sum
+}
+
+// seqRanges writes ascending sequence numbers as ranges: "3-7, 9, 12-40".
+func seqRanges(seqs []int) string {
+	var b strings.Builder
+	for i := 0; i < len(seqs); {
+		j := i
+		for j+1 < len(seqs) && seqs[j+1] == seqs[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		if j > i {
+			fmt.Fprintf(&b, "%d-%d", seqs[i], seqs[j])
+		} else {
+			fmt.Fprintf(&b, "%d", seqs[i])
+		}
+		i = j + 1
+	}
+	return b.String()
 }
 
 func (f *faultTally) add(o faultTally) {

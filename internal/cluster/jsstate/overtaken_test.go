@@ -122,3 +122,90 @@ func TestFenceChecksAtOnce(t *testing.T) {
 		t.Fatalf("node 1's check after node 2's claim: %v, want %v", err, errFenced)
 	}
 }
+
+// TestStaleTakeoverKeepsClaimedSession: node 3 claims a client's session
+// from node 2 and adopts it, and before the client's connection attaches
+// node 3 hears of node 2's older claim (what its owners watch does when
+// it is behind, as after a freeze, or a handoff request that took long).
+// That news is stale: node 3 keeps the session it has just taken, and the
+// client resumes it with what was queued. Before, node 3 handed the
+// adopted session over again (it carried no claim until the attach) and
+// the client got a new, empty session: `frozen-sub-n3: session not
+// present after reconnecting to n3` in the SIGSTOP fault test, n3's
+// watch applying n2's claim 18 after n3's claim 19 had adopted the
+// session from n2, the queued messages gone.
+func TestStaleTakeoverKeepsClaimedSession(t *testing.T) {
+	h := heldClaims{claimed: make(chan struct{}, 1), release: make(chan struct{})}
+	cns := clustertest.StartNodes(t, 3)
+	nodes := []*node{startNode(t, cns[0]), startNode(t, cns[1]), startNodeOwned(t, cns[2], nil, func(o *Ownership) broker.Ownership {
+		h.Ownership = o
+		return &h
+	})}
+	nodes[0].leaveOffline(t, "st", "st/t")
+	pub := dial(t, nodes[0].addr, persistent("st-pub", true))
+	pub.publish(t, "st/t", "queued", false)
+
+	// The client moves to node 2 (node 1 hands the session over), does
+	// not acknowledge the queued message, and leaves.
+	c2, ack := dialWith(t, nodes[1].addr, persistent("st", false), true)
+	if !ack.SessionPresent {
+		t.Fatal("node 2 did not find the session")
+	}
+	if got := c2.next(t); string(got.Payload) != "queued" {
+		t.Fatalf("node 2 delivered %q, want the queued message", got.Payload)
+	}
+	if err := c2.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "st offline on node 2", func() bool {
+		info, ok := nodes[1].b.Session("st")
+		return ok && !info.Online
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	e, err := nodes[0].owner.kv.Get(ctx, clientKey("st"))
+	if err != nil || string(e.Value()) != "node2" {
+		t.Fatalf("owner entry: %v, %v; want node2", e, err)
+	}
+	stale := e.Revision() // node 2's claim
+
+	// The client comes to node 3, which claims and adopts the session;
+	// its connection waits while node 3 hears of node 2's claim.
+	type result struct {
+		c   *mqttClient
+		ack *paho.Connack
+		err error
+	}
+	third := make(chan result, 1)
+	go func() {
+		c, ack, err := tryDial(t, nodes[2].addr, persistent("st", false), false)
+		third <- result{c, ack, err}
+	}()
+	select {
+	case <-h.claimed:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("node 3 made no claim")
+	}
+	if _, ok := nodes[2].b.Session("st"); !ok {
+		t.Fatal("node 3 did not adopt the session it claimed")
+	}
+	if nodes[2].b.TakenOver(ctx, "st", stale) {
+		t.Error("node 3 gave the session up on node 2's older claim")
+	}
+	close(h.release)
+	var r result
+	select {
+	case r = <-third:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("node 3 did not answer the CONNECT")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.ack.SessionPresent {
+		t.Fatal("node 3 gave the client a new session")
+	}
+	if got := r.c.next(t); string(got.Payload) != "queued" {
+		t.Fatalf("node 3 delivered %q, want the queued message again", got.Payload)
+	}
+}

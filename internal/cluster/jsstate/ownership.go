@@ -606,6 +606,8 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		}
 		break
 	}
+	// From now on older claims are stale news here (a watch behind).
+	o.b.NoteClaim(clientID, token)
 	if o.sessions == nil {
 		return token, nil
 	}
