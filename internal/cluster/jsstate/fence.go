@@ -50,7 +50,9 @@ type fenceRec struct{ token, seq uint64 }
 
 // fence writes clientID's fence for claim token, unless a claim at least
 // as new wrote it (errFenced when newer), and remembers it for Received.
-func (s *Store) fence(ctx context.Context, clientID string, token uint64) error {
+// It returns the fence's stream sequence: a read of the session's records
+// made after it covers the stream at least that far (readRecords).
+func (s *Store) fence(ctx context.Context, clientID string, token uint64) (uint64, error) {
 	subject := s.fenceSubject(clientID)
 	st := s.streams[s.shard(clientID)]
 	for {
@@ -60,7 +62,7 @@ func (s *Store) fence(ctx context.Context, clientID string, token uint64) error 
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 		case err != nil:
 			if err := retryable(ctx, err); err != nil {
-				return fmt.Errorf("reading the fence of %q: %w", clientID, err)
+				return 0, fmt.Errorf("reading the fence of %q: %w", clientID, err)
 			}
 			continue
 		default:
@@ -71,10 +73,10 @@ func (s *Store) fence(ctx context.Context, clientID string, token uint64) error 
 		}
 		switch {
 		case tok > token:
-			return fmt.Errorf("fencing the session of %q: %w", clientID, errFenced)
+			return 0, fmt.Errorf("fencing the session of %q: %w", clientID, errFenced)
 		case tok == token && last != 0:
 			s.noteFence(clientID, token, last)
-			return nil
+			return last, nil
 		}
 		msg := nats.NewMsg(subject)
 		msg.Data = binary.BigEndian.AppendUint64(nil, token)
@@ -83,12 +85,12 @@ func (s *Store) fence(ctx context.Context, clientID string, token uint64) error 
 		switch {
 		case err == nil:
 			s.noteFence(clientID, token, ack.Sequence)
-			return nil
+			return ack.Sequence, nil
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
 			continue // another claim fenced meanwhile: read it
 		default:
 			if err := retryable(ctx, err); err != nil {
-				return fmt.Errorf("fencing the session of %q: %w", clientID, err)
+				return 0, fmt.Errorf("fencing the session of %q: %w", clientID, err)
 			}
 		}
 	}

@@ -264,6 +264,7 @@ func (o *Ownership) adopt(ctx context.Context, claims map[string]uint64, from st
 	type claimed struct {
 		key, id string
 		token   uint64
+		fenced  uint64 // the fence's stream sequence
 		done    func()
 	}
 	var got []claimed
@@ -305,7 +306,8 @@ func (o *Ownership) adopt(ctx context.Context, claims map[string]uint64, from st
 		// Before the records are read: a write of the node that lost
 		// the session still on its way cannot store a QoS 2 identifier
 		// after them (fence.go).
-		if err := o.sessions.fence(ctx, id, token); err != nil {
+		fenced, err := o.sessions.fence(ctx, id, token)
+		if err != nil {
 			done()
 			if errors.Is(err, errFenced) {
 				delete(o.unrestored, key) // claimed by a client meanwhile
@@ -317,24 +319,26 @@ func (o *Ownership) adopt(ctx context.Context, claims map[string]uint64, from st
 			continue
 		}
 		o.unrestored[key] = token
-		got = append(got, claimed{key, id, token, done})
+		got = append(got, claimed{key, id, token, fenced, done})
 	}
 	if len(got) == 0 {
 		return resolved
 	}
 	// Their records, one read per shard.
 	byShard := make(map[int][]string)
+	through := make(map[int]uint64) // per shard, the last of the fences
 	for _, c := range got {
 		n := o.sessions.shard(c.id)
 		byShard[n] = append(byShard[n], c.id)
+		through[n] = max(through[n], c.fenced)
 	}
 	recs := make(map[string]*stored)
 	for n, ids := range byShard {
-		filter := "edgeport.sessions." + strconv.Itoa(n) + ".>"
+		filters := []string{"edgeport.sessions." + strconv.Itoa(n) + ".>"} // the fences too
 		if len(ids) == 1 {
-			filter = o.sessions.sessionSubject(ids[0], ">")
+			filters = []string{o.sessions.fenceSubject(ids[0]), o.sessions.sessionSubject(ids[0], ">")}
 		}
-		r, err := o.sessions.readRecords(ctx, n, filter, func(id string) bool { return slices.Contains(ids, id) })
+		r, err := o.sessions.readRecords(ctx, n, filters, through[n], func(id string) bool { return slices.Contains(ids, id) })
 		if err != nil {
 			o.errs.Log(slog.LevelWarn, "adopt", "could not read the sessions to adopt (tried again)", "from", from, "err", err)
 			return resolved

@@ -209,7 +209,7 @@ func TestExpiryOfLostNodeSession(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 	defer cancel()
-	if st, err := nodes[2].st.loadSession(ctx, "dev"); err != nil || st != nil {
+	if st, err := nodes[2].st.loadSession(ctx, "dev", 0); err != nil || st != nil {
 		t.Fatalf("records of the expired session: %+v, %v", st, err)
 	}
 	_, ack := dialWith(t, nodes[2].addr, persistent("dev", false), false)
@@ -249,7 +249,7 @@ func TestWillDelayCancelledByReconnect(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 	defer cancel()
-	st, err := nodes[2].st.loadSession(ctx, "dev")
+	st, err := nodes[2].st.loadSession(ctx, "dev", 0)
 	if err != nil || st == nil || st.rec.Will != nil || st.rec.DisconnectedAt != 0 {
 		t.Fatalf("dev's record after reconnecting: %+v, %v; want connected, no will", st, err)
 	}

@@ -637,7 +637,8 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	}
 	// After the previous owner's handoff, before the records are read:
 	// what it has not stored yet cannot be stored any more (fence.go).
-	if err := o.sessions.fence(ctx, clientID, token); err != nil {
+	fenced, err := o.sessions.fence(ctx, clientID, token)
+	if err != nil {
 		o.log.Debug("claim fenced out", "client", clientID, "token", token, "prev", prev, "err", err)
 		return 0, err
 	}
@@ -649,7 +650,7 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	// session to be here; those written before are read with it.
 	o.sessions.beginAdopt(clientID)
 	defer o.sessions.endAdopt(clientID)
-	st, err := o.sessions.loadSession(ctx, clientID)
+	st, err := o.sessions.loadSession(ctx, clientID, fenced)
 	if err != nil {
 		return 0, fmt.Errorf("loading the session of %q: %w", clientID, err)
 	}

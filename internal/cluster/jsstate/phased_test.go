@@ -195,7 +195,7 @@ func TestRoutedEntryOnceAcrossNodes(t *testing.T) {
 	// The entry node2 made, with the message's id.
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
 	defer cancel()
-	st, err := nodes[2].st.loadSession(ctx, "s")
+	st, err := nodes[2].st.loadSession(ctx, "s", 0)
 	if err != nil || st == nil || len(st.entries) != 1 {
 		t.Fatalf("records of s: %+v, %v; want one entry", st, err)
 	}
@@ -270,7 +270,7 @@ func TestFenceAfterTakeover(t *testing.T) {
 			t.Fatalf("node2 holds the session: %v", err)
 		}
 	}
-	if err := nodes[2].st.fence(ctx, "p", old); !errors.Is(err, errFenced) {
+	if _, err := nodes[2].st.fence(ctx, "p", old); !errors.Is(err, errFenced) {
 		t.Fatalf("fencing under node1's older claim: %v, want %v", err, errFenced)
 	}
 	if err := nodes[1].st.Fence(ctx, "p"); err != nil {

@@ -395,7 +395,7 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 	if w.twin != nil && ack.Duplicate && len(w.tries) == 1 {
 		// Not a copy of our own first attempt (it had none): another
 		// node wrote this delivery's entry (PutEntryOnce).
-		s.log.Debug("a delivery's entry was written already by another node", "subject", w.msg.Subject)
+		s.log.Debug("a delivery's entry was written already by another node", "subject", w.msg.Subject, "msgid", w.msg.Header.Get(jetstream.MsgIDHeader), "seq", ack.Sequence)
 		w.twin()
 	}
 	w.seq, w.dup = ack.Sequence, ack.Duplicate

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,31 +105,70 @@ func parseSubject(subject string) (key, kind, num string, ok bool) {
 	return "", "", "", false
 }
 
-// readRecords reads every record under filter in session stream n with
+// readRecords reads every record under filters in session stream n with
 // one ephemeral consumer, and passes the clients' records to keep (which
-// says, by client identifier, which clients to collect).
-func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func(clientID string) bool) (map[string]*stored, error) {
+// says, by client identifier, which clients to collect). The read covers
+// the stream at least through sequence through, which one of filters
+// holds (the fence the reader wrote just before, fence.go); 0 asks for
+// no such bound.
+func (s *Store) readRecords(ctx context.Context, n int, filters []string, through uint64, keep func(clientID string) bool) (map[string]*stored, error) {
 	// What this node wrote to the shard before is read too, even while it
 	// waits in a stalled stream (pipeline.go): delivered after the
 	// adoption, a routed delivery would follow messages given directly.
 	s.awaitShard(ctx, n)
+	for behind := 0; ; behind++ {
+		out, on, last, err := s.readRecordsOnce(ctx, n, filters, keep)
+		if err != nil || last >= through {
+			return out, err
+		}
+		// The consumer ended before the fence: JetStream placed it on a
+		// replica behind the stream's leader (it places an R1 consumer on
+		// any replica it counts as caught up in its meta group: a node
+		// that has just thawed is, while its replicas of the streams are
+		// seconds behind), which serves what that replica holds. This
+		// node would adopt the session without what was written since —
+		// every routed delivery of a freeze. Read again from a new
+		// consumer, which JetStream places anew.
+		s.readsBehind.Add(1)
+		s.errs.Log(slog.LevelInfo, "records-behind", "read a session's records from a replica that is behind: reading again",
+			"shard", n, "through", through, "read", last, "on", on, "attempt", behind+1)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading %s through sequence %d: read up to %d on %s: %w", strings.Join(filters, ", "), through, last, on, ctx.Err())
+		case <-time.After(readBehindPause):
+		}
+	}
+}
+
+// readBehindPause is how long a read from a replica that is behind waits
+// before it reads again from a new consumer.
+const readBehindPause = 50 * time.Millisecond
+
+// readRecordsOnce is one read of readRecords: the records, the server
+// the consumer was on, and the last stream sequence it read.
+func (s *Store) readRecordsOnce(ctx context.Context, n int, filters []string, keep func(clientID string) bool) (out map[string]*stored, on string, last uint64, err error) {
 	st := s.streams[n]
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	}
+	if len(filters) == 1 {
+		cfg.FilterSubject = filters[0]
+	} else {
+		cfg.FilterSubjects = filters
+	}
+	what := strings.Join(filters, ", ")
 	var cons jetstream.Consumer
 	for {
-		var err error
-		cons, err = st.CreateConsumer(ctx, jetstream.ConsumerConfig{
-			FilterSubject:     filter,
-			DeliverPolicy:     jetstream.DeliverAllPolicy,
-			AckPolicy:         jetstream.AckNonePolicy,
-			MemoryStorage:     true,
-			Replicas:          1,
-			InactiveThreshold: time.Minute,
-		})
+		cons, err = st.CreateConsumer(ctx, cfg)
 		if err == nil {
 			break
 		}
 		if err := retryable(ctx, err); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", filter, err)
+			return nil, "", 0, fmt.Errorf("reading %s: %w", what, err)
 		}
 	}
 	defer func() {
@@ -144,31 +184,37 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 		defer cancel()
 		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
-	out := make(map[string]*stored)
+	if ci := cons.CachedInfo().Cluster; ci != nil {
+		on = ci.Leader
+	}
+	out = make(map[string]*stored)
 	empty := 0
 	if cons.CachedInfo().NumPending == 0 {
-		return out, nil
+		return out, on, 0, nil
 	}
 	for {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
 			if err := retryable(ctx, err); err != nil {
-				return nil, fmt.Errorf("reading %s: %w", filter, err)
+				return nil, on, last, fmt.Errorf("reading %s: %w", what, err)
 			}
 			continue
 		}
-		got, last := 0, false
+		got, done := 0, false
 		for m := range batch.Messages() {
 			got++
-			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
-				last = true
+			if md, err := m.Metadata(); err == nil {
+				last = max(last, md.Sequence.Stream)
+				done = done || md.NumPending == 0
 			}
 			if len(m.Data()) == 0 {
 				continue // a tombstone
 			}
 			key, kind, num, ok := parseSubject(m.Subject())
 			if !ok {
-				s.log.Warn("ignoring a session record", "subject", m.Subject())
+				if !isFence(m.Subject()) {
+					s.log.Warn("ignoring a session record", "subject", m.Subject())
+				}
 				continue
 			}
 			id, err := clientID(key)
@@ -181,16 +227,16 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 				out[id] = rec
 			}
 			if err := rec.add(id, kind, num, m.Data()); err != nil {
-				return nil, fmt.Errorf("reading %s: %w", m.Subject(), err)
+				return nil, on, last, fmt.Errorf("reading %s: %w", m.Subject(), err)
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			if err := retryable(ctx, err); err != nil {
-				return nil, fmt.Errorf("reading %s: %w", filter, err)
+				return nil, on, last, fmt.Errorf("reading %s: %w", what, err)
 			}
 			continue
 		}
-		if last {
+		if done {
 			break // the consumer said nothing more is pending
 		}
 		if got > 0 {
@@ -205,7 +251,7 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 			}
 			select {
 			case <-ctx.Done():
-				return nil, fmt.Errorf("reading %s: %w", filter, ctx.Err())
+				return nil, on, last, fmt.Errorf("reading %s: %w", what, ctx.Err())
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
@@ -213,7 +259,14 @@ func (s *Store) readRecords(ctx context.Context, n int, filter string, keep func
 	for _, rec := range out {
 		rec.sorted()
 	}
-	return out, nil
+	return out, on, last, nil
+}
+
+// isFence reports whether subject is a session's fence
+// (edgeport.sessions.<shard>.<key>, fence.go).
+func isFence(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, "edgeport.sessions.")
+	return ok && strings.Count(rest, ".") == 1
 }
 
 // Load implements broker.Durable: the internal clients' sessions from the
@@ -233,9 +286,12 @@ func (s *Store) Load(fn store.LoadFuncs) error {
 	}})
 }
 
-// loadSession reads the stored session of clientID; nil when there is none.
-func (s *Store) loadSession(ctx context.Context, id string) (*stored, error) {
-	recs, err := s.readRecords(ctx, s.shard(id), s.sessionSubject(id, ">"), func(got string) bool { return got == id })
+// loadSession reads the stored session of clientID, through its fence at
+// stream sequence fenced (which this node wrote before the read: fence);
+// nil when there is none.
+func (s *Store) loadSession(ctx context.Context, id string, fenced uint64) (*stored, error) {
+	filters := []string{s.fenceSubject(id), s.sessionSubject(id, ">")}
+	recs, err := s.readRecords(ctx, s.shard(id), filters, fenced, func(got string) bool { return got == id })
 	if err != nil {
 		return nil, err
 	}

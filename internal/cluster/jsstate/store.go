@@ -154,6 +154,9 @@ type Store struct {
 	// routedWrites counts the routed deliveries this node put into
 	// transactions (Route).
 	routedWrites atomic.Uint64
+	// readsBehind counts the reads of session records made again because
+	// their consumer was on a replica behind the stream (readRecords).
+	readsBehind atomic.Uint64
 
 	wg sync.WaitGroup
 	// landed is, per stream, the highest sequence at which JetStream
