@@ -67,6 +67,25 @@ func (c *client) claim() (ok bool, reason string) {
 	return true, ""
 }
 
+// HeldUnder returns the claim under which this node holds clientID's
+// session: the claim of its connection (or of its last one), of the
+// adoption of a lost node's session, or of a claim under way here that
+// adopted it (NoteClaim); false when the session is not here.
+func (b *Broker) HeldUnder(clientID string) (uint64, bool) {
+	b.sessMu.Lock()
+	s := b.sessions[clientID]
+	b.sessMu.Unlock()
+	if s == nil {
+		return 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return 0, false
+	}
+	return max(s.claim, s.adopted), true
+}
+
 // claimWatch is a client's claims under way on this node: the newest
 // claim of another node the cluster told this one of meanwhile
 // (TakenOver), and the newest token this node's own claims got
@@ -79,15 +98,17 @@ type claimWatch struct {
 
 // NoteClaim tells the broker that a claim of clientID under way here got
 // token (called by the Ownership as soon as its compare-and-set
-// succeeded, before it adopts the session): news of an older claim of
-// another node that reaches this node from then on (TakenOver: a watch
-// behind, a handoff request that took long) is stale and leaves the
-// session alone. Until the client's connection attaches the session
-// carries no claim of its own (AdoptSession is given none), and such news
-// used to hand it over again, after this node had taken it back:
-// `frozen-sub-n3: session not present after reconnecting to n3`, n3's
-// watch, behind after a freeze, applying n2's claim 18 after n3's claim
-// 19 had adopted the session from n2.
+// succeeded, before it adopts the session). The session the claim adopts
+// (AdoptSession) is held under it from then on: news of an older claim of
+// another node that reaches this node afterwards (TakenOver: a watch
+// behind, a handoff request that took long) is stale for it and leaves it
+// alone. Until the client's connection attaches, such a session carried
+// no claim of its own (AdoptSession is given none), and that news handed
+// it over again after this node had taken it back: `frozen-sub-n3:
+// session not present after reconnecting to n3`, n3's watch, behind after
+// a freeze, applying n2's claim 18 after n3's claim 19 had adopted the
+// session from n2. A session this node held before, under an older
+// claim, is still handed over by such news.
 func (b *Broker) NoteClaim(clientID string, token uint64) {
 	b.sessMu.Lock()
 	defer b.sessMu.Unlock()
@@ -195,15 +216,8 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) {
 func (b *Broker) takenOver(clientID string, token uint64) (bool, *sync.WaitGroup) {
 	wait := new(sync.WaitGroup)
 	b.sessMu.Lock()
-	if cw := b.claiming[clientID]; cw != nil {
-		if token <= cw.mine {
-			// Older than this node's own claim under way: stale news.
-			b.sessMu.Unlock()
-			return false, wait
-		}
-		if token > cw.newest {
-			cw.newest = token
-		}
+	if cw := b.claiming[clientID]; cw != nil && token > cw.newest {
+		cw.newest = token
 	}
 	s := b.sessions[clientID]
 	if s == nil || s.internal {
@@ -211,9 +225,9 @@ func (b *Broker) takenOver(clientID string, token uint64) (bool, *sync.WaitGroup
 		return false, wait
 	}
 	s.mu.Lock()
-	if s.claim >= token {
-		// A later connection here claimed it again: the claim that beat
-		// this one's is older news.
+	if max(s.claim, s.adopted) >= token {
+		// A later connection here claimed it again, or a claim under way
+		// here adopted it: the claim that beat this one's is older news.
 		s.mu.Unlock()
 		b.sessMu.Unlock()
 		return false, wait
@@ -237,7 +251,11 @@ func (b *Broker) takenOver(clientID string, token uint64) (bool, *sync.WaitGroup
 		b.sessionEnded(clientID)
 		return true, wait
 	}
-	b.handOverLocked(s, wait, true)
+	// A claim of this node under way, newer than the news, adopts the
+	// stored session (NoteClaim): this copy, from before both, leaves
+	// without writing its record over the one the claim reads.
+	cw := b.claiming[clientID]
+	b.handOverLocked(s, wait, cw == nil || cw.mine < token)
 	s.mu.Unlock()
 	delete(b.sessions, s.id)
 	s.count(&b.stats.sessions, -1)
@@ -315,8 +333,15 @@ func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound
 	b.sessMu.Lock()
 	if old := b.sessions[rec.ClientID]; old != nil {
 		// Stale: this node handed it over earlier and missed nothing
-		// since, or the claim raced; the stored state is the truth.
+		// since, or the claim raced, or a claim of this node replaced
+		// it (held under an older claim); the stored state is the truth.
 		old.mu.Lock()
+		if c := old.client; c != nil {
+			old.client = nil
+			old.online.Store(false)
+			old.count(&b.stats.connected, -1)
+			c.disconnect(packet.SessionTakenOver, "the session was taken over")
+		}
 		b.handOverLocked(old, new(sync.WaitGroup), false)
 		old.mu.Unlock()
 		delete(b.sessions, old.id)
@@ -339,8 +364,15 @@ func (b *Broker) AdoptSession(rec *store.Session, entries []store.Entry, inbound
 		return fmt.Errorf("adopting the session of %q: %w", rec.ClientID, err)
 	}
 	if s != nil {
+		b.sessMu.Lock()
+		var mine uint64
+		if cw := b.claiming[rec.ClientID]; cw != nil {
+			mine = cw.mine // the claim under way that adopts it (NoteClaim)
+		}
+		b.sessMu.Unlock()
 		s.mu.Lock()
 		s.adoptInbound(inbound)
+		s.adopted = mine
 		s.mu.Unlock()
 	}
 	if s == nil {

@@ -110,6 +110,10 @@ type session struct {
 	seq           uint64 // last store entry sequence number
 	stored        bool   // a session record is in the store
 	claim         uint64 // cluster mode: the token of this node's claim (Ownership), 0 when none
+	// adopted is, in cluster mode, the token of the claim under way here
+	// that adopted the session (NoteClaim), until its connection attaches
+	// and claim holds it: news of an older claim is stale for it too.
+	adopted uint64
 	// routed remembers the last routedMemory routed deliveries the session
 	// had (cluster mode), a ring whose next slot is routedNext once full.
 	routed     []MessageID

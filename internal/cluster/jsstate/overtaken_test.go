@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
 
@@ -207,5 +208,63 @@ func TestStaleTakeoverKeepsClaimedSession(t *testing.T) {
 	}
 	if got := r.c.next(t); string(got.Payload) != "queued" {
 		t.Fatalf("node 3 delivered %q, want the queued message again", got.Payload)
+	}
+}
+
+// TestClaimReplacesStaleCopy: a client connects to node 3, which still
+// holds a copy of its session from before, under an older claim than the
+// one its claim replaces (the owner entry names node 3, written by a
+// claim of node 3 that failed after the previous owner had handed the
+// session over: a node that has just thawed). The copy knows nothing of
+// what the session became meanwhile; node 3 adopts the stored session
+// instead. Here the stored session has a subscription the copy lacks: a
+// message for it reaches the client. Before, node 3 served its copy:
+// `frozen-paho-sub` given n3's copy from before a freeze, after n1 had
+// held the session and handed it over; the QoS 2 messages n1 had stored
+// for it were dropped as copies and never sent.
+func TestClaimReplacesStaleCopy(t *testing.T) {
+	nodes := testCluster(t)
+	nodes[2].leaveOffline(t, "sc", "sc/t")
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Timeout)
+	defer cancel()
+	nodes[2].b.Settle(ctx)
+	st, err := nodes[2].st.loadSession(ctx, "sc", 0)
+	if err != nil || st == nil {
+		t.Fatalf("reading sc's session: %v, %v", st, err)
+	}
+	// What another node that held the session meanwhile stored (a
+	// subscription more) ...
+	rec := st.rec
+	rec.Subs = append(rec.Subs, store.Subscription{Filter: "sc/extra", QoS: 1})
+	tx := nodes[0].st.NewTxn()
+	tx.PutSession(rec)
+	written := make(chan error, 1)
+	nodes[0].st.Commit(tx, func(err error) { written <- err })
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+	// ... and node 3's claim of it that failed after that node had
+	// handed it over: the owner entry names node 3 again, under a newer
+	// revision than its copy's claim.
+	kv := nodes[0].owner.kv
+	e, err := kv.Get(ctx, clientKey("sc"))
+	if err != nil || string(e.Value()) != "node3" {
+		t.Fatalf("owner entry: %v, %v; want node3", e, err)
+	}
+	if _, err := kv.Update(ctx, clientKey("sc"), []byte("node3"), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].st.syncIndex(ctx); err != nil { // node 1's index has the stored subscriptions
+		t.Fatal(err)
+	}
+
+	c, ack := dialWith(t, nodes[2].addr, persistent("sc", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("node 3 did not resume the session")
+	}
+	pub := dial(t, nodes[0].addr, persistent("sc-pub", true))
+	pub.publish(t, "sc/extra", "stored subscription", false)
+	if got := c.next(t); string(got.Payload) != "stored subscription" {
+		t.Fatalf("got %q, want the message of the stored subscription", got.Payload)
 	}
 }

@@ -582,11 +582,12 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	}
 	key := clientKey(clientID)
 	node := []byte(o.opts.Node)
-	var prev string // the node that owned the session before
+	var prev string    // the node that owned the session before
+	var prevRev uint64 // and the revision of its claim
 	var token uint64
 	for {
 		e, err := o.kv.Get(ctx, key)
-		prev = ""
+		prev, prevRev = "", 0
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			token, err = o.kv.Create(ctx, key, node)
@@ -595,7 +596,7 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 			}
 		case err != nil:
 		default:
-			prev = string(e.Value())
+			prev, prevRev = string(e.Value()), e.Revision()
 			token, err = o.kv.Update(ctx, key, node, e.Revision())
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				continue // claimed meanwhile
@@ -617,12 +618,22 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	// adoption is done.
 	o.awaitAdopt(ctx, clientID)
 	if prev == o.opts.Node {
-		if _, ok := o.b.Session(clientID); ok {
+		if held, ok := o.b.HeldUnder(clientID); ok && held == prevRev {
 			return token, nil
 		}
 		// Ours on paper only: an adoption that lost the race to this
 		// claim, or a session that ended here, whose records are being
-		// deleted: what is read below comes after that deletion.
+		// deleted: what is read below comes after that deletion. Or
+		// held here under an older claim than the one this claim
+		// replaced: a claim of this node that failed after the previous
+		// owner handed the session over (a node just thawed, its fence
+		// unanswered), whose handover this node's copy, from before,
+		// knows nothing of — the stored state is the truth, and the
+		// adoption below replaces the copy (seen: `frozen-paho-sub`
+		// given n3's copy from before a freeze, claim 4, after n1 had
+		// held the session under claim 18 and handed it to n3's failed
+		// claim 22; the QoS 2 messages n1 had stored for it were
+		// dropped as copies and never sent).
 		o.b.Settle(ctx)
 	} else if prev != "" {
 		o.awaitHandoff(ctx, prev, clientID, token)
