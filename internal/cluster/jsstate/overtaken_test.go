@@ -3,6 +3,7 @@ package jsstate
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -266,5 +267,93 @@ func TestClaimReplacesStaleCopy(t *testing.T) {
 	pub.publish(t, "sc/extra", "stored subscription", false)
 	if got := c.next(t); string(got.Payload) != "stored subscription" {
 		t.Fatalf("got %q, want the message of the stored subscription", got.Payload)
+	}
+}
+
+// TestClaimsOfOneClientTakeTurns: two CONNECTs of one client reach node 3
+// together (a node that thaws reads the retries its client queued in its
+// sockets). The later claim waits until the earlier one, which takes the
+// session from node 1, has adopted it, and then finds it here, held under
+// the claim it replaces: it does not read the session's records while
+// node 1 may still change them. Before, it read them as soon as it had
+// replaced the earlier claim's entry, and node 1 handed the session over
+// to the earlier claim after that read: QoS 2 messages delivered twice in
+// the SIGSTOP fault test (`frozen-sub-n3 got QoS 2
+// frozen-pub-q2-n1:1155 2 times`).
+func TestClaimsOfOneClientTakeTurns(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var released atomic.Bool
+	letGo := func() {
+		if released.CompareAndSwap(false, true) {
+			close(release)
+		}
+	}
+	later := make(chan struct{}, 8)
+	var calls atomic.Int32
+	var owner *Ownership
+	cns := clustertest.StartNodes(t, 3)
+	nodes := []*node{startNode(t, cns[0]), startNode(t, cns[1]), startNodeOwned(t, cns[2], nil, func(o *Ownership) broker.Ownership {
+		owner = o
+		o.beforeLoad = func(string) {
+			if calls.Add(1) == 1 {
+				close(entered)
+				<-release
+				return
+			}
+			later <- struct{}{}
+		}
+		return o
+	})}
+	t.Cleanup(letGo) // before the nodes stop, should the test end early
+	nodes[0].leaveOffline(t, "tw", "tw/t")
+	pub := dial(t, nodes[0].addr, persistent("tw-pub", true))
+	pub.publish(t, "tw/t", "queued", false)
+
+	type result struct {
+		c   *mqttClient
+		ack *paho.Connack
+		err error
+	}
+	connect := func() chan result {
+		ch := make(chan result, 1)
+		go func() {
+			c, ack, err := tryDial(t, nodes[2].addr, persistent("tw", false), true)
+			ch <- result{c, ack, err}
+		}()
+		return ch
+	}
+	a := connect()
+	select {
+	case <-entered:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("node 3's first claim never read the session")
+	}
+	b := connect()
+	testwait.For(t, "node 3's second claim to wait, or to read the session", func() bool {
+		return owner.claimWaits.Load() > 0 || len(later) > 0
+	})
+	if len(later) > 0 {
+		t.Fatal("node 3's second claim read the session while the first was taking it from node 1")
+	}
+	letGo()
+	got := func(ch chan result, which string) result {
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatalf("%s connection: %v", which, r.err)
+			}
+			if !r.ack.SessionPresent {
+				t.Fatalf("%s connection: no session present", which)
+			}
+			return r
+		case <-time.After(testwait.Timeout):
+			t.Fatalf("%s connection: no CONNACK", which)
+		}
+		return result{}
+	}
+	got(a, "first")
+	rb := got(b, "second")
+	if m := rb.c.next(t); string(m.Payload) != "queued" {
+		t.Fatalf("the second connection got %q, want the queued message", m.Payload)
 	}
 }

@@ -170,6 +170,15 @@ type Ownership struct {
 	// restored yet (key → token): setup's goroutine, then (after ready)
 	// reap's.
 	unrestored map[string]uint64
+
+	turnMu sync.Mutex               // guards turns
+	turns  map[string]chan struct{} // clients with a claim under way here, closed when it ends
+	// claimWaits counts the claims that waited for another claim of the
+	// same client here to end.
+	claimWaits atomic.Uint64
+	// beforeLoad, when set (tests), is called by a claim just before it
+	// reads the session's records.
+	beforeLoad func(clientID string)
 }
 
 type released struct {
@@ -198,7 +207,7 @@ func NewOwnership(src JetStreamSource, b *broker.Broker, sessions *Store, opts O
 	}
 	own := &Ownership{src: src, b: b, sessions: sessions, opts: o, log: o.Logger, errs: lograte.New(o.Logger, time.Minute),
 		adopting: make(map[string]chan struct{}), owners: make(map[string]map[string]uint64), ownerOf: make(map[string]string),
-		unrestored: make(map[string]uint64)}
+		unrestored: make(map[string]uint64), turns: make(map[string]chan struct{})}
 	if m, ok := src.(Members); ok && sessions != nil && !o.noAdoption {
 		own.members = m
 	}
@@ -580,6 +589,40 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 			return 0, ErrNotReady
 		}
 	}
+	// One claim of a client at a time on this node. A node that thaws
+	// reads several CONNECTs of one client at once (its retries, queued in
+	// the node's sockets during the freeze); the later claim found the
+	// earlier one's entry (this node) and read the session's records
+	// while the earlier one still waited for the node that held the
+	// session to hand it over — that node went on delivering, then
+	// handed over what the later claim had not read: QoS 2 messages
+	// delivered twice (`frozen-sub-n3 got QoS 2 frozen-pub-q2-n1:1155 2
+	// times`, n3's claims 25 and 28 of it, n2 handing it over to claim 25
+	// after claim 28 had read it). Waiting for the earlier claim, the
+	// later one finds the session here, held under the claim it replaces.
+	for {
+		o.turnMu.Lock()
+		busy := o.turns[clientID]
+		if busy == nil {
+			mine := make(chan struct{})
+			o.turns[clientID] = mine
+			o.turnMu.Unlock()
+			defer func() {
+				o.turnMu.Lock()
+				delete(o.turns, clientID)
+				o.turnMu.Unlock()
+				close(mine)
+			}()
+			break
+		}
+		o.turnMu.Unlock()
+		o.claimWaits.Add(1)
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("claiming the session of %q: waiting for its claim under way here: %w", clientID, ctx.Err())
+		}
+	}
 	key := clientKey(clientID)
 	node := []byte(o.opts.Node)
 	var prev string    // the node that owned the session before
@@ -656,6 +699,9 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 	o.log.Debug("session claimed", "client", clientID, "token", token, "prev", prev)
 	if prev == "" {
 		return token, nil
+	}
+	if o.beforeLoad != nil {
+		o.beforeLoad(clientID)
 	}
 	// Routed deliveries the followers read from now on wait for the
 	// session to be here; those written before are read with it.
