@@ -615,8 +615,20 @@ func (c *client) endWrites() {
 // it; Stop's deadline closes the socket, which ends it early.
 func (c *client) drain() {
 	defer c.b.draining.Add(-1)
-	_ = c.conn.SetReadDeadline(time.Now().Add(drainTimeout))
-	_, _ = io.Copy(io.Discard, c.conn)
+	end := time.Now().Add(drainTimeout)
+	for {
+		_ = c.conn.SetReadDeadline(end)
+		_, err := io.Copy(io.Discard, c.conn)
+		// An earlier deadline set meanwhile ends the copy before drain's
+		// own: closeAfterFlush, run by Stop's goroutine, stops the reader
+		// with a deadline of now, and may get to it only after the reader
+		// (which saw ending between two packets) started draining. Closing
+		// then, with the client's data still arriving, reset the
+		// connection under a client that had not read the DISCONNECT yet.
+		if !isTimeout(err) || !time.Now().Before(end) {
+			return
+		}
+	}
 }
 
 // writePublish encodes a delivery into the outbound buffer with packet ID

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,4 +224,68 @@ func TestDisconnectReasonTLS(t *testing.T) {
 	c.write(burst)
 	c.flood(1 << 20)
 	c.awaitDisconnect(packet.ReceiveMaximumExceeded)
+}
+
+// countingConn counts the bytes read from it.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A read deadline of now set while a connection drains (closeAfterFlush,
+// run by Stop's goroutine, stopping a reader that had already seen the
+// end between two packets and started draining) does not end the drain:
+// what the client still sends is read until it closes its side. Seen
+// once: the early close reset the connection under a flooding client of
+// TestDisconnectReasonShutdown before it read the DISCONNECT.
+func TestDrainOutlastsALateReaderStop(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	conn := &countingConn{Conn: sc}
+	c := &client{b: &Broker{}, conn: conn}
+	c.b.draining.Add(1) // as endWrites does
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		c.drain()
+	}()
+	chunk := make([]byte, 32<<10)
+	if _, err := peer.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the first chunk drained", func() bool { return conn.n.Load() == int64(len(chunk)) })
+	_ = sc.SetReadDeadline(time.Now()) // the late stop of the reader
+	if _, err := peer.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-drained:
+	case <-time.After(2 * drainTimeout):
+		t.Fatal("drain did not end after the client closed its side")
+	}
+	if got := conn.n.Load(); got != int64(2*len(chunk)) {
+		t.Fatalf("drained %d bytes, want the %d the client sent before closing its side", got, 2*len(chunk))
+	}
 }
