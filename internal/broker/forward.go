@@ -161,12 +161,18 @@ type RemoteSessions interface {
 // an id (e.Routed: a routed delivery, a live copy of one, or a message
 // published here in two phases) once cluster-wide (jsstate: keyed by the
 // id and the session, within JetStream's duplicate window). PutEntryOnce
-// is PutEntry for the entry's first write; twin is called, before the
-// commit's done, when it was dropped as a copy of one made already (by a
-// node that held the session before, or that routed the message before
-// this one routed it again): the delivery is then not sent.
+// is PutEntry for the entry's first write; answered is called, before the
+// commit's done, once the backend knows what became of that write:
+// copied false when it stored it (the delivery is then durable whatever
+// becomes of the rest of the transaction: a commit refused after its
+// writes were stored, jsstate.ErrOutOfOrder, keeps it, and a later
+// routing of the message under its id finds it there), copied true when
+// it dropped it as a copy of one made already (by a node that held the
+// session before, or that routed the message before this one routed it
+// again): the delivery is then not sent. It is not called when the
+// backend never learnt the write's fate (its commit failed unanswered).
 type OnceTxn interface {
-	PutEntryOnce(clientID string, e *store.Entry, twin func())
+	PutEntryOnce(clientID string, e *store.Entry, answered func(copied bool))
 }
 
 // AttachRemoteSessions makes QoS 1/2 publications durable for the

@@ -66,8 +66,20 @@ type txnCtx struct {
 // refused reports whether d was routed under writes the store refused.
 // A delivery whose first write the Durable dropped as one another node
 // made already (OnceTxn) is refused likewise: the session has it there.
+// One whose first write the Durable stored is not, whatever became of its
+// transaction: JetStream holds its entry, and the message routed again
+// under its id (the publisher's resend through another node) would be
+// dropped as a copy of it, so that dropping it too lost it.
 func (d *delivery) refused() bool {
-	return d.tx != nil && d.tx.failed.Load() || d.twin != nil && d.twin.Load()
+	if d.first != nil {
+		switch {
+		case d.first.copied.Load():
+			return true
+		case d.first.stored.Load():
+			return false
+		}
+	}
+	return d.tx != nil && d.tx.failed.Load()
 }
 
 // empty reports whether tx holds nothing to write or run.
@@ -770,9 +782,15 @@ func (s *session) putEntry(tx Txn, d *delivery, id uint16, released bool) {
 	if d.once {
 		d.once = false // later writes of the entry (identifier, release) are not
 		if o, ok := tx.(OnceTxn); ok {
-			twin := new(atomic.Bool)
-			d.twin = twin
-			o.PutEntryOnce(s.id, &e, func() { twin.Store(true) })
+			first := new(onceWrite)
+			d.first = first
+			o.PutEntryOnce(s.id, &e, func(copied bool) {
+				if copied {
+					first.copied.Store(true)
+				} else {
+					first.stored.Store(true)
+				}
+			})
 			return
 		}
 	}

@@ -45,13 +45,28 @@ type delivery struct {
 	routed MessageID
 	// once marks a delivery whose entry is still to be written for the
 	// first time, once cluster-wide (OnceTxn: keyed by routed and the
-	// session); twin is set when that write was dropped as a copy of one
-	// another node made (the delivery is then not sent: refused).
+	// session); first is what became of that write, once it was made.
 	once bool
 	// parked marks a delivery made from a routed delivery whose
 	// transaction is parked on the session (parked.go).
 	parked bool
-	twin   *atomic.Bool
+	first  *onceWrite
+}
+
+// onceWrite is what became of the first write of a delivery's entry made
+// once cluster-wide (OnceTxn), set by the Durable before the commit's
+// done; shared by the copies of the delivery (queue, flight).
+type onceWrite struct {
+	// stored: the Durable stored the entry. The delivery is durable and
+	// is sent even if its transaction failed after (a commit refused once
+	// its writes were stored): the session has nothing else of it, and a
+	// later routing of the message under its id is dropped as a copy of
+	// this very entry.
+	stored atomic.Bool
+	// copied: the write was dropped as a copy of one made already
+	// (another node's, or an earlier routing's): the session has the
+	// delivery there, and this one is not sent.
+	copied atomic.Bool
 }
 
 type sharedRef struct{ group, filter string }

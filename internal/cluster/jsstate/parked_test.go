@@ -25,7 +25,7 @@ func TestEntryPutAndDeletedInOneTxn(t *testing.T) {
 	msg := &store.Message{Topic: "data/x", Payload: []byte("m0"), QoS: 1}
 
 	tx := &txn{s: s}
-	tx.PutEntryOnce("dev", &store.Entry{Seq: 7, Msg: *msg, QoS: 1, Routed: id}, func() {})
+	tx.PutEntryOnce("dev", &store.Entry{Seq: 7, Msg: *msg, QoS: 1, Routed: id}, func(bool) {})
 	tx.tombstone(s.sessionSubject("dev", "r."+routedToken(id)))
 	tx.DeleteEntry("dev", 7)
 	if got := subjects(tx); len(got) != 1 || !strings.HasSuffix(got[0], ".r."+routedToken(id)) {

@@ -218,18 +218,21 @@ func TestRoutedEntryOnceAcrossNodes(t *testing.T) {
 	// Node2 writes the same delivery again under an entry number of its
 	// own, as its broker does (PutEntryOnce).
 	e.Seq, e.PacketID = 99, 0
-	twin := make(chan struct{}, 1)
+	answer := make(chan bool, 1)
 	tx := nodes[1].st.NewTxn()
-	tx.(broker.OnceTxn).PutEntryOnce("s", &e, func() { twin <- struct{}{} })
+	tx.(broker.OnceTxn).PutEntryOnce("s", &e, func(copied bool) { answer <- copied })
 	done := make(chan error, 1)
 	nodes[1].st.Commit(tx, func(err error) { done <- err })
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-twin:
+	case copied := <-answer:
+		if !copied {
+			t.Fatal("node2's copy of the delivery's entry was reported stored, not as a copy")
+		}
 	default:
-		t.Fatal("node2's copy of the delivery's entry was not reported as a copy")
+		t.Fatal("node2's copy of the delivery's entry was not answered before its commit's done")
 	}
 
 	// Back on node2: the message does not come again; a new one does.

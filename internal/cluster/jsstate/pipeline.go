@@ -102,13 +102,13 @@ type lane struct {
 // write is one write of a commit: a message to publish, or (purge set)
 // the removal of a client's records.
 type write struct {
-	msg     *nats.Msg // with its Nats-Msg-Id (and TTL) headers
-	purge   string    // the subject filter of a purge
-	p       *pending
-	lane    *lane
-	session string // the client whose session record msg is, or ""
-	twin    func() // called for a copy of another node's write (op.twin)
-	subs    uint64 // with session, the record's subscriptions (subsPrint)
+	msg      *nats.Msg // with its Nats-Msg-Id (and TTL) headers
+	purge    string    // the subject filter of a purge
+	p        *pending
+	lane     *lane
+	session  string            // the client whose session record msg is, or ""
+	answered func(copied bool) // called with JetStream's answer (op.answered)
+	subs     uint64            // with session, the record's subscriptions (subsPrint)
 	// routed is the client whose routed delivery msg is, or "", and seq
 	// the stream sequence JetStream acknowledged it at (0: not).
 	routed string
@@ -233,7 +233,7 @@ func (s *Store) Commit(bt broker.Txn, done func(error)) {
 	for i := range t.ops {
 		o := &t.ops[i]
 		l := s.laneOf(o)
-		w := &write{msg: o.msg, purge: o.purge, p: p, lane: l, session: o.session, twin: o.twin, subs: o.subs, routed: o.routed}
+		w := &write{msg: o.msg, purge: o.purge, p: p, lane: l, session: o.session, answered: o.answered, subs: o.subs, routed: o.routed}
 		if w.msg != nil {
 			if w.msg.Header.Get(jetstream.MsgIDHeader) == "" {
 				w.msg.Header.Set(jetstream.MsgIDHeader, s.msgID())
@@ -392,11 +392,16 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 	if w.session != "" && !ack.Duplicate {
 		s.noteSession(w.session, ack.Sequence, w.subs)
 	}
-	if w.twin != nil && ack.Duplicate && len(w.tries) == 1 {
-		// Not a copy of our own first attempt (it had none): another
-		// node wrote this delivery's entry (PutEntryOnce).
-		s.log.Debug("a delivery's entry was written already by another node", "subject", w.msg.Subject, "msgid", w.msg.Header.Get(jetstream.MsgIDHeader), "seq", ack.Sequence)
-		w.twin()
+	if w.answered != nil {
+		// A copy not of our own first attempt (it had none): another
+		// node, or an earlier routing of the message, wrote this
+		// delivery's entry (PutEntryOnce). Otherwise it is stored, and
+		// the delivery is kept whatever becomes of its commit.
+		copied := ack.Duplicate && len(w.tries) == 1
+		if copied {
+			s.log.Debug("a delivery's entry was written already by another node", "subject", w.msg.Subject, "msgid", w.msg.Header.Get(jetstream.MsgIDHeader), "seq", ack.Sequence)
+		}
+		w.answered(copied)
 	}
 	w.seq, w.dup = ack.Sequence, ack.Duplicate
 	if w.lane.shard < 0 {

@@ -604,9 +604,10 @@ type op struct {
 	subs    uint64
 	// routed names the client whose routed delivery msg is (Deferred).
 	routed string
-	// twin is called when JetStream drops msg as a copy of a write with
-	// its Nats-Msg-Id that another node made (PutEntryOnce).
-	twin func()
+	// answered is called when JetStream answers msg (PutEntryOnce):
+	// copied when it dropped it as a copy of a write with its
+	// Nats-Msg-Id that another node made.
+	answered func(copied bool)
 	// first marks an entry's first write (PutEntryOnce): nothing of the
 	// entry is in the stream before it.
 	first bool
@@ -702,13 +703,16 @@ func (t *txn) PutInbound(id string, packetID uint16) {
 // session), so that JetStream stores one entry per delivery, whichever
 // node writes it (the node holding the session, one that lost it while
 // frozen or stopping, or one routing the message again); a write dropped
-// as a copy of another node's calls twin.
-func (t *txn) PutEntryOnce(id string, e *store.Entry, twin func()) {
+// as a copy of another node's is answered copied, one JetStream stored is
+// answered not copied, before the commit's done: should the commit fail
+// after (ErrOutOfOrder), the broker keeps that delivery, whose entry is
+// in the stream and whose message id now names it.
+func (t *txn) PutEntryOnce(id string, e *store.Entry, answered func(copied bool)) {
 	t.PutEntry(id, e)
 	if r := broker.MessageID(e.Routed); !internal(id) && !r.IsZero() {
 		o := &t.ops[len(t.ops)-1]
 		o.msg.Header.Set(jetstream.MsgIDHeader, "e."+onceKey(r, id))
-		o.twin = twin
+		o.answered = answered
 		o.first = true
 	}
 }
