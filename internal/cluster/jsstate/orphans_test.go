@@ -371,7 +371,7 @@ func TestResumeAfterKill(t *testing.T) {
 	first := []*paho.Publish{old.next(t), old.next(t)} // neither acknowledged
 
 	nodes[0].kill(t)
-	now, ack := dialWith(t, nodes[1].addr, persistent("dev", false), false)
+	now, ack := redial(t, nodes[1].addr, persistent("dev", false))
 	if !ack.SessionPresent {
 		t.Fatal("CONNACK on node2: session not present")
 	}
@@ -396,7 +396,7 @@ func TestReconnectAfterKillPublishesTheOldWill(t *testing.T) {
 	dial(t, nodes[0].addr, withWill("dev", 0, 0, "old connection"))
 
 	nodes[0].kill(t)
-	c := dial(t, nodes[2].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30})
+	c, _ := redial(t, nodes[2].addr, &paho.Connect{ClientID: "dev", CleanStart: true, KeepAlive: 30})
 	if m := watcher.next(t); m.Topic != "wills/dev" || string(m.Payload) != "old connection" {
 		t.Fatalf("watcher got %s %q, want the old will", m.Topic, m.Payload)
 	}

@@ -107,7 +107,7 @@ func TestQoS2ResendAfterKillRoutedOnce(t *testing.T) {
 	p1.conn.Close()
 	// More routed deliveries than a session remembers: only JetStream's
 	// duplicate window still knows the ones of the first routing.
-	fill := dial(t, nodes[1].addr, &paho.Connect{ClientID: "fill", CleanStart: true})
+	fill, _ := redial(t, nodes[1].addr, &paho.Connect{ClientID: "fill", CleanStart: true})
 	publishN(t, fill, "q2/fill", "fill", 40, 2)
 	for _, c := range []*mqttClient{on2, on3, np3} {
 		expectInOrder(t, c, "fill", 40)

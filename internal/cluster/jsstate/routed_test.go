@@ -132,7 +132,7 @@ func TestRoutedToSessionOfLostNode(t *testing.T) {
 	syncIndex(t, nodes[0])
 	nodes[1].kill(t)
 
-	pub := dial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	pub, _ := redial(t, nodes[0].addr, &paho.Connect{ClientID: "pub", CleanStart: true})
 	const n = 10
 	publishN(t, pub, "data/a", "q1-", n, 1)
 	publishN(t, pub, "data/b", "q2-", n, 2)
