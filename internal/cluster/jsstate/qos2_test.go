@@ -102,12 +102,18 @@ func (c *rawConn) read(t *testing.T) (packet.FixedHeader, []byte) {
 // want for packet identifier id, and returns its reason code.
 func (c *rawConn) ack(t *testing.T, want packet.Type, id uint16) packet.ReasonCode {
 	t.Helper()
+	return c.ackOf(t, want, id, packet.V5)
+}
+
+// ackOf is ack on a connection of protocol version v.
+func (c *rawConn) ackOf(t *testing.T, want packet.Type, id uint16, v packet.Version) packet.ReasonCode {
+	t.Helper()
 	h, body := c.read(t)
 	var a packet.Ack
 	if h.Type != want {
 		t.Fatalf("got %s, want %s", h.Type, want)
 	}
-	if err := a.Decode(h.Type, h.Flags, body, packet.V5); err != nil || a.PacketID != id {
+	if err := a.Decode(h.Type, h.Flags, body, v); err != nil || a.PacketID != id {
 		t.Fatalf("%s: id %d, %v; want id %d", want, a.PacketID, err, id)
 	}
 	return a.ReasonCode

@@ -62,18 +62,10 @@ func rawConnect311(t *testing.T, addr, id string) (*rawConn, bool) {
 	}
 }
 
-// ack311 reads the next packet of an MQTT 3.1.1 connection, which must be
-// an acknowledgement of type want for packet identifier id.
+// ack311 is ack on an MQTT 3.1.1 connection.
 func (c *rawConn) ack311(t *testing.T, want packet.Type, id uint16) {
 	t.Helper()
-	h, body := c.read(t)
-	var a packet.Ack
-	if h.Type != want {
-		t.Fatalf("got %s, want %s", h.Type, want)
-	}
-	if err := a.Decode(h.Type, h.Flags, body, packet.V311); err != nil || a.PacketID != id {
-		t.Fatalf("%s: id %d, %v; want id %d", want, a.PacketID, err, id)
-	}
+	c.ackOf(t, want, id, packet.V311)
 }
 
 // countKept returns how many times c got "kept" before "marker"; every
