@@ -125,9 +125,16 @@ type Operator struct {
 	storeOnce sync.Once
 	store     *config.Store // set once, before storeSet is closed
 
-	mirror *mirror
-	status *statusWriter
-	events recorder.EventRecorder // Events on the custom resources (events.go)
+	// applyMu serializes the reconcilers' changes to the store with the
+	// mirror syncs that go with them. A Secret's sync that ran between a
+	// resource's own sync and its Apply saw a store without the resource,
+	// and removed the files it was about to reference: its TLS port then
+	// failed on a missing tls.crt, and nothing wrote the file again
+	// (TestSecretRotationReloadsListener, 2 runs in 15).
+	applyMu sync.Mutex
+	mirror  *mirror
+	status  *statusWriter
+	events  recorder.EventRecorder // Events on the custom resources (events.go)
 }
 
 var setLoggersOnce sync.Once

@@ -40,6 +40,8 @@ func (r *kindReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	if store == nil {
 		return reconcile.Result{}, ctx.Err()
 	}
+	op.applyMu.Lock()
+	defer op.applyMu.Unlock()
 	key := config.Key{Kind: r.def.Kind, Name: req.Name}
 	src := Source(op.o.Namespace, r.def.Kind, req.Name)
 	u := &unstructured.Unstructured{}
@@ -139,5 +141,7 @@ func (r *mirrorReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if store == nil {
 		return reconcile.Result{}, ctx.Err()
 	}
+	r.op.applyMu.Lock()
+	defer r.op.applyMu.Unlock()
 	return reconcile.Result{}, r.op.mirror.sync(ctx, store)
 }
