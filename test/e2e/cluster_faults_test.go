@@ -1004,6 +1004,12 @@ func TestClusterFaultRollingRestart(t *testing.T) {
 // interval (10 s), and the cluster store's write timeout (10 s).
 const frozenFor = 20 * time.Second
 
+// frozenRoutesEnv, set, holds TestClusterFaultFrozen's freeze until n1
+// and n2 have closed their routes to n3 (40 s or more under the load), as
+// in a run whose clients were slow to move: a thawed node then has no
+// route for a moment, and its view of the others is older than theirs of it.
+const frozenRoutesEnv = "EDGEPORT_E2E_FROZEN_ROUTES_CLOSED"
+
 // TestClusterFaultFrozen freezes a node with SIGSTOP until the others'
 // JetStream has not heard from it for frozenFor: its clients, unanswered, move to the other
 // nodes and resume; after SIGCONT it rejoins without undoing what the
@@ -1044,6 +1050,25 @@ func TestClusterFaultFrozen(t *testing.T) {
 		t.Fatalf("n1 and n2 never lost n3 for %v: %s", frozenFor, view)
 	}
 	t.Logf("n1 and n2 have not heard from n3 for %v, %v after the freeze", frozenFor, time.Since(frozen).Round(time.Millisecond))
+	if os.Getenv(frozenRoutesEnv) != "" {
+		// The longer freeze: n1 and n2 close their routes to n3 (their
+		// writes to it time out), so that at the thaw n3 has no route and
+		// its peers' interest is gone until the routes are made again.
+		if !testwait.Within(3*time.Minute, func() bool {
+			view = ""
+			for i := range 2 {
+				st, err := c.status(i)
+				if err != nil || slices.Contains(st.Routes, "n3") {
+					view = fmt.Sprintf("%s still routes to n3 (%v)", c.name(i), err)
+					return false
+				}
+			}
+			return true
+		}) {
+			t.Fatalf("%s: %s", frozenRoutesEnv, view)
+		}
+		t.Logf("n1 and n2 closed their routes to n3 %v after the freeze", time.Since(frozen).Round(time.Millisecond))
+	}
 	l.waitAcked(200, "while n3 is frozen", time.Minute)
 	c.signal(2, syscall.SIGCONT)
 	thawed := time.Now()
