@@ -17,7 +17,8 @@ type Member struct {
 	Name string `json:"name"`
 	// Self is this node.
 	Self bool `json:"self,omitempty"`
-	// Healthy: heard from within three heartbeat intervals.
+	// Healthy: heard from within three heartbeat intervals of this
+	// node's running time (the time since its last pause, if shorter).
 	Healthy bool `json:"healthy"`
 	// LastSeen is when its last heartbeat arrived (this node's clock).
 	LastSeen time.Time `json:"lastSeen"`
@@ -39,14 +40,28 @@ type heartbeat struct {
 }
 
 // members is the member table.
+//
+// A member's silence counts in this node's running time: a node that did
+// not run for a while (SIGSTOP, a suspended VM, a starved process) heard
+// no heartbeat meanwhile, whatever the others did, so the silence it
+// judges them by starts when it runs again. Otherwise a node thawed
+// after the others' routes to it had timed out counted every other node
+// unheard for the whole freeze, found no responders to their sync
+// subjects (its routes not made again yet) and adopted the sessions of
+// live nodes: their connections were ended and what their nodes went on
+// writing for those sessions was missing from the copies it had read.
 type members struct {
 	self     string
 	interval time.Duration
 	started  time.Time
 
-	mu      sync.Mutex // guards byName and changed
+	mu      sync.Mutex // guards byName, changed, ran and awake
 	byName  map[string]*Member
 	changed chan struct{} // closed and replaced on every join or leave
+	// ran is when the heartbeat loop last ran; awake is when it ran after
+	// not running for more than pausedAfter (or the start): silence is
+	// counted from then.
+	ran, awake time.Time
 }
 
 func newMembers(self string, interval time.Duration) *members {
@@ -55,7 +70,41 @@ func newMembers(self string, interval time.Duration) *members {
 		self: self, interval: interval, started: now,
 		byName:  map[string]*Member{self: {Name: self, Self: true, Healthy: true, LastSeen: now, Started: now}},
 		changed: make(chan struct{}),
+		ran:     now, awake: now,
 	}
+}
+
+// pausedAfter is how long the heartbeat loop may go without running
+// before this node counts as not having run: a whole tick missed, and as
+// long again for a loaded machine's scheduling delays, and at least a
+// second (with short intervals, a loaded machine's delays would count
+// as pauses again and again, and keep a lost node from being found).
+// Only a long pause misleads: a node whose routes are still up finds
+// another's subscriptions whatever it heard, and routes fail after
+// seconds of silence (a blocked write, 10 s).
+func (m *members) pausedAfter() time.Duration { return max(2*m.interval, time.Second) }
+
+// tick records a run of the heartbeat loop; it returns how long the node
+// did not run when the loop finds it was paused.
+func (m *members) tick(now time.Time) (paused time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if gap := now.Sub(m.ran); gap > m.pausedAfter() {
+		m.awake, paused = now, gap
+	}
+	m.ran = now
+	return paused
+}
+
+// quietSinceLocked is when the silence of a member unheard since counts
+// from: the node's start or its last pause; now when the heartbeat loop
+// has not run for more than pausedAfter (a pause it has not seen yet:
+// another goroutine may run first at the thaw).
+func (m *members) quietSinceLocked(now time.Time) time.Time {
+	if now.Sub(m.ran) > m.pausedAfter() {
+		return now
+	}
+	return m.awake
 }
 
 // seen records a heartbeat; it reports whether the member is new.
@@ -92,13 +141,14 @@ func (m *members) notifyLocked() {
 func (m *members) list(now time.Time) []Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	quiet := m.quietSinceLocked(now)
 	out := make([]Member, 0, len(m.byName))
 	for _, mb := range m.byName {
 		c := *mb
 		if c.Self {
 			c.LastSeen = now
 		}
-		c.Healthy = c.Self || now.Sub(c.LastSeen) <= 3*m.interval
+		c.Healthy = c.Self || now.Sub(later(c.LastSeen, quiet)) <= 3*m.interval
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b Member) int {
@@ -111,6 +161,22 @@ func (m *members) list(now time.Time) []Member {
 		return 0
 	})
 	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// tooSoon reports whether a member never heard from cannot be judged yet:
+// this node has not run three heartbeat intervals since it started or
+// since its last pause.
+func (m *members) tooSoon(now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return now.Sub(m.quietSinceLocked(now)) <= 3*m.interval
 }
 
 // wait returns the channel closed at the next join or leave, with the
@@ -165,6 +231,9 @@ func (n *Node) startMembership() error {
 			case <-n.stop:
 				return
 			case <-t.C:
+				if paused := n.members.tick(time.Now()); paused > 0 {
+					n.log.Debug("this node did not run for a while: the other members' silence counts from now", "paused", paused.Round(time.Millisecond))
+				}
 				n.announce(false)
 			}
 		}
@@ -221,8 +290,9 @@ func (n *Node) LiveMembers() []string {
 func (n *Node) HeartbeatInterval() time.Duration { return n.cfg.HeartbeatInterval }
 
 // Lost reports whether node name is gone, not just slow: this node has
-// not heard its heartbeat for three intervals (counting from this node's
-// own start when it never did), and no server of the cluster holds its
+// not heard its heartbeat for three intervals of its own running time
+// (counting from this node's own start when it never did, and from its
+// last pause: see members), and no server of the cluster holds its
 // subscriptions any more: a request to its sync subject finds no
 // responders. A node that is frozen or cut off behind a route that has
 // not failed yet still has its subscriptions, so its request times out
@@ -243,7 +313,7 @@ func (n *Node) Lost(ctx context.Context, name string) bool {
 			heard = true
 		}
 	}
-	if !heard && now.Sub(n.members.started) <= 3*n.cfg.HeartbeatInterval {
+	if !heard && n.members.tooSoon(now) {
 		return false // too soon to tell
 	}
 	nc := n.probe.Load()

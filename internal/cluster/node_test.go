@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"go.uber.org/goleak"
@@ -156,5 +158,48 @@ func TestReadyFollowsQuorum(t *testing.T) {
 	}
 	if err := nodes[0].Ready(ctx); !strings.Contains(err.Error(), "no meta leader") {
 		t.Fatalf("node1 alone: Ready = %v, want no meta leader", err)
+	}
+}
+
+// TestPausedNodeCountsSilenceFromTheThaw: a node that did not run for a
+// while (SIGSTOP) heard no heartbeat meanwhile, and right after the thaw
+// its routes may not be made again yet, so that the others' sync
+// subjects have no responders there although they run: it must not count
+// them lost for a silence it could not hear. node2 is gone (its server
+// shut down, as kill -9: no responders on node3), then node3's member
+// table is aged as a 40 s freeze leaves it: node3 still counts node2
+// live right after, and finds it lost once it has run three heartbeat
+// intervals without hearing it. Before, node3 found node2 lost at once:
+// in the SIGSTOP fault test the thawed node adopted the sessions of a
+// live node, whose subscriber then lost the messages that node went on
+// storing for it.
+func TestPausedNodeCountsSilenceFromTheThaw(t *testing.T) {
+	cfgs := clustertest.Configs(t, 3)
+	for i := range cfgs {
+		cfgs[i].HeartbeatInterval = time.Second // three of them to look before the judgement
+	}
+	nodes := clustertest.Start(t, cfgs)
+	n3 := nodes[2]
+	ctx := context.Background()
+	nodes[1].Server().Shutdown()
+	testwait.For(t, "node2's sync subject without responders on node3", func() bool {
+		_, err := n3.Conn().Request(n3.SyncSubject("node2"), nil, time.Second)
+		return errors.Is(err, nats.ErrNoResponders)
+	})
+
+	cluster.PauseForTest(n3, 40*time.Second)
+	thaw := time.Now()
+	lost, live := n3.Lost(ctx, "node2"), n3.LiveMembers()
+	if took := time.Since(thaw); took < 2*time.Second { // well within the three intervals
+		if lost || !slices.Contains(live, "node2") {
+			t.Fatalf("node3 counts node2 lost (%v) or not live (%v) right after its pause: the silence of the pause counted", lost, live)
+		}
+	}
+	testwait.For(t, "node3 to find node2 lost", func() bool { return n3.Lost(ctx, "node2") })
+	if took := time.Since(thaw); took < 3*cfgs[2].HeartbeatInterval {
+		t.Fatalf("node3 found node2 lost %v after its pause, before three heartbeat intervals of its running time", took)
+	}
+	if live := n3.LiveMembers(); !slices.Equal(live, []string{"node1", "node3"}) {
+		t.Fatalf("node3's live members %v, want node1 and node3", live)
 	}
 }
