@@ -54,6 +54,18 @@ func (c *client) claim() (ok bool, reason string) {
 		// before this connection's first PUBLISH after it.
 		c.pauseEpoch = c.b.pauses.look()
 	}
+	if peerGone(c.conn) {
+		// Its client gave up waiting for the CONNACK and closed the
+		// connection: nobody to serve. A node that thaws reads such
+		// CONNECTs from its sockets (the client's attempts during the
+		// freeze), and their claims took the session from the
+		// connection the client had made meanwhile on another node
+		// (0x8E, its PUBACKs still pending lost: refusals it never saw,
+		// of messages it then resent elsewhere) or had another node
+		// refuse its live CONNECT as overtaken.
+		c.log.Info("not claiming the session of a client that closed its connection before its CONNACK", "client", c.id)
+		return false, "client gone"
+	}
 	c.b.beginClaim(c.id)
 	ctx, cancel := context.WithTimeout(c.b.halt, ClaimTimeout)
 	defer cancel()

@@ -3,6 +3,7 @@ package jsstate
 import (
 	"context"
 	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/edgeport/edgeport/internal/broker"
 	"github.com/edgeport/edgeport/internal/cluster/clustertest"
+	"github.com/edgeport/edgeport/internal/mqtt/packet"
 	"github.com/edgeport/edgeport/internal/store"
 	"github.com/edgeport/edgeport/internal/testwait"
 )
@@ -355,5 +357,52 @@ func TestClaimsOfOneClientTakeTurns(t *testing.T) {
 	rb := got(b, "second")
 	if m := rb.c.next(t); string(m.Payload) != "queued" {
 		t.Fatalf("the second connection got %q, want the queued message", m.Payload)
+	}
+}
+
+// TestConnectOfGoneClientNotClaimed: a CONNECT whose client closed its
+// connection before the node got to it claims nothing. A node that thaws
+// after a freeze reads, from its sockets, the CONNECTs of the attempts a
+// client made on it during the freeze and gave up on; their claims took
+// the client's session from the connection it had made meanwhile on
+// another node (0x8E, with the acknowledgements of its PUBLISHes still
+// pending lost: refusals it never saw, of messages it then resent and had
+// acknowledged elsewhere, reaching the subscribers first out of order).
+// Here the client holds its session on node 2, and a CONNECT of it is
+// written to node 1 with the connection closed at once: node 1 refuses it
+// without a claim, and the client keeps its connection and its messages.
+func TestConnectOfGoneClientNotClaimed(t *testing.T) {
+	nodes := testCluster(t)
+	live := dial(t, nodes[1].addr, persistent("gone", true))
+	live.subscribe(t, "gone/t")
+
+	refused := nodes[0].b.Counters().Refused
+	conn, err := net.Dial("tcp", nodes[0].addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := packet.Connect{ProtocolName: "MQTT", Version: packet.V5, KeepAlive: 30, ClientID: "gone"}
+	cp.Properties.SessionExpiry = 3600
+	cp.Properties.Set(packet.PropSessionExpiry)
+	if _, err := conn.Write(cp.Append(nil, packet.V5)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // on loopback, the FIN is behind the CONNECT in node 1's socket now
+	testwait.For(t, "node 1 to refuse the CONNECT, or to take the session", func() bool {
+		return nodes[0].b.Counters().Refused > refused || len(live.discs) > 0
+	})
+	select {
+	case d := <-live.discs:
+		t.Fatalf("the live connection was told DISCONNECT %#x: a closed connection's CONNECT took its session", d.ReasonCode)
+	default:
+	}
+
+	pub := dial(t, nodes[2].addr, persistent("gone-pub", true))
+	pub.publish(t, "gone/t", "still here", false)
+	if got := live.next(t); string(got.Payload) != "still here" {
+		t.Fatalf("the live connection got %q, want the message published after", got.Payload)
+	}
+	if held, ok := nodes[1].b.HeldUnder("gone"); !ok || held == 0 {
+		t.Fatalf("node 2 no longer holds the session (claim %d, %v)", held, ok)
 	}
 }
