@@ -241,9 +241,10 @@ type routedTargets struct {
 // subscription identifiers; of the shared ones, those of the groups that
 // chose it, d.Shared), and stored as one of its deliveries in a
 // transaction that then runs d.Remove (which deletes the routed record). A
-// delivery the session has already had (the same id) only runs remove. It
-// reports false when the session is not held here: the record is left for
-// the node that holds it.
+// delivery the session has already had (the same id) only runs remove;
+// one d.Taken reports taken is dropped (whoever took it deleted its
+// record). It reports false when the session is not held here: the
+// record is left for the node that holds it.
 func (b *Broker) DeliverRouted(clientID string, d RoutedDelivery) bool {
 	id, m, remove := d.ID, d.Msg, d.Remove
 	if b.pauses != nil {
@@ -275,7 +276,7 @@ func (b *Broker) DeliverRouted(clientID string, d RoutedDelivery) bool {
 	// subscription's group chose this session for.
 	park := m.QoS == 1 && len(d.Shared) == 0 && !b.closing.Load()
 	s.mu.Lock()
-	if s.ended {
+	if s.ended || d.Taken != nil && d.Taken() {
 		s.mu.Unlock()
 		tx.discard()
 		return false
@@ -311,6 +312,11 @@ type RoutedDelivery struct {
 	// session for the message (sharedcluster.go), with the QoS of its
 	// subscription then.
 	Shared []SharedPick
+	// Taken, when set, reports whether the session has had the delivery
+	// meanwhile by another way (an adoption of it read the record):
+	// DeliverRouted asks it under the session's lock, after any wait,
+	// and drops the delivery then.
+	Taken func() bool
 }
 
 // deliverRoutedLocked gives s routed delivery id of m, as DeliverRouted

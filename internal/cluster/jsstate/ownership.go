@@ -179,6 +179,11 @@ type Ownership struct {
 	// beforeLoad, when set (tests), is called by a claim just before it
 	// reads the session's records.
 	beforeLoad func(clientID string)
+	// beforeFence, when set (tests), is called by a claim after the
+	// previous owner's handoff, just before it writes the session's
+	// fence; an error fails the claim there, as a fence JetStream cannot
+	// read does (503 while it elects leaders after a node thawed).
+	beforeFence func(clientID string) error
 }
 
 type released struct {
@@ -688,6 +693,11 @@ func (o *Ownership) Claim(ctx context.Context, clientID string) (uint64, error) 
 		sctx, cancel := context.WithTimeout(ctx, HandoffTimeout)
 		o.b.Settle(sctx)
 		cancel()
+	}
+	if o.beforeFence != nil {
+		if err := o.beforeFence(clientID); err != nil {
+			return 0, err
+		}
 	}
 	// After the previous owner's handoff, before the records are read:
 	// what it has not stored yet cannot be stored any more (fence.go).

@@ -399,6 +399,7 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 		// the delivery is kept whatever becomes of its commit.
 		copied := ack.Duplicate && len(w.tries) == 1
 		if copied {
+			s.copies.Add(1)
 			s.log.Debug("a delivery's entry was written already by another node", "subject", w.msg.Subject, "msgid", w.msg.Header.Get(jetstream.MsgIDHeader), "seq", ack.Sequence)
 		}
 		w.answered(copied)

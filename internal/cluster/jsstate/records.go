@@ -23,17 +23,22 @@ type stored struct {
 	entries []store.Entry
 	inbound []broker.Inbound
 	routed  []routedRec // in stream order
+	// through is the stream sequence through which the read went: every
+	// record of the session up to it was read, or was gone (a routed
+	// delivery taken, its record deleted).
+	through uint64
 }
 
 // routedRec is a routed delivery (<key>.r.<id>) as read from the stream.
 type routedRec struct {
 	id  broker.MessageID
 	msg []byte // the message record (store.AppendMessage)
+	seq uint64 // its stream sequence
 }
 
 // add decodes the record on subject (the part after the shard's prefix:
 // "<key>.s", "<key>.e.<seq>", "<key>.i.<id>" or "<key>.r.<id>") into st.
-func (st *stored) add(clientID, kind, num string, data []byte) error {
+func (st *stored) add(clientID, kind, num string, data []byte, seq uint64) error {
 	switch kind {
 	case "s":
 		rec, err := store.DecodeSession(data, clientID)
@@ -66,7 +71,7 @@ func (st *stored) add(clientID, kind, num string, data []byte) error {
 		if err != nil {
 			return err
 		}
-		st.routed = append(st.routed, routedRec{id: id, msg: data})
+		st.routed = append(st.routed, routedRec{id: id, msg: data, seq: seq})
 	default:
 		return fmt.Errorf("%w: record kind %q", store.ErrCorrupt, kind)
 	}
@@ -119,6 +124,9 @@ func (s *Store) readRecords(ctx context.Context, n int, filters []string, throug
 	for behind := 0; ; behind++ {
 		out, on, last, err := s.readRecordsOnce(ctx, n, filters, keep)
 		if err != nil || last >= through {
+			for _, st := range out {
+				st.through = last
+			}
 			return out, err
 		}
 		// The consumer ended before the fence: JetStream placed it on a
@@ -203,8 +211,10 @@ func (s *Store) readRecordsOnce(ctx context.Context, n int, filters []string, ke
 		got, done := 0, false
 		for m := range batch.Messages() {
 			got++
+			var seq uint64
 			if md, err := m.Metadata(); err == nil {
-				last = max(last, md.Sequence.Stream)
+				seq = md.Sequence.Stream
+				last = max(last, seq)
 				done = done || md.NumPending == 0
 			}
 			if len(m.Data()) == 0 {
@@ -226,7 +236,7 @@ func (s *Store) readRecordsOnce(ctx context.Context, n int, filters []string, ke
 				rec = &stored{}
 				out[id] = rec
 			}
-			if err := rec.add(id, kind, num, m.Data()); err != nil {
+			if err := rec.add(id, kind, num, m.Data(), seq); err != nil {
 				return nil, on, last, fmt.Errorf("reading %s: %w", m.Subject(), err)
 			}
 		}

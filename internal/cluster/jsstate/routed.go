@@ -584,13 +584,22 @@ func (s *Store) apply(subject string, data []byte, seq uint64) {
 			s.errs.Log(slog.LevelWarn, "index", "ignoring a routed delivery", "subject", subject, "err", err)
 			return
 		}
-		r := routedRec{id: rid, msg: data}
+		r := routedRec{id: rid, msg: data, seq: seq}
 		s.amu.Lock()
 		if a := s.adopting[id]; a != nil {
 			// Being adopted here: delivered once the session is.
 			a.recs = append(a.recs, r)
 			s.amu.Unlock()
 			return
+		}
+		if through, ok := s.readThrough[id]; ok {
+			if seq <= through {
+				// The adoption of the session read past it: it gave the
+				// session this delivery, or found it taken already.
+				s.amu.Unlock()
+				return
+			}
+			delete(s.readThrough, id) // past it: nothing more to skip
 		}
 		s.amu.Unlock()
 		s.deliverRouted(id, r)
@@ -603,12 +612,73 @@ func (s *Store) deliverRouted(clientID string, r routedRec) {
 	if !s.b.HoldsSession(clientID) {
 		return // every node reads every routed delivery: most are not ours
 	}
+	if s.beforeDeliver != nil {
+		s.beforeDeliver(clientID)
+	}
 	d, ok := s.routedDelivery(clientID, r)
 	if !ok {
 		return
 	}
+	// The broker may wait before it delivers (after a pause, until it
+	// knows which sessions are still its own), and an adoption of the
+	// session may read past r meanwhile: it is checked again then.
+	d.Taken = func() bool { return s.readPast(clientID, r.seq) }
 	s.b.DeliverRouted(clientID, d)
 }
+
+// readPast reports whether this node's last adoption of clientID's
+// session read its records through stream sequence seq: the adoption gave
+// the session the routed delivery stored there, or found it taken. s.amu
+// is not held.
+func (s *Store) readPast(clientID string, seq uint64) bool {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	through, ok := s.readThrough[clientID]
+	return ok && seq <= through
+}
+
+// noteReadThrough records that an adoption of clientID's session read its
+// records through stream sequence through (the followers skip its routed
+// deliveries up to there), and returns what it replaces, for an adoption
+// that fails to put back (forgetReadThrough). It drops, once there are
+// many, the marks the followers have read past already (those whose
+// session has no routed delivery since). s.amu is not held.
+func (s *Store) noteReadThrough(clientID string, through uint64) (prev uint64, had bool) {
+	var at []uint64
+	s.amu.Lock()
+	big := len(s.readThrough) >= readThroughSweep
+	s.amu.Unlock()
+	if big {
+		at = s.Position()
+	}
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	if big {
+		for id, seq := range s.readThrough {
+			if seq <= at[s.shard(id)] {
+				delete(s.readThrough, id)
+			}
+		}
+	}
+	prev, had = s.readThrough[clientID]
+	s.readThrough[clientID] = max(prev, through)
+	return prev, had
+}
+
+// forgetReadThrough puts back what noteReadThrough replaced.
+func (s *Store) forgetReadThrough(clientID string, prev uint64, had bool) {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	if had {
+		s.readThrough[clientID] = prev
+	} else {
+		delete(s.readThrough, clientID)
+	}
+}
+
+// readThroughSweep is how many adoptions' marks (readThrough) are kept
+// before those the followers have read past are dropped.
+const readThroughSweep = 1024
 
 // routedDelivery decodes routed delivery r of clientID for the broker;
 // false (logged) when its record is corrupt.
@@ -684,7 +754,7 @@ func (s *Store) endAdopt(clientID string) {
 		}
 		s.amu.Unlock()
 		for _, r := range recs {
-			if !had[r.id] {
+			if !had[r.id] && !s.readPast(clientID, r.seq) {
 				s.deliverRouted(clientID, r)
 			}
 		}
@@ -734,11 +804,24 @@ func (s *Store) adoptStored(st *stored, token uint64) error {
 		}
 		s.amu.Unlock()
 		for _, r := range held {
-			add(r)
+			if r.seq > st.through {
+				add(r)
+			}
 		}
 		return out
 	}
+	// A follower behind the read (a node just thawed re-reads the
+	// stream from where it stopped; one waiting, after a pause, to
+	// deliver a record it read before) would give the session again what
+	// the read covered: new deliveries under new packet identifiers, which
+	// JetStream's duplicate window alone stopped for QoS 2 (and a thawed
+	// node's write published again takes a duplicate answer for its own).
+	// Seen: `frozen-paho-sub got QoS 2 frozen-pub-q2-n1:981 2 times`, 50
+	// QoS 2 and 50 QoS 1 messages twice after the thawed n3 adopted the
+	// session back from its stream.
+	prevThrough, hadThrough := s.noteReadThrough(id, st.through)
 	if err := s.b.AdoptSession(st.rec, st.entries, st.inbound, token, routed); err != nil {
+		s.forgetReadThrough(id, prevThrough, hadThrough)
 		return err
 	}
 	if len(twins) > 0 {

@@ -126,8 +126,14 @@ type Store struct {
 	fenceMu sync.Mutex          // guards fences
 	fences  map[string]fenceRec // the fences this node wrote, by client (fence.go)
 
-	amu      sync.Mutex           // guards adopting
+	amu      sync.Mutex           // guards adopting and readThrough
 	adopting map[string]*adoption // sessions being adopted here, by client
+	// readThrough is, per client whose session this node adopted, the
+	// stream sequence through which the adoption read the session's
+	// records: the followers give the session none of its routed
+	// deliveries up to there (the adoption did, or found them taken
+	// already), until they read past it (routed.go, adoptStored).
+	readThrough map[string]uint64
 
 	// qmu orders the commits and every publication (Commit, the
 	// retrier's and the purges'): a stream gets its writes in commit order.
@@ -157,6 +163,14 @@ type Store struct {
 	// readsBehind counts the reads of session records made again because
 	// their consumer was on a replica behind the stream (readRecords).
 	readsBehind atomic.Uint64
+	// copies counts the entries JetStream dropped as copies of one
+	// written before under the same delivery's message id (PutEntryOnce).
+	copies atomic.Uint64
+	// beforeDeliver, when set (tests), is called by a follower about to
+	// give a routed delivery to a session this node holds: where the
+	// broker waits, after a pause, until it knows which sessions are
+	// still its own (broker.DeliverRouted).
+	beforeDeliver func(clientID string)
 
 	wg sync.WaitGroup
 	// landed is, per stream, the highest sequence at which JetStream
@@ -195,7 +209,7 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
 		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption),
 		sessionSeq: make(map[string]recordSeq), fences: make(map[string]fenceRec), routedOut: make(map[string]*routedOut),
-		moved: make(map[string][]uint64), landed: make(map[string]uint64),
+		moved: make(map[string][]uint64), landed: make(map[string]uint64), readThrough: make(map[string]uint64),
 		retainedRev: make(map[string]uint64)}, nil
 }
 
