@@ -2,10 +2,12 @@ package jsstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -349,4 +351,57 @@ func TestOrderMovedPublisherDeferred(t *testing.T) {
 	if nodes[1].st.Deferred("dev", "another") {
 		t.Fatal("another client's messages deferred")
 	}
+}
+
+// A publisher that moves to a subscriber's node while the stream of the
+// subscriber's shard does not answer (no leader: right after a node
+// thaws the leaders are elected again) still has what it publishes there
+// deferred, until the shard answers and the node's follower has read that
+// far; then its messages go straight again. Before, the silent shard was
+// skipped, and the publisher's next message went straight into the
+// subscriber ahead of those it had published through its last node and
+// the follower had not read yet (`frozen-sub-n3 got
+// frozen-pub-q2-n3:1155 after frozen-pub-q2-n3:1187`, a window of 32).
+// The shard's silence is played by the arrivalFault hook (JetStream
+// answers 503 then; a stream without a leader cannot be had on demand);
+// everything else is real.
+func TestOrderMovedPublisherDeferredWhileShardSilent(t *testing.T) {
+	var silent atomic.Bool
+	var asked atomic.Int32
+	var devShard atomic.Int32
+	nodes := testClusterWith(t, func(o *Options) {
+		o.arrivalFault = func(n int) error {
+			if silent.Load() && n == int(devShard.Load()) {
+				asked.Add(1)
+				return errors.New("nats: API error: code=503 err_code=10008 description=JetStream system temporarily unavailable")
+			}
+			return nil
+		}
+	})
+	devShard.Store(int32(nodes[1].st.shard("dev")))
+	dev := dial(t, nodes[1].addr, persistent("dev", true))
+	dev.subscribe(t, "data/#")
+	syncIndex(t, nodes...)
+	pub := dial(t, nodes[0].addr, persistent("pub", true))
+	publishN(t, pub, "data/x", "m", 5, 1)
+	expectInOrder(t, dev, "m", 5)
+
+	silent.Store(true)
+	_, ack := dialWith(t, nodes[1].addr, persistent("pub", false), false)
+	if !ack.SessionPresent {
+		t.Fatal("publisher's session not present on node2")
+	}
+	if asked.Load() == 0 {
+		t.Fatal("node2 did not ask dev's shard where the publisher's routed deliveries end")
+	}
+	if !nodes[1].st.Deferred("dev", "pub") {
+		t.Fatal("pub's messages to dev on node2 go straight while dev's shard has not said where pub's earlier ones end")
+	}
+	if nodes[1].st.Deferred("dev", "another") {
+		t.Fatal("another client's messages deferred")
+	}
+	silent.Store(false)
+	waitFor(t, "pub's messages to dev to go straight once the shard answered and node2 read that far", func() bool {
+		return !nodes[1].st.Deferred("dev", "pub")
+	})
 }

@@ -63,6 +63,10 @@ type Options struct {
 	// noAdoption turns the adoption of lost nodes' sessions off, for
 	// tests of what a reconnecting client's claim does alone.
 	noAdoption bool
+	// arrivalFault, when set (tests), is asked before a shard's stream is
+	// asked where its routed deliveries end (arrived): an error stands
+	// for the stream's answer (a stream without a leader).
+	arrivalFault func(shard int) error
 }
 
 func (o *Options) withDefaults() (Options, error) {

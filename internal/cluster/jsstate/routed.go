@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -436,8 +437,17 @@ func (s *Store) Deferred(clientID, origin string) bool {
 // it left, are in the streams up to their last routed delivery now, and
 // what it publishes here is deferred (Deferred) until this node's
 // followers have read that far. The shards are asked at once, for
-// arrivalTimeout at most: a stream that does not answer in time (no
-// leader) is not waited for.
+// arrivalTimeout at most. A shard that does not answer in time (no
+// leader: common right after a node thaws or a partition heals, when
+// the leaders are elected again) is not waited for, but not skipped
+// either: the client's messages to the sessions of that shard held here
+// are deferred until it answers (asked again in the background,
+// learnArrival) and this node's follower has read that far. Skipped,
+// the client's next message went straight into a subscriber here ahead
+// of the ones it had published through its last node, still unread
+// from the stream by this node's follower (behind after a thaw): the
+// window of 32 QoS 2 messages `frozen-pub-q2-n3:1155`-`1186` first
+// received after `1187`.
 func (s *Store) arrived(ctx context.Context, clientID string) {
 	ctx, cancel := context.WithTimeout(ctx, arrivalTimeout)
 	defer cancel()
@@ -448,24 +458,18 @@ func (s *Store) arrived(ctx context.Context, clientID string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			last, err := s.streams[n].GetLastMsgForSubject(ctx, "edgeport.sessions."+strconv.Itoa(n)+".*.r.*")
-			switch {
-			case errors.Is(err, jetstream.ErrMsgNotFound):
-			case err != nil:
-				errs[n] = err
-			default:
-				at[n] = last.Sequence
-			}
+			at[n], errs[n] = s.lastRouted(ctx, n)
 		}()
 	}
 	wg.Wait()
+	var silent []int
 	for n, err := range errs {
 		if err != nil {
-			s.errs.Log(slog.LevelWarn, "arrived", "not ordering a moved client's messages after those it published before on a shard", "shard", n, "client", clientID, "err", err)
+			at[n] = unknownArrival
+			silent = append(silent, n)
 		}
 	}
 	s.imu.Lock()
-	defer s.imu.Unlock()
 	for n, seq := range at {
 		if seq <= s.indexed[n] {
 			at[n] = 0 // read already
@@ -474,7 +478,95 @@ func (s *Store) arrived(ctx context.Context, clientID string) {
 	if slices.ContainsFunc(at, func(seq uint64) bool { return seq > 0 }) {
 		s.moved[clientID] = at
 	}
+	s.imu.Unlock()
+	if len(silent) > 0 {
+		s.errs.Log(slog.LevelInfo, "arrived", "a moved client's messages go through the streams until the shards that did not answer do", "shards", silent, "client", clientID, "err", errs[silent[0]])
+		s.qmu.Lock() // Stop sets closed under it before it waits for wg
+		if !s.closed {
+			s.wg.Add(1)
+			go s.learnArrival(clientID, at, silent)
+		}
+		s.qmu.Unlock()
+	}
 }
+
+// unknownArrival stands, in a moved client's arrival, for a shard that
+// has not answered yet: its messages to the sessions of that shard held
+// here are deferred meanwhile.
+const unknownArrival = math.MaxUint64
+
+// arrivalGiveUp bounds how long learnArrival asks the shards that did
+// not answer: then the client's messages to their sessions are no longer
+// deferred (and the order for them not kept).
+const arrivalGiveUp = 30 * time.Second
+
+// lastRouted returns the stream sequence of shard n's last routed
+// delivery (0: none).
+func (s *Store) lastRouted(ctx context.Context, n int) (uint64, error) {
+	if f := s.opts.arrivalFault; f != nil {
+		if err := f(n); err != nil {
+			return 0, err
+		}
+	}
+	last, err := s.streams[n].GetLastMsgForSubject(ctx, "edgeport.sessions."+strconv.Itoa(n)+".*.r.*")
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return last.Sequence, nil
+}
+
+// learnArrival asks the shards of clientID's arrival at that did not
+// answer (silent) again, every arrivalRetry, and puts their answers in
+// at, until each answered, the store stops or arrivalGiveUp passed. It
+// leaves at alone once a later arrival of the client replaced it.
+func (s *Store) learnArrival(clientID string, at []uint64, silent []int) {
+	defer s.wg.Done()
+	tick := time.NewTicker(arrivalRetry)
+	defer tick.Stop()
+	giveUp := time.NewTimer(arrivalGiveUp)
+	defer giveUp.Stop()
+	set := func(n int, seq uint64) {
+		s.imu.Lock()
+		defer s.imu.Unlock()
+		cur, ok := s.moved[clientID]
+		if !ok || &cur[0] != &at[0] {
+			return // caught up and forgotten, or a later arrival
+		}
+		if seq <= s.indexed[n] {
+			seq = 0
+		}
+		at[n] = seq
+	}
+	for len(silent) > 0 {
+		select {
+		case <-s.quit:
+			return
+		case <-giveUp.C:
+			s.errs.Log(slog.LevelWarn, "arrival", "not ordering a moved client's messages after those it published before on a shard", "shards", silent, "client", clientID)
+			for _, n := range silent {
+				set(n, 0)
+			}
+			return
+		case <-tick.C:
+		}
+		silent = slices.DeleteFunc(silent, func(n int) bool {
+			ctx, cancel := context.WithTimeout(s.halt, arrivalTimeout)
+			defer cancel()
+			seq, err := s.lastRouted(ctx, n)
+			if err != nil {
+				return false
+			}
+			set(n, seq)
+			return true
+		})
+	}
+}
+
+// arrivalRetry is how often learnArrival asks a silent shard again.
+const arrivalRetry = 250 * time.Millisecond
 
 // arrivalTimeout bounds the streams' answers to arrived (a CONNECT that
 // moved waits for them).
