@@ -684,14 +684,18 @@ func (s *Store) apply(subject string, data []byte, seq uint64) {
 			s.amu.Unlock()
 			return
 		}
-		if through, ok := s.readThrough[id]; ok {
-			if seq <= through {
+		if mark := s.readThrough[id]; mark != nil {
+			if seq <= mark.through {
 				// The adoption of the session read past it: it gave the
 				// session this delivery, or found it taken already.
+				mark.skipped++
 				s.amu.Unlock()
 				return
 			}
 			delete(s.readThrough, id) // past it: nothing more to skip
+			if mark.skipped > 0 {
+				s.log.Debug("a follower behind an adoption skipped the routed deliveries it had read", "client", id, "through", mark.through, "skipped", mark.skipped)
+			}
 		}
 		s.amu.Unlock()
 		s.deliverRouted(id, r)
@@ -725,8 +729,20 @@ func (s *Store) deliverRouted(clientID string, r routedRec) {
 func (s *Store) readPast(clientID string, seq uint64) bool {
 	s.amu.Lock()
 	defer s.amu.Unlock()
-	through, ok := s.readThrough[clientID]
-	return ok && seq <= through
+	mark := s.readThrough[clientID]
+	if mark == nil || seq > mark.through {
+		return false
+	}
+	mark.skipped++
+	return true
+}
+
+// readMark is what a follower knows of this node's last adoption of a
+// session (readThrough): the stream sequence through which it read the
+// session's records, and how many routed deliveries were skipped since
+// for it (logged once the follower reads past).
+type readMark struct {
+	through, skipped uint64
 }
 
 // noteReadThrough records that an adoption of clientID's session read its
@@ -746,14 +762,16 @@ func (s *Store) noteReadThrough(clientID string, through uint64) (prev uint64, h
 	s.amu.Lock()
 	defer s.amu.Unlock()
 	if big {
-		for id, seq := range s.readThrough {
-			if seq <= at[s.shard(id)] {
+		for id, mark := range s.readThrough {
+			if mark.through <= at[s.shard(id)] {
 				delete(s.readThrough, id)
 			}
 		}
 	}
-	prev, had = s.readThrough[clientID]
-	s.readThrough[clientID] = max(prev, through)
+	if mark := s.readThrough[clientID]; mark != nil {
+		prev, had = mark.through, true
+	}
+	s.readThrough[clientID] = &readMark{through: max(prev, through)}
 	return prev, had
 }
 
@@ -762,7 +780,7 @@ func (s *Store) forgetReadThrough(clientID string, prev uint64, had bool) {
 	s.amu.Lock()
 	defer s.amu.Unlock()
 	if had {
-		s.readThrough[clientID] = prev
+		s.readThrough[clientID] = &readMark{through: prev}
 	} else {
 		delete(s.readThrough, clientID)
 	}

@@ -133,7 +133,7 @@ type Store struct {
 	// records: the followers give the session none of its routed
 	// deliveries up to there (the adoption did, or found them taken
 	// already), until they read past it (routed.go, adoptStored).
-	readThrough map[string]uint64
+	readThrough map[string]*readMark
 
 	// qmu orders the commits and every publication (Commit, the
 	// retrier's and the purges'): a stream gets its writes in commit order.
@@ -209,7 +209,7 @@ func NewStore(src JetStreamSource, b *broker.Broker, local *store.Store, opts Op
 	return &Store{src: src, local: local, errs: lograte.New(o.Logger, time.Minute), b: b, opts: o, log: o.Logger, changed: make(chan struct{}),
 		index: newSessionIndex(), indexChanged: make(chan struct{}), adopting: make(map[string]*adoption),
 		sessionSeq: make(map[string]recordSeq), fences: make(map[string]fenceRec), routedOut: make(map[string]*routedOut),
-		moved: make(map[string][]uint64), landed: make(map[string]uint64), readThrough: make(map[string]uint64),
+		moved: make(map[string][]uint64), landed: make(map[string]uint64), readThrough: make(map[string]*readMark),
 		retainedRev: make(map[string]uint64)}, nil
 }
 
