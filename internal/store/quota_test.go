@@ -186,3 +186,40 @@ func breakdown(t *testing.T, s *Store) {
 		t.Logf("%s %d", e.Name(), fi.Size())
 	}
 }
+
+// The current WAL's growth counts against the quota: Pebble reports a WAL
+// it created (rather than recycled) at its size when opened until it is
+// closed, so a fresh store took up to a memtable of data past its quota.
+func TestQuotaCountsCurrentWAL(t *testing.T) {
+	const headroom = 256 << 10
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Sync: SyncNone})
+	quota := s.Usage() + headroom
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{Sync: SyncNone, QuotaBytes: quota})
+	payload := randomBytes(1024)
+	var added int64
+	for seq := uint64(1); ; seq++ {
+		if added > 16*headroom {
+			breakdown(t, s)
+			t.Fatalf("quota %d (usage %d + %d) not hit after %d bytes", quota, quota-headroom, headroom, added)
+		}
+		txn := s.NewTxn()
+		txn.PutEntry("c", &Entry{Seq: seq, Msg: Message{Topic: "t", Payload: payload}})
+		err := s.CommitSync(txn)
+		if errors.Is(err, ErrQuotaExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		added += int64(len(payload))
+	}
+	t.Logf("%d bytes of payload accepted under a headroom of %d", added, headroom)
+	if added > 2*headroom {
+		breakdown(t, s)
+		t.Fatalf("%d bytes accepted under a headroom of %d", added, headroom)
+	}
+}
