@@ -249,16 +249,6 @@ func (c *committer) commit() {
 
 // quotaUsage is the disk use the quota counts: everything but write-ahead
 // log files kept only for recycling, which Pebble reuses instead of growing.
-//
-// Pebble reports the WAL being written at its size when opened (0 when it
-// was created rather than recycled) until it is closed, while the logical
-// size of the live WALs grows with every write. Without the difference a
-// fresh store's measurements missed everything written since its WAL was
-// opened, and it took up to a memtable of data past its quota.
 func quotaUsage(m *pebble.Metrics) int64 {
-	u := int64(m.DiskSpaceUsage() - m.WAL.ObsoletePhysicalSize)
-	if m.WAL.Size > m.WAL.PhysicalSize {
-		u += int64(m.WAL.Size - m.WAL.PhysicalSize)
-	}
-	return u
+	return int64(m.DiskSpaceUsage() - m.WAL.ObsoletePhysicalSize)
 }
