@@ -73,7 +73,13 @@ type Options struct {
 	// compaction may briefly hold data twice. Usage includes Pebble's WAL
 	// files (the live ones plus up to three kept for reuse), about three to
 	// four MemTableBytes even for an empty store, so set the quota well above
-	// that.
+	// that. Pebble reports the WAL being written at the size it had when
+	// opened, and each measurement replaces the bytes counted since the
+	// last: until its memtable is flushed a store may take up to about one
+	// MemTableBytes past the quota (measured: about 1 MB accepted with 256
+	// KiB of headroom on a fresh store). Counting that WAL's growth is not
+	// done yet: Full would then clear at the first byte under the quota
+	// after a refusal.
 	QuotaBytes int64
 	// MemTableBytes and CacheBytes size Pebble's memtable and block cache.
 	MemTableBytes int64
