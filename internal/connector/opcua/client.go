@@ -152,9 +152,7 @@ func (d *Dialer) Dial(ctx context.Context, ep *Endpoint) (*opcua.Client, error) 
 	// GetEndpoints runs over an unsecured channel, which every server
 	// offers for discovery; its answer carries the server certificate that
 	// the trust list must accept before any secret goes out.
-	gctx, cancel := context.WithTimeout(ctx, dialTimeout+durOr(ep.RequestTimeout, 10*time.Second))
-	eps, err := opcua.GetEndpoints(gctx, ep.URL, opcua.DialTimeout(dialTimeout), opcua.RequestTimeout(durOr(ep.RequestTimeout, 10*time.Second)))
-	cancel()
+	eps, err := getEndpoints(ctx, ep.URL, dialTimeout, durOr(ep.RequestTimeout, 10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("getting endpoints of %s: %w", ep.URL, err)
 	}
@@ -213,6 +211,34 @@ func (d *Dialer) Dial(ctx context.Context, ep *Endpoint) (*opcua.Client, error) 
 		return nil, fmt.Errorf("connecting to %s (%s/%s): %w", ep.URL, policy, mode, explain(err))
 	}
 	return c, nil
+}
+
+// getEndpoints asks the server at url for its endpoints, and gives up at
+// once when ctx ends. gopcua v0.8.0 itself is never cancelled mid-way:
+// when the secure channel's open returns early (its context ended) while
+// the channel's reader goroutine is still taking the server's answer,
+// both touch the channel's opening state unsynchronised — the race
+// detector failed TestConnectorEndToEnd 2 runs in 30 (a session stopped
+// or restarted while it dialled). The abandoned request ends within its
+// own timeouts.
+func getEndpoints(ctx context.Context, url string, dialTimeout, requestTimeout time.Duration) ([]*ua.EndpointDescription, error) {
+	type answer struct {
+		eps []*ua.EndpointDescription
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dialTimeout+requestTimeout)
+		defer cancel()
+		eps, err := opcua.GetEndpoints(gctx, url, opcua.DialTimeout(dialTimeout), opcua.RequestTimeout(requestTimeout))
+		done <- answer{eps, err}
+	}()
+	select {
+	case a := <-done:
+		return a.eps, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func authName(k AuthKind) string {
