@@ -203,8 +203,7 @@ func (d *Dialer) Dial(ctx context.Context, ep *Endpoint) (*opcua.Client, error) 
 	if err != nil {
 		return nil, fmt.Errorf("configuring client: %w", err)
 	}
-	if err := c.Connect(ctx); err != nil {
-		c.Close(context.Background())
+	if err := connect(ctx, c, dialTimeout+3*durOr(ep.RequestTimeout, 10*time.Second)); err != nil {
 		if uerr := userRejected(err, &ep.Auth); uerr != nil {
 			return nil, fmt.Errorf("%w (connecting to %s, %s/%s)", uerr, ep.URL, policy, mode)
 		}
@@ -238,6 +237,33 @@ func getEndpoints(ctx context.Context, url string, dialTimeout, requestTimeout t
 		return a.eps, a.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// connect opens c's secure channel and session, and gives up at once
+// when ctx ends, for the reason getEndpoints does: Connect opens its
+// secure channel the same way. An abandoned connect goes on within
+// limit (a dial and three requests: the channel, CreateSession and
+// ActivateSession), then its client is closed. On an error c is closed.
+func connect(ctx context.Context, c *opcua.Client, limit time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
+		defer cancel()
+		done <- c.Connect(cctx)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.Close(context.Background())
+		}
+		return err
+	case <-ctx.Done():
+		go func() {
+			<-done
+			c.Close(context.Background())
+		}()
+		return ctx.Err()
 	}
 }
 
