@@ -257,16 +257,37 @@ func (c *client) phaseTwo(s *session, pid uint16, ph *phased, err error) {
 // and acknowledges it. Nothing goes to live routing: a non-persistent
 // session got the live copy from the node that routed it before, if it
 // did (at most once).
+//
+// It is a step of the client's phase pipe, its phase 1 done long ago: a
+// resend routed at once overtook the client's earlier PUBLISH still in
+// its phase 1 (one the previous node had not stored, resent just before
+// it), and every subscriber got roll-pub-q2-n3:578 before 577 (a rolling
+// restart's fault test).
 func (c *client) redoPhased(s *session, pid uint16, ph *phased, tx *txnCtx) {
 	c.pendingAcks.Add(1)
 	if tx == nil {
 		c.endPhased(s, pid, ph, 0, store.ErrClosed, true)
 		return
 	}
-	m, id := ph.msg, ph.id
-	picks := c.b.sharedPicks(m, id)
-	tx.write(func(t Txn) { c.b.remote.Route(t, m, id, nil, nil, picks) }, nil)
-	c.b.commit(tx, func(err error) { c.endPhased(s, pid, ph, packet.Success, err, true) })
+	tx.discard() // the step makes its own when its turn comes
+	st := &phaseStep{ready: make(chan struct{})}
+	close(st.ready)
+	st.run = func(err error) {
+		if err != nil {
+			c.endPhased(s, pid, ph, 0, err, true)
+			return
+		}
+		tx := c.b.newTxn()
+		if tx == nil {
+			c.endPhased(s, pid, ph, 0, store.ErrClosed, true)
+			return
+		}
+		m, id := ph.msg, ph.id
+		picks := c.b.sharedPicks(m, id)
+		tx.write(func(t Txn) { c.b.remote.Route(t, m, id, nil, nil, picks) }, nil)
+		c.b.commit(tx, func(err error) { c.endPhased(s, pid, ph, packet.Success, err, true) })
+	}
+	c.pushStep(st)
 }
 
 // endPhased acknowledges ph (with code, or refused after err) to c and to
