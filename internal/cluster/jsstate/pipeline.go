@@ -370,7 +370,7 @@ func (s *Store) publish(ws []*write) {
 		}
 		m := w.tries[len(w.tries)-1]
 		s.pmu.Unlock()
-		if _, err := s.js.PublishMsgAsync(m, noRetry...); err != nil {
+		if _, err := s.js.PublishMsgAsync(m); err != nil {
 			if errors.Is(err, nats.ErrConnectionClosed) {
 				s.pmu.Lock()
 				s.fail(w.p, fmt.Errorf("publishing to %s: %w", m.Subject, err))
@@ -424,65 +424,20 @@ func (s *Store) acked(m *nats.Msg, ack *jetstream.PubAck) {
 	s.doneWrite(w.p)
 }
 
-// noRetry turns off nats.go's own retries of a publication that found no
-// stream leader (by default twice, 250 ms apart, unseen by the store):
-// each retry was published on its own, after writes of the same stream
-// published since, and a stream whose new leader was elected in between
-// stored them first. That was the thaw of a SIGSTOP fault test: a
-// publisher's 13 messages stored behind the next 13 (the retries
-// interleaved one for one with the new writes), their commits refused as
-// out of order after the client had left, so that the client sent them
-// again elsewhere and a subscriber got 416 before 404. The store stalls
-// the stream instead (refused).
-var noRetry = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)}
-
-// noLeaderWait is how long a stream that answered that it has no leader
-// waits before its first unanswered write is published again (nats.go's
-// own retry wait); JetStream elects a leader for a stream that lost one
-// in a few hundred milliseconds when its old leader stepped down.
-const noLeaderWait = 250 * time.Millisecond
-
 // refused is nats.go's callback for a publication that failed: one the
-// stream refused fails its commit; a stream without a leader (no
-// responders, or a server that is no longer its leader) is stalled at
-// once; no answer in time, a disconnection or a copy of a write still
-// being stored leave it to the retrier.
+// stream refused fails its commit; no answer in time, no responders, a
+// disconnection or a copy of a write still being stored leave it to the
+// retrier.
 func (s *Store) refused(m *nats.Msg, err error) {
 	var apiErr *jetstream.APIError
-	isAPI := errors.As(err, &apiErr)
-	noLeader := errors.Is(err, jetstream.ErrNoStreamResponse) || isAPI && apiErr.ErrorCode == jsClusterNotLeader
-	if !noLeader && (!isAPI || apiErr.ErrorCode == jsDuplicateInProcess) {
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode == jsDuplicateInProcess || apiErr.ErrorCode == jsClusterNotLeader {
 		return
 	}
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
-	w := s.attempts[m]
-	if w == nil || w.settled {
-		return
+	if w := s.attempts[m]; w != nil && !w.settled {
+		s.fail(w.p, fmt.Errorf("writing to JetStream (%s): %w", m.Subject, err))
 	}
-	if noLeader {
-		s.stallNow(w, time.Now())
-		return
-	}
-	s.fail(w.p, fmt.Errorf("writing to JetStream (%s): %w", m.Subject, err))
-}
-
-// stallNow stalls the lane of w, which found no stream leader, without
-// waiting retryWait: writes committed from now on are held, and the lane
-// is probed again after noLeaderWait (tend), so that what was published
-// before lands first once a leader is elected. Writes published between
-// w and its answer may still land first (a leader elected within that
-// round trip); their commits are refused (checkOrder). s.pmu is held.
-func (s *Store) stallNow(w *write, now time.Time) {
-	l := w.lane
-	if l.stalled && l.probe != nil && (w != l.probe || l.probe.acked) {
-		return // a probe is out, and its answer decides
-	}
-	if !l.stalled {
-		s.noLeader.Add(1)
-	}
-	l.stalled, l.probe = true, nil
-	l.tried = now.Add(noLeaderWait - retryWait) // needsCare: due after noLeaderWait
 }
 
 // JetStream error codes a retry may clear.

@@ -157,9 +157,6 @@ type Store struct {
 	wake        chan struct{}        // signals the completer (capacity 1)
 	kick        chan struct{}        // signals the retrier: a stalled stream answered (capacity 1)
 	resent      atomic.Uint64        // writes published again (retries)
-	// noLeader counts the stalls begun by a stream's "no leader" answer
-	// (stallNow).
-	noLeader atomic.Uint64
 	// routedWrites counts the routed deliveries this node put into
 	// transactions (Route).
 	routedWrites atomic.Uint64
