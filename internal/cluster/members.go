@@ -198,13 +198,20 @@ func (n *Node) SyncSubject(name string) string {
 
 func (n *Node) startMembership() error {
 	var err error
-	n.hbSub, err = n.nc.Subscribe(n.membersSubject(), func(msg *nats.Msg) {
+	// The handler answers on the connection it was made with, not n.nc,
+	// and with the route address as it is now: it may still run while
+	// Stop closes the connection and shuts the server down, clearing
+	// both fields (the race detector saw n.nc in
+	// TestReadinessClusterMember).
+	nc := n.nc
+	n.beatRoute = n.routeAddrString()
+	n.hbSub, err = nc.Subscribe(n.membersSubject(), func(msg *nats.Msg) {
 		var hb heartbeat
 		if json.Unmarshal(msg.Data, &hb) != nil {
 			return
 		}
 		if joined := n.members.seen(hb, time.Now()); (joined || hb.Hello) && hb.Name != n.cfg.Name {
-			n.announce(false)
+			n.publishBeat(nc, heartbeat{})
 		}
 	})
 	if err != nil {
@@ -241,14 +248,14 @@ func (n *Node) startMembership() error {
 	return nil
 }
 
-func (n *Node) hello() { n.publishBeat(heartbeat{Hello: true}) }
+func (n *Node) hello() { n.publishBeat(n.nc, heartbeat{Hello: true}) }
 
-func (n *Node) announce(leaving bool) { n.publishBeat(heartbeat{Leaving: leaving}) }
+func (n *Node) announce(leaving bool) { n.publishBeat(n.nc, heartbeat{Leaving: leaving}) }
 
-func (n *Node) publishBeat(hb heartbeat) {
-	hb.Name, hb.Started, hb.Route = n.cfg.Name, n.members.started, n.routeAddrString()
+func (n *Node) publishBeat(nc *nats.Conn, hb heartbeat) {
+	hb.Name, hb.Started, hb.Route = n.cfg.Name, n.members.started, n.beatRoute
 	b, _ := json.Marshal(hb)
-	_ = n.nc.Publish(n.membersSubject(), b) // a lost beat is repeated
+	_ = nc.Publish(n.membersSubject(), b) // a lost beat is repeated
 }
 
 // Members lists the nodes this node has heard from, itself included.

@@ -331,7 +331,11 @@ type Node struct {
 	stop    chan struct{}          // closed by Stop: ends the heartbeat loop
 	wg      sync.WaitGroup         // the heartbeat loop
 	hbSub   *nats.Subscription
-	syncSub *nats.Subscription
+	// beatRoute is the route address the heartbeats carry, fixed when
+	// membership starts: the heartbeat handler may still run while Stop
+	// shuts the server down.
+	beatRoute string
+	syncSub   *nats.Subscription
 	// statusSub answers for this node's view of the meta group.
 	statusSub *nats.Subscription
 }
