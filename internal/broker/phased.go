@@ -235,20 +235,31 @@ func (c *client) publishPhased(s *session, pid uint16, ph *phased, tx *txnCtx) {
 // phaseTwo routes ph once its phase 1 is durable, and acknowledges it
 // once the routing's writes are.
 func (c *client) phaseTwo(s *session, pid uint16, ph *phased, err error) {
+	c.routePhased(s, pid, ph, err, false, func(tx *txnCtx) packet.ReasonCode {
+		n, forwarded := c.b.publishRoute(ph.msg, tx)
+		if n == 0 && !forwarded && c.version == packet.V5 {
+			return packet.NoMatchingSubscribers
+		}
+		return packet.Success
+	})
+}
+
+// routePhased is a phase-pipe step's routing of ph: after err (phase 1's
+// result, or the fence check's) it writes route into a transaction of its
+// own, commits it and acknowledges ph with route's reason code once it is
+// durable; stored reports whether ph's message was stored before this
+// step (endPhased's routed, for a failure before the routing).
+func (c *client) routePhased(s *session, pid uint16, ph *phased, err error, stored bool, route func(*txnCtx) packet.ReasonCode) {
 	if err != nil {
-		c.endPhased(s, pid, ph, 0, err, false)
+		c.endPhased(s, pid, ph, 0, err, stored)
 		return
 	}
 	tx := c.b.newTxn()
 	if tx == nil {
-		c.endPhased(s, pid, ph, 0, store.ErrClosed, false)
+		c.endPhased(s, pid, ph, 0, store.ErrClosed, stored)
 		return
 	}
-	n, forwarded := c.b.publishRoute(ph.msg, tx)
-	code := packet.Success
-	if n == 0 && !forwarded && c.version == packet.V5 {
-		code = packet.NoMatchingSubscribers
-	}
+	code := route(tx)
 	c.b.commit(tx, func(err error) { c.endPhased(s, pid, ph, code, err, true) })
 }
 
@@ -273,19 +284,12 @@ func (c *client) redoPhased(s *session, pid uint16, ph *phased, tx *txnCtx) {
 	st := &phaseStep{ready: make(chan struct{})}
 	close(st.ready)
 	st.run = func(err error) {
-		if err != nil {
-			c.endPhased(s, pid, ph, 0, err, true)
-			return
-		}
-		tx := c.b.newTxn()
-		if tx == nil {
-			c.endPhased(s, pid, ph, 0, store.ErrClosed, true)
-			return
-		}
-		m, id := ph.msg, ph.id
-		picks := c.b.sharedPicks(m, id)
-		tx.write(func(t Txn) { c.b.remote.Route(t, m, id, nil, nil, picks) }, nil)
-		c.b.commit(tx, func(err error) { c.endPhased(s, pid, ph, packet.Success, err, true) })
+		c.routePhased(s, pid, ph, err, true, func(tx *txnCtx) packet.ReasonCode {
+			m, id := ph.msg, ph.id
+			picks := c.b.sharedPicks(m, id)
+			tx.write(func(t Txn) { c.b.remote.Route(t, m, id, nil, nil, picks) }, nil)
+			return packet.Success
+		})
 	}
 	c.pushStep(st)
 }
